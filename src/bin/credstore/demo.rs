@@ -1,0 +1,113 @@
+//! `credstore demo`: issuing, verifying, every denial so far, revoking and auditing, on a
+//! throwaway store whose clock the demo moves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use credstore::{Config, Env, Expiry, Format, ListFilter, ManualClock, NewKey, Store};
+
+use crate::{Failure, output};
+
+const HOUR_MS: i64 = 3_600_000;
+
+pub fn run() -> Result<(), Failure> {
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).map_err(|e| Failure {
+        code: 3,
+        message: format!("no randomness: {e}"),
+    })?;
+    let dir = std::env::temp_dir().join(format!("credstore-demo-{}", hex::encode(suffix)));
+    let result = walk(&dir);
+    // The demo store is throwaway: remove it whatever happened.
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn walk(dir: &std::path::Path) -> Result<(), Failure> {
+    let clock = Arc::new(ManualClock::new(jiff::Timestamp::now().as_millisecond()));
+    let store = Store::init(dir, Config::new().clock(clock.clone()))?;
+    println!("== A throwaway store in {}\n", dir.display());
+
+    println!("== Issuing keys (each is shown once; only a keyed hash is stored)");
+    let live = store.create(
+        NewKey::new("Production backend")
+            .project("acme")
+            .meta("team", "payments"),
+    )?;
+    let test = store.create(
+        NewKey::new("CI pipeline")
+            .project("acme")
+            .format(Format::default_for(Env::Test)),
+    )?;
+    let comp = store.create(NewKey::new("Compresh client").format(Format::new("comp_", Env::Live, 27, false)?))?;
+    for k in [&live, &test, &comp] {
+        println!("  {:<20} {}  -> {}", k.record.name, k.record.id, k.key.expose());
+    }
+
+    let show = |label: &str, key: &str| -> Result<(), Failure> {
+        print!("  {label:<38} ");
+        output::print_decision(&store.verify(key)?, false);
+        Ok(())
+    };
+    println!("\n== Verifying");
+    show("live key", live.key.expose())?;
+    show("test key", test.key.expose())?;
+    show("comp_ key (32 characters, no checksum)", comp.key.expose())?;
+
+    println!("\n== Rejected before any lookup (MALFORMED)");
+    let live_text = live.key.expose();
+    let swapped = if live_text.get(10..11) == Some("a") { "b" } else { "a" };
+    let mut typo = live_text.to_string();
+    typo.replace_range(10..11, swapped);
+    show("a typo (checksum mismatch)", &typo)?;
+    show("an unknown prefix", &live_text.replacen("sk_live_", "pk_live_", 1))?;
+    show("a comp_ key one character short", &comp.key.expose()[..31])?;
+
+    println!("\n== Well-formed but never issued (NOT_FOUND)");
+    show(
+        "a forged key with a valid checksum",
+        Format::default_for(Env::Live).generate().expose(),
+    )?;
+
+    println!("\n== Disable and enable (reversible)");
+    store.disable(&live.record.id)?;
+    show("after disable", live.key.expose())?;
+    store.enable(&live.record.id)?;
+    show("after enable", live.key.expose())?;
+
+    println!("\n== Expiry");
+    let short = store.create(NewKey::new("One-hour token").expires(Expiry::In(HOUR_MS)))?;
+    show("fresh one-hour token", short.key.expose())?;
+    clock.advance(2 * HOUR_MS);
+    println!("  (two hours pass)");
+    show("the same token", short.key.expose())?;
+
+    println!("\n== Rotation with a 10-minute grace period");
+    let rotated = store.rotate(&test.record.id, Some(Duration::from_secs(600)))?;
+    show("old key, during the grace period", test.key.expose())?;
+    show("new key", rotated.new.key.expose())?;
+    clock.advance(11 * 60_000);
+    println!("  (eleven minutes pass)");
+    show("old key, after the grace period", test.key.expose())?;
+
+    println!("\n== Revocation: immediate and final");
+    store.revoke(&live.record.id, Some("leaked in a screenshot"))?;
+    show("after revoke", live.key.expose())?;
+    match store.enable(&live.record.id) {
+        Err(e) => println!("  enable after revoke is refused: {e}"),
+        Ok(_) => println!("  BUG: a revoked key was enabled"),
+    }
+
+    println!("\n== The key dashboard");
+    output::print_list(&store.list(&ListFilter::default())?, false);
+
+    println!("\n== The audit log");
+    output::print_events(&store.events(&Default::default())?, false);
+    let check = store.verify_log()?;
+    println!(
+        "\n  audit verify: intact, {} records, {} bytes",
+        check.records, check.bytes
+    );
+    store.close()?;
+    Ok(())
+}

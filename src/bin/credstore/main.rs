@@ -1,0 +1,502 @@
+//! `credstore`: the operator CLI. See DESIGN.md's CLI contract.
+//!
+//! Exit codes: 0 success (for `verify`: the key is valid), 1 `verify` denied the key,
+//! 2 bad usage or bad input (nothing was written), 3 store error (I/O, corruption, locked).
+
+mod demo;
+mod output;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use credstore::{
+    Config, Env, Error, EventFilter, Expiry, Format, InputError, KeyId, KeyUpdate, ListFilter, NewKey, OpenError,
+    Status, Store, clock, parse_expiry,
+};
+
+/// credstore: issue, verify, revoke, rotate and audit API keys in an embedded store.
+#[derive(Parser)]
+#[command(name = "credstore", version, about)]
+struct Cli {
+    /// The data directory.
+    #[arg(long, global = true, env = "CREDSTORE_DATA", default_value = "./credstore-data")]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a store. Without CREDSTORE_PEPPER it is a development store that keeps its
+    /// pepper in DATA/pepper.key.
+    Init,
+    /// Issue a key; it is printed once.
+    Create(CreateArgs),
+    /// Verify a key (`-` reads it from stdin). Exit 0 when valid, 1 when denied.
+    Verify {
+        /// The key, or `-` to read it from stdin.
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys.
+    List {
+        /// Only this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only this status: active, disabled, expired or revoked.
+        #[arg(long)]
+        status: Option<Status>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one key.
+    Show {
+        /// The key id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a key's name, metadata or expiry.
+    Update(UpdateArgs),
+    /// Disable a key (reversible).
+    Disable {
+        /// The key id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a disabled key.
+    Enable {
+        /// The key id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key, for good.
+    Revoke {
+        /// The key id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new key with the same settings; the old one dies now or after --grace.
+    Rotate {
+        /// The key id.
+        id: String,
+        /// Keep the old key valid this long (e.g. 24h).
+        #[arg(long, value_parser = parse_duration_arg)]
+        grace: Option<std::time::Duration>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List events from the audit log; `audit verify` checks it, `audit export` dumps it.
+    Audit(AuditArgs),
+    /// Rebuild the index from the log.
+    Rebuild,
+    /// Walk through issuing, verifying, every denial, revoking and auditing on a
+    /// throwaway store.
+    Demo,
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// A name for the key.
+    #[arg(long)]
+    name: String,
+    /// The key prefix, e.g. sk_live_, cmp_, comp_.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// live or test.
+    #[arg(long)]
+    env: Option<Env>,
+    /// Random characters (at least 22).
+    #[arg(long)]
+    length: Option<usize>,
+    /// No checksum at the end.
+    #[arg(long)]
+    no_checksum: bool,
+    /// The project.
+    #[arg(long)]
+    project: Option<String>,
+    /// Lifetime: 90d, 12h, 30m, 45s.
+    #[arg(long, conflicts_with = "expires_at")]
+    expires_in: Option<String>,
+    /// Expiry as RFC 3339.
+    #[arg(long)]
+    expires_at: Option<String>,
+    /// Metadata entry K=V (repeatable).
+    #[arg(long = "meta", value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct UpdateArgs {
+    /// The key id.
+    id: String,
+    /// A new name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Metadata entry K=V (repeatable); replaces all metadata.
+    #[arg(long = "meta", value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
+    /// Remove all metadata.
+    #[arg(long, conflicts_with = "meta")]
+    clear_meta: bool,
+    /// New lifetime from now: 90d, 12h, 30m, 45s.
+    #[arg(long, conflicts_with_all = ["expires_at", "no_expiry"])]
+    expires_in: Option<String>,
+    /// New expiry as RFC 3339.
+    #[arg(long, conflicts_with = "no_expiry")]
+    expires_at: Option<String>,
+    /// Remove the expiry.
+    #[arg(long)]
+    no_expiry: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    #[command(subcommand)]
+    action: Option<AuditAction>,
+    /// Only events of this key.
+    #[arg(long)]
+    key: Option<String>,
+    /// Only events of this kind (key.created, key.revoked, ...).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the whole log: exit 0 only for an intact log, else name the first bad record.
+    Verify,
+    /// Write every event as JSON Lines.
+    Export,
+}
+
+/// A CLI failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::Input(_) | Error::State(_) => 2,
+            Error::Open(OpenError::NotAStore(_) | OpenError::AlreadyExists(_))
+            | Error::Open(OpenError::MissingPepper | OpenError::WrongPepper) => 2,
+            _ => 3,
+        };
+        Failure {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<InputError> for Failure {
+    fn from(e: InputError) -> Self {
+        Failure::from(Error::from(e))
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        message: message.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, Failure> {
+    let data = cli.data;
+    match cli.command {
+        Command::Init => {
+            let config = Config::from_env()?;
+            let dev = config.pepper.is_none();
+            let store = Store::init(&data, config)?;
+            println!("Initialised a credstore store in {}", data.display());
+            if dev {
+                println!(
+                    "Development store: its pepper is in {}. In production, set CREDSTORE_PEPPER instead.",
+                    data.join("pepper.key").display()
+                );
+            }
+            store.close()?;
+            Ok(0)
+        }
+        Command::Create(args) => create(&data, args),
+        Command::Verify { key, json } => {
+            let key = if key == "-" { read_stdin_line()? } else { key };
+            let store = open(&data)?;
+            let decision = store.verify(key.trim())?;
+            output::print_decision(&decision, json);
+            store.close()?;
+            Ok(if decision.is_valid() { 0 } else { 1 })
+        }
+        Command::List {
+            project,
+            prefix,
+            status,
+            json,
+        } => {
+            let store = open(&data)?;
+            let keys = store.list(&ListFilter {
+                project,
+                prefix,
+                status,
+            })?;
+            output::print_list(&keys, json);
+            Ok(0)
+        }
+        Command::Show { id, json } => {
+            let store = open(&data)?;
+            let info = store.get(&KeyId::parse(&id)?)?;
+            output::print_info(&info, json);
+            Ok(0)
+        }
+        Command::Update(args) => update(&data, args),
+        Command::Disable { id, json } => {
+            let store = open(&data)?;
+            let info = store.disable(&KeyId::parse(&id)?)?;
+            output::print_info(&info, json);
+            Ok(0)
+        }
+        Command::Enable { id, json } => {
+            let store = open(&data)?;
+            let info = store.enable(&KeyId::parse(&id)?)?;
+            output::print_info(&info, json);
+            Ok(0)
+        }
+        Command::Revoke { id, reason, yes, json } => {
+            let id = KeyId::parse(&id)?;
+            let store = open(&data)?;
+            let current = store.get(&id)?;
+            if !yes && std::io::stdin().is_terminal() && !confirm(&current.record.name, &id)? {
+                return Err(usage("revocation cancelled"));
+            }
+            let info = store.revoke(&id, reason.as_deref())?;
+            output::print_info(&info, json);
+            Ok(0)
+        }
+        Command::Rotate { id, grace, json } => {
+            let store = open(&data)?;
+            let rotated = store.rotate(&KeyId::parse(&id)?, grace)?;
+            output::print_created(&rotated.new, json, Some(&rotated.old));
+            Ok(0)
+        }
+        Command::Audit(args) => audit(&data, args),
+        Command::Rebuild => {
+            let last = Store::rebuild(&data, Config::from_env()?)?;
+            println!("Rebuilt the index from {last} log records.");
+            Ok(0)
+        }
+        Command::Demo => demo::run().map(|()| 0),
+    }
+}
+
+fn open(data: &Path) -> Result<Store, Failure> {
+    let store = Store::open(data, Config::from_env()?)?;
+    let report = store.recovery_report();
+    if report.truncated_bytes > 0 {
+        eprintln!(
+            "note: recovered the log: truncated a torn tail of {} bytes (an unacknowledged write)",
+            report.truncated_bytes
+        );
+    }
+    Ok(store)
+}
+
+fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
+    let store = open(data)?;
+    let format = choose_format(&store, &args)?;
+    let mut new = NewKey::new(args.name).format(format);
+    new.project = args.project;
+    new.metadata = args.meta.into_iter().collect();
+    new.expires = match (args.expires_in, args.expires_at) {
+        (Some(d), _) => Some(Expiry::In(clock::parse_duration(&d)?)),
+        (None, Some(t)) => Some(Expiry::At(clock::parse_time(&t)?)),
+        (None, None) => None,
+    };
+    let created = store.create(new)?;
+    output::print_created(&created, args.json, None);
+    store.close()?;
+    Ok(0)
+}
+
+/// The format for `create`: an explicit shape, else the one registered for the prefix,
+/// else the default shape (32 random characters with a checksum).
+fn choose_format(store: &Store, args: &CreateArgs) -> Result<Format, Failure> {
+    let env = args.env;
+    let prefix = match (&args.prefix, env) {
+        (Some(p), _) => p.clone(),
+        (None, Some(e)) => Format::default_for(e).prefix().to_string(),
+        (None, None) => Format::default_for(Env::Live).prefix().to_string(),
+    };
+    let formats = store.formats();
+    let registered: Vec<_> = formats.with_prefix(&prefix).collect();
+    if args.length.is_none()
+        && !args.no_checksum
+        && let [only] = registered.as_slice()
+    {
+        if env.is_some_and(|e| e != only.env()) {
+            return Err(InputError::PrefixEnvironmentConflict {
+                prefix: prefix.clone(),
+                registered: only.env(),
+            }
+            .into());
+        }
+        return Ok((*only).clone());
+    }
+    let env = env
+        .or_else(|| formats.env_of_prefix(&prefix))
+        .unwrap_or_else(|| Env::guess_from_prefix(&prefix));
+    let length = args.length.unwrap_or(credstore::token::DEFAULT_RANDOM_LEN);
+    Ok(Format::new(&prefix, env, length, !args.no_checksum)?)
+}
+
+fn update(data: &Path, args: UpdateArgs) -> Result<u8, Failure> {
+    let id = KeyId::parse(&args.id)?;
+    let expires = if args.no_expiry {
+        Some(None)
+    } else if let Some(d) = &args.expires_in {
+        Some(Some(Expiry::In(clock::parse_duration(d)?)))
+    } else if let Some(t) = &args.expires_at {
+        Some(Some(parse_expiry(t)?))
+    } else {
+        None
+    };
+    let metadata = if args.clear_meta {
+        Some(BTreeMap::new())
+    } else if args.meta.is_empty() {
+        None
+    } else {
+        Some(args.meta.into_iter().collect())
+    };
+    if args.name.is_none() && metadata.is_none() && expires.is_none() {
+        return Err(usage(
+            "nothing to update: give --name, --meta, --clear-meta or an expiry",
+        ));
+    }
+    let store = open(data)?;
+    let info = store.update(
+        &id,
+        KeyUpdate {
+            name: args.name,
+            metadata,
+            expires,
+        },
+    )?;
+    output::print_info(&info, args.json);
+    Ok(0)
+}
+
+fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
+    let store = open(data)?;
+    match args.action {
+        Some(AuditAction::Verify) => match store.verify_log() {
+            Ok(check) => {
+                println!("log intact: {} records, {} bytes", check.records, check.bytes);
+                Ok(0)
+            }
+            Err(e) => Err(Failure {
+                code: 3,
+                message: format!("log check failed: {e}"),
+            }),
+        },
+        Some(AuditAction::Export) => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            for (seq, event) in store.events(&EventFilter::default())? {
+                // A closed pipe ends the export; there is no one left to tell.
+                if writeln!(out, "{}", event.to_json(seq)).is_err() {
+                    break;
+                }
+            }
+            Ok(0)
+        }
+        None => {
+            let filter = EventFilter {
+                key: args.key.as_deref().map(KeyId::parse).transpose()?,
+                kind: args.kind,
+                since: args.since.as_deref().map(clock::parse_time).transpose()?,
+                until: args.until.as_deref().map(clock::parse_time).transpose()?,
+            };
+            let events = store.events(&filter)?;
+            output::print_events(&events, args.json);
+            Ok(0)
+        }
+    }
+}
+
+fn confirm(name: &str, id: &KeyId) -> Result<bool, Failure> {
+    eprint!("Revoke key {id} ({name})? This cannot be undone. [y/N] ");
+    let answer = read_stdin_line()?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+fn read_stdin_line() -> Result<String, Failure> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| usage(format!("cannot read stdin: {e}")))?;
+    Ok(line)
+}
+
+fn parse_meta(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected K=V, got {text:?}"))
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    clock::parse_duration(text)
+        .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
+        .map_err(|e| e.to_string())
+}

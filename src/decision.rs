@@ -1,0 +1,144 @@
+//! The answer to "may this key make this request?".
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::record::KeyRecord;
+use crate::token::Malformed;
+
+/// The outcome of a verification, in DESIGN.md's order of checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum Code {
+    /// The key may make the request.
+    Valid,
+    /// Not a key of any registered format.
+    Malformed,
+    /// Well-formed, but no such key.
+    NotFound,
+    /// The key was revoked.
+    Revoked,
+    /// The key is disabled.
+    Disabled,
+    /// The key has expired.
+    Expired,
+    /// The key may not act here (environment, project, IP, referrer, endpoint).
+    Forbidden,
+    /// The key lacks a required permission.
+    InsufficientPermissions,
+    /// A rate limit is exhausted.
+    RateLimited,
+    /// The budget is exhausted.
+    BudgetExhausted,
+}
+
+impl Code {
+    /// The code as printed: `VALID`, `NOT_FOUND`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Valid => "VALID",
+            Code::Malformed => "MALFORMED",
+            Code::NotFound => "NOT_FOUND",
+            Code::Revoked => "REVOKED",
+            Code::Disabled => "DISABLED",
+            Code::Expired => "EXPIRED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
+            Code::RateLimited => "RATE_LIMITED",
+            Code::BudgetExhausted => "BUDGET_EXHAUSTED",
+        }
+    }
+
+    /// The HTTP status a server answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::Valid => 200,
+            Code::Malformed | Code::NotFound | Code::Revoked | Code::Disabled | Code::Expired => 401,
+            Code::BudgetExhausted => 402,
+            Code::Forbidden | Code::InsufficientPermissions => 403,
+            Code::RateLimited => 429,
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A verification's decision: the code and, once the key was found, the key's public fields.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The outcome.
+    pub code: Code,
+    /// For [`Code::Malformed`]: which check failed.
+    pub malformed: Option<Malformed>,
+    /// The key, when it was found (every code but `MALFORMED` and `NOT_FOUND`).
+    pub key: Option<Arc<KeyRecord>>,
+}
+
+impl Decision {
+    /// Whether the request may go ahead.
+    pub fn is_valid(&self) -> bool {
+        self.code == Code::Valid
+    }
+
+    /// The HTTP status for this decision.
+    pub fn http_status(&self) -> u16 {
+        self.code.http_status()
+    }
+
+    pub(crate) fn malformed(why: Malformed) -> Self {
+        Decision {
+            code: Code::Malformed,
+            malformed: Some(why),
+            key: None,
+        }
+    }
+
+    pub(crate) fn not_found() -> Self {
+        Decision {
+            code: Code::NotFound,
+            malformed: None,
+            key: None,
+        }
+    }
+
+    pub(crate) fn with_key(code: Code, key: Arc<KeyRecord>) -> Self {
+        Decision {
+            code,
+            malformed: None,
+            key: Some(key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_http_as_designed() {
+        let table = [
+            (Code::Valid, "VALID", 200),
+            (Code::Malformed, "MALFORMED", 401),
+            (Code::NotFound, "NOT_FOUND", 401),
+            (Code::Revoked, "REVOKED", 401),
+            (Code::Disabled, "DISABLED", 401),
+            (Code::Expired, "EXPIRED", 401),
+            (Code::Forbidden, "FORBIDDEN", 403),
+            (Code::InsufficientPermissions, "INSUFFICIENT_PERMISSIONS", 403),
+            (Code::RateLimited, "RATE_LIMITED", 429),
+            (Code::BudgetExhausted, "BUDGET_EXHAUSTED", 402),
+        ];
+        for (code, text, status) in table {
+            assert_eq!(code.as_str(), text);
+            assert_eq!(code.http_status(), status);
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{text}\""));
+        }
+    }
+}

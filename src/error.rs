@@ -1,0 +1,187 @@
+//! Error types: one enum per family of failure, so a caller can match on what went wrong.
+//!
+//! [`Error`] is what every public [`crate::Store`] operation returns. Its variants are
+//! families: [`Error::Input`] (the caller's input was refused, nothing was written),
+//! [`Error::State`] (the request does not fit the key's current state, nothing was written),
+//! [`Error::Open`] (the data directory cannot be opened as a store), [`Error::Log`]
+//! (the event log is damaged or cannot be written) and [`Error::Io`].
+//!
+//! No error message ever contains a key, a pepper or a tag.
+
+use std::path::PathBuf;
+
+use crate::log::LogError;
+
+/// Everything a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input was refused; nothing was written.
+    #[error("invalid input: {0}")]
+    Input(#[from] InputError),
+    /// The operation does not fit the current state of the key; nothing was written.
+    #[error("{0}")]
+    State(#[from] StateError),
+    /// The data directory could not be opened as a store.
+    #[error("{0}")]
+    Open(#[from] OpenError),
+    /// The event log is damaged or could not be written.
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    /// The sled index failed.
+    #[error("index: {0}")]
+    Index(String),
+    /// The store has been closed, or its writer thread stopped after an I/O failure.
+    #[error("the store is closed")]
+    Closed,
+    /// An I/O error outside the log.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// True when the caller's request was at fault (bad input, unknown id, wrong state):
+    /// nothing was written and retrying the same request fails the same way.
+    pub fn is_caller_error(&self) -> bool {
+        matches!(self, Error::Input(_) | Error::State(_))
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Index(e.to_string())
+    }
+}
+
+/// A refused input. Each variant names the field that was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The key name is empty.
+    #[error("name must not be empty")]
+    EmptyName,
+    /// The key name is longer than [`crate::record::MAX_NAME_LEN`] bytes.
+    #[error("name is {len} bytes long, the limit is {max}")]
+    NameTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The name contains a control character.
+    #[error("name must not contain control characters")]
+    NameControlChar,
+    /// The metadata is larger than the limits allow.
+    #[error("metadata too large: {0}")]
+    MetadataTooLarge(String),
+    /// A project name is not 1 to 64 characters of `[A-Za-z0-9_.-]`.
+    #[error("invalid project {0:?}: use 1 to 64 characters of A-Z a-z 0-9 _ . -")]
+    InvalidProject(String),
+    /// An expiry that is not in the future.
+    #[error("expiry {0} is not in the future")]
+    ExpiryInPast(String),
+    /// A duration or time that could not be parsed or is out of range.
+    #[error("invalid time or duration {0:?}")]
+    InvalidTime(String),
+    /// A key prefix that is not 1 to 24 characters of `[A-Za-z0-9_]` ending in `_`.
+    #[error("invalid prefix {0:?}: use 1 to 24 characters of A-Z a-z 0-9 _, ending in _")]
+    InvalidPrefix(String),
+    /// A random part too short to carry 128 bits, or longer than the format allows.
+    #[error("random part of {len} characters refused: it must be {min} to {max} base62 characters (at least 128 bits)")]
+    InvalidRandomLength {
+        /// The requested length.
+        len: usize,
+        /// The least accepted length.
+        min: usize,
+        /// The greatest accepted length.
+        max: usize,
+    },
+    /// The prefix is already registered with the other environment.
+    #[error("prefix {prefix:?} is registered for the {registered} environment")]
+    PrefixEnvironmentConflict {
+        /// The prefix.
+        prefix: String,
+        /// The environment it is registered with.
+        registered: crate::token::Env,
+    },
+    /// A pepper that is not 32 bytes written as 64 hex characters.
+    #[error("the pepper must be 64 hex characters (32 bytes)")]
+    InvalidPepper,
+    /// An environment other than `live` or `test`.
+    #[error("invalid environment {0:?}: use live or test")]
+    InvalidEnv(String),
+    /// A key id that is not of the form `key_` plus 22 base62 characters.
+    #[error("invalid key id {0:?}")]
+    InvalidKeyId(String),
+}
+
+/// The request does not fit the key's current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// No key has this id.
+    #[error("no key with id {0}")]
+    UnknownKey(String),
+    /// The key is revoked: revocation cannot be undone and a revoked key cannot change.
+    #[error("key {0} is revoked")]
+    Revoked(String),
+    /// The key was rotated already; rotate its successor instead.
+    #[error("key {0} was already rotated to {1}")]
+    AlreadyRotated(String, String),
+    /// The key is already disabled.
+    #[error("key {0} is already disabled")]
+    AlreadyDisabled(String),
+    /// The key is not disabled.
+    #[error("key {0} is not disabled")]
+    NotDisabled(String),
+}
+
+/// Why a data directory could not be opened as a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The directory does not hold a credstore store.
+    #[error("{0} is not a credstore store (no STORE marker); run `credstore init` first")]
+    NotAStore(PathBuf),
+    /// `init` was asked for a directory that already holds a store, or other files.
+    #[error("{0} already exists and is not empty")]
+    AlreadyExists(PathBuf),
+    /// Another process (or another `Store` in this process) holds the store's lock.
+    #[error("the store at {0} is locked by another process")]
+    Locked(PathBuf),
+    /// The store was written by an incompatible version of credstore.
+    #[error("unsupported store format version {found} (this build reads {supported})")]
+    UnsupportedVersion {
+        /// The version found.
+        found: u32,
+        /// The version this build supports.
+        supported: u32,
+    },
+    /// The pepper does not match the one the store was created with.
+    #[error("wrong pepper: this store was created with a different pepper")]
+    WrongPepper,
+    /// No pepper was given and the store keeps none.
+    #[error("no pepper: set CREDSTORE_PEPPER (64 hex characters) or pass one in the config")]
+    MissingPepper,
+    /// The index is inconsistent with the log (e.g. it has applied records the log lacks).
+    #[error("index and log disagree: {0}; run `credstore rebuild`")]
+    IndexAhead(String),
+    /// The marker or pepper file is damaged.
+    #[error("damaged store file {0}")]
+    Damaged(PathBuf),
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

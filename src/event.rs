@@ -1,0 +1,240 @@
+//! The events the log records: every state change of the store.
+//!
+//! A payload on disk is one version byte ([`EVENT_FORMAT`]) followed by the event in
+//! bincode 2 (standard configuration, via serde). Events carry a key's tag (its keyed hash)
+//! so the index can be rebuilt from the log alone; nothing shown to people
+//! ([`Event::to_json`]) ever includes it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::fmt_time;
+use crate::record::{KeyId, KeyRecord};
+use crate::token::Format;
+
+/// The payload format version this build writes and reads.
+pub const EVENT_FORMAT: u8 = 1;
+
+/// One recorded change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix ms when the change was made.
+    pub at: i64,
+    /// What changed.
+    pub kind: EventKind,
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A key format was registered with the store.
+    FormatRegistered {
+        /// The format.
+        format: Format,
+    },
+    /// A key was created.
+    KeyCreated {
+        /// The new record.
+        record: KeyRecord,
+        /// The key's tag (keyed hash). Never shown.
+        tag: Tag,
+    },
+    /// A key's name, metadata or expiry changed.
+    KeyUpdated {
+        /// The key.
+        id: KeyId,
+        /// The new name.
+        name: Option<String>,
+        /// The new metadata.
+        metadata: Option<BTreeMap<String, String>>,
+        /// The new expiry (`Some(None)`: none).
+        expires_at: Option<Option<i64>>,
+    },
+    /// A key was disabled.
+    KeyDisabled {
+        /// The key.
+        id: KeyId,
+    },
+    /// A key was enabled again.
+    KeyEnabled {
+        /// The key.
+        id: KeyId,
+    },
+    /// A key was revoked (at once, or from `effective_at` after a rotation grace period).
+    KeyRevoked {
+        /// The key.
+        id: KeyId,
+        /// Unix ms from which the key is revoked.
+        effective_at: i64,
+        /// The reason given.
+        reason: Option<String>,
+    },
+    /// A key was rotated: `record` replaces `old`, which is revoked from `old_revoked_at`.
+    KeyRotated {
+        /// The key replaced.
+        old: KeyId,
+        /// When the old key stops working.
+        old_revoked_at: i64,
+        /// The new key's record.
+        record: KeyRecord,
+        /// The new key's tag. Never shown.
+        tag: Tag,
+    },
+}
+
+/// A key's tag: `blake3::keyed_hash(pepper, token)`. Compared in constant time; `Debug`
+/// prints nothing of it.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub struct Tag(pub [u8; 32]);
+
+impl std::hash::Hash for Tag {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.0);
+    }
+}
+
+impl PartialEq for Tag {
+    fn eq(&self, other: &Self) -> bool {
+        // blake3::Hash's equality is constant-time.
+        blake3::Hash::from_bytes(self.0) == blake3::Hash::from_bytes(other.0)
+    }
+}
+
+impl Eq for Tag {}
+
+impl std::fmt::Debug for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tag(<redacted>)")
+    }
+}
+
+impl Event {
+    /// Encodes the event as a log payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![EVENT_FORMAT];
+        // Encoding plain data into a Vec cannot fail; an error here would be a bug in bincode.
+        if let Ok(bytes) = bincode::serde::encode_to_vec(self, bincode::config::standard()) {
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    /// Decodes a log payload.
+    ///
+    /// # Errors
+    /// A message naming the problem: unknown version, undecodable or trailing bytes.
+    pub fn decode(payload: &[u8]) -> Result<Event, String> {
+        let (&version, body) = payload.split_first().ok_or("empty payload")?;
+        if version != EVENT_FORMAT {
+            return Err(format!("unknown event format version {version}"));
+        }
+        let (event, used): (Event, usize) =
+            bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<{ 1 << 20 }>())
+                .map_err(|e| e.to_string())?;
+        if used != body.len() {
+            return Err(format!("{} trailing bytes", body.len() - used));
+        }
+        Ok(event)
+    }
+
+    /// The event's kind as a dotted name (`key.created`).
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            EventKind::FormatRegistered { .. } => "format.registered",
+            EventKind::KeyCreated { .. } => "key.created",
+            EventKind::KeyUpdated { .. } => "key.updated",
+            EventKind::KeyDisabled { .. } => "key.disabled",
+            EventKind::KeyEnabled { .. } => "key.enabled",
+            EventKind::KeyRevoked { .. } => "key.revoked",
+            EventKind::KeyRotated { .. } => "key.rotated",
+        }
+    }
+
+    /// Every key the event concerns.
+    pub fn key_ids(&self) -> Vec<&KeyId> {
+        match &self.kind {
+            EventKind::FormatRegistered { .. } => vec![],
+            EventKind::KeyCreated { record, .. } => vec![&record.id],
+            EventKind::KeyUpdated { id, .. }
+            | EventKind::KeyDisabled { id }
+            | EventKind::KeyEnabled { id }
+            | EventKind::KeyRevoked { id, .. } => vec![id],
+            EventKind::KeyRotated { old, record, .. } => vec![old, &record.id],
+        }
+    }
+
+    /// The event as JSON for people and scripts, without any tag.
+    pub fn to_json(&self, seq: u64) -> serde_json::Value {
+        use serde_json::json;
+        let details = match &self.kind {
+            EventKind::FormatRegistered { format } => json!({
+                "prefix": format.prefix(), "env": format.env(),
+                "random_len": format.random_len(), "checksum": format.has_checksum(),
+            }),
+            EventKind::KeyCreated { record, .. } => json!({
+                "key_id": record.id, "name": record.name, "start": record.start,
+                "env": record.env(), "project": record.project,
+                "expires_at": record.expires_at.map(fmt_time),
+            }),
+            EventKind::KeyUpdated {
+                id,
+                name,
+                metadata,
+                expires_at,
+            } => json!({
+                "key_id": id, "name": name, "metadata": metadata,
+                "expires_at": expires_at.map(|e| e.map(fmt_time)),
+            }),
+            EventKind::KeyDisabled { id } | EventKind::KeyEnabled { id } => json!({ "key_id": id }),
+            EventKind::KeyRevoked {
+                id,
+                effective_at,
+                reason,
+            } => json!({
+                "key_id": id, "effective_at": fmt_time(*effective_at), "reason": reason,
+            }),
+            EventKind::KeyRotated {
+                old,
+                old_revoked_at,
+                record,
+                ..
+            } => json!({
+                "key_id": old, "new_key_id": record.id, "new_start": record.start,
+                "old_revoked_at": fmt_time(*old_revoked_at),
+            }),
+        };
+        json!({ "seq": seq, "at": fmt_time(self.at), "kind": self.kind_name(), "details": details })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Env;
+
+    #[test]
+    fn encode_decode_round_trip_and_refusals() {
+        let e = Event {
+            at: 123,
+            kind: EventKind::FormatRegistered {
+                format: Format::default_for(Env::Test),
+            },
+        };
+        let bytes = e.encode();
+        assert_eq!(Event::decode(&bytes).unwrap(), e);
+        assert!(Event::decode(&[]).is_err());
+        assert!(Event::decode(&[9, 1, 2]).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Event::decode(&trailing).is_err());
+        assert!(Event::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn tags_never_show() {
+        let tag = Tag([0xAB; 32]);
+        assert!(!format!("{tag:?}").to_lowercase().contains("ab"));
+    }
+}

@@ -1,0 +1,205 @@
+//! The sled index: a cache of the log's state that can always be rebuilt from it.
+//!
+//! Trees (values carry a format byte, then bincode 2 via serde; `docs/FORMAT.md`):
+//!
+//! | tree         | key                       | value                         |
+//! |--------------|---------------------------|-------------------------------|
+//! | `keys`       | key id                    | [`StoredKey`]                 |
+//! | `by_hash`    | tag (32 bytes)            | key id                        |
+//! | `by_prefix`  | prefix, 0x00, key id      | empty                         |
+//! | `by_project` | project, 0x00, key id     | empty                         |
+//! | `counters`   | key id                    | last used, unix ms, i64 BE    |
+//! | `meta`       | `applied_seq`, `formats`  | u64 BE; encoded format list   |
+//!
+//! Every batch of log records is applied in one sled transaction across the trees,
+//! together with `applied_seq`, the sequence number of the last record it reflects.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::error::{Error, Result};
+use crate::event::Tag;
+use crate::record::{KeyId, KeyRecord};
+use crate::token::{Format, FormatSet};
+
+/// The format byte of values this build writes.
+const VALUE_FORMAT: u8 = 1;
+const APPLIED_SEQ: &[u8] = b"applied_seq";
+const FORMATS: &[u8] = b"formats";
+
+/// A key as the index keeps it: its record and its tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredKey {
+    pub record: KeyRecord,
+    pub tag: Tag,
+}
+
+/// The sled database and its trees.
+pub(crate) struct Index {
+    db: sled::Db,
+    keys: sled::Tree,
+    by_hash: sled::Tree,
+    by_prefix: sled::Tree,
+    by_project: sled::Tree,
+    counters: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Index {
+    /// Opens (or creates) the index in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+        Ok(Index {
+            keys: db.open_tree("keys")?,
+            by_hash: db.open_tree("by_hash")?,
+            by_prefix: db.open_tree("by_prefix")?,
+            by_project: db.open_tree("by_project")?,
+            counters: db.open_tree("counters")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// The sequence number of the last log record applied.
+    pub fn applied_seq(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get(APPLIED_SEQ)?
+            .map_or(0, |v| u64::from_be_bytes(crate::log::frame::to_array(&v))))
+    }
+
+    /// The registered key formats.
+    pub fn formats(&self) -> Result<FormatSet> {
+        match self.meta.get(FORMATS)? {
+            Some(bytes) => Ok(FormatSet::new(decode::<Vec<Format>>(&bytes)?)),
+            None => Ok(FormatSet::default()),
+        }
+    }
+
+    /// The key with this id.
+    pub fn get(&self, id: &KeyId) -> Result<Option<StoredKey>> {
+        self.keys.get(id.as_str())?.map(|v| decode(&v)).transpose()
+    }
+
+    /// The key with this tag: two reads and a decode (the path a cache miss takes).
+    pub fn get_by_tag(&self, tag: &Tag) -> Result<Option<StoredKey>> {
+        let Some(id) = self.by_hash.get(tag.0)? else {
+            return Ok(None);
+        };
+        self.keys.get(&id)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Every key, in id (creation) order, optionally only those of one project or prefix.
+    pub fn list(&self, project: Option<&str>, prefix: Option<&str>) -> Result<Vec<StoredKey>> {
+        let ids: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = match (project, prefix) {
+            (Some(p), _) => Box::new(scan_ids(&self.by_project, p)),
+            (None, Some(p)) => Box::new(scan_ids(&self.by_prefix, p)),
+            (None, None) => Box::new(self.keys.iter().keys()),
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            let id = id?;
+            if let Some(v) = self.keys.get(&id)? {
+                let stored: StoredKey = decode(&v)?;
+                if prefix.is_none_or(|p| stored.record.prefix() == p) {
+                    out.push(stored);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        Ok(out)
+    }
+
+    /// The persisted last-used time of a key.
+    pub fn last_used(&self, id: &KeyId) -> Result<Option<i64>> {
+        Ok(self
+            .counters
+            .get(id.as_str())?
+            .map(|v| i64::from_be_bytes(crate::log::frame::to_array(&v))))
+    }
+
+    /// Writes last-used times in one batch.
+    pub fn write_last_used(&self, entries: &[(KeyId, i64)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (id, at) in entries {
+            batch.insert(id.as_str(), &at.to_be_bytes());
+        }
+        self.counters.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Applies the effect of log records up to `applied_seq` in one transaction: the
+    /// changed keys (with their tag, prefix and project entries) and the format list.
+    pub fn apply(
+        &self,
+        keys: &BTreeMap<KeyId, StoredKey>,
+        formats: Option<&FormatSet>,
+        applied_seq: u64,
+    ) -> Result<()> {
+        let encoded: Vec<(&KeyId, Vec<u8>, &StoredKey)> = keys.iter().map(|(id, k)| (id, encode(k), k)).collect();
+        let formats = formats.map(|f| encode(&f.iter().cloned().collect::<Vec<_>>()));
+        let trees = (&self.keys, &self.by_hash, &self.by_prefix, &self.by_project, &self.meta);
+        let result: Result<(), TransactionError<()>> = trees.transaction(|(k, h, pre, proj, m)| {
+            for (id, value, stored) in &encoded {
+                let id = id.as_str().as_bytes();
+                k.insert(id, value.as_slice())?;
+                h.insert(&stored.tag.0[..], id)?;
+                pre.insert(join(stored.record.prefix(), id), &[][..])?;
+                proj.insert(join(&stored.record.project, id), &[][..])?;
+            }
+            if let Some(f) = &formats {
+                m.insert(FORMATS, f.as_slice())?;
+            }
+            m.insert(APPLIED_SEQ, &applied_seq.to_be_bytes()[..])?;
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        result.map_err(|e| Error::Index(format!("{e:?}")))
+    }
+
+    /// Flushes sled to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn join(head: &str, id: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(head.len() + 1 + id.len());
+    k.extend_from_slice(head.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id);
+    k
+}
+
+fn scan_ids<'a>(tree: &'a sled::Tree, head: &str) -> impl Iterator<Item = sled::Result<sled::IVec>> + 'a {
+    let start = head.len() + 1;
+    tree.scan_prefix(join(head, b""))
+        .keys()
+        .map(move |k| k.map(|k| sled::IVec::from(k.get(start..).unwrap_or_default())))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_FORMAT];
+    // Encoding plain data into a Vec cannot fail.
+    if let Ok(bytes) = bincode::serde::encode_to_vec(value, bincode::config::standard()) {
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let (&version, body) = bytes.split_first().ok_or_else(|| Error::Index("empty value".into()))?;
+    if version != VALUE_FORMAT {
+        return Err(Error::Index(format!("unknown value format {version}")));
+    }
+    bincode::serde::decode_from_slice(body, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| Error::Index(format!("undecodable value: {e}")))
+}

@@ -1,0 +1,74 @@
+//! credstore: an embedded, persistent store for API credentials.
+//!
+//! It issues API keys and keeps only keyed hashes of them, verifies a presented key in
+//! well under a microsecond, revokes and rotates keys with immediate effect, and writes
+//! every change into an append-only, hash-chained event log that is the source of truth
+//! (a sled index is rebuilt from it at will).
+//!
+//! # A short tour
+//!
+//! ```
+//! use credstore::{Code, Config, NewKey, Store};
+//!
+//! # fn main() -> Result<(), credstore::Error> {
+//! let dir = tempfile::tempdir().expect("temp dir");
+//! // A development store: the pepper is generated and kept in `pepper.key`.
+//! let store = Store::init(dir.path().join("data"), Config::new())?;
+//!
+//! // Issue a key: the secret is shown once, only its tag is stored.
+//! let created = store.create(NewKey::new("CI pipeline").project("acme"))?;
+//! let key = created.key.expose().to_string();
+//! assert!(key.starts_with("sk_live_"));
+//!
+//! // Verify it on every request.
+//! let decision = store.verify(&key)?;
+//! assert_eq!(decision.code, Code::Valid);
+//! assert_eq!(decision.key.as_ref().map(|k| k.project.as_str()), Some("acme"));
+//!
+//! // A typo is rejected by the checksum, before any lookup.
+//! let typo = key.replace(&key[10..11], if &key[10..11] == "a" { "b" } else { "a" });
+//! assert_eq!(store.verify(&typo)?.code, Code::Malformed);
+//!
+//! // Revoke it: the very next verify refuses it, in every thread.
+//! store.revoke(&created.record.id, Some("leaked in a screenshot"))?;
+//! assert_eq!(store.verify(&key)?.code, Code::Revoked);
+//!
+//! // Every change is in the audit log.
+//! let kinds: Vec<_> = store
+//!     .events(&Default::default())?
+//!     .iter()
+//!     .map(|(_, e)| e.kind_name())
+//!     .collect();
+//! assert_eq!(kinds, ["format.registered", "key.created", "key.revoked"]);
+//! store.close()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Design: `DESIGN.md` (shared), `docs/FORMAT.md` (bytes on disk), `docs/DURABILITY.md`
+//! (what is durable when), `docs/SECURITY.md`, `docs/PERFORMANCE.md`.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+
+pub mod clock;
+pub mod decision;
+pub mod error;
+pub mod event;
+mod index;
+pub mod log;
+pub mod record;
+pub mod secret;
+mod store;
+pub mod token;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decision::{Code, Decision};
+pub use error::{Error, InputError, OpenError, Result, StateError};
+pub use event::{Event, EventKind};
+pub use log::LogError;
+pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
+pub use secret::{Pepper, Secret};
+pub use store::{Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, Store, parse_expiry};
+pub use token::{Env, Format, FormatSet, Malformed, Token};

@@ -1,0 +1,133 @@
+//! Reopening the log after a crash.
+//!
+//! Only the last segment can hold a partial write: segments are sealed (fsync'd) before a
+//! new one begins. Recovery checks every segment header, then walks the last segment's
+//! records. A record that fails at the very end of the file (its declared extent reaches
+//! the end of the file, or only zero bytes follow) is a torn tail from an unacknowledged
+//! batch: it is truncated and reported. A failure with valid-looking data after it is
+//! corruption in the middle: an error, never skipped.
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use super::frame::{self, FrameError};
+use super::segment::{SEGMENT_HEADER_LEN, SegmentHeader, list_segments};
+use super::{Corruption, LogError};
+
+/// Where the log ends after recovery.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The last segment.
+    pub segment: PathBuf,
+    /// Its valid length in bytes.
+    pub len: u64,
+    /// The next sequence number to write.
+    pub next_seq: u64,
+    /// The chain hash of the last record.
+    pub last_hash: [u8; 32],
+    /// What recovery did.
+    pub report: RecoveryReport,
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes of a torn tail that were truncated (0 for a clean log).
+    pub truncated_bytes: u64,
+    /// Segments in the log.
+    pub segments: usize,
+}
+
+/// Recovers the log in `dir`, truncating a torn tail.
+///
+/// # Errors
+/// [`LogError::BadHeader`] for a damaged or foreign segment header or no segment at all,
+/// [`LogError::Corrupt`] for a damaged record before the tail, [`LogError::Io`].
+pub fn recover(dir: &Path, store_id: &[u8; 16]) -> Result<Recovered, LogError> {
+    let segments = list_segments(dir)?;
+    let Some(((_, last_path), sealed)) = segments.split_last() else {
+        return Err(LogError::BadHeader {
+            segment: dir.to_path_buf(),
+            reason: "the log has no segment".into(),
+        });
+    };
+    for (_, path) in sealed {
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        let mut f = fs::File::open(path).map_err(|e| LogError::io(path, e))?;
+        std::io::Read::read_exact(&mut f, &mut head).map_err(|e| LogError::io(path, e))?;
+        SegmentHeader::decode(&head, path, Some(store_id))?;
+    }
+    let data = fs::read(last_path).map_err(|e| LogError::io(last_path, e))?;
+    let header = SegmentHeader::decode(&data, last_path, Some(store_id))?;
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut next_seq = header.first_seq;
+    let mut last_hash = header.prev_hash;
+    let mut truncate_at = None;
+    while let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) {
+        let corrupt = |reason: Corruption| LogError::Corrupt {
+            segment: last_path.clone(),
+            offset: pos as u64,
+            seq: next_seq,
+            reason,
+        };
+        match frame::decode(rest) {
+            Ok(f) if f.seq == next_seq && f.prev == last_hash => {
+                last_hash = f.hash();
+                next_seq += 1;
+                pos += f.encoded_len();
+            }
+            Ok(f) if f.seq != next_seq => {
+                return Err(corrupt(Corruption::SeqGap {
+                    expected: next_seq,
+                    found: f.seq,
+                }));
+            }
+            Ok(_) => return Err(corrupt(Corruption::BrokenChain)),
+            Err(e) if is_torn(rest, e) => {
+                truncate_at = Some(pos);
+                break;
+            }
+            Err(e) => return Err(corrupt(e.into())),
+        }
+    }
+    let mut report = RecoveryReport {
+        truncated_bytes: 0,
+        segments: segments.len(),
+    };
+    if let Some(at) = truncate_at {
+        report.truncated_bytes = (data.len() - at) as u64;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(last_path)
+            .map_err(|e| LogError::io(last_path, e))?;
+        f.set_len(at as u64).map_err(|e| LogError::io(last_path, e))?;
+        f.sync_all().map_err(|e| LogError::io(last_path, e))?;
+    }
+    Ok(Recovered {
+        segment: last_path.clone(),
+        len: pos as u64,
+        next_seq,
+        last_hash,
+        report,
+    })
+}
+
+/// Whether a decode failure at the start of `rest` is a torn tail rather than corruption.
+fn is_torn(rest: &[u8], err: FrameError) -> bool {
+    if rest.iter().all(|&b| b == 0) {
+        return true;
+    }
+    match err {
+        FrameError::Incomplete { .. } => true,
+        // A CRC failure on a frame that ends exactly at the end of the file: the last
+        // write was cut short after its length was written.
+        FrameError::BadCrc => {
+            let declared = rest
+                .get(..4)
+                .map(|b| u32::from_le_bytes(frame::to_array(b)) as usize)
+                .unwrap_or(0);
+            frame::FRAME_HEADER_LEN + declared >= rest.len()
+        }
+        FrameError::BadLength(_) => false,
+    }
+}

@@ -1,0 +1,422 @@
+//! The commit pipeline: one thread turns requests into events, appends them to the log,
+//! fsyncs the batch (group commit), applies it to sled in one transaction, updates the
+//! live map, and only then answers the callers.
+//!
+//! Because one thread validates and applies every change, a request is checked against
+//! the state it will change; two racing requests on one key cannot both pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use crate::error::{Error, InputError, Result, StateError};
+use crate::event::{Event, EventKind, Tag};
+use crate::index::{Index, StoredKey};
+use crate::log::{LogError, LogWriter};
+use crate::record::{KeyId, KeyRecord, Revocation, Status};
+use crate::secret::Secret;
+use crate::token::{Format, FormatSet};
+
+use super::Shared;
+
+/// Most requests committed in one batch.
+const MAX_BATCH: usize = 1024;
+
+/// A request to the commit thread.
+pub(crate) struct Request {
+    pub op: Op,
+    pub reply: SyncSender<Result<Outcome>>,
+}
+
+/// A state change, checked for everything that does not depend on the current state.
+pub(crate) enum Op {
+    Create(PreparedKey),
+    Update {
+        id: KeyId,
+        name: Option<String>,
+        metadata: Option<BTreeMap<String, String>>,
+        expires_at: Option<Option<i64>>,
+    },
+    Disable(KeyId),
+    Enable(KeyId),
+    Revoke {
+        id: KeyId,
+        reason: Option<String>,
+    },
+    Rotate {
+        id: KeyId,
+        grace_ms: Option<i64>,
+    },
+}
+
+/// A new key, generated and hashed by the calling thread (off the commit thread).
+pub(crate) struct PreparedKey {
+    pub secret: Secret,
+    pub tag: Tag,
+    pub start: String,
+    pub format: Format,
+    pub name: String,
+    pub project: String,
+    pub expires_at: Option<i64>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What a committed request returns.
+pub(crate) enum Outcome {
+    Created(KeyRecord, Secret),
+    Changed(KeyRecord),
+    Rotated {
+        old: Box<KeyRecord>,
+        new: Box<KeyRecord>,
+        secret: Secret,
+    },
+}
+
+/// What a planned request will return, read back from the state once its events apply.
+enum Planned {
+    Created(KeyId, Secret),
+    Changed(KeyId),
+    Rotated(KeyId, KeyId, Secret),
+}
+
+/// Runs the commit loop until every sender is dropped.
+pub(crate) fn run(shared: Arc<Shared>, mut log: LogWriter, requests: Receiver<Request>) {
+    let mut last_id = 0u128;
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        batch.extend(requests.try_iter().take(MAX_BATCH - 1));
+        commit_batch(&shared, &mut log, &mut last_id, batch);
+    }
+}
+
+fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch: Vec<Request>) {
+    let now = shared.clock.now_ms();
+    let base_formats = shared.formats.load_full();
+    let mut overlay = Overlay::new(&shared.index, &base_formats);
+    let mut results = Vec::with_capacity(batch.len());
+    for req in &batch {
+        let result = plan(&overlay, &req.op, now, last_id, shared).and_then(|(events, planned)| {
+            for event in &events {
+                log.append(&event.encode());
+                overlay.apply(event)?;
+            }
+            overlay.outcome(planned)
+        });
+        results.push(result);
+    }
+    let written = log.commit().map_err(Error::from).and_then(|()| {
+        if overlay.is_empty() {
+            return Ok(());
+        }
+        shared
+            .index
+            .apply(&overlay.keys, overlay.changed_formats(), log.durable_seq())
+    });
+    if let Err(e) = written {
+        log.discard();
+        let msg = e.to_string();
+        for (req, result) in batch.into_iter().zip(results) {
+            let failed = result.and(Err(Error::Log(LogError::BadPayload {
+                seq: 0,
+                reason: format!("batch not committed: {msg}"),
+            })));
+            let _ = req.reply.send(failed);
+        }
+        return;
+    }
+    if let Some(formats) = overlay.changed_formats() {
+        shared.formats.store(Arc::new(formats.clone()));
+    }
+    for id in &overlay.touched {
+        if let Some(stored) = overlay.keys.get(id) {
+            shared.cache.upsert(stored.tag, stored.record.clone(), || {
+                shared.index.last_used(id).ok().flatten().unwrap_or(0)
+            });
+        }
+    }
+    for (req, result) in batch.into_iter().zip(results) {
+        // A caller that stopped waiting has nothing to be told.
+        let _ = req.reply.send(result);
+    }
+}
+
+/// Checks `op` against the current state and returns the events that carry it out.
+fn plan(state: &Overlay<'_>, op: &Op, now: i64, last_id: &mut u128, shared: &Shared) -> Result<(Vec<Event>, Planned)> {
+    let event = |kind| Event { at: now, kind };
+    match op {
+        Op::Create(key) => {
+            let mut events = register_format(state, &key.format, now)?;
+            let record = KeyRecord {
+                id: KeyId::next(now, last_id),
+                name: key.name.clone(),
+                start: key.start.clone(),
+                format: key.format.clone(),
+                project: key.project.clone(),
+                created_at: now,
+                expires_at: key.expires_at,
+                disabled_at: None,
+                revoked: None,
+                metadata: key.metadata.clone(),
+                rotated_from: None,
+                rotated_to: None,
+            };
+            let planned = Planned::Created(record.id.clone(), key.secret.clone());
+            events.push(event(EventKind::KeyCreated { record, tag: key.tag }));
+            Ok((events, planned))
+        }
+        Op::Update {
+            id,
+            name,
+            metadata,
+            expires_at,
+        } => {
+            state.live(id, now)?;
+            let kind = EventKind::KeyUpdated {
+                id: id.clone(),
+                name: name.clone(),
+                metadata: metadata.clone(),
+                expires_at: *expires_at,
+            };
+            Ok((vec![event(kind)], Planned::Changed(id.clone())))
+        }
+        Op::Disable(id) => {
+            if state.live(id, now)?.record.disabled_at.is_some() {
+                return Err(StateError::AlreadyDisabled(id.to_string()).into());
+            }
+            Ok((
+                vec![event(EventKind::KeyDisabled { id: id.clone() })],
+                Planned::Changed(id.clone()),
+            ))
+        }
+        Op::Enable(id) => {
+            if state.live(id, now)?.record.disabled_at.is_none() {
+                return Err(StateError::NotDisabled(id.to_string()).into());
+            }
+            Ok((
+                vec![event(EventKind::KeyEnabled { id: id.clone() })],
+                Planned::Changed(id.clone()),
+            ))
+        }
+        Op::Revoke { id, reason } => {
+            state.live(id, now)?;
+            let kind = EventKind::KeyRevoked {
+                id: id.clone(),
+                effective_at: now,
+                reason: reason.clone(),
+            };
+            Ok((vec![event(kind)], Planned::Changed(id.clone())))
+        }
+        Op::Rotate { id, grace_ms } => {
+            let old = state.live(id, now)?.record;
+            if let Some(next) = &old.rotated_to {
+                return Err(StateError::AlreadyRotated(id.to_string(), next.to_string()).into());
+            }
+            // The grace period never outlives the old key's own expiry.
+            let grace_end = now.saturating_add(grace_ms.unwrap_or(0));
+            let old_revoked_at = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
+            let secret = old.format.generate();
+            let tag = shared.tag_of(secret.expose());
+            let record = KeyRecord {
+                id: KeyId::next(now, last_id),
+                start: start_of(&old.format, &secret),
+                created_at: now,
+                // The same lifetime the old key was given, counted from now.
+                expires_at: old.expires_at.map(|e| now.saturating_add(e - old.created_at)),
+                disabled_at: old.disabled_at.map(|_| now),
+                revoked: None,
+                rotated_from: Some(id.clone()),
+                rotated_to: None,
+                ..old
+            };
+            let planned = Planned::Rotated(id.clone(), record.id.clone(), secret);
+            let kind = EventKind::KeyRotated {
+                old: id.clone(),
+                old_revoked_at,
+                record,
+                tag,
+            };
+            Ok((vec![event(kind)], planned))
+        }
+    }
+}
+
+fn register_format(state: &Overlay<'_>, format: &Format, now: i64) -> Result<Vec<Event>> {
+    if state.formats().contains(format) {
+        return Ok(vec![]);
+    }
+    if let Some(registered) = state.formats().env_of_prefix(format.prefix())
+        && registered != format.env()
+    {
+        return Err(InputError::PrefixEnvironmentConflict {
+            prefix: format.prefix().to_string(),
+            registered,
+        }
+        .into());
+    }
+    Ok(vec![Event {
+        at: now,
+        kind: EventKind::FormatRegistered { format: format.clone() },
+    }])
+}
+
+/// Prefix plus the first four random characters.
+pub(crate) fn start_of(format: &Format, secret: &Secret) -> String {
+    let end = format.prefix().len() + 4;
+    secret.expose().get(..end).unwrap_or(format.prefix()).to_string()
+}
+
+fn apply_update(record: &mut KeyRecord, kind: &EventKind) {
+    if let EventKind::KeyUpdated {
+        name,
+        metadata,
+        expires_at,
+        ..
+    } = kind
+    {
+        if let Some(n) = name {
+            record.name.clone_from(n);
+        }
+        if let Some(m) = metadata {
+            record.metadata.clone_from(m);
+        }
+        if let Some(e) = expires_at {
+            record.expires_at = *e;
+        }
+    }
+}
+
+fn apply_rotation(old: &mut KeyRecord, revoked_at: i64, new_id: &KeyId) {
+    old.revoked = Some(Revocation {
+        at: revoked_at,
+        reason: Some(format!("rotated to {new_id}")),
+    });
+    old.rotated_to = Some(new_id.clone());
+}
+
+/// The state as of the records applied so far in a batch: sled plus the batch's changes.
+pub(crate) struct Overlay<'a> {
+    index: &'a Index,
+    base_formats: &'a FormatSet,
+    /// Keys changed or created in this batch.
+    pub keys: BTreeMap<KeyId, StoredKey>,
+    /// Keys that existed before the batch and changed in it (the live map must learn).
+    pub touched: BTreeSet<KeyId>,
+    formats: Option<FormatSet>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(index: &'a Index, base_formats: &'a FormatSet) -> Self {
+        Overlay {
+            index,
+            base_formats,
+            keys: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            formats: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.formats.is_none()
+    }
+
+    pub fn formats(&self) -> &FormatSet {
+        self.formats.as_ref().unwrap_or(self.base_formats)
+    }
+
+    pub fn changed_formats(&self) -> Option<&FormatSet> {
+        self.formats.as_ref()
+    }
+
+    pub fn get(&self, id: &KeyId) -> Result<Option<StoredKey>> {
+        match self.keys.get(id) {
+            Some(k) => Ok(Some(k.clone())),
+            None => self.index.get(id),
+        }
+    }
+
+    /// What a planned request returns, read from the state after its events applied.
+    fn outcome(&self, planned: Planned) -> Result<Outcome> {
+        let record = |id: &KeyId| -> Result<KeyRecord> {
+            self.get(id)?
+                .map(|k| k.record)
+                .ok_or_else(|| StateError::UnknownKey(id.to_string()).into())
+        };
+        Ok(match planned {
+            Planned::Created(id, secret) => Outcome::Created(record(&id)?, secret),
+            Planned::Changed(id) => Outcome::Changed(record(&id)?),
+            Planned::Rotated(old, new, secret) => Outcome::Rotated {
+                old: Box::new(record(&old)?),
+                new: Box::new(record(&new)?),
+                secret,
+            },
+        })
+    }
+
+    /// The key, refusing an unknown or revoked one.
+    fn live(&self, id: &KeyId, now: i64) -> Result<StoredKey> {
+        let stored = self.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
+        if stored.record.status_at(now) == Status::Revoked {
+            return Err(StateError::Revoked(id.to_string()).into());
+        }
+        Ok(stored)
+    }
+
+    /// Applies one event. The only failure is an event naming a key that does not exist,
+    /// which a valid log never holds.
+    pub fn apply(&mut self, event: &Event) -> Result<()> {
+        match &event.kind {
+            EventKind::FormatRegistered { format } => {
+                let mut set = self.formats().clone();
+                set.insert(format.clone());
+                self.formats = Some(set);
+            }
+            EventKind::KeyCreated { record, tag } => self.insert_new(record, *tag),
+            kind @ EventKind::KeyUpdated { id, .. } => self.modify(id, |r| apply_update(r, kind))?,
+            EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
+            EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,
+            EventKind::KeyRevoked {
+                id,
+                effective_at,
+                reason,
+            } => self.modify(id, |r| {
+                r.revoked = Some(Revocation {
+                    at: *effective_at,
+                    reason: reason.clone(),
+                });
+            })?,
+            EventKind::KeyRotated {
+                old,
+                old_revoked_at,
+                record,
+                tag,
+            } => {
+                self.modify(old, |r| apply_rotation(r, *old_revoked_at, &record.id))?;
+                self.insert_new(record, *tag);
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_new(&mut self, record: &KeyRecord, tag: Tag) {
+        self.keys.insert(
+            record.id.clone(),
+            StoredKey {
+                record: record.clone(),
+                tag,
+            },
+        );
+    }
+
+    fn modify(&mut self, id: &KeyId, change: impl FnOnce(&mut KeyRecord)) -> Result<()> {
+        let mut stored = self.get(id)?.ok_or_else(|| {
+            Error::Log(LogError::BadPayload {
+                seq: 0,
+                reason: format!("event names unknown key {id}"),
+            })
+        })?;
+        change(&mut stored.record);
+        self.touched.insert(id.clone());
+        self.keys.insert(id.clone(), stored);
+        Ok(())
+    }
+}

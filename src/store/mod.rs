@@ -1,0 +1,727 @@
+//! The [`Store`]: the facade that opens a data directory and issues, verifies, lists,
+//! changes and revokes keys.
+//!
+//! Writes go through the commit thread ([`commit`]): log append, fsync, sled batch, live
+//! map, then the reply. Reads of a key's state on the hot path go through the live map
+//! ([`cache`]); a miss reads sled once.
+
+mod cache;
+mod commit;
+mod files;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::clock::{Clock, SystemClock};
+use crate::decision::{Code, Decision};
+use crate::error::{Error, InputError, OpenError, Result};
+use crate::event::{Event, Tag};
+use crate::index::Index;
+use crate::log::{DEFAULT_SEGMENT_SIZE, LogError, LogReader, LogWriter, RecoveryReport};
+use crate::record::{
+    DEFAULT_PROJECT, Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status, validate_metadata, validate_name,
+    validate_project, validate_reason,
+};
+use crate::secret::{Pepper, Secret};
+use crate::token::{Env, Format, FormatSet};
+
+use cache::Cache;
+use commit::{Op, Outcome, Overlay, PreparedKey, Request};
+
+/// Records replayed per sled transaction when catching the index up with the log.
+const REPLAY_CHUNK: usize = 4096;
+
+/// How to open a store.
+#[derive(Clone)]
+pub struct Config {
+    /// The pepper. `None`: a development store's `pepper.key` (created by `init`).
+    pub pepper: Option<Pepper>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// How often in-memory counters (last used) are flushed to sled.
+    pub flush_interval: Duration,
+    /// The size at which a log segment is sealed.
+    pub segment_size: u64,
+}
+
+impl Config {
+    /// System clock, counters flushed every second, 64 MiB segments, no pepper given.
+    pub fn new() -> Self {
+        Config {
+            pepper: None,
+            clock: Arc::new(SystemClock),
+            flush_interval: Duration::from_secs(1),
+            segment_size: DEFAULT_SEGMENT_SIZE,
+        }
+    }
+
+    /// [`Config::new`], with the pepper from `CREDSTORE_PEPPER` when it is set.
+    ///
+    /// # Errors
+    /// [`InputError::InvalidPepper`] when the variable is set but not 64 hex characters.
+    pub fn from_env() -> Result<Self> {
+        let mut config = Config::new();
+        if let Ok(hex) = std::env::var("CREDSTORE_PEPPER") {
+            config.pepper = Some(Pepper::from_hex(&hex)?);
+        }
+        Ok(config)
+    }
+
+    /// Sets the pepper.
+    pub fn pepper(mut self, pepper: Pepper) -> Self {
+        self.pepper = Some(pepper);
+        self
+    }
+
+    /// Sets the clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the counter flush interval.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// Sets the segment size.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("pepper", &self.pepper)
+            .field("flush_interval", &self.flush_interval)
+            .field("segment_size", &self.segment_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key just issued: the secret, shown once, and its record.
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    /// The key itself. Show it once; the store keeps only its tag.
+    pub key: Secret,
+    /// The key's record.
+    pub record: KeyRecord,
+}
+
+/// The result of a rotation.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    /// The new key, shown once.
+    pub new: CreatedKey,
+    /// The old key's record after the rotation (revoked now, or at the end of the grace).
+    pub old: KeyRecord,
+}
+
+/// A key's record with its status and last use, as `show` and `list` give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The record.
+    pub record: KeyRecord,
+    /// The status now.
+    pub status: Status,
+    /// Last successful verification, unix ms; `None`: never.
+    pub last_used_at: Option<i64>,
+}
+
+/// Which keys [`Store::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only keys of this project.
+    pub project: Option<String>,
+    /// Only keys with this prefix.
+    pub prefix: Option<String>,
+    /// Only keys with this status now.
+    pub status: Option<Status>,
+}
+
+/// Which events [`Store::events`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only events concerning this key.
+    pub key: Option<KeyId>,
+    /// Only events of this kind (`key.created`, ...).
+    pub kind: Option<String>,
+    /// Only events at or after this unix ms.
+    pub since: Option<i64>,
+    /// Only events before this unix ms.
+    pub until: Option<i64>,
+}
+
+/// What a full check of the log found (see [`Store::verify_log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCheck {
+    /// Records checked.
+    pub records: u64,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// State shared by the caller threads, the commit thread and the flusher.
+pub(crate) struct Shared {
+    index: Index,
+    cache: Cache,
+    formats: ArcSwap<FormatSet>,
+    pepper: Pepper,
+    clock: Arc<dyn Clock>,
+}
+
+impl Shared {
+    /// The tag of a token: keyed BLAKE3 with the pepper.
+    #[inline]
+    fn tag_of(&self, token: &str) -> Tag {
+        Tag(*blake3::keyed_hash(self.pepper.bytes(), token.as_bytes()).as_bytes())
+    }
+
+    fn flush_counters(&self) -> Result<()> {
+        self.index.write_last_used(&self.cache.take_dirty_last_used())
+    }
+}
+
+/// An open store. Thread-safe: share it with `Arc<Store>`.
+///
+/// Dropping it flushes counters and closes it; [`Store::close`] does the same and reports
+/// errors.
+pub struct Store {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    store_id: [u8; 16],
+    commits: Mutex<Option<Sender<Request>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop_flusher: Mutex<Option<Sender<()>>>,
+    recovery: RecoveryReport,
+    _lock: std::fs::File,
+}
+
+impl Store {
+    /// Creates a new store in `path` (missing or an empty directory) and opens it.
+    ///
+    /// Without a pepper in `config` this is a development store: a random pepper is made
+    /// and kept in `path/pepper.key` (0600).
+    ///
+    /// # Errors
+    /// [`OpenError::AlreadyExists`] when `path` holds anything; I/O errors.
+    pub fn init(path: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let path = path.as_ref();
+        if !files::is_missing_or_empty(path)? {
+            return Err(OpenError::AlreadyExists(path.to_path_buf()).into());
+        }
+        files::create_dir(path)?;
+        let lock = files::lock(path)?;
+        let pepper = match &config.pepper {
+            Some(p) => p.clone(),
+            None => {
+                let p = Pepper::random();
+                files::write_pepper_file(path, &p)?;
+                p
+            }
+        };
+        let mut store_id = [0u8; 16];
+        crate::token::fill_random(&mut store_id);
+        let log_dir = path.join("log");
+        files::create_dir(&log_dir)?;
+        LogWriter::create(&log_dir, store_id, config.segment_size)?;
+        Index::open(&path.join("index"))?.flush()?;
+        // Last: a directory with a STORE marker is a complete store.
+        files::Marker::new(store_id, &pepper).write(path)?;
+        drop(lock);
+        Store::open(path, config)
+    }
+
+    /// Opens the store in `path`, recovering the log and catching the index up with it.
+    ///
+    /// # Errors
+    /// [`OpenError::NotAStore`], [`OpenError::Locked`], [`OpenError::WrongPepper`],
+    /// [`OpenError::MissingPepper`], [`LogError::Corrupt`] for a damaged log, I/O errors.
+    pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let path = path.as_ref();
+        let marker = files::Marker::read(path)?;
+        let lock = files::lock(path)?;
+        let pepper = resolve_pepper(path, &config)?;
+        marker.check_pepper(&pepper)?;
+        let (log, recovery) = LogWriter::open(&path.join("log"), marker.store_id, config.segment_size)?;
+        let index = Index::open(&path.join("index"))?;
+        let applied = index.applied_seq()?;
+        if applied > log.durable_seq() {
+            return Err(OpenError::IndexAhead(format!(
+                "the index reflects record {applied} but the log ends at {}",
+                log.durable_seq()
+            ))
+            .into());
+        }
+        replay(&index, &path.join("log"), marker.store_id, applied + 1)?;
+        let shared = Arc::new(Shared {
+            formats: ArcSwap::from_pointee(index.formats()?),
+            index,
+            cache: Cache::default(),
+            pepper,
+            clock: config.clock.clone(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let committer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("credstore-commit".into())
+                .spawn(move || commit::run(shared, log, rx))
+                .map_err(|e| Error::io(path, e))?
+        };
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let flusher = {
+            let shared = Arc::clone(&shared);
+            let every = config.flush_interval;
+            std::thread::Builder::new()
+                .name("credstore-flush".into())
+                .spawn(move || run_flusher(&shared, every, &stop_rx))
+                .map_err(|e| Error::io(path, e))?
+        };
+        Ok(Store {
+            shared,
+            path: path.to_path_buf(),
+            store_id: marker.store_id,
+            commits: Mutex::new(Some(tx)),
+            threads: Mutex::new(vec![committer, flusher]),
+            stop_flusher: Mutex::new(Some(stop_tx)),
+            recovery,
+            _lock: lock,
+        })
+    }
+
+    /// Rebuilds the index of the (closed) store in `path` from its log alone. Last-used
+    /// times, which the log does not hold, are carried over from the old index if it opens.
+    ///
+    /// # Errors
+    /// As [`Store::open`]; a damaged log is reported, never skipped.
+    pub fn rebuild(path: impl AsRef<Path>, config: Config) -> Result<u64> {
+        let path = path.as_ref();
+        let marker = files::Marker::read(path)?;
+        let lock = files::lock(path)?;
+        let pepper = resolve_pepper(path, &config)?;
+        marker.check_pepper(&pepper)?;
+        let log_dir = path.join("log");
+        // Recover first, so a torn tail is truncated and a corrupt log refuses the rebuild.
+        let (log, _) = LogWriter::open(&log_dir, marker.store_id, config.segment_size)?;
+        let last = log.durable_seq();
+        drop(log);
+        let index_dir = path.join("index");
+        let counters: Vec<(KeyId, i64)> = match Index::open(&index_dir) {
+            Ok(old) => old
+                .list(None, None)?
+                .into_iter()
+                .filter_map(|k| {
+                    let at = old.last_used(&k.record.id).ok().flatten()?;
+                    Some((k.record.id, at))
+                })
+                .collect(),
+            Err(_) => vec![],
+        };
+        let fresh = path.join("index.rebuild");
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh).map_err(|e| Error::io(&fresh, e))?;
+        }
+        {
+            let index = Index::open(&fresh)?;
+            replay(&index, &log_dir, marker.store_id, 1)?;
+            index.write_last_used(&counters)?;
+            index.flush()?;
+        }
+        if index_dir.exists() {
+            std::fs::remove_dir_all(&index_dir).map_err(|e| Error::io(&index_dir, e))?;
+        }
+        std::fs::rename(&fresh, &index_dir).map_err(|e| Error::io(&index_dir, e))?;
+        crate::log::sync_dir(path).map_err(|e| Error::io(path, e))?;
+        drop(lock);
+        Ok(last)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The key formats registered with this store.
+    pub fn formats(&self) -> FormatSet {
+        FormatSet::clone(&self.shared.formats.load())
+    }
+
+    /// What log recovery did when the store was opened (a truncated torn tail, say).
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Issues a key. The secret is in the result, once; only its tag is stored.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a bad name, project, metadata, expiry or format (nothing is
+    /// written); [`Error::Log`] / [`Error::Index`] if the change could not be made durable.
+    pub fn create(&self, new: NewKey) -> Result<CreatedKey> {
+        validate_name(&new.name)?;
+        validate_metadata(&new.metadata)?;
+        let project = new.project.unwrap_or_else(|| DEFAULT_PROJECT.to_string());
+        validate_project(&project)?;
+        let now = self.shared.clock.now_ms();
+        let expires_at = new.expires.map(|e| e.resolve(now)).transpose()?;
+        let format = new.format.unwrap_or_else(|| Format::default_for(Env::Live));
+        let secret = format.generate();
+        let prepared = PreparedKey {
+            tag: self.shared.tag_of(secret.expose()),
+            start: commit::start_of(&format, &secret),
+            secret,
+            format,
+            name: new.name,
+            project,
+            expires_at,
+            metadata: new.metadata,
+        };
+        match self.submit(Op::Create(prepared))? {
+            Outcome::Created(record, key) => Ok(CreatedKey { key, record }),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// Verifies a presented key: parse, tag, lookup, status and expiry, then last used.
+    ///
+    /// # Errors
+    /// Only when the index cannot be read on a cache miss; every outcome for the key
+    /// itself, valid or not, is a [`Decision`].
+    pub fn verify(&self, presented: &str) -> Result<Decision> {
+        let shared = &*self.shared;
+        let formats = shared.formats.load();
+        let token = match formats.parse(presented) {
+            Ok(token) => token,
+            Err(why) => return Ok(Decision::malformed(why)),
+        };
+        let tag = shared.tag_of(std::str::from_utf8(token.as_bytes()).unwrap_or_default());
+        let live = match shared.cache.get(&tag) {
+            Some(live) => live,
+            None => {
+                let Some(stored) = shared.index.get_by_tag(&tag)? else {
+                    return Ok(Decision::not_found());
+                };
+                let last_used = shared.index.last_used(&stored.record.id)?.unwrap_or(0);
+                shared.cache.fill(tag, stored.record, last_used)
+            }
+        };
+        let record = live.record.load_full();
+        let now = shared.clock.now_ms();
+        let code = match record.status_at(now) {
+            Status::Revoked => Code::Revoked,
+            Status::Disabled => Code::Disabled,
+            Status::Expired => Code::Expired,
+            Status::Active => Code::Valid,
+        };
+        if code == Code::Valid {
+            live.last_used.fetch_max(now, Ordering::Relaxed);
+        }
+        Ok(Decision::with_key(code, record))
+    }
+
+    /// The key with this id.
+    ///
+    /// # Errors
+    /// [`crate::StateError::UnknownKey`].
+    pub fn get(&self, id: &KeyId) -> Result<KeyInfo> {
+        let stored = self
+            .shared
+            .index
+            .get(id)?
+            .ok_or_else(|| crate::error::StateError::UnknownKey(id.to_string()))?;
+        self.info(stored.record, &stored.tag)
+    }
+
+    /// Keys matching `filter`, in creation order.
+    ///
+    /// # Errors
+    /// [`Error::Index`] if sled fails.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for stored in self
+            .shared
+            .index
+            .list(filter.project.as_deref(), filter.prefix.as_deref())?
+        {
+            let info = self.info(stored.record, &stored.tag)?;
+            if filter.status.is_none_or(|s| s == info.status) {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes a key's name, metadata or expiry.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for bad values, [`Error::State`] for an unknown or revoked key.
+    pub fn update(&self, id: &KeyId, update: KeyUpdate) -> Result<KeyInfo> {
+        if let Some(name) = &update.name {
+            validate_name(name)?;
+        }
+        if let Some(metadata) = &update.metadata {
+            validate_metadata(metadata)?;
+        }
+        let now = self.shared.clock.now_ms();
+        let expires_at = match update.expires {
+            Some(Some(e)) => Some(Some(e.resolve(now)?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+        self.change(Op::Update {
+            id: id.clone(),
+            name: update.name,
+            metadata: update.metadata,
+            expires_at,
+        })
+    }
+
+    /// Disables a key (reversible with [`Store::enable`]).
+    ///
+    /// # Errors
+    /// [`Error::State`]: unknown, revoked or already disabled.
+    pub fn disable(&self, id: &KeyId) -> Result<KeyInfo> {
+        self.change(Op::Disable(id.clone()))
+    }
+
+    /// Enables a disabled key.
+    ///
+    /// # Errors
+    /// [`Error::State`]: unknown, revoked or not disabled.
+    pub fn enable(&self, id: &KeyId) -> Result<KeyInfo> {
+        self.change(Op::Enable(id.clone()))
+    }
+
+    /// Revokes a key, at once and for good: the very next verify in any thread refuses it.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for an overlong reason, [`Error::State`]: unknown or already revoked.
+    pub fn revoke(&self, id: &KeyId, reason: Option<&str>) -> Result<KeyInfo> {
+        validate_reason(reason)?;
+        self.change(Op::Revoke {
+            id: id.clone(),
+            reason: reason.map(str::to_string),
+        })
+    }
+
+    /// Issues a new key with the same settings and revokes the old one, at once or after
+    /// `grace` (never later than the old key's own expiry). The new key gets the same
+    /// lifetime the old one was given, counted from now.
+    ///
+    /// # Errors
+    /// [`Error::State`]: unknown, revoked, or already rotated.
+    pub fn rotate(&self, id: &KeyId, grace: Option<Duration>) -> Result<Rotated> {
+        let grace_ms = grace
+            .map(|g| i64::try_from(g.as_millis()).map_err(|_| InputError::InvalidTime(format!("{g:?}"))))
+            .transpose()?;
+        match self.submit(Op::Rotate {
+            id: id.clone(),
+            grace_ms,
+        })? {
+            Outcome::Rotated { old, new, secret } => Ok(Rotated {
+                new: CreatedKey {
+                    key: secret,
+                    record: *new,
+                },
+                old: *old,
+            }),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// Events from the log matching `filter`, oldest first, with their sequence numbers.
+    ///
+    /// # Errors
+    /// [`Error::Log`] for a damaged log.
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<(u64, Event)>> {
+        let mut out = Vec::new();
+        for record in LogReader::open(&self.path.join("log"), self.store_id, 1)? {
+            let record = record?;
+            let event = Event::decode(&record.payload).map_err(|reason| LogError::BadPayload {
+                seq: record.seq,
+                reason,
+            })?;
+            let keep = filter.key.as_ref().is_none_or(|k| event.key_ids().contains(&k))
+                && filter.kind.as_deref().is_none_or(|k| event.kind_name() == k)
+                && filter.since.is_none_or(|t| event.at >= t)
+                && filter.until.is_none_or(|t| event.at < t);
+            if keep {
+                out.push((record.seq, event));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks the whole log: segment headers, framing, CRCs, contiguous sequence numbers,
+    /// chain links, and that every payload decodes.
+    ///
+    /// # Errors
+    /// [`Error::Log`] naming the first bad record.
+    pub fn verify_log(&self) -> Result<LogCheck> {
+        let mut reader = LogReader::open(&self.path.join("log"), self.store_id, 1)?;
+        let mut records = 0;
+        for record in reader.by_ref() {
+            let record = record?;
+            Event::decode(&record.payload).map_err(|reason| LogError::BadPayload {
+                seq: record.seq,
+                reason,
+            })?;
+            records += 1;
+        }
+        Ok(LogCheck {
+            records,
+            bytes: reader.bytes_read(),
+        })
+    }
+
+    /// Writes in-memory counters (last used) to sled and flushes sled.
+    ///
+    /// # Errors
+    /// [`Error::Index`].
+    pub fn flush(&self) -> Result<()> {
+        self.shared.flush_counters()?;
+        self.shared.index.flush()
+    }
+
+    /// Stops the background threads, flushes counters and closes the store.
+    ///
+    /// # Errors
+    /// [`Error::Index`] if the final flush fails.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        lock(&self.commits).take();
+        lock(&self.stop_flusher).take();
+        for handle in lock(&self.threads).drain(..) {
+            // A panicked background thread has nothing more to give back.
+            let _ = handle.join();
+        }
+        self.flush()
+    }
+
+    fn submit(&self, op: Op) -> Result<Outcome> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        {
+            let commits = lock(&self.commits);
+            let sender = commits.as_ref().ok_or(Error::Closed)?;
+            sender.send(Request { op, reply }).map_err(|_| Error::Closed)?;
+        }
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    fn change(&self, op: Op) -> Result<KeyInfo> {
+        match self.submit(op)? {
+            Outcome::Changed(record) => {
+                let tag = self.shared.index.get(&record.id)?.map(|k| k.tag);
+                match tag {
+                    Some(tag) => self.info(record, &tag),
+                    None => Err(Error::Closed),
+                }
+            }
+            _ => Err(Error::Closed),
+        }
+    }
+
+    fn info(&self, record: KeyRecord, tag: &Tag) -> Result<KeyInfo> {
+        let cached = self
+            .shared
+            .cache
+            .get(tag)
+            .map_or(0, |l| l.last_used.load(Ordering::Relaxed));
+        let stored = self.shared.index.last_used(&record.id)?.unwrap_or(0);
+        let last = cached.max(stored);
+        Ok(KeyInfo {
+            status: record.status_at(self.shared.clock.now_ms()),
+            last_used_at: (last > 0).then_some(last),
+            record,
+        })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Errors at drop have nowhere to go; `close` reports them.
+        let _ = self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies log records from `from_seq` on to the index, in chunks of one transaction each.
+fn replay(index: &Index, log_dir: &Path, store_id: [u8; 16], from_seq: u64) -> Result<()> {
+    let mut reader = LogReader::open(log_dir, store_id, from_seq)?;
+    loop {
+        let formats = index.formats()?;
+        let mut overlay = Overlay::new(index, &formats);
+        let mut last = None;
+        for record in reader.by_ref().take(REPLAY_CHUNK) {
+            let record = record?;
+            let event = Event::decode(&record.payload).map_err(|reason| LogError::BadPayload {
+                seq: record.seq,
+                reason,
+            })?;
+            overlay.apply(&event)?;
+            last = Some(record.seq);
+        }
+        let Some(last) = last else {
+            return Ok(());
+        };
+        index.apply(&overlay.keys, overlay.changed_formats(), last)?;
+    }
+}
+
+fn run_flusher(shared: &Shared, every: Duration, stop: &Receiver<()>) {
+    loop {
+        match stop.recv_timeout(every) {
+            Err(RecvTimeoutError::Timeout) => {
+                // A failed flush is retried at the next tick; counters stay in memory.
+                let _ = shared.flush_counters();
+            }
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn resolve_pepper(path: &Path, config: &Config) -> Result<Pepper> {
+    if let Some(p) = &config.pepper {
+        return Ok(p.clone());
+    }
+    files::read_pepper_file(path)?.ok_or_else(|| OpenError::MissingPepper.into())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Builds an [`Expiry`] from CLI-style text: a duration (`90d`) or an RFC 3339 time.
+///
+/// # Errors
+/// [`InputError::InvalidTime`].
+pub fn parse_expiry(text: &str) -> Result<Expiry, InputError> {
+    crate::clock::parse_duration(text)
+        .map(Expiry::In)
+        .or_else(|_| crate::clock::parse_time(text).map(Expiry::At))
+}
