@@ -7,7 +7,7 @@
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
@@ -29,6 +29,8 @@ pub(crate) struct LiveKey {
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
     map: DashMap<Tag, Arc<LiveKey>, BuildHasherDefault<TagHasher>>,
+    /// Bumped by [`Cache::clear`]; a fill that read sled before a clear does not insert.
+    epoch: AtomicU64,
 }
 
 impl Cache {
@@ -38,16 +40,31 @@ impl Cache {
         self.map.get(tag).map(|e| Arc::clone(e.value()))
     }
 
-    /// Inserts `record` unless the tag is present; returns what is in the map.
-    pub fn fill(&self, tag: Tag, record: KeyRecord, last_used: i64) -> Arc<LiveKey> {
-        let entry = self.map.entry(tag).or_insert_with(|| {
+    /// The epoch to pass to [`Cache::fill`]; read it before reading sled.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Inserts `record`, read from sled during `epoch`, unless the tag is present; returns
+    /// what is in the map. If the map was cleared since, the entry is returned uncached:
+    /// a change upserted and then cleared away must not be shadowed by an older read.
+    pub fn fill(&self, tag: Tag, record: KeyRecord, last_used: i64, epoch: u64) -> Arc<LiveKey> {
+        let fresh = || {
             Arc::new(LiveKey {
                 record: ArcSwap::from_pointee(record),
                 last_used: AtomicI64::new(last_used),
                 flushed_last_used: AtomicI64::new(last_used),
             })
-        });
-        Arc::clone(entry.value())
+        };
+        match self.map.entry(tag) {
+            dashmap::Entry::Occupied(e) => Arc::clone(e.get()),
+            // Checked under the shard lock, so a concurrent clear either sees this entry or
+            // has already bumped the epoch.
+            dashmap::Entry::Vacant(e) if self.epoch.load(Ordering::SeqCst) == epoch => {
+                Arc::clone(e.insert(fresh()).value())
+            }
+            dashmap::Entry::Vacant(_) => fresh(),
+        }
     }
 
     /// Replaces the record for `tag`, or inserts it; called after the change is in sled.
@@ -63,6 +80,12 @@ impl Cache {
                 }));
             }
         }
+    }
+
+    /// Empties the map.
+    pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.map.clear();
     }
 
     /// Last-used times that changed since they were last flushed, marking them flushed.

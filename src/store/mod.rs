@@ -413,11 +413,12 @@ impl Store {
         let live = match shared.cache.get(&tag) {
             Some(live) => live,
             None => {
+                let epoch = shared.cache.epoch();
                 let Some(stored) = shared.index.get_by_tag(&tag)? else {
                     return Ok(Decision::not_found());
                 };
                 let last_used = shared.index.last_used(&stored.record.id)?.unwrap_or(0);
-                shared.cache.fill(tag, stored.record, last_used)
+                shared.cache.fill(tag, stored.record, last_used, epoch)
             }
         };
         let record = live.record.load_full();
@@ -432,6 +433,43 @@ impl Store {
             live.last_used.fetch_max(now, Ordering::Relaxed);
         }
         Ok(Decision::with_key(code, record))
+    }
+
+    /// The verify path without the live map: parse, tag, two sled reads, decode, status.
+    /// No last-used update. It is the baseline the benchmarks measure `verify` against.
+    ///
+    /// # Errors
+    /// When the index cannot be read.
+    #[doc(hidden)]
+    pub fn verify_uncached(&self, presented: &str) -> Result<Decision> {
+        let shared = &*self.shared;
+        let formats = shared.formats.load();
+        let token = match formats.parse(presented) {
+            Ok(token) => token,
+            Err(why) => return Ok(Decision::malformed(why)),
+        };
+        let tag = shared.tag_of(std::str::from_utf8(token.as_bytes()).unwrap_or_default());
+        let Some(stored) = shared.index.get_by_tag(&tag)? else {
+            return Ok(Decision::not_found());
+        };
+        let code = match stored.record.status_at(shared.clock.now_ms()) {
+            Status::Revoked => Code::Revoked,
+            Status::Disabled => Code::Disabled,
+            Status::Expired => Code::Expired,
+            Status::Active => Code::Valid,
+        };
+        Ok(Decision::with_key(code, Arc::new(stored.record)))
+    }
+
+    /// Flushes counters, then empties the live map; keys are read from sled again on
+    /// their next verify. For memory pressure, and for measuring cold verifies.
+    ///
+    /// # Errors
+    /// [`Error::Index`] if the counter flush fails (the map is then left as it was).
+    pub fn clear_cache(&self) -> Result<()> {
+        self.shared.flush_counters()?;
+        self.shared.cache.clear();
+        Ok(())
     }
 
     /// The key with this id.
