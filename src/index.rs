@@ -52,7 +52,7 @@ pub(crate) struct Index {
 impl Index {
     /// Opens (or creates) the index in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+        let db = open_db(dir)?;
         Ok(Index {
             keys: db.open_tree("keys")?,
             by_hash: db.open_tree("by_hash")?,
@@ -77,6 +77,14 @@ impl Index {
         match self.meta.get(FORMATS)? {
             Some(bytes) => Ok(FormatSet::new(decode::<Vec<Format>>(&bytes)?)),
             None => Ok(FormatSet::default()),
+        }
+    }
+
+    /// The greatest key id issued so far.
+    pub fn last_id(&self) -> Result<Option<KeyId>> {
+        match self.keys.last()? {
+            Some((id, _)) => Ok(std::str::from_utf8(&id).ok().and_then(|s| KeyId::parse(s).ok())),
+            None => Ok(None),
         }
     }
 
@@ -167,6 +175,24 @@ impl Index {
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// Opens the sled database. The caller holds the store's own lock, so no other store can
+/// have it open; but sled releases its file lock a few milliseconds after the last handle
+/// of a just-closed store is dropped (its I/O threads finish first). A lock conflict is
+/// therefore retried for a bounded time rather than reported.
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

@@ -54,6 +54,15 @@ impl KeyId {
         &self.0
     }
 
+    /// The 128-bit number the id encodes.
+    pub(crate) fn value(&self) -> u128 {
+        self.0
+            .bytes()
+            .skip(ID_PREFIX.len())
+            .map(|b| BASE62.iter().position(|&d| d == b).unwrap_or(0) as u128)
+            .fold(0u128, |n, d| n.wrapping_mul(62).wrapping_add(d))
+    }
+
     /// A new id for `now_ms`, strictly greater than `*last` (which is updated), so ids
     /// issued by one writer sort in issue order even within a millisecond.
     pub(crate) fn next(now_ms: i64, last: &mut u128) -> KeyId {
@@ -379,6 +388,7 @@ mod tests {
         let d = KeyId::next(5_000, &mut last);
         assert!(a < b && b < c && c < d);
         assert_eq!(KeyId::parse(a.as_str()).unwrap(), a);
+        assert_eq!(d.value(), last);
         assert!(KeyId::parse("key_short").is_err());
         assert!(KeyId::parse("abc_0000000000000000000000").is_err());
     }

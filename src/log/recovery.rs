@@ -119,15 +119,15 @@ fn is_torn(rest: &[u8], err: FrameError) -> bool {
     }
     match err {
         FrameError::Incomplete { .. } => true,
-        // A CRC failure on a frame that ends exactly at the end of the file: the last
-        // write was cut short after its length was written.
-        FrameError::BadCrc => {
+        // A frame whose declared extent reaches the end of the file (a CRC failure, or a
+        // length no record has): the last write was cut short or never completed. A bad
+        // frame with more bytes after it is corruption.
+        FrameError::BadCrc | FrameError::BadLength(_) => {
             let declared = rest
                 .get(..4)
                 .map(|b| u32::from_le_bytes(frame::to_array(b)) as usize)
                 .unwrap_or(0);
-            frame::FRAME_HEADER_LEN + declared >= rest.len()
+            frame::FRAME_HEADER_LEN.saturating_add(declared) >= rest.len()
         }
-        FrameError::BadLength(_) => false,
     }
 }

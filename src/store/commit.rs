@@ -80,8 +80,8 @@ enum Planned {
 }
 
 /// Runs the commit loop until every sender is dropped.
-pub(crate) fn run(shared: Arc<Shared>, mut log: LogWriter, requests: Receiver<Request>) {
-    let mut last_id = 0u128;
+pub(crate) fn run(shared: Arc<Shared>, mut log: LogWriter, requests: Receiver<Request>, last_id: u128) {
+    let mut last_id = last_id;
     while let Ok(first) = requests.recv() {
         let mut batch = vec![first];
         batch.extend(requests.try_iter().take(MAX_BATCH - 1));

@@ -276,12 +276,14 @@ impl Store {
             pepper,
             clock: config.clock.clone(),
         });
+        // New ids must sort after every id already issued, whatever the clock says.
+        let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
         let (tx, rx) = mpsc::channel();
         let committer = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("credstore-commit".into())
-                .spawn(move || commit::run(shared, log, rx))
+                .spawn(move || commit::run(shared, log, rx, last_id))
                 .map_err(|e| Error::io(path, e))?
         };
         let (stop_tx, stop_rx) = mpsc::channel();
@@ -322,8 +324,8 @@ impl Store {
         let last = log.durable_seq();
         drop(log);
         let index_dir = path.join("index");
-        let counters: Vec<(KeyId, i64)> = match Index::open(&index_dir) {
-            Ok(old) => old
+        let counters: Vec<(KeyId, i64)> = match index_dir.exists().then(|| Index::open(&index_dir)).transpose()? {
+            Some(old) => old
                 .list(None, None)?
                 .into_iter()
                 .filter_map(|k| {
@@ -331,7 +333,7 @@ impl Store {
                     Some((k.record.id, at))
                 })
                 .collect(),
-            Err(_) => vec![],
+            None => vec![],
         };
         let fresh = path.join("index.rebuild");
         if fresh.exists() {
