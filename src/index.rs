@@ -186,8 +186,9 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open() {
+            // sled reports the lock conflict as ErrorKind::Other with this text.
             Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
+                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }

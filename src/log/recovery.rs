@@ -40,10 +40,15 @@ pub struct RecoveryReport {
 
 /// Recovers the log in `dir`, truncating a torn tail.
 ///
+/// `keep_through` is the last sequence number known to have been acknowledged (the
+/// index's `applied_seq`): a failure at or before it is corruption, never truncated.
+/// A failure with any valid record after it is corruption too.
+///
 /// # Errors
 /// [`LogError::BadHeader`] for a damaged or foreign segment header or no segment at all,
-/// [`LogError::Corrupt`] for a damaged record before the tail, [`LogError::Io`].
-pub fn recover(dir: &Path, store_id: &[u8; 16]) -> Result<Recovered, LogError> {
+/// [`LogError::Corrupt`] for a damaged record before the tail, [`LogError::Io`]. On
+/// error nothing has been written.
+pub fn recover(dir: &Path, store_id: &[u8; 16], keep_through: u64) -> Result<Recovered, LogError> {
     let segments = list_segments(dir)?;
     let Some(((_, last_path), sealed)) = segments.split_last() else {
         return Err(LogError::BadHeader {
@@ -83,7 +88,7 @@ pub fn recover(dir: &Path, store_id: &[u8; 16]) -> Result<Recovered, LogError> {
                 }));
             }
             Ok(_) => return Err(corrupt(Corruption::BrokenChain)),
-            Err(e) if is_torn(rest, e) => {
+            Err(e) if next_seq > keep_through && is_torn(rest, e) && !any_record_after(rest, next_seq) => {
                 truncate_at = Some(pos);
                 break;
             }
@@ -109,6 +114,17 @@ pub fn recover(dir: &Path, store_id: &[u8; 16]) -> Result<Recovered, LogError> {
         next_seq,
         last_hash,
         report,
+    })
+}
+
+/// Whether a valid frame with a sequence number of at least `seq` starts anywhere in
+/// `rest` after its first byte: then the failure before it is damage in the middle (a
+/// flipped length, say), not a torn tail. Runs only when recovery meets a bad frame.
+fn any_record_after(rest: &[u8], seq: u64) -> bool {
+    (1..rest.len()).any(|i| {
+        rest.get(i..)
+            .and_then(|r| frame::decode(r).ok())
+            .is_some_and(|f| f.seq >= seq)
     })
 }
 

@@ -50,12 +50,18 @@ impl LogWriter {
         })
     }
 
-    /// Opens the log in `dir` for appending, recovering it first.
+    /// Opens the log in `dir` for appending, recovering it first; records through
+    /// `keep_through` are known acknowledged and are never truncated.
     ///
     /// # Errors
     /// As [`recover`], plus [`LogError::Io`].
-    pub fn open(dir: &Path, store_id: [u8; 16], segment_size: u64) -> Result<(Self, RecoveryReport), LogError> {
-        let r = recover(dir, &store_id)?;
+    pub fn open(
+        dir: &Path,
+        store_id: [u8; 16],
+        segment_size: u64,
+        keep_through: u64,
+    ) -> Result<(Self, RecoveryReport), LogError> {
+        let r = recover(dir, &store_id, keep_through)?;
         let file = OpenOptions::new()
             .append(true)
             .open(&r.segment)
@@ -184,7 +190,7 @@ mod tests {
         }
         w.commit().unwrap();
         drop(w);
-        let (mut w, report) = LogWriter::open(dir.path(), id, 300).unwrap();
+        let (mut w, report) = LogWriter::open(dir.path(), id, 300, 20).unwrap();
         assert_eq!(report.truncated_bytes, 0);
         assert!(report.segments > 3);
         assert_eq!(w.next_seq(), 21);
@@ -218,7 +224,11 @@ mod tests {
         let full = fs::read(&path).unwrap();
         // Cut the last record in half: torn.
         fs::write(&path, &full[..full.len() - 20]).unwrap();
-        let r = recover(dir.path(), &id).unwrap();
+        assert!(
+            matches!(recover(dir.path(), &id, 5), Err(LogError::Corrupt { seq: 5, .. })),
+            "an acknowledged record is never truncated"
+        );
+        let r = recover(dir.path(), &id, 4).unwrap();
         assert_eq!(r.next_seq, 5);
         assert!(r.report.truncated_bytes > 0);
         // Flip a byte in the second record: corrupt middle.
@@ -226,13 +236,22 @@ mod tests {
         bad[64 + 58 + 20] ^= 1;
         fs::write(&path, &bad).unwrap();
         assert!(matches!(
-            recover(dir.path(), &id),
+            recover(dir.path(), &id, 0),
+            Err(LogError::Corrupt { seq: 2, .. })
+        ));
+        // A flipped length in a middle record that points past the end: later records
+        // are still there, so it is corruption, not a torn tail.
+        let mut long = full.clone();
+        long[64 + 58 + 1] = 0x7f;
+        fs::write(&path, &long).unwrap();
+        assert!(matches!(
+            recover(dir.path(), &id, 0),
             Err(LogError::Corrupt { seq: 2, .. })
         ));
         // A foreign store id is refused.
         fs::write(&path, &full).unwrap();
         assert!(matches!(
-            recover(dir.path(), &[2u8; 16]),
+            recover(dir.path(), &[2u8; 16], 0),
             Err(LogError::BadHeader { .. })
         ));
     }

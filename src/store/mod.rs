@@ -258,9 +258,9 @@ impl Store {
         let lock = files::lock(path)?;
         let pepper = resolve_pepper(path, &config)?;
         marker.check_pepper(&pepper)?;
-        let (log, recovery) = LogWriter::open(&path.join("log"), marker.store_id, config.segment_size)?;
         let index = Index::open(&path.join("index"))?;
         let applied = index.applied_seq()?;
+        let (log, recovery) = LogWriter::open(&path.join("log"), marker.store_id, config.segment_size, applied)?;
         if applied > log.durable_seq() {
             return Err(OpenError::IndexAhead(format!(
                 "the index reflects record {applied} but the log ends at {}",
@@ -319,12 +319,14 @@ impl Store {
         let pepper = resolve_pepper(path, &config)?;
         marker.check_pepper(&pepper)?;
         let log_dir = path.join("log");
+        let index_dir = path.join("index");
+        let old_index = index_dir.exists().then(|| Index::open(&index_dir)).transpose()?;
+        let applied = old_index.as_ref().map(Index::applied_seq).transpose()?.unwrap_or(0);
         // Recover first, so a torn tail is truncated and a corrupt log refuses the rebuild.
-        let (log, _) = LogWriter::open(&log_dir, marker.store_id, config.segment_size)?;
+        let (log, _) = LogWriter::open(&log_dir, marker.store_id, config.segment_size, applied)?;
         let last = log.durable_seq();
         drop(log);
-        let index_dir = path.join("index");
-        let counters: Vec<(KeyId, i64)> = match index_dir.exists().then(|| Index::open(&index_dir)).transpose()? {
+        let counters: Vec<(KeyId, i64)> = match old_index {
             Some(old) => old
                 .list(None, None)?
                 .into_iter()
