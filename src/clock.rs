@@ -11,6 +11,12 @@ use crate::error::InputError;
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the unix epoch.
     fn now_ms(&self) -> i64;
+
+    /// Nanoseconds since the unix epoch (rate limits count in nanoseconds). The default
+    /// is [`Clock::now_ms`] scaled.
+    fn now_ns(&self) -> i64 {
+        self.now_ms().saturating_mul(1_000_000)
+    }
 }
 
 /// The system's wall clock.
@@ -19,7 +25,13 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        jiff::Timestamp::now().as_millisecond()
+        self.now_ns() / 1_000_000
+    }
+
+    fn now_ns(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
     }
 }
 

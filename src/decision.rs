@@ -70,7 +70,8 @@ impl fmt::Display for Code {
     }
 }
 
-/// A verification's decision: the code and, once the key was found, the key's public fields.
+/// A verification's decision: the code and, once the key was found, the key's public
+/// fields and the state of its rate limits and budget.
 #[derive(Debug, Clone)]
 pub struct Decision {
     /// The outcome.
@@ -79,6 +80,42 @@ pub struct Decision {
     pub malformed: Option<Malformed>,
     /// The key, when it was found (every code but `MALFORMED` and `NOT_FOUND`).
     pub key: Option<Arc<KeyRecord>>,
+    /// Each rate limit of the key, after this request (empty before step 7).
+    pub ratelimits: Vec<RateLimitState>,
+    /// The key's budget, after this request (`None`: no budget, or not reached).
+    pub budget: Option<BudgetState>,
+    /// For [`Code::RateLimited`]: seconds until the request could pass.
+    pub retry_after: Option<u64>,
+}
+
+/// One rate limit as a decision reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RateLimitState {
+    /// The limit's name.
+    pub name: Arc<str>,
+    /// Requests per window.
+    pub limit: u32,
+    /// Requests (of weight 1) that would still pass now.
+    pub remaining: u32,
+    /// Unix seconds when the limit is full again.
+    pub reset: u64,
+    /// When this limit denied the request: seconds until it would pass.
+    pub retry_after: Option<u64>,
+}
+
+/// A budget as a decision reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BudgetState {
+    /// The cap per period.
+    pub cap: u64,
+    /// Spent in the current period, this request included.
+    pub spent: u64,
+    /// `cap - spent`.
+    pub remaining: u64,
+    /// When the period ends, unix ms (`None`: a lifetime total).
+    pub period_end: Option<i64>,
+    /// Whether this request was charged (test keys never are).
+    pub charged: bool,
 }
 
 impl Decision {
@@ -96,23 +133,33 @@ impl Decision {
         Decision {
             code: Code::Malformed,
             malformed: Some(why),
-            key: None,
+            ..Decision::empty()
         }
     }
 
     pub(crate) fn not_found() -> Self {
         Decision {
             code: Code::NotFound,
-            malformed: None,
-            key: None,
+            ..Decision::empty()
         }
     }
 
     pub(crate) fn with_key(code: Code, key: Arc<KeyRecord>) -> Self {
         Decision {
             code,
-            malformed: None,
             key: Some(key),
+            ..Decision::empty()
+        }
+    }
+
+    fn empty() -> Self {
+        Decision {
+            code: Code::NotFound,
+            malformed: None,
+            key: None,
+            ratelimits: Vec::new(),
+            budget: None,
+            retry_after: None,
         }
     }
 }

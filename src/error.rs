@@ -31,6 +31,10 @@ pub enum Error {
     /// The sled index failed.
     #[error("index: {0}")]
     Index(String),
+    /// A change was refused because the batch it was in could not be made durable; it
+    /// was not applied.
+    #[error("the change was not committed: {0}")]
+    NotCommitted(String),
     /// The store has been closed, or its writer thread stopped after an I/O failure.
     #[error("the store is closed")]
     Closed,
@@ -122,6 +126,15 @@ pub enum InputError {
     /// An environment other than `live` or `test`.
     #[error("invalid environment {0:?}: use live or test")]
     InvalidEnv(String),
+    /// A rate limit that is not a positive count per positive window, or a bad list.
+    #[error("invalid rate limit {0}")]
+    InvalidRateLimit(String),
+    /// A budget whose cap or period is out of range.
+    #[error("invalid budget: {0}")]
+    InvalidBudget(String),
+    /// A bad plan name.
+    #[error("invalid plan {0}")]
+    InvalidPlan(String),
     /// A key id that is not of the form `key_` plus 22 base62 characters.
     #[error("invalid key id {0:?}")]
     InvalidKeyId(String),
@@ -137,6 +150,12 @@ pub enum StateError {
     /// The key is revoked: revocation cannot be undone and a revoked key cannot change.
     #[error("key {0} is revoked")]
     Revoked(String),
+    /// No plan has this name.
+    #[error("no plan named {0:?}")]
+    UnknownPlan(String),
+    /// The plan still has keys on it.
+    #[error("plan {0:?} is still used by {1} key(s)")]
+    PlanInUse(String, usize),
     /// The key was rotated already; rotate its successor instead.
     #[error("key {0} was already rotated to {1}")]
     AlreadyRotated(String, String),

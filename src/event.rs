@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::fmt_time;
+use crate::limits::{Budget, Plan, RateLimit};
 use crate::record::{KeyId, KeyRecord};
 use crate::token::Format;
 
@@ -41,16 +42,12 @@ pub enum EventKind {
         /// The key's tag (keyed hash). Never shown.
         tag: Tag,
     },
-    /// A key's name, metadata or expiry changed.
+    /// A key's settings changed.
     KeyUpdated {
         /// The key.
         id: KeyId,
-        /// The new name.
-        name: Option<String>,
-        /// The new metadata.
-        metadata: Option<BTreeMap<String, String>>,
-        /// The new expiry (`Some(None)`: none).
-        expires_at: Option<Option<i64>>,
+        /// What changed.
+        changes: KeyChanges,
     },
     /// A key was disabled.
     KeyDisabled {
@@ -71,6 +68,23 @@ pub enum EventKind {
         /// The reason given.
         reason: Option<String>,
     },
+    /// A plan was created or changed.
+    PlanSet {
+        /// The plan as it now is.
+        plan: Plan,
+    },
+    /// A plan was deleted.
+    PlanDeleted {
+        /// Its name.
+        name: String,
+    },
+    /// A key's budget high-water mark was raised: after a crash, spend restarts here.
+    BudgetMark {
+        /// The key.
+        id: KeyId,
+        /// The mark: period id and amount, packed as the budget counter packs them.
+        mark: u64,
+    },
     /// A key was rotated: `record` replaces `old`, which is revoked from `old_revoked_at`.
     KeyRotated {
         /// The key replaced.
@@ -82,6 +96,47 @@ pub enum EventKind {
         /// The new key's tag. Never shown.
         tag: Tag,
     },
+}
+
+/// A change to a key's settings; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChanges {
+    /// A new name.
+    pub name: Option<String>,
+    /// New metadata, replacing the old.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// A new expiry (`Some(None)`: none).
+    pub expires_at: Option<Option<i64>>,
+    /// New rate limits of the key's own.
+    pub rate_limits: Option<Vec<RateLimit>>,
+    /// A new budget of the key's own (`Some(None)`: none).
+    pub budget: Option<Option<Budget>>,
+    /// A new plan (`Some(None)`: none).
+    pub plan: Option<Option<String>>,
+}
+
+impl KeyChanges {
+    /// Applies the changes to a record.
+    pub fn apply(&self, record: &mut KeyRecord) {
+        if let Some(n) = &self.name {
+            record.name.clone_from(n);
+        }
+        if let Some(m) = &self.metadata {
+            record.metadata.clone_from(m);
+        }
+        if let Some(e) = self.expires_at {
+            record.expires_at = e;
+        }
+        if let Some(l) = &self.rate_limits {
+            record.rate_limits.clone_from(l);
+        }
+        if let Some(b) = self.budget {
+            record.budget = b;
+        }
+        if let Some(p) = &self.plan {
+            record.plan.clone_from(p);
+        }
+    }
 }
 
 /// A key's tag: `blake3::keyed_hash(pepper, token)`. Compared in constant time; `Debug`
@@ -149,13 +204,17 @@ impl Event {
             EventKind::KeyEnabled { .. } => "key.enabled",
             EventKind::KeyRevoked { .. } => "key.revoked",
             EventKind::KeyRotated { .. } => "key.rotated",
+            EventKind::PlanSet { .. } => "plan.set",
+            EventKind::PlanDeleted { .. } => "plan.deleted",
+            EventKind::BudgetMark { .. } => "budget.mark",
         }
     }
 
     /// Every key the event concerns.
     pub fn key_ids(&self) -> Vec<&KeyId> {
         match &self.kind {
-            EventKind::FormatRegistered { .. } => vec![],
+            EventKind::FormatRegistered { .. } | EventKind::PlanSet { .. } | EventKind::PlanDeleted { .. } => vec![],
+            EventKind::BudgetMark { id, .. } => vec![id],
             EventKind::KeyCreated { record, .. } => vec![&record.id],
             EventKind::KeyUpdated { id, .. }
             | EventKind::KeyDisabled { id }
@@ -178,15 +237,19 @@ impl Event {
                 "env": record.env(), "project": record.project,
                 "expires_at": record.expires_at.map(fmt_time),
             }),
-            EventKind::KeyUpdated {
-                id,
-                name,
-                metadata,
-                expires_at,
-            } => json!({
-                "key_id": id, "name": name, "metadata": metadata,
-                "expires_at": expires_at.map(|e| e.map(fmt_time)),
+            EventKind::KeyUpdated { id, changes } => json!({
+                "key_id": id, "name": changes.name, "metadata": changes.metadata,
+                "expires_at": changes.expires_at.map(|e| e.map(fmt_time)),
+                "rate_limits": changes.rate_limits, "budget": changes.budget, "plan": changes.plan,
             }),
+            EventKind::PlanSet { plan } => json!({
+                "plan": plan.name, "rate_limits": plan.rate_limits, "budget": plan.budget,
+            }),
+            EventKind::PlanDeleted { name } => json!({ "plan": name }),
+            EventKind::BudgetMark { id, mark } => {
+                let (period, amount) = crate::limits::budget::unpack(*mark);
+                json!({ "key_id": id, "period": period, "mark": amount })
+            }
             EventKind::KeyDisabled { id } | EventKind::KeyEnabled { id } => json!({ "key_id": id }),
             EventKind::KeyRevoked {
                 id,

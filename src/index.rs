@@ -8,8 +8,10 @@
 //! | `by_hash`    | tag (32 bytes)            | key id                        |
 //! | `by_prefix`  | prefix, 0x00, key id      | empty                         |
 //! | `by_project` | project, 0x00, key id     | empty                         |
-//! | `counters`   | key id                    | last used, unix ms, i64 BE    |
-//! | `meta`       | `applied_seq`, `formats`  | u64 BE; encoded format list   |
+//! | `counters`   | key id                    | [`Counters`]                  |
+//! | `plans`      | plan name                 | `Plan`                        |
+//! | `marks`      | key id                    | budget mark, packed u64 BE    |
+//! | `meta`       | `applied_seq`, `formats`, `clean` | u64 BE; format list; 0/1 |
 //!
 //! Every batch of log records is applied in one sled transaction across the trees,
 //! together with `applied_seq`, the sequence number of the last record it reflects.
@@ -23,6 +25,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::error::{Error, Result};
 use crate::event::Tag;
+use crate::limits::Plan;
 use crate::record::{KeyId, KeyRecord};
 use crate::token::{Format, FormatSet};
 
@@ -30,6 +33,30 @@ use crate::token::{Format, FormatSet};
 const VALUE_FORMAT: u8 = 1;
 const APPLIED_SEQ: &[u8] = b"applied_seq";
 const FORMATS: &[u8] = b"formats";
+const CLEAN: &[u8] = b"clean";
+
+/// A key's in-memory counters as the flusher persists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Counters {
+    /// Last use, unix ms (0: never).
+    pub last_used: i64,
+    /// Each rate limit's name, theoretical arrival time (unix ns) and the emission
+    /// interval (ns) it was counted under.
+    pub limits: Vec<(String, i64, i64)>,
+    /// The budget spend word (period and spend packed).
+    pub spend: u64,
+}
+
+/// One commit's worth of changes to the index.
+pub(crate) struct IndexBatch<'a> {
+    pub keys: &'a BTreeMap<KeyId, StoredKey>,
+    pub formats: Option<&'a FormatSet>,
+    /// Plans set (`Some`) or deleted (`None`).
+    pub plans: &'a BTreeMap<String, Option<Plan>>,
+    /// Raised budget marks.
+    pub marks: &'a BTreeMap<KeyId, u64>,
+    pub applied_seq: u64,
+}
 
 /// A key as the index keeps it: its record and its tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +73,8 @@ pub(crate) struct Index {
     by_prefix: sled::Tree,
     by_project: sled::Tree,
     counters: sled::Tree,
+    plans: sled::Tree,
+    marks: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -59,6 +88,8 @@ impl Index {
             by_prefix: db.open_tree("by_prefix")?,
             by_project: db.open_tree("by_project")?,
             counters: db.open_tree("counters")?,
+            plans: db.open_tree("plans")?,
+            marks: db.open_tree("marks")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -122,39 +153,67 @@ impl Index {
         Ok(out)
     }
 
-    /// The persisted last-used time of a key.
-    pub fn last_used(&self, id: &KeyId) -> Result<Option<i64>> {
-        Ok(self
-            .counters
-            .get(id.as_str())?
-            .map(|v| i64::from_be_bytes(crate::log::frame::to_array(&v))))
+    /// Every plan.
+    pub fn plans(&self) -> Result<Vec<Plan>> {
+        self.plans.iter().values().map(|v| decode(&v?)).collect()
     }
 
-    /// Writes last-used times in one batch.
-    pub fn write_last_used(&self, entries: &[(KeyId, i64)]) -> Result<()> {
+    /// A key's persisted budget mark (packed), 0 if none.
+    pub fn mark(&self, id: &KeyId) -> Result<u64> {
+        Ok(self
+            .marks
+            .get(id.as_str())?
+            .map_or(0, |v| u64::from_be_bytes(crate::log::frame::to_array(&v))))
+    }
+
+    /// A key's persisted counters.
+    pub fn counters(&self, id: &KeyId) -> Result<Option<Counters>> {
+        self.counters.get(id.as_str())?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Writes counters in one batch.
+    pub fn write_counters(&self, entries: &[(KeyId, Counters)]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
-        for (id, at) in entries {
-            batch.insert(id.as_str(), &at.to_be_bytes());
+        for (id, counters) in entries {
+            batch.insert(id.as_str(), encode(counters));
         }
         self.counters.apply_batch(batch)?;
         Ok(())
     }
 
+    /// Whether the store was last closed cleanly (counters flushed exactly).
+    pub fn was_clean(&self) -> Result<bool> {
+        Ok(self.meta.get(CLEAN)?.is_some_and(|v| v.as_ref() == [1]))
+    }
+
+    /// Records a clean close (`true`) or an open store (`false`), durably.
+    pub fn set_clean(&self, clean: bool) -> Result<()> {
+        self.meta.insert(CLEAN, &[u8::from(clean)])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Applies the effect of log records up to `applied_seq` in one transaction: the
-    /// changed keys (with their tag, prefix and project entries) and the format list.
-    pub fn apply(
-        &self,
-        keys: &BTreeMap<KeyId, StoredKey>,
-        formats: Option<&FormatSet>,
-        applied_seq: u64,
-    ) -> Result<()> {
-        let encoded: Vec<(&KeyId, Vec<u8>, &StoredKey)> = keys.iter().map(|(id, k)| (id, encode(k), k)).collect();
-        let formats = formats.map(|f| encode(&f.iter().cloned().collect::<Vec<_>>()));
-        let trees = (&self.keys, &self.by_hash, &self.by_prefix, &self.by_project, &self.meta);
-        let result: Result<(), TransactionError<()>> = trees.transaction(|(k, h, pre, proj, m)| {
+    /// changed keys (with their tag, prefix and project entries), formats, plans, marks.
+    pub fn apply(&self, batch: &IndexBatch<'_>) -> Result<()> {
+        let encoded: Vec<(&KeyId, Vec<u8>, &StoredKey)> = batch.keys.iter().map(|(id, k)| (id, encode(k), k)).collect();
+        let formats = batch.formats.map(|f| encode(&f.iter().cloned().collect::<Vec<_>>()));
+        let plans: Vec<(&String, Option<Vec<u8>>)> =
+            batch.plans.iter().map(|(n, p)| (n, p.as_ref().map(encode))).collect();
+        let applied_seq = batch.applied_seq;
+        let trees = (
+            &self.keys,
+            &self.by_hash,
+            &self.by_prefix,
+            &self.by_project,
+            &self.meta,
+            &self.plans,
+            &self.marks,
+        );
+        let result: Result<(), TransactionError<()>> = trees.transaction(|(k, h, pre, proj, m, pl, mk)| {
             for (id, value, stored) in &encoded {
                 let id = id.as_str().as_bytes();
                 k.insert(id, value.as_slice())?;
@@ -164,6 +223,15 @@ impl Index {
             }
             if let Some(f) = &formats {
                 m.insert(FORMATS, f.as_slice())?;
+            }
+            for (name, plan) in &plans {
+                match plan {
+                    Some(p) => pl.insert(name.as_bytes(), p.as_slice())?,
+                    None => pl.remove(name.as_bytes())?,
+                };
+            }
+            for (id, mark) in batch.marks {
+                mk.insert(id.as_str().as_bytes(), &mark.to_be_bytes()[..])?;
             }
             m.insert(APPLIED_SEQ, &applied_seq.to_be_bytes()[..])?;
             Ok::<(), ConflictableTransactionError<()>>(())

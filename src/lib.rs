@@ -57,6 +57,7 @@ pub mod decision;
 pub mod error;
 pub mod event;
 mod index;
+pub mod limits;
 pub mod log;
 pub mod record;
 pub mod secret;
@@ -64,11 +65,14 @@ mod store;
 pub mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use decision::{Code, Decision};
+pub use decision::{BudgetState, Code, Decision, RateLimitState};
 pub use error::{Error, InputError, OpenError, Result, StateError};
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, KeyChanges};
+pub use limits::{Budget, Period, Plan, RateLimit};
 pub use log::LogError;
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
 pub use secret::{Pepper, Secret};
-pub use store::{Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, Store, parse_expiry};
+pub use store::{
+    Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, Store, VerifyRequest, parse_expiry,
+};
 pub use token::{Env, Format, FormatSet, Malformed, Token};

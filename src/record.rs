@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
+use crate::limits::{Budget, RateLimit};
 use crate::token::{BASE62, Env, Format, base62_fixed, fill_random};
 
 /// Longest key name, in bytes.
@@ -172,6 +173,12 @@ pub struct KeyRecord {
     pub rotated_from: Option<KeyId>,
     /// The key that replaced this one, if it was rotated.
     pub rotated_to: Option<KeyId>,
+    /// The key's own rate limits (overriding its plan's of the same name).
+    pub rate_limits: Vec<RateLimit>,
+    /// The key's own budget (overriding its plan's).
+    pub budget: Option<Budget>,
+    /// The plan the key follows.
+    pub plan: Option<String>,
 }
 
 impl KeyRecord {
@@ -240,6 +247,12 @@ pub struct NewKey {
     pub expires: Option<Expiry>,
     /// Metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Rate limits of its own.
+    pub rate_limits: Vec<RateLimit>,
+    /// A budget of its own.
+    pub budget: Option<Budget>,
+    /// A plan to follow.
+    pub plan: Option<String>,
 }
 
 impl NewKey {
@@ -251,7 +264,28 @@ impl NewKey {
             project: None,
             expires: None,
             metadata: BTreeMap::new(),
+            rate_limits: Vec::new(),
+            budget: None,
+            plan: None,
         }
+    }
+
+    /// Adds a rate limit.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limits.push(limit);
+        self
+    }
+
+    /// Sets the budget.
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Puts the key on a plan.
+    pub fn plan(mut self, plan: impl Into<String>) -> Self {
+        self.plan = Some(plan.into());
+        self
     }
 
     /// Sets the format.
@@ -288,6 +322,12 @@ pub struct KeyUpdate {
     pub metadata: Option<BTreeMap<String, String>>,
     /// A new expiry; `Some(None)` removes the expiry.
     pub expires: Option<Option<Expiry>>,
+    /// New rate limits of its own, replacing the old.
+    pub rate_limits: Option<Vec<RateLimit>>,
+    /// A new budget of its own; `Some(None)` removes it.
+    pub budget: Option<Option<Budget>>,
+    /// A new plan; `Some(None)` takes the key off its plan.
+    pub plan: Option<Option<String>>,
 }
 
 /// Checks a key name.
@@ -408,6 +448,9 @@ mod tests {
             metadata: BTreeMap::new(),
             rotated_from: None,
             rotated_to: None,
+            rate_limits: vec![],
+            budget: None,
+            plan: None,
         };
         assert_eq!(r.status_at(50), Status::Active);
         assert_eq!(r.status_at(100), Status::Expired);

@@ -311,7 +311,7 @@ fn disable_enable_and_update_are_visible_to_the_next_verify_in_every_thread() {
             let update = KeyUpdate {
                 name: Some("after".into()),
                 metadata: Some(BTreeMap::from([("v".to_string(), "2".to_string())])),
-                expires: None,
+                ..KeyUpdate::default()
             };
             s.update(&id, update).expect("update");
         },

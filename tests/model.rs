@@ -764,6 +764,7 @@ fn update(
         name: name.map(|n| NAMES[n].to_string()),
         metadata: meta.clone(),
         expires: None,
+        ..KeyUpdate::default()
     };
     if let Some(n) = bad_name(bad) {
         up.name = Some(n);

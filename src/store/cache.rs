@@ -1,31 +1,175 @@
-//! The live map: tag -> the key's current record and its in-memory counters.
+//! The live map: tag -> the key's current state and its in-memory counters.
 //!
 //! A verify that misses reads sled once and fills the map with `or_insert`, so it can never
 //! replace an entry. Every change to an existing key is written to sled first and then
 //! upserted here, unconditionally. Whichever of a racing fill and a change reaches the map
 //! last, the map ends up holding the changed record: no stale entry can serve a request.
+//!
+//! A key's [`LiveState`] is its record with its effective rate limits and budget resolved
+//! (its own, over its plan's). Limit and budget counters are `Arc`s carried from one state
+//! to the next, so a change of settings keeps what was already consumed.
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 use crate::event::Tag;
-use crate::record::KeyRecord;
+use crate::index::Counters;
+use crate::limits::budget::{BudgetCounter, pack, unpack};
+use crate::limits::{Budget, Gcra, Plans, Quota, RateLimit, effective};
+use crate::record::{KeyId, KeyRecord};
 
-/// One key's live state.
+/// One key's live state and counters.
 #[derive(Debug)]
 pub(crate) struct LiveKey {
-    pub record: ArcSwap<KeyRecord>,
+    pub state: ArcSwap<LiveState>,
     /// Last use, unix ms (0: never).
     pub last_used: AtomicI64,
-    /// The last-used value last written to sled.
-    pub flushed_last_used: AtomicI64,
+    /// Set when a counter changed since the last flush.
+    pub dirty: AtomicBool,
 }
 
-/// The concurrent map from tag to live state.
+impl LiveKey {
+    /// Marks the counters for the next flush (a load first: no write when already set).
+    #[inline]
+    pub fn touch(&self) {
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A snapshot of the counters for persisting.
+    pub fn counters(&self) -> Counters {
+        let state = self.state.load();
+        Counters {
+            last_used: self.last_used.load(Ordering::Relaxed),
+            limits: state
+                .limits
+                .iter()
+                .map(|l| (l.name.to_string(), l.cell.tat(), l.quota.interval_ns))
+                .collect(),
+            spend: state.budget.as_ref().map_or(0, |b| b.counter.spend_word()),
+        }
+    }
+}
+
+/// A key's record with its limits and budget resolved.
+#[derive(Debug)]
+pub(crate) struct LiveState {
+    pub record: Arc<KeyRecord>,
+    pub limits: Vec<ActiveLimit>,
+    pub budget: Option<ActiveBudget>,
+}
+
+/// One effective rate limit and its counter.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveLimit {
+    pub name: Arc<str>,
+    pub quota: Quota,
+    pub cell: Arc<Gcra>,
+}
+
+/// The effective budget and its counter.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveBudget {
+    pub budget: Budget,
+    pub counter: Arc<BudgetCounter>,
+}
+
+/// Where a new state's counters come from.
+pub(crate) enum Seed<'a> {
+    /// The state it replaces, at `now_ns`: counters carry over by limit name (rescaled
+    /// when the quota changed) and budget period kind.
+    Previous(&'a LiveState, i64),
+    /// Persisted counters and mark (a fill from sled). `restore_at_mark`: the store did not
+    /// close cleanly, so spend restarts at the mark.
+    Persisted {
+        counters: Option<&'a Counters>,
+        mark: u64,
+        restore_at_mark: bool,
+        now_ns: i64,
+    },
+}
+
+impl LiveState {
+    /// Resolves `record` against `plans`, seeding counters from `seed`.
+    pub fn build(record: Arc<KeyRecord>, plans: &Plans, seed: &Seed<'_>) -> LiveState {
+        let plan = record.plan.as_ref().and_then(|p| plans.map.get(p));
+        let (specs, budget) = effective(&record.rate_limits, record.budget, plan.map(Arc::as_ref));
+        let limits = specs.iter().map(|spec| active_limit(spec, seed)).collect();
+        let budget = budget.map(|b| active_budget(b, seed));
+        LiveState { record, limits, budget }
+    }
+}
+
+fn active_limit(spec: &RateLimit, seed: &Seed<'_>) -> ActiveLimit {
+    let quota = spec.quota();
+    let cell = match seed {
+        Seed::Previous(prev, now_ns) => prev.limits.iter().find(|l| *l.name == *spec.name).map(|l| {
+            if l.quota == quota {
+                Arc::clone(&l.cell)
+            } else {
+                Arc::new(Gcra::new(rescale(
+                    l.cell.tat(),
+                    l.quota.interval_ns,
+                    quota.interval_ns,
+                    *now_ns,
+                )))
+            }
+        }),
+        Seed::Persisted { counters, now_ns, .. } => counters
+            .and_then(|c| c.limits.iter().find(|(n, _, _)| *n == spec.name))
+            .map(|(_, tat, interval)| Arc::new(Gcra::new(rescale(*tat, *interval, quota.interval_ns, *now_ns)))),
+    };
+    ActiveLimit {
+        name: Arc::from(spec.name.as_str()),
+        quota,
+        cell: cell.unwrap_or_default(),
+    }
+}
+
+/// Carries what a limit has consumed (requests, not time) over to a new interval: an
+/// arrival time `tat - now` ahead under interval `from` is as many requests ahead under
+/// interval `to`.
+fn rescale(tat: i64, from: i64, to: i64, now_ns: i64) -> i64 {
+    if from == to || tat <= now_ns || from <= 0 {
+        return tat;
+    }
+    let ahead = i128::from(tat - now_ns) * i128::from(to) / i128::from(from);
+    now_ns.saturating_add(i64::try_from(ahead).unwrap_or(i64::MAX))
+}
+
+fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
+    let counter = match seed {
+        Seed::Previous(prev, _) => prev
+            .budget
+            .as_ref()
+            .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period))
+            .map(|b| Arc::clone(&b.counter)),
+        Seed::Persisted {
+            counters,
+            mark,
+            restore_at_mark,
+            ..
+        } => {
+            let spend = counters.map_or(0, |c| c.spend);
+            let word = if *restore_at_mark { spend.max(*mark) } else { spend };
+            // Never restore above the cap.
+            let (period, amount) = unpack(word);
+            let word = pack(period, amount.min(budget.cap));
+            Some(Arc::new(BudgetCounter::new(word, *mark)))
+        }
+    };
+    ActiveBudget {
+        budget,
+        counter: counter.unwrap_or_default(),
+    }
+}
+
+/// The concurrent map from tag to live key.
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
     map: DashMap<Tag, Arc<LiveKey>, BuildHasherDefault<TagHasher>>,
@@ -34,7 +178,7 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
-    /// The live state for `tag`, if cached.
+    /// The live key for `tag`, if cached.
     #[inline]
     pub fn get(&self, tag: &Tag) -> Option<Arc<LiveKey>> {
         self.map.get(tag).map(|e| Arc::clone(e.value()))
@@ -45,15 +189,15 @@ impl Cache {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Inserts `record`, read from sled during `epoch`, unless the tag is present; returns
+    /// Inserts a state built from sled during `epoch`, unless the tag is present; returns
     /// what is in the map. If the map was cleared since, the entry is returned uncached:
     /// a change upserted and then cleared away must not be shadowed by an older read.
-    pub fn fill(&self, tag: Tag, record: KeyRecord, last_used: i64, epoch: u64) -> Arc<LiveKey> {
+    pub fn fill(&self, tag: Tag, state: impl FnOnce() -> LiveState, last_used: i64, epoch: u64) -> Arc<LiveKey> {
         let fresh = || {
             Arc::new(LiveKey {
-                record: ArcSwap::from_pointee(record),
+                state: ArcSwap::from_pointee(state()),
                 last_used: AtomicI64::new(last_used),
-                flushed_last_used: AtomicI64::new(last_used),
+                dirty: AtomicBool::new(false),
             })
         };
         match self.map.entry(tag) {
@@ -67,17 +211,44 @@ impl Cache {
         }
     }
 
-    /// Replaces the record for `tag`, or inserts it; called after the change is in sled.
-    pub fn upsert(&self, tag: Tag, record: KeyRecord, last_used: impl FnOnce() -> i64) {
+    /// Replaces the record for `tag` (keeping its counters), or inserts a state for it;
+    /// called after the change is in sled.
+    pub fn upsert(
+        &self,
+        tag: Tag,
+        record: KeyRecord,
+        plans: &Plans,
+        now_ns: i64,
+        load: impl FnOnce() -> (LiveState, i64),
+    ) {
+        let record = Arc::new(record);
         match self.map.entry(tag) {
-            dashmap::Entry::Occupied(e) => e.get().record.store(Arc::new(record)),
+            dashmap::Entry::Occupied(e) => {
+                e.get()
+                    .state
+                    .rcu(|prev| LiveState::build(Arc::clone(&record), plans, &Seed::Previous(prev, now_ns)));
+            }
             dashmap::Entry::Vacant(e) => {
-                let last = last_used();
+                let (state, last_used) = load();
                 e.insert(Arc::new(LiveKey {
-                    record: ArcSwap::from_pointee(record),
-                    last_used: AtomicI64::new(last),
-                    flushed_last_used: AtomicI64::new(last),
+                    state: ArcSwap::from_pointee(state),
+                    last_used: AtomicI64::new(last_used),
+                    dirty: AtomicBool::new(false),
                 }));
+            }
+        }
+    }
+
+    /// Re-resolves every cached key on a plan against `plans`, which the store has just
+    /// published. Bumping the epoch first keeps a fill that resolved against the old plans
+    /// from inserting afterwards.
+    pub fn replan(&self, plans: &Plans, now_ns: i64) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        for entry in &self.map {
+            let live = entry.value();
+            if live.state.load().record.plan.is_some() {
+                live.state
+                    .rcu(|prev| LiveState::build(Arc::clone(&prev.record), plans, &Seed::Previous(prev, now_ns)));
             }
         }
     }
@@ -88,14 +259,13 @@ impl Cache {
         self.map.clear();
     }
 
-    /// Last-used times that changed since they were last flushed, marking them flushed.
-    pub fn take_dirty_last_used(&self) -> Vec<(crate::record::KeyId, i64)> {
+    /// Counters changed since the last flush, marking them flushed.
+    pub fn take_dirty(&self) -> Vec<(KeyId, Counters)> {
         let mut out = Vec::new();
         for entry in &self.map {
             let live = entry.value();
-            let now = live.last_used.load(Ordering::Relaxed);
-            if now != live.flushed_last_used.swap(now, Ordering::Relaxed) {
-                out.push((live.record.load().id.clone(), now));
+            if live.dirty.swap(false, Ordering::AcqRel) {
+                out.push((live.state.load().record.id.clone(), live.counters()));
             }
         }
         out
@@ -103,7 +273,7 @@ impl Cache {
 }
 
 /// Tags are already uniformly random (keyed BLAKE3 output), so the map hashes a tag by
-/// taking its first eight bytes: no second hash on the hot path.
+/// folding its bytes: no second hash on the hot path.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct TagHasher(u64);
 
@@ -113,8 +283,6 @@ impl Hasher for TagHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 32]`'s Hash feeds the length first (8 bytes), then the 32 bytes; mix all
-        // in cheaply so any feeding order still spreads.
         for chunk in bytes.chunks(8) {
             self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(crate::log::frame::to_array(chunk));
         }

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use crate::error::{Error, InputError, Result, StateError};
-use crate::event::{Event, EventKind, Tag};
-use crate::index::{Index, StoredKey};
+use crate::event::{Event, EventKind, KeyChanges, Tag};
+use crate::index::{Index, IndexBatch, StoredKey};
+use crate::limits::{Budget, Plan, Plans, RateLimit};
 use crate::log::{LogError, LogWriter};
-use crate::record::{KeyId, KeyRecord, Revocation, Status};
+use crate::record::{Expiry, KeyId, KeyRecord, Revocation, Status};
 use crate::secret::Secret;
 use crate::token::{Format, FormatSet};
 
@@ -33,9 +34,9 @@ pub(crate) enum Op {
     Create(PreparedKey),
     Update {
         id: KeyId,
-        name: Option<String>,
-        metadata: Option<BTreeMap<String, String>>,
-        expires_at: Option<Option<i64>>,
+        /// Everything but the expiry, which is resolved against the batch's clock.
+        changes: KeyChanges,
+        expires: Option<Option<Expiry>>,
     },
     Disable(KeyId),
     Enable(KeyId),
@@ -47,6 +48,13 @@ pub(crate) enum Op {
         id: KeyId,
         grace_ms: Option<i64>,
     },
+    SetPlan(Plan),
+    DeletePlan(String),
+    /// Raise a key's budget mark to at least `mark` (packed period and amount).
+    RaiseMark {
+        id: KeyId,
+        mark: u64,
+    },
 }
 
 /// A new key, generated and hashed by the calling thread (off the commit thread).
@@ -57,8 +65,12 @@ pub(crate) struct PreparedKey {
     pub format: Format,
     pub name: String,
     pub project: String,
-    pub expires_at: Option<i64>,
+    /// Resolved against the batch's clock, so a lifetime counts from `created_at`.
+    pub expires: Option<Expiry>,
     pub metadata: BTreeMap<String, String>,
+    pub rate_limits: Vec<RateLimit>,
+    pub budget: Option<Budget>,
+    pub plan: Option<String>,
 }
 
 /// What a committed request returns.
@@ -70,6 +82,7 @@ pub(crate) enum Outcome {
         new: Box<KeyRecord>,
         secret: Secret,
     },
+    Done,
 }
 
 /// What a planned request will return, read back from the state once its events apply.
@@ -77,6 +90,7 @@ enum Planned {
     Created(KeyId, Secret),
     Changed(KeyId),
     Rotated(KeyId, KeyId, Secret),
+    Done,
 }
 
 /// Runs the commit loop until every sender is dropped.
@@ -92,7 +106,8 @@ pub(crate) fn run(shared: Arc<Shared>, mut log: LogWriter, requests: Receiver<Re
 fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch: Vec<Request>) {
     let now = shared.clock.now_ms();
     let base_formats = shared.formats.load_full();
-    let mut overlay = Overlay::new(&shared.index, &base_formats);
+    let base_plans = shared.plans.load_full();
+    let mut overlay = Overlay::new(&shared.index, &base_formats, &base_plans);
     let mut results = Vec::with_capacity(batch.len());
     for req in &batch {
         let result = plan(&overlay, &req.op, now, last_id, shared).and_then(|(events, planned)| {
@@ -108,18 +123,13 @@ fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch:
         if overlay.is_empty() {
             return Ok(());
         }
-        shared
-            .index
-            .apply(&overlay.keys, overlay.changed_formats(), log.durable_seq())
+        shared.index.apply(&overlay.batch(log.durable_seq()))
     });
     if let Err(e) = written {
         log.discard();
         let msg = e.to_string();
         for (req, result) in batch.into_iter().zip(results) {
-            let failed = result.and(Err(Error::Log(LogError::BadPayload {
-                seq: 0,
-                reason: format!("batch not committed: {msg}"),
-            })));
+            let failed = result.and(Err(Error::NotCommitted(msg.clone())));
             let _ = req.reply.send(failed);
         }
         return;
@@ -127,11 +137,19 @@ fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch:
     if let Some(formats) = overlay.changed_formats() {
         shared.formats.store(Arc::new(formats.clone()));
     }
+    if let Some(plans) = overlay.changed_plans() {
+        let plans = Arc::new(plans);
+        shared.plans.store(Arc::clone(&plans));
+        shared.cache.replan(&plans, shared.clock.now_ns());
+    }
+    let plans = shared.plans.load();
     for id in &overlay.touched {
         if let Some(stored) = overlay.keys.get(id) {
-            shared.cache.upsert(stored.tag, stored.record.clone(), || {
-                shared.index.last_used(id).ok().flatten().unwrap_or(0)
-            });
+            shared
+                .cache
+                .upsert(stored.tag, stored.record.clone(), &plans, shared.clock.now_ns(), || {
+                    shared.load_state(&stored.record)
+                });
         }
     }
     for (req, result) in batch.into_iter().zip(results) {
@@ -153,31 +171,73 @@ fn plan(state: &Overlay<'_>, op: &Op, now: i64, last_id: &mut u128, shared: &Sha
                 format: key.format.clone(),
                 project: key.project.clone(),
                 created_at: now,
-                expires_at: key.expires_at,
+                expires_at: key.expires.map(|e| e.resolve(now)).transpose()?,
                 disabled_at: None,
                 revoked: None,
                 metadata: key.metadata.clone(),
                 rotated_from: None,
                 rotated_to: None,
+                rate_limits: key.rate_limits.clone(),
+                budget: key.budget,
+                plan: key.plan.clone(),
             };
+            if let Some(plan) = &record.plan {
+                state.plan(plan)?;
+            }
             let planned = Planned::Created(record.id.clone(), key.secret.clone());
             events.push(event(EventKind::KeyCreated { record, tag: key.tag }));
             Ok((events, planned))
         }
-        Op::Update {
-            id,
-            name,
-            metadata,
-            expires_at,
-        } => {
+        Op::Update { id, changes, expires } => {
             state.live(id, now)?;
+            if let Some(Some(plan)) = &changes.plan {
+                state.plan(plan)?;
+            }
+            let expires_at = match expires {
+                Some(Some(e)) => Some(Some(e.resolve(now)?)),
+                Some(None) => Some(None),
+                None => None,
+            };
             let kind = EventKind::KeyUpdated {
                 id: id.clone(),
-                name: name.clone(),
-                metadata: metadata.clone(),
-                expires_at: *expires_at,
+                changes: KeyChanges {
+                    expires_at,
+                    ..changes.clone()
+                },
             };
             Ok((vec![event(kind)], Planned::Changed(id.clone())))
+        }
+        Op::SetPlan(plan) => Ok((vec![event(EventKind::PlanSet { plan: plan.clone() })], Planned::Done)),
+        Op::DeletePlan(name) => {
+            state.plan(name)?;
+            let users = state
+                .index
+                .list(None, None)?
+                .iter()
+                .filter(|k| {
+                    state
+                        .get_record(&k.record.id)
+                        .is_some_and(|r| r.plan.as_deref() == Some(name))
+                })
+                .count();
+            if users > 0 {
+                return Err(StateError::PlanInUse(name.clone(), users).into());
+            }
+            Ok((
+                vec![event(EventKind::PlanDeleted { name: name.clone() })],
+                Planned::Done,
+            ))
+        }
+        Op::RaiseMark { id, mark } => {
+            state.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
+            if state.mark(id)? >= *mark {
+                return Ok((vec![], Planned::Done));
+            }
+            let kind = EventKind::BudgetMark {
+                id: id.clone(),
+                mark: *mark,
+            };
+            Ok((vec![event(kind)], Planned::Done))
         }
         Op::Disable(id) => {
             if state.live(id, now)?.record.disabled_at.is_some() {
@@ -215,7 +275,7 @@ fn plan(state: &Overlay<'_>, op: &Op, now: i64, last_id: &mut u128, shared: &Sha
             let grace_end = now.saturating_add(grace_ms.unwrap_or(0));
             let old_revoked_at = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
             let secret = old.format.generate();
-            let tag = shared.tag_of(secret.expose());
+            let tag = shared.tag_of(secret.expose().as_bytes());
             let record = KeyRecord {
                 id: KeyId::next(now, last_id),
                 start: start_of(&old.format, &secret),
@@ -265,26 +325,6 @@ pub(crate) fn start_of(format: &Format, secret: &Secret) -> String {
     secret.expose().get(..end).unwrap_or(format.prefix()).to_string()
 }
 
-fn apply_update(record: &mut KeyRecord, kind: &EventKind) {
-    if let EventKind::KeyUpdated {
-        name,
-        metadata,
-        expires_at,
-        ..
-    } = kind
-    {
-        if let Some(n) = name {
-            record.name.clone_from(n);
-        }
-        if let Some(m) = metadata {
-            record.metadata.clone_from(m);
-        }
-        if let Some(e) = expires_at {
-            record.expires_at = *e;
-        }
-    }
-}
-
 fn apply_rotation(old: &mut KeyRecord, revoked_at: i64, new_id: &KeyId) {
     old.revoked = Some(Revocation {
         at: revoked_at,
@@ -297,26 +337,83 @@ fn apply_rotation(old: &mut KeyRecord, revoked_at: i64, new_id: &KeyId) {
 pub(crate) struct Overlay<'a> {
     index: &'a Index,
     base_formats: &'a FormatSet,
+    base_plans: &'a Plans,
     /// Keys changed or created in this batch.
     pub keys: BTreeMap<KeyId, StoredKey>,
     /// Keys that existed before the batch and changed in it (the live map must learn).
     pub touched: BTreeSet<KeyId>,
     formats: Option<FormatSet>,
+    /// Plans set (`Some`) or deleted (`None`) in this batch.
+    plans: BTreeMap<String, Option<Plan>>,
+    /// Budget marks raised in this batch.
+    marks: BTreeMap<KeyId, u64>,
 }
 
 impl<'a> Overlay<'a> {
-    pub fn new(index: &'a Index, base_formats: &'a FormatSet) -> Self {
+    pub fn new(index: &'a Index, base_formats: &'a FormatSet, base_plans: &'a Plans) -> Self {
         Overlay {
             index,
             base_formats,
+            base_plans,
             keys: BTreeMap::new(),
             touched: BTreeSet::new(),
             formats: None,
+            plans: BTreeMap::new(),
+            marks: BTreeMap::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.formats.is_none()
+        self.keys.is_empty() && self.formats.is_none() && self.plans.is_empty() && self.marks.is_empty()
+    }
+
+    /// The batch's changes, for the index.
+    pub fn batch(&self, applied_seq: u64) -> IndexBatch<'_> {
+        IndexBatch {
+            keys: &self.keys,
+            formats: self.formats.as_ref(),
+            plans: &self.plans,
+            marks: &self.marks,
+            applied_seq,
+        }
+    }
+
+    /// The plans after this batch, if it changed any.
+    pub fn changed_plans(&self) -> Option<Plans> {
+        if self.plans.is_empty() {
+            return None;
+        }
+        let mut map = self.base_plans.map.clone();
+        for (name, plan) in &self.plans {
+            match plan {
+                Some(p) => map.insert(name.clone(), Arc::new(p.clone())),
+                None => map.remove(name),
+            };
+        }
+        Some(Plans { map })
+    }
+
+    /// A plan as of this batch.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownPlan`].
+    fn plan(&self, name: &str) -> Result<Plan> {
+        let found = match self.plans.get(name) {
+            Some(p) => p.clone(),
+            None => self.base_plans.map.get(name).map(|p| Plan::clone(p)),
+        };
+        found.ok_or_else(|| StateError::UnknownPlan(name.to_string()).into())
+    }
+
+    fn get_record(&self, id: &KeyId) -> Option<KeyRecord> {
+        self.get(id).ok().flatten().map(|k| k.record)
+    }
+
+    fn mark(&self, id: &KeyId) -> Result<u64> {
+        match self.marks.get(id) {
+            Some(m) => Ok(*m),
+            None => self.index.mark(id),
+        }
     }
 
     pub fn formats(&self) -> &FormatSet {
@@ -349,6 +446,7 @@ impl<'a> Overlay<'a> {
                 new: Box::new(record(&new)?),
                 secret,
             },
+            Planned::Done => Outcome::Done,
         })
     }
 
@@ -371,7 +469,17 @@ impl<'a> Overlay<'a> {
                 self.formats = Some(set);
             }
             EventKind::KeyCreated { record, tag } => self.insert_new(record, *tag),
-            kind @ EventKind::KeyUpdated { id, .. } => self.modify(id, |r| apply_update(r, kind))?,
+            EventKind::KeyUpdated { id, changes } => self.modify(id, |r| changes.apply(r))?,
+            EventKind::PlanSet { plan } => {
+                self.plans.insert(plan.name.clone(), Some(plan.clone()));
+            }
+            EventKind::PlanDeleted { name } => {
+                self.plans.insert(name.clone(), None);
+            }
+            EventKind::BudgetMark { id, mark } => {
+                let current = self.mark(id)?;
+                self.marks.insert(id.clone(), current.max(*mark));
+            }
             EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
             EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,
             EventKind::KeyRevoked {
@@ -411,7 +519,7 @@ impl<'a> Overlay<'a> {
         let mut stored = self.get(id)?.ok_or_else(|| {
             Error::Log(LogError::BadPayload {
                 seq: 0,
-                reason: format!("event names unknown key {id}"),
+                reason: format!("an event names unknown key {id}"),
             })
         })?;
         change(&mut stored.record);

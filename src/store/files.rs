@@ -112,10 +112,19 @@ pub(crate) fn lock(data: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(OpenError::Locked(data.to_path_buf()).into()),
-        Err(fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    // A process that forks (to run a command) while another thread of it holds the
+    // lock keeps the lock's file description open until the child's exec closes it, so a
+    // lock that was just released can read as held for a moment: retry briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(data.to_path_buf()).into()),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
     }
 }
 

@@ -19,10 +19,14 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::clock::{Clock, SystemClock};
+use crate::decision::{BudgetState, RateLimitState};
 use crate::decision::{Code, Decision};
 use crate::error::{Error, InputError, OpenError, Result};
+use crate::event::KeyChanges;
 use crate::event::{Event, Tag};
 use crate::index::Index;
+use crate::limits::budget::{Charge, pack};
+use crate::limits::{Plan, Plans, check_limits};
 use crate::log::{DEFAULT_SEGMENT_SIZE, LogError, LogReader, LogWriter, RecoveryReport};
 use crate::record::{
     DEFAULT_PROJECT, Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status, validate_metadata, validate_name,
@@ -31,7 +35,7 @@ use crate::record::{
 use crate::secret::{Pepper, Secret};
 use crate::token::{Env, Format, FormatSet};
 
-use cache::Cache;
+use cache::{Cache, LiveState, Seed};
 use commit::{Op, Outcome, Overlay, PreparedKey, Request};
 
 /// Records replayed per sled transaction when catching the index up with the log.
@@ -44,7 +48,7 @@ pub struct Config {
     pub pepper: Option<Pepper>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
-    /// How often in-memory counters (last used) are flushed to sled.
+    /// How often in-memory counters (last used, rate limits, budget spend) are flushed to sled.
     pub flush_interval: Duration,
     /// The size at which a log segment is sealed.
     pub segment_size: u64,
@@ -181,19 +185,82 @@ pub(crate) struct Shared {
     index: Index,
     cache: Cache,
     formats: ArcSwap<FormatSet>,
+    plans: ArcSwap<Plans>,
     pepper: Pepper,
     clock: Arc<dyn Clock>,
+    /// The store was not closed cleanly: budget spend restarts at the persisted mark.
+    restore_at_mark: bool,
 }
 
 impl Shared {
     /// The tag of a token: keyed BLAKE3 with the pepper.
     #[inline]
-    fn tag_of(&self, token: &str) -> Tag {
-        Tag(*blake3::keyed_hash(self.pepper.bytes(), token.as_bytes()).as_bytes())
+    fn tag_of(&self, key: &[u8]) -> Tag {
+        Tag(*blake3::keyed_hash(self.pepper.bytes(), key).as_bytes())
     }
 
     fn flush_counters(&self) -> Result<()> {
-        self.index.write_last_used(&self.cache.take_dirty_last_used())
+        self.index.write_counters(&self.cache.take_dirty())
+    }
+
+    /// A key's live state and last use, built from what sled holds.
+    fn load_state(&self, record: &KeyRecord) -> (LiveState, i64) {
+        // A read error here leaves counters at zero; the key's record itself came from
+        // sled a moment ago, so sled is readable and this is not expected.
+        let counters = self.index.counters(&record.id).ok().flatten();
+        let mark = self.index.mark(&record.id).unwrap_or(0);
+        let seed = Seed::Persisted {
+            counters: counters.as_ref(),
+            mark,
+            restore_at_mark: self.restore_at_mark,
+            now_ns: self.clock.now_ns(),
+        };
+        let state = LiveState::build(Arc::new(record.clone()), &self.plans.load(), &seed);
+        (state, counters.map_or(0, |c| c.last_used))
+    }
+}
+
+/// A request to verify: the key and what the request costs.
+#[derive(Clone, Copy)]
+pub struct VerifyRequest<'a> {
+    /// The presented key.
+    pub key: &'a str,
+    /// Budget cost (default 1; 0 only checks).
+    pub cost: u64,
+    /// Rate-limit weight: how many requests this one counts as (default 1).
+    pub weight: u32,
+}
+
+impl<'a> VerifyRequest<'a> {
+    /// A request of cost 1 and weight 1.
+    pub fn new(key: &'a str) -> Self {
+        VerifyRequest {
+            key,
+            cost: 1,
+            weight: 1,
+        }
+    }
+
+    /// Sets the budget cost.
+    pub fn cost(mut self, cost: u64) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// Sets the rate-limit weight.
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+}
+
+impl std::fmt::Debug for VerifyRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key", &"<redacted>")
+            .field("cost", &self.cost)
+            .field("weight", &self.weight)
+            .finish()
     }
 }
 
@@ -269,12 +336,23 @@ impl Store {
             .into());
         }
         replay(&index, &path.join("log"), marker.store_id, applied + 1)?;
+        let restore_at_mark = !index.was_clean()?;
+        index.set_clean(false)?;
+        let plans = Plans {
+            map: index
+                .plans()?
+                .into_iter()
+                .map(|p| (p.name.clone(), Arc::new(p)))
+                .collect(),
+        };
         let shared = Arc::new(Shared {
             formats: ArcSwap::from_pointee(index.formats()?),
+            plans: ArcSwap::from_pointee(plans),
             index,
             cache: Cache::default(),
             pepper,
             clock: config.clock.clone(),
+            restore_at_mark,
         });
         // New ids must sort after every id already issued, whatever the clock says.
         let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
@@ -307,8 +385,9 @@ impl Store {
         })
     }
 
-    /// Rebuilds the index of the (closed) store in `path` from its log alone. Last-used
-    /// times, which the log does not hold, are carried over from the old index if it opens.
+    /// Rebuilds the index of the (closed) store in `path` from its log alone. Counters
+    /// (last used, rate-limit state, budget spend), which the log does not hold, are
+    /// carried over from the old index if it opens; budget marks come from the log.
     ///
     /// # Errors
     /// As [`Store::open`]; a damaged log is reported, never skipped.
@@ -326,16 +405,17 @@ impl Store {
         let (log, _) = LogWriter::open(&log_dir, marker.store_id, config.segment_size, applied)?;
         let last = log.durable_seq();
         drop(log);
-        let counters: Vec<(KeyId, i64)> = match old_index {
-            Some(old) => old
-                .list(None, None)?
-                .into_iter()
-                .filter_map(|k| {
-                    let at = old.last_used(&k.record.id).ok().flatten()?;
-                    Some((k.record.id, at))
-                })
-                .collect(),
-            None => vec![],
+        let (counters, was_clean) = match old_index {
+            Some(old) => {
+                let mut counters = Vec::new();
+                for k in old.list(None, None)? {
+                    if let Some(c) = old.counters(&k.record.id)? {
+                        counters.push((k.record.id, c));
+                    }
+                }
+                (counters, old.was_clean()?)
+            }
+            None => (vec![], false),
         };
         let fresh = path.join("index.rebuild");
         if fresh.exists() {
@@ -344,8 +424,8 @@ impl Store {
         {
             let index = Index::open(&fresh)?;
             replay(&index, &log_dir, marker.store_id, 1)?;
-            index.write_last_used(&counters)?;
-            index.flush()?;
+            index.write_counters(&counters)?;
+            index.set_clean(was_clean)?;
         }
         if index_dir.exists() {
             std::fs::remove_dir_all(&index_dir).map_err(|e| Error::io(&index_dir, e))?;
@@ -379,21 +459,26 @@ impl Store {
     pub fn create(&self, new: NewKey) -> Result<CreatedKey> {
         validate_name(&new.name)?;
         validate_metadata(&new.metadata)?;
+        check_limits(&new.rate_limits)?;
+        if let Some(plan) = &new.plan {
+            crate::limits::validate_plan_name(plan)?;
+        }
         let project = new.project.unwrap_or_else(|| DEFAULT_PROJECT.to_string());
         validate_project(&project)?;
-        let now = self.shared.clock.now_ms();
-        let expires_at = new.expires.map(|e| e.resolve(now)).transpose()?;
         let format = new.format.unwrap_or_else(|| Format::default_for(Env::Live));
         let secret = format.generate();
         let prepared = PreparedKey {
-            tag: self.shared.tag_of(secret.expose()),
+            tag: self.shared.tag_of(secret.expose().as_bytes()),
             start: commit::start_of(&format, &secret),
             secret,
             format,
             name: new.name,
             project,
-            expires_at,
+            expires: new.expires,
             metadata: new.metadata,
+            rate_limits: new.rate_limits,
+            budget: new.budget,
+            plan: new.plan,
         };
         match self.submit(Op::Create(prepared))? {
             Outcome::Created(record, key) => Ok(CreatedKey { key, record }),
@@ -401,19 +486,32 @@ impl Store {
         }
     }
 
-    /// Verifies a presented key: parse, tag, lookup, status and expiry, then last used.
+    /// Verifies a presented key as a request of cost 1 and weight 1.
     ///
     /// # Errors
-    /// Only when the index cannot be read on a cache miss; every outcome for the key
-    /// itself, valid or not, is a [`Decision`].
+    /// As [`Store::verify_with`].
     pub fn verify(&self, presented: &str) -> Result<Decision> {
+        self.verify_with(&VerifyRequest::new(presented))
+    }
+
+    /// Verifies a request, in DESIGN.md's order: parse, tag and lookup, status and time,
+    /// rate limits (all or nothing), budget (`spent + cost <= cap`, never a partial
+    /// charge; test keys are never charged), then last used. Side effects happen only for
+    /// a request that passes every check.
+    ///
+    /// # Errors
+    /// When the index cannot be read on a cache miss, or a budget mark cannot be written
+    /// (then nothing was charged). Every outcome for the key itself is a [`Decision`].
+    pub fn verify_with(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
         let shared = &*self.shared;
+        // 1. Parse: prefix, length, alphabet, checksum.
         let formats = shared.formats.load();
-        let token = match formats.parse(presented) {
+        let token = match formats.parse(req.key) {
             Ok(token) => token,
             Err(why) => return Ok(Decision::malformed(why)),
         };
-        let tag = shared.tag_of(std::str::from_utf8(token.as_bytes()).unwrap_or_default());
+        // 2. Tag and lookup: the live map, or sled once.
+        let tag = shared.tag_of(token.as_bytes());
         let live = match shared.cache.get(&tag) {
             Some(live) => live,
             None => {
@@ -421,22 +519,101 @@ impl Store {
                 let Some(stored) = shared.index.get_by_tag(&tag)? else {
                     return Ok(Decision::not_found());
                 };
-                let last_used = shared.index.last_used(&stored.record.id)?.unwrap_or(0);
-                shared.cache.fill(tag, stored.record, last_used, epoch)
+                let (state, last_used) = shared.load_state(&stored.record);
+                shared.cache.fill(tag, || state, last_used, epoch)
             }
         };
-        let record = live.record.load_full();
-        let now = shared.clock.now_ms();
+        let state = live.state.load();
+        let record = &state.record;
+        // 3. Status and time.
+        let now_ns = shared.clock.now_ns();
+        let now = now_ns.div_euclid(1_000_000);
         let code = match record.status_at(now) {
-            Status::Revoked => Code::Revoked,
-            Status::Disabled => Code::Disabled,
-            Status::Expired => Code::Expired,
-            Status::Active => Code::Valid,
+            Status::Revoked => Some(Code::Revoked),
+            Status::Disabled => Some(Code::Disabled),
+            Status::Expired => Some(Code::Expired),
+            Status::Active => None,
         };
-        if code == Code::Valid {
-            live.last_used.fetch_max(now, Ordering::Relaxed);
+        if let Some(code) = code {
+            return Ok(Decision::with_key(code, Arc::clone(record)));
         }
-        Ok(Decision::with_key(code, record))
+        // 7. Rate limits, all or nothing.
+        let mut decision = Decision::with_key(Code::Valid, Arc::clone(record));
+        decision.ratelimits.reserve(state.limits.len());
+        for (i, limit) in state.limits.iter().enumerate() {
+            let outcome = limit.cell.check(limit.quota, now_ns, req.weight);
+            if !outcome.admitted {
+                let admitted = state.limits.get(..i).unwrap_or_default();
+                admitted.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
+                let retry = secs_ceil(outcome.retry_after_ns);
+                decision.code = Code::RateLimited;
+                decision.retry_after = Some(retry);
+                decision.ratelimits = state
+                    .limits
+                    .iter()
+                    .map(|l| {
+                        let o = l.cell.peek(l.quota, now_ns);
+                        let denied_here = Arc::ptr_eq(&l.cell, &limit.cell);
+                        limit_state(l, o, denied_here.then_some(retry))
+                    })
+                    .collect();
+                return Ok(decision);
+            }
+            decision.ratelimits.push(limit_state(limit, outcome, None));
+        }
+        // 8. Budget: charge last; test keys are never charged.
+        if let Some(active) = &state.budget {
+            let (period, period_end) = active.budget.period.at(now);
+            let charge = record.env() == Env::Live;
+            let cost = if charge { req.cost } else { 0 };
+            let (spent, exhausted) = match self.charge(record, active, period, cost) {
+                Ok(charged) => charged,
+                Err(e) => {
+                    state.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
+                    return Err(e);
+                }
+            };
+            decision.budget = Some(BudgetState {
+                cap: active.budget.cap,
+                spent,
+                remaining: active.budget.cap.saturating_sub(spent),
+                period_end,
+                charged: cost > 0 && !exhausted,
+            });
+            if exhausted {
+                state.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
+                decision.code = Code::BudgetExhausted;
+                decision.ratelimits = state
+                    .limits
+                    .iter()
+                    .map(|l| limit_state(l, l.cell.peek(l.quota, now_ns), None))
+                    .collect();
+                return Ok(decision);
+            }
+        }
+        // 9. Valid: last used.
+        live.last_used.fetch_max(now, Ordering::Relaxed);
+        live.touch();
+        Ok(decision)
+    }
+
+    /// Charges a budget, raising its persisted mark through the log first whenever the
+    /// charge would pass it. Returns the spend and whether the budget was exhausted.
+    fn charge(&self, record: &KeyRecord, active: &cache::ActiveBudget, period: u32, cost: u64) -> Result<(u64, bool)> {
+        loop {
+            match active.counter.charge(&active.budget, period, cost) {
+                Charge::Charged(spent) => return Ok((spent, false)),
+                Charge::Exhausted(spent) => return Ok((spent, true)),
+                Charge::NeedsMark(mark) => {
+                    let mark = pack(period, mark);
+                    self.submit(Op::RaiseMark {
+                        id: record.id.clone(),
+                        mark,
+                    })?;
+                    active.counter.raise_mark(mark);
+                }
+            }
+        }
     }
 
     /// The verify path without the live map: parse, tag, two sled reads, decode, status.
@@ -452,7 +629,7 @@ impl Store {
             Ok(token) => token,
             Err(why) => return Ok(Decision::malformed(why)),
         };
-        let tag = shared.tag_of(std::str::from_utf8(token.as_bytes()).unwrap_or_default());
+        let tag = shared.tag_of(token.as_bytes());
         let Some(stored) = shared.index.get_by_tag(&tag)? else {
             return Ok(Decision::not_found());
         };
@@ -519,17 +696,23 @@ impl Store {
         if let Some(metadata) = &update.metadata {
             validate_metadata(metadata)?;
         }
-        let now = self.shared.clock.now_ms();
-        let expires_at = match update.expires {
-            Some(Some(e)) => Some(Some(e.resolve(now)?)),
-            Some(None) => Some(None),
-            None => None,
-        };
+        if let Some(limits) = &update.rate_limits {
+            check_limits(limits)?;
+        }
+        if let Some(Some(plan)) = &update.plan {
+            crate::limits::validate_plan_name(plan)?;
+        }
         self.change(Op::Update {
             id: id.clone(),
-            name: update.name,
-            metadata: update.metadata,
-            expires_at,
+            changes: KeyChanges {
+                name: update.name,
+                metadata: update.metadata,
+                expires_at: None,
+                rate_limits: update.rate_limits,
+                budget: update.budget,
+                plan: update.plan,
+            },
+            expires: update.expires,
         })
     }
 
@@ -584,6 +767,29 @@ impl Store {
             }),
             _ => Err(Error::Closed),
         }
+    }
+
+    /// Creates or replaces a plan. Every key on it follows the new limits at once.
+    ///
+    /// # Errors
+    /// [`Error::Log`] / [`Error::Index`] if the change could not be made durable.
+    pub fn set_plan(&self, plan: Plan) -> Result<()> {
+        crate::limits::validate_plan_name(&plan.name)?;
+        check_limits(&plan.rate_limits)?;
+        self.submit(Op::SetPlan(plan)).map(drop)
+    }
+
+    /// Deletes a plan no key follows.
+    ///
+    /// # Errors
+    /// [`crate::StateError::UnknownPlan`], [`crate::StateError::PlanInUse`].
+    pub fn delete_plan(&self, name: &str) -> Result<()> {
+        self.submit(Op::DeletePlan(name.to_string())).map(drop)
+    }
+
+    /// Every plan, by name.
+    pub fn plans(&self) -> Vec<Plan> {
+        self.shared.plans.load().map.values().map(|p| Plan::clone(p)).collect()
     }
 
     /// Events from the log matching `filter`, oldest first, with their sequence numbers.
@@ -649,13 +855,18 @@ impl Store {
     }
 
     fn shutdown(&self) -> Result<()> {
-        lock(&self.commits).take();
+        let was_open = lock(&self.commits).take().is_some();
         lock(&self.stop_flusher).take();
         for handle in lock(&self.threads).drain(..) {
             // A panicked background thread has nothing more to give back.
             let _ = handle.join();
         }
-        self.flush()
+        if !was_open {
+            return Ok(());
+        }
+        self.shared.flush_counters()?;
+        // Counters are exact now: the next open restores spend as flushed, not at the mark.
+        self.shared.index.set_clean(true)
     }
 
     fn submit(&self, op: Op) -> Result<Outcome> {
@@ -687,7 +898,7 @@ impl Store {
             .cache
             .get(tag)
             .map_or(0, |l| l.last_used.load(Ordering::Relaxed));
-        let stored = self.shared.index.last_used(&record.id)?.unwrap_or(0);
+        let stored = self.shared.index.counters(&record.id)?.map_or(0, |c| c.last_used);
         let last = cached.max(stored);
         Ok(KeyInfo {
             status: record.status_at(self.shared.clock.now_ms()),
@@ -717,7 +928,14 @@ fn replay(index: &Index, log_dir: &Path, store_id: [u8; 16], from_seq: u64) -> R
     let mut reader = LogReader::open(log_dir, store_id, from_seq)?;
     loop {
         let formats = index.formats()?;
-        let mut overlay = Overlay::new(index, &formats);
+        let plans = Plans {
+            map: index
+                .plans()?
+                .into_iter()
+                .map(|p| (p.name.clone(), Arc::new(p)))
+                .collect(),
+        };
+        let mut overlay = Overlay::new(index, &formats, &plans);
         let mut last = None;
         for record in reader.by_ref().take(REPLAY_CHUNK) {
             let record = record?;
@@ -731,7 +949,7 @@ fn replay(index: &Index, log_dir: &Path, store_id: [u8; 16], from_seq: u64) -> R
         let Some(last) = last else {
             return Ok(());
         };
-        index.apply(&overlay.keys, overlay.changed_formats(), last)?;
+        index.apply(&overlay.batch(last))?;
     }
 }
 
@@ -744,6 +962,25 @@ fn run_flusher(shared: &Shared, every: Duration, stop: &Receiver<()>) {
             }
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+/// Nanoseconds to whole seconds, rounded up.
+fn secs_ceil(ns: i64) -> u64 {
+    u64::try_from(ns.max(0)).unwrap_or(0).div_ceil(1_000_000_000)
+}
+
+fn limit_state(
+    limit: &cache::ActiveLimit,
+    outcome: crate::limits::gcra::LimitOutcome,
+    retry_after: Option<u64>,
+) -> RateLimitState {
+    RateLimitState {
+        name: Arc::clone(&limit.name),
+        limit: limit.quota.limit,
+        remaining: outcome.remaining,
+        reset: secs_ceil(outcome.reset_ns),
+        retry_after,
     }
 }
 

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use credstore::{Config, Env, Expiry, Format, ListFilter, ManualClock, NewKey, Store};
+use credstore::{
+    Budget, Config, Env, Expiry, Format, ListFilter, ManualClock, NewKey, Period, Plan, RateLimit, Store, VerifyRequest,
+};
 
 use crate::{Failure, output};
 
@@ -89,6 +91,51 @@ fn walk(dir: &std::path::Path) -> Result<(), Failure> {
     clock.advance(11 * 60_000);
     println!("  (eleven minutes pass)");
     show("old key, after the grace period", test.key.expose())?;
+
+    println!("\n== Rate limits: 3 per minute (a burst of 3, then one every 20 s)");
+    let limited = store.create(NewKey::new("Rate-limited script").rate_limit(RateLimit::parse("3/1m:minute")?))?;
+    for i in 1..=4 {
+        show(&format!("request {i}"), limited.key.expose())?;
+    }
+    clock.advance(20_000);
+    println!("  (20 seconds pass)");
+    show("request 5", limited.key.expose())?;
+
+    println!("\n== Plans and budgets: the starter plan allows 5 units a month");
+    store.set_plan(Plan::new(
+        "starter",
+        vec![RateLimit::parse("100/1m:minute")?],
+        Some(Budget::new(5, Period::Monthly { anchor_day: 1 })?),
+    )?)?;
+    let metered = store.create(NewKey::new("Metered client").plan("starter"))?;
+    for i in 1..=3 {
+        print!("  {:<38} ", format!("request {i}, cost 2"));
+        output::print_decision(
+            &store.verify_with(&VerifyRequest::new(metered.key.expose()).cost(2))?,
+            false,
+        );
+    }
+    let sandbox = store.create(
+        NewKey::new("Sandbox client")
+            .plan("starter")
+            .format(Format::default_for(Env::Test)),
+    )?;
+    print!("  {:<38} ", "a test key, cost 10 (never charged)");
+    output::print_decision(
+        &store.verify_with(&VerifyRequest::new(sandbox.key.expose()).cost(10))?,
+        false,
+    );
+    store.set_plan(Plan::new(
+        "starter",
+        vec![RateLimit::parse("100/1m:minute")?],
+        Some(Budget::new(50, Period::Monthly { anchor_day: 1 })?),
+    )?)?;
+    println!("  (the starter plan is raised to 50 units: every key on it follows at once)");
+    print!("  {:<38} ", "request 4, cost 2");
+    output::print_decision(
+        &store.verify_with(&VerifyRequest::new(metered.key.expose()).cost(2))?,
+        false,
+    );
 
     println!("\n== Revocation: immediate and final");
     store.revoke(&live.record.id, Some("leaked in a screenshot"))?;

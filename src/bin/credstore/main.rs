@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use credstore::{
-    Config, Env, Error, EventFilter, Expiry, Format, InputError, KeyId, KeyUpdate, ListFilter, NewKey, OpenError,
-    Status, Store, clock, parse_expiry,
+    Budget, Config, Env, Error, EventFilter, Expiry, Format, InputError, KeyId, KeyUpdate, ListFilter, NewKey,
+    OpenError, Period, Plan, RateLimit, Status, Store, VerifyRequest, clock, parse_expiry,
 };
 
 /// credstore: issue, verify, revoke, rotate and audit API keys in an embedded store.
@@ -39,6 +39,12 @@ enum Command {
     Verify {
         /// The key, or `-` to read it from stdin.
         key: String,
+        /// Budget cost of the request (0 only checks).
+        #[arg(long, default_value_t = 1)]
+        cost: u64,
+        /// Rate-limit weight of the request.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -109,6 +115,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage plans (tiers of rate limits and budgets that keys follow).
+    Plan {
+        #[command(subcommand)]
+        action: PlanAction,
+    },
     /// List events from the audit log; `audit verify` checks it, `audit export` dumps it.
     Audit(AuditArgs),
     /// Rebuild the index from the log.
@@ -147,9 +158,59 @@ struct CreateArgs {
     /// Metadata entry K=V (repeatable).
     #[arg(long = "meta", value_parser = parse_meta)]
     meta: Vec<(String, String)>,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// A plan to follow.
+    #[arg(long)]
+    plan: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Rate limits and a budget, as `create`, `update` and `plan set` take them.
+#[derive(Args)]
+struct LimitArgs {
+    /// A rate limit N/DURATION[:name], e.g. 60/1m or 1000/1h:hourly (repeatable).
+    #[arg(long = "rate-limit", value_parser = parse_rate_limit)]
+    rate_limits: Vec<RateLimit>,
+    /// A budget cap per period (an integer amount of cost units).
+    #[arg(long)]
+    budget: Option<u64>,
+    /// The budget period: monthly, monthly:DAY (anchor day), daily or total.
+    #[arg(long, default_value = "monthly", requires = "budget")]
+    budget_period: Period,
+}
+
+impl LimitArgs {
+    fn budget(&self) -> Result<Option<Budget>, Failure> {
+        Ok(self
+            .budget
+            .map(|cap| Budget::new(cap, self.budget_period))
+            .transpose()?)
+    }
+}
+
+#[derive(Subcommand)]
+enum PlanAction {
+    /// Create or replace a plan; keys on it follow the new limits at once.
+    Set {
+        /// The plan's name.
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// List plans.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a plan no key follows.
+    Delete {
+        /// The plan's name.
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -174,6 +235,20 @@ struct UpdateArgs {
     /// Remove the expiry.
     #[arg(long)]
     no_expiry: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Remove the key's own rate limits.
+    #[arg(long, conflicts_with = "rate_limits")]
+    clear_rate_limits: bool,
+    /// Remove the key's own budget.
+    #[arg(long, conflicts_with = "budget")]
+    no_budget: bool,
+    /// Put the key on a plan.
+    #[arg(long)]
+    plan: Option<String>,
+    /// Take the key off its plan.
+    #[arg(long, conflicts_with = "plan")]
+    no_plan: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -271,10 +346,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Create(args) => create(&data, args),
-        Command::Verify { key, json } => {
+        Command::Verify {
+            key,
+            cost,
+            weight,
+            json,
+        } => {
             let key = if key == "-" { read_stdin_line()? } else { key };
             let store = open(&data)?;
-            let decision = store.verify(key.trim())?;
+            let decision = store.verify_with(&VerifyRequest::new(key.trim()).cost(cost).weight(weight))?;
             output::print_decision(&decision, json);
             store.close()?;
             Ok(if decision.is_valid() { 0 } else { 1 })
@@ -330,6 +410,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             output::print_created(&rotated.new, json, Some(&rotated.old));
             Ok(0)
         }
+        Command::Plan { action } => plan(&data, action),
         Command::Audit(args) => audit(&data, args),
         Command::Rebuild => {
             let last = Store::rebuild(&data, Config::from_env()?)?;
@@ -358,6 +439,9 @@ fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     let mut new = NewKey::new(args.name).format(format);
     new.project = args.project;
     new.metadata = args.meta.into_iter().collect();
+    new.budget = args.limits.budget()?;
+    new.rate_limits = args.limits.rate_limits;
+    new.plan = args.plan;
     new.expires = match (args.expires_in, args.expires_at) {
         (Some(d), _) => Some(Expiry::In(clock::parse_duration(&d)?)),
         (None, Some(t)) => Some(Expiry::At(clock::parse_time(&t)?)),
@@ -418,21 +502,58 @@ fn update(data: &Path, args: UpdateArgs) -> Result<u8, Failure> {
     } else {
         Some(args.meta.into_iter().collect())
     };
-    if args.name.is_none() && metadata.is_none() && expires.is_none() {
-        return Err(usage(
-            "nothing to update: give --name, --meta, --clear-meta or an expiry",
-        ));
+    let rate_limits = if args.clear_rate_limits {
+        Some(Vec::new())
+    } else if args.limits.rate_limits.is_empty() {
+        None
+    } else {
+        Some(args.limits.rate_limits.clone())
+    };
+    let budget = if args.no_budget {
+        Some(None)
+    } else {
+        args.limits.budget()?.map(Some)
+    };
+    let plan = if args.no_plan { Some(None) } else { args.plan.map(Some) };
+    let update = KeyUpdate {
+        name: args.name,
+        metadata,
+        expires,
+        rate_limits,
+        budget,
+        plan,
+    };
+    let nothing = update.name.is_none()
+        && update.metadata.is_none()
+        && update.expires.is_none()
+        && update.rate_limits.is_none()
+        && update.budget.is_none()
+        && update.plan.is_none();
+    if nothing {
+        return Err(usage("nothing to update: see `credstore update --help`"));
     }
     let store = open(data)?;
-    let info = store.update(
-        &id,
-        KeyUpdate {
-            name: args.name,
-            metadata,
-            expires,
-        },
-    )?;
+    let info = store.update(&id, update)?;
     output::print_info(&info, args.json);
+    Ok(0)
+}
+
+fn plan(data: &Path, action: PlanAction) -> Result<u8, Failure> {
+    let store = open(data)?;
+    match action {
+        PlanAction::Set { name, limits } => {
+            let budget = limits.budget()?;
+            let plan = Plan::new(name, limits.rate_limits, budget)?;
+            store.set_plan(plan.clone())?;
+            println!("Plan {} set: {}", plan.name, output::plan_summary(&plan));
+        }
+        PlanAction::List { json } => output::print_plans(&store.plans(), json),
+        PlanAction::Delete { name } => {
+            store.delete_plan(&name)?;
+            println!("Plan {name} deleted.");
+        }
+    }
+    store.close()?;
     Ok(0)
 }
 
@@ -493,6 +614,10 @@ fn parse_meta(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("expected K=V, got {text:?}"))
+}
+
+fn parse_rate_limit(text: &str) -> Result<RateLimit, String> {
+    RateLimit::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use credstore::clock::{fmt_table_time, fmt_time};
-use credstore::{CreatedKey, Decision, Event, KeyInfo, KeyRecord, Status};
+use credstore::{CreatedKey, Decision, Event, KeyInfo, KeyRecord, Plan, Status};
 use serde_json::{Value, json};
 
 /// A key's public fields as JSON.
@@ -25,7 +25,37 @@ pub fn info_json(info: &KeyInfo) -> Value {
         "revoke_reason": r.revoked.as_ref().and_then(|v| v.reason.clone()),
         "rotated_from": r.rotated_from,
         "rotated_to": r.rotated_to,
+        "rate_limits": r.rate_limits,
+        "budget": r.budget,
+        "plan": r.plan,
     })
+}
+
+/// A plan in one line: `60/1m:minute, budget 1000 monthly`.
+pub fn plan_summary(plan: &Plan) -> String {
+    let mut parts: Vec<String> = plan
+        .rate_limits
+        .iter()
+        .map(|l| format!("{} per {}ms ({})", l.limit, l.window_ms, l.name))
+        .collect();
+    if let Some(b) = plan.budget {
+        parts.push(format!("budget {} {}", b.cap, b.period.name()));
+    }
+    if parts.is_empty() {
+        "no limits".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+pub fn print_plans(plans: &[Plan], as_json: bool) {
+    if as_json {
+        println!("{}", json!(plans));
+        return;
+    }
+    for p in plans {
+        println!("{:<20} {}", p.name, plan_summary(p));
+    }
 }
 
 pub fn print_created(created: &CreatedKey, as_json: bool, replaced: Option<&KeyRecord>) {
@@ -80,13 +110,26 @@ pub fn print_decision(decision: &Decision, as_json: bool) {
             "project": key.map(|k| &k.project),
             "env": key.map(KeyRecord::env),
             "metadata": key.map(|k| &k.metadata),
+            "ratelimits": decision.ratelimits,
+            "budget": decision.budget,
+            "retry_after": decision.retry_after,
         });
         println!("{doc}");
         return;
     }
+    let mut extra = String::new();
+    for l in &decision.ratelimits {
+        extra.push_str(&format!(" [{} {}/{} left]", l.name, l.remaining, l.limit));
+    }
+    if let Some(b) = &decision.budget {
+        extra.push_str(&format!(" [budget {}/{} spent]", b.spent, b.cap));
+    }
+    if let Some(r) = decision.retry_after {
+        extra.push_str(&format!(" retry after {r}s"));
+    }
     match (key, decision.malformed) {
         (Some(k), _) => println!(
-            "{} ({}) {} \"{}\" project={} env={}",
+            "{} ({}) {} \"{}\" project={} env={}{extra}",
             decision.code,
             decision.http_status(),
             k.id,
