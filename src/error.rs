@@ -138,6 +138,54 @@ pub enum InputError {
     /// A key id that is not of the form `key_` plus 22 base62 characters.
     #[error("invalid key id {0:?}")]
     InvalidKeyId(String),
+    /// A permission that is not `resource:action` (or `*`) of 1 to 64 characters of
+    /// `[a-z0-9_.-]`, a `*` standing for a whole segment. The text names the input and
+    /// what is wrong.
+    #[error("invalid permission {0}")]
+    InvalidPermission(String),
+    /// A permission query that does not parse or is too large. The text names the
+    /// offending token, its byte offset and what is wrong.
+    #[error("invalid permission query: {0}")]
+    InvalidQuery(String),
+    /// A role name that is not 1 to 32 characters of `[a-z0-9_-]`.
+    #[error("invalid role {0}")]
+    InvalidRole(String),
+    /// An IP allowlist entry that is neither an IP address nor a CIDR range.
+    #[error("invalid CIDR {0}")]
+    InvalidCidr(String),
+    /// A referrer pattern that is neither a host name nor `*.` and a host name.
+    #[error("invalid referrer pattern {0}")]
+    InvalidReferrer(String),
+    /// An endpoint allowlist entry that is not `METHOD GLOB`, or has a bad method.
+    #[error("invalid endpoint {0}")]
+    InvalidEndpoint(String),
+    /// An endpoint path glob that does not start with `/` or misuses `*` or `**`.
+    #[error("invalid path glob {0}")]
+    InvalidGlob(String),
+    /// A provider secret with no bytes.
+    #[error("the secret must not be empty")]
+    EmptySecret,
+    /// A provider secret longer than [`crate::vault::MAX_SECRET_LEN`] bytes.
+    #[error("the secret is {len} bytes long, the limit is {max}")]
+    SecretTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A vault secret name that is not 1 to 128 characters of `[A-Za-z0-9_.-]`. The name
+    /// itself is not repeated: a secret pasted in the wrong place must not reach a log.
+    #[error("invalid secret name ({len} bytes): use 1 to 128 characters of A-Z a-z 0-9 _ . -")]
+    InvalidSecretName {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A master key that is not 32 bytes written as 64 hex characters.
+    #[error("the master key must be 64 hex characters (32 bytes)")]
+    InvalidMasterKey,
+    /// A master key version of 0 (versions start at 1).
+    #[error("master key versions start at 1")]
+    InvalidMasterKeyVersion,
 }
 
 /// The request does not fit the key's current state.

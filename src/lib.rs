@@ -59,10 +59,12 @@ pub mod event;
 mod index;
 pub mod limits;
 pub mod log;
+pub mod policy;
 pub mod record;
 pub mod secret;
 mod store;
 pub mod token;
+pub mod vault;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{BudgetState, Code, Decision, RateLimitState};
