@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::policy::{Forbidden, RoleName};
 use crate::record::KeyRecord;
 use crate::token::Malformed;
 
@@ -86,6 +87,10 @@ pub struct Decision {
     pub budget: Option<BudgetState>,
     /// For [`Code::RateLimited`]: seconds until the request could pass.
     pub retry_after: Option<u64>,
+    /// For [`Code::Forbidden`]: which check failed.
+    pub forbidden: Option<Forbidden>,
+    /// The role the key acted with (a personal token: its user's current role).
+    pub role: Option<RoleName>,
 }
 
 /// One rate limit as a decision reports it.
@@ -160,6 +165,8 @@ impl Decision {
             ratelimits: Vec::new(),
             budget: None,
             retry_after: None,
+            forbidden: None,
+            role: None,
         }
     }
 }

@@ -162,6 +162,12 @@ pub enum InputError {
     /// An endpoint path glob that does not start with `/` or misuses `*` or `**`.
     #[error("invalid path glob {0}")]
     InvalidGlob(String),
+    /// A user id that is not 1 to 128 characters of `[A-Za-z0-9_.@+-]`.
+    #[error("invalid user {0}")]
+    InvalidUser(String),
+    /// A personal token needs a user; a service account has none.
+    #[error("{0}")]
+    KeyType(String),
     /// A provider secret with no bytes.
     #[error("the secret must not be empty")]
     EmptySecret,
@@ -204,6 +210,18 @@ pub enum StateError {
     /// The plan still has keys on it.
     #[error("plan {0:?} is still used by {1} key(s)")]
     PlanInUse(String, usize),
+    /// No role has this name.
+    #[error("no role named {0:?}")]
+    UnknownRole(String),
+    /// The role is built in, or still used by keys or users.
+    #[error("role {0:?} cannot be changed or deleted: {1}")]
+    RoleInUse(String, String),
+    /// No user has this id.
+    #[error("no user {0:?}")]
+    UnknownUser(String),
+    /// The operation is sensitive and the store requires an admin key for it.
+    #[error("{0} requires an admin key of this store")]
+    AdminRequired(&'static str),
     /// The key was rotated already; rotate its successor instead.
     #[error("key {0} was already rotated to {1}")]
     AlreadyRotated(String, String),

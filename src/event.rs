@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::fmt_time;
 use crate::limits::{Budget, Plan, RateLimit};
+use crate::policy::{EndpointAllowlist, IpAllowlist, PermissionSet, ReferrerAllowlist, Role, RoleName, User};
 use crate::record::{KeyId, KeyRecord};
 use crate::token::Format;
 
@@ -78,6 +79,26 @@ pub enum EventKind {
         /// Its name.
         name: String,
     },
+    /// A role was created or changed.
+    RoleSet {
+        /// The role as it now is.
+        role: Role,
+    },
+    /// A role was deleted.
+    RoleDeleted {
+        /// Its name.
+        name: String,
+    },
+    /// A user was created or changed (memberships and roles).
+    UserSet {
+        /// The user as it now is.
+        user: User,
+    },
+    /// A user was removed: their personal tokens act with no role.
+    UserRemoved {
+        /// The user's id.
+        id: String,
+    },
     /// A key's budget high-water mark was raised: after a crash, spend restarts here.
     BudgetMark {
         /// The key.
@@ -113,6 +134,16 @@ pub struct KeyChanges {
     pub budget: Option<Option<Budget>>,
     /// A new plan (`Some(None)`: none).
     pub plan: Option<Option<String>>,
+    /// A new role.
+    pub role: Option<RoleName>,
+    /// New extra permissions.
+    pub permissions: Option<PermissionSet>,
+    /// A new IP allowlist.
+    pub allow_ips: Option<IpAllowlist>,
+    /// A new referrer allowlist.
+    pub allow_referrers: Option<ReferrerAllowlist>,
+    /// A new endpoint allowlist.
+    pub allow_endpoints: Option<EndpointAllowlist>,
 }
 
 impl KeyChanges {
@@ -135,6 +166,21 @@ impl KeyChanges {
         }
         if let Some(p) = &self.plan {
             record.plan.clone_from(p);
+        }
+        if let Some(r) = &self.role {
+            record.role = Some(r.clone());
+        }
+        if let Some(p) = &self.permissions {
+            record.permissions.clone_from(p);
+        }
+        if let Some(l) = &self.allow_ips {
+            record.allow_ips.clone_from(l);
+        }
+        if let Some(l) = &self.allow_referrers {
+            record.allow_referrers.clone_from(l);
+        }
+        if let Some(l) = &self.allow_endpoints {
+            record.allow_endpoints.clone_from(l);
         }
     }
 }
@@ -207,13 +253,23 @@ impl Event {
             EventKind::PlanSet { .. } => "plan.set",
             EventKind::PlanDeleted { .. } => "plan.deleted",
             EventKind::BudgetMark { .. } => "budget.mark",
+            EventKind::RoleSet { .. } => "role.set",
+            EventKind::RoleDeleted { .. } => "role.deleted",
+            EventKind::UserSet { .. } => "user.set",
+            EventKind::UserRemoved { .. } => "user.removed",
         }
     }
 
     /// Every key the event concerns.
     pub fn key_ids(&self) -> Vec<&KeyId> {
         match &self.kind {
-            EventKind::FormatRegistered { .. } | EventKind::PlanSet { .. } | EventKind::PlanDeleted { .. } => vec![],
+            EventKind::FormatRegistered { .. }
+            | EventKind::PlanSet { .. }
+            | EventKind::PlanDeleted { .. }
+            | EventKind::RoleSet { .. }
+            | EventKind::RoleDeleted { .. }
+            | EventKind::UserSet { .. }
+            | EventKind::UserRemoved { .. } => vec![],
             EventKind::BudgetMark { id, .. } => vec![id],
             EventKind::KeyCreated { record, .. } => vec![&record.id],
             EventKind::KeyUpdated { id, .. }
@@ -241,11 +297,17 @@ impl Event {
                 "key_id": id, "name": changes.name, "metadata": changes.metadata,
                 "expires_at": changes.expires_at.map(|e| e.map(fmt_time)),
                 "rate_limits": changes.rate_limits, "budget": changes.budget, "plan": changes.plan,
+                "role": changes.role, "permissions": changes.permissions, "allow_ips": changes.allow_ips,
+                "allow_referrers": changes.allow_referrers, "allow_endpoints": changes.allow_endpoints,
             }),
             EventKind::PlanSet { plan } => json!({
                 "plan": plan.name, "rate_limits": plan.rate_limits, "budget": plan.budget,
             }),
             EventKind::PlanDeleted { name } => json!({ "plan": name }),
+            EventKind::RoleSet { role } => json!({ "role": role }),
+            EventKind::RoleDeleted { name } => json!({ "role": name }),
+            EventKind::UserSet { user } => json!({ "user": user.id, "memberships": user.memberships }),
+            EventKind::UserRemoved { id } => json!({ "user": id }),
             EventKind::BudgetMark { id, mark } => {
                 let (period, amount) = crate::limits::budget::unpack(*mark);
                 json!({ "key_id": id, "period": period, "mark": amount })

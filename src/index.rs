@@ -9,7 +9,7 @@
 //! | `by_prefix`  | prefix, 0x00, key id      | empty                         |
 //! | `by_project` | project, 0x00, key id     | empty                         |
 //! | `counters`   | key id                    | [`Counters`]                  |
-//! | `plans`      | plan name                 | `Plan`                        |
+//! | `directory`  | `p/`, `r/`, `u/` + name   | a plan, custom role or user   |
 //! | `marks`      | key id                    | budget mark, packed u64 BE    |
 //! | `meta`       | `applied_seq`, `formats`, `clean` | u64 BE; format list; 0/1 |
 //!
@@ -25,8 +25,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::error::{Error, Result};
 use crate::event::Tag;
-use crate::limits::Plan;
 use crate::record::{KeyId, KeyRecord};
+use crate::store::directory::{DirEntry, DirKey, Directory};
 use crate::token::{Format, FormatSet};
 
 /// The format byte of values this build writes.
@@ -51,8 +51,8 @@ pub(crate) struct Counters {
 pub(crate) struct IndexBatch<'a> {
     pub keys: &'a BTreeMap<KeyId, StoredKey>,
     pub formats: Option<&'a FormatSet>,
-    /// Plans set (`Some`) or deleted (`None`).
-    pub plans: &'a BTreeMap<String, Option<Plan>>,
+    /// Plans, roles and users set (`Some`) or deleted (`None`).
+    pub directory: &'a BTreeMap<DirKey, Option<DirEntry>>,
     /// Raised budget marks.
     pub marks: &'a BTreeMap<KeyId, u64>,
     pub applied_seq: u64,
@@ -73,7 +73,7 @@ pub(crate) struct Index {
     by_prefix: sled::Tree,
     by_project: sled::Tree,
     counters: sled::Tree,
-    plans: sled::Tree,
+    directory: sled::Tree,
     marks: sled::Tree,
     meta: sled::Tree,
 }
@@ -88,7 +88,7 @@ impl Index {
             by_prefix: db.open_tree("by_prefix")?,
             by_project: db.open_tree("by_project")?,
             counters: db.open_tree("counters")?,
-            plans: db.open_tree("plans")?,
+            directory: db.open_tree("directory")?,
             marks: db.open_tree("marks")?,
             meta: db.open_tree("meta")?,
             db,
@@ -153,9 +153,15 @@ impl Index {
         Ok(out)
     }
 
-    /// Every plan.
-    pub fn plans(&self) -> Result<Vec<Plan>> {
-        self.plans.iter().values().map(|v| decode(&v?)).collect()
+    /// Every plan, custom role and user.
+    pub fn directory(&self) -> Result<Directory> {
+        let entries: Vec<DirEntry> = self
+            .directory
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect::<Result<_>>()?;
+        Ok(Directory::from_entries(entries))
     }
 
     /// A key's persisted budget mark (packed), 0 if none.
@@ -197,12 +203,15 @@ impl Index {
     }
 
     /// Applies the effect of log records up to `applied_seq` in one transaction: the
-    /// changed keys (with their tag, prefix and project entries), formats, plans, marks.
+    /// changed keys (with their tag, prefix and project entries), formats, directory, marks.
     pub fn apply(&self, batch: &IndexBatch<'_>) -> Result<()> {
         let encoded: Vec<(&KeyId, Vec<u8>, &StoredKey)> = batch.keys.iter().map(|(id, k)| (id, encode(k), k)).collect();
         let formats = batch.formats.map(|f| encode(&f.iter().cloned().collect::<Vec<_>>()));
-        let plans: Vec<(&String, Option<Vec<u8>>)> =
-            batch.plans.iter().map(|(n, p)| (n, p.as_ref().map(encode))).collect();
+        let directory: Vec<(Vec<u8>, Option<Vec<u8>>)> = batch
+            .directory
+            .iter()
+            .map(|(k, e)| (k.encode(), e.as_ref().map(encode)))
+            .collect();
         let applied_seq = batch.applied_seq;
         let trees = (
             &self.keys,
@@ -210,7 +219,7 @@ impl Index {
             &self.by_prefix,
             &self.by_project,
             &self.meta,
-            &self.plans,
+            &self.directory,
             &self.marks,
         );
         let result: Result<(), TransactionError<()>> = trees.transaction(|(k, h, pre, proj, m, pl, mk)| {
@@ -224,10 +233,10 @@ impl Index {
             if let Some(f) = &formats {
                 m.insert(FORMATS, f.as_slice())?;
             }
-            for (name, plan) in &plans {
-                match plan {
-                    Some(p) => pl.insert(name.as_bytes(), p.as_slice())?,
-                    None => pl.remove(name.as_bytes())?,
+            for (key, entry) in &directory {
+                match entry {
+                    Some(e) => pl.insert(key.as_slice(), e.as_slice())?,
+                    None => pl.remove(key.as_slice())?,
                 };
             }
             for (id, mark) in batch.marks {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
 use crate::limits::{Budget, RateLimit};
+use crate::policy::{EndpointAllowlist, IpAllowlist, PermissionSet, ReferrerAllowlist, RoleName};
 use crate::token::{BASE62, Env, Format, base62_fixed, fill_random};
 
 /// Longest key name, in bytes.
@@ -179,6 +180,41 @@ pub struct KeyRecord {
     pub budget: Option<Budget>,
     /// The plan the key follows.
     pub plan: Option<String>,
+    /// A service account, or a personal token acting with its user's role.
+    pub kind: KeyKind,
+    /// A service account's role (`None` for personal tokens).
+    pub role: Option<RoleName>,
+    /// Permissions granted beyond the role.
+    pub permissions: PermissionSet,
+    /// Client addresses the key may be used from (empty: any).
+    pub allow_ips: IpAllowlist,
+    /// Referrer hosts the key may be used from (empty: any).
+    pub allow_referrers: ReferrerAllowlist,
+    /// Endpoints the key may call (empty: any).
+    pub allow_endpoints: EndpointAllowlist,
+}
+
+/// What kind of identity a key is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// An identity of its own, with its own role.
+    Service,
+    /// A person's token: acts with `user`'s current role in the key's project.
+    Personal {
+        /// The user.
+        user: String,
+    },
+}
+
+impl KeyKind {
+    /// `service` or `personal`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyKind::Service => "service",
+            KeyKind::Personal { .. } => "personal",
+        }
+    }
 }
 
 impl KeyRecord {
@@ -253,6 +289,18 @@ pub struct NewKey {
     pub budget: Option<Budget>,
     /// A plan to follow.
     pub plan: Option<String>,
+    /// Service account (default) or personal token.
+    pub kind: KeyKind,
+    /// A service account's role; `None`: `member`. Personal tokens take none.
+    pub role: Option<RoleName>,
+    /// Permissions beyond the role.
+    pub permissions: PermissionSet,
+    /// Client addresses the key may be used from (empty: any).
+    pub allow_ips: IpAllowlist,
+    /// Referrer hosts the key may be used from (empty: any).
+    pub allow_referrers: ReferrerAllowlist,
+    /// Endpoints the key may call (empty: any).
+    pub allow_endpoints: EndpointAllowlist,
 }
 
 impl NewKey {
@@ -267,7 +315,49 @@ impl NewKey {
             rate_limits: Vec::new(),
             budget: None,
             plan: None,
+            kind: KeyKind::Service,
+            role: None,
+            permissions: PermissionSet::default(),
+            allow_ips: IpAllowlist::default(),
+            allow_referrers: ReferrerAllowlist::default(),
+            allow_endpoints: EndpointAllowlist::default(),
         }
+    }
+
+    /// Sets a service account's role.
+    pub fn role(mut self, role: RoleName) -> Self {
+        self.role = Some(role);
+        self
+    }
+
+    /// Makes the key a personal token of `user`.
+    pub fn personal(mut self, user: impl Into<String>) -> Self {
+        self.kind = KeyKind::Personal { user: user.into() };
+        self
+    }
+
+    /// Grants permissions beyond the role.
+    pub fn permissions(mut self, permissions: PermissionSet) -> Self {
+        self.permissions = permissions;
+        self
+    }
+
+    /// Restricts client addresses.
+    pub fn allow_ips(mut self, list: IpAllowlist) -> Self {
+        self.allow_ips = list;
+        self
+    }
+
+    /// Restricts referrers.
+    pub fn allow_referrers(mut self, list: ReferrerAllowlist) -> Self {
+        self.allow_referrers = list;
+        self
+    }
+
+    /// Restricts endpoints.
+    pub fn allow_endpoints(mut self, list: EndpointAllowlist) -> Self {
+        self.allow_endpoints = list;
+        self
     }
 
     /// Adds a rate limit.
@@ -328,6 +418,16 @@ pub struct KeyUpdate {
     pub budget: Option<Option<Budget>>,
     /// A new plan; `Some(None)` takes the key off its plan.
     pub plan: Option<Option<String>>,
+    /// A new role (service accounts only).
+    pub role: Option<RoleName>,
+    /// New extra permissions, replacing the old.
+    pub permissions: Option<PermissionSet>,
+    /// A new IP allowlist.
+    pub allow_ips: Option<IpAllowlist>,
+    /// A new referrer allowlist.
+    pub allow_referrers: Option<ReferrerAllowlist>,
+    /// A new endpoint allowlist.
+    pub allow_endpoints: Option<EndpointAllowlist>,
 }
 
 /// Checks a key name.
@@ -451,6 +551,12 @@ mod tests {
             rate_limits: vec![],
             budget: None,
             plan: None,
+            kind: KeyKind::Service,
+            role: None,
+            permissions: PermissionSet::default(),
+            allow_ips: IpAllowlist::default(),
+            allow_referrers: ReferrerAllowlist::default(),
+            allow_endpoints: EndpointAllowlist::default(),
         };
         assert_eq!(r.status_at(50), Status::Active);
         assert_eq!(r.status_at(100), Status::Expired);

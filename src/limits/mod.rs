@@ -11,7 +11,6 @@ pub mod budget;
 pub mod gcra;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -226,12 +225,6 @@ pub(crate) fn effective(
     }
     let limits = by_name.into_values().cloned().collect();
     (limits, own_budget.or_else(|| plan.and_then(|p| p.budget)))
-}
-
-/// The plans of a store, by name.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Plans {
-    pub map: BTreeMap<String, Arc<Plan>>,
 }
 
 #[cfg(test)]

@@ -19,7 +19,11 @@ use dashmap::DashMap;
 use crate::event::Tag;
 use crate::index::Counters;
 use crate::limits::budget::{BudgetCounter, pack, unpack};
-use crate::limits::{Budget, Gcra, Plans, Quota, RateLimit, effective};
+use crate::limits::{Budget, Gcra, Quota, RateLimit, effective};
+use crate::policy::{PermissionSet, RoleName};
+use crate::record::KeyKind;
+
+use super::directory::Directory;
 use crate::record::{KeyId, KeyRecord};
 
 /// One key's live state and counters.
@@ -60,8 +64,21 @@ impl LiveKey {
 #[derive(Debug)]
 pub(crate) struct LiveState {
     pub record: Arc<KeyRecord>,
+    pub grants: Grants,
     pub limits: Vec<ActiveLimit>,
     pub budget: Option<ActiveBudget>,
+}
+
+/// What a key may do.
+#[derive(Debug)]
+pub(crate) enum Grants {
+    /// A service account: its role, and the role's permissions merged with its own.
+    Service {
+        role: Option<RoleName>,
+        permissions: PermissionSet,
+    },
+    /// A personal token: resolved at every verify from its user's current role.
+    Personal { user: String },
 }
 
 /// One effective rate limit and its counter.
@@ -95,13 +112,33 @@ pub(crate) enum Seed<'a> {
 }
 
 impl LiveState {
-    /// Resolves `record` against `plans`, seeding counters from `seed`.
-    pub fn build(record: Arc<KeyRecord>, plans: &Plans, seed: &Seed<'_>) -> LiveState {
-        let plan = record.plan.as_ref().and_then(|p| plans.map.get(p));
+    /// Resolves `record` against the directory (plan, role), seeding counters from `seed`.
+    pub fn build(record: Arc<KeyRecord>, dir: &Directory, seed: &Seed<'_>) -> LiveState {
+        let plan = record.plan.as_ref().and_then(|p| dir.plans.get(p));
         let (specs, budget) = effective(&record.rate_limits, record.budget, plan.map(Arc::as_ref));
         let limits = specs.iter().map(|spec| active_limit(spec, seed)).collect();
         let budget = budget.map(|b| active_budget(b, seed));
-        LiveState { record, limits, budget }
+        let grants = match &record.kind {
+            KeyKind::Personal { user } => Grants::Personal { user: user.clone() },
+            KeyKind::Service => {
+                let role = record.role.clone();
+                let from_role = role
+                    .as_ref()
+                    .and_then(|r| dir.roles.get(r.as_str()))
+                    .map(|r| r.permissions().clone())
+                    .unwrap_or_default();
+                Grants::Service {
+                    permissions: from_role.union(&record.permissions),
+                    role,
+                }
+            }
+        };
+        LiveState {
+            record,
+            grants,
+            limits,
+            budget,
+        }
     }
 }
 
@@ -217,7 +254,7 @@ impl Cache {
         &self,
         tag: Tag,
         record: KeyRecord,
-        plans: &Plans,
+        dir: &Directory,
         now_ns: i64,
         load: impl FnOnce() -> (LiveState, i64),
     ) {
@@ -226,7 +263,7 @@ impl Cache {
             dashmap::Entry::Occupied(e) => {
                 e.get()
                     .state
-                    .rcu(|prev| LiveState::build(Arc::clone(&record), plans, &Seed::Previous(prev, now_ns)));
+                    .rcu(|prev| LiveState::build(Arc::clone(&record), dir, &Seed::Previous(prev, now_ns)));
             }
             dashmap::Entry::Vacant(e) => {
                 let (state, last_used) = load();
@@ -239,17 +276,16 @@ impl Cache {
         }
     }
 
-    /// Re-resolves every cached key on a plan against `plans`, which the store has just
-    /// published. Bumping the epoch first keeps a fill that resolved against the old plans
-    /// from inserting afterwards.
-    pub fn replan(&self, plans: &Plans, now_ns: i64) {
+    /// Re-resolves every cached key against a directory whose plans or roles the store
+    /// has just changed and published. Bumping the epoch first keeps a fill that resolved
+    /// against the old directory from inserting afterwards.
+    pub fn reresolve(&self, dir: &Directory, now_ns: i64) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         for entry in &self.map {
-            let live = entry.value();
-            if live.state.load().record.plan.is_some() {
-                live.state
-                    .rcu(|prev| LiveState::build(Arc::clone(&prev.record), plans, &Seed::Previous(prev, now_ns)));
-            }
+            entry
+                .value()
+                .state
+                .rcu(|prev| LiveState::build(Arc::clone(&prev.record), dir, &Seed::Previous(prev, now_ns)));
         }
     }
 

@@ -12,13 +12,17 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use crate::error::{Error, InputError, Result, StateError};
 use crate::event::{Event, EventKind, KeyChanges, Tag};
 use crate::index::{Index, IndexBatch, StoredKey};
-use crate::limits::{Budget, Plan, Plans, RateLimit};
+use crate::limits::{Budget, Plan, RateLimit};
 use crate::log::{LogError, LogWriter};
-use crate::record::{Expiry, KeyId, KeyRecord, Revocation, Status};
+use crate::policy::{
+    BUILTIN_ROLES, EndpointAllowlist, IpAllowlist, PermissionSet, ReferrerAllowlist, Role, RoleName, User,
+};
+use crate::record::{Expiry, KeyId, KeyKind, KeyRecord, Revocation, Status};
 use crate::secret::Secret;
 use crate::token::{Format, FormatSet};
 
 use super::Shared;
+use super::directory::{DirEntry, DirKey, DirKind, Directory};
 
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 1024;
@@ -50,6 +54,10 @@ pub(crate) enum Op {
     },
     SetPlan(Plan),
     DeletePlan(String),
+    SetRole(Role),
+    DeleteRole(String),
+    SetUser(User),
+    RemoveUser(String),
     /// Raise a key's budget mark to at least `mark` (packed period and amount).
     RaiseMark {
         id: KeyId,
@@ -71,6 +79,12 @@ pub(crate) struct PreparedKey {
     pub rate_limits: Vec<RateLimit>,
     pub budget: Option<Budget>,
     pub plan: Option<String>,
+    pub kind: KeyKind,
+    pub role: Option<RoleName>,
+    pub permissions: PermissionSet,
+    pub allow_ips: IpAllowlist,
+    pub allow_referrers: ReferrerAllowlist,
+    pub allow_endpoints: EndpointAllowlist,
 }
 
 /// What a committed request returns.
@@ -106,8 +120,8 @@ pub(crate) fn run(shared: Arc<Shared>, mut log: LogWriter, requests: Receiver<Re
 fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch: Vec<Request>) {
     let now = shared.clock.now_ms();
     let base_formats = shared.formats.load_full();
-    let base_plans = shared.plans.load_full();
-    let mut overlay = Overlay::new(&shared.index, &base_formats, &base_plans);
+    let base_dir = shared.directory.load_full();
+    let mut overlay = Overlay::new(&shared.index, &base_formats, &base_dir);
     let mut results = Vec::with_capacity(batch.len());
     for req in &batch {
         let result = plan(&overlay, &req.op, now, last_id, shared).and_then(|(events, planned)| {
@@ -137,17 +151,19 @@ fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch:
     if let Some(formats) = overlay.changed_formats() {
         shared.formats.store(Arc::new(formats.clone()));
     }
-    if let Some(plans) = overlay.changed_plans() {
-        let plans = Arc::new(plans);
-        shared.plans.store(Arc::clone(&plans));
-        shared.cache.replan(&plans, shared.clock.now_ns());
+    if let Some((dir, reresolve)) = overlay.changed_directory() {
+        let dir = Arc::new(dir);
+        shared.directory.store(Arc::clone(&dir));
+        if reresolve {
+            shared.cache.reresolve(&dir, shared.clock.now_ns());
+        }
     }
-    let plans = shared.plans.load();
+    let dir = shared.directory.load();
     for id in &overlay.touched {
         if let Some(stored) = overlay.keys.get(id) {
             shared
                 .cache
-                .upsert(stored.tag, stored.record.clone(), &plans, shared.clock.now_ns(), || {
+                .upsert(stored.tag, stored.record.clone(), &dir, shared.clock.now_ns(), || {
                     shared.load_state(&stored.record)
                 });
         }
@@ -180,18 +196,39 @@ fn plan(state: &Overlay<'_>, op: &Op, now: i64, last_id: &mut u128, shared: &Sha
                 rate_limits: key.rate_limits.clone(),
                 budget: key.budget,
                 plan: key.plan.clone(),
+                kind: key.kind.clone(),
+                role: key.role.clone(),
+                permissions: key.permissions.clone(),
+                allow_ips: key.allow_ips.clone(),
+                allow_referrers: key.allow_referrers.clone(),
+                allow_endpoints: key.allow_endpoints.clone(),
             };
             if let Some(plan) = &record.plan {
                 state.plan(plan)?;
+            }
+            if let Some(role) = &record.role {
+                state.role(role.as_str())?;
+            }
+            if let KeyKind::Personal { user } = &record.kind {
+                state.user(user)?;
             }
             let planned = Planned::Created(record.id.clone(), key.secret.clone());
             events.push(event(EventKind::KeyCreated { record, tag: key.tag }));
             Ok((events, planned))
         }
         Op::Update { id, changes, expires } => {
-            state.live(id, now)?;
+            let current = state.live(id, now)?;
             if let Some(Some(plan)) = &changes.plan {
                 state.plan(plan)?;
+            }
+            if let Some(role) = &changes.role {
+                if matches!(current.record.kind, KeyKind::Personal { .. }) {
+                    return Err(InputError::KeyType(
+                        "a personal token acts with its user's role; it takes none".into(),
+                    )
+                    .into());
+                }
+                state.role(role.as_str())?;
             }
             let expires_at = match expires {
                 Some(Some(e)) => Some(Some(e.resolve(now)?)),
@@ -208,6 +245,50 @@ fn plan(state: &Overlay<'_>, op: &Op, now: i64, last_id: &mut u128, shared: &Sha
             Ok((vec![event(kind)], Planned::Changed(id.clone())))
         }
         Op::SetPlan(plan) => Ok((vec![event(EventKind::PlanSet { plan: plan.clone() })], Planned::Done)),
+        Op::SetRole(role) => {
+            if BUILTIN_ROLES.contains(&role.name().as_str()) {
+                return Err(StateError::RoleInUse(role.name().to_string(), "it is built in".into()).into());
+            }
+            Ok((vec![event(EventKind::RoleSet { role: role.clone() })], Planned::Done))
+        }
+        Op::DeleteRole(name) => {
+            if BUILTIN_ROLES.contains(&name.as_str()) {
+                return Err(StateError::RoleInUse(name.clone(), "it is built in".into()).into());
+            }
+            state.role(name)?;
+            let keys = state
+                .index
+                .list(None, None)?
+                .iter()
+                .filter(|k| {
+                    state
+                        .get_record(&k.record.id)
+                        .is_some_and(|r| r.role.as_ref().is_some_and(|role| role.as_str() == name))
+                })
+                .count();
+            let users = state
+                .users()
+                .filter(|u| u.memberships.values().any(|r| r.as_str() == name))
+                .count();
+            if keys + users > 0 {
+                let why = format!("{keys} key(s) and {users} user(s) have it");
+                return Err(StateError::RoleInUse(name.clone(), why).into());
+            }
+            Ok((
+                vec![event(EventKind::RoleDeleted { name: name.clone() })],
+                Planned::Done,
+            ))
+        }
+        Op::SetUser(user) => {
+            for role in user.memberships.values() {
+                state.role(role.as_str())?;
+            }
+            Ok((vec![event(EventKind::UserSet { user: user.clone() })], Planned::Done))
+        }
+        Op::RemoveUser(id) => {
+            state.user(id)?;
+            Ok((vec![event(EventKind::UserRemoved { id: id.clone() })], Planned::Done))
+        }
         Op::DeletePlan(name) => {
             state.plan(name)?;
             let users = state
@@ -337,34 +418,34 @@ fn apply_rotation(old: &mut KeyRecord, revoked_at: i64, new_id: &KeyId) {
 pub(crate) struct Overlay<'a> {
     index: &'a Index,
     base_formats: &'a FormatSet,
-    base_plans: &'a Plans,
+    base_dir: &'a Directory,
     /// Keys changed or created in this batch.
     pub keys: BTreeMap<KeyId, StoredKey>,
     /// Keys that existed before the batch and changed in it (the live map must learn).
     pub touched: BTreeSet<KeyId>,
     formats: Option<FormatSet>,
-    /// Plans set (`Some`) or deleted (`None`) in this batch.
-    plans: BTreeMap<String, Option<Plan>>,
+    /// Plans, roles and users set (`Some`) or deleted (`None`) in this batch.
+    dir: BTreeMap<DirKey, Option<DirEntry>>,
     /// Budget marks raised in this batch.
     marks: BTreeMap<KeyId, u64>,
 }
 
 impl<'a> Overlay<'a> {
-    pub fn new(index: &'a Index, base_formats: &'a FormatSet, base_plans: &'a Plans) -> Self {
+    pub fn new(index: &'a Index, base_formats: &'a FormatSet, base_dir: &'a Directory) -> Self {
         Overlay {
             index,
             base_formats,
-            base_plans,
+            base_dir,
             keys: BTreeMap::new(),
             touched: BTreeSet::new(),
             formats: None,
-            plans: BTreeMap::new(),
+            dir: BTreeMap::new(),
             marks: BTreeMap::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.formats.is_none() && self.plans.is_empty() && self.marks.is_empty()
+        self.keys.is_empty() && self.formats.is_none() && self.dir.is_empty() && self.marks.is_empty()
     }
 
     /// The batch's changes, for the index.
@@ -372,25 +453,33 @@ impl<'a> Overlay<'a> {
         IndexBatch {
             keys: &self.keys,
             formats: self.formats.as_ref(),
-            plans: &self.plans,
+            directory: &self.dir,
             marks: &self.marks,
             applied_seq,
         }
     }
 
-    /// The plans after this batch, if it changed any.
-    pub fn changed_plans(&self) -> Option<Plans> {
-        if self.plans.is_empty() {
+    /// The directory after this batch, if it changed, and whether keys must be
+    /// re-resolved (a plan or role changed; users are resolved at every verify).
+    pub fn changed_directory(&self) -> Option<(Directory, bool)> {
+        if self.dir.is_empty() {
             return None;
         }
-        let mut map = self.base_plans.map.clone();
-        for (name, plan) in &self.plans {
-            match plan {
-                Some(p) => map.insert(name.clone(), Arc::new(p.clone())),
-                None => map.remove(name),
-            };
+        let mut dir = self.base_dir.clone();
+        for (key, entry) in &self.dir {
+            dir.apply(key, entry.as_ref());
         }
-        Some(Plans { map })
+        let reresolve = self.dir.keys().any(|k| k.kind != DirKind::User);
+        Some((dir, reresolve))
+    }
+
+    fn entry(&self, kind: DirKind, name: &str) -> Option<Option<&DirEntry>> {
+        self.dir
+            .get(&DirKey {
+                kind,
+                name: name.to_string(),
+            })
+            .map(Option::as_ref)
     }
 
     /// A plan as of this batch.
@@ -398,11 +487,53 @@ impl<'a> Overlay<'a> {
     /// # Errors
     /// [`StateError::UnknownPlan`].
     fn plan(&self, name: &str) -> Result<Plan> {
-        let found = match self.plans.get(name) {
-            Some(p) => p.clone(),
-            None => self.base_plans.map.get(name).map(|p| Plan::clone(p)),
+        let found = match self.entry(DirKind::Plan, name) {
+            Some(Some(DirEntry::Plan(p))) => Some(p.clone()),
+            Some(_) => None,
+            None => self.base_dir.plans.get(name).map(|p| Plan::clone(p)),
         };
         found.ok_or_else(|| StateError::UnknownPlan(name.to_string()).into())
+    }
+
+    /// A role as of this batch.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownRole`].
+    fn role(&self, name: &str) -> Result<Role> {
+        let found = match self.entry(DirKind::Role, name) {
+            Some(Some(DirEntry::Role(r))) => Some(r.clone()),
+            Some(_) => None,
+            None => self.base_dir.roles.get(name).cloned(),
+        };
+        found.ok_or_else(|| StateError::UnknownRole(name.to_string()).into())
+    }
+
+    /// A user as of this batch.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownUser`].
+    fn user(&self, id: &str) -> Result<User> {
+        let found = match self.entry(DirKind::User, id) {
+            Some(Some(DirEntry::User(u))) => Some(u.clone()),
+            Some(_) => None,
+            None => self.base_dir.users.get(id).cloned(),
+        };
+        found.ok_or_else(|| StateError::UnknownUser(id.to_string()).into())
+    }
+
+    /// Every user as of this batch.
+    fn users(&self) -> impl Iterator<Item = User> + '_ {
+        let base = self.base_dir.users.values().filter(|u| {
+            !self.dir.contains_key(&DirKey {
+                kind: DirKind::User,
+                name: u.id.clone(),
+            })
+        });
+        let changed = self.dir.values().filter_map(|e| match e {
+            Some(DirEntry::User(u)) => Some(u),
+            _ => None,
+        });
+        base.chain(changed).cloned()
     }
 
     fn get_record(&self, id: &KeyId) -> Option<KeyRecord> {
@@ -470,12 +601,12 @@ impl<'a> Overlay<'a> {
             }
             EventKind::KeyCreated { record, tag } => self.insert_new(record, *tag),
             EventKind::KeyUpdated { id, changes } => self.modify(id, |r| changes.apply(r))?,
-            EventKind::PlanSet { plan } => {
-                self.plans.insert(plan.name.clone(), Some(plan.clone()));
-            }
-            EventKind::PlanDeleted { name } => {
-                self.plans.insert(name.clone(), None);
-            }
+            EventKind::PlanSet { plan } => self.set(DirEntry::Plan(plan.clone())),
+            EventKind::RoleSet { role } => self.set(DirEntry::Role(role.clone())),
+            EventKind::UserSet { user } => self.set(DirEntry::User(user.clone())),
+            EventKind::PlanDeleted { name } => self.delete(DirKind::Plan, name),
+            EventKind::RoleDeleted { name } => self.delete(DirKind::Role, name),
+            EventKind::UserRemoved { id } => self.delete(DirKind::User, id),
             EventKind::BudgetMark { id, mark } => {
                 let current = self.mark(id)?;
                 self.marks.insert(id.clone(), current.max(*mark));
@@ -503,6 +634,20 @@ impl<'a> Overlay<'a> {
             }
         }
         Ok(())
+    }
+
+    fn set(&mut self, entry: DirEntry) {
+        self.dir.insert(entry.key(), Some(entry));
+    }
+
+    fn delete(&mut self, kind: DirKind, name: &str) {
+        self.dir.insert(
+            DirKey {
+                kind,
+                name: name.to_string(),
+            },
+            None,
+        );
     }
 
     fn insert_new(&mut self, record: &KeyRecord, tag: Tag) {

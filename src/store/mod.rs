@@ -7,8 +7,10 @@
 
 mod cache;
 mod commit;
+pub(crate) mod directory;
 mod files;
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -21,21 +23,24 @@ use arc_swap::ArcSwap;
 use crate::clock::{Clock, SystemClock};
 use crate::decision::{BudgetState, RateLimitState};
 use crate::decision::{Code, Decision};
-use crate::error::{Error, InputError, OpenError, Result};
+use crate::error::{Error, InputError, OpenError, Result, StateError};
 use crate::event::KeyChanges;
 use crate::event::{Event, Tag};
 use crate::index::Index;
 use crate::limits::budget::{Charge, pack};
-use crate::limits::{Plan, Plans, check_limits};
+use crate::limits::{Plan, check_limits};
 use crate::log::{DEFAULT_SEGMENT_SIZE, LogError, LogReader, LogWriter, RecoveryReport};
+use crate::policy::{Forbidden, PermissionQuery, Role, RoleName, User};
+use crate::record::KeyKind;
 use crate::record::{
     DEFAULT_PROJECT, Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status, validate_metadata, validate_name,
     validate_project, validate_reason,
 };
 use crate::secret::{Pepper, Secret};
 use crate::token::{Env, Format, FormatSet};
+use directory::Directory;
 
-use cache::{Cache, LiveState, Seed};
+use cache::{Cache, Grants, LiveState, Seed};
 use commit::{Op, Outcome, Overlay, PreparedKey, Request};
 
 /// Records replayed per sled transaction when catching the index up with the log.
@@ -52,6 +57,8 @@ pub struct Config {
     pub flush_interval: Duration,
     /// The size at which a log segment is sealed.
     pub segment_size: u64,
+    /// Sensitive operations (creating admin keys, vault writes) need an admin key.
+    pub require_admin: bool,
 }
 
 impl Config {
@@ -62,6 +69,7 @@ impl Config {
             clock: Arc::new(SystemClock),
             flush_interval: Duration::from_secs(1),
             segment_size: DEFAULT_SEGMENT_SIZE,
+            require_admin: false,
         }
     }
 
@@ -92,6 +100,12 @@ impl Config {
     /// Sets the counter flush interval.
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.flush_interval = interval;
+        self
+    }
+
+    /// Requires an admin key for sensitive operations ([`Store::create_as`]).
+    pub fn require_admin(mut self, on: bool) -> Self {
+        self.require_admin = on;
         self
     }
 
@@ -185,7 +199,7 @@ pub(crate) struct Shared {
     index: Index,
     cache: Cache,
     formats: ArcSwap<FormatSet>,
-    plans: ArcSwap<Plans>,
+    directory: ArcSwap<Directory>,
     pepper: Pepper,
     clock: Arc<dyn Clock>,
     /// The store was not closed cleanly: budget spend restarts at the persisted mark.
@@ -215,12 +229,12 @@ impl Shared {
             restore_at_mark: self.restore_at_mark,
             now_ns: self.clock.now_ns(),
         };
-        let state = LiveState::build(Arc::new(record.clone()), &self.plans.load(), &seed);
+        let state = LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed);
         (state, counters.map_or(0, |c| c.last_used))
     }
 }
 
-/// A request to verify: the key and what the request costs.
+/// A request to verify: the key, what the request costs, and what the host knows of it.
 #[derive(Clone, Copy)]
 pub struct VerifyRequest<'a> {
     /// The presented key.
@@ -229,15 +243,33 @@ pub struct VerifyRequest<'a> {
     pub cost: u64,
     /// Rate-limit weight: how many requests this one counts as (default 1).
     pub weight: u32,
+    /// The project the request is for, if the host pins one.
+    pub project: Option<&'a str>,
+    /// The environment the request is for, if the host pins one.
+    pub env: Option<Env>,
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+    /// The `Referer` (or `Origin`) header.
+    pub referrer: Option<&'a str>,
+    /// The method and path called.
+    pub endpoint: Option<(&'a str, &'a str)>,
+    /// Permissions the request needs.
+    pub require: Option<&'a PermissionQuery>,
 }
 
 impl<'a> VerifyRequest<'a> {
-    /// A request of cost 1 and weight 1.
+    /// A request of cost 1 and weight 1, with nothing else known.
     pub fn new(key: &'a str) -> Self {
         VerifyRequest {
             key,
             cost: 1,
             weight: 1,
+            project: None,
+            env: None,
+            ip: None,
+            referrer: None,
+            endpoint: None,
+            require: None,
         }
     }
 
@@ -252,6 +284,42 @@ impl<'a> VerifyRequest<'a> {
         self.weight = weight;
         self
     }
+
+    /// Pins the project: a key of another project is `FORBIDDEN`.
+    pub fn project(mut self, project: &'a str) -> Self {
+        self.project = Some(project);
+        self
+    }
+
+    /// Pins the environment: a key of the other one is `FORBIDDEN`.
+    pub fn env(mut self, env: Env) -> Self {
+        self.env = Some(env);
+        self
+    }
+
+    /// Sets the client's address.
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// Sets the referrer.
+    pub fn referrer(mut self, referrer: &'a str) -> Self {
+        self.referrer = Some(referrer);
+        self
+    }
+
+    /// Sets the endpoint called.
+    pub fn endpoint(mut self, method: &'a str, path: &'a str) -> Self {
+        self.endpoint = Some((method, path));
+        self
+    }
+
+    /// Requires permissions.
+    pub fn require(mut self, query: &'a PermissionQuery) -> Self {
+        self.require = Some(query);
+        self
+    }
 }
 
 impl std::fmt::Debug for VerifyRequest<'_> {
@@ -260,6 +328,12 @@ impl std::fmt::Debug for VerifyRequest<'_> {
             .field("key", &"<redacted>")
             .field("cost", &self.cost)
             .field("weight", &self.weight)
+            .field("project", &self.project)
+            .field("env", &self.env)
+            .field("ip", &self.ip)
+            .field("referrer", &self.referrer)
+            .field("endpoint", &self.endpoint)
+            .field("require", &self.require)
             .finish()
     }
 }
@@ -276,6 +350,7 @@ pub struct Store {
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop_flusher: Mutex<Option<Sender<()>>>,
     recovery: RecoveryReport,
+    require_admin: bool,
     _lock: std::fs::File,
 }
 
@@ -338,16 +413,9 @@ impl Store {
         replay(&index, &path.join("log"), marker.store_id, applied + 1)?;
         let restore_at_mark = !index.was_clean()?;
         index.set_clean(false)?;
-        let plans = Plans {
-            map: index
-                .plans()?
-                .into_iter()
-                .map(|p| (p.name.clone(), Arc::new(p)))
-                .collect(),
-        };
         let shared = Arc::new(Shared {
             formats: ArcSwap::from_pointee(index.formats()?),
-            plans: ArcSwap::from_pointee(plans),
+            directory: ArcSwap::from_pointee(index.directory()?),
             index,
             cache: Cache::default(),
             pepper,
@@ -381,6 +449,7 @@ impl Store {
             threads: Mutex::new(vec![committer, flusher]),
             stop_flusher: Mutex::new(Some(stop_tx)),
             recovery,
+            require_admin: config.require_admin,
             _lock: lock,
         })
     }
@@ -457,6 +526,38 @@ impl Store {
     /// [`Error::Input`] for a bad name, project, metadata, expiry or format (nothing is
     /// written); [`Error::Log`] / [`Error::Index`] if the change could not be made durable.
     pub fn create(&self, new: NewKey) -> Result<CreatedKey> {
+        if self.require_admin && new.role.as_ref().is_some_and(|r| r.as_str() == "admin") {
+            return Err(StateError::AdminRequired("creating an admin key").into());
+        }
+        self.create_unchecked(new)
+    }
+
+    /// Issues a key on the authority of `admin_key`, which must verify as a key of this
+    /// store with the `admin` role. Stores opened with [`Config::require_admin`] need this
+    /// to create admin keys.
+    ///
+    /// # Errors
+    /// [`crate::StateError::AdminRequired`] when `admin_key` is not a valid admin key; as
+    /// [`Store::create`].
+    pub fn create_as(&self, admin_key: &str, new: NewKey) -> Result<CreatedKey> {
+        self.authorize_admin(admin_key, "creating an admin key")?;
+        self.create_unchecked(new)
+    }
+
+    /// Checks that `key` is a valid admin key of this store (without charging it).
+    ///
+    /// # Errors
+    /// [`crate::StateError::AdminRequired`] naming `what`.
+    pub fn authorize_admin(&self, key: &str, what: &'static str) -> Result<Arc<KeyRecord>> {
+        let admin = PermissionQuery::parse("*").map_err(Error::from)?;
+        let d = self.verify_with(&VerifyRequest::new(key).cost(0).weight(0).require(&admin))?;
+        match d.key {
+            Some(record) if d.is_valid() => Ok(record),
+            _ => Err(StateError::AdminRequired(what).into()),
+        }
+    }
+
+    fn create_unchecked(&self, new: NewKey) -> Result<CreatedKey> {
         validate_name(&new.name)?;
         validate_metadata(&new.metadata)?;
         check_limits(&new.rate_limits)?;
@@ -465,6 +566,18 @@ impl Store {
         }
         let project = new.project.unwrap_or_else(|| DEFAULT_PROJECT.to_string());
         validate_project(&project)?;
+        let role = match (&new.kind, new.role) {
+            (KeyKind::Personal { user }, None) => {
+                crate::policy::validate_user_id(user)?;
+                None
+            }
+            (KeyKind::Personal { .. }, Some(_)) => {
+                return Err(
+                    InputError::KeyType("a personal token acts with its user's role; give it none".into()).into(),
+                );
+            }
+            (KeyKind::Service, role) => Some(role.map_or_else(|| RoleName::parse("member"), Ok)?),
+        };
         let format = new.format.unwrap_or_else(|| Format::default_for(Env::Live));
         let secret = format.generate();
         let prepared = PreparedKey {
@@ -479,6 +592,12 @@ impl Store {
             rate_limits: new.rate_limits,
             budget: new.budget,
             plan: new.plan,
+            kind: new.kind,
+            role,
+            permissions: new.permissions,
+            allow_ips: new.allow_ips,
+            allow_referrers: new.allow_referrers,
+            allow_endpoints: new.allow_endpoints,
         };
         match self.submit(Op::Create(prepared))? {
             Outcome::Created(record, key) => Ok(CreatedKey { key, record }),
@@ -537,8 +656,48 @@ impl Store {
         if let Some(code) = code {
             return Ok(Decision::with_key(code, Arc::clone(record)));
         }
-        // 7. Rate limits, all or nothing.
         let mut decision = Decision::with_key(Code::Valid, Arc::clone(record));
+        // 4. The project and environment the request pins; a personal token's user must
+        //    still belong to the key's project.
+        let dir = shared.directory.load();
+        let role = match &state.grants {
+            Grants::Service { role, .. } => role.as_ref(),
+            Grants::Personal { user } => dir.users.get(user).and_then(|u| u.role_in(&record.project)),
+        };
+        let pinned = if req.project.is_some_and(|p| p != record.project) {
+            Some(Forbidden::Project)
+        } else if req.env.is_some_and(|e| e != record.env()) {
+            Some(Forbidden::Environment)
+        } else if role.is_none() {
+            Some(Forbidden::Project)
+        } else {
+            None
+        };
+        // 5. IP, referrer and endpoint allowlists; a request that does not say is refused
+        //    by a key that restricts it.
+        let forbidden = pinned.or_else(|| restriction(record, req));
+        decision.role = role.cloned();
+        if let Some(why) = forbidden {
+            decision.code = Code::Forbidden;
+            decision.forbidden = Some(why);
+            return Ok(decision);
+        }
+        // 6. Required permissions, against the key's role (a personal token: its user's
+        //    current role) and its own extra permissions.
+        if let Some(query) = req.require {
+            let allowed = match &state.grants {
+                Grants::Service { permissions, .. } => permissions.satisfies(query),
+                Grants::Personal { .. } => {
+                    let granted = role.and_then(|r| dir.roles.get(r.as_str()));
+                    query.evaluate_with(&|p| granted.is_some_and(|g| g.allows(p)) || record.permissions.allows(p))
+                }
+            };
+            if !allowed {
+                decision.code = Code::InsufficientPermissions;
+                return Ok(decision);
+            }
+        }
+        // 7. Rate limits, all or nothing.
         decision.ratelimits.reserve(state.limits.len());
         for (i, limit) in state.limits.iter().enumerate() {
             let outcome = limit.cell.check(limit.quota, now_ns, req.weight);
@@ -690,6 +849,9 @@ impl Store {
     /// # Errors
     /// [`Error::Input`] for bad values, [`Error::State`] for an unknown or revoked key.
     pub fn update(&self, id: &KeyId, update: KeyUpdate) -> Result<KeyInfo> {
+        if self.require_admin && update.role.as_ref().is_some_and(|r| r.as_str() == "admin") {
+            return Err(StateError::AdminRequired("giving a key the admin role").into());
+        }
         if let Some(name) = &update.name {
             validate_name(name)?;
         }
@@ -711,6 +873,11 @@ impl Store {
                 rate_limits: update.rate_limits,
                 budget: update.budget,
                 plan: update.plan,
+                role: update.role,
+                permissions: update.permissions,
+                allow_ips: update.allow_ips,
+                allow_referrers: update.allow_referrers,
+                allow_endpoints: update.allow_endpoints,
             },
             expires: update.expires,
         })
@@ -789,7 +956,61 @@ impl Store {
 
     /// Every plan, by name.
     pub fn plans(&self) -> Vec<Plan> {
-        self.shared.plans.load().map.values().map(|p| Plan::clone(p)).collect()
+        self.shared
+            .directory
+            .load()
+            .plans
+            .values()
+            .map(|p| Plan::clone(p))
+            .collect()
+    }
+
+    /// Creates or replaces a custom role. Service accounts with it follow it at once.
+    ///
+    /// # Errors
+    /// [`crate::StateError::RoleInUse`] for a built-in role's name.
+    pub fn set_role(&self, role: Role) -> Result<()> {
+        self.submit(Op::SetRole(role)).map(drop)
+    }
+
+    /// Deletes a custom role no key and no user has.
+    ///
+    /// # Errors
+    /// [`crate::StateError::UnknownRole`], [`crate::StateError::RoleInUse`].
+    pub fn delete_role(&self, name: &str) -> Result<()> {
+        self.submit(Op::DeleteRole(name.to_string())).map(drop)
+    }
+
+    /// Every role, built-in and custom, by name.
+    pub fn roles(&self) -> Vec<Role> {
+        self.shared.directory.load().roles.values().cloned().collect()
+    }
+
+    /// Creates or replaces a user and their memberships. Their personal tokens act with
+    /// the new roles from the very next verify, in every thread.
+    ///
+    /// # Errors
+    /// [`crate::StateError::UnknownRole`] for a membership naming no role;
+    /// [`InputError::InvalidProject`].
+    pub fn set_user(&self, user: User) -> Result<()> {
+        crate::policy::validate_user_id(&user.id)?;
+        for project in user.memberships.keys() {
+            validate_project(project)?;
+        }
+        self.submit(Op::SetUser(user)).map(drop)
+    }
+
+    /// Removes a user: their personal tokens are refused (`FORBIDDEN`) from the next verify.
+    ///
+    /// # Errors
+    /// [`crate::StateError::UnknownUser`].
+    pub fn remove_user(&self, id: &str) -> Result<()> {
+        self.submit(Op::RemoveUser(id.to_string())).map(drop)
+    }
+
+    /// Every user, by id.
+    pub fn users(&self) -> Vec<User> {
+        self.shared.directory.load().users.values().cloned().collect()
     }
 
     /// Events from the log matching `filter`, oldest first, with their sequence numbers.
@@ -928,14 +1149,8 @@ fn replay(index: &Index, log_dir: &Path, store_id: [u8; 16], from_seq: u64) -> R
     let mut reader = LogReader::open(log_dir, store_id, from_seq)?;
     loop {
         let formats = index.formats()?;
-        let plans = Plans {
-            map: index
-                .plans()?
-                .into_iter()
-                .map(|p| (p.name.clone(), Arc::new(p)))
-                .collect(),
-        };
-        let mut overlay = Overlay::new(index, &formats, &plans);
+        let dir = index.directory()?;
+        let mut overlay = Overlay::new(index, &formats, &dir);
         let mut last = None;
         for record in reader.by_ref().take(REPLAY_CHUNK) {
             let record = record?;
@@ -963,6 +1178,20 @@ fn run_flusher(shared: &Shared, every: Duration, stop: &Receiver<()>) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
     }
+}
+
+/// Step 5: the first allowlist of `record` the request misses, if any.
+fn restriction(record: &KeyRecord, req: &VerifyRequest<'_>) -> Option<Forbidden> {
+    if !record.allow_ips.is_empty() && !req.ip.is_some_and(|ip| record.allow_ips.allows(ip)) {
+        return Some(Forbidden::Ip);
+    }
+    if !record.allow_referrers.is_empty() && !req.referrer.is_some_and(|r| record.allow_referrers.allows(r)) {
+        return Some(Forbidden::Referrer);
+    }
+    if !record.allow_endpoints.is_empty() && !req.endpoint.is_some_and(|(m, p)| record.allow_endpoints.allows(m, p)) {
+        return Some(Forbidden::Endpoint);
+    }
+    None
 }
 
 /// Nanoseconds to whole seconds, rounded up.

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use credstore::policy::{
+    EndpointAllowlist, IpAllowlist, PermissionQuery, PermissionSet, ReferrerAllowlist, Role, RoleName, User,
+};
+use credstore::record::KeyKind;
 use credstore::{
     Budget, Config, Env, Error, EventFilter, Expiry, Format, InputError, KeyId, KeyUpdate, ListFilter, NewKey,
     OpenError, Period, Plan, RateLimit, Status, Store, VerifyRequest, clock, parse_expiry,
@@ -39,6 +43,24 @@ enum Command {
     Verify {
         /// The key, or `-` to read it from stdin.
         key: String,
+        /// The client's IP address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// The Referer header.
+        #[arg(long)]
+        referrer: Option<String>,
+        /// The endpoint called, "METHOD PATH".
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Required permissions, e.g. "(docs:read OR docs:write) AND users:view".
+        #[arg(long)]
+        require: Option<String>,
+        /// The project the request is for.
+        #[arg(long)]
+        project: Option<String>,
+        /// The environment the request is for.
+        #[arg(long)]
+        env: Option<Env>,
         /// Budget cost of the request (0 only checks).
         #[arg(long, default_value_t = 1)]
         cost: u64,
@@ -120,6 +142,16 @@ enum Command {
         #[command(subcommand)]
         action: PlanAction,
     },
+    /// Manage users (owners of personal tokens) and their role per project.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage the store's roles (named permission sets; admin, member, viewer are built in).
+    Role {
+        #[command(subcommand)]
+        action: RoleAction,
+    },
     /// List events from the audit log; `audit verify` checks it, `audit export` dumps it.
     Audit(AuditArgs),
     /// Rebuild the index from the log.
@@ -163,9 +195,37 @@ struct CreateArgs {
     /// A plan to follow.
     #[arg(long)]
     plan: Option<String>,
+    /// service (its own role) or personal (acts with --user's role in the project).
+    #[arg(long = "type", default_value = "service")]
+    key_type: String,
+    /// The user a personal token belongs to.
+    #[arg(long)]
+    user: Option<String>,
+    #[command(flatten)]
+    access: AccessArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Role, permissions and restrictions, as `create` and `update` take them.
+#[derive(Args)]
+struct AccessArgs {
+    /// A service account's role (admin, member, viewer, or one of the store's roles).
+    #[arg(long)]
+    role: Option<RoleName>,
+    /// A permission beyond the role, resource:action (repeatable).
+    #[arg(long = "permission")]
+    permissions: Vec<String>,
+    /// An allowed client address or CIDR range (repeatable).
+    #[arg(long = "allow-ip")]
+    allow_ips: Vec<String>,
+    /// An allowed referrer host pattern, e.g. *.example.com (repeatable).
+    #[arg(long = "allow-referrer")]
+    allow_referrers: Vec<String>,
+    /// An allowed endpoint, "METHOD GLOB", e.g. "GET /v1/users/*" (repeatable).
+    #[arg(long = "allow-endpoint")]
+    allow_endpoints: Vec<String>,
 }
 
 /// Rate limits and a budget, as `create`, `update` and `plan set` take them.
@@ -213,6 +273,52 @@ enum PlanAction {
     },
 }
 
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create or replace a user with their memberships.
+    Set {
+        /// The user's id.
+        id: String,
+        /// A membership PROJECT=ROLE (repeatable).
+        #[arg(long = "member", value_parser = parse_meta)]
+        memberships: Vec<(String, String)>,
+    },
+    /// Remove a user; their personal tokens are refused from then on.
+    Remove {
+        /// The user's id.
+        id: String,
+    },
+    /// List users.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoleAction {
+    /// Create or replace a role.
+    Set {
+        /// The role's name.
+        name: String,
+        /// A permission, resource:action (repeatable).
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+    },
+    /// Delete a role no key or user has.
+    Delete {
+        /// The role's name.
+        name: String,
+    },
+    /// List roles.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args)]
 struct UpdateArgs {
     /// The key id.
@@ -249,6 +355,8 @@ struct UpdateArgs {
     /// Take the key off its plan.
     #[arg(long, conflicts_with = "plan")]
     no_plan: bool,
+    #[command(flatten)]
+    access: AccessArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -348,13 +456,35 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Create(args) => create(&data, args),
         Command::Verify {
             key,
+            ip,
+            referrer,
+            endpoint,
+            require,
+            project,
+            env,
             cost,
             weight,
             json,
         } => {
             let key = if key == "-" { read_stdin_line()? } else { key };
+            let require = require.as_deref().map(PermissionQuery::parse).transpose()?;
+            let endpoint = endpoint
+                .as_deref()
+                .map(|e| {
+                    e.trim()
+                        .split_once(' ')
+                        .ok_or_else(|| usage("--endpoint takes \"METHOD PATH\""))
+                })
+                .transpose()?;
+            let mut req = VerifyRequest::new(key.trim()).cost(cost).weight(weight);
+            req.ip = ip;
+            req.referrer = referrer.as_deref();
+            req.endpoint = endpoint.map(|(m, p)| (m, p.trim()));
+            req.require = require.as_ref();
+            req.project = project.as_deref();
+            req.env = env;
             let store = open(&data)?;
-            let decision = store.verify_with(&VerifyRequest::new(key.trim()).cost(cost).weight(weight))?;
+            let decision = store.verify_with(&req)?;
             output::print_decision(&decision, json);
             store.close()?;
             Ok(if decision.is_valid() { 0 } else { 1 })
@@ -411,6 +541,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Plan { action } => plan(&data, action),
+        Command::User { action } => user(&data, action),
+        Command::Role { action } => role(&data, action),
         Command::Audit(args) => audit(&data, args),
         Command::Rebuild => {
             let last = Store::rebuild(&data, Config::from_env()?)?;
@@ -442,6 +574,21 @@ fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     new.budget = args.limits.budget()?;
     new.rate_limits = args.limits.rate_limits;
     new.plan = args.plan;
+    new.kind = match (args.key_type.as_str(), args.user) {
+        ("service", None) => KeyKind::Service,
+        ("personal", Some(user)) => KeyKind::Personal { user },
+        ("personal", None) => return Err(InputError::KeyType("a personal token needs --user".into()).into()),
+        ("service", Some(_)) => {
+            return Err(InputError::KeyType("--user is for personal tokens (--type personal)".into()).into());
+        }
+        (other, _) => return Err(usage(format!("--type {other:?}: use service or personal"))),
+    };
+    let access = args.access;
+    new.role = access.role.clone();
+    new.permissions = PermissionSet::parse(&access.permissions)?;
+    new.allow_ips = IpAllowlist::new(&access.allow_ips)?;
+    new.allow_referrers = ReferrerAllowlist::new(&access.allow_referrers)?;
+    new.allow_endpoints = EndpointAllowlist::new(&access.allow_endpoints)?;
     new.expires = match (args.expires_in, args.expires_at) {
         (Some(d), _) => Some(Expiry::In(clock::parse_duration(&d)?)),
         (None, Some(t)) => Some(Expiry::At(clock::parse_time(&t)?)),
@@ -515,6 +662,10 @@ fn update(data: &Path, args: UpdateArgs) -> Result<u8, Failure> {
         args.limits.budget()?.map(Some)
     };
     let plan = if args.no_plan { Some(None) } else { args.plan.map(Some) };
+    let access = &args.access;
+    fn list(v: &[String]) -> Option<&[String]> {
+        (!v.is_empty()).then_some(v)
+    }
     let update = KeyUpdate {
         name: args.name,
         metadata,
@@ -522,13 +673,23 @@ fn update(data: &Path, args: UpdateArgs) -> Result<u8, Failure> {
         rate_limits,
         budget,
         plan,
+        role: access.role.clone(),
+        permissions: list(&access.permissions).map(PermissionSet::parse).transpose()?,
+        allow_ips: list(&access.allow_ips).map(IpAllowlist::new).transpose()?,
+        allow_referrers: list(&access.allow_referrers).map(ReferrerAllowlist::new).transpose()?,
+        allow_endpoints: list(&access.allow_endpoints).map(EndpointAllowlist::new).transpose()?,
     };
     let nothing = update.name.is_none()
         && update.metadata.is_none()
         && update.expires.is_none()
         && update.rate_limits.is_none()
         && update.budget.is_none()
-        && update.plan.is_none();
+        && update.plan.is_none()
+        && update.role.is_none()
+        && update.permissions.is_none()
+        && update.allow_ips.is_none()
+        && update.allow_referrers.is_none()
+        && update.allow_endpoints.is_none();
     if nothing {
         return Err(usage("nothing to update: see `credstore update --help`"));
     }
@@ -552,6 +713,45 @@ fn plan(data: &Path, action: PlanAction) -> Result<u8, Failure> {
             store.delete_plan(&name)?;
             println!("Plan {name} deleted.");
         }
+    }
+    store.close()?;
+    Ok(0)
+}
+
+fn user(data: &Path, action: UserAction) -> Result<u8, Failure> {
+    let store = open(data)?;
+    match action {
+        UserAction::Set { id, memberships } => {
+            let mut user = User::new(id)?;
+            for (project, role) in memberships {
+                user.memberships.insert(project, RoleName::parse(&role)?);
+            }
+            store.set_user(user.clone())?;
+            println!("User {} set: {} membership(s)", user.id, user.memberships.len());
+        }
+        UserAction::Remove { id } => {
+            store.remove_user(&id)?;
+            println!("User {id} removed: their personal tokens are refused from now on.");
+        }
+        UserAction::List { json } => output::print_users(&store.users(), json),
+    }
+    store.close()?;
+    Ok(0)
+}
+
+fn role(data: &Path, action: RoleAction) -> Result<u8, Failure> {
+    let store = open(data)?;
+    match action {
+        RoleAction::Set { name, permissions } => {
+            let role = Role::new(RoleName::parse(&name)?, PermissionSet::parse(&permissions)?);
+            store.set_role(role)?;
+            println!("Role {name} set.");
+        }
+        RoleAction::Delete { name } => {
+            store.delete_role(&name)?;
+            println!("Role {name} deleted.");
+        }
+        RoleAction::List { json } => output::print_roles(&store.roles(), json),
     }
     store.close()?;
     Ok(0)

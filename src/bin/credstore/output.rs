@@ -4,6 +4,8 @@ use std::io::IsTerminal;
 
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use credstore::clock::{fmt_table_time, fmt_time};
+use credstore::policy::{Role, User};
+use credstore::record::KeyKind;
 use credstore::{CreatedKey, Decision, Event, KeyInfo, KeyRecord, Plan, Status};
 use serde_json::{Value, json};
 
@@ -28,7 +30,36 @@ pub fn info_json(info: &KeyInfo) -> Value {
         "rate_limits": r.rate_limits,
         "budget": r.budget,
         "plan": r.plan,
+        "type": r.kind.as_str(),
+        "user": match &r.kind { KeyKind::Personal { user } => Some(user), KeyKind::Service => None },
+        "role": r.role,
+        "permissions": r.permissions,
+        "allow_ips": r.allow_ips,
+        "allow_referrers": r.allow_referrers,
+        "allow_endpoints": r.allow_endpoints,
     })
+}
+
+pub fn print_users(users: &[User], as_json: bool) {
+    if as_json {
+        println!("{}", json!(users));
+        return;
+    }
+    for u in users {
+        let m: Vec<String> = u.memberships.iter().map(|(p, r)| format!("{p}={r}")).collect();
+        println!("{:<24} {}", u.id, m.join(", "));
+    }
+}
+
+pub fn print_roles(roles: &[Role], as_json: bool) {
+    if as_json {
+        println!("{}", json!(roles));
+        return;
+    }
+    for r in roles {
+        let p: Vec<&str> = r.permissions().permissions().iter().map(|p| p.as_str()).collect();
+        println!("{:<16} {}", r.name(), p.join(", "));
+    }
 }
 
 /// A plan in one line: `60/1m:minute, budget 1000 monthly`.
@@ -110,6 +141,8 @@ pub fn print_decision(decision: &Decision, as_json: bool) {
             "project": key.map(|k| &k.project),
             "env": key.map(KeyRecord::env),
             "metadata": key.map(|k| &k.metadata),
+            "role": decision.role,
+            "forbidden": decision.forbidden,
             "ratelimits": decision.ratelimits,
             "budget": decision.budget,
             "retry_after": decision.retry_after,
@@ -123,6 +156,9 @@ pub fn print_decision(decision: &Decision, as_json: bool) {
     }
     if let Some(b) = &decision.budget {
         extra.push_str(&format!(" [budget {}/{} spent]", b.spent, b.cap));
+    }
+    if let Some(f) = decision.forbidden {
+        extra.push_str(&format!(" [{f} not allowed]"));
     }
     if let Some(r) = decision.retry_after {
         extra.push_str(&format!(" retry after {r}s"));

@@ -1,0 +1,130 @@
+//! The store's directory: its plans, custom roles and users. Each is set and deleted
+//! through the log like keys; the live copy is one `ArcSwap<Directory>` replaced as a
+//! whole on every change, so a verify sees either the old directory or the new one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::Plan;
+use crate::policy::{BUILTIN_ROLES, Role, User, builtin_role};
+
+/// Plans, roles (the built-ins and the store's own) and users, by name.
+#[derive(Debug, Clone)]
+pub(crate) struct Directory {
+    pub plans: BTreeMap<String, Arc<Plan>>,
+    pub roles: BTreeMap<String, Role>,
+    pub users: BTreeMap<String, User>,
+}
+
+impl Default for Directory {
+    /// An empty directory with the built-in roles.
+    fn default() -> Self {
+        let roles = BUILTIN_ROLES
+            .iter()
+            .filter_map(|name| builtin_role(name).map(|r| (name.to_string(), r)))
+            .collect();
+        Directory {
+            plans: BTreeMap::new(),
+            roles,
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+impl Directory {
+    /// Builds a directory from stored entries.
+    pub fn from_entries(entries: impl IntoIterator<Item = DirEntry>) -> Self {
+        let mut dir = Directory::default();
+        for entry in entries {
+            dir.set(entry);
+        }
+        dir
+    }
+
+    /// Applies a change: set an entry, or delete one by key.
+    pub fn apply(&mut self, key: &DirKey, entry: Option<&DirEntry>) {
+        match entry {
+            Some(e) => self.set(e.clone()),
+            None => {
+                match key.kind {
+                    DirKind::Plan => self.plans.remove(&key.name).map(drop),
+                    DirKind::Role => self.roles.remove(&key.name).map(drop),
+                    DirKind::User => self.users.remove(&key.name).map(drop),
+                };
+            }
+        }
+    }
+
+    fn set(&mut self, entry: DirEntry) {
+        match entry {
+            DirEntry::Plan(p) => {
+                self.plans.insert(p.name.clone(), Arc::new(p));
+            }
+            DirEntry::Role(r) => {
+                self.roles.insert(r.name().to_string(), r);
+            }
+            DirEntry::User(u) => {
+                self.users.insert(u.id.clone(), u);
+            }
+        }
+    }
+}
+
+/// The kind of a directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum DirKind {
+    Plan,
+    Role,
+    User,
+}
+
+/// A directory entry's key: its kind and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct DirKey {
+    pub kind: DirKind,
+    pub name: String,
+}
+
+impl DirKey {
+    /// The key in the index's `directory` tree: a kind letter, `/`, the name.
+    pub fn encode(&self) -> Vec<u8> {
+        let letter = match self.kind {
+            DirKind::Plan => b'p',
+            DirKind::Role => b'r',
+            DirKind::User => b'u',
+        };
+        let mut out = vec![letter, b'/'];
+        out.extend_from_slice(self.name.as_bytes());
+        out
+    }
+}
+
+/// A directory entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum DirEntry {
+    Plan(Plan),
+    Role(Role),
+    User(User),
+}
+
+impl DirEntry {
+    /// Its key.
+    pub fn key(&self) -> DirKey {
+        match self {
+            DirEntry::Plan(p) => DirKey {
+                kind: DirKind::Plan,
+                name: p.name.clone(),
+            },
+            DirEntry::Role(r) => DirKey {
+                kind: DirKind::Role,
+                name: r.name().to_string(),
+            },
+            DirEntry::User(u) => DirKey {
+                kind: DirKind::User,
+                name: u.id.clone(),
+            },
+        }
+    }
+}
