@@ -38,6 +38,9 @@ pub enum Error {
     /// The store has been closed, or its writer thread stopped after an I/O failure.
     #[error("the store is closed")]
     Closed,
+    /// The vault refused: no or wrong master key, a retired key, a damaged blob.
+    #[error("vault: {0}")]
+    Vault(#[from] crate::vault::VaultError),
     /// An I/O error outside the log.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -52,7 +55,11 @@ impl Error {
     /// True when the caller's request was at fault (bad input, unknown id, wrong state):
     /// nothing was written and retrying the same request fails the same way.
     pub fn is_caller_error(&self) -> bool {
-        matches!(self, Error::Input(_) | Error::State(_))
+        match self {
+            Error::Input(_) | Error::State(_) => true,
+            Error::Vault(v) => v.is_caller_error(),
+            _ => false,
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -216,6 +223,12 @@ pub enum StateError {
     /// The role is built in, or still used by keys or users.
     #[error("role {0:?} cannot be changed or deleted: {1}")]
     RoleInUse(String, String),
+    /// No secret has this name (or this version).
+    #[error("no secret {0}")]
+    UnknownSecret(String),
+    /// Secrets are still wrapped under a master key version being retired.
+    #[error("{0} secret version(s) are still wrapped under an older master key: run rotate-master first")]
+    MasterKeyInUse(usize),
     /// No user has this id.
     #[error("no user {0:?}")]
     UnknownUser(String),
@@ -260,6 +273,12 @@ pub enum OpenError {
     /// No pepper was given and the store keeps none.
     #[error("no pepper: set CREDSTORE_PEPPER (64 hex characters) or pass one in the config")]
     MissingPepper,
+    /// The master key given does not match the one the vault registered for its version.
+    #[error("wrong master key for version {0}: the vault was written with another key")]
+    WrongMasterKey(u32),
+    /// The vault holds secrets but no master key was given.
+    #[error("the vault has master key versions {0:?} registered but none was given: set CREDSTORE_MASTER_KEY")]
+    MissingMasterKey(Vec<u32>),
     /// The index is inconsistent with the log (e.g. it has applied records the log lacks).
     #[error("index and log disagree: {0}; run `credstore rebuild`")]
     IndexAhead(String),

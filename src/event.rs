@@ -14,6 +14,7 @@ use crate::limits::{Budget, Plan, RateLimit};
 use crate::policy::{EndpointAllowlist, IpAllowlist, PermissionSet, ReferrerAllowlist, Role, RoleName, User};
 use crate::record::{KeyId, KeyRecord};
 use crate::token::Format;
+use crate::vault::SealedSecret;
 
 /// The payload format version this build writes and reads.
 pub const EVENT_FORMAT: u8 = 1;
@@ -98,6 +99,57 @@ pub enum EventKind {
     UserRemoved {
         /// The user's id.
         id: String,
+    },
+    /// A master key version was registered with the vault (its public check value, so a
+    /// wrong key is refused when the store opens).
+    MasterKeyAdded {
+        /// The version.
+        version: u32,
+        /// `MasterKey::check_value()`.
+        check: [u8; 32],
+    },
+    /// Master key versions below this one may no longer decrypt.
+    VaultMinVersion {
+        /// The least version still accepted.
+        version: u32,
+    },
+    /// A new version of a provider secret, sealed (never the value).
+    SecretPut {
+        /// The project.
+        project: String,
+        /// The secret's name.
+        name: String,
+        /// Its version (1, 2, ...).
+        version: u32,
+        /// The sealed blob.
+        sealed: SealedSecret,
+    },
+    /// A secret version's data key was rewrapped under a newer master key.
+    SecretRewrapped {
+        /// The project.
+        project: String,
+        /// The secret's name.
+        name: String,
+        /// Its version.
+        version: u32,
+        /// The rewrapped blob (same data ciphertext).
+        sealed: SealedSecret,
+    },
+    /// Every version of a secret was deleted.
+    SecretDeleted {
+        /// The project.
+        project: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// A secret was read (the value is never recorded).
+    SecretRead {
+        /// The project.
+        project: String,
+        /// The secret's name.
+        name: String,
+        /// The version read.
+        version: u32,
     },
     /// A key's budget high-water mark was raised: after a crash, spend restarts here.
     BudgetMark {
@@ -257,6 +309,12 @@ impl Event {
             EventKind::RoleDeleted { .. } => "role.deleted",
             EventKind::UserSet { .. } => "user.set",
             EventKind::UserRemoved { .. } => "user.removed",
+            EventKind::MasterKeyAdded { .. } => "vault.master_added",
+            EventKind::VaultMinVersion { .. } => "vault.min_version",
+            EventKind::SecretPut { .. } => "vault.put",
+            EventKind::SecretRewrapped { .. } => "vault.rewrapped",
+            EventKind::SecretDeleted { .. } => "vault.deleted",
+            EventKind::SecretRead { .. } => "vault.read",
         }
     }
 
@@ -269,7 +327,13 @@ impl Event {
             | EventKind::RoleSet { .. }
             | EventKind::RoleDeleted { .. }
             | EventKind::UserSet { .. }
-            | EventKind::UserRemoved { .. } => vec![],
+            | EventKind::UserRemoved { .. }
+            | EventKind::MasterKeyAdded { .. }
+            | EventKind::VaultMinVersion { .. }
+            | EventKind::SecretPut { .. }
+            | EventKind::SecretRewrapped { .. }
+            | EventKind::SecretDeleted { .. }
+            | EventKind::SecretRead { .. } => vec![],
             EventKind::BudgetMark { id, .. } => vec![id],
             EventKind::KeyCreated { record, .. } => vec![&record.id],
             EventKind::KeyUpdated { id, .. }
@@ -308,6 +372,27 @@ impl Event {
             EventKind::RoleDeleted { name } => json!({ "role": name }),
             EventKind::UserSet { user } => json!({ "user": user.id, "memberships": user.memberships }),
             EventKind::UserRemoved { id } => json!({ "user": id }),
+            EventKind::MasterKeyAdded { version, .. } => json!({ "master_version": version }),
+            EventKind::VaultMinVersion { version } => json!({ "min_version": version }),
+            EventKind::SecretPut {
+                project,
+                name,
+                version,
+                sealed,
+            }
+            | EventKind::SecretRewrapped {
+                project,
+                name,
+                version,
+                sealed,
+            } => json!({
+                "project": project, "name": name, "version": version,
+                "master_version": sealed.master_version(),
+            }),
+            EventKind::SecretDeleted { project, name } => json!({ "project": project, "name": name }),
+            EventKind::SecretRead { project, name, version } => json!({
+                "project": project, "name": name, "version": version,
+            }),
             EventKind::BudgetMark { id, mark } => {
                 let (period, amount) = crate::limits::budget::unpack(*mark);
                 json!({ "key_id": id, "period": period, "mark": amount })

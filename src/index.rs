@@ -11,6 +11,7 @@
 //! | `counters`   | key id                    | [`Counters`]                  |
 //! | `directory`  | `p/`, `r/`, `u/` + name   | a plan, custom role or user   |
 //! | `marks`      | key id                    | budget mark, packed u64 BE    |
+//! | `vault`      | project, 0, name, 0, version u32 BE | [`VaultEntry`]      |
 //! | `meta`       | `applied_seq`, `formats`, `clean` | u64 BE; format list; 0/1 |
 //!
 //! Every batch of log records is applied in one sled transaction across the trees,
@@ -28,6 +29,7 @@ use crate::event::Tag;
 use crate::record::{KeyId, KeyRecord};
 use crate::store::directory::{DirEntry, DirKey, Directory};
 use crate::token::{Format, FormatSet};
+use crate::vault::SealedSecret;
 
 /// The format byte of values this build writes.
 const VALUE_FORMAT: u8 = 1;
@@ -47,6 +49,24 @@ pub(crate) struct Counters {
     pub spend: u64,
 }
 
+/// One stored version of a provider secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct VaultEntry {
+    pub sealed: SealedSecret,
+    /// Unix ms it was put.
+    pub created_at: i64,
+}
+
+/// The `vault` tree key of a secret version (`None`: the prefix of all its versions).
+pub(crate) fn vault_key(project: &str, name: &str, version: Option<u32>) -> Vec<u8> {
+    let mut k = join(project, name.as_bytes());
+    k.push(0);
+    if let Some(v) = version {
+        k.extend_from_slice(&v.to_be_bytes());
+    }
+    k
+}
+
 /// One commit's worth of changes to the index.
 pub(crate) struct IndexBatch<'a> {
     pub keys: &'a BTreeMap<KeyId, StoredKey>,
@@ -55,6 +75,12 @@ pub(crate) struct IndexBatch<'a> {
     pub directory: &'a BTreeMap<DirKey, Option<DirEntry>>,
     /// Raised budget marks.
     pub marks: &'a BTreeMap<KeyId, u64>,
+    /// Secret versions put (`Some`) or deleted (`None`), by `vault_key`.
+    pub vault: &'a BTreeMap<Vec<u8>, Option<VaultEntry>>,
+    /// Master key check values registered.
+    pub masters: &'a BTreeMap<u32, [u8; 32]>,
+    /// A new minimum decryption version.
+    pub vault_min: Option<u32>,
     pub applied_seq: u64,
 }
 
@@ -75,6 +101,7 @@ pub(crate) struct Index {
     counters: sled::Tree,
     directory: sled::Tree,
     marks: sled::Tree,
+    vault: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -90,6 +117,7 @@ impl Index {
             counters: db.open_tree("counters")?,
             directory: db.open_tree("directory")?,
             marks: db.open_tree("marks")?,
+            vault: db.open_tree("vault")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -164,6 +192,48 @@ impl Index {
         Ok(Directory::from_entries(entries))
     }
 
+    /// Every version of a secret, oldest first.
+    pub fn vault_versions(&self, project: &str, name: &str) -> Result<Vec<(u32, VaultEntry)>> {
+        let prefix = vault_key(project, name, None);
+        let mut out = Vec::new();
+        for item in self.vault.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let version = u32::from_be_bytes(crate::log::frame::to_array(k.get(prefix.len()..).unwrap_or_default()));
+            out.push((version, decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every secret version: (project, name, version, entry), in key order.
+    pub fn vault_all(&self) -> Result<Vec<(String, String, u32, VaultEntry)>> {
+        let mut out = Vec::new();
+        for item in self.vault.iter() {
+            let (k, v) = item?;
+            let mut parts = k.splitn(3, |b| *b == 0);
+            let project = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let version = u32::from_be_bytes(crate::log::frame::to_array(parts.next().unwrap_or_default()));
+            out.push((project, name, version, decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// The master key versions registered, with their check values, and the minimum
+    /// decryption version.
+    pub fn vault_masters(&self) -> Result<(BTreeMap<u32, [u8; 32]>, u32)> {
+        let mut masters = BTreeMap::new();
+        for item in self.meta.scan_prefix(b"master/") {
+            let (k, v) = item?;
+            let version = u32::from_be_bytes(crate::log::frame::to_array(k.get(7..).unwrap_or_default()));
+            masters.insert(version, crate::log::frame::to_array(&v));
+        }
+        let min = self
+            .meta
+            .get(b"vault_min")?
+            .map_or(0, |v| u32::from_be_bytes(crate::log::frame::to_array(&v)));
+        Ok((masters, min))
+    }
+
     /// A key's persisted budget mark (packed), 0 if none.
     pub fn mark(&self, id: &KeyId) -> Result<u64> {
         Ok(self
@@ -212,6 +282,8 @@ impl Index {
             .iter()
             .map(|(k, e)| (k.encode(), e.as_ref().map(encode)))
             .collect();
+        let vault: Vec<(&Vec<u8>, Option<Vec<u8>>)> =
+            batch.vault.iter().map(|(k, e)| (k, e.as_ref().map(encode))).collect();
         let applied_seq = batch.applied_seq;
         let trees = (
             &self.keys,
@@ -221,8 +293,9 @@ impl Index {
             &self.meta,
             &self.directory,
             &self.marks,
+            &self.vault,
         );
-        let result: Result<(), TransactionError<()>> = trees.transaction(|(k, h, pre, proj, m, pl, mk)| {
+        let result: Result<(), TransactionError<()>> = trees.transaction(|(k, h, pre, proj, m, pl, mk, vt)| {
             for (id, value, stored) in &encoded {
                 let id = id.as_str().as_bytes();
                 k.insert(id, value.as_slice())?;
@@ -238,6 +311,20 @@ impl Index {
                     Some(e) => pl.insert(key.as_slice(), e.as_slice())?,
                     None => pl.remove(key.as_slice())?,
                 };
+            }
+            for (key, entry) in &vault {
+                match entry {
+                    Some(e) => vt.insert(key.as_slice(), e.as_slice())?,
+                    None => vt.remove(key.as_slice())?,
+                };
+            }
+            for (version, check) in batch.masters {
+                let mut key = b"master/".to_vec();
+                key.extend_from_slice(&version.to_be_bytes());
+                m.insert(key, &check[..])?;
+            }
+            if let Some(min) = batch.vault_min {
+                m.insert(&b"vault_min"[..], &min.to_be_bytes()[..])?;
             }
             for (id, mark) in batch.marks {
                 mk.insert(id.as_str().as_bytes(), &mark.to_be_bytes()[..])?;

@@ -75,6 +75,7 @@ pub use log::LogError;
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
 pub use secret::{Pepper, Secret};
 pub use store::{
-    Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, Store, VerifyRequest, parse_expiry,
+    Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo, Store, VerifyRequest,
+    parse_expiry, parse_master_keys,
 };
 pub use token::{Env, Format, FormatSet, Malformed, Token};

@@ -180,6 +180,10 @@ pub enum VaultError {
     /// The OS random number generator failed.
     #[error("the OS random number generator failed")]
     Random,
+    /// The store has no master key: set `CREDSTORE_MASTER_KEY` (a development store keeps
+    /// one in `master.key`).
+    #[error("no master key: set CREDSTORE_MASTER_KEY (64 hex characters, or VERSION:HEX,...)")]
+    NoMasterKey,
 }
 
 impl VaultError {

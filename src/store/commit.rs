@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 
 use crate::error::{Error, InputError, Result, StateError};
 use crate::event::{Event, EventKind, KeyChanges, Tag};
-use crate::index::{Index, IndexBatch, StoredKey};
+use crate::index::{Index, IndexBatch, StoredKey, VaultEntry, vault_key};
 use crate::limits::{Budget, Plan, RateLimit};
 use crate::log::{LogError, LogWriter};
 use crate::policy::{
@@ -20,6 +20,7 @@ use crate::policy::{
 use crate::record::{Expiry, KeyId, KeyKind, KeyRecord, Revocation, Status};
 use crate::secret::Secret;
 use crate::token::{Format, FormatSet};
+use crate::vault::{SealedSecret, VaultError};
 
 use super::Shared;
 use super::directory::{DirEntry, DirKey, DirKind, Directory};
@@ -58,11 +59,44 @@ pub(crate) enum Op {
     DeleteRole(String),
     SetUser(User),
     RemoveUser(String),
+    /// Seal and store a new version of a provider secret (sealed here, where the version
+    /// is decided, because the version is bound into the ciphertext).
+    VaultPut {
+        project: String,
+        name: String,
+        plaintext: zeroize::Zeroizing<Vec<u8>>,
+    },
+    VaultDelete {
+        project: String,
+        name: String,
+    },
+    VaultRead {
+        project: String,
+        name: String,
+        version: u32,
+    },
+    /// Register a master key version (its check value).
+    VaultAddMaster {
+        version: u32,
+        check: [u8; 32],
+    },
+    /// Replace sealed blobs by their rewrapped forms, each only if still the same blob.
+    VaultRewrap(Vec<Rewrap>),
+    VaultMinVersion(u32),
     /// Raise a key's budget mark to at least `mark` (packed period and amount).
     RaiseMark {
         id: KeyId,
         mark: u64,
     },
+}
+
+/// One rewrapped secret version: the blob it replaces and the new one.
+pub(crate) struct Rewrap {
+    pub project: String,
+    pub name: String,
+    pub version: u32,
+    pub old: SealedSecret,
+    pub new: SealedSecret,
 }
 
 /// A new key, generated and hashed by the calling thread (off the commit thread).
@@ -97,6 +131,8 @@ pub(crate) enum Outcome {
         secret: Secret,
     },
     Done,
+    /// A secret version stored, or the number of blobs rewrapped.
+    Count(u32),
 }
 
 /// What a planned request will return, read back from the state once its events apply.
@@ -105,6 +141,7 @@ enum Planned {
     Changed(KeyId),
     Rotated(KeyId, KeyId, Secret),
     Done,
+    Count(u32),
 }
 
 /// Runs the commit loop until every sender is dropped.
@@ -279,6 +316,87 @@ fn plan(state: &Overlay<'_>, op: &Op, now: i64, last_id: &mut u128, shared: &Sha
                 Planned::Done,
             ))
         }
+        Op::VaultPut {
+            project,
+            name,
+            plaintext,
+        } => {
+            let ring_guard = shared
+                .vault_ring
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ring = ring_guard.as_ref().ok_or(VaultError::NoMasterKey)?;
+            let mut events = Vec::new();
+            let current = ring.current();
+            if !state.master_registered(current.version())? {
+                events.push(event(EventKind::MasterKeyAdded {
+                    version: current.version(),
+                    check: current.check_value(),
+                }));
+            }
+            let version = state
+                .latest_secret_version(project, name)?
+                .map_or(Ok(1), |v| v.checked_add(1).ok_or(VaultError::VersionsExhausted(v)))?;
+            let sealed = crate::vault::seal(ring, project, name, version, plaintext)?;
+            events.push(event(EventKind::SecretPut {
+                project: project.clone(),
+                name: name.clone(),
+                version,
+                sealed,
+            }));
+            Ok((events, Planned::Count(version)))
+        }
+        Op::VaultDelete { project, name } => {
+            if state.latest_secret_version(project, name)?.is_none() {
+                return Err(StateError::UnknownSecret(format!("{project}/{name}")).into());
+            }
+            let kind = EventKind::SecretDeleted {
+                project: project.clone(),
+                name: name.clone(),
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
+        Op::VaultRead { project, name, version } => {
+            let kind = EventKind::SecretRead {
+                project: project.clone(),
+                name: name.clone(),
+                version: *version,
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
+        Op::VaultAddMaster { version, check } => {
+            if state.master_registered(*version)? {
+                return Ok((vec![], Planned::Done));
+            }
+            let kind = EventKind::MasterKeyAdded {
+                version: *version,
+                check: *check,
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
+        Op::VaultRewrap(rewraps) => {
+            let mut events = Vec::new();
+            for r in rewraps {
+                // Skip a version deleted or replaced since it was read.
+                if state
+                    .secret(&r.project, &r.name, r.version)?
+                    .is_some_and(|e| e.sealed == r.old)
+                {
+                    events.push(event(EventKind::SecretRewrapped {
+                        project: r.project.clone(),
+                        name: r.name.clone(),
+                        version: r.version,
+                        sealed: r.new.clone(),
+                    }));
+                }
+            }
+            let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+            Ok((events, Planned::Count(count)))
+        }
+        Op::VaultMinVersion(version) => Ok((
+            vec![event(EventKind::VaultMinVersion { version: *version })],
+            Planned::Done,
+        )),
         Op::SetUser(user) => {
             for role in user.memberships.values() {
                 state.role(role.as_str())?;
@@ -428,6 +546,11 @@ pub(crate) struct Overlay<'a> {
     dir: BTreeMap<DirKey, Option<DirEntry>>,
     /// Budget marks raised in this batch.
     marks: BTreeMap<KeyId, u64>,
+    /// Secret versions put or deleted in this batch.
+    vault: BTreeMap<Vec<u8>, Option<VaultEntry>>,
+    /// Master keys registered in this batch.
+    masters: BTreeMap<u32, [u8; 32]>,
+    vault_min: Option<u32>,
 }
 
 impl<'a> Overlay<'a> {
@@ -441,11 +564,20 @@ impl<'a> Overlay<'a> {
             formats: None,
             dir: BTreeMap::new(),
             marks: BTreeMap::new(),
+            vault: BTreeMap::new(),
+            masters: BTreeMap::new(),
+            vault_min: None,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.formats.is_none() && self.dir.is_empty() && self.marks.is_empty()
+        self.keys.is_empty()
+            && self.formats.is_none()
+            && self.dir.is_empty()
+            && self.marks.is_empty()
+            && self.vault.is_empty()
+            && self.masters.is_empty()
+            && self.vault_min.is_none()
     }
 
     /// The batch's changes, for the index.
@@ -455,6 +587,9 @@ impl<'a> Overlay<'a> {
             formats: self.formats.as_ref(),
             directory: &self.dir,
             marks: &self.marks,
+            vault: &self.vault,
+            masters: &self.masters,
+            vault_min: self.vault_min,
             applied_seq,
         }
     }
@@ -521,6 +656,42 @@ impl<'a> Overlay<'a> {
         found.ok_or_else(|| StateError::UnknownUser(id.to_string()).into())
     }
 
+    fn master_registered(&self, version: u32) -> Result<bool> {
+        Ok(self.masters.contains_key(&version) || self.index.vault_masters()?.0.contains_key(&version))
+    }
+
+    /// The latest version of a secret as of this batch.
+    fn latest_secret_version(&self, project: &str, name: &str) -> Result<Option<u32>> {
+        let prefix = vault_key(project, name, None);
+        let mut versions: BTreeMap<u32, bool> = self
+            .index
+            .vault_versions(project, name)?
+            .into_iter()
+            .map(|(v, _)| (v, true))
+            .collect();
+        for (key, entry) in self.vault.range(prefix.clone()..) {
+            let Some(rest) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            versions.insert(u32::from_be_bytes(crate::log::frame::to_array(rest)), entry.is_some());
+        }
+        Ok(versions.iter().rev().find(|(_, live)| **live).map(|(v, _)| *v))
+    }
+
+    /// A secret version as of this batch.
+    fn secret(&self, project: &str, name: &str, version: u32) -> Result<Option<VaultEntry>> {
+        let key = vault_key(project, name, Some(version));
+        match self.vault.get(&key) {
+            Some(entry) => Ok(entry.clone()),
+            None => Ok(self
+                .index
+                .vault_versions(project, name)?
+                .into_iter()
+                .find(|(v, _)| *v == version)
+                .map(|(_, e)| e)),
+        }
+    }
+
     /// Every user as of this batch.
     fn users(&self) -> impl Iterator<Item = User> + '_ {
         let base = self.base_dir.users.values().filter(|u| {
@@ -578,6 +749,7 @@ impl<'a> Overlay<'a> {
                 secret,
             },
             Planned::Done => Outcome::Done,
+            Planned::Count(n) => Outcome::Count(n),
         })
     }
 
@@ -607,6 +779,50 @@ impl<'a> Overlay<'a> {
             EventKind::PlanDeleted { name } => self.delete(DirKind::Plan, name),
             EventKind::RoleDeleted { name } => self.delete(DirKind::Role, name),
             EventKind::UserRemoved { id } => self.delete(DirKind::User, id),
+            EventKind::MasterKeyAdded { version, check } => {
+                self.masters.insert(*version, *check);
+            }
+            EventKind::VaultMinVersion { version } => self.vault_min = Some(*version),
+            EventKind::SecretPut {
+                project,
+                name,
+                version,
+                sealed,
+            }
+            | EventKind::SecretRewrapped {
+                project,
+                name,
+                version,
+                sealed,
+            } => {
+                let created_at = match &event.kind {
+                    EventKind::SecretRewrapped { .. } => {
+                        self.secret(project, name, *version)?.map_or(event.at, |e| e.created_at)
+                    }
+                    _ => event.at,
+                };
+                let entry = VaultEntry {
+                    sealed: sealed.clone(),
+                    created_at,
+                };
+                self.vault.insert(vault_key(project, name, Some(*version)), Some(entry));
+            }
+            EventKind::SecretDeleted { project, name } => {
+                let versions: Vec<u32> = self
+                    .index
+                    .vault_versions(project, name)?
+                    .into_iter()
+                    .map(|(v, _)| v)
+                    .chain(self.vault.keys().filter_map(|k| {
+                        k.strip_prefix(vault_key(project, name, None).as_slice())
+                            .map(|rest| u32::from_be_bytes(crate::log::frame::to_array(rest)))
+                    }))
+                    .collect();
+                for v in versions {
+                    self.vault.insert(vault_key(project, name, Some(v)), None);
+                }
+            }
+            EventKind::SecretRead { .. } => {}
             EventKind::BudgetMark { id, mark } => {
                 let current = self.mark(id)?;
                 self.marks.insert(id.clone(), current.max(*mark));

@@ -145,6 +145,30 @@ pub(crate) fn write_pepper_file(data: &Path, pepper: &Pepper) -> Result<()> {
     write_durably(&data.join(PEPPER_FILE), pepper.to_hex().as_bytes())
 }
 
+/// The development store's master key file.
+pub(crate) const MASTER_FILE: &str = "master.key";
+
+/// Reads a development store's master key file (`VERSION:HEX` lines), if there is one.
+pub(crate) fn read_master_file(data: &Path) -> Result<Option<crate::vault::MasterKeyring>> {
+    let path = data.join(MASTER_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = zeroize::Zeroizing::new(text);
+            super::vault_ops::parse_master_keys(&text.replace('\n', ","))
+                .map(Some)
+                .map_err(|_| OpenError::Damaged(path).into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Writes a development store's master key file, 0600.
+pub(crate) fn write_master_file(data: &Path, key: &crate::vault::MasterKey) -> Result<()> {
+    let text = zeroize::Zeroizing::new(format!("{}:{}\n", key.version(), key.to_hex().as_str()));
+    write_durably(&data.join(MASTER_FILE), text.as_bytes())
+}
+
 /// Creates a directory (and parents) with mode 0700.
 pub(crate) fn create_dir(path: &Path) -> Result<()> {
     let mut b = fs::DirBuilder::new();

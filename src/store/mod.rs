@@ -9,6 +9,9 @@ mod cache;
 mod commit;
 pub(crate) mod directory;
 mod files;
+mod vault_ops;
+
+pub use vault_ops::{SecretInfo, parse_master_keys};
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +62,8 @@ pub struct Config {
     pub segment_size: u64,
     /// Sensitive operations (creating admin keys, vault writes) need an admin key.
     pub require_admin: bool,
+    /// The vault's master keys. `None`: a development store's `master.key`, if any.
+    pub master_keys: Option<crate::vault::MasterKeyring>,
 }
 
 impl Config {
@@ -70,6 +75,7 @@ impl Config {
             flush_interval: Duration::from_secs(1),
             segment_size: DEFAULT_SEGMENT_SIZE,
             require_admin: false,
+            master_keys: None,
         }
     }
 
@@ -81,6 +87,9 @@ impl Config {
         let mut config = Config::new();
         if let Ok(hex) = std::env::var("CREDSTORE_PEPPER") {
             config.pepper = Some(Pepper::from_hex(&hex)?);
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_MASTER_KEY") {
+            config.master_keys = Some(parse_master_keys(&text)?);
         }
         Ok(config)
     }
@@ -109,6 +118,12 @@ impl Config {
         self
     }
 
+    /// Sets the vault's master keys.
+    pub fn master_keys(mut self, ring: crate::vault::MasterKeyring) -> Self {
+        self.master_keys = Some(ring);
+        self
+    }
+
     /// Sets the segment size.
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
@@ -128,6 +143,7 @@ impl std::fmt::Debug for Config {
             .field("pepper", &self.pepper)
             .field("flush_interval", &self.flush_interval)
             .field("segment_size", &self.segment_size)
+            .field("master_keys", &self.master_keys)
             .finish_non_exhaustive()
     }
 }
@@ -204,6 +220,8 @@ pub(crate) struct Shared {
     clock: Arc<dyn Clock>,
     /// The store was not closed cleanly: budget spend restarts at the persisted mark.
     restore_at_mark: bool,
+    /// The vault's master keys, if any were given.
+    vault_ring: std::sync::RwLock<Option<crate::vault::MasterKeyring>>,
 }
 
 impl Shared {
@@ -377,6 +395,10 @@ impl Store {
                 p
             }
         };
+        if config.pepper.is_none() && config.master_keys.is_none() {
+            // A development store keeps its vault master key beside the data too.
+            files::write_master_file(path, &crate::vault::MasterKey::random(1)?)?;
+        }
         let mut store_id = [0u8; 16];
         crate::token::fill_random(&mut store_id);
         let log_dir = path.join("log");
@@ -411,6 +433,7 @@ impl Store {
             .into());
         }
         replay(&index, &path.join("log"), marker.store_id, applied + 1)?;
+        let vault_ring = vault_ops::load_ring(path, &config, &index)?;
         let restore_at_mark = !index.was_clean()?;
         index.set_clean(false)?;
         let shared = Arc::new(Shared {
@@ -421,6 +444,7 @@ impl Store {
             pepper,
             clock: config.clock.clone(),
             restore_at_mark,
+            vault_ring: std::sync::RwLock::new(vault_ring),
         });
         // New ids must sort after every id already issued, whatever the clock says.
         let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
