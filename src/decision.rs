@@ -10,7 +10,7 @@ use crate::record::KeyRecord;
 use crate::token::Malformed;
 
 /// The outcome of a verification, in DESIGN.md's order of checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[non_exhaustive]
 pub enum Code {

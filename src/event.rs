@@ -6,13 +6,16 @@
 //! ([`Event::to_json`]) ever includes it.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::fmt_time;
+use crate::decision::Code;
 use crate::limits::{Budget, Plan, RateLimit};
 use crate::policy::{EndpointAllowlist, IpAllowlist, PermissionSet, ReferrerAllowlist, Role, RoleName, User};
 use crate::record::{KeyId, KeyRecord};
+use crate::store::UseSummary;
 use crate::token::Format;
 use crate::vault::SealedSecret;
 
@@ -150,6 +153,29 @@ pub enum EventKind {
         name: String,
         /// The version read.
         version: u32,
+    },
+    /// A key was presented (`id` is `None` when no key matched: malformed or unknown).
+    KeyUsed {
+        /// The key, if one matched.
+        id: Option<KeyId>,
+        /// The outcome.
+        code: Code,
+        /// The client address, when the host gave it.
+        ip: Option<IpAddr>,
+        /// `METHOD PATH`, when the host gave it.
+        endpoint: Option<String>,
+    },
+    /// A key's uses over one flush interval (summary mode).
+    KeyUseSummary {
+        /// The key, or `None` for presented keys that matched none.
+        id: Option<KeyId>,
+        /// Counts per outcome, first and last time, last address.
+        summary: UseSummary,
+    },
+    /// Uses that could not be recorded because the hand-off queue was full.
+    UsesDropped {
+        /// How many.
+        count: u64,
     },
     /// A key's budget high-water mark was raised: after a crash, spend restarts here.
     BudgetMark {
@@ -309,6 +335,9 @@ impl Event {
             EventKind::RoleDeleted { .. } => "role.deleted",
             EventKind::UserSet { .. } => "user.set",
             EventKind::UserRemoved { .. } => "user.removed",
+            EventKind::KeyUsed { .. } => "key.used",
+            EventKind::KeyUseSummary { .. } => "key.use_summary",
+            EventKind::UsesDropped { .. } => "use.dropped",
             EventKind::MasterKeyAdded { .. } => "vault.master_added",
             EventKind::VaultMinVersion { .. } => "vault.min_version",
             EventKind::SecretPut { .. } => "vault.put",
@@ -333,7 +362,9 @@ impl Event {
             | EventKind::SecretPut { .. }
             | EventKind::SecretRewrapped { .. }
             | EventKind::SecretDeleted { .. }
-            | EventKind::SecretRead { .. } => vec![],
+            | EventKind::SecretRead { .. }
+            | EventKind::UsesDropped { .. } => vec![],
+            EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } => id.iter().collect(),
             EventKind::BudgetMark { id, .. } => vec![id],
             EventKind::KeyCreated { record, .. } => vec![&record.id],
             EventKind::KeyUpdated { id, .. }
@@ -372,6 +403,14 @@ impl Event {
             EventKind::RoleDeleted { name } => json!({ "role": name }),
             EventKind::UserSet { user } => json!({ "user": user.id, "memberships": user.memberships }),
             EventKind::UserRemoved { id } => json!({ "user": id }),
+            EventKind::KeyUsed { id, code, ip, endpoint } => json!({
+                "key_id": id, "code": code, "ip": ip, "endpoint": endpoint,
+            }),
+            EventKind::KeyUseSummary { id, summary } => json!({
+                "key_id": id, "counts": summary.counts, "first_at": fmt_time(summary.first_at),
+                "last_at": fmt_time(summary.last_at), "last_ip": summary.last_ip,
+            }),
+            EventKind::UsesDropped { count } => json!({ "count": count }),
             EventKind::MasterKeyAdded { version, .. } => json!({ "master_version": version }),
             EventKind::VaultMinVersion { version } => json!({ "min_version": version }),
             EventKind::SecretPut {

@@ -33,13 +33,13 @@
 //! store.revoke(&created.record.id, Some("leaked in a screenshot"))?;
 //! assert_eq!(store.verify(&key)?.code, Code::Revoked);
 //!
-//! // Every change is in the audit log.
+//! // Every change, and every use, is in the audit log.
 //! let kinds: Vec<_> = store
 //!     .events(&Default::default())?
 //!     .iter()
 //!     .map(|(_, e)| e.kind_name())
 //!     .collect();
-//! assert_eq!(kinds, ["format.registered", "key.created", "key.revoked"]);
+//! assert_eq!(kinds, ["format.registered", "key.created", "key.used", "key.used", "key.revoked"]);
 //! store.close()?;
 //! # Ok(())
 //! # }
@@ -75,7 +75,7 @@ pub use log::LogError;
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
 pub use secret::{Pepper, Secret};
 pub use store::{
-    Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo, Store, VerifyRequest,
-    parse_expiry, parse_master_keys,
+    Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo, Store, UseLog, UseSummary,
+    VerifyRequest, parse_expiry, parse_master_keys,
 };
 pub use token::{Env, Format, FormatSet, Malformed, Token};

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use credstore::{
     Code, Config, Env, Error, EventFilter, Expiry, Format, KeyId, KeyInfo, KeyUpdate, ListFilter, Malformed,
-    ManualClock, NewKey, OpenError, Pepper, StateError, Status, Store,
+    ManualClock, NewKey, OpenError, Pepper, StateError, Status, Store, UseLog,
 };
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -37,7 +37,9 @@ impl Fixture {
             .pepper(Pepper::from_bytes([0x42; 32]))
             .clock(clock.clone())
             // Only close (and clear_cache / flush) write last-used times in these tests.
-            .flush_interval(Duration::from_secs(3600));
+            .flush_interval(Duration::from_secs(3600))
+            // These tests count state-change records; use events have tests of their own.
+            .use_log(UseLog::Off);
         Fixture {
             _dir: dir,
             path,

@@ -611,9 +611,12 @@ fn audit_lists_filters_verifies_and_exports() {
             "key.created",
             "format.registered",
             "key.created",
-            "key.revoked"
+            "key.revoked",
+            "key.used"
         ]
     );
+    assert_eq!(events[5]["details"]["code"], "VALID");
+    assert_eq!(events[5]["details"]["key_id"], s(&b, "id"));
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["seq"], i + 1, "{e}");
         rfc3339_ms(s(e, "at"));
@@ -627,7 +630,7 @@ fn audit_lists_filters_verifies_and_exports() {
     let of_a: Vec<&str> = of_a.as_array().expect("array").iter().map(|e| s(e, "kind")).collect();
     assert_eq!(of_a, ["key.created", "key.revoked"]);
     let human = cli.ok(&["audit"]);
-    assert_eq!(human.stdout.lines().count(), 5, "{human:?}");
+    assert_eq!(human.stdout.lines().count(), 6, "{human:?}");
     assert!(human.stdout.contains("key.revoked"), "{human:?}");
     assert_eq!(cli.run(&["audit", "--key", "nonsense"]).code, Some(2));
 

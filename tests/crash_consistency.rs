@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use credstore::{Code, Config, Env, Format, KeyId, ListFilter, NewKey, Pepper, Status, Store};
+use credstore::{Code, Config, Env, Format, KeyId, ListFilter, NewKey, Pepper, Status, Store, UseLog};
 
 /// The data directory the child works on; unset, `child_workload` does nothing.
 const DIR_VAR: &str = "CREDSTORE_CRASH_DIR";
@@ -40,6 +40,8 @@ fn config() -> Config {
         .pepper(Pepper::from_bytes(PEPPER))
         // Flush last-used times often, so sled is written to when the kill lands.
         .flush_interval(Duration::from_millis(20))
+        // This test counts state-change records; use events under SIGKILL have their own.
+        .use_log(UseLog::Off)
 }
 
 /// The key shapes the child issues in turn.

@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, InputError, Result, StateError};
 use crate::event::{Event, EventKind, KeyChanges, Tag};
@@ -24,6 +26,7 @@ use crate::vault::{SealedSecret, VaultError};
 
 use super::Shared;
 use super::directory::{DirEntry, DirKey, DirKind, Directory};
+use super::uses::Use;
 
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 1024;
@@ -144,21 +147,57 @@ enum Planned {
     Count(u32),
 }
 
-/// Runs the commit loop until every sender is dropped.
-pub(crate) fn run(shared: Arc<Shared>, mut log: LogWriter, requests: Receiver<Request>, last_id: u128) {
+/// Runs the commit loop until every sender is dropped. Between requests it wakes every
+/// `every` to write the use events verify handed off.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    mut log: LogWriter,
+    requests: Receiver<Request>,
+    last_id: u128,
+    uses: Receiver<Use>,
+    dropped: Arc<AtomicU64>,
+    every: Duration,
+) {
     let mut last_id = last_id;
-    while let Ok(first) = requests.recv() {
-        let mut batch = vec![first];
-        batch.extend(requests.try_iter().take(MAX_BATCH - 1));
-        commit_batch(&shared, &mut log, &mut last_id, batch);
+    let mut last_uses = Instant::now();
+    loop {
+        let (batch, closing) = match requests.recv_timeout(every) {
+            Ok(first) => {
+                let mut batch = vec![first];
+                batch.extend(requests.try_iter().take(MAX_BATCH - 1));
+                (batch, false)
+            }
+            Err(RecvTimeoutError::Timeout) => (Vec::new(), false),
+            Err(RecvTimeoutError::Disconnected) => (Vec::new(), true),
+        };
+        // Uses ride along with a batch of changes, or go alone once per interval.
+        let drain_uses = closing || !batch.is_empty() || last_uses.elapsed() >= every;
+        let use_events = if drain_uses {
+            last_uses = Instant::now();
+            let drained: Vec<Use> = uses.try_iter().collect();
+            let lost = dropped.swap(0, Ordering::Relaxed);
+            super::uses::events(shared.uses.mode(), drained, lost, shared.clock.now_ms())
+        } else {
+            Vec::new()
+        };
+        if !batch.is_empty() || !use_events.is_empty() {
+            commit_batch(&shared, &mut log, &mut last_id, batch, &use_events);
+        }
+        if closing {
+            return;
+        }
     }
 }
 
-fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch: Vec<Request>) {
+fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch: Vec<Request>, uses: &[Event]) {
     let now = shared.clock.now_ms();
     let base_formats = shared.formats.load_full();
     let base_dir = shared.directory.load_full();
     let mut overlay = Overlay::new(&shared.index, &base_formats, &base_dir);
+    // Uses first: they were handed off before the requests of this batch were taken.
+    for event in uses {
+        log.append(&event.encode());
+    }
     let mut results = Vec::with_capacity(batch.len());
     for req in &batch {
         let result = plan(&overlay, &req.op, now, last_id, shared).and_then(|(events, planned)| {
@@ -822,7 +861,10 @@ impl<'a> Overlay<'a> {
                     self.vault.insert(vault_key(project, name, Some(v)), None);
                 }
             }
-            EventKind::SecretRead { .. } => {}
+            EventKind::SecretRead { .. }
+            | EventKind::KeyUsed { .. }
+            | EventKind::KeyUseSummary { .. }
+            | EventKind::UsesDropped { .. } => {}
             EventKind::BudgetMark { id, mark } => {
                 let current = self.mark(id)?;
                 self.marks.insert(id.clone(), current.max(*mark));

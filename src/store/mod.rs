@@ -9,8 +9,10 @@ mod cache;
 mod commit;
 pub(crate) mod directory;
 mod files;
+mod uses;
 mod vault_ops;
 
+pub use uses::{UseLog, UseSummary};
 pub use vault_ops::{SecretInfo, parse_master_keys};
 
 use std::net::IpAddr;
@@ -64,6 +66,8 @@ pub struct Config {
     pub require_admin: bool,
     /// The vault's master keys. `None`: a development store's `master.key`, if any.
     pub master_keys: Option<crate::vault::MasterKeyring>,
+    /// How verification outcomes are recorded in the log.
+    pub use_log: UseLog,
 }
 
 impl Config {
@@ -76,6 +80,7 @@ impl Config {
             segment_size: DEFAULT_SEGMENT_SIZE,
             require_admin: false,
             master_keys: None,
+            use_log: UseLog::Every,
         }
     }
 
@@ -115,6 +120,12 @@ impl Config {
     /// Requires an admin key for sensitive operations ([`Store::create_as`]).
     pub fn require_admin(mut self, on: bool) -> Self {
         self.require_admin = on;
+        self
+    }
+
+    /// Sets how verification outcomes are recorded.
+    pub fn use_log(mut self, mode: UseLog) -> Self {
+        self.use_log = mode;
         self
     }
 
@@ -222,6 +233,8 @@ pub(crate) struct Shared {
     restore_at_mark: bool,
     /// The vault's master keys, if any were given.
     vault_ring: std::sync::RwLock<Option<crate::vault::MasterKeyring>>,
+    /// Where verify hands off use events.
+    uses: uses::UseSink,
 }
 
 impl Shared {
@@ -434,6 +447,7 @@ impl Store {
         }
         replay(&index, &path.join("log"), marker.store_id, applied + 1)?;
         let vault_ring = vault_ops::load_ring(path, &config, &index)?;
+        let (use_sink, use_rx, dropped) = uses::UseSink::new(config.use_log);
         let restore_at_mark = !index.was_clean()?;
         index.set_clean(false)?;
         let shared = Arc::new(Shared {
@@ -445,15 +459,17 @@ impl Store {
             clock: config.clock.clone(),
             restore_at_mark,
             vault_ring: std::sync::RwLock::new(vault_ring),
+            uses: use_sink,
         });
         // New ids must sort after every id already issued, whatever the clock says.
         let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
         let (tx, rx) = mpsc::channel();
+        let every = config.flush_interval;
         let committer = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("credstore-commit".into())
-                .spawn(move || commit::run(shared, log, rx, last_id))
+                .spawn(move || commit::run(shared, log, rx, last_id, use_rx, dropped, every))
                 .map_err(|e| Error::io(path, e))?
         };
         let (stop_tx, stop_rx) = mpsc::channel();
@@ -646,6 +662,16 @@ impl Store {
     /// When the index cannot be read on a cache miss, or a budget mark cannot be written
     /// (then nothing was charged). Every outcome for the key itself is a [`Decision`].
     pub fn verify_with(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
+        let decision = self.decide(req)?;
+        let uses = &self.shared.uses;
+        if uses.enabled() {
+            uses.record(&decision, self.shared.clock.now_ms(), req.ip, req.endpoint);
+        }
+        Ok(decision)
+    }
+
+    /// Steps 1 to 9 of the verification order, without recording the use.
+    fn decide(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
         let shared = &*self.shared;
         // 1. Parse: prefix, length, alphabet, checksum.
         let formats = shared.formats.load();
