@@ -8,7 +8,16 @@ use credstore::{
     Budget, Config, Env, Expiry, Format, ListFilter, ManualClock, NewKey, Period, Plan, RateLimit, Store, VerifyRequest,
 };
 
+use credstore::policy::{EndpointAllowlist, IpAllowlist, PermissionQuery, RoleName, User};
+
 use crate::{Failure, output};
+
+fn usage_error() -> Failure {
+    Failure {
+        code: 2,
+        message: "bad demo address".into(),
+    }
+}
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -136,6 +145,41 @@ fn walk(dir: &std::path::Path) -> Result<(), Failure> {
         &store.verify_with(&VerifyRequest::new(metered.key.expose()).cost(2))?,
         false,
     );
+
+    println!("\n== Access policy: restrictions (FORBIDDEN) and permissions (INSUFFICIENT_PERMISSIONS)");
+    let restricted = store.create(
+        NewKey::new("Office-only reporting key")
+            .project("acme")
+            .role(RoleName::parse("viewer")?)
+            .allow_ips(IpAllowlist::new(["10.0.0.0/8", "2001:db8::/32"])?)
+            .allow_endpoints(EndpointAllowlist::new(["GET /v1/reports/*"])?),
+    )?;
+    let office: std::net::IpAddr = "10.1.2.3".parse().map_err(|_| usage_error())?;
+    let cafe: std::net::IpAddr = "198.51.100.7".parse().map_err(|_| usage_error())?;
+    let read = PermissionQuery::parse("reports:read")?;
+    let write = PermissionQuery::parse("reports:read AND (reports:write OR reports:admin)")?;
+    let policy = |label: &str, req: VerifyRequest<'_>| -> Result<(), Failure> {
+        print!("  {label:<38} ");
+        output::print_decision(&store.verify_with(&req)?, false);
+        Ok(())
+    };
+    let k = restricted.key.expose();
+    let base = || VerifyRequest::new(k).ip(office).endpoint("GET", "/v1/reports/q3");
+    policy("from the office, GET a report", base().require(&read))?;
+    policy("from a cafe", base().ip(cafe))?;
+    policy("POST instead of GET", base().endpoint("POST", "/v1/reports/q3"))?;
+    policy("pinned to another project", base().project("globex"))?;
+    policy("a viewer asked to write", base().require(&write))?;
+    let mut dana = User::new("dana@acme.test")?;
+    dana.memberships.insert("acme".into(), RoleName::parse("member")?);
+    store.set_user(dana.clone())?;
+    let token = store.create(NewKey::new("Dana's laptop").project("acme").personal("dana@acme.test"))?;
+    let run = PermissionQuery::parse("jobs:run")?;
+    policy("Dana's personal token runs a job", VerifyRequest::new(token.key.expose()).require(&run))?;
+    dana.memberships.insert("acme".into(), RoleName::parse("viewer")?);
+    store.set_user(dana)?;
+    println!("  (Dana is demoted to viewer in acme)");
+    policy("the same token, the next request", VerifyRequest::new(token.key.expose()).require(&run))?;
 
     println!("\n== Revocation: immediate and final");
     store.revoke(&live.record.id, Some("leaked in a screenshot"))?;

@@ -89,28 +89,34 @@ pub fn print_plans(plans: &[Plan], as_json: bool) {
     }
 }
 
+/// A key just issued (or rotated from `replaced`) as JSON, the key included.
+pub fn created_json(created: &CreatedKey, replaced: Option<&KeyRecord>) -> Value {
+    let r = &created.record;
+    let mut doc = json!({
+        "id": r.id,
+        "key": created.key.expose(),
+        "name": r.name,
+        "start": r.start,
+        "env": r.env(),
+        "project": r.project,
+        "created_at": fmt_time(r.created_at),
+        "expires_at": r.expires_at.map(fmt_time),
+        "metadata": r.metadata,
+    });
+    if let (Some(old), Some(obj)) = (replaced, doc.as_object_mut()) {
+        obj.insert("replaces".into(), json!(old.id));
+        obj.insert(
+            "old_revoked_at".into(),
+            json!(old.revoked.as_ref().map(|v| fmt_time(v.at))),
+        );
+    }
+    doc
+}
+
 pub fn print_created(created: &CreatedKey, as_json: bool, replaced: Option<&KeyRecord>) {
     let r = &created.record;
     if as_json {
-        let mut doc = json!({
-            "id": r.id,
-            "key": created.key.expose(),
-            "name": r.name,
-            "start": r.start,
-            "env": r.env(),
-            "project": r.project,
-            "created_at": fmt_time(r.created_at),
-            "expires_at": r.expires_at.map(fmt_time),
-            "metadata": r.metadata,
-        });
-        if let (Some(old), Some(obj)) = (replaced, doc.as_object_mut()) {
-            obj.insert("replaces".into(), json!(old.id));
-            obj.insert(
-                "old_revoked_at".into(),
-                json!(old.revoked.as_ref().map(|v| fmt_time(v.at))),
-            );
-        }
-        println!("{doc}");
+        println!("{}", created_json(created, replaced));
         return;
     }
     if let Some(old) = replaced {
@@ -128,29 +134,37 @@ pub fn print_created(created: &CreatedKey, as_json: bool, replaced: Option<&KeyR
     println!("Copy it now: it is shown only once and cannot be recovered.");
 }
 
+/// A decision as JSON (`verify --json`, and the sidecar's `POST /v1/keys.verify`).
+pub fn decision_json(decision: &Decision) -> Value {
+    let key = decision.key.as_deref();
+    json!({
+        "valid": decision.is_valid(),
+        "code": decision.code,
+        "status": decision.http_status(),
+        "reason": decision.malformed.map(|m| m.to_string()),
+        "key_id": key.map(|k| &k.id),
+        "name": key.map(|k| &k.name),
+        "project": key.map(|k| &k.project),
+        "env": key.map(KeyRecord::env),
+        "metadata": key.map(|k| &k.metadata),
+        "role": decision.role,
+        "forbidden": decision.forbidden,
+        "ratelimits": decision.ratelimits,
+        "budget": decision.budget,
+        "retry_after": decision.retry_after,
+    })
+}
+
 pub fn print_decision(decision: &Decision, as_json: bool) {
     let key = decision.key.as_deref();
     if as_json {
-        let doc = json!({
-            "valid": decision.is_valid(),
-            "code": decision.code,
-            "status": decision.http_status(),
-            "reason": decision.malformed.map(|m| m.to_string()),
-            "key_id": key.map(|k| &k.id),
-            "name": key.map(|k| &k.name),
-            "project": key.map(|k| &k.project),
-            "env": key.map(KeyRecord::env),
-            "metadata": key.map(|k| &k.metadata),
-            "role": decision.role,
-            "forbidden": decision.forbidden,
-            "ratelimits": decision.ratelimits,
-            "budget": decision.budget,
-            "retry_after": decision.retry_after,
-        });
-        println!("{doc}");
+        println!("{}", decision_json(decision));
         return;
     }
     let mut extra = String::new();
+    if let Some(role) = &decision.role {
+        extra.push_str(&format!(" role={role}"));
+    }
     for l in &decision.ratelimits {
         extra.push_str(&format!(" [{} {}/{} left]", l.name, l.remaining, l.limit));
     }
