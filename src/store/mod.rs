@@ -584,15 +584,22 @@ impl Store {
         self.create_unchecked(new)
     }
 
-    /// Checks that `key` is a valid admin key of this store (without charging it).
+    /// Checks that `key` is a valid key of this store acting with the built-in `admin`
+    /// role (a personal token: its user is admin in the key's project). Extra permissions
+    /// or a custom role granting `*` do not make a key an admin. The check charges no
+    /// budget and takes nothing from rate limits; it gives no client address, so an admin
+    /// key with an IP allowlist is refused here.
     ///
     /// # Errors
     /// [`crate::StateError::AdminRequired`] naming `what`.
     pub fn authorize_admin(&self, key: &str, what: &'static str) -> Result<Arc<KeyRecord>> {
-        let admin = PermissionQuery::parse("*").map_err(Error::from)?;
-        let d = self.verify_with(&VerifyRequest::new(key).cost(0).weight(0).require(&admin))?;
+        // Requiring `*` stops a key that is not even all-powerful at step 6, before it is
+        // marked used; the role check then refuses keys whose `*` is not the admin role.
+        let everything = PermissionQuery::parse("*")?;
+        let d = self.verify_with(&VerifyRequest::new(key).cost(0).weight(0).require(&everything))?;
+        let is_admin = d.role.as_ref().is_some_and(|r| r.as_str() == "admin");
         match d.key {
-            Some(record) if d.is_valid() => Ok(record),
+            Some(record) if d.is_valid() && is_admin => Ok(record),
             _ => Err(StateError::AdminRequired(what).into()),
         }
     }
@@ -1043,6 +1050,22 @@ impl Store {
     /// [`crate::StateError::UnknownRole`] for a membership naming no role;
     /// [`InputError::InvalidProject`].
     pub fn set_user(&self, user: User) -> Result<()> {
+        if self.require_admin && user.memberships.values().any(|r| r.as_str() == "admin") {
+            return Err(StateError::AdminRequired("making a user an admin").into());
+        }
+        self.set_user_unchecked(user)
+    }
+
+    /// [`Store::set_user`] on the authority of an admin key of this store.
+    ///
+    /// # Errors
+    /// [`crate::StateError::AdminRequired`]; as [`Store::set_user`].
+    pub fn set_user_as(&self, admin_key: &str, user: User) -> Result<()> {
+        self.authorize_admin(admin_key, "making a user an admin")?;
+        self.set_user_unchecked(user)
+    }
+
+    fn set_user_unchecked(&self, user: User) -> Result<()> {
         crate::policy::validate_user_id(&user.id)?;
         for project in user.memberships.keys() {
             validate_project(project)?;
