@@ -28,6 +28,9 @@ pub enum Error {
     /// The event log is damaged or could not be written.
     #[error("event log: {0}")]
     Log(#[from] LogError),
+    /// A full check of the log found a problem; it names the first bad record.
+    #[error("log audit: {0}")]
+    Audit(#[from] crate::log::AuditError),
     /// The sled index failed.
     #[error("index: {0}")]
     Index(String),

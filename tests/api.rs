@@ -848,10 +848,20 @@ fn events_filter_by_key_kind_and_time() {
         kind: Some("key.enabled".into()),
         since: Some(T0),
         until: Some(T0 + 10 * SECOND),
+        newest_first: false,
     };
     let got = store.events(&combined).expect("events");
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].0, got[0].1.at), (5, T0 + 3 * SECOND));
+    // Newest first reverses the order.
+    let newest = store
+        .events(&EventFilter {
+            newest_first: true,
+            ..EventFilter::default()
+        })
+        .expect("events");
+    let oldest = store.events(&EventFilter::default()).expect("events");
+    assert_eq!(newest.iter().map(|(s, _)| *s).rev().collect::<Vec<_>>(), oldest.iter().map(|(s, _)| *s).collect::<Vec<_>>());
     // The JSON view names the kind and never carries a key or a tag.
     for (seq, e) in &everything {
         let json = e.to_json(*seq).to_string();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use credstore::log::Corruption;
+use credstore::log::{AuditError, AuditProblem};
 use credstore::{
     Code, Config, Env, Error, Expiry, Format, InputError, KeyId, KeyInfo, KeyUpdate, ListFilter, LogError, Malformed,
     NewKey, OpenError, Pepper, StateError, Store,
@@ -607,8 +607,9 @@ fn a_corrupt_record_in_a_sealed_segment_is_found_by_the_full_checks() {
     let store = Store::open(&dir, small()).expect("sealed segments are header-checked only");
     let err = store.verify_log().expect_err("verify_log reads every record");
     assert!(
-        matches!(&err, Error::Log(LogError::Corrupt { seq, segment, reason: Corruption::Frame(_), .. })
-            if *seq == first_seq + 1 && segment == sealed),
+        matches!(&err, Error::Audit(AuditError::Failed(finding))
+            if finding.seq == first_seq + 1 && &finding.file == sealed
+                && matches!(finding.problem, AuditProblem::Damaged(_))),
         "{err:?}"
     );
     assert!(store.events(&Default::default()).is_err());

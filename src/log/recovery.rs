@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::frame::{self, FrameError};
 use super::segment::{SEGMENT_HEADER_LEN, SegmentHeader, list_segments};
+use super::timeindex::Span;
 use super::{Corruption, LogError};
 
 /// Where the log ends after recovery.
@@ -27,6 +28,8 @@ pub struct Recovered {
     pub last_hash: [u8; 32],
     /// What recovery did.
     pub report: RecoveryReport,
+    /// The last segment's records so far, for its time index when it is sealed.
+    pub(crate) span: Span,
 }
 
 /// What recovery found and did.
@@ -68,6 +71,7 @@ pub fn recover(dir: &Path, store_id: &[u8; 16], keep_through: u64) -> Result<Rec
     let mut next_seq = header.first_seq;
     let mut last_hash = header.prev_hash;
     let mut truncate_at = None;
+    let mut span = Span::new(header.first_seq);
     while let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) {
         let corrupt = |reason: Corruption| LogError::Corrupt {
             segment: last_path.clone(),
@@ -77,8 +81,9 @@ pub fn recover(dir: &Path, store_id: &[u8; 16], keep_through: u64) -> Result<Rec
         };
         match frame::decode(rest) {
             Ok(f) if f.seq == next_seq && f.prev == last_hash => {
+                span.note(f.payload);
                 last_hash = f.hash();
-                next_seq += 1;
+                next_seq = next_seq.saturating_add(1);
                 pos += f.encoded_len();
             }
             Ok(f) if f.seq != next_seq => {
@@ -114,13 +119,14 @@ pub fn recover(dir: &Path, store_id: &[u8; 16], keep_through: u64) -> Result<Rec
         next_seq,
         last_hash,
         report,
+        span,
     })
 }
 
 /// Whether a valid frame with a sequence number of at least `seq` starts anywhere in
 /// `rest` after its first byte: then the failure before it is damage in the middle (a
 /// flipped length, say), not a torn tail. Runs only when recovery meets a bad frame.
-fn any_record_after(rest: &[u8], seq: u64) -> bool {
+pub(crate) fn any_record_after(rest: &[u8], seq: u64) -> bool {
     (1..rest.len()).any(|i| {
         rest.get(i..)
             .and_then(|r| frame::decode(r).ok())
@@ -129,7 +135,7 @@ fn any_record_after(rest: &[u8], seq: u64) -> bool {
 }
 
 /// Whether a decode failure at the start of `rest` is a torn tail rather than corruption.
-fn is_torn(rest: &[u8], err: FrameError) -> bool {
+pub(crate) fn is_torn(rest: &[u8], err: FrameError) -> bool {
     if rest.iter().all(|&b| b == 0) {
         return true;
     }

@@ -8,7 +8,8 @@
 //! 32      32    prev_hash  chain hash of the record before first_seq (genesis for seq 1)
 //! ```
 
-use std::fs;
+use std::fs::{self, File};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use super::LogError;
@@ -88,6 +89,83 @@ fn parse_name(path: &Path) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// A segment's bytes: mapped when the segment is sealed, read into memory when it is the
+/// active (last) one.
+pub(crate) enum SegmentBytes {
+    /// A sealed segment, mapped read-only.
+    Mapped(memmap2::Mmap),
+    /// The active segment (or a file too short to map), read with a plain `read`.
+    Read(Vec<u8>),
+}
+
+impl SegmentBytes {
+    /// Loads the segment at `path`: mapped when `sealed`, read otherwise.
+    ///
+    /// `sealed` must be true only for a segment that is not the last one of its log: only
+    /// the last segment is ever appended to or truncated (by recovery), so a sealed one
+    /// does not change while it is mapped. See the `SAFETY` comment below.
+    ///
+    /// # Errors
+    /// [`LogError::Io`] if the file cannot be opened, mapped or read.
+    pub(crate) fn load(path: &Path, sealed: bool) -> Result<Self, LogError> {
+        if !sealed {
+            return fs::read(path)
+                .map(SegmentBytes::Read)
+                .map_err(|e| LogError::io(path, e));
+        }
+        let file = File::open(path).map_err(|e| LogError::io(path, e))?;
+        let len = file.metadata().map_err(|e| LogError::io(path, e))?.len();
+        if len < SEGMENT_HEADER_LEN as u64 {
+            // Too short to be a segment: the header check reports it; nothing to map.
+            return fs::read(path)
+                .map(SegmentBytes::Read)
+                .map_err(|e| LogError::io(path, e));
+        }
+        let map = map_sealed(&file).map_err(|e| LogError::io(path, e))?;
+        // Records are read front to back; the advice only tunes read-ahead.
+        #[cfg(unix)]
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(SegmentBytes::Mapped(map))
+    }
+
+    /// Whether the bytes are a mapping (a sealed segment).
+    pub(crate) fn is_mapped(&self) -> bool {
+        matches!(self, SegmentBytes::Mapped(_))
+    }
+}
+
+impl Deref for SegmentBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            SegmentBytes::Mapped(map) => map,
+            SegmentBytes::Read(bytes) => bytes,
+        }
+    }
+}
+
+/// Maps a sealed segment read-only: the one `unsafe` block of the crate (`STYLE.md`).
+#[expect(
+    unsafe_code,
+    reason = "mapping a sealed log segment, which is never truncated or rewritten"
+)]
+fn map_sealed(file: &File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: a mapping is sound as long as no one truncates or rewrites the file while it
+    // is mapped (truncation turns reads of the lost pages into SIGBUS; a rewrite changes
+    // bytes behind a `&[u8]`). Callers map only *sealed* segments: every segment of the
+    // log except the last. credstore writes only the last segment: `LogWriter` appends to
+    // it and `recovery::recover` truncates only it; a segment stops being the last when the
+    // writer begins the next one, after which nothing in credstore opens it for writing
+    // again, and segments are never deleted or renamed. New segments only ever appear
+    // after the existing ones, so a segment that was sealed when the reader listed the
+    // directory stays sealed. What credstore cannot rule out is another program (or a
+    // person) truncating or editing a sealed segment file in place while it is mapped;
+    // that is outside the contract, as for any database file, and documented in
+    // docs/FORMAT.md.
+    unsafe { memmap2::Mmap::map(file) }
 }
 
 /// The segments in `dir`, oldest first, as (first_seq, path).

@@ -184,6 +184,9 @@ pub(crate) fn run(
             commit_batch(&shared, &mut log, &mut last_id, batch, &use_events);
         }
         if closing {
+            // The last head checkpoint; an error here has no caller left to tell, and the
+            // next open checks the head against the log anyway.
+            let _ = log.checkpoint_head();
             return;
         }
     }

@@ -210,6 +210,8 @@ pub struct EventFilter {
     pub since: Option<i64>,
     /// Only events before this unix ms.
     pub until: Option<i64>,
+    /// Newest first (default: oldest first).
+    pub newest_first: bool,
 }
 
 /// What a full check of the log found (see [`Store::verify_log`]).
@@ -416,7 +418,7 @@ impl Store {
         crate::token::fill_random(&mut store_id);
         let log_dir = path.join("log");
         files::create_dir(&log_dir)?;
-        LogWriter::create(&log_dir, store_id, config.segment_size)?;
+        LogWriter::create(&log_dir, store_id, config.segment_size)?.with_head_key(crate::log::head_key(&pepper));
         Index::open(&path.join("index"))?.flush()?;
         // Last: a directory with a STORE marker is a complete store.
         files::Marker::new(store_id, &pepper).write(path)?;
@@ -438,6 +440,12 @@ impl Store {
         let index = Index::open(&path.join("index"))?;
         let applied = index.applied_seq()?;
         let (log, recovery) = LogWriter::open(&path.join("log"), marker.store_id, config.segment_size, applied)?;
+        // The MAC'd head checkpoint: a log rewritten, truncated or spliced behind the
+        // store's back does not open.
+        let log = log.with_head_key(crate::log::head_key(&pepper));
+        if let Some(problem) = log.head_conflict() {
+            return Err(LogError::HeadConflict(problem.clone()).into());
+        }
         if applied > log.durable_seq() {
             return Err(OpenError::IndexAhead(format!(
                 "the index reflects record {applied} but the log ends at {}",
@@ -1092,7 +1100,12 @@ impl Store {
     /// [`Error::Log`] for a damaged log.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<(u64, Event)>> {
         let mut out = Vec::new();
-        for record in LogReader::open(&self.path.join("log"), self.store_id, 1)? {
+        // Sealed segments wholly outside the time range are not read.
+        let mut reader = LogReader::open_range(&self.path.join("log"), self.store_id, filter.since, filter.until)?;
+        if filter.newest_first {
+            reader = reader.newest_first();
+        }
+        for record in reader {
             let record = record?;
             let event = Event::decode(&record.payload).map_err(|reason| LogError::BadPayload {
                 seq: record.seq,
@@ -1110,24 +1123,48 @@ impl Store {
     }
 
     /// Checks the whole log: segment headers, framing, CRCs, contiguous sequence numbers,
-    /// chain links, and that every payload decodes.
+    /// chain links, the MAC'd head checkpoint, that every payload decodes, and that every
+    /// event naming a key names one created earlier.
     ///
     /// # Errors
-    /// [`Error::Log`] naming the first bad record.
+    /// [`Error::Audit`] naming the first bad record.
     pub fn verify_log(&self) -> Result<LogCheck> {
-        let mut reader = LogReader::open(&self.path.join("log"), self.store_id, 1)?;
-        let mut records = 0;
-        for record in reader.by_ref() {
-            let record = record?;
-            Event::decode(&record.payload).map_err(|reason| LogError::BadPayload {
-                seq: record.seq,
-                reason,
-            })?;
-            records += 1;
-        }
+        self.verify_log_with_progress(|_, _| {})
+    }
+
+    /// [`Store::verify_log`], calling `progress(bytes_done, bytes_total)` as it goes.
+    ///
+    /// # Errors
+    /// As [`Store::verify_log`].
+    pub fn verify_log_with_progress(&self, progress: impl FnMut(u64, u64)) -> Result<LogCheck> {
+        let mut known: std::collections::HashSet<KeyId> = std::collections::HashSet::new();
+        let report = crate::log::Audit::new(&self.path.join("log"), self.store_id)
+            .head_key(crate::log::head_key(&self.shared.pepper))
+            .inspect(move |_seq, payload| {
+                let event = Event::decode(payload)?;
+                match &event.kind {
+                    crate::event::EventKind::KeyCreated { record, .. } => {
+                        known.insert(record.id.clone());
+                    }
+                    crate::event::EventKind::KeyRotated { old, record, .. } => {
+                        if !known.contains(old) {
+                            return Err(format!("rotation of {old}, which was never created"));
+                        }
+                        known.insert(record.id.clone());
+                    }
+                    _ => {
+                        if let Some(id) = event.key_ids().into_iter().find(|id| !known.contains(*id)) {
+                            return Err(format!("{} names {id}, which was never created", event.kind_name()));
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .progress(progress)
+            .run()?;
         Ok(LogCheck {
-            records,
-            bytes: reader.bytes_read(),
+            records: report.records,
+            bytes: report.bytes,
         })
     }
 

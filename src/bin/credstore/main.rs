@@ -378,6 +378,9 @@ struct AuditArgs {
     /// Only events before this time (RFC 3339).
     #[arg(long)]
     until: Option<String>,
+    /// Newest first.
+    #[arg(long)]
+    newest_first: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -787,6 +790,7 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
                 kind: args.kind,
                 since: args.since.as_deref().map(clock::parse_time).transpose()?,
                 until: args.until.as_deref().map(clock::parse_time).transpose()?,
+                newest_first: args.newest_first,
             };
             let events = store.events(&filter)?;
             output::print_events(&events, args.json);
