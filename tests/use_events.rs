@@ -52,13 +52,35 @@ fn every_request_is_recorded_with_its_outcome_ip_and_endpoint() {
     assert_eq!(store.verify(k.key.expose()).unwrap().code, Code::Revoked);
     let got = wait_for(&store, 3);
     assert_eq!(got.len(), 3, "{got:?}");
-    let EventKind::KeyUsed { id, code, ip: got_ip, endpoint } = &got[0] else {
+    let EventKind::KeyUsed {
+        id,
+        code,
+        ip: got_ip,
+        endpoint,
+    } = &got[0]
+    else {
         panic!("{got:?}")
     };
-    assert_eq!((id.as_ref(), *code, *got_ip), (Some(&k.record.id), Code::Valid, Some(ip)));
+    assert_eq!(
+        (id.as_ref(), *code, *got_ip),
+        (Some(&k.record.id), Code::Valid, Some(ip))
+    );
     assert_eq!(endpoint.as_deref(), Some("GET /v1/things"));
-    assert!(matches!(&got[1], EventKind::KeyUsed { id: None, code: Code::Malformed, .. }));
-    assert!(matches!(&got[2], EventKind::KeyUsed { code: Code::Revoked, .. }));
+    assert!(matches!(
+        &got[1],
+        EventKind::KeyUsed {
+            id: None,
+            code: Code::Malformed,
+            ..
+        }
+    ));
+    assert!(matches!(
+        &got[2],
+        EventKind::KeyUsed {
+            code: Code::Revoked,
+            ..
+        }
+    ));
     // The events carry no key and no tag.
     for (seq, e) in store.events(&Default::default()).unwrap() {
         let text = format!("{} {:?}", e.to_json(seq), e);
@@ -153,7 +175,13 @@ fn sigkill_during_heavy_use_logging_loses_no_state_change() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "use_log_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "use_log_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("CREDSTORE_USE_CRASH_DIR", &dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -175,11 +175,17 @@ fn walk(dir: &std::path::Path) -> Result<(), Failure> {
     store.set_user(dana.clone())?;
     let token = store.create(NewKey::new("Dana's laptop").project("acme").personal("dana@acme.test"))?;
     let run = PermissionQuery::parse("jobs:run")?;
-    policy("Dana's personal token runs a job", VerifyRequest::new(token.key.expose()).require(&run))?;
+    policy(
+        "Dana's personal token runs a job",
+        VerifyRequest::new(token.key.expose()).require(&run),
+    )?;
     dana.memberships.insert("acme".into(), RoleName::parse("viewer")?);
     store.set_user(dana)?;
     println!("  (Dana is demoted to viewer in acme)");
-    policy("the same token, the next request", VerifyRequest::new(token.key.expose()).require(&run))?;
+    policy(
+        "the same token, the next request",
+        VerifyRequest::new(token.key.expose()).require(&run),
+    )?;
 
     println!("\n== Revocation: immediate and final");
     store.revoke(&live.record.id, Some("leaked in a screenshot"))?;
