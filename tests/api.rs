@@ -861,7 +861,10 @@ fn events_filter_by_key_kind_and_time() {
         })
         .expect("events");
     let oldest = store.events(&EventFilter::default()).expect("events");
-    assert_eq!(newest.iter().map(|(s, _)| *s).rev().collect::<Vec<_>>(), oldest.iter().map(|(s, _)| *s).collect::<Vec<_>>());
+    assert_eq!(
+        newest.iter().map(|(s, _)| *s).rev().collect::<Vec<_>>(),
+        oldest.iter().map(|(s, _)| *s).collect::<Vec<_>>()
+    );
     // The JSON view names the kind and never carries a key or a tag.
     for (seq, e) in &everything {
         let json = e.to_json(*seq).to_string();

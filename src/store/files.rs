@@ -163,9 +163,13 @@ pub(crate) fn read_master_file(data: &Path) -> Result<Option<crate::vault::Maste
     }
 }
 
-/// Writes a development store's master key file, 0600.
-pub(crate) fn write_master_file(data: &Path, key: &crate::vault::MasterKey) -> Result<()> {
-    let text = zeroize::Zeroizing::new(format!("{}:{}\n", key.version(), key.to_hex().as_str()));
+/// Writes a development store's master key file, 0600: one `VERSION:HEX` line per key.
+pub(crate) fn write_master_file(data: &Path, ring: &crate::vault::MasterKeyring) -> Result<()> {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    for version in ring.versions() {
+        let key = ring.get(version)?;
+        text.push_str(&format!("{}:{}\n", key.version(), key.to_hex().as_str()));
+    }
     write_durably(&data.join(MASTER_FILE), text.as_bytes())
 }
 

@@ -384,6 +384,8 @@ pub struct Store {
     stop_flusher: Mutex<Option<Sender<()>>>,
     recovery: RecoveryReport,
     require_admin: bool,
+    /// The vault's master keys came from the development store's `master.key`.
+    dev_master_file: bool,
     _lock: std::fs::File,
 }
 
@@ -412,7 +414,8 @@ impl Store {
         };
         if config.pepper.is_none() && config.master_keys.is_none() {
             // A development store keeps its vault master key beside the data too.
-            files::write_master_file(path, &crate::vault::MasterKey::random(1)?)?;
+            let ring = crate::vault::MasterKeyring::new(crate::vault::MasterKey::random(1)?);
+            files::write_master_file(path, &ring)?;
         }
         let mut store_id = [0u8; 16];
         crate::token::fill_random(&mut store_id);
@@ -498,6 +501,7 @@ impl Store {
             stop_flusher: Mutex::new(Some(stop_tx)),
             recovery,
             require_admin: config.require_admin,
+            dev_master_file: config.master_keys.is_none() && path.join(files::MASTER_FILE).exists(),
             _lock: lock,
         })
     }

@@ -116,6 +116,12 @@ impl Store {
         Ok(secret)
     }
 
+    /// The current master key version (`None`: no master key configured).
+    pub fn vault_master_version(&self) -> Option<u32> {
+        let ring = self.shared.vault_ring.read().unwrap_or_else(PoisonError::into_inner);
+        ring.as_ref().map(|r| r.current().version())
+    }
+
     /// Every stored secret version (of one project, or all), never a value.
     ///
     /// # Errors
@@ -175,6 +181,14 @@ impl Store {
                     r.insert(new)?;
                 }
                 None => *ring = Some(MasterKeyring::new(new)),
+            }
+        }
+        // A development store keeps its master keys beside the data: keep the new one too,
+        // before anything is wrapped under it.
+        if self.dev_master_file {
+            let ring = self.shared.vault_ring.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(ring) = ring.as_ref() {
+                files::write_master_file(&self.path, ring)?;
             }
         }
         self.submit(Op::VaultAddMaster { version, check })?;

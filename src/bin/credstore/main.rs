@@ -5,6 +5,7 @@
 
 mod demo;
 mod output;
+mod vault_cmd;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -151,6 +152,11 @@ enum Command {
     Role {
         #[command(subcommand)]
         action: RoleAction,
+    },
+    /// Provider secrets, encrypted at rest: put (from stdin), get, list, delete, rotate-master.
+    Vault {
+        #[command(subcommand)]
+        action: vault_cmd::VaultAction,
     },
     /// List events from the audit log; `audit verify` checks it, `audit export` dumps it.
     Audit(AuditArgs),
@@ -553,6 +559,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Demo => demo::run().map(|()| 0),
+        Command::Vault { action } => vault_cmd::run(&data, action),
     }
 }
 
