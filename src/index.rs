@@ -260,6 +260,28 @@ impl Index {
         Ok(())
     }
 
+    /// After an unclean stop: raises every key's persisted spend to its budget mark (the
+    /// spend acknowledged before the crash may have reached it), once, so later loads
+    /// restore spend from the counters alone.
+    pub fn restore_spend_to_marks(&self) -> Result<()> {
+        let mut raised = Vec::new();
+        for item in self.marks.iter() {
+            let (id, mark) = item?;
+            let Some(id) = std::str::from_utf8(&id).ok().and_then(|s| KeyId::parse(s).ok()) else {
+                continue;
+            };
+            let mark = u64::from_be_bytes(crate::log::frame::to_array(&mark));
+            let mut counters = self.counters(&id)?.unwrap_or_default();
+            if mark > counters.spend {
+                counters.spend = mark;
+                raised.push((id, counters));
+            }
+        }
+        self.write_counters(&raised)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Whether the store was last closed cleanly (counters flushed exactly).
     pub fn was_clean(&self) -> Result<bool> {
         Ok(self.meta.get(CLEAN)?.is_some_and(|v| v.as_ref() == [1]))

@@ -431,3 +431,22 @@ fn bad_limits_budgets_and_plans_are_refused_and_write_nothing() {
     assert!(store.list(&Default::default()).unwrap().is_empty());
     assert_eq!(store.events(&Default::default()).unwrap().len(), before);
 }
+
+#[test]
+fn refilling_the_live_map_never_inflates_spend() {
+    // A fresh store (never closed cleanly) and clear_cache between every request: spend
+    // is restored from the counters, not from the high-water mark, so it stays exact.
+    let clock = Arc::new(ManualClock::new(T0));
+    let (_dir, store, _) = store_with(clock);
+    let key = store
+        .create(NewKey::new("metered").budget(Budget::new(6_400, Period::Total).unwrap()))
+        .unwrap();
+    for _ in 0..100 {
+        assert!(store.verify(key.key.expose()).unwrap().is_valid());
+        store.clear_cache().unwrap();
+    }
+    let d = store
+        .verify_with(&VerifyRequest::new(key.key.expose()).cost(0))
+        .unwrap();
+    assert_eq!(d.budget.unwrap().spent, 100);
+}

@@ -101,12 +101,11 @@ pub(crate) enum Seed<'a> {
     /// The state it replaces, at `now_ns`: counters carry over by limit name (rescaled
     /// when the quota changed) and budget period kind.
     Previous(&'a LiveState, i64),
-    /// Persisted counters and mark (a fill from sled). `restore_at_mark`: the store did not
-    /// close cleanly, so spend restarts at the mark.
+    /// Persisted counters and budget mark (a fill from sled). After an unclean stop, open
+    /// has already raised persisted spend to the mark.
     Persisted {
         counters: Option<&'a Counters>,
         mark: u64,
-        restore_at_mark: bool,
         now_ns: i64,
     },
 }
@@ -186,14 +185,9 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
             .as_ref()
             .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period))
             .map(|b| Arc::clone(&b.counter)),
-        Seed::Persisted {
-            counters,
-            mark,
-            restore_at_mark,
-            ..
-        } => {
+        Seed::Persisted { counters, mark, .. } => {
             let spend = counters.map_or(0, |c| c.spend);
-            let word = if *restore_at_mark { spend.max(*mark) } else { spend };
+            let word = spend;
             // Never restore above the cap.
             let (period, amount) = unpack(word);
             let word = pack(period, amount.min(budget.cap));

@@ -231,8 +231,6 @@ pub(crate) struct Shared {
     directory: ArcSwap<Directory>,
     pepper: Pepper,
     clock: Arc<dyn Clock>,
-    /// The store was not closed cleanly: budget spend restarts at the persisted mark.
-    restore_at_mark: bool,
     /// The vault's master keys, if any were given.
     vault_ring: std::sync::RwLock<Option<crate::vault::MasterKeyring>>,
     /// Where verify hands off use events.
@@ -259,7 +257,6 @@ impl Shared {
         let seed = Seed::Persisted {
             counters: counters.as_ref(),
             mark,
-            restore_at_mark: self.restore_at_mark,
             now_ns: self.clock.now_ns(),
         };
         let state = LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed);
@@ -459,7 +456,10 @@ impl Store {
         replay(&index, &path.join("log"), marker.store_id, applied + 1)?;
         let vault_ring = vault_ops::load_ring(path, &config, &index)?;
         let (use_sink, use_rx, dropped) = uses::UseSink::new(config.use_log);
-        let restore_at_mark = !index.was_clean()?;
+        if !index.was_clean()? {
+            // Spend acknowledged before a crash may have reached the budget marks.
+            index.restore_spend_to_marks()?;
+        }
         index.set_clean(false)?;
         let shared = Arc::new(Shared {
             formats: ArcSwap::from_pointee(index.formats()?),
@@ -468,7 +468,6 @@ impl Store {
             cache: Cache::default(),
             pepper,
             clock: config.clock.clone(),
-            restore_at_mark,
             vault_ring: std::sync::RwLock::new(vault_ring),
             uses: use_sink,
         });
