@@ -419,7 +419,10 @@ fn walk(segment: &[u8], mut prev: [u8; 32], keep_through: u64) -> (Vec<Walked>, 
                 let zeros = rest.iter().all(|&b| b == 0);
                 let later_record = (1..rest.len()).any(|i| match oracle_frame(&rest[i..]) {
                     OracleFrame::Valid { .. } => {
-                        u64::from_le_bytes(rest[i + 8..i + 16].try_into().unwrap()) >= next_seq
+                        // A later record of this log: seq at or after next_seq, and not
+                        // absurdly far ahead (recovery ignores seqs 2^32 or more ahead).
+                        let seq = u64::from_le_bytes(rest[i + 8..i + 16].try_into().unwrap());
+                        seq >= next_seq && seq - next_seq < (1 << 32)
                     }
                     _ => false,
                 });

@@ -52,12 +52,13 @@ fn every_request_is_recorded_with_its_outcome_ip_and_endpoint() {
     assert_eq!(store.verify(k.key.expose()).unwrap().code, Code::Revoked);
     let got = wait_for(&store, 3);
     assert_eq!(got.len(), 3, "{got:?}");
+    let keyed: Vec<&EventKind> = got.iter().filter(|k| matches!(k, EventKind::KeyUsed { .. })).collect();
     let EventKind::KeyUsed {
         id,
         code,
         ip: got_ip,
         endpoint,
-    } = &got[0]
+    } = keyed[0]
     else {
         panic!("{got:?}")
     };
@@ -67,20 +68,21 @@ fn every_request_is_recorded_with_its_outcome_ip_and_endpoint() {
     );
     assert_eq!(endpoint.as_deref(), Some("GET /v1/things"));
     assert!(matches!(
-        &got[1],
-        EventKind::KeyUsed {
-            id: None,
-            code: Code::Malformed,
-            ..
-        }
-    ));
-    assert!(matches!(
-        &got[2],
+        keyed[1],
         EventKind::KeyUsed {
             code: Code::Revoked,
             ..
         }
     ));
+    // A presented key that matched none is counted in a summary, not logged per request.
+    let keyless = got
+        .iter()
+        .find_map(|k| match k {
+            EventKind::KeyUseSummary { id: None, summary } => Some(summary),
+            _ => None,
+        })
+        .expect("a keyless summary");
+    assert_eq!(keyless.counts.get(&Code::Malformed), Some(&1));
     // The events carry no key and no tag.
     for (seq, e) in store.events(&Default::default()).unwrap() {
         let text = format!("{} {:?}", e.to_json(seq), e);
@@ -225,4 +227,33 @@ fn sigkill_during_heavy_use_logging_loses_no_state_change() {
     let store = Store::open(&dir, config(UseLog::Every)).unwrap();
     assert!(!uses(&store).is_empty(), "no use was ever logged");
     eprintln!("torn tails truncated in {truncations} of 10 rounds");
+}
+
+#[test]
+fn a_flood_of_garbage_keys_does_not_grow_the_log_per_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::init(tmp.path().join("d"), config(UseLog::Every)).unwrap();
+    let real = store.create(NewKey::new("k")).unwrap();
+    let forged = credstore::Format::default_for(credstore::Env::Live).generate();
+    for _ in 0..1_000 {
+        assert_eq!(store.verify("sk_live_garbage").unwrap().code, Code::Malformed);
+        assert_eq!(store.verify(forged.expose()).unwrap().code, Code::NotFound);
+    }
+    store.disable(&real.record.id).unwrap();
+    let events = store.events(&Default::default()).unwrap();
+    let summaries: Vec<_> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            EventKind::KeyUseSummary { id: None, summary } => Some(summary.clone()),
+            _ => None,
+        })
+        .collect();
+    let total = |code| {
+        summaries
+            .iter()
+            .map(|s| s.counts.get(&code).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!((total(Code::Malformed), total(Code::NotFound)), (1_000, 1_000));
+    assert!(events.len() < 20, "{} records for 2000 garbage requests", events.len());
 }

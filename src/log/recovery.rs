@@ -127,10 +127,19 @@ pub fn recover(dir: &Path, store_id: &[u8; 16], keep_through: u64) -> Result<Rec
 /// `rest` after its first byte: then the failure before it is damage in the middle (a
 /// flipped length, say), not a torn tail. Runs only when recovery meets a bad frame.
 pub(crate) fn any_record_after(rest: &[u8], seq: u64) -> bool {
+    // Only a frame whose sequence number is plausibly a later record of this log is worth
+    // its CRC: reading the seq field first keeps a hostile tail (every offset declaring a
+    // 1 MiB body) from costing a CRC over a megabyte at every byte.
+    const PLAUSIBLE: u64 = 1 << 32;
     (1..rest.len()).any(|i| {
-        rest.get(i..)
-            .and_then(|r| frame::decode(r).ok())
-            .is_some_and(|f| f.seq >= seq)
+        let Some(r) = rest.get(i..) else {
+            return false;
+        };
+        let declared = r.get(8..16).map(|b| u64::from_le_bytes(frame::to_array(b)));
+        if !declared.is_some_and(|s| s >= seq && s - seq < PLAUSIBLE) {
+            return false;
+        }
+        frame::decode(r).is_ok_and(|f| f.seq >= seq)
     })
 }
 

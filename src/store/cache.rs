@@ -94,6 +94,36 @@ pub(crate) struct ActiveLimit {
 pub(crate) struct ActiveBudget {
     pub budget: Budget,
     pub counter: Arc<BudgetCounter>,
+    /// The last period computed, so the calendar arithmetic runs once per period.
+    period: Arc<ArcSwap<PeriodWindow>>,
+}
+
+/// A budget period: id, and the unix ms range `[start, end)` it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeriodWindow {
+    id: u32,
+    start: i64,
+    end: Option<i64>,
+}
+
+impl ActiveBudget {
+    /// The period holding `now_ms` (id and end), computed once per period.
+    #[inline]
+    pub fn period_at(&self, now_ms: i64) -> (u32, Option<i64>) {
+        let cached = **self.period.load();
+        if now_ms >= cached.start && cached.end.is_none_or(|end| now_ms < end) {
+            return (cached.id, cached.end);
+        }
+        let (id, end) = self.budget.period.at(now_ms);
+        // The period started at or before now; `now` is a valid lower bound to cache.
+        let start = if cached.id == id {
+            cached.start.min(now_ms)
+        } else {
+            now_ms
+        };
+        self.period.store(Arc::new(PeriodWindow { id, start, end }));
+        (id, end)
+    }
 }
 
 /// Where a new state's counters come from.
@@ -197,6 +227,12 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
     ActiveBudget {
         budget,
         counter: counter.unwrap_or_default(),
+        // An empty window: the first request computes the period.
+        period: Arc::new(ArcSwap::from_pointee(PeriodWindow {
+            id: 0,
+            start: i64::MAX,
+            end: Some(i64::MIN),
+        })),
     }
 }
 

@@ -176,7 +176,8 @@ pub(crate) fn run(
             last_uses = Instant::now();
             let drained: Vec<Use> = uses.try_iter().collect();
             let lost = dropped.swap(0, Ordering::Relaxed);
-            super::uses::events(shared.uses.mode(), drained, lost, shared.clock.now_ms())
+            let keyless = shared.uses.keyless.take();
+            super::uses::events(shared.uses.mode(), drained, keyless, lost, shared.clock.now_ms())
         } else {
             Vec::new()
         };

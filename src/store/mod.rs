@@ -680,16 +680,15 @@ impl Store {
     /// When the index cannot be read on a cache miss, or a budget mark cannot be written
     /// (then nothing was charged). Every outcome for the key itself is a [`Decision`].
     pub fn verify_with(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
-        let decision = self.decide(req)?;
-        let uses = &self.shared.uses;
-        if uses.enabled() {
-            uses.record(&decision, self.shared.clock.now_ms(), req.ip, req.endpoint);
-        }
+        let mut now = 0;
+        let decision = self.decide(req, &mut now)?;
+        self.shared.uses.record(&decision, now, req.ip, req.endpoint);
         Ok(decision)
     }
 
-    /// Steps 1 to 9 of the verification order, without recording the use.
-    fn decide(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
+    /// Steps 1 to 9 of the verification order, without recording the use; sets `now_ms`
+    /// to the time it read, once a key was found.
+    fn decide(&self, req: &VerifyRequest<'_>, now_ms: &mut i64) -> Result<Decision> {
         let shared = &*self.shared;
         // 1. Parse: prefix, length, alphabet, checksum.
         let formats = shared.formats.load();
@@ -715,6 +714,7 @@ impl Store {
         // 3. Status and time.
         let now_ns = shared.clock.now_ns();
         let now = now_ns.div_euclid(1_000_000);
+        *now_ms = now;
         let code = match record.status_at(now) {
             Status::Revoked => Some(Code::Revoked),
             Status::Disabled => Some(Code::Disabled),
@@ -727,10 +727,17 @@ impl Store {
         let mut decision = Decision::with_key(Code::Valid, Arc::clone(record));
         // 4. The project and environment the request pins; a personal token's user must
         //    still belong to the key's project.
-        let dir = shared.directory.load();
+        // The directory only matters to personal tokens; service accounts resolved theirs.
+        let dir = match &state.grants {
+            Grants::Personal { .. } => Some(shared.directory.load()),
+            Grants::Service { .. } => None,
+        };
         let role = match &state.grants {
             Grants::Service { role, .. } => role.as_ref(),
-            Grants::Personal { user } => dir.users.get(user).and_then(|u| u.role_in(&record.project)),
+            Grants::Personal { user } => dir
+                .as_ref()
+                .and_then(|d| d.users.get(user))
+                .and_then(|u| u.role_in(&record.project)),
         };
         let pinned = if req.project.is_some_and(|p| p != record.project) {
             Some(Forbidden::Project)
@@ -756,7 +763,7 @@ impl Store {
             let allowed = match &state.grants {
                 Grants::Service { permissions, .. } => permissions.satisfies(query),
                 Grants::Personal { .. } => {
-                    let granted = role.and_then(|r| dir.roles.get(r.as_str()));
+                    let granted = role.and_then(|r| dir.as_ref().and_then(|d| d.roles.get(r.as_str())));
                     query.evaluate_with(&|p| granted.is_some_and(|g| g.allows(p)) || record.permissions.allows(p))
                 }
             };
@@ -790,7 +797,7 @@ impl Store {
         }
         // 8. Budget: charge last; test keys are never charged.
         if let Some(active) = &state.budget {
-            let (period, period_end) = active.budget.period.at(now);
+            let (period, period_end) = active.period_at(now);
             let charge = record.env() == Env::Live;
             let cost = if charge { req.cost } else { 0 };
             let (spent, exhausted) = match self.charge(record, active, period, cost) {

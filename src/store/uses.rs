@@ -5,7 +5,9 @@
 //! when given), a summary per key per flush interval (counts per outcome, first and last
 //! time, last IP), or off. The hand-off is a bounded channel (`try_send`, lock-free on the
 //! array flavour); when the commit thread falls behind and it is full, uses are counted
-//! as dropped and the count is logged with the next batch (`use.dropped`).
+//! as dropped and the count is logged with the next batch (`use.dropped`). Presented keys
+//! that match no key (malformed or unknown) are only counted, and logged as one summary
+//! per drain, so garbage sent at the server cannot make the log grow per request.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -50,6 +52,32 @@ pub(crate) struct UseSink {
     mode: UseLog,
     tx: Option<SyncSender<Use>>,
     dropped: Arc<AtomicU64>,
+    /// Presented keys that matched none (MALFORMED, NOT_FOUND): counted, not queued, so
+    /// a flood of garbage costs an atomic add, not a log record each.
+    pub keyless: Arc<Keyless>,
+}
+
+/// Counts of presented keys that matched no key, between two drains.
+#[derive(Debug, Default)]
+pub(crate) struct Keyless {
+    malformed: AtomicU64,
+    not_found: AtomicU64,
+}
+
+impl Keyless {
+    /// Takes the counts, resetting them.
+    pub fn take(&self) -> BTreeMap<Code, u64> {
+        let mut counts = BTreeMap::new();
+        for (code, n) in [
+            (Code::Malformed, self.malformed.swap(0, Ordering::Relaxed)),
+            (Code::NotFound, self.not_found.swap(0, Ordering::Relaxed)),
+        ] {
+            if n > 0 {
+                counts.insert(code, n);
+            }
+        }
+        counts
+    }
 }
 
 impl UseSink {
@@ -61,14 +89,9 @@ impl UseSink {
             mode,
             tx: (mode != UseLog::Off).then_some(tx),
             dropped: Arc::clone(&dropped),
+            keyless: Arc::default(),
         };
         (sink, rx, dropped)
-    }
-
-    /// Whether uses are recorded at all.
-    #[inline]
-    pub fn enabled(&self) -> bool {
-        self.tx.is_some()
     }
 
     /// Hands off one outcome; never blocks.
@@ -77,6 +100,14 @@ impl UseSink {
         let Some(tx) = &self.tx else {
             return;
         };
+        if decision.key.is_none() {
+            let counter = match decision.code {
+                Code::Malformed => &self.keyless.malformed,
+                _ => &self.keyless.not_found,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let u = Use {
             key: decision.key.clone(),
             at,
@@ -95,9 +126,24 @@ impl UseSink {
     }
 }
 
-/// Turns drained uses into events for the log.
-pub(crate) fn events(mode: UseLog, uses: Vec<Use>, dropped: u64, now: i64) -> Vec<Event> {
+/// Turns drained uses into events for the log; keys that matched none become one
+/// summary (`key.use_summary` without a key id) per drain.
+pub(crate) fn events(mode: UseLog, uses: Vec<Use>, keyless: BTreeMap<Code, u64>, dropped: u64, now: i64) -> Vec<Event> {
     let mut out = Vec::new();
+    if !keyless.is_empty() {
+        out.push(Event {
+            at: now,
+            kind: EventKind::KeyUseSummary {
+                id: None,
+                summary: UseSummary {
+                    first_at: now,
+                    last_at: now,
+                    counts: keyless,
+                    last_ip: None,
+                },
+            },
+        });
+    }
     match mode {
         UseLog::Off => {}
         UseLog::Every => out.extend(uses.into_iter().map(|u| Event {
