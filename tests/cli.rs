@@ -636,7 +636,7 @@ fn audit_lists_filters_verifies_and_exports() {
 
     let intact = cli.ok(&["audit", "verify"]);
     assert!(
-        intact.stdout.contains("intact") && intact.stdout.contains("5 records"),
+        intact.stdout.contains("intact") && intact.stdout.contains("6 records"),
         "{intact:?}"
     );
 
