@@ -642,7 +642,7 @@ fn audit_lists_filters_verifies_and_exports() {
 
     let export = cli.ok(&["audit", "export"]);
     let lines: Vec<&str> = export.stdout.lines().collect();
-    assert_eq!(lines.len(), 5, "{export:?}");
+    assert_eq!(lines.len(), 6, "{export:?}");
     for (i, line) in lines.iter().enumerate() {
         let e: Value = serde_json::from_str(line).expect("each line is one JSON document");
         assert_eq!(e["seq"], i + 1);
