@@ -86,15 +86,22 @@ fn spend_survives_sigkill() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut last = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(n) = line.strip_prefix("ACK ") {
+                    if last.is_none() {
+                        let _ = first_tx.send(());
+                    }
                     last = n.trim().parse::<u64>().ok();
                 }
             }
             last
         });
+        // The random moment counts from the child's first charge: a loaded machine can
+        // take seconds to start it.
+        let _ = first_rx.recv_timeout(Duration::from_secs(30));
         let started = Instant::now();
         while started.elapsed() < run_for {
             std::thread::sleep(Duration::from_millis(5));

@@ -190,16 +190,23 @@ fn sigkill_during_heavy_use_logging_loses_no_state_change() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut acks = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("ACK ") {
+                    if acks.is_empty() {
+                        let _ = first_tx.send(());
+                    }
                     acks.push(rest.to_string());
                 }
             }
             acks
         });
-        std::thread::sleep(Duration::from_millis(60 + seed % 200));
+        // Kill at a random moment once the child is working (a loaded machine can take
+        // seconds to start it), not before.
+        let _ = first_rx.recv_timeout(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20 + seed % 200));
         child.kill().unwrap();
         child.wait().unwrap();
         for ack in reader.join().unwrap() {
