@@ -57,6 +57,8 @@ pub mod clock;
 pub mod decision;
 pub mod error;
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 mod index;
 pub mod limits;
 pub mod log;

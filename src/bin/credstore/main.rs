@@ -5,6 +5,7 @@
 
 mod demo;
 mod output;
+mod serve;
 mod vault_cmd;
 
 use std::collections::BTreeMap;
@@ -153,11 +154,6 @@ enum Command {
         #[command(subcommand)]
         action: RoleAction,
     },
-    /// Provider secrets, encrypted at rest: put (from stdin), get, list, delete, rotate-master.
-    Vault {
-        #[command(subcommand)]
-        action: vault_cmd::VaultAction,
-    },
     /// List events from the audit log; `audit verify` checks it, `audit export` dumps it.
     Audit(AuditArgs),
     /// Rebuild the index from the log.
@@ -165,6 +161,17 @@ enum Command {
     /// Walk through issuing, verifying, every denial, revoking and auditing on a
     /// throwaway store.
     Demo,
+    /// Provider secrets, encrypted at rest: put (from stdin), get, list, delete, rotate-master.
+    Vault {
+        #[command(subcommand)]
+        action: vault_cmd::VaultAction,
+    },
+    /// Serve the HTTP sidecar: POST /v1/keys.verify, and the management API for admin keys.
+    Serve {
+        /// The address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+        #[arg(long)]
+        listen: String,
+    },
 }
 
 #[derive(Args)]
@@ -459,6 +466,16 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     data.join("pepper.key").display()
                 );
             }
+            let admin = store.create(NewKey::new("bootstrap admin").role(RoleName::parse("admin")?))?;
+            println!();
+            println!(
+                "Bootstrap admin key {} for `credstore serve`'s management API:",
+                admin.record.id
+            );
+            println!();
+            println!("    {}", admin.key.expose());
+            println!();
+            println!("Copy it now: it is shown only once and cannot be recovered.");
             store.close()?;
             Ok(0)
         }
@@ -559,6 +576,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Demo => demo::run().map(|()| 0),
+        Command::Serve { listen } => serve::run(&data, &listen),
         Command::Vault { action } => vault_cmd::run(&data, action),
     }
 }

@@ -1,0 +1,614 @@
+//! `credstore serve --listen ADDR`: the HTTP sidecar for hosts not written in Rust.
+//!
+//! - `POST /v1/keys.verify`, body `{key, cost?, weight?, ip?, endpoint? ("METHOD PATH"),
+//!   referrer?, require?, project?, env?}`: the decision, shaped as `verify --json`. Open to
+//!   any caller that can reach the address: it tells the holder of a key about that key.
+//! - The management API, for admin keys of this store only (`Authorization: Bearer KEY` or
+//!   `X-API-Key`; `init` prints the first one): `GET /v1/api-keys[?project=&prefix=&status=]`,
+//!   `POST /v1/api-keys` (create; the key is in the answer, once), `GET /v1/api-keys/{id}`,
+//!   `DELETE /v1/api-keys/{id}[?reason=]` (revoke), `POST /v1/api-keys/{id}/rotate`
+//!   (`{grace?: "24h"}`), `GET /v1/audit[?key=&kind=&since=&until=]`.
+//!
+//! Answers are `{"success": true, "data": ...}` or `{"success": false, "error": {"code",
+//! "message"}}`. SIGINT or SIGTERM stops accepting, lets requests in flight finish, then
+//! closes the store, which flushes counters (last used, rate limits, budget spend).
+
+use std::path::Path;
+
+use crate::Failure;
+
+/// Serves the store in `data` on `listen` until SIGINT or SIGTERM.
+#[cfg(feature = "http")]
+pub fn run(data: &Path, listen: &str) -> Result<u8, Failure> {
+    imp::run(data, listen)
+}
+
+/// This build has no HTTP support.
+#[cfg(not(feature = "http"))]
+pub fn run(_data: &Path, _listen: &str) -> Result<u8, Failure> {
+    Err(crate::usage(
+        "this credstore was built without the `http` feature: there is no `serve`",
+    ))
+}
+
+#[cfg(feature = "http")]
+mod imp {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    use std::net::{IpAddr, SocketAddr};
+    use std::path::Path;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use axum::body::Bytes;
+    use axum::extract::rejection::QueryRejection;
+    use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
+    use axum::http::header::CACHE_CONTROL;
+    use axum::http::request::Parts;
+    use axum::http::{HeaderValue, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use credstore::http::KeySource;
+    use credstore::policy::{EndpointAllowlist, IpAllowlist, PermissionQuery, PermissionSet, ReferrerAllowlist};
+    use credstore::record::KeyKind;
+    use credstore::{
+        Budget, Env, Error, EventFilter, Expiry, Format, InputError, KeyId, ListFilter, NewKey, Period, RateLimit,
+        Secret, StateError, Status, Store, VerifyRequest, clock,
+    };
+    use serde::Deserialize;
+    use serde::de::DeserializeOwned;
+    use serde_json::{Value, json};
+
+    use crate::{Failure, output};
+
+    type Shared = Arc<Store>;
+
+    /// How long a shutdown waits for blocking work (a commit, a log scan) to end.
+    const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+    pub fn run(data: &Path, listen: &str) -> Result<u8, Failure> {
+        let store = Arc::new(crate::open(data)?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure {
+                code: 3,
+                message: format!("cannot start the HTTP runtime: {e}"),
+            })?;
+        let served = runtime.block_on(serve(Arc::clone(&store), listen));
+        runtime.shutdown_timeout(SHUTDOWN_GRACE);
+        // The server and its connections are gone, so this is normally the last handle.
+        let closed = match Arc::try_unwrap(store) {
+            Ok(store) => store.close(),
+            Err(still_shared) => still_shared.flush(),
+        };
+        served?;
+        closed?;
+        eprintln!("credstore serve: stopped; counters flushed, store closed.");
+        Ok(0)
+    }
+
+    async fn serve(store: Shared, listen: &str) -> Result<(), Failure> {
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure {
+            code: if e.kind() == std::io::ErrorKind::InvalidInput {
+                2
+            } else {
+                3
+            },
+            message: format!("cannot listen on {listen}: {e}"),
+        })?;
+        let addr = listener.local_addr().map_err(|e| Failure {
+            code: 3,
+            message: format!("listening socket: {e}"),
+        })?;
+        // The first line of output names the address (a port of 0 picks a free one), flushed
+        // at once for whoever started us and reads the pipe.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "Listening on http://{addr}");
+        let _ = stdout.flush();
+        axum::serve(
+            listener,
+            router(store).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| Failure {
+            code: 3,
+            message: format!("serve: {e}"),
+        })
+    }
+
+    /// The sidecar's routes.
+    fn router(store: Shared) -> Router {
+        Router::new()
+            .route("/v1/keys.verify", post(verify))
+            .route("/v1/api-keys", get(list_keys).post(create_key))
+            .route("/v1/api-keys/{id}", get(show_key).delete(revoke_key))
+            .route("/v1/api-keys/{id}/rotate", post(rotate_key))
+            .route("/v1/audit", get(audit))
+            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
+            .method_not_allowed_fallback(|| async {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "METHOD_NOT_ALLOWED",
+                    "method not allowed here",
+                )
+            })
+            .with_state(store)
+    }
+
+    /// Resolves on SIGINT or SIGTERM.
+    async fn shutdown_signal() {
+        let mut interrupt = pin!(async {
+            // Without a handler there is no ^C to wait for.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        });
+        let mut terminate = pin!(terminate());
+        std::future::poll_fn(|cx| {
+            if interrupt.as_mut().poll(cx).is_ready() || terminate.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        eprintln!("credstore serve: shutting down");
+    }
+
+    #[cfg(unix)]
+    async fn terminate() {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn terminate() {
+        std::future::pending::<()>().await;
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Handlers
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct VerifyBody {
+        #[serde(deserialize_with = "secret")]
+        key: Secret,
+        cost: Option<u64>,
+        weight: Option<u32>,
+        ip: Option<IpAddr>,
+        endpoint: Option<String>,
+        referrer: Option<String>,
+        require: Option<String>,
+        project: Option<String>,
+        env: Option<String>,
+    }
+
+    fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+
+    async fn verify(State(store): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+        let body: VerifyBody = parse_json(&body)?;
+        let require = body.require.as_deref().map(PermissionQuery::parse).transpose()?;
+        let env = body.env.as_deref().map(str::parse::<Env>).transpose()?;
+        let endpoint = body
+            .endpoint
+            .as_deref()
+            .map(|e| {
+                e.trim()
+                    .split_once(' ')
+                    .map(|(method, path)| (method, path.trim()))
+                    .ok_or_else(|| ApiError::bad_request("endpoint takes \"METHOD PATH\""))
+            })
+            .transpose()?;
+        let mut req = VerifyRequest::new(body.key.expose().trim())
+            .cost(body.cost.unwrap_or(1))
+            .weight(body.weight.unwrap_or(1));
+        req.ip = body.ip;
+        req.referrer = body.referrer.as_deref();
+        req.endpoint = endpoint;
+        req.require = require.as_ref();
+        req.project = body.project.as_deref();
+        req.env = env;
+        // Inline: a verify is sub-microsecond on a cached key (see credstore::http).
+        let decision = store.verify_with(&req)?;
+        Ok(success(StatusCode::OK, output::decision_json(&decision)))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ListQuery {
+        project: Option<String>,
+        prefix: Option<String>,
+        status: Option<String>,
+    }
+
+    async fn list_keys(
+        _admin: Admin,
+        State(store): State<Shared>,
+        query: Result<Query<ListQuery>, QueryRejection>,
+    ) -> Result<Response, ApiError> {
+        let Query(q) = query.map_err(ApiError::bad_query)?;
+        let status = q
+            .status
+            .as_deref()
+            .map(str::parse::<Status>)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(&e))?;
+        let filter = ListFilter {
+            project: q.project,
+            prefix: q.prefix,
+            status,
+        };
+        let keys = blocking(&store, move |s| s.list(&filter)).await?;
+        let docs: Vec<Value> = keys.iter().map(output::info_json).collect();
+        Ok(success(StatusCode::OK, Value::Array(docs)))
+    }
+
+    /// `POST /v1/api-keys`: the fields of `credstore create`.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CreateBody {
+        name: String,
+        prefix: Option<String>,
+        env: Option<String>,
+        length: Option<usize>,
+        #[serde(default = "yes")]
+        checksum: bool,
+        project: Option<String>,
+        expires_in: Option<String>,
+        expires_at: Option<String>,
+        #[serde(default)]
+        metadata: BTreeMap<String, String>,
+        /// `N/DURATION[:name]`, as `--rate-limit`.
+        #[serde(default)]
+        rate_limits: Vec<String>,
+        budget: Option<u64>,
+        budget_period: Option<String>,
+        plan: Option<String>,
+        #[serde(rename = "type")]
+        key_type: Option<String>,
+        user: Option<String>,
+        role: Option<String>,
+        #[serde(default)]
+        permissions: Vec<String>,
+        #[serde(default)]
+        allow_ips: Vec<String>,
+        #[serde(default)]
+        allow_referrers: Vec<String>,
+        #[serde(default)]
+        allow_endpoints: Vec<String>,
+    }
+
+    fn yes() -> bool {
+        true
+    }
+
+    async fn create_key(Admin(admin): Admin, State(store): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+        let body: CreateBody = parse_json(&body)?;
+        let env = body.env.as_deref().map(str::parse::<Env>).transpose()?;
+        let format = choose_format(&store, body.prefix.as_deref(), env, body.length, body.checksum)?;
+        let mut new = NewKey::new(body.name).format(format);
+        new.project = body.project;
+        new.metadata = body.metadata;
+        new.rate_limits = body
+            .rate_limits
+            .iter()
+            .map(|r| RateLimit::parse(r))
+            .collect::<Result<_, _>>()?;
+        let period = body.budget_period.as_deref().unwrap_or("monthly");
+        let period: Period = period.parse().map_err(|e: InputError| ApiError::from(e))?;
+        new.budget = body.budget.map(|cap| Budget::new(cap, period)).transpose()?;
+        new.plan = body.plan;
+        new.kind = match (body.key_type.as_deref().unwrap_or("service"), body.user) {
+            ("service", None) => KeyKind::Service,
+            ("personal", Some(user)) => KeyKind::Personal { user },
+            ("personal", None) => return Err(InputError::KeyType("a personal token needs a user".into()).into()),
+            ("service", Some(_)) => {
+                return Err(InputError::KeyType("user is for personal tokens (type personal)".into()).into());
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(&format!(
+                    "type {other:?}: use service or personal"
+                )));
+            }
+        };
+        new.role = body
+            .role
+            .as_deref()
+            .map(credstore::policy::RoleName::parse)
+            .transpose()?;
+        new.permissions = PermissionSet::parse(&body.permissions)?;
+        new.allow_ips = IpAllowlist::new(&body.allow_ips)?;
+        new.allow_referrers = ReferrerAllowlist::new(&body.allow_referrers)?;
+        new.allow_endpoints = EndpointAllowlist::new(&body.allow_endpoints)?;
+        new.expires = match (body.expires_in, body.expires_at) {
+            (Some(_), Some(_)) => return Err(ApiError::bad_request("give expires_in or expires_at, not both")),
+            (Some(d), None) => Some(Expiry::In(clock::parse_duration(&d)?)),
+            (None, Some(t)) => Some(Expiry::At(clock::parse_time(&t)?)),
+            (None, None) => None,
+        };
+        let created = blocking(&store, move |s| s.create_as(admin.expose(), new)).await?;
+        Ok(success(StatusCode::CREATED, output::created_json(&created, None)))
+    }
+
+    async fn show_key(
+        _admin: Admin,
+        State(store): State<Shared>,
+        UrlPath(id): UrlPath<String>,
+    ) -> Result<Response, ApiError> {
+        let id = KeyId::parse(&id)?;
+        let info = blocking(&store, move |s| s.get(&id)).await?;
+        Ok(success(StatusCode::OK, output::info_json(&info)))
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct RevokeBody {
+        reason: Option<String>,
+    }
+
+    async fn revoke_key(
+        _admin: Admin,
+        State(store): State<Shared>,
+        UrlPath(id): UrlPath<String>,
+        query: Result<Query<RevokeBody>, QueryRejection>,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let id = KeyId::parse(&id)?;
+        let Query(from_query) = query.map_err(ApiError::bad_query)?;
+        let from_body: RevokeBody = parse_optional_json(&body)?;
+        let reason = from_body.reason.or(from_query.reason);
+        let info = blocking(&store, move |s| s.revoke(&id, reason.as_deref())).await?;
+        Ok(success(StatusCode::OK, output::info_json(&info)))
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct RotateBody {
+        /// Keep the old key valid this long, e.g. `24h`.
+        grace: Option<String>,
+    }
+
+    async fn rotate_key(
+        _admin: Admin,
+        State(store): State<Shared>,
+        UrlPath(id): UrlPath<String>,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        let id = KeyId::parse(&id)?;
+        let body: RotateBody = parse_optional_json(&body)?;
+        let grace = body
+            .grace
+            .as_deref()
+            .map(clock::parse_duration)
+            .transpose()?
+            .map(|ms| Duration::from_millis(ms.unsigned_abs()));
+        let rotated = blocking(&store, move |s| s.rotate(&id, grace)).await?;
+        Ok(success(
+            StatusCode::OK,
+            output::created_json(&rotated.new, Some(&rotated.old)),
+        ))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct AuditQuery {
+        key: Option<String>,
+        kind: Option<String>,
+        since: Option<String>,
+        until: Option<String>,
+    }
+
+    async fn audit(
+        _admin: Admin,
+        State(store): State<Shared>,
+        query: Result<Query<AuditQuery>, QueryRejection>,
+    ) -> Result<Response, ApiError> {
+        let Query(q) = query.map_err(ApiError::bad_query)?;
+        let filter = EventFilter {
+            key: q.key.as_deref().map(KeyId::parse).transpose()?,
+            kind: q.kind,
+            since: q.since.as_deref().map(clock::parse_time).transpose()?,
+            until: q.until.as_deref().map(clock::parse_time).transpose()?,
+            newest_first: false,
+        };
+        let events = blocking(&store, move |s| s.events(&filter)).await?;
+        let docs: Vec<Value> = events.iter().map(|(seq, e)| e.to_json(*seq)).collect();
+        Ok(success(StatusCode::OK, Value::Array(docs)))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Admin keys, envelopes, errors
+
+    /// An admin key of this store, checked with [`Store::authorize_admin`].
+    struct Admin(Secret);
+
+    impl FromRequestParts<Shared> for Admin {
+        type Rejection = ApiError;
+
+        async fn from_request_parts(parts: &mut Parts, store: &Shared) -> Result<Self, Self::Rejection> {
+            let sources = [KeySource::Bearer, KeySource::x_api_key()];
+            let Some(key) = sources.iter().find_map(|s| s.find(&parts.headers)) else {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "the management API needs an admin key of this store: Authorization: Bearer <key>, or X-API-Key",
+                ));
+            };
+            match store.authorize_admin(key, "the management API") {
+                Ok(_) => Ok(Admin(Secret::new(key.to_string()))),
+                Err(Error::State(StateError::AdminRequired(_))) => Err(not_admin(store, key)),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+
+    /// 401 for a key that is no valid key at all, 403 for a valid key without the admin role.
+    fn not_admin(store: &Store, key: &str) -> ApiError {
+        // The same request `authorize_admin` makes: cost 0, weight 0, requiring `*`; it has
+        // no side effect unless the key is an admin key, which it just was not.
+        let everything = PermissionQuery::parse("*");
+        let status = everything
+            .ok()
+            .and_then(|q| {
+                store
+                    .verify_with(&VerifyRequest::new(key).cost(0).weight(0).require(&q))
+                    .ok()
+            })
+            .map_or(401, |d| d.http_status());
+        if status == 401 {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "not a valid key of this store",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ADMIN_REQUIRED",
+                "the management API requires an admin key of this store",
+            )
+        }
+    }
+
+    /// Runs store work that may wait on disk (a commit's fsync, a log scan) off the
+    /// async workers.
+    async fn blocking<T, F>(store: &Shared, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> credstore::Result<T> + Send + 'static,
+    {
+        let store = Arc::clone(store);
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", &e.to_string()))?
+            .map_err(ApiError::from)
+    }
+
+    /// The format for a new key: as `credstore create` chooses it. An explicit shape, else
+    /// the one format registered for the prefix, else the default shape.
+    fn choose_format(
+        store: &Store,
+        prefix: Option<&str>,
+        env: Option<Env>,
+        length: Option<usize>,
+        checksum: bool,
+    ) -> Result<Format, ApiError> {
+        let prefix = prefix.map_or_else(
+            || Format::default_for(env.unwrap_or(Env::Live)).prefix().to_string(),
+            str::to_string,
+        );
+        let formats = store.formats();
+        let registered: Vec<_> = formats.with_prefix(&prefix).collect();
+        if length.is_none()
+            && checksum
+            && let [only] = registered.as_slice()
+        {
+            if env.is_some_and(|e| e != only.env()) {
+                return Err(InputError::PrefixEnvironmentConflict {
+                    prefix: prefix.clone(),
+                    registered: only.env(),
+                }
+                .into());
+            }
+            return Ok((*only).clone());
+        }
+        let env = env
+            .or_else(|| formats.env_of_prefix(&prefix))
+            .unwrap_or_else(|| Env::guess_from_prefix(&prefix));
+        let length = length.unwrap_or(credstore::token::DEFAULT_RANDOM_LEN);
+        Ok(Format::new(&prefix, env, length, checksum)?)
+    }
+
+    fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(&format!("invalid JSON body: {e}")))
+    }
+
+    /// An empty body is the default.
+    fn parse_optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        parse_json(body)
+    }
+
+    /// `{"success": true, "data": data}`, never cached (it may hold a key).
+    fn success(status: StatusCode, data: Value) -> Response {
+        let mut response = (status, Json(json!({ "success": true, "data": data }))).into_response();
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    /// `{"success": false, "error": {"code", "message"}}` with a status.
+    #[derive(Debug)]
+    struct ApiError {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    }
+
+    impl ApiError {
+        fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
+            ApiError {
+                status,
+                code,
+                message: message.to_string(),
+            }
+        }
+
+        fn bad_request(message: &str) -> Self {
+            ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+        }
+
+        fn bad_query(rejection: QueryRejection) -> Self {
+            ApiError::bad_request(&rejection.body_text())
+        }
+    }
+
+    impl IntoResponse for ApiError {
+        fn into_response(self) -> Response {
+            let body = json!({
+                "success": false,
+                "error": { "code": self.code, "message": self.message },
+            });
+            let mut response = (self.status, Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+    }
+
+    impl From<Error> for ApiError {
+        fn from(e: Error) -> Self {
+            let (status, code) = match &e {
+                Error::Input(_) => (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+                Error::State(StateError::UnknownKey(_)) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+                Error::State(StateError::AdminRequired(_)) => (StatusCode::FORBIDDEN, "ADMIN_REQUIRED"),
+                Error::State(_) => (StatusCode::CONFLICT, "CONFLICT"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "STORE_ERROR"),
+            };
+            ApiError::new(status, code, &e.to_string())
+        }
+    }
+
+    impl From<InputError> for ApiError {
+        fn from(e: InputError) -> Self {
+            ApiError::from(Error::from(e))
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! [`ApiKeyLayer`] and its [`ApiKeyService`]: verify, then call the handler or answer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::{ConnectInfo, OriginalUri};
+use axum::http::header::{AUTHORIZATION, ORIGIN, REFERER};
+use axum::http::{HeaderMap, HeaderName, Request};
+use axum::response::Response;
+use tower::{Layer, Service};
+
+use super::client_ip::TrustedProxies;
+use super::problem::{DEFAULT_PROBLEM_TYPE_BASE, Problems, RateFields};
+use crate::clock::{Clock, SystemClock};
+use crate::policy::PermissionQuery;
+use crate::store::{Store, VerifyRequest};
+use crate::token::Env;
+
+/// Where the layer looks for the key, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `Authorization: Bearer KEY` (the scheme matched case-insensitively).
+    Bearer,
+    /// The whole value of this header, e.g. `X-API-Key: KEY`.
+    Header(HeaderName),
+}
+
+impl KeySource {
+    /// `X-API-Key`.
+    pub fn x_api_key() -> Self {
+        KeySource::Header(HeaderName::from_static("x-api-key"))
+    }
+
+    /// The key in `headers`, if this source holds a non-empty one.
+    pub fn find<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        match self {
+            KeySource::Bearer => {
+                let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+                let (scheme, key) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+            }
+            KeySource::Header(name) => Some(headers.get(name)?.to_str().ok()?.trim()),
+        }
+        .filter(|key| !key.is_empty())
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            KeySource::Bearer => "Authorization: Bearer <key>".to_string(),
+            KeySource::Header(name) => format!("the {name} header"),
+        }
+    }
+}
+
+/// A tower [`Layer`] that verifies the API key of each request against a [`Store`] and
+/// answers denials itself (see the [module docs](super)).
+///
+/// Cheap to clone. Settings of the whole API ([`key_sources`](Self::key_sources),
+/// [`trusted_proxies`](Self::trusted_proxies), ...) are shared; settings of a route
+/// ([`cost`](Self::cost), [`weight`](Self::weight), [`require`](Self::require)) belong to
+/// the clone they are set on, so one layer serves every route:
+/// `get(handler).layer(auth.clone().cost(5))`.
+#[derive(Clone)]
+pub struct ApiKeyLayer {
+    config: Arc<LayerConfig>,
+    route: RouteRule,
+}
+
+/// The settings of the whole API.
+#[derive(Clone)]
+struct LayerConfig {
+    store: Arc<Store>,
+    sources: Vec<KeySource>,
+    proxies: TrustedProxies,
+    clock: Arc<dyn Clock>,
+    project: Option<Box<str>>,
+    env: Option<Env>,
+    problem_base: Box<str>,
+    problems: Problems,
+}
+
+/// The settings of one route.
+#[derive(Clone, Debug)]
+struct RouteRule {
+    cost: u64,
+    weight: u32,
+    require: Option<Arc<PermissionQuery>>,
+}
+
+impl ApiKeyLayer {
+    /// A layer verifying against `store`: the key from `Authorization: Bearer` or
+    /// `X-API-Key`, no trusted proxy, the system clock, cost 1, weight 1, no permission
+    /// required.
+    pub fn new(store: Arc<Store>) -> Self {
+        let sources = vec![KeySource::Bearer, KeySource::x_api_key()];
+        let problems = Problems::new(DEFAULT_PROBLEM_TYPE_BASE, &hint(&sources));
+        ApiKeyLayer {
+            config: Arc::new(LayerConfig {
+                store,
+                sources,
+                proxies: TrustedProxies::none(),
+                clock: Arc::new(SystemClock),
+                project: None,
+                env: None,
+                problem_base: DEFAULT_PROBLEM_TYPE_BASE.into(),
+                problems,
+            }),
+            route: RouteRule {
+                cost: 1,
+                weight: 1,
+                require: None,
+            },
+        }
+    }
+
+    /// Where to look for the key, in order (the first source that holds one wins). An
+    /// empty list keeps the default.
+    pub fn key_sources(mut self, sources: impl IntoIterator<Item = KeySource>) -> Self {
+        let sources: Vec<_> = sources.into_iter().collect();
+        if !sources.is_empty() {
+            let config = Arc::make_mut(&mut self.config);
+            config.problems = Problems::new(&config.problem_base, &hint(&sources));
+            config.sources = sources;
+        }
+        self
+    }
+
+    /// The proxies whose `X-Forwarded-For` is believed (default: none).
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        Arc::make_mut(&mut self.config).proxies = proxies;
+        self
+    }
+
+    /// The clock for the `t` of the `RateLimit` field (default: the system clock). Give
+    /// it the store's clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        Arc::make_mut(&mut self.config).clock = clock;
+        self
+    }
+
+    /// Pins the project: keys of other projects are refused (403, `restriction: project`).
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.config).project = Some(project.into().into_boxed_str());
+        self
+    }
+
+    /// Pins the environment: keys of the other one are refused (403, `restriction: environment`).
+    pub fn env(mut self, env: Env) -> Self {
+        Arc::make_mut(&mut self.config).env = Some(env);
+        self
+    }
+
+    /// The prefix of the problem documents' `type` (default
+    /// [`DEFAULT_PROBLEM_TYPE_BASE`]), e.g. `https://docs.example.com/errors/`.
+    pub fn problem_type_base(mut self, base: impl Into<String>) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.problem_base = base.into().into_boxed_str();
+        config.problems = Problems::new(&config.problem_base, &hint(&config.sources));
+        self
+    }
+
+    /// This route's budget cost (default 1; 0 only checks the budget).
+    pub fn cost(mut self, cost: u64) -> Self {
+        self.route.cost = cost;
+        self
+    }
+
+    /// This route's rate-limit weight: how many requests one call counts as (default 1).
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.route.weight = weight;
+        self
+    }
+
+    /// The permissions this route requires, e.g. `docs:write` or `(a:read OR b:read)`.
+    pub fn require(mut self, query: PermissionQuery) -> Self {
+        self.route.require = Some(Arc::new(query));
+        self
+    }
+
+    /// The store the layer verifies against.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.config.store
+    }
+}
+
+impl<S> Layer<S> for ApiKeyLayer {
+    type Service = ApiKeyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiKeyService {
+            inner,
+            config: Arc::clone(&self.config),
+            route: self.route.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiKeyLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyLayer")
+            .field("sources", &self.config.sources)
+            .field("proxies", &self.config.proxies)
+            .field("project", &self.config.project)
+            .field("env", &self.config.env)
+            .field("cost", &self.route.cost)
+            .field("weight", &self.route.weight)
+            .field("require", &self.route.require)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The service [`ApiKeyLayer`] wraps around a route or router.
+#[derive(Clone)]
+pub struct ApiKeyService<S> {
+    inner: S,
+    config: Arc<LayerConfig>,
+    route: RouteRule,
+}
+
+impl<S> ApiKeyService<S> {
+    /// Verifies the request: the decision and the response headers it calls for when the
+    /// key is valid, else the answer.
+    fn check<B>(&self, req: &Request<B>) -> Checked {
+        let config = &*self.config;
+        let headers = req.headers();
+        let Some(key) = config.sources.iter().find_map(|s| s.find(headers)) else {
+            return Checked::Answer(config.problems.unauthorized());
+        };
+        let ip = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| config.proxies.client_ip(peer.ip(), headers));
+        let referrer = [REFERER, ORIGIN]
+            .iter()
+            .find_map(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+        // Under `Router::nest` the URI is cut; an allowlist names the path as called.
+        let path = req
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or_else(|| req.uri().path(), |OriginalUri(uri)| uri.path());
+        let mut verify = VerifyRequest::new(key)
+            .cost(self.route.cost)
+            .weight(self.route.weight)
+            .endpoint(req.method().as_str(), path);
+        verify.ip = ip;
+        verify.referrer = referrer;
+        verify.require = self.route.require.as_deref();
+        verify.project = config.project.as_deref();
+        verify.env = config.env;
+        let decision = match config.store.verify_with(&verify) {
+            Ok(decision) => decision,
+            Err(_) => return Checked::Answer(config.problems.unavailable()),
+        };
+        let rate = if decision.ratelimits.is_empty() {
+            None
+        } else {
+            let now_secs = u64::try_from(config.clock.now_ms().div_euclid(1000)).unwrap_or(0);
+            RateFields::of(&decision, now_secs)
+        };
+        if decision.is_valid() {
+            Checked::Pass(decision, rate)
+        } else {
+            Checked::Answer(config.problems.denied(&decision, self.route.require.as_deref(), rate))
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for ApiKeyService<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        match self.check(&req) {
+            Checked::Pass(decision, rate) => {
+                req.extensions_mut().insert(decision);
+                // `poll_ready` readied `self.inner` and it is called here, before `call`
+                // returns: no clone of the inner service is needed.
+                ResponseFuture {
+                    state: State::Inner {
+                        future: self.inner.call(req),
+                        rate,
+                    },
+                }
+            }
+            Checked::Answer(answer) => ResponseFuture {
+                state: State::Answered { answer: Some(answer) },
+            },
+        }
+    }
+}
+
+/// What [`ApiKeyService::check`] found.
+enum Checked {
+    /// A valid key: its decision, and the fields to add to the handler's response.
+    Pass(crate::Decision, Option<RateFields>),
+    /// The layer's own answer.
+    Answer(Response),
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`ApiKeyService`]: the handler's response with the rate-limit fields
+    /// added, or the layer's own answer.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Inner { #[pin] future: F, rate: Option<RateFields> },
+        Answered { answer: Option<Response> },
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future, rate } => {
+                let mut response = std::task::ready!(future.poll(cx))?;
+                if let Some(rate) = rate.take() {
+                    rate.apply(response.headers_mut());
+                }
+                Poll::Ready(Ok(response))
+            }
+            // Polled again after completion: an empty answer rather than a panic.
+            StateProj::Answered { answer } => Poll::Ready(Ok(answer.take().unwrap_or_default())),
+        }
+    }
+}
+
+/// Where the key goes, for the 401 detail: "send it as Authorization: Bearer <key> or ...".
+fn hint(sources: &[KeySource]) -> String {
+    let parts: Vec<String> = sources.iter().map(KeySource::describe).collect();
+    format!("send it as {}", parts.join(" or "))
+}

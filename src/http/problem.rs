@@ -1,0 +1,319 @@
+//! The answers the layer gives itself: RFC 9457 problem documents for denials, and the
+//! rate-limit header fields every answer of a rate-limited key carries.
+
+use axum::body::{Body, Bytes};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+
+use crate::decision::{Code, Decision, RateLimitState};
+use crate::policy::{Forbidden, PermissionQuery};
+
+/// The media type of a problem document.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The default prefix of a problem's `type`: `urn:credstore:problem:rate-limited`, ...
+/// Set your own (a documentation URL) with [`super::ApiKeyLayer::problem_type_base`].
+pub const DEFAULT_PROBLEM_TYPE_BASE: &str = "urn:credstore:problem:";
+
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// The rate-limit header fields for a decision, empty when the key has no rate limits (or
+/// the checks stopped before step 7):
+///
+/// - `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (unix seconds) of
+///   the limit that refused the request, else of the one with the fewest requests left;
+/// - `RateLimit-Policy: "name";q=LIMIT;w=WINDOW` for every limit (`w` in seconds, given
+///   for the key's own limits; a plan's limits carry no window in the decision);
+/// - `RateLimit: "name";r=REMAINING;t=RESET_IN` for every limit, `t` in seconds from
+///   `now_secs` (unix seconds).
+pub fn rate_limit_headers(decision: &Decision, now_secs: u64) -> Vec<(HeaderName, HeaderValue)> {
+    RateFields::of(decision, now_secs).map_or_else(Vec::new, RateFields::into_vec)
+}
+
+/// The rate-limit fields of one answer, built on every request: the five values written
+/// into one buffer, without `fmt` (the formatting machinery costs more than a verify), and
+/// carried compactly (the answer's future moves it) until they are set.
+#[derive(Debug)]
+pub(crate) struct RateFields {
+    /// Limit, remaining, reset, policy and current, one after the other.
+    buf: Bytes,
+    /// Where each of the first four values ends; the last one ends with `buf`.
+    ends: [usize; 4],
+}
+
+impl RateFields {
+    /// The fields for `decision`; `None` when it reports no rate limit. All five values are
+    /// written into one buffer and handed out as slices of it: one allocation, not five.
+    pub(crate) fn of(decision: &Decision, now_secs: u64) -> Option<Self> {
+        let limits = &decision.ratelimits;
+        let primary = limits
+            .iter()
+            .find(|l| l.retry_after.is_some())
+            .or_else(|| limits.iter().min_by_key(|l| (l.remaining, std::cmp::Reverse(l.reset))))?;
+        let mut buf = Vec::with_capacity(48 + 64 * limits.len());
+        push_u64(&mut buf, u64::from(primary.limit));
+        let limit_end = buf.len();
+        push_u64(&mut buf, u64::from(primary.remaining));
+        let remaining_end = buf.len();
+        push_u64(&mut buf, primary.reset);
+        let reset_end = buf.len();
+        for (i, l) in limits.iter().enumerate() {
+            if i > 0 {
+                buf.extend_from_slice(b", ");
+            }
+            // Rate-limit names are [A-Za-z0-9_./-]: nothing to escape in a structured string.
+            push_quoted(&mut buf, &l.name);
+            buf.extend_from_slice(b";q=");
+            push_u64(&mut buf, u64::from(l.limit));
+            if let Some(w) = window_secs(decision, l) {
+                buf.extend_from_slice(b";w=");
+                push_u64(&mut buf, w);
+            }
+        }
+        let policy_end = buf.len();
+        for (i, l) in limits.iter().enumerate() {
+            if i > 0 {
+                buf.extend_from_slice(b", ");
+            }
+            push_quoted(&mut buf, &l.name);
+            buf.extend_from_slice(b";r=");
+            push_u64(&mut buf, u64::from(l.remaining));
+            buf.extend_from_slice(b";t=");
+            push_u64(&mut buf, l.reset.saturating_sub(now_secs));
+        }
+        Some(RateFields {
+            buf: Bytes::from(buf),
+            ends: [limit_end, remaining_end, reset_end, policy_end],
+        })
+    }
+
+    /// The fields, by name: slices of the one buffer.
+    fn fields(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+        let [limit, remaining, reset, policy] = self.ends;
+        let ranges = [
+            (X_RATELIMIT_LIMIT, 0, limit),
+            (X_RATELIMIT_REMAINING, limit, remaining),
+            (X_RATELIMIT_RESET, remaining, reset),
+            (RATELIMIT_POLICY, reset, policy),
+            (RATELIMIT, policy, self.buf.len()),
+        ];
+        // Digits and printable ASCII: every slice is a valid value.
+        ranges.into_iter().filter_map(|(name, from, to)| {
+            let value = HeaderValue::from_maybe_shared(self.buf.slice(from..to)).ok()?;
+            Some((name, value))
+        })
+    }
+
+    /// Sets the fields on a response's headers.
+    pub(crate) fn apply(self, headers: &mut HeaderMap) {
+        headers.reserve(5);
+        for (name, value) in self.fields() {
+            headers.insert(name, value);
+        }
+    }
+
+    fn into_vec(self) -> Vec<(HeaderName, HeaderValue)> {
+        self.fields().collect()
+    }
+}
+
+fn push_quoted(out: &mut Vec<u8>, name: &str) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'"');
+}
+
+/// `n` in decimal.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // `at` stays in bounds: a u64 has at most 20 decimal digits.
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(at..).unwrap_or_default());
+}
+
+/// The window of a limit, in whole seconds (rounded up), when the key itself defines it.
+fn window_secs(decision: &Decision, limit: &RateLimitState) -> Option<u64> {
+    let key = decision.key.as_deref()?;
+    let own = key.rate_limits.iter().find(|r| *r.name == *limit.name)?;
+    Some(own.window_ms.div_ceil(1000))
+}
+
+/// Builds the problem documents; made once per layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Problems {
+    base: Box<str>,
+    /// The one 401 body, for a missing key and every 401 decision alike.
+    unauthorized: Bytes,
+}
+
+impl Problems {
+    pub(crate) fn new(base: &str, key_hint: &str) -> Self {
+        let body = json!({
+            "type": format!("{base}unauthorized"),
+            "title": "Unauthorized",
+            "status": 401,
+            "detail": format!("A valid API key is required: {key_hint}."),
+            "code": "UNAUTHORIZED",
+        });
+        Problems {
+            base: base.into(),
+            unauthorized: Bytes::from(body.to_string()),
+        }
+    }
+
+    /// The 401 answer: the same for a missing, malformed, unknown, revoked, disabled or
+    /// expired key.
+    pub(crate) fn unauthorized(&self) -> Response {
+        let mut response = respond(StatusCode::UNAUTHORIZED, Body::from(self.unauthorized.clone()));
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    }
+
+    /// The answer when the store could not be read.
+    pub(crate) fn unavailable(&self) -> Response {
+        let body = self.document(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "The credential store could not be read.",
+            "INTERNAL_ERROR",
+            Map::new(),
+        );
+        respond(StatusCode::INTERNAL_SERVER_ERROR, body)
+    }
+
+    /// The answer to a denied decision, with its rate-limit fields (and `Retry-After` for 429).
+    pub(crate) fn denied(
+        &self,
+        decision: &Decision,
+        required: Option<&PermissionQuery>,
+        rate: Option<RateFields>,
+    ) -> Response {
+        let mut extra = Map::new();
+        let (status, slug, title, detail) = match decision.code {
+            // The layer never calls this for a valid key; were it to, 401 is the safe answer.
+            Code::Valid | Code::Malformed | Code::NotFound | Code::Revoked | Code::Disabled | Code::Expired => {
+                return self.unauthorized();
+            }
+            Code::BudgetExhausted => {
+                if let Some(budget) = &decision.budget {
+                    extra.insert("budget".into(), json!(budget));
+                }
+                (
+                    StatusCode::PAYMENT_REQUIRED,
+                    "budget-exhausted",
+                    "Budget exhausted",
+                    "The API key's budget does not cover this request in the current period.".to_string(),
+                )
+            }
+            Code::Forbidden => {
+                let why = decision.forbidden;
+                if let Some(why) = why {
+                    extra.insert("restriction".into(), json!(why.as_str()));
+                }
+                (
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "Forbidden",
+                    forbidden_detail(why).to_string(),
+                )
+            }
+            Code::InsufficientPermissions => {
+                if let Some(q) = required {
+                    extra.insert("required".into(), json!(q.as_str()));
+                }
+                (
+                    StatusCode::FORBIDDEN,
+                    "insufficient-permissions",
+                    "Insufficient permissions",
+                    "The API key lacks a permission this endpoint requires.".to_string(),
+                )
+            }
+            Code::RateLimited => {
+                let limit = decision.ratelimits.iter().find(|l| l.retry_after.is_some());
+                if let Some(l) = limit {
+                    extra.insert("limit".into(), json!(&*l.name));
+                }
+                extra.insert("retry_after".into(), json!(decision.retry_after));
+                let detail = match (limit, decision.retry_after) {
+                    (Some(l), Some(s)) => format!("Rate limit \"{}\" exceeded; retry in {s} s.", l.name),
+                    _ => "A rate limit of the API key is exceeded.".to_string(),
+                };
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "Rate limit exceeded",
+                    detail,
+                )
+            }
+        };
+        let body = self.document(status, slug, title, &detail, decision.code.as_str(), extra);
+        let mut response = respond(status, body);
+        let headers = response.headers_mut();
+        if let Some(rate) = rate {
+            rate.apply(headers);
+        }
+        if let Some(after) = decision.retry_after.filter(|_| decision.code == Code::RateLimited) {
+            headers.insert(RETRY_AFTER, HeaderValue::from(after));
+        }
+        response
+    }
+
+    fn document(
+        &self,
+        status: StatusCode,
+        slug: &str,
+        title: &str,
+        detail: &str,
+        code: &str,
+        extra: Map<String, Value>,
+    ) -> Body {
+        let mut doc = Map::new();
+        doc.insert("type".into(), json!(format!("{}{slug}", self.base)));
+        doc.insert("title".into(), json!(title));
+        doc.insert("status".into(), json!(status.as_u16()));
+        doc.insert("detail".into(), json!(detail));
+        doc.insert("code".into(), json!(code));
+        doc.extend(extra);
+        Body::from(Value::Object(doc).to_string())
+    }
+}
+
+fn forbidden_detail(why: Option<Forbidden>) -> &'static str {
+    match why {
+        Some(Forbidden::Ip) => "The API key may not be used from this address.",
+        Some(Forbidden::Referrer) => "The API key may not be used from this referrer or origin.",
+        Some(Forbidden::Endpoint) => "The API key may not call this endpoint.",
+        Some(Forbidden::Project) => "The API key does not belong to this project.",
+        Some(Forbidden::Environment) => "The API key belongs to another environment (live or test).",
+        None => "The API key may not make this request.",
+    }
+}
+
+/// A problem answer: status, body, `Content-Type` and `Cache-Control: no-store`.
+fn respond(status: StatusCode, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
