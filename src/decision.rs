@@ -100,6 +100,8 @@ pub struct RateLimitState {
     pub name: Arc<str>,
     /// Requests per window.
     pub limit: u32,
+    /// The window, ms.
+    pub window_ms: u64,
     /// Requests (of weight 1) that would still pass now.
     pub remaining: u32,
     /// Unix seconds when the limit is full again.

@@ -354,15 +354,21 @@ fn plans_apply_to_every_key_at_once_and_keys_override_them() {
                 .rate_limit(RateLimit::parse("4/1h:hourly").unwrap()),
         )
         .unwrap();
+    // A plan's limit reports its window like a key's own (for RateLimit-Policy's w).
+    let first = store.verify(on_plan.key.expose()).unwrap();
+    assert_eq!(
+        (&*first.ratelimits[0].name, first.ratelimits[0].window_ms),
+        ("hourly", 3_600_000)
+    );
     let count = |k: &str| (0..10).filter(|_| store.verify(k).unwrap().is_valid()).count();
-    assert_eq!(count(on_plan.key.expose()), 2);
+    assert_eq!(count(on_plan.key.expose()), 1, "one of the two already used above");
     assert_eq!(count(overriding.key.expose()), 4);
     // Raise the plan: the key on it (already in the live map) follows at once; the
     // consumed requests still count.
     store
         .set_plan(Plan::new("free", vec![RateLimit::parse("5/1h:hourly").unwrap()], None).unwrap())
         .unwrap();
-    assert_eq!(count(on_plan.key.expose()), 3);
+    assert_eq!(count(on_plan.key.expose()), 3, "5 in all, 2 used");
     assert_eq!(count(overriding.key.expose()), 0, "its own limit still rules");
     let err = store.delete_plan("free").unwrap_err();
     assert!(matches!(err, Error::State(StateError::PlanInUse(_, 2))), "{err}");

@@ -148,10 +148,9 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// The window of a limit, in whole seconds (rounded up), when the key itself defines it.
-fn window_secs(decision: &Decision, limit: &RateLimitState) -> Option<u64> {
-    let key = decision.key.as_deref()?;
-    let own = key.rate_limits.iter().find(|r| *r.name == *limit.name)?;
-    Some(own.window_ms.div_ceil(1000))
+fn window_secs(_decision: &Decision, limit: &RateLimitState) -> Option<u64> {
+    // Every effective limit, the key's own or its plan's, reports its window.
+    Some(limit.window_ms.div_ceil(1000))
 }
 
 /// Builds the problem documents; made once per layer.

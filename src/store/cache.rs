@@ -85,6 +85,7 @@ pub(crate) enum Grants {
 #[derive(Debug, Clone)]
 pub(crate) struct ActiveLimit {
     pub name: Arc<str>,
+    pub window_ms: u64,
     pub quota: Quota,
     pub cell: Arc<Gcra>,
 }
@@ -192,6 +193,7 @@ fn active_limit(spec: &RateLimit, seed: &Seed<'_>) -> ActiveLimit {
     };
     ActiveLimit {
         name: Arc::from(spec.name.as_str()),
+        window_ms: spec.window_ms,
         quota,
         cell: cell.unwrap_or_default(),
     }

@@ -1327,6 +1327,7 @@ fn limit_state(
     RateLimitState {
         name: Arc::clone(&limit.name),
         limit: limit.quota.limit,
+        window_ms: limit.window_ms,
         remaining: outcome.remaining,
         reset: secs_ceil(outcome.reset_ns),
         retry_after,
