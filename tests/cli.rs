@@ -10,7 +10,16 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_credstore");
-const HEADERS: [&str; 7] = ["Name", "Start", "Env", "Project", "Created", "Last used", "Status"];
+const HEADERS: [&str; 8] = [
+    "Name",
+    "Start",
+    "Type",
+    "Env",
+    "Project",
+    "Created",
+    "Last used",
+    "Status",
+];
 
 /// What one run of the binary gave.
 struct Run {
@@ -417,11 +426,12 @@ fn list_as_a_table_and_as_json() {
     ]) {
         assert_eq!(row[0], s(doc, "name"));
         assert_eq!(row[1], format!("{}...", s(doc, "start")));
-        assert_eq!(row[2], env);
-        assert_eq!(row[3], project);
-        assert!(is_table_time(&row[4]), "Created {:?}", row[4]);
-        assert_eq!(row[5], "Never", "never used yet");
-        assert_eq!(row[6], status);
+        assert_eq!(row[2], "service");
+        assert_eq!(row[3], env);
+        assert_eq!(row[4], project);
+        assert!(is_table_time(&row[5]), "Created {:?}", row[5]);
+        assert_eq!(row[6], "Never", "never used yet");
+        assert_eq!(row[7], status);
     }
     // The table shows no secret.
     for doc in [&a, &b, &c] {
@@ -858,8 +868,8 @@ fn last_used_written_by_verify_is_seen_by_the_next_process() {
     assert!(used >= rfc3339_ms(s(&doc, "created_at")));
     assert!(list[1]["last_used_at"].is_null(), "{}", list[1]);
     let rows = table_rows(&cli.ok(&["list"]).stdout);
-    assert!(is_table_time(&rows[1][5]), "Last used {:?}", rows[1][5]);
-    assert_eq!(rows[2][5], "Never");
+    assert!(is_table_time(&rows[1][6]), "Last used {:?}", rows[1][6]);
+    assert_eq!(rows[2][6], "Never");
     let show = cli.ok(&["show", s(&doc, "id")]);
     assert!(!show.stdout.contains("Never"), "{show:?}");
     // A denied verify is not a use.
@@ -910,4 +920,15 @@ fn bad_input_exits_2_and_writes_nothing() {
     assert!(run.stderr.contains("metadata"), "{run:?}");
     assert_eq!(cli.event_count(), events, "a refused command wrote an event");
     assert_eq!(cli.list(), list, "a refused command changed the keys");
+}
+
+#[test]
+fn shell_completions_are_printed() {
+    let cli = Cli::empty();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = cli.ok(&["completions", shell]);
+        assert!(out.stdout.contains("credstore"), "{shell}");
+        assert!(out.stdout.contains("rotate") && out.stdout.contains("vault"), "{shell}");
+    }
+    assert_eq!(cli.run(&["completions", "tcsh"]).code, Some(2));
 }

@@ -158,6 +158,11 @@ enum Command {
     Audit(AuditArgs),
     /// Rebuild the index from the log.
     Rebuild,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Walk through issuing, verifying, every denial, revoking and auditing on a
     /// throwaway store.
     Demo,
@@ -576,6 +581,14 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Demo => demo::run().map(|()| 0),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "credstore", &mut script);
+            // A closed pipe leaves no one to tell.
+            let _ = std::io::stdout().write_all(&script);
+            Ok(0)
+        }
         Command::Serve { listen } => serve::run(&data, &listen),
         Command::Vault { action } => vault_cmd::run(&data, action),
     }
@@ -788,7 +801,7 @@ fn role(data: &Path, action: RoleAction) -> Result<u8, Failure> {
 fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
     let store = open(data)?;
     match args.action {
-        Some(AuditAction::Verify) => match store.verify_log() {
+        Some(AuditAction::Verify) => match verify_with_bar(&store) {
             Ok(check) => {
                 println!("log intact: {} records, {} bytes", check.records, check.bytes);
                 Ok(0)
@@ -801,12 +814,16 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
         Some(AuditAction::Export) => {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            for (seq, event) in store.events(&EventFilter::default())? {
+            let events = store.events(&EventFilter::default())?;
+            let bar = progress_bar(events.len() as u64, "exporting");
+            for (seq, event) in &events {
                 // A closed pipe ends the export; there is no one left to tell.
-                if writeln!(out, "{}", event.to_json(seq)).is_err() {
+                if writeln!(out, "{}", event.to_json(*seq)).is_err() {
                     break;
                 }
+                bar.inc(1);
             }
+            bar.finish_and_clear();
             Ok(0)
         }
         None => {
@@ -822,6 +839,32 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// A progress bar on stderr when it is a terminal and the work is large; hidden otherwise.
+fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() || total < 10_000 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {percent}% {eta}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn verify_with_bar(store: &Store) -> Result<credstore::LogCheck, Error> {
+    let bar = std::cell::RefCell::new(None::<indicatif::ProgressBar>);
+    let result = store.verify_log_with_progress(|done, total| {
+        let mut slot = bar.borrow_mut();
+        let b = slot.get_or_insert_with(|| progress_bar(total / 1024, "verifying (KiB)"));
+        b.set_position(done / 1024);
+    });
+    if let Some(b) = bar.into_inner() {
+        b.finish_and_clear();
+    }
+    result
 }
 
 fn confirm(name: &str, id: &KeyId) -> Result<bool, Failure> {

@@ -232,7 +232,16 @@ pub fn print_list(keys: &[KeyInfo], as_json: bool) {
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["Name", "Start", "Env", "Project", "Created", "Last used", "Status"]);
+        .set_header([
+            "Name",
+            "Start",
+            "Type",
+            "Env",
+            "Project",
+            "Created",
+            "Last used",
+            "Status",
+        ]);
     for info in keys {
         let r = &info.record;
         let mut status = Cell::new(info.status.label());
@@ -246,6 +255,7 @@ pub fn print_list(keys: &[KeyInfo], as_json: bool) {
         table.add_row(vec![
             Cell::new(&r.name),
             Cell::new(format!("{}...", r.start)),
+            Cell::new(r.kind.as_str()),
             Cell::new(r.env()),
             Cell::new(&r.project),
             Cell::new(fmt_table_time(r.created_at)),
