@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::policy::{Forbidden, RoleName};
-use crate::record::KeyRecord;
+use crate::record::{KeyRecord, Status};
 use crate::token::Malformed;
 
 /// The outcome of a verification, in DESIGN.md's order of checks.
@@ -50,6 +50,16 @@ impl Code {
             Code::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
             Code::RateLimited => "RATE_LIMITED",
             Code::BudgetExhausted => "BUDGET_EXHAUSTED",
+        }
+    }
+
+    /// The code for a key in `status`: `None` for an active key (the checks go on).
+    pub fn for_status(status: Status) -> Option<Code> {
+        match status {
+            Status::Revoked => Some(Code::Revoked),
+            Status::Disabled => Some(Code::Disabled),
+            Status::Expired => Some(Code::Expired),
+            Status::Active => None,
         }
     }
 

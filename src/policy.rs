@@ -423,7 +423,9 @@ impl From<PermissionQuery> for String {
 /// A role name: 1 to [`MAX_ROLE_NAME_LEN`] characters of `[a-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RoleName(Box<str>);
+// Shared, not boxed: every verify copies its key's role into the decision, and an
+// `Arc` clone is a reference count, not an allocation.
+pub struct RoleName(std::sync::Arc<str>);
 
 impl RoleName {
     /// Parses a role name.
@@ -477,7 +479,7 @@ impl TryFrom<String> for RoleName {
 
 impl From<RoleName> for String {
     fn from(name: RoleName) -> String {
-        name.0.into_string()
+        name.0.to_string()
     }
 }
 

@@ -162,6 +162,13 @@ impl Format {
         self.random_len() as f64 * 62f64.log2()
     }
 
+    /// The displayable start of a key in this format: the prefix plus the first four
+    /// random characters.
+    pub fn start_of<'k>(&self, key: &'k str) -> &'k str {
+        let end = self.prefix.len() + START_RANDOM_CHARS;
+        key.get(..end).unwrap_or_default()
+    }
+
     /// Issues a fresh key in this format from the OS CSPRNG.
     pub fn generate(&self) -> Secret {
         let mut text = String::with_capacity(self.total_len());
@@ -246,8 +253,7 @@ impl<'a> Token<'a> {
 
     /// The prefix plus the first four random characters: safe to display.
     pub fn start(&self) -> &'a str {
-        let end = self.format.prefix.len() + START_RANDOM_CHARS;
-        self.text.get(..end).unwrap_or(self.format.prefix())
+        self.format.start_of(self.text)
     }
 }
 

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use crate::decision::{Code, Decision, RateLimitState};
+use crate::decision::{Code, Decision};
 use crate::policy::{Forbidden, PermissionQuery};
 
 /// The media type of a problem document.
@@ -71,10 +71,8 @@ impl RateFields {
             push_quoted(&mut buf, &l.name);
             buf.extend_from_slice(b";q=");
             push_u64(&mut buf, u64::from(l.limit));
-            if let Some(w) = window_secs(decision, l) {
-                buf.extend_from_slice(b";w=");
-                push_u64(&mut buf, w);
-            }
+            buf.extend_from_slice(b";w=");
+            push_u64(&mut buf, l.window_ms.div_ceil(1000));
         }
         let policy_end = buf.len();
         for (i, l) in limits.iter().enumerate() {
@@ -145,12 +143,6 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(digits.get(at..).unwrap_or_default());
-}
-
-/// The window of a limit, in whole seconds (rounded up), when the key itself defines it.
-fn window_secs(_decision: &Decision, limit: &RateLimitState) -> Option<u64> {
-    // Every effective limit, the key's own or its plan's, reports its window.
-    Some(limit.window_ms.div_ceil(1000))
 }
 
 /// Builds the problem documents; made once per layer.

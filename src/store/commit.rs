@@ -14,12 +14,10 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, InputError, Result, StateError};
 use crate::event::{Event, EventKind, KeyChanges, Tag};
 use crate::index::{Index, IndexBatch, StoredKey, VaultEntry, vault_key};
-use crate::limits::{Budget, Plan, RateLimit};
+use crate::limits::Plan;
 use crate::log::{LogError, LogWriter};
-use crate::policy::{
-    BUILTIN_ROLES, EndpointAllowlist, IpAllowlist, PermissionSet, ReferrerAllowlist, Role, RoleName, User,
-};
-use crate::record::{Expiry, KeyId, KeyKind, KeyRecord, Revocation, Status};
+use crate::policy::{BUILTIN_ROLES, Role, User};
+use crate::record::{Expiry, KeyId, KeyKind, KeyRecord, NewKey, Revocation, Status};
 use crate::secret::Secret;
 use crate::token::{Format, FormatSet};
 use crate::vault::{SealedSecret, VaultError};
@@ -108,20 +106,11 @@ pub(crate) struct PreparedKey {
     pub tag: Tag,
     pub start: String,
     pub format: Format,
-    pub name: String,
     pub project: String,
-    /// Resolved against the batch's clock, so a lifetime counts from `created_at`.
-    pub expires: Option<Expiry>,
-    pub metadata: BTreeMap<String, String>,
-    pub rate_limits: Vec<RateLimit>,
-    pub budget: Option<Budget>,
-    pub plan: Option<String>,
-    pub kind: KeyKind,
-    pub role: Option<RoleName>,
-    pub permissions: PermissionSet,
-    pub allow_ips: IpAllowlist,
-    pub allow_referrers: ReferrerAllowlist,
-    pub allow_endpoints: EndpointAllowlist,
+    /// The request, checked, with its role resolved (its format and project are above).
+    /// Its expiry is resolved against the batch's clock, so a lifetime counts from
+    /// `created_at`.
+    pub new: NewKey,
 }
 
 /// What a committed request returns.
@@ -260,28 +249,29 @@ fn plan(state: &Overlay<'_>, op: &Op, now: i64, last_id: &mut u128, shared: &Sha
     match op {
         Op::Create(key) => {
             let mut events = register_format(state, &key.format, now)?;
+            let new = &key.new;
             let record = KeyRecord {
                 id: KeyId::next(now, last_id),
-                name: key.name.clone(),
+                name: new.name.clone(),
                 start: key.start.clone(),
                 format: key.format.clone(),
                 project: key.project.clone(),
                 created_at: now,
-                expires_at: key.expires.map(|e| e.resolve(now)).transpose()?,
+                expires_at: new.expires.map(|e| e.resolve(now)).transpose()?,
                 disabled_at: None,
                 revoked: None,
-                metadata: key.metadata.clone(),
+                metadata: new.metadata.clone(),
                 rotated_from: None,
                 rotated_to: None,
-                rate_limits: key.rate_limits.clone(),
-                budget: key.budget,
-                plan: key.plan.clone(),
-                kind: key.kind.clone(),
-                role: key.role.clone(),
-                permissions: key.permissions.clone(),
-                allow_ips: key.allow_ips.clone(),
-                allow_referrers: key.allow_referrers.clone(),
-                allow_endpoints: key.allow_endpoints.clone(),
+                rate_limits: new.rate_limits.clone(),
+                budget: new.budget,
+                plan: new.plan.clone(),
+                kind: new.kind.clone(),
+                role: new.role.clone(),
+                permissions: new.permissions.clone(),
+                allow_ips: new.allow_ips.clone(),
+                allow_referrers: new.allow_referrers.clone(),
+                allow_endpoints: new.allow_endpoints.clone(),
             };
             if let Some(plan) = &record.plan {
                 state.plan(plan)?;
@@ -520,7 +510,7 @@ fn plan(state: &Overlay<'_>, op: &Op, now: i64, last_id: &mut u128, shared: &Sha
             let tag = shared.tag_of(secret.expose().as_bytes());
             let record = KeyRecord {
                 id: KeyId::next(now, last_id),
-                start: start_of(&old.format, &secret),
+                start: old.format.start_of(secret.expose()).to_string(),
                 created_at: now,
                 // The same lifetime the old key was given, counted from now.
                 expires_at: old.expires_at.map(|e| now.saturating_add(e - old.created_at)),
@@ -559,12 +549,6 @@ fn register_format(state: &Overlay<'_>, format: &Format, now: i64) -> Result<Vec
         at: now,
         kind: EventKind::FormatRegistered { format: format.clone() },
     }])
-}
-
-/// Prefix plus the first four random characters.
-pub(crate) fn start_of(format: &Format, secret: &Secret) -> String {
-    let end = format.prefix().len() + 4;
-    secret.expose().get(..end).unwrap_or(format.prefix()).to_string()
 }
 
 fn apply_rotation(old: &mut KeyRecord, revoked_at: i64, new_id: &KeyId) {

@@ -615,16 +615,16 @@ impl Store {
         }
     }
 
-    fn create_unchecked(&self, new: NewKey) -> Result<CreatedKey> {
+    fn create_unchecked(&self, mut new: NewKey) -> Result<CreatedKey> {
         validate_name(&new.name)?;
         validate_metadata(&new.metadata)?;
         check_limits(&new.rate_limits)?;
         if let Some(plan) = &new.plan {
             crate::limits::validate_plan_name(plan)?;
         }
-        let project = new.project.unwrap_or_else(|| DEFAULT_PROJECT.to_string());
+        let project = new.project.take().unwrap_or_else(|| DEFAULT_PROJECT.to_string());
         validate_project(&project)?;
-        let role = match (&new.kind, new.role) {
+        new.role = match (&new.kind, new.role.take()) {
             (KeyKind::Personal { user }, None) => {
                 crate::policy::validate_user_id(user)?;
                 None
@@ -636,26 +636,15 @@ impl Store {
             }
             (KeyKind::Service, role) => Some(role.map_or_else(|| RoleName::parse("member"), Ok)?),
         };
-        let format = new.format.unwrap_or_else(|| Format::default_for(Env::Live));
+        let format = new.format.take().unwrap_or_else(|| Format::default_for(Env::Live));
         let secret = format.generate();
         let prepared = PreparedKey {
             tag: self.shared.tag_of(secret.expose().as_bytes()),
-            start: commit::start_of(&format, &secret),
+            start: format.start_of(secret.expose()).to_string(),
             secret,
             format,
-            name: new.name,
             project,
-            expires: new.expires,
-            metadata: new.metadata,
-            rate_limits: new.rate_limits,
-            budget: new.budget,
-            plan: new.plan,
-            kind: new.kind,
-            role,
-            permissions: new.permissions,
-            allow_ips: new.allow_ips,
-            allow_referrers: new.allow_referrers,
-            allow_endpoints: new.allow_endpoints,
+            new,
         };
         match self.submit(Op::Create(prepared))? {
             Outcome::Created(record, key) => Ok(CreatedKey { key, record }),
@@ -715,13 +704,7 @@ impl Store {
         let now_ns = shared.clock.now_ns();
         let now = now_ns.div_euclid(1_000_000);
         *now_ms = now;
-        let code = match record.status_at(now) {
-            Status::Revoked => Some(Code::Revoked),
-            Status::Disabled => Some(Code::Disabled),
-            Status::Expired => Some(Code::Expired),
-            Status::Active => None,
-        };
-        if let Some(code) = code {
+        if let Some(code) = Code::for_status(record.status_at(now)) {
             return Ok(Decision::with_key(code, Arc::clone(record)));
         }
         let mut decision = Decision::with_key(Code::Valid, Arc::clone(record));
@@ -867,12 +850,7 @@ impl Store {
         let Some(stored) = shared.index.get_by_tag(&tag)? else {
             return Ok(Decision::not_found());
         };
-        let code = match stored.record.status_at(shared.clock.now_ms()) {
-            Status::Revoked => Code::Revoked,
-            Status::Disabled => Code::Disabled,
-            Status::Expired => Code::Expired,
-            Status::Active => Code::Valid,
-        };
+        let code = Code::for_status(stored.record.status_at(shared.clock.now_ms())).unwrap_or(Code::Valid);
         Ok(Decision::with_key(code, Arc::new(stored.record)))
     }
 
