@@ -527,6 +527,40 @@ pub fn builtin_role(name: &str) -> Option<Role> {
     })
 }
 
+/// The trait impls every allowlist shares: it is its source strings (`Debug`, equality,
+/// serde through `Vec<String>`), whatever it precompiled from them.
+macro_rules! source_list_impls {
+    ($t:ident) => {
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($t)).field(&self.sources).finish()
+            }
+        }
+
+        impl PartialEq for $t {
+            fn eq(&self, other: &Self) -> bool {
+                self.sources == other.sources
+            }
+        }
+
+        impl Eq for $t {}
+
+        impl TryFrom<Vec<String>> for $t {
+            type Error = InputError;
+
+            fn try_from(v: Vec<String>) -> Result<Self, Self::Error> {
+                $t::new(v)
+            }
+        }
+
+        impl From<$t> for Vec<String> {
+            fn from(list: $t) -> Vec<String> {
+                list.sources
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------
 // IP allowlist
 
@@ -681,33 +715,7 @@ fn parse_cidr(entry: &str) -> Result<IpNet, &'static str> {
     IpAddr::from_str(entry).map(IpNet::from).map_err(|_| HINT)
 }
 
-impl fmt::Debug for IpAllowlist {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("IpAllowlist").field(&self.sources).finish()
-    }
-}
-
-impl PartialEq for IpAllowlist {
-    fn eq(&self, other: &Self) -> bool {
-        self.sources == other.sources
-    }
-}
-
-impl Eq for IpAllowlist {}
-
-impl TryFrom<Vec<String>> for IpAllowlist {
-    type Error = InputError;
-
-    fn try_from(v: Vec<String>) -> Result<Self, Self::Error> {
-        IpAllowlist::new(v)
-    }
-}
-
-impl From<IpAllowlist> for Vec<String> {
-    fn from(list: IpAllowlist) -> Vec<String> {
-        list.sources
-    }
-}
+source_list_impls!(IpAllowlist);
 
 // ---------------------------------------------------------------------------------------
 // Referrer allowlist
@@ -988,33 +996,7 @@ fn parse_host_pattern(pattern: &str) -> Result<(bool, &str), String> {
     Ok((wildcard, host))
 }
 
-impl fmt::Debug for ReferrerAllowlist {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ReferrerAllowlist").field(&self.sources).finish()
-    }
-}
-
-impl PartialEq for ReferrerAllowlist {
-    fn eq(&self, other: &Self) -> bool {
-        self.sources == other.sources
-    }
-}
-
-impl Eq for ReferrerAllowlist {}
-
-impl TryFrom<Vec<String>> for ReferrerAllowlist {
-    type Error = InputError;
-
-    fn try_from(v: Vec<String>) -> Result<Self, Self::Error> {
-        ReferrerAllowlist::new(v)
-    }
-}
-
-impl From<ReferrerAllowlist> for Vec<String> {
-    fn from(list: ReferrerAllowlist) -> Vec<String> {
-        list.sources
-    }
-}
+source_list_impls!(ReferrerAllowlist);
 
 // ---------------------------------------------------------------------------------------
 // Endpoint allowlist
@@ -1120,33 +1102,7 @@ impl EndpointAllowlist {
     }
 }
 
-impl fmt::Debug for EndpointAllowlist {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("EndpointAllowlist").field(&self.sources).finish()
-    }
-}
-
-impl PartialEq for EndpointAllowlist {
-    fn eq(&self, other: &Self) -> bool {
-        self.sources == other.sources
-    }
-}
-
-impl Eq for EndpointAllowlist {}
-
-impl TryFrom<Vec<String>> for EndpointAllowlist {
-    type Error = InputError;
-
-    fn try_from(v: Vec<String>) -> Result<Self, Self::Error> {
-        EndpointAllowlist::new(v)
-    }
-}
-
-impl From<EndpointAllowlist> for Vec<String> {
-    fn from(list: EndpointAllowlist) -> Vec<String> {
-        list.sources
-    }
-}
+source_list_impls!(EndpointAllowlist);
 
 /// A path glob: `/` then segments separated by `/`, where
 /// - `*` within a segment matches any run of characters other than `/` (empty included,
