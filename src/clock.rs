@@ -19,20 +19,89 @@ pub trait Clock: Send + Sync + 'static {
     }
 }
 
-/// The system's wall clock.
+/// The system's wall clock, read through the CPU's time-stamp counter.
+///
+/// Every verify reads the clock once, and `clock_gettime` costs about as much as a rate-limit
+/// check itself. This clock reads the counter through [`quanta`] (calibrated against the
+/// monotonic clock once per process, about a millisecond) and adds an offset to the wall
+/// clock, taken again whenever a second has passed since it was last taken. So it follows
+/// the wall clock within the counter's drift over one second (microseconds), including the
+/// wall clock's own steps; like the wall clock it may step back by that much, which every
+/// user of the time tolerates (rate limits take `max(tat, now)`, budgets never move a
+/// counter to an older period, last use is a maximum).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        self.now_ns() / 1_000_000
+        self.now_ns().div_euclid(1_000_000)
     }
 
+    #[inline]
     fn now_ns(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        ANCHORED.now_ns()
     }
+}
+
+/// How long an offset between the counter and the wall clock is used before it is taken
+/// again, ns.
+const REANCHOR_NS: i64 = 1_000_000_000;
+
+/// The counter-based clock behind [`SystemClock`], one per process.
+static ANCHORED: std::sync::LazyLock<Anchored> = std::sync::LazyLock::new(Anchored::new);
+
+struct Anchored {
+    clock: quanta::Clock,
+    /// The counter's reading at start; times are counted from it.
+    origin: u64,
+    /// Wall-clock ns minus counter ns, as last taken.
+    offset_ns: AtomicI64,
+    /// Counter ns when the offset was last taken.
+    anchored_at: AtomicI64,
+}
+
+impl Anchored {
+    fn new() -> Self {
+        let clock = quanta::Clock::new();
+        let origin = clock.raw();
+        let anchored = Anchored {
+            clock,
+            origin,
+            offset_ns: AtomicI64::new(0),
+            anchored_at: AtomicI64::new(0),
+        };
+        anchored.reanchor(0);
+        anchored
+    }
+
+    /// Counter ns since the origin.
+    #[inline]
+    fn mono_ns(&self) -> i64 {
+        i64::try_from(self.clock.delta_as_nanos(self.origin, self.clock.raw())).unwrap_or(i64::MAX)
+    }
+
+    #[inline]
+    fn now_ns(&self) -> i64 {
+        let mono = self.mono_ns();
+        if mono.saturating_sub(self.anchored_at.load(Ordering::Relaxed)) >= REANCHOR_NS {
+            self.reanchor(mono);
+        }
+        mono.saturating_add(self.offset_ns.load(Ordering::Relaxed))
+    }
+
+    /// Takes the offset again. Threads that race here store offsets a few ns apart.
+    #[cold]
+    fn reanchor(&self, mono: i64) {
+        self.offset_ns.store(wall_ns().saturating_sub(mono), Ordering::Relaxed);
+        self.anchored_at.store(mono, Ordering::Relaxed);
+    }
+}
+
+/// The wall clock itself, ns since the epoch.
+fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// A clock that stands still until moved; for tests.
@@ -134,6 +203,23 @@ mod tests {
         assert_eq!(fmt_time(ms), "2026-11-22T13:45:00.123Z");
         assert_eq!(fmt_table_time(ms), "2026-11-22 13:45:00");
         assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn system_clock_follows_the_wall_clock() {
+        let c = SystemClock;
+        for _ in 0..1_000 {
+            let before = wall_ns();
+            let now = c.now_ns();
+            let after = wall_ns();
+            // Within a millisecond of the wall clock read around it (the offset is taken
+            // again every second; the counter drifts by microseconds in that time).
+            assert!(
+                now >= before - 1_000_000 && now <= after + 1_000_000,
+                "{before} {now} {after}"
+            );
+        }
+        assert_eq!(c.now_ms(), c.now_ns().div_euclid(1_000_000));
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub struct Decision {
     /// The key, when it was found (every code but `MALFORMED` and `NOT_FOUND`).
     pub key: Option<Arc<KeyRecord>>,
     /// Each rate limit of the key, after this request (empty before step 7).
-    pub ratelimits: Vec<RateLimitState>,
+    pub ratelimits: RateLimits,
     /// The key's budget, after this request (`None`: no budget, or not reached).
     pub budget: Option<BudgetState>,
     /// For [`Code::RateLimited`]: seconds until the request could pass.
@@ -102,6 +102,10 @@ pub struct Decision {
     /// The role the key acted with (a personal token: its user's current role).
     pub role: Option<RoleName>,
 }
+
+/// The rate limits a decision reports: inline up to two (most keys have one or two), so a
+/// verify allocates nothing for them; derefs to a slice.
+pub type RateLimits = smallvec::SmallVec<[RateLimitState; 2]>;
 
 /// One rate limit as a decision reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -174,7 +178,7 @@ impl Decision {
             code: Code::NotFound,
             malformed: None,
             key: None,
-            ratelimits: Vec::new(),
+            ratelimits: RateLimits::new(),
             budget: None,
             retry_after: None,
             forbidden: None,

@@ -70,7 +70,7 @@ pub mod token;
 pub mod vault;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use decision::{BudgetState, Code, Decision, RateLimitState};
+pub use decision::{BudgetState, Code, Decision, RateLimitState, RateLimits};
 pub use error::{Error, InputError, OpenError, Result, StateError};
 pub use event::{Event, EventKind, KeyChanges};
 pub use limits::{Budget, Period, Plan, RateLimit};

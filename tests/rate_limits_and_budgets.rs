@@ -316,6 +316,54 @@ fn budgets_charge_whole_costs_reset_lazily_and_follow_cap_changes() {
     );
 }
 
+/// Monthly period ids are larger than daily ones. A key whose budget changes from monthly to
+/// daily, then is read back from disk, must not follow its old (larger) period id: before
+/// the fix its verify asked for a budget mark in a loop that never ended.
+#[test]
+fn a_budget_changed_from_monthly_to_daily_survives_a_restart() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let (dir, store, config) = store_with(clock.clone());
+    let key = store
+        .create(NewKey::new("metered").budget(Budget::new(100, Period::Monthly { anchor_day: 1 }).unwrap()))
+        .unwrap();
+    let k = key.key.expose().to_string();
+    let spend = |store: &Store, cost| store.verify_with(&VerifyRequest::new(&k).cost(cost)).unwrap();
+    assert_eq!(spend(&store, 30).budget.unwrap().spent, 30);
+    store
+        .update(
+            &key.record.id,
+            KeyUpdate {
+                budget: Some(Some(Budget::new(100, Period::Daily).unwrap())),
+                ..KeyUpdate::default()
+            },
+        )
+        .unwrap();
+    store.close().unwrap();
+    let store = Arc::new(Store::open(dir.path().join("data"), config).unwrap());
+    // On a thread of its own, so that a verify that never returns fails the test instead
+    // of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (on_thread, key_text) = (Arc::clone(&store), k.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(on_thread.verify_with(&VerifyRequest::new(&key_text).cost(5)));
+    });
+    let d = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("verify returned")
+        .unwrap();
+    assert_eq!(d.code, Code::Valid);
+    assert_eq!(
+        d.budget.unwrap().spent,
+        5,
+        "a new daily period, not the old month's spend"
+    );
+    assert_eq!(spend(&store, 94).budget.unwrap().spent, 99);
+    assert_eq!(spend(&store, 2).code, Code::BudgetExhausted);
+    // The next day starts from zero.
+    clock.advance(86_400_000);
+    assert_eq!(spend(&store, 2).budget.unwrap().spent, 2);
+}
+
 #[test]
 fn test_keys_are_rate_limited_but_never_charged() {
     let clock = Arc::new(ManualClock::new(T0));

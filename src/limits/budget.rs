@@ -137,7 +137,8 @@ pub enum Charge {
     Charged(u64),
     /// `spend + cost > cap`: nothing charged; spend is this.
     Exhausted(u64),
-    /// The charge would pass the persisted mark: raise it to this first, then retry.
+    /// The charge would pass the persisted mark: raise it to this packed (period, mark)
+    /// word first, then retry.
     NeedsMark(u64),
 }
 
@@ -157,10 +158,10 @@ impl BudgetCounter {
         }
     }
 
-    /// Spend in `period` now.
+    /// Spend in `period` now (in the counter's period, if that is newer).
     pub fn spent(&self, period: u32) -> u64 {
         let (p, s) = unpack(self.spend.load(Ordering::Acquire));
-        if p == period { s } else { 0 }
+        if p >= period { s } else { 0 }
     }
 
     /// The packed spend word, for persisting.
@@ -175,6 +176,11 @@ impl BudgetCounter {
 
     /// Charges `cost` in `period` against `budget`, unless that would pass the cap, or the
     /// persisted mark (then the caller raises the mark through the log and retries).
+    ///
+    /// A counter never moves back to an older period: a request that read the time just
+    /// before a period ended, and reaches the counter after another request started the
+    /// next period, is charged in the newer one. (Moving back would start the older
+    /// period's spend from zero and then the newer one's again: a budget spent twice.)
     pub fn charge(&self, budget: &Budget, period: u32, cost: u64) -> Charge {
         if cost == 0 {
             // Cost 0 only checks: spend + 0 <= cap unless spend is already past the cap
@@ -189,6 +195,7 @@ impl BudgetCounter {
         let mut current = self.spend.load(Ordering::Acquire);
         loop {
             let (p, s) = unpack(current);
+            let period = period.max(p);
             let spent = if p == period { s } else { 0 };
             let Some(new) = spent.checked_add(cost).filter(|n| *n <= budget.cap) else {
                 return Charge::Exhausted(spent);
@@ -196,7 +203,7 @@ impl BudgetCounter {
             let (mp, m) = unpack(self.mark.load(Ordering::Acquire));
             let mark = if mp == period { m } else { 0 };
             if new > mark {
-                return Charge::NeedsMark(spent.saturating_add(budget.chunk().max(cost)));
+                return Charge::NeedsMark(pack(period, spent.saturating_add(budget.chunk().max(cost))));
             }
             match self
                 .spend
@@ -246,16 +253,37 @@ mod tests {
     }
 
     #[test]
+    fn a_late_request_for_the_older_period_is_charged_in_the_newer_one() {
+        let b = Budget {
+            cap: 10,
+            period: Period::Daily,
+        };
+        let c = BudgetCounter::new(pack(7, 9), pack(7, 10));
+        c.raise_mark(pack(8, 10));
+        // Day 8 has begun: its first request starts from zero.
+        assert_eq!(c.charge(&b, 8, 4), Charge::Charged(4));
+        // A request that read the time on day 7 arrives after it: charged in day 8, not
+        // against day 7's spend (9) and not by resetting the counter to day 7.
+        assert_eq!(c.charge(&b, 7, 1), Charge::Charged(5));
+        assert_eq!(c.spent(7), 5);
+        assert_eq!(unpack(c.spend_word()), (8, 5));
+        assert_eq!(c.charge(&b, 7, 6), Charge::Exhausted(5));
+        // The mark it asks for is day 8's.
+        let c = BudgetCounter::new(pack(8, 4), pack(8, 4));
+        assert_eq!(c.charge(&b, 7, 1), Charge::NeedsMark(pack(8, 5)));
+    }
+
+    #[test]
     fn charges_never_pass_the_cap_or_the_mark() {
         let b = Budget {
             cap: 10,
             period: Period::Total,
         };
         let c = BudgetCounter::default();
-        assert_eq!(c.charge(&b, 0, 3), Charge::NeedsMark(3));
+        assert_eq!(c.charge(&b, 0, 3), Charge::NeedsMark(pack(0, 3)));
         c.raise_mark(pack(0, 5));
         assert_eq!(c.charge(&b, 0, 3), Charge::Charged(3));
-        assert_eq!(c.charge(&b, 0, 3), Charge::NeedsMark(6));
+        assert_eq!(c.charge(&b, 0, 3), Charge::NeedsMark(pack(0, 6)));
         c.raise_mark(pack(0, 10));
         assert_eq!(c.charge(&b, 0, 3), Charge::Charged(6));
         assert_eq!(c.charge(&b, 0, 5), Charge::Exhausted(6));

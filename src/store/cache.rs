@@ -6,14 +6,15 @@
 //! last, the map ends up holding the changed record: no stale entry can serve a request.
 //!
 //! A key's [`LiveState`] is its record with its effective rate limits and budget resolved
-//! (its own, over its plan's). Limit and budget counters are `Arc`s carried from one state
-//! to the next, so a change of settings keeps what was already consumed.
+//! (its own, over its plan's). A change replaces the map's `Arc<LiveState>` under the
+//! shard's lock; a verify holds the state it looked up until it is done. Limit and budget
+//! counters and the last use are `Arc`s carried from one state to the next, so a change of
+//! settings keeps what was already consumed.
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 use crate::event::Tag;
@@ -26,17 +27,17 @@ use crate::record::KeyKind;
 use super::directory::Directory;
 use crate::record::{KeyId, KeyRecord};
 
-/// One key's live state and counters.
-#[derive(Debug)]
-pub(crate) struct LiveKey {
-    pub state: ArcSwap<LiveState>,
+/// A key's last use and whether its counters changed since the last flush; shared by
+/// every state of the key.
+#[derive(Debug, Default)]
+pub(crate) struct Usage {
     /// Last use, unix ms (0: never).
     pub last_used: AtomicI64,
     /// Set when a counter changed since the last flush.
     pub dirty: AtomicBool,
 }
 
-impl LiveKey {
+impl Usage {
     /// Marks the counters for the next flush (a load first: no write when already set).
     #[inline]
     pub fn touch(&self) {
@@ -44,29 +45,31 @@ impl LiveKey {
             self.dirty.store(true, Ordering::Relaxed);
         }
     }
-
-    /// A snapshot of the counters for persisting.
-    pub fn counters(&self) -> Counters {
-        let state = self.state.load();
-        Counters {
-            last_used: self.last_used.load(Ordering::Relaxed),
-            limits: state
-                .limits
-                .iter()
-                .map(|l| (l.name.to_string(), l.cell.tat(), l.quota.interval_ns))
-                .collect(),
-            spend: state.budget.as_ref().map_or(0, |b| b.counter.spend_word()),
-        }
-    }
 }
 
-/// A key's record with its limits and budget resolved.
+/// A key's record with its limits and budget resolved, and its counters.
 #[derive(Debug)]
 pub(crate) struct LiveState {
     pub record: Arc<KeyRecord>,
     pub grants: Grants,
     pub limits: Vec<ActiveLimit>,
     pub budget: Option<ActiveBudget>,
+    pub usage: Arc<Usage>,
+}
+
+impl LiveState {
+    /// A snapshot of the counters for persisting.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            last_used: self.usage.last_used.load(Ordering::Relaxed),
+            limits: self
+                .limits
+                .iter()
+                .map(|l| (l.name.to_string(), l.cell.tat(), l.quota.interval_ns))
+                .collect(),
+            spend: self.budget.as_ref().map_or(0, |b| b.counter.spend_word()),
+        }
+    }
 }
 
 /// What a key may do.
@@ -95,34 +98,39 @@ pub(crate) struct ActiveLimit {
 pub(crate) struct ActiveBudget {
     pub budget: Budget,
     pub counter: Arc<BudgetCounter>,
-    /// The last period computed, so the calendar arithmetic runs once per period.
-    period: Arc<ArcSwap<PeriodWindow>>,
+    /// The last period computed, so the calendar arithmetic runs once per period: packed
+    /// `id << 32 | end`, the end in days since the epoch (`u32::MAX`: no end; the word 0:
+    /// nothing computed yet). Periods end at midnight UTC.
+    period: Arc<AtomicU64>,
 }
 
-/// A budget period: id, and the unix ms range `[start, end)` it covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PeriodWindow {
-    id: u32,
-    start: i64,
-    end: Option<i64>,
-}
+const DAY_MS: i64 = 86_400_000;
+const NO_END: u32 = u32::MAX;
 
 impl ActiveBudget {
-    /// The period holding `now_ms` (id and end), computed once per period.
+    /// The period holding `now_ms` (id and end), computed once per period. The period never
+    /// moves back: a time before the cached period's start (a clock stepped back) stays in
+    /// it, as [`BudgetCounter::charge`] would.
     #[inline]
     pub fn period_at(&self, now_ms: i64) -> (u32, Option<i64>) {
-        let cached = **self.period.load();
-        if now_ms >= cached.start && cached.end.is_none_or(|end| now_ms < end) {
-            return (cached.id, cached.end);
+        let cached = self.period.load(Ordering::Relaxed);
+        let id = u32::try_from(cached >> 32).unwrap_or(u32::MAX);
+        let end_day = u32::try_from(cached & u64::from(u32::MAX)).unwrap_or(NO_END);
+        let end = (end_day != NO_END).then(|| i64::from(end_day) * DAY_MS);
+        if cached != 0 && end.is_none_or(|end| now_ms < end) {
+            return (id, end);
         }
         let (id, end) = self.budget.period.at(now_ms);
-        // The period started at or before now; `now` is a valid lower bound to cache.
-        let start = if cached.id == id {
-            cached.start.min(now_ms)
-        } else {
-            now_ms
+        let end_day = match end {
+            None => Some(NO_END),
+            Some(end) if end % DAY_MS == 0 => u32::try_from(end / DAY_MS).ok().filter(|d| *d != NO_END),
+            Some(_) => None,
         };
-        self.period.store(Arc::new(PeriodWindow { id, start, end }));
+        if let Some(end_day) = end_day {
+            // Only ever forward: a racing thread may have stored a later period already.
+            self.period
+                .fetch_max((u64::from(id) << 32) | u64::from(end_day), Ordering::Relaxed);
+        }
         (id, end)
     }
 }
@@ -163,11 +171,19 @@ impl LiveState {
                 }
             }
         };
+        let usage = match seed {
+            Seed::Previous(prev, _) => Arc::clone(&prev.usage),
+            Seed::Persisted { counters, .. } => Arc::new(Usage {
+                last_used: AtomicI64::new(counters.map_or(0, |c| c.last_used)),
+                dirty: AtomicBool::new(false),
+            }),
+        };
         LiveState {
             record,
             grants,
             limits,
             budget,
+            usage,
         }
     }
 }
@@ -217,39 +233,39 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
             .as_ref()
             .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period))
             .map(|b| Arc::clone(&b.counter)),
-        Seed::Persisted { counters, mark, .. } => {
-            let spend = counters.map_or(0, |c| c.spend);
-            let word = spend;
+        Seed::Persisted { counters, mark, now_ns } => {
+            // A counter never moves back to an older period, so a persisted word whose
+            // period lies after the current one is not this budget's: it was written under
+            // another kind of period (monthly ids are larger than daily ones), and is
+            // dropped rather than followed.
+            let (current, _) = budget.period.at(now_ns.div_euclid(1_000_000));
+            let ours = |word: u64| if unpack(word).0 > current { 0 } else { word };
+            let (period, amount) = unpack(ours(counters.map_or(0, |c| c.spend)));
             // Never restore above the cap.
-            let (period, amount) = unpack(word);
             let word = pack(period, amount.min(budget.cap));
-            Some(Arc::new(BudgetCounter::new(word, *mark)))
+            Some(Arc::new(BudgetCounter::new(word, ours(*mark))))
         }
     };
     ActiveBudget {
         budget,
         counter: counter.unwrap_or_default(),
-        // An empty window: the first request computes the period.
-        period: Arc::new(ArcSwap::from_pointee(PeriodWindow {
-            id: 0,
-            start: i64::MAX,
-            end: Some(i64::MIN),
-        })),
+        // Nothing computed: the first request computes the period.
+        period: Arc::new(AtomicU64::new(0)),
     }
 }
 
 /// The concurrent map from tag to live key.
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
-    map: DashMap<Tag, Arc<LiveKey>, BuildHasherDefault<TagHasher>>,
+    map: DashMap<Tag, Arc<LiveState>, BuildHasherDefault<TagHasher>>,
     /// Bumped by [`Cache::clear`]; a fill that read sled before a clear does not insert.
     epoch: AtomicU64,
 }
 
 impl Cache {
-    /// The live key for `tag`, if cached.
+    /// The live state for `tag`, if cached.
     #[inline]
-    pub fn get(&self, tag: &Tag) -> Option<Arc<LiveKey>> {
+    pub fn get(&self, tag: &Tag) -> Option<Arc<LiveState>> {
         self.map.get(tag).map(|e| Arc::clone(e.value()))
     }
 
@@ -261,49 +277,29 @@ impl Cache {
     /// Inserts a state built from sled during `epoch`, unless the tag is present; returns
     /// what is in the map. If the map was cleared since, the entry is returned uncached:
     /// a change upserted and then cleared away must not be shadowed by an older read.
-    pub fn fill(&self, tag: Tag, state: impl FnOnce() -> LiveState, last_used: i64, epoch: u64) -> Arc<LiveKey> {
-        let fresh = || {
-            Arc::new(LiveKey {
-                state: ArcSwap::from_pointee(state()),
-                last_used: AtomicI64::new(last_used),
-                dirty: AtomicBool::new(false),
-            })
-        };
+    pub fn fill(&self, tag: Tag, state: LiveState, epoch: u64) -> Arc<LiveState> {
         match self.map.entry(tag) {
             dashmap::Entry::Occupied(e) => Arc::clone(e.get()),
             // Checked under the shard lock, so a concurrent clear either sees this entry or
             // has already bumped the epoch.
             dashmap::Entry::Vacant(e) if self.epoch.load(Ordering::SeqCst) == epoch => {
-                Arc::clone(e.insert(fresh()).value())
+                Arc::clone(e.insert(Arc::new(state)).value())
             }
-            dashmap::Entry::Vacant(_) => fresh(),
+            dashmap::Entry::Vacant(_) => Arc::new(state),
         }
     }
 
     /// Replaces the record for `tag` (keeping its counters), or inserts a state for it;
     /// called after the change is in sled.
-    pub fn upsert(
-        &self,
-        tag: Tag,
-        record: KeyRecord,
-        dir: &Directory,
-        now_ns: i64,
-        load: impl FnOnce() -> (LiveState, i64),
-    ) {
+    pub fn upsert(&self, tag: Tag, record: KeyRecord, dir: &Directory, now_ns: i64, load: impl FnOnce() -> LiveState) {
         let record = Arc::new(record);
         match self.map.entry(tag) {
-            dashmap::Entry::Occupied(e) => {
-                e.get()
-                    .state
-                    .rcu(|prev| LiveState::build(Arc::clone(&record), dir, &Seed::Previous(prev, now_ns)));
+            dashmap::Entry::Occupied(mut e) => {
+                let next = LiveState::build(record, dir, &Seed::Previous(e.get(), now_ns));
+                e.insert(Arc::new(next));
             }
             dashmap::Entry::Vacant(e) => {
-                let (state, last_used) = load();
-                e.insert(Arc::new(LiveKey {
-                    state: ArcSwap::from_pointee(state),
-                    last_used: AtomicI64::new(last_used),
-                    dirty: AtomicBool::new(false),
-                }));
+                e.insert(Arc::new(load()));
             }
         }
     }
@@ -313,11 +309,10 @@ impl Cache {
     /// against the old directory from inserting afterwards.
     pub fn reresolve(&self, dir: &Directory, now_ns: i64) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        for entry in &self.map {
-            entry
-                .value()
-                .state
-                .rcu(|prev| LiveState::build(Arc::clone(&prev.record), dir, &Seed::Previous(prev, now_ns)));
+        for mut entry in self.map.iter_mut() {
+            let prev = entry.value();
+            let next = LiveState::build(Arc::clone(&prev.record), dir, &Seed::Previous(prev, now_ns));
+            *entry.value_mut() = Arc::new(next);
         }
     }
 
@@ -332,8 +327,8 @@ impl Cache {
         let mut out = Vec::new();
         for entry in &self.map {
             let live = entry.value();
-            if live.dirty.swap(false, Ordering::AcqRel) {
-                out.push((live.state.load().record.id.clone(), live.counters()));
+            if live.usage.dirty.swap(false, Ordering::AcqRel) {
+                out.push((live.record.id.clone(), live.counters()));
             }
         }
         out

@@ -32,7 +32,7 @@ use crate::error::{Error, InputError, OpenError, Result, StateError};
 use crate::event::KeyChanges;
 use crate::event::{Event, Tag};
 use crate::index::Index;
-use crate::limits::budget::{Charge, pack};
+use crate::limits::budget::Charge;
 use crate::limits::{Plan, check_limits};
 use crate::log::{DEFAULT_SEGMENT_SIZE, LogError, LogReader, LogWriter, RecoveryReport};
 use crate::policy::{Forbidden, PermissionQuery, Role, RoleName, User};
@@ -42,7 +42,7 @@ use crate::record::{
     validate_project, validate_reason,
 };
 use crate::secret::{Pepper, Secret};
-use crate::token::{Env, Format, FormatSet};
+use crate::token::{Env, Format, FormatSet, Malformed};
 use directory::Directory;
 
 use cache::{Cache, Grants, LiveState, Seed};
@@ -227,7 +227,9 @@ pub struct LogCheck {
 pub(crate) struct Shared {
     index: Index,
     cache: Cache,
-    formats: ArcSwap<FormatSet>,
+    /// In an `Arc` so that each thread's cache of it (see [`Shared::tag_of_presented`]) can
+    /// hold it.
+    formats: Arc<ArcSwap<FormatSet>>,
     directory: ArcSwap<Directory>,
     pepper: Pepper,
     clock: Arc<dyn Clock>,
@@ -244,12 +246,40 @@ impl Shared {
         Tag(*blake3::keyed_hash(self.pepper.bytes(), key).as_bytes())
     }
 
+    /// Steps 1 and 2's first half: parses a presented key under the registered formats and
+    /// returns its tag. The formats are read through a per-thread [`arc_swap::Cache`]: one
+    /// atomic load checks that it is current, where an `ArcSwap` guard would cost two
+    /// read-modify-writes on every verify.
+    #[inline]
+    fn tag_of_presented(&self, key: &str) -> std::result::Result<Tag, Malformed> {
+        type FormatsCache = arc_swap::Cache<Arc<ArcSwap<FormatSet>>, Arc<FormatSet>>;
+        thread_local! {
+            static FORMATS: std::cell::RefCell<Option<FormatsCache>> = const { std::cell::RefCell::new(None) };
+        }
+        let parse = |formats: &FormatSet| formats.parse(key).map(|token| self.tag_of(token.as_bytes()));
+        FORMATS
+            .try_with(|slot| {
+                // Not reentrant: nothing below calls back into this function.
+                let mut slot = slot.borrow_mut();
+                if slot
+                    .as_ref()
+                    .is_some_and(|c| !std::ptr::eq(c.arc_swap(), &*self.formats))
+                {
+                    *slot = None;
+                }
+                let cache = slot.get_or_insert_with(|| arc_swap::Cache::new(Arc::clone(&self.formats)));
+                parse(cache.load())
+            })
+            // The thread is exiting and its cache is gone: read the formats directly.
+            .unwrap_or_else(|_| parse(&self.formats.load()))
+    }
+
     fn flush_counters(&self) -> Result<()> {
         self.index.write_counters(&self.cache.take_dirty())
     }
 
-    /// A key's live state and last use, built from what sled holds.
-    fn load_state(&self, record: &KeyRecord) -> (LiveState, i64) {
+    /// A key's live state, built from what sled holds.
+    fn load_state(&self, record: &KeyRecord) -> LiveState {
         // A read error here leaves counters at zero; the key's record itself came from
         // sled a moment ago, so sled is readable and this is not expected.
         let counters = self.index.counters(&record.id).ok().flatten();
@@ -259,8 +289,7 @@ impl Shared {
             mark,
             now_ns: self.clock.now_ns(),
         };
-        let state = LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed);
-        (state, counters.map_or(0, |c| c.last_used))
+        LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed)
     }
 }
 
@@ -462,7 +491,7 @@ impl Store {
         }
         index.set_clean(false)?;
         let shared = Arc::new(Shared {
-            formats: ArcSwap::from_pointee(index.formats()?),
+            formats: Arc::new(ArcSwap::from_pointee(index.formats()?)),
             directory: ArcSwap::from_pointee(index.directory()?),
             index,
             cache: Cache::default(),
@@ -680,25 +709,21 @@ impl Store {
     fn decide(&self, req: &VerifyRequest<'_>, now_ms: &mut i64) -> Result<Decision> {
         let shared = &*self.shared;
         // 1. Parse: prefix, length, alphabet, checksum.
-        let formats = shared.formats.load();
-        let token = match formats.parse(req.key) {
-            Ok(token) => token,
+        // 2. Tag and lookup: the live map, or sled once.
+        let tag = match shared.tag_of_presented(req.key) {
+            Ok(tag) => tag,
             Err(why) => return Ok(Decision::malformed(why)),
         };
-        // 2. Tag and lookup: the live map, or sled once.
-        let tag = shared.tag_of(token.as_bytes());
-        let live = match shared.cache.get(&tag) {
-            Some(live) => live,
+        let state = match shared.cache.get(&tag) {
+            Some(state) => state,
             None => {
                 let epoch = shared.cache.epoch();
                 let Some(stored) = shared.index.get_by_tag(&tag)? else {
                     return Ok(Decision::not_found());
                 };
-                let (state, last_used) = shared.load_state(&stored.record);
-                shared.cache.fill(tag, || state, last_used, epoch)
+                shared.cache.fill(tag, shared.load_state(&stored.record), epoch)
             }
         };
-        let state = live.state.load();
         let record = &state.record;
         // 3. Status and time.
         let now_ns = shared.clock.now_ns();
@@ -809,8 +834,12 @@ impl Store {
             }
         }
         // 9. Valid: last used.
-        live.last_used.fetch_max(now, Ordering::Relaxed);
-        live.touch();
+        // A load and a plain store, not a read-modify-write: concurrent verifies of one key
+        // store times within microseconds of each other, and any of them will do.
+        if state.usage.last_used.load(Ordering::Relaxed) < now {
+            state.usage.last_used.store(now, Ordering::Relaxed);
+        }
+        state.usage.touch();
         Ok(decision)
     }
 
@@ -822,7 +851,6 @@ impl Store {
                 Charge::Charged(spent) => return Ok((spent, false)),
                 Charge::Exhausted(spent) => return Ok((spent, true)),
                 Charge::NeedsMark(mark) => {
-                    let mark = pack(period, mark);
                     self.submit(Op::RaiseMark {
                         id: record.id.clone(),
                         mark,
@@ -841,12 +869,10 @@ impl Store {
     #[doc(hidden)]
     pub fn verify_uncached(&self, presented: &str) -> Result<Decision> {
         let shared = &*self.shared;
-        let formats = shared.formats.load();
-        let token = match formats.parse(presented) {
-            Ok(token) => token,
+        let tag = match shared.tag_of_presented(presented) {
+            Ok(tag) => tag,
             Err(why) => return Ok(Decision::malformed(why)),
         };
-        let tag = shared.tag_of(token.as_bytes());
         let Some(stored) = shared.index.get_by_tag(&tag)? else {
             return Ok(Decision::not_found());
         };
@@ -1216,7 +1242,7 @@ impl Store {
             .shared
             .cache
             .get(tag)
-            .map_or(0, |l| l.last_used.load(Ordering::Relaxed));
+            .map_or(0, |l| l.usage.last_used.load(Ordering::Relaxed));
         let stored = self.shared.index.counters(&record.id)?.map_or(0, |c| c.last_used);
         let last = cached.max(stored);
         Ok(KeyInfo {
