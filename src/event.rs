@@ -195,6 +195,33 @@ pub enum EventKind {
         /// The new key's tag. Never shown.
         tag: Tag,
     },
+    /// Keys used, one entry per request (every-request mode), as many as one hand-off
+    /// drain brings, in one record: one frame, one chain hash and one write for them all.
+    /// The event's `at` is the earliest use's; [`USE_BATCH_SPAN_MS`] bounds the rest.
+    /// [`Event::into_uses`] turns it into one `key.used` event per request.
+    KeysUsed {
+        /// The uses, in hand-off order.
+        uses: Vec<KeyUse>,
+    },
+}
+
+/// The most a [`EventKind::KeysUsed`] record's uses lie after its `at` (the earliest of
+/// them), ms: a time-range query reads records from this much before its start.
+pub const USE_BATCH_SPAN_MS: i64 = 60_000;
+
+/// One request with a key, in a [`EventKind::KeysUsed`] record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUse {
+    /// The key.
+    pub id: KeyId,
+    /// When, unix ms.
+    pub at: i64,
+    /// The outcome.
+    pub code: Code,
+    /// The client address, when the host gave it.
+    pub ip: Option<IpAddr>,
+    /// `METHOD PATH`, when the host gave it.
+    pub endpoint: Option<String>,
 }
 
 /// A change to a key's settings; `None` leaves a field as it is.
@@ -318,6 +345,26 @@ impl Event {
         Ok(event)
     }
 
+    /// The event as the events it stands for: a [`EventKind::KeysUsed`] record as one
+    /// `key.used` event per request (at the request's time), any other as itself.
+    pub fn into_uses(self) -> Vec<Event> {
+        match self.kind {
+            EventKind::KeysUsed { uses } => uses
+                .into_iter()
+                .map(|u| Event {
+                    at: u.at,
+                    kind: EventKind::KeyUsed {
+                        id: Some(u.id),
+                        code: u.code,
+                        ip: u.ip,
+                        endpoint: u.endpoint,
+                    },
+                })
+                .collect(),
+            kind => vec![Event { at: self.at, kind }],
+        }
+    }
+
     /// The event's kind as a dotted name (`key.created`).
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
@@ -344,6 +391,7 @@ impl Event {
             EventKind::SecretRewrapped { .. } => "vault.rewrapped",
             EventKind::SecretDeleted { .. } => "vault.deleted",
             EventKind::SecretRead { .. } => "vault.read",
+            EventKind::KeysUsed { .. } => "key.uses",
         }
     }
 
@@ -365,6 +413,7 @@ impl Event {
             | EventKind::SecretRead { .. }
             | EventKind::UsesDropped { .. } => vec![],
             EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } => id.iter().collect(),
+            EventKind::KeysUsed { uses } => uses.iter().map(|u| &u.id).collect(),
             EventKind::BudgetMark { id, .. } => vec![id],
             EventKind::KeyCreated { record, .. } => vec![&record.id],
             EventKind::KeyUpdated { id, .. }
@@ -411,6 +460,11 @@ impl Event {
                 "last_at": fmt_time(summary.last_at), "last_ip": summary.last_ip,
             }),
             EventKind::UsesDropped { count } => json!({ "count": count }),
+            EventKind::KeysUsed { uses } => json!({
+                "uses": uses.iter().map(|u| json!({
+                    "key_id": u.id, "at": fmt_time(u.at), "code": u.code, "ip": u.ip, "endpoint": u.endpoint,
+                })).collect::<Vec<_>>(),
+            }),
             EventKind::MasterKeyAdded { version, .. } => json!({ "master_version": version }),
             EventKind::VaultMinVersion { version } => json!({ "min_version": version }),
             EventKind::SecretPut {

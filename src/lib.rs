@@ -72,7 +72,7 @@ pub mod vault;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{BudgetState, Code, Decision, RateLimitState, RateLimits};
 pub use error::{Error, InputError, OpenError, Result, StateError};
-pub use event::{Event, EventKind, KeyChanges};
+pub use event::{Event, EventKind, KeyChanges, KeyUse, USE_BATCH_SPAN_MS};
 pub use limits::{Budget, Period, Plan, RateLimit};
 pub use log::LogError;
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};

@@ -216,6 +216,39 @@ fn write_token_seeds(dir: &Path) {
     }
 }
 
+/// A `key.uses` record's payload: two uses of one key (the store writes these only when
+/// uses are drained, so the sample store's events do not include one).
+fn key_uses_payload() -> Vec<u8> {
+    let id = credstore::KeyId::parse("key_0NUqv2Kv3XaL3mB0cWj8vQ").unwrap();
+    let uses = vec![
+        credstore::KeyUse {
+            id: id.clone(),
+            at: 1_767_225_600_000,
+            code: credstore::Code::Valid,
+            ip: Some("203.0.113.7".parse().unwrap()),
+            endpoint: Some("GET /v1/things".into()),
+        },
+        credstore::KeyUse {
+            id,
+            at: 1_767_225_600_250,
+            code: credstore::Code::RateLimited,
+            ip: None,
+            endpoint: None,
+        },
+    ];
+    let event = Event {
+        at: 1_767_225_600_000,
+        kind: credstore::EventKind::KeysUsed { uses },
+    };
+    event.encode()
+}
+
+#[test]
+fn the_key_uses_seed_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/log_record/payload-key-uses");
+    assert_eq!(fs::read(path).unwrap(), key_uses_payload());
+}
+
 fn write_log_seeds(dir: &Path) {
     fs::create_dir_all(dir).unwrap();
     let (_, hash) = checks::segment_prefix();
@@ -265,6 +298,7 @@ fn write_log_seeds(dir: &Path) {
         ("payload-key-updated", payload_of("key.updated")),
         ("payload-plan-set", payload_of("plan.set")),
         ("payload-budget-mark", payload_of("budget.mark")),
+        ("payload-key-uses", key_uses_payload()),
         ("payload-bad-version", bad_version),
         ("payload-truncated", {
             let created = payload_of("key.created");

@@ -99,6 +99,117 @@ fn every_request_is_recorded_with_its_outcome_ip_and_endpoint() {
     assert_eq!(by_key.len(), 2);
 }
 
+/// Every-request mode writes a drain's uses as few `key.uses` records, and reading the log
+/// gives them back as one `key.used` event per request, in order, each at its own time,
+/// found by key, kind and time range.
+#[test]
+fn uses_are_written_in_batches_and_read_back_one_by_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let cfg = config(UseLog::Every)
+        .clock(clock.clone())
+        .flush_interval(Duration::from_secs(60));
+    let store = Store::init(tmp.path().join("d"), cfg).unwrap();
+    let a = store.create(NewKey::new("a")).unwrap();
+    let b = store.create(NewKey::new("b")).unwrap();
+    for i in 0..300 {
+        let key = if i % 3 == 0 { &b } else { &a };
+        let path = format!("/v1/things/{i}");
+        assert!(
+            store
+                .verify_with(&VerifyRequest::new(key.key.expose()).endpoint("GET", &path))
+                .unwrap()
+                .is_valid()
+        );
+        clock.advance(10);
+    }
+    // Close writes what is pending (the interval is a minute).
+    store.close().unwrap();
+    let store = Store::open(tmp.path().join("d"), config(UseLog::Every).clock(clock.clone())).unwrap();
+    let used = |filter: &credstore::EventFilter| -> Vec<(u64, credstore::Event)> {
+        store
+            .events(filter)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, e)| matches!(e.kind, EventKind::KeyUsed { .. }))
+            .collect()
+    };
+    let all = used(&Default::default());
+    assert_eq!(all.len(), 300);
+    let records: std::collections::BTreeSet<u64> = all.iter().map(|(seq, _)| *seq).collect();
+    assert!(records.len() <= 2, "300 uses in {} records", records.len());
+    for (i, (_, e)) in all.iter().enumerate() {
+        assert_eq!(e.at, T0 + 10 * i as i64, "use {i} keeps its own time");
+        let EventKind::KeyUsed { id, endpoint, .. } = &e.kind else {
+            unreachable!()
+        };
+        let key = if i % 3 == 0 { &b } else { &a };
+        assert_eq!(id.as_ref(), Some(&key.record.id));
+        assert_eq!(endpoint.as_deref(), Some(format!("GET /v1/things/{i}").as_str()));
+    }
+    let by_key = used(&credstore::EventFilter {
+        key: Some(b.record.id.clone()),
+        ..Default::default()
+    });
+    assert_eq!(by_key.len(), 100);
+    let by_kind = store
+        .events(&credstore::EventFilter {
+            kind: Some("key.used".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(by_kind.len(), 300);
+    // A range that starts inside the batch: the batch's record is timed by its first use.
+    let ranged = used(&credstore::EventFilter {
+        since: Some(T0 + 1_000),
+        until: Some(T0 + 2_000),
+        ..Default::default()
+    });
+    assert_eq!(ranged.len(), 100);
+    assert!(ranged.iter().all(|(_, e)| (T0 + 1_000..T0 + 2_000).contains(&e.at)));
+    let newest = used(&credstore::EventFilter {
+        newest_first: true,
+        ..Default::default()
+    });
+    assert_eq!(newest.first().map(|(_, e)| e.at), Some(T0 + 2_990));
+    assert!(
+        newest.windows(2).all(|w| w[0].1.at >= w[1].1.at),
+        "newest first, inside a record too"
+    );
+    assert!(store.verify_log().is_ok(), "cross-references of batched uses check out");
+}
+
+/// The queue is emptied every few milliseconds, so a burst far larger than it, within one
+/// flush interval, is recorded in full.
+#[test]
+fn a_burst_larger_than_the_queue_is_recorded_in_full() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(UseLog::Every).flush_interval(Duration::from_secs(5));
+    let store = Store::init(tmp.path().join("d"), cfg.clone()).unwrap();
+    let k = store.create(NewKey::new("k")).unwrap();
+    let n = 100_000;
+    let started = Instant::now();
+    for _ in 0..n {
+        assert!(store.verify(k.key.expose()).unwrap().is_valid());
+    }
+    let took = started.elapsed();
+    store.close().unwrap();
+    let store = Store::open(tmp.path().join("d"), cfg).unwrap();
+    let events = store.events(&Default::default()).unwrap();
+    let used = events
+        .iter()
+        .filter(|(_, e)| matches!(e.kind, EventKind::KeyUsed { .. }))
+        .count();
+    let dropped: u64 = events
+        .iter()
+        .filter_map(|(_, e)| match e.kind {
+            EventKind::UsesDropped { count } => Some(count),
+            _ => None,
+        })
+        .sum();
+    assert_eq!((used, dropped), (n, 0), "{n} verifies in {took:?}");
+}
+
 #[test]
 fn summary_mode_counts_per_key_and_off_records_nothing() {
     let tmp = tempfile::tempdir().unwrap();

@@ -149,8 +149,11 @@ pub(crate) fn run(
 ) {
     let mut last_id = last_id;
     let mut last_uses = Instant::now();
+    // Uses are taken off the queue every BUSY_DRAIN, so that it does not fill, and written
+    // with the next batch of changes, once per interval, or as soon as enough gathered.
+    let mut pending: Vec<Use> = Vec::new();
     loop {
-        let (batch, closing) = match requests.recv_timeout(every) {
+        let (batch, closing) = match requests.recv_timeout(every.min(super::uses::BUSY_DRAIN)) {
             Ok(first) => {
                 let mut batch = vec![first];
                 batch.extend(requests.try_iter().take(MAX_BATCH - 1));
@@ -159,13 +162,14 @@ pub(crate) fn run(
             Err(RecvTimeoutError::Timeout) => (Vec::new(), false),
             Err(RecvTimeoutError::Disconnected) => (Vec::new(), true),
         };
-        // Uses ride along with a batch of changes, or go alone once per interval.
-        let drain_uses = closing || !batch.is_empty() || last_uses.elapsed() >= every;
-        let use_events = if drain_uses {
+        pending.extend(uses.try_iter());
+        let write_uses =
+            closing || !batch.is_empty() || pending.len() >= super::uses::WRITE_USES_AT || last_uses.elapsed() >= every;
+        let use_events = if write_uses {
             last_uses = Instant::now();
-            let drained: Vec<Use> = uses.try_iter().collect();
             let lost = dropped.swap(0, Ordering::Relaxed);
             let keyless = shared.uses.keyless.take();
+            let drained = std::mem::take(&mut pending);
             super::uses::events(shared.uses.mode(), drained, keyless, lost, shared.clock.now_ms())
         } else {
             Vec::new()
@@ -851,6 +855,7 @@ impl<'a> Overlay<'a> {
             }
             EventKind::SecretRead { .. }
             | EventKind::KeyUsed { .. }
+            | EventKind::KeysUsed { .. }
             | EventKind::KeyUseSummary { .. }
             | EventKind::UsesDropped { .. } => {}
             EventKind::BudgetMark { id, mark } => {

@@ -1114,8 +1114,10 @@ impl Store {
     /// [`Error::Log`] for a damaged log.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<(u64, Event)>> {
         let mut out = Vec::new();
-        // Sealed segments wholly outside the time range are not read.
-        let mut reader = LogReader::open_range(&self.path.join("log"), self.store_id, filter.since, filter.until)?;
+        // Sealed segments wholly outside the time range are not read. A `key.uses` record
+        // is timed by its earliest use, so records from a little before `since` are read.
+        let since = filter.since.map(|t| t.saturating_sub(crate::event::USE_BATCH_SPAN_MS));
+        let mut reader = LogReader::open_range(&self.path.join("log"), self.store_id, since, filter.until)?;
         if filter.newest_first {
             reader = reader.newest_first();
         }
@@ -1125,12 +1127,23 @@ impl Store {
                 seq: record.seq,
                 reason,
             })?;
-            let keep = filter.key.as_ref().is_none_or(|k| event.key_ids().contains(&k))
-                && filter.kind.as_deref().is_none_or(|k| event.kind_name() == k)
-                && filter.since.is_none_or(|t| event.at >= t)
-                && filter.until.is_none_or(|t| event.at < t);
-            if keep {
-                out.push((record.seq, event));
+            if filter.key.as_ref().is_some_and(|k| !event.key_ids().contains(&k)) {
+                continue;
+            }
+            let events = event.into_uses();
+            let first = out.len();
+            for event in events {
+                let keep = filter.key.as_ref().is_none_or(|k| event.key_ids().contains(&k))
+                    && filter.kind.as_deref().is_none_or(|k| event.kind_name() == k)
+                    && filter.since.is_none_or(|t| event.at >= t)
+                    && filter.until.is_none_or(|t| event.at < t);
+                if keep {
+                    out.push((record.seq, event));
+                }
+            }
+            if filter.newest_first {
+                // Records come newest first; the uses inside one record, oldest first.
+                out.get_mut(first..).unwrap_or_default().reverse();
             }
         }
         Ok(out)
