@@ -23,7 +23,9 @@
 //!
 //! On a shared, noisy machine criterion's estimates wander; with `HTTP_PROBE=ROUNDS` set the
 //! bench instead runs every variant in turn, ROUNDS times 20,000 calls each, and prints the
-//! fastest batch per variant (interference only slows a batch down).
+//! fastest batch per variant (interference only slows a batch down). `HTTP_PROBE_ONLY=NAME`
+//! runs just that variant, e.g. under `valgrind --tool=callgrind` to count instructions,
+//! which noise does not move.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -203,9 +205,13 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
         "verify/plain",
         "verify/limited",
     ];
+    let only = std::env::var("HTTP_PROBE_ONLY").ok();
     let mut best = [f64::MAX; 6];
     for _ in 0..rounds {
         for (i, slot) in best.iter_mut().enumerate() {
+            if only.as_deref().is_some_and(|only| only != names[i]) {
+                continue;
+            }
             let start = Instant::now();
             for _ in 0..BATCH {
                 match i {
