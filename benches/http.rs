@@ -1,0 +1,245 @@
+//! What `credstore::http::ApiKeyLayer` adds to a request, in process (no network).
+//!
+//! A router with one route (`GET /v1/ping`, a handler that ignores the decision) is called
+//! through `tower::ServiceExt::oneshot` on a current-thread tokio runtime, with the request
+//! as a server would hand it over (`Authorization: Bearer`, `User-Agent`, `Accept`, and the
+//! peer's address as `ConnectInfo`). Each iteration builds the request, calls the router,
+//! and writes the response head into a buffer the way hyper's HTTP/1 encoder does (name,
+//! `": "`, value, CRLF per field), so fewer or cheaper fields show.
+//!
+//! - `http/no_layer`: the same router without the layer (the baseline);
+//! - `http/layer/plain`: a key without rate limits or budget;
+//! - `http/layer/limited`: a key with one rate limit and a monthly budget (neither near
+//!   running out), so every answer carries the five rate-limit fields;
+//! - `http/verify/plain`, `http/verify/limited`: `Store::verify_with` alone with what the
+//!   layer passes it, for the same keys: the layer's own cost is
+//!   `layer - no_layer - verify`.
+//!
+//! - `http/pass_layer`: the router with a do-nothing route layer instead (a wrapper that
+//!   forwards the request): what axum charges any route layer (cloning the boxed route
+//!   per request, one more future), i.e. the part of `layer - no_layer` credstore cannot cut.
+//!
+//! The store logs no uses (`UseLog::Off`): the use log is the store's cost, not the layer's.
+//!
+//! On a shared, noisy machine criterion's estimates wander; with `HTTP_PROBE=ROUNDS` set the
+//! bench instead runs every variant in turn, ROUNDS times 20,000 calls each, and prints the
+//! fastest batch per variant (interference only slows a batch down). `HTTP_PROBE_ONLY=NAME`
+//! runs just that variant, e.g. under `valgrind --tool=callgrind` to count instructions,
+//! which noise does not move.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response};
+use axum::routing::get;
+use credstore::http::ApiKeyLayer;
+use credstore::limits::MAX_BUDGET;
+use credstore::{Budget, Code, Config, NewKey, Pepper, Period, RateLimit, Store, UseLog, VerifyRequest};
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::ServiceExt;
+
+const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40_000);
+
+struct Fixture {
+    store: Arc<Store>,
+    plain: String,
+    limited: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let config = Config::new().pepper(Pepper::from_bytes([7; 32])).use_log(UseLog::Off);
+        Store::init(&path, config.clone()).unwrap().close().unwrap();
+        let store = Store::open(&path, config).unwrap();
+        let plain = store.create(NewKey::new("plain")).unwrap().key.expose().to_string();
+        let limited = NewKey::new("bench")
+            .rate_limit(RateLimit::new("per_second", 1_000_000_000, 1_000).unwrap())
+            .budget(Budget::new(MAX_BUDGET, Period::Monthly { anchor_day: 1 }).unwrap());
+        let limited = store.create(limited).unwrap().key.expose().to_string();
+        Fixture {
+            store: Arc::new(store),
+            plain,
+            limited,
+            _dir: dir,
+        }
+    }
+}
+
+fn router(layer: Option<ApiKeyLayer>) -> Router {
+    let route = get(|| async { "pong\n" });
+    let route = match layer {
+        Some(layer) => route.layer(layer),
+        None => route,
+    };
+    Router::new().route("/v1/ping", route)
+}
+
+/// A route layer that does nothing but forward.
+#[derive(Clone)]
+struct Pass;
+
+#[derive(Clone)]
+struct PassService<S>(S);
+
+impl<S> tower::Layer<S> for Pass {
+    type Service = PassService<S>;
+    fn layer(&self, inner: S) -> PassService<S> {
+        PassService(inner)
+    }
+}
+
+impl<S: tower::Service<R>, R> tower::Service<R> for PassService<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+    fn call(&mut self, req: R) -> S::Future {
+        self.0.call(req)
+    }
+}
+
+fn request(auth: &str) -> Request<Body> {
+    let mut req = Request::get("/v1/ping")
+        .header("host", "127.0.0.1:18083")
+        .header("authorization", auth)
+        .header("user-agent", "bench")
+        .header("accept", "*/*")
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut().insert(ConnectInfo(PEER));
+    req
+}
+
+/// The response head as hyper's HTTP/1 encoder writes it (status line left out).
+fn write_head(response: &Response<Body>, out: &mut Vec<u8>) {
+    out.clear();
+    for (name, value) in response.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn call(rt: &tokio::runtime::Runtime, router: &Router, auth: &str, head: &mut Vec<u8>) -> u16 {
+    let response = rt.block_on(router.clone().oneshot(request(auth))).unwrap();
+    write_head(&response, head);
+    response.status().as_u16()
+}
+
+fn bench(c: &mut Criterion) {
+    let fx = Fixture::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bare = router(None);
+    let guarded = router(Some(ApiKeyLayer::new(Arc::clone(&fx.store))));
+    let passed = Router::new().route("/v1/ping", get(|| async { "pong\n" }).layer(Pass));
+    let plain = format!("Bearer {}", fx.plain);
+    let limited = format!("Bearer {}", fx.limited);
+    let mut head = Vec::with_capacity(512);
+
+    // Check what is measured: 200s, and the fields only for the limited key.
+    assert_eq!(call(&rt, &bare, &plain, &mut head), 200);
+    assert_eq!(call(&rt, &guarded, &plain, &mut head), 200);
+    assert!(!head.windows(9).any(|w| w == b"ratelimit"), "no fields for a plain key");
+    assert_eq!(call(&rt, &guarded, &limited, &mut head), 200);
+    assert_eq!(head.windows(9).filter(|w| *w == b"ratelimit").count(), 5, "five fields");
+    assert_eq!(call(&rt, &passed, &plain, &mut head), 200);
+
+    if let Some(rounds) = std::env::var("HTTP_PROBE").ok().and_then(|r| r.parse::<usize>().ok()) {
+        probe(rounds, &fx, &rt, [&bare, &passed, &guarded], [&plain, &limited]);
+        return;
+    }
+
+    let mut g = c.benchmark_group("http");
+    g.bench_function("no_layer", |b| {
+        b.iter(|| black_box(call(&rt, &bare, &plain, &mut head)))
+    });
+    g.bench_function("pass_layer", |b| {
+        b.iter(|| black_box(call(&rt, &passed, &plain, &mut head)))
+    });
+    g.bench_function("layer/plain", |b| {
+        b.iter(|| black_box(call(&rt, &guarded, &plain, &mut head)))
+    });
+    g.bench_function("layer/limited", |b| {
+        b.iter(|| black_box(call(&rt, &guarded, &limited, &mut head)))
+    });
+    for (name, key) in [("verify/plain", &fx.plain), ("verify/limited", &fx.limited)] {
+        let req = VerifyRequest::new(key).endpoint("GET", "/v1/ping").ip(PEER.ip());
+        assert_eq!(fx.store.verify_with(&req).unwrap().code, Code::Valid);
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(fx.store.verify_with(black_box(&req)).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+/// Every variant in turn, `rounds` times; prints the fastest batch of each and what the
+/// layer adds over the router without it.
+fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&Router; 3], auths: [&String; 2]) {
+    const BATCH: u32 = 20_000;
+    let [bare, passed, guarded] = routers;
+    let [plain, limited] = auths;
+    let plain_req = VerifyRequest::new(&fx.plain).endpoint("GET", "/v1/ping").ip(PEER.ip());
+    let limited_req = VerifyRequest::new(&fx.limited)
+        .endpoint("GET", "/v1/ping")
+        .ip(PEER.ip());
+    let mut head = Vec::with_capacity(512);
+    let names = [
+        "no_layer",
+        "pass_layer",
+        "layer/plain",
+        "layer/limited",
+        "verify/plain",
+        "verify/limited",
+    ];
+    let only = std::env::var("HTTP_PROBE_ONLY").ok();
+    let mut best = [f64::MAX; 6];
+    for _ in 0..rounds {
+        for (i, slot) in best.iter_mut().enumerate() {
+            if only.as_deref().is_some_and(|only| only != names[i]) {
+                continue;
+            }
+            let start = Instant::now();
+            for _ in 0..BATCH {
+                match i {
+                    0 => black_box(call(rt, bare, plain, &mut head)),
+                    1 => black_box(call(rt, passed, plain, &mut head)),
+                    2 => black_box(call(rt, guarded, plain, &mut head)),
+                    3 => black_box(call(rt, guarded, limited, &mut head)),
+                    4 => black_box(fx.store.verify_with(black_box(&plain_req)).unwrap().http_status()),
+                    _ => black_box(fx.store.verify_with(black_box(&limited_req)).unwrap().http_status()),
+                };
+            }
+            let ns = start.elapsed().as_secs_f64() * 1e9 / f64::from(BATCH);
+            *slot = slot.min(ns);
+        }
+    }
+    for (name, ns) in names.iter().zip(best) {
+        println!("{name:<16} {ns:>8.1} ns");
+    }
+    let [bare, pass, plain, limited, v_plain, v_limited] = best;
+    println!("axum's cost of any route layer: {:.1} ns", pass - bare);
+    println!(
+        "layer adds: plain {:.1} ns ({:.1} without verify), limited {:.1} ns ({:.1} without verify)",
+        plain - bare,
+        plain - bare - v_plain,
+        limited - bare,
+        limited - bare - v_limited
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
