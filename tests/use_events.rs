@@ -210,6 +210,48 @@ fn a_burst_larger_than_the_queue_is_recorded_in_full() {
     assert_eq!((used, dropped), (n, 0), "{n} verifies in {took:?}");
 }
 
+/// Each verifying thread hands off on a channel of its own: uses from many threads, some
+/// of which exit before the drain, are all recorded, once each.
+#[test]
+fn uses_from_many_threads_including_exited_ones_are_all_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(UseLog::Every).flush_interval(Duration::from_secs(5));
+    let store = Store::init(tmp.path().join("d"), cfg.clone()).unwrap();
+    let keys: Vec<_> = (0..8)
+        .map(|i| store.create(NewKey::new(format!("k{i}"))).unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        for k in &keys {
+            let store = &store;
+            s.spawn(move || {
+                for _ in 0..2_000 {
+                    assert!(store.verify(k.key.expose()).unwrap().is_valid());
+                }
+            });
+        }
+    });
+    // Every thread above has exited; one more use from this thread.
+    assert!(store.verify(keys[0].key.expose()).unwrap().is_valid());
+    store.close().unwrap();
+    let store = Store::open(tmp.path().join("d"), cfg).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        let filter = credstore::EventFilter {
+            key: Some(k.record.id.clone()),
+            kind: Some("key.used".into()),
+            ..Default::default()
+        };
+        let expected = if i == 0 { 2_001 } else { 2_000 };
+        assert_eq!(store.events(&filter).unwrap().len(), expected, "key {i}");
+    }
+    let dropped = store
+        .events(&credstore::EventFilter {
+            kind: Some("use.dropped".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(dropped.is_empty(), "{dropped:?}");
+}
+
 #[test]
 fn summary_mode_counts_per_key_and_off_records_nothing() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -143,8 +142,6 @@ pub(crate) fn run(
     mut log: LogWriter,
     requests: Receiver<Request>,
     last_id: u128,
-    uses: Receiver<Use>,
-    dropped: Arc<AtomicU64>,
     every: Duration,
 ) {
     let mut last_id = last_id;
@@ -152,6 +149,7 @@ pub(crate) fn run(
     // Uses are taken off the queue every BUSY_DRAIN, so that it does not fill, and written
     // with the next batch of changes, once per interval, or as soon as enough gathered.
     let mut pending: Vec<Use> = Vec::new();
+    let mut dropped = 0;
     loop {
         let (batch, closing) = match requests.recv_timeout(every.min(super::uses::BUSY_DRAIN)) {
             Ok(first) => {
@@ -162,14 +160,16 @@ pub(crate) fn run(
             Err(RecvTimeoutError::Timeout) => (Vec::new(), false),
             Err(RecvTimeoutError::Disconnected) => (Vec::new(), true),
         };
-        pending.extend(uses.try_iter());
+        let (drained, lost) = shared.uses.drain();
+        pending.extend(drained);
+        dropped += lost;
         let write_uses =
             closing || !batch.is_empty() || pending.len() >= super::uses::WRITE_USES_AT || last_uses.elapsed() >= every;
         let use_events = if write_uses {
             last_uses = Instant::now();
-            let lost = dropped.swap(0, Ordering::Relaxed);
             let keyless = shared.uses.keyless.take();
             let drained = std::mem::take(&mut pending);
+            let lost = std::mem::take(&mut dropped);
             super::uses::events(shared.uses.mode(), drained, keyless, lost, shared.clock.now_ms())
         } else {
             Vec::new()

@@ -484,7 +484,7 @@ impl Store {
         }
         replay(&index, &path.join("log"), marker.store_id, applied + 1)?;
         let vault_ring = vault_ops::load_ring(path, &config, &index)?;
-        let (use_sink, use_rx, dropped) = uses::UseSink::new(config.use_log);
+        let use_sink = uses::UseSink::new(config.use_log);
         if !index.was_clean()? {
             // Spend acknowledged before a crash may have reached the budget marks.
             index.restore_spend_to_marks()?;
@@ -508,7 +508,7 @@ impl Store {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("credstore-commit".into())
-                .spawn(move || commit::run(shared, log, rx, last_id, use_rx, dropped, every))
+                .spawn(move || commit::run(shared, log, rx, last_id, every))
                 .map_err(|e| Error::io(path, e))?
         };
         let (stop_tx, stop_rx) = mpsc::channel();

@@ -3,9 +3,9 @@
 //!
 //! Modes ([`UseLog`]): every request (key id, time, outcome code, client IP and endpoint
 //! when given), a summary per key per flush interval (counts per outcome, first and last
-//! time, last IP), or off. The hand-off is a bounded channel (`try_send`, lock-free on the
-//! array flavour), which the commit thread empties every [`BUSY_DRAIN`] and writes once
-//! per flush interval (or sooner); when the commit thread falls behind and it is full, uses are counted
+//! time, last IP), or off. The hand-off is a bounded channel per verifying thread
+//! ([`UseSink`]), which the commit thread empties every [`BUSY_DRAIN`] (5 ms) and writes once per
+//! flush interval (or sooner); when the commit thread falls behind and one is full, uses are counted
 //! as dropped and the count is logged with the next batch (`use.dropped`). Presented keys
 //! that match no key (malformed or unknown) are only counted, and logged as one summary
 //! per drain, so garbage sent at the server cannot make the log grow per request.
@@ -14,11 +14,13 @@
 //! ([`EventKind::KeysUsed`]), not one record per request: framing, the chain hash and the
 //! write are paid per record, and were most of the cost of a use.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 
 use serde::{Deserialize, Serialize};
 
@@ -26,12 +28,13 @@ use crate::decision::{Code, Decision};
 use crate::event::{Event, EventKind, KeyUse, USE_BATCH_SPAN_MS};
 use crate::record::{KeyId, KeyRecord};
 
-/// Uses buffered between the verify threads and the commit thread.
-pub(crate) const USE_QUEUE: usize = 1 << 16;
+/// Uses one thread may have waiting for the commit thread (its channel's capacity, about
+/// 72 bytes each: 1.2 MB per verifying thread); more are dropped and counted. Drained every
+/// [`BUSY_DRAIN`], that is over 3 million uses per second per thread.
+pub(crate) const USE_QUEUE: usize = 16_384;
 
-/// How often the commit thread takes uses off the queue (at most the flush interval): the
-/// queue holds `USE_QUEUE` uses, so millions of uses per second are recorded, not dropped.
-pub(crate) const BUSY_DRAIN: std::time::Duration = std::time::Duration::from_millis(10);
+/// How often the commit thread takes uses off the channels (at most the flush interval).
+pub(crate) const BUSY_DRAIN: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The commit thread writes the uses it took off the queue once per flush interval, with
 /// the next batch of changes, or as soon as this many gathered.
@@ -69,15 +72,30 @@ pub(crate) struct Use {
     pub endpoint: Option<String>,
 }
 
-/// The verify side of the hand-off.
+/// The verify side of the hand-off: a bounded channel per verifying thread, which the
+/// commit thread empties. A verify sends on its own thread's channel (`try_send`,
+/// lock-free on the array flavour), which no other verify touches: no cache line is shared
+/// between verifying threads, as the tail of one channel for all of them was.
 #[derive(Debug)]
 pub(crate) struct UseSink {
     mode: UseLog,
-    tx: Option<SyncSender<Use>>,
-    dropped: Arc<AtomicU64>,
+    /// Tells this sink's channels apart from other stores' in a thread's list.
+    id: u64,
+    /// The receiving end of every thread's channel, for the commit thread to drain.
+    receivers: Mutex<Vec<Receiver<Use>>>,
+    /// Uses refused because their thread's channel was full.
+    dropped: AtomicU64,
     /// Presented keys that matched none (MALFORMED, NOT_FOUND): counted, not queued, so
     /// a flood of garbage costs an atomic add, not a log record each.
-    pub keyless: Arc<Keyless>,
+    pub keyless: Keyless,
+}
+
+/// Tells sinks apart.
+static NEXT_SINK: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's sending end in each sink it has recorded to: (sink id, sender).
+    static SENDERS: RefCell<Vec<(u64, SyncSender<Use>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Counts of presented keys that matched no key, between two drains.
@@ -104,25 +122,23 @@ impl Keyless {
 }
 
 impl UseSink {
-    /// A sink and the receiver the commit thread drains.
-    pub fn new(mode: UseLog) -> (UseSink, Receiver<Use>, Arc<AtomicU64>) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(USE_QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let sink = UseSink {
+    /// A sink recording in `mode`.
+    pub fn new(mode: UseLog) -> UseSink {
+        UseSink {
             mode,
-            tx: (mode != UseLog::Off).then_some(tx),
-            dropped: Arc::clone(&dropped),
-            keyless: Arc::default(),
-        };
-        (sink, rx, dropped)
+            id: NEXT_SINK.fetch_add(1, Ordering::Relaxed),
+            receivers: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+            keyless: Keyless::default(),
+        }
     }
 
     /// Hands off one outcome; never blocks.
     #[inline]
     pub fn record(&self, decision: &Decision, at: i64, ip: Option<IpAddr>, endpoint: Option<(&str, &str)>) {
-        let Some(tx) = &self.tx else {
+        if self.mode == UseLog::Off {
             return;
-        };
+        }
         let Some(key) = &decision.key else {
             let counter = match decision.code {
                 Code::Malformed => &self.keyless.malformed,
@@ -138,9 +154,46 @@ impl UseSink {
             ip,
             endpoint: endpoint.map(|(m, p)| endpoint_text(m, p)),
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(u) {
+        let sent = SENDERS.try_with(|list| {
+            let mut list = list.borrow_mut();
+            let sent = match list.iter().find(|(id, _)| *id == self.id) {
+                Some((_, tx)) => tx.try_send(u),
+                None => {
+                    // This thread's first use: a channel of its own.
+                    let (tx, rx) = std::sync::mpsc::sync_channel(USE_QUEUE);
+                    lock(&self.receivers).push(rx);
+                    let sent = tx.try_send(u);
+                    list.push((self.id, tx));
+                    sent
+                }
+            };
+            if let Err(TrySendError::Disconnected(_)) = sent {
+                // A sink that is gone (only a store being dropped gets here).
+                list.retain(|(id, _)| *id != self.id);
+            }
+            sent.is_ok()
+        });
+        if sent != Ok(true) {
+            // The channel was full, or the thread is exiting and its list is gone.
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Takes every thread's uses, and how many were dropped, since the last drain.
+    pub fn drain(&self) -> (Vec<Use>, u64) {
+        let mut out = Vec::new();
+        let mut receivers = lock(&self.receivers);
+        receivers.retain(|rx| {
+            loop {
+                match rx.try_recv() {
+                    Ok(u) => out.push(u),
+                    Err(TryRecvError::Empty) => break true,
+                    // The thread exited and everything it sent has been taken.
+                    Err(TryRecvError::Disconnected) => break false,
+                }
+            }
+        });
+        (out, self.dropped.swap(0, Ordering::Relaxed))
     }
 
     /// The mode.
@@ -199,6 +252,11 @@ pub(crate) fn events(mode: UseLog, uses: Vec<Use>, keyless: BTreeMap<Code, u64>,
         });
     }
     out
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the list leaves a valid Vec: carry on with it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Every-request mode: the uses as `key.uses` records, each within the size limits and
@@ -339,6 +397,12 @@ mod tests {
             .collect();
         let encoded = batches(full).first().unwrap().encode();
         assert!(encoded.len() < crate::log::frame::MAX_BODY_LEN / 2, "{}", encoded.len());
+    }
+
+    #[test]
+    fn a_use_is_as_small_as_the_channel_sizing_says() {
+        // USE_QUEUE's doc counts about 72 bytes a slot (the use and the slot's stamp).
+        assert!(std::mem::size_of::<Use>() <= 64, "{}", std::mem::size_of::<Use>());
     }
 
     #[test]
