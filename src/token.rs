@@ -197,7 +197,7 @@ impl Format {
             return Err(Malformed::WrongLength);
         }
         let body = bytes.get(self.prefix.len()..).ok_or(Malformed::WrongLength)?;
-        if !body.iter().all(u8::is_ascii_alphanumeric) {
+        if !all_base62(body) {
             return Err(Malformed::BadAlphabet);
         }
         if self.checksum {
@@ -352,6 +352,17 @@ fn checksum_bytes(head: &[u8]) -> [u8; CHECKSUM_LEN] {
     out
 }
 
+/// Whether every byte is an ASCII letter or digit. Branch-free and without an early exit,
+/// so the compiler vectorises it: a key is checked 16 or 32 bytes at a time, where a loop
+/// stopping at the first bad byte took about 7 instructions a byte on the verify path.
+fn all_base62(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |ok, &b| {
+        let digit = b.wrapping_sub(b'0') < 10;
+        let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+        ok & (digit | letter)
+    })
+}
+
 /// The base62 digit of value `i` (`i < 62`).
 fn digit(i: usize) -> u8 {
     BASE62.get(i).copied().unwrap_or(b'0')
@@ -399,6 +410,22 @@ pub(crate) fn base62_fixed(mut n: u128, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_alphabet_check_agrees_with_the_standard_library_on_every_byte() {
+        for b in 0..=255u8 {
+            assert_eq!(all_base62(&[b]), b.is_ascii_alphanumeric(), "byte {b}");
+            let mut key = *b"abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+            for at in [0, 17, 39] {
+                let mut k = key;
+                k[at] = b;
+                assert_eq!(all_base62(&k), b.is_ascii_alphanumeric(), "byte {b} at {at}");
+            }
+            key[0] = b'A';
+            assert!(all_base62(&key));
+        }
+        assert!(all_base62(b""));
+    }
 
     fn live() -> Format {
         Format::default_for(Env::Live)
