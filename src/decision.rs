@@ -101,6 +101,9 @@ pub struct Decision {
     pub forbidden: Option<Forbidden>,
     /// The role the key acted with (a personal token: its user's current role).
     pub role: Option<RoleName>,
+    /// When the store decided, unix ms: the one time the verify read, which the rate
+    /// limits' `reset` and the budget's period count from (0 when no key was found).
+    pub at: i64,
 }
 
 /// The rate limits a decision reports: inline up to two (most keys have one or two), so a
@@ -165,10 +168,11 @@ impl Decision {
         }
     }
 
-    pub(crate) fn with_key(code: Code, key: Arc<KeyRecord>) -> Self {
+    pub(crate) fn with_key(code: Code, key: Arc<KeyRecord>, at: i64) -> Self {
         Decision {
             code,
             key: Some(key),
+            at,
             ..Decision::empty()
         }
     }
@@ -183,6 +187,7 @@ impl Decision {
             retry_after: None,
             forbidden: None,
             role: None,
+            at: 0,
         }
     }
 }

@@ -156,7 +156,7 @@ impl Fixture {
     }
 
     fn layer(&self) -> ApiKeyLayer {
-        ApiKeyLayer::new(Arc::clone(&self.store)).clock(Arc::clone(&self.clock) as Arc<dyn Clock>)
+        ApiKeyLayer::new(Arc::clone(&self.store))
     }
 }
 

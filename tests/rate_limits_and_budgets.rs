@@ -504,3 +504,24 @@ fn refilling_the_live_map_never_inflates_spend() {
         .unwrap();
     assert_eq!(d.budget.unwrap().spent, 100);
 }
+
+/// A decision carries the time the verify read, which its limits' `reset` counts from, so
+/// a server can give `t = reset - now` without reading a clock of its own.
+#[test]
+fn a_decision_says_when_it_was_made() {
+    let clock = Arc::new(ManualClock::new(T0 + 250));
+    let (_dir, store, _) = store_with(clock.clone());
+    let key = store
+        .create(NewKey::new("k").rate_limit(RateLimit::new("per_minute", 2, 60_000).unwrap()))
+        .unwrap();
+    let d = store.verify(key.key.expose()).unwrap();
+    assert_eq!(d.at, T0 + 250);
+    // One of two used: full again after half the window, counted from `at`.
+    assert_eq!(
+        d.ratelimits[0].reset,
+        u64::try_from(T0 + 250 + 30_000).unwrap().div_ceil(1000)
+    );
+    clock.advance(1_000);
+    assert_eq!(store.verify(key.key.expose()).unwrap().at, T0 + 1_250);
+    assert_eq!(store.verify("sk_live_nonsense").unwrap().at, 0, "no key, no time read");
+}

@@ -14,7 +14,6 @@ use tower::{Layer, Service};
 
 use super::client_ip::TrustedProxies;
 use super::problem::{DEFAULT_PROBLEM_TYPE_BASE, Problems, RateFields};
-use crate::clock::{Clock, SystemClock};
 use crate::policy::PermissionQuery;
 use crate::store::{Store, VerifyRequest};
 use crate::token::Env;
@@ -75,7 +74,6 @@ struct LayerConfig {
     store: Arc<Store>,
     sources: Vec<KeySource>,
     proxies: TrustedProxies,
-    clock: Arc<dyn Clock>,
     project: Option<Box<str>>,
     env: Option<Env>,
     problem_base: Box<str>,
@@ -92,8 +90,7 @@ struct RouteRule {
 
 impl ApiKeyLayer {
     /// A layer verifying against `store`: the key from `Authorization: Bearer` or
-    /// `X-API-Key`, no trusted proxy, the system clock, cost 1, weight 1, no permission
-    /// required.
+    /// `X-API-Key`, no trusted proxy, cost 1, weight 1, no permission required.
     pub fn new(store: Arc<Store>) -> Self {
         let sources = vec![KeySource::Bearer, KeySource::x_api_key()];
         let problems = Problems::new(DEFAULT_PROBLEM_TYPE_BASE, &hint(&sources));
@@ -102,7 +99,6 @@ impl ApiKeyLayer {
                 store,
                 sources,
                 proxies: TrustedProxies::none(),
-                clock: Arc::new(SystemClock),
                 project: None,
                 env: None,
                 problem_base: DEFAULT_PROBLEM_TYPE_BASE.into(),
@@ -131,13 +127,6 @@ impl ApiKeyLayer {
     /// The proxies whose `X-Forwarded-For` is believed (default: none).
     pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
         Arc::make_mut(&mut self.config).proxies = proxies;
-        self
-    }
-
-    /// The clock for the `t` of the `RateLimit` field (default: the system clock). Give
-    /// it the store's clock.
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        Arc::make_mut(&mut self.config).clock = clock;
         self
     }
 
@@ -257,7 +246,8 @@ impl<S> ApiKeyService<S> {
         let rate = if decision.ratelimits.is_empty() {
             None
         } else {
-            let now_secs = u64::try_from(config.clock.now_ms().div_euclid(1000)).unwrap_or(0);
+            // `t` counts from the time the store decided at: no second clock read.
+            let now_secs = u64::try_from(decision.at.div_euclid(1000)).unwrap_or(0);
             RateFields::of(&decision, now_secs)
         };
         if decision.is_valid() {

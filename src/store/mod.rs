@@ -730,9 +730,9 @@ impl Store {
         let now = now_ns.div_euclid(1_000_000);
         *now_ms = now;
         if let Some(code) = Code::for_status(record.status_at(now)) {
-            return Ok(Decision::with_key(code, Arc::clone(record)));
+            return Ok(Decision::with_key(code, Arc::clone(record), now));
         }
-        let mut decision = Decision::with_key(Code::Valid, Arc::clone(record));
+        let mut decision = Decision::with_key(Code::Valid, Arc::clone(record), now);
         // 4. The project and environment the request pins; a personal token's user must
         //    still belong to the key's project.
         // The directory only matters to personal tokens; service accounts resolved theirs.
@@ -876,8 +876,9 @@ impl Store {
         let Some(stored) = shared.index.get_by_tag(&tag)? else {
             return Ok(Decision::not_found());
         };
-        let code = Code::for_status(stored.record.status_at(shared.clock.now_ms())).unwrap_or(Code::Valid);
-        Ok(Decision::with_key(code, Arc::new(stored.record)))
+        let now = shared.clock.now_ms();
+        let code = Code::for_status(stored.record.status_at(now)).unwrap_or(Code::Valid);
+        Ok(Decision::with_key(code, Arc::new(stored.record), now))
     }
 
     /// Flushes counters, then empties the live map; keys are read from sled again on
