@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use credstore::policy::{EndpointAllowlist, IpAllowlist, PermissionQuery, ReferrerAllowlist, RoleName};
+use credstore::policy::{EndpointAllowlist, IpAllowlist, PermissionQuery, ReferrerAllowlist, RoleName, builtin_role};
 use credstore::{Config, ManualClock, NewKey, Pepper, Store, UseLog, VerifyRequest};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -52,6 +52,31 @@ fn policy(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Each check alone, on the same inputs as above.
+    let ips = IpAllowlist::new(["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"]).expect("ips");
+    let referrers = ReferrerAllowlist::new(["*.example.com", "example.org"]).expect("referrers");
+    let endpoints = EndpointAllowlist::new(["GET /v1/users/*", "POST /v1/jobs/**"]).expect("endpoints");
+    let member = builtin_role("member").expect("member");
+    let granted = member.permissions();
+    let mut checks = c.benchmark_group("policy_check");
+    checks.bench_function("ip", |b| b.iter(|| black_box(&ips).allows(black_box(ip))));
+    checks.bench_function("referrer", |b| {
+        b.iter(|| black_box(&referrers).allows(black_box("https://app.example.com/dashboard")))
+    });
+    checks.bench_function("endpoint", |b| {
+        b.iter(|| black_box(&endpoints).allows(black_box("GET"), black_box("/v1/users/42")))
+    });
+    checks.bench_function("query", |b| b.iter(|| black_box(granted).satisfies(black_box(&query))));
+    checks.bench_function("all_four", |b| {
+        b.iter(|| {
+            black_box(&ips).allows(black_box(ip))
+                && black_box(&referrers).allows(black_box("https://app.example.com/dashboard"))
+                && black_box(&endpoints).allows(black_box("GET"), black_box("/v1/users/42"))
+                && black_box(granted).satisfies(black_box(&query))
+        })
+    });
+    checks.finish();
 }
 
 criterion_group! {
