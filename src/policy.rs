@@ -773,20 +773,31 @@ impl ReferrerAllowlist {
     /// host, as in a `Referer` or `Origin` header; see [`referrer_host`]) matches a
     /// pattern. A referrer whose host cannot be found is refused by a non-empty list;
     /// so is a missing header, passed as `""`. Does not allocate.
+    ///
+    /// One pass over the referrer finds and checks the host; an IPv6 literal is refused
+    /// without parsing it, since no pattern can name one.
     pub fn allows(&self, referrer: &str) -> bool {
         if self.sources.is_empty() {
             return true;
         }
-        let Some(host) = referrer_host(referrer) else {
+        let bytes = referrer.trim_ascii().as_bytes();
+        let Some(found) = scan_authority(bytes) else {
             return false;
         };
-        let host = host.strip_suffix('.').unwrap_or(host);
-        self.exact.iter().any(|e| e.eq_ignore_ascii_case(host))
+        // A bracketed host (an IPv6 literal, or junk) is never `host_ok`: `[` is no host
+        // character. Patterns are host names, so it could not match anyway.
+        if !found.host_ok || !found.port_ok {
+            return false;
+        }
+        let Some(host) = bytes.get(found.host_start..found.name_end) else {
+            return false;
+        };
+        self.exact.iter().any(|e| eq_lowered(host, e.as_bytes()))
             || self.suffixes.iter().any(|suffix| {
                 host.len() > suffix.len()
                     && host
                         .get(host.len() - suffix.len()..)
-                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+                        .is_some_and(|tail| eq_lowered(tail, suffix.as_bytes()))
             })
     }
 
@@ -817,50 +828,162 @@ impl ReferrerAllowlist {
 pub fn referrer_host(referrer: &str) -> Option<&str> {
     let s = referrer.trim_ascii();
     let bytes = s.as_bytes();
-    // `scheme://` or `//` opens an authority, which may carry userinfo.
-    let (start, has_authority_marker) = match scheme_len(bytes) {
-        Some(len) if bytes.get(len..len + 3) == Some(b"://") => (len + 3, true),
-        _ if bytes.starts_with(b"//") => (2, true),
-        _ => (0, false),
-    };
-    // One pass over the authority, which runs to the first `/ ? #` (or `\`, which
-    // browsers read as `/`): the host starts after the last `@` and ends at the first
-    // `:` after that.
-    let mut end = start;
-    let mut host_start = start;
-    let mut colon = None;
-    while let Some(&b) = bytes.get(end) {
-        let class = byte_class(b);
-        if class & AUTHORITY_END != 0 {
-            break;
-        }
-        if class & AUTHORITY_MARK != 0 {
-            if b == b'@' {
-                if !has_authority_marker {
-                    return None;
-                }
-                host_start = end + 1;
-                colon = None;
-            } else if colon.is_none() {
-                colon = Some(end);
-            }
-        }
-        end += 1;
-    }
-    if bytes.get(host_start) == Some(&b'[') {
-        let bracketed = s.get(host_start + 1..end)?;
+    let found = scan_authority(bytes)?;
+    if bytes.get(found.host_start) == Some(&b'[') {
+        let bracketed = s.get(found.host_start + 1..found.end)?;
         let (inner, after) = bracketed.split_once(']')?;
         if !valid_port_suffix(after) || Ipv6Addr::from_str(inner).is_err() {
             return None;
         }
-        return s.get(host_start..host_start + inner.len() + 2);
+        return s.get(found.host_start..found.host_start + inner.len() + 2);
     }
-    let host_end = colon.unwrap_or(end);
-    if !valid_port_suffix(s.get(host_end..end)?) {
+    if !(found.host_ok && found.port_ok) {
         return None;
     }
-    let host = s.get(host_start..host_end)?;
-    valid_host(host.strip_suffix('.').unwrap_or(host)).then_some(host)
+    s.get(found.host_start..found.host_end)
+}
+
+/// What one pass over a referrer's authority found (see [`scan_authority`]).
+#[derive(Debug, Clone, Copy)]
+struct Authority {
+    /// Where the host starts: after the authority marker (`scheme://`, `//`) and the
+    /// last `@`.
+    host_start: usize,
+    /// Where the host ends: the first `:` after `host_start`, else `end`.
+    host_end: usize,
+    /// `host_end`, less a trailing dot.
+    name_end: usize,
+    /// Where the authority ends: the first `/ ? #` or `\` after its start, else the end.
+    end: usize,
+    /// The host (a trailing dot set aside) is labels of 1 to 63 characters of
+    /// `[A-Za-z0-9_-]` joined by dots, at most [`MAX_HOST_LEN`] bytes.
+    host_ok: bool,
+    /// What follows the host is nothing, or `:` and up to 5 digits.
+    port_ok: bool,
+}
+
+/// Finds and checks the host of a trimmed referrer in one pass over its authority, which
+/// runs to the first `/ ? #` (or `\`, which browsers read as `/`): the host starts after
+/// the last `@` and ends at the first `:` after that. `None` for an `@` in a referrer
+/// that has no `scheme://` or `//` (a bare `user@host` is no URL).
+fn scan_authority(bytes: &[u8]) -> Option<Authority> {
+    // `scheme://` or `//` opens an authority, which may carry userinfo.
+    let (start, has_authority_marker) = if bytes.starts_with(b"https://") {
+        (8, true)
+    } else if bytes.starts_with(b"http://") {
+        (7, true)
+    } else {
+        match scheme_len(bytes) {
+            Some(len) if bytes.get(len..len + 3) == Some(b"://") => (len + 3, true),
+            _ if bytes.starts_with(b"//") => (2, true),
+            _ => (0, false),
+        }
+    };
+    let mut i = start;
+    // Each turn reads one `[userinfo@]` candidate host; an `@` starts the next turn.
+    loop {
+        let host_start = i;
+        let mut label_start = i;
+        let mut host_bad = false;
+        // The host: runs of host characters, split by dots, up to `:` or the end.
+        let host_end = loop {
+            while bytes.get(i).is_some_and(|&b| byte_class(b) & HOST_CHAR != 0) {
+                i += 1;
+            }
+            match bytes.get(i) {
+                Some(b'.') => {
+                    host_bad |= i == label_start || i - label_start > 63;
+                    i += 1;
+                    label_start = i;
+                }
+                Some(b'@') => break None,
+                Some(&b) if b != b':' && byte_class(b) & AUTHORITY_END == 0 => {
+                    host_bad = true;
+                    i += 1;
+                }
+                _ => break Some(i),
+            }
+        };
+        let Some(host_end) = host_end else {
+            if !has_authority_marker {
+                return None;
+            }
+            i += 1;
+            continue;
+        };
+        // The port: digits after the `:`, up to the end of the authority.
+        let mut port_bad = false;
+        if bytes.get(i) == Some(&b':') {
+            i += 1;
+            loop {
+                while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                match bytes.get(i) {
+                    Some(&b) if b != b'@' && byte_class(b) & AUTHORITY_END == 0 => {
+                        port_bad = true;
+                        i += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if bytes.get(i) == Some(&b'@') {
+                if !has_authority_marker {
+                    return None;
+                }
+                i += 1;
+                continue;
+            }
+        }
+        // The last label is checked here; an empty one is an empty host or a trailing
+        // dot, which is set aside.
+        host_bad |= host_end - label_start > 63;
+        let name_end = if host_end == label_start && host_end > host_start {
+            host_end - 1
+        } else {
+            host_end
+        };
+        let name_len = name_end - host_start;
+        return Some(Authority {
+            host_start,
+            host_end,
+            name_end,
+            end: i,
+            host_ok: !host_bad && name_len > 0 && name_len <= MAX_HOST_LEN,
+            port_ok: !port_bad && i - host_end <= 6,
+        });
+    }
+}
+
+/// True when `text` lower-cased is `lower`, which is lower case already. Eight bytes at
+/// a time; `text` must be ASCII (a checked host is).
+fn eq_lowered(text: &[u8], lower: &[u8]) -> bool {
+    if text.len() != lower.len() {
+        return false;
+    }
+    if text.len() < 8 {
+        return text.iter().zip(lower).all(|(&t, &l)| t.to_ascii_lowercase() == l);
+    }
+    let word = |bytes: &[u8], at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let same = |at: usize| lowered_word(word(text, at)) == word(lower, at);
+    // Whole words, then the last eight bytes (overlapping the previous word).
+    (0..text.len() / 8).all(|k| same(k * 8)) && same(text.len() - 8)
+}
+
+/// The eight ASCII bytes of `w` lower-cased: `A-Z` gain 0x20, others stay.
+fn lowered_word(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Per byte (each below 0x80, so no carry crosses bytes): the high bit of `ge_a` is
+    // set from `A` up, that of `gt_z` from `[` up.
+    let ge_a = w.wrapping_add(ONES * (0x80 - u64::from(b'A')));
+    let gt_z = w.wrapping_add(ONES * (0x80 - u64::from(b'Z') - 1));
+    let upper = ge_a & !gt_z & (ONES * 0x80);
+    w | (upper >> 2)
 }
 
 /// Byte class: `[A-Za-z0-9_-]`, a host name character.
@@ -869,8 +992,6 @@ const HOST_CHAR: u8 = 1;
 const SCHEME_CHAR: u8 = 2;
 /// Byte class: `/ ? # \`, the end of a URL's authority.
 const AUTHORITY_END: u8 = 4;
-/// Byte class: `@` or `:` within an authority.
-const AUTHORITY_MARK: u8 = 8;
 
 /// The classes of every byte, so the per-request referrer scan costs one load a byte.
 static BYTE_CLASSES: [u8; 256] = byte_classes();
@@ -893,9 +1014,6 @@ const fn byte_classes() -> [u8; 256] {
         }
         if matches!(b, b'/' | b'?' | b'#' | b'\\') {
             class |= AUTHORITY_END;
-        }
-        if b == b'@' || b == b':' {
-            class |= AUTHORITY_MARK;
         }
         table[i] = class;
         i += 1;
@@ -925,28 +1043,6 @@ fn valid_port_suffix(after: &str) -> bool {
         None => after.is_empty(),
         Some(port) => port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()),
     }
-}
-
-/// Labels of 1 to 63 characters of `[A-Za-z0-9_-]`, joined by dots, at most
-/// [`MAX_HOST_LEN`] bytes.
-fn valid_host(host: &str) -> bool {
-    if host.is_empty() || host.len() > MAX_HOST_LEN {
-        return false;
-    }
-    let mut label_len = 0usize;
-    for b in host.bytes() {
-        if byte_class(b) & HOST_CHAR != 0 {
-            label_len += 1;
-            if label_len > 63 {
-                return false;
-            }
-        } else if b == b'.' && label_len > 0 {
-            label_len = 0;
-        } else {
-            return false;
-        }
-    }
-    label_len > 0
 }
 
 /// `(is_wildcard, host)` of a referrer pattern.
@@ -1076,13 +1172,12 @@ impl EndpointAllowlist {
         if self.sources.is_empty() {
             return true;
         }
-        let path = strip_query(path);
         self.rules.iter().any(|(m, glob)| {
             let method_ok = match m {
                 Method::Any => true,
                 Method::Named(name) => name.eq_ignore_ascii_case(method),
             };
-            method_ok && glob.matches_without_query(path)
+            method_ok && glob.matches(path)
         })
     }
 
@@ -1122,7 +1217,23 @@ pub struct PathGlob {
     /// the `/` before a leading `**` (which may match no segment). The whole glob when
     /// it has no `*`.
     literal_prefix: Box<str>,
+    /// How a path is matched, decided from the glob's shape when it is parsed.
+    shape: GlobShape,
     segments: Box<[GlobSegment]>,
+}
+
+/// The shape of a [`PathGlob`], for a match that needs no segment walk in the common
+/// cases. In each, `literal_prefix` is the glob up to its only `*` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GlobShape {
+    /// No `*`: the path is the glob.
+    Exact,
+    /// `{prefix}*`, the prefix ending with `/`: the path is the prefix and one segment.
+    LastSegment,
+    /// `{prefix}/**`: the path is the prefix, or the prefix and `/` and anything.
+    Subtree,
+    /// Anything else: the segment walk.
+    General,
 }
 
 /// One segment of a [`PathGlob`].
@@ -1189,9 +1300,20 @@ impl PathGlob {
                 }
             }
         };
+        let stars = glob.bytes().filter(|&b| b == b'*').count();
+        let shape = if stars == 0 {
+            GlobShape::Exact
+        } else if stars == 1 && glob.ends_with("/*") {
+            GlobShape::LastSegment
+        } else if stars == 2 && glob.ends_with("/**") {
+            GlobShape::Subtree
+        } else {
+            GlobShape::General
+        };
         Ok(PathGlob {
             text: glob.into(),
             literal_prefix: literal_prefix.into(),
+            shape,
             segments: segments.into_boxed_slice(),
         })
     }
@@ -1202,11 +1324,24 @@ impl PathGlob {
     /// Runs in O(glob length × path length) at worst: each level (`**` across segments,
     /// `*` within one) keeps a single backtrack point, as in the classic wildcard match.
     pub fn matches(&self, path: &str) -> bool {
-        self.matches_without_query(strip_query(path))
+        let Some(rest) = path.as_bytes().strip_prefix(self.literal_prefix.as_bytes()) else {
+            return false;
+        };
+        // `literal_prefix` holds no `?` or `#`, so a path starts with it exactly when the
+        // path cut at its query does.
+        match self.shape {
+            GlobShape::Exact => matches!(rest.first(), None | Some(b'?' | b'#')),
+            GlobShape::LastSegment => !matches!(rest.iter().find(|&&b| matches!(b, b'/' | b'?' | b'#')), Some(b'/')),
+            GlobShape::Subtree => match rest.first() {
+                None | Some(b'?' | b'#') => !self.literal_prefix.is_empty(),
+                Some(b) => *b == b'/',
+            },
+            GlobShape::General => self.matches_segments(strip_query(path)),
+        }
     }
 
-    /// [`PathGlob::matches`] for a path already cut at `?` / `#`.
-    fn matches_without_query(&self, path: &str) -> bool {
+    /// [`PathGlob::matches`] by walking the segments, for a path already cut at `?` / `#`.
+    fn matches_segments(&self, path: &str) -> bool {
         if !path.starts_with(&*self.literal_prefix) {
             return false;
         }
@@ -2059,6 +2194,39 @@ mod tests {
             ("https://ex%61mple.com/", None),
         ] {
             assert_eq!(referrer_host(referrer), host, "{referrer:?}");
+        }
+    }
+
+    #[test]
+    fn lowered_words_and_comparison() {
+        for b in 0u8..0x80 {
+            for filler in [b'a', b'Z', b'0', b'.'] {
+                let mut word = [filler; 8];
+                for at in 0..8 {
+                    word[at] = b;
+                    let lowered = lowered_word(u64::from_le_bytes(word)).to_le_bytes();
+                    assert_eq!(lowered, word.map(|c| c.to_ascii_lowercase()), "{b:#x} at {at}");
+                    word[at] = filler;
+                }
+            }
+        }
+        for (text, lower, expected) in [
+            ("", "", true),
+            ("Ab", "ab", true),
+            ("Ab", "aB", false),
+            (".EXAMPLE.com", ".example.com", true),
+            (".EXAMPLE.con", ".example.com", false),
+            ("XAMPLE.COM", "xample.com", true),
+            ("EXAMPLE", "example", true),
+            ("EXAMPLE-", "example_", false),
+            ("abcdefgh", "abcdefgh", true),
+            ("abcdefghi", "abcdefgh", false),
+        ] {
+            assert_eq!(
+                eq_lowered(text.as_bytes(), lower.as_bytes()),
+                expected,
+                "{text} {lower}"
+            );
         }
     }
 
