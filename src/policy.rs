@@ -113,6 +113,9 @@ pub struct Permission {
     text: Box<str>,
     resource: Segment,
     action: Segment,
+    /// The keys of `resource` and `action` (see `segment_key`), so that a grant is
+    /// checked with integer compares.
+    keys: [u128; 2],
 }
 
 impl Permission {
@@ -151,25 +154,53 @@ impl Permission {
     /// same name. So `*` grants everything, `*:read` grants `docs:read`, `docs:*` grants
     /// `docs:write`, and `docs:read` grants only `docs:read`.
     pub fn grants(&self, required: &Permission) -> bool {
+        if required.has_long_name() {
+            self.grants_by_name(required)
+        } else {
+            self.grants_by_key(required)
+        }
+    }
+
+    /// True when a segment of `self` is a name longer than its key holds.
+    fn has_long_name(&self) -> bool {
+        let [resource, action] = self.keys;
+        (resource | action) & LONG_KEY != 0
+    }
+
+    /// [`Permission::grants`] by the keys alone, exact when `required` has no long name:
+    /// then a granted name covers a required one exactly when their keys are equal.
+    fn grants_by_key(&self, required: &Permission) -> bool {
+        let ([resource, action], [needed_resource, needed_action]) = (self.keys, required.keys);
+        (resource == 0 || resource == needed_resource) && (action == 0 || action == needed_action)
+    }
+
+    /// [`Permission::grants`] by the names themselves.
+    fn grants_by_name(&self, required: &Permission) -> bool {
         self.resource.covers(&required.resource) && self.action.covers(&required.action)
+    }
+
+    fn from_segments(text: Box<str>, resource: Segment, action: Segment) -> Permission {
+        let keys = [segment_key(&resource), segment_key(&action)];
+        Permission {
+            text,
+            resource,
+            action,
+            keys,
+        }
     }
 
     /// `*:{action}`, for the built-in roles (the action is a valid segment).
     fn any_resource(action: &'static str) -> Permission {
-        Permission {
-            text: format!("*:{action}").into_boxed_str(),
-            resource: Segment::Any,
-            action: Segment::Name(action.into()),
-        }
+        Permission::from_segments(
+            format!("*:{action}").into_boxed_str(),
+            Segment::Any,
+            Segment::Name(action.into()),
+        )
     }
 
     /// `*`: everything.
     fn everything() -> Permission {
-        Permission {
-            text: "*".into(),
-            resource: Segment::Any,
-            action: Segment::Any,
-        }
+        Permission::from_segments("*".into(), Segment::Any, Segment::Any)
     }
 }
 
@@ -258,7 +289,20 @@ impl PermissionSet {
 
     /// True when some grant in the set grants `required` (see [`Permission::grants`]).
     pub fn allows(&self, required: &Permission) -> bool {
-        self.everything || self.grants.iter().any(|g| g.grants(required))
+        if self.everything {
+            return true;
+        }
+        if required.has_long_name() {
+            return self.allows_by_name(required);
+        }
+        self.grants.iter().any(|g| g.grants_by_key(required))
+    }
+
+    /// [`PermissionSet::allows`] for a permission with a name too long for its key.
+    #[cold]
+    #[inline(never)]
+    fn allows_by_name(&self, required: &Permission) -> bool {
+        self.grants.iter().any(|g| g.grants_by_name(required))
     }
 
     /// True when the set satisfies `query`; the same as [`PermissionQuery::evaluate`].
@@ -319,8 +363,27 @@ impl From<PermissionSet> for Vec<String> {
 #[serde(try_from = "String", into = "String")]
 pub struct PermissionQuery {
     text: Box<str>,
-    root: Node,
+    /// The query as jumping code (see [`Step`]); evaluation starts at the first step.
+    steps: Box<[Step]>,
 }
+
+/// One permission of a compiled query, and where evaluation goes next when the grants
+/// allow it and when they do not: the index of another step, or [`ACCEPT`] / [`REJECT`].
+///
+/// Compiled from the parse tree in leaf order, so that evaluation decides the same
+/// permissions in the same order as a short-circuiting walk of the tree (`a AND b`
+/// skips `b` when `a` fails, `a OR b` when `a` holds), without recursion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Step {
+    permission: Permission,
+    on_true: u16,
+    on_false: u16,
+}
+
+/// A [`Step`] target: the query holds.
+const ACCEPT: u16 = u16::MAX;
+/// A [`Step`] target: the query does not hold.
+const REJECT: u16 = u16::MAX - 1;
 
 /// A parsed query: a permission, or all / any of two or more sub-queries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,9 +403,11 @@ impl PermissionQuery {
     /// them, a bad permission, or a query over the size bounds.
     pub fn parse(text: &str) -> Result<Self, InputError> {
         let root = QueryParser::parse(text).map_err(InputError::InvalidQuery)?;
+        let mut steps = Vec::with_capacity(root.atoms());
+        root.compile(ACCEPT, REJECT, &mut steps);
         Ok(PermissionQuery {
             text: text.into(),
-            root,
+            steps: steps.into_boxed_slice(),
         })
     }
 
@@ -355,7 +420,20 @@ impl PermissionQuery {
     /// kept apart (a role's set and a key's extra set) without building their union
     /// per request: `q.evaluate_with(&|p| role.allows(p) || extra.allows(p))`.
     pub fn evaluate_with<F: Fn(&Permission) -> bool>(&self, allows: &F) -> bool {
-        self.root.evaluate(allows)
+        let mut at = 0usize;
+        // Every target is a later step or a verdict, so this runs at most once a step.
+        while let Some(step) = self.steps.get(at) {
+            match if allows(&step.permission) {
+                step.on_true
+            } else {
+                step.on_false
+            } {
+                ACCEPT => return true,
+                REJECT => return false,
+                next => at = usize::from(next),
+            }
+        }
+        false
     }
 
     /// The query text, as it was parsed.
@@ -365,11 +443,39 @@ impl PermissionQuery {
 }
 
 impl Node {
-    fn evaluate<F: Fn(&Permission) -> bool>(&self, allows: &F) -> bool {
+    /// The number of permissions (leaves) in the tree.
+    fn atoms(&self) -> usize {
         match self {
-            Node::Atom(p) => allows(p),
-            Node::All(nodes) => nodes.iter().all(|n| n.evaluate(allows)),
-            Node::Any(nodes) => nodes.iter().any(|n| n.evaluate(allows)),
+            Node::Atom(_) => 1,
+            Node::All(nodes) | Node::Any(nodes) => nodes.iter().map(Node::atoms).sum(),
+        }
+    }
+
+    /// Appends the steps of this tree: its leaves, in order, each jumping to `on_true` or
+    /// `on_false` once the tree's verdict is known, else to the next leaf to decide.
+    /// Indexes fit a `u16`: a query has at most [`MAX_QUERY_ATOMS`] leaves.
+    fn compile(&self, on_true: u16, on_false: u16, steps: &mut Vec<Step>) {
+        match self {
+            Node::Atom(p) => steps.push(Step {
+                permission: p.clone(),
+                on_true,
+                on_false,
+            }),
+            Node::All(nodes) | Node::Any(nodes) => {
+                let all = matches!(self, Node::All(_));
+                let mut rest = nodes.iter().peekable();
+                while let Some(node) = rest.next() {
+                    // Where the next operand's first leaf will be.
+                    let next = rest
+                        .peek()
+                        .map(|_| u16::try_from(steps.len() + node.atoms()).unwrap_or(REJECT));
+                    match (next, all) {
+                        (None, _) => node.compile(on_true, on_false, steps),
+                        (Some(next), true) => node.compile(next, on_false, steps),
+                        (Some(next), false) => node.compile(on_true, next, steps),
+                    }
+                }
+            }
         }
     }
 }
@@ -398,7 +504,11 @@ impl From<Permission> for PermissionQuery {
     fn from(p: Permission) -> Self {
         PermissionQuery {
             text: p.text.clone(),
-            root: Node::Atom(p),
+            steps: Box::new([Step {
+                permission: p,
+                on_true: ACCEPT,
+                on_false: REJECT,
+            }]),
         }
     }
 }
@@ -1512,6 +1622,26 @@ impl Segment {
     }
 }
 
+/// The key of a segment, for [`Permission::grants`]: 0 for `*`; for a name, its first
+/// 16 bytes zero padded, with bit 127 set when the name is longer (names are ASCII, so
+/// that bit is otherwise clear). Names have no NUL byte, so two names of at most 16 bytes
+/// are equal exactly when their keys are, and a longer name never has the key of a
+/// shorter one.
+fn segment_key(segment: &Segment) -> u128 {
+    match segment {
+        Segment::Any => 0,
+        Segment::Name(name) => {
+            let mut head = [0u8; 16];
+            head.iter_mut().zip(name.bytes()).for_each(|(slot, b)| *slot = b);
+            let long = if name.len() > 16 { LONG_KEY } else { 0 };
+            u128::from_le_bytes(head) | long
+        }
+    }
+}
+
+/// Bit 127 of a segment key: the name is longer than its key holds.
+const LONG_KEY: u128 = 1 << 127;
+
 fn is_permission_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
 }
@@ -1557,11 +1687,11 @@ fn parse_permission(text: &str) -> Result<Permission, String> {
             Ok(Segment::Name(s.into()))
         }
     };
-    Ok(Permission {
-        text: text.into(),
-        resource: segment(resource, "resource")?,
-        action: segment(action, "action")?,
-    })
+    Ok(Permission::from_segments(
+        text.into(),
+        segment(resource, "resource")?,
+        segment(action, "action")?,
+    ))
 }
 
 /// The input, quoted, cut to 64 characters so hostile input stays small in errors.

@@ -138,6 +138,18 @@ impl Ast {
             Ast::Or(xs) => xs.iter().any(|x| x.eval(grants)),
         }
     }
+
+    /// A short-circuiting walk with `truth` deciding each atom, logging the atoms asked.
+    fn walk(&self, truth: &dyn Fn(&str) -> bool, asked: &mut Vec<String>) -> bool {
+        match self {
+            Ast::Atom(p) => {
+                asked.push(p.clone());
+                truth(p)
+            }
+            Ast::And(xs) => xs.iter().all(|x| x.walk(truth, asked)),
+            Ast::Or(xs) => xs.iter().any(|x| x.walk(truth, asked)),
+        }
+    }
 }
 
 /// Segment-wise: a granted `*` covers anything, a name only the same name; `*` = `*:*`.
@@ -227,8 +239,20 @@ fn arb_permission_text() -> impl Strategy<Value = String> {
         8 => (select(vec!["docs", "users", "a.b", "x-y_z"]), select(vec!["read", "write", "run"]))
             .prop_map(|(r, a)| format!("{r}:{a}")),
         1 => select(vec!["*", "*:*", "docs:*", "*:read", "users:*", "*:run"]).prop_map(String::from),
+        // Names around 16 bytes, where the library's packed comparison hands over to the text
+        // (up to 30 bytes, so that two fit in MAX_PERMISSION_LEN).
+        2 => (select(LONG_NAMES.to_vec()), select(LONG_NAMES.to_vec())).prop_map(|(r, a)| format!("{r}:{a}")),
     ]
 }
+
+const LONG_NAMES: [&str; 6] = [
+    "abcdefghijklmno",
+    "abcdefghijklmnop",
+    "abcdefghijklmnopq",
+    "abcdefghijklmnopr",
+    "abcdefghijklmnopqrstuvwxyz0123",
+    "abcdefghijklmnopqrstuvwxyz0124",
+];
 
 fn arb_ast() -> impl Strategy<Value = Ast> {
     arb_permission_text()
@@ -261,6 +285,26 @@ proptest! {
             let set = PermissionSet::parse(&grants).unwrap();
             prop_assert_eq!(query.evaluate(&set), ast.eval(&grants), "{:?} with {:?}", text, grants);
         }
+    }
+
+    /// `evaluate_with` asks about the same permissions, in the same order, as a
+    /// short-circuiting walk of the tree (the library compiles the tree to a flat form).
+    #[test]
+    fn query_asks_in_walk_order(ast in arb_ast(), seed in any::<u64>(), style in prop::collection::vec(any::<u8>(), 1..16)) {
+        prop_assume!(ast.atoms() <= 64);
+        // Each distinct permission text gets a truth value from the seed.
+        let truth = |p: &str| p.bytes().fold(seed, |h, b| h.rotate_left(5) ^ u64::from(b)).count_ones() % 2 == 0;
+        let text = Printer { style: &style, next: 0, minimal: false }.print(&ast, false);
+        let query = PermissionQuery::parse(&text).unwrap();
+        let mut expected_asked = Vec::new();
+        let expected = ast.walk(&truth, &mut expected_asked);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let got = query.evaluate_with(&|p: &Permission| {
+            asked.borrow_mut().push(p.as_str().to_string());
+            truth(p.as_str())
+        });
+        prop_assert_eq!(got, expected, "{:?}", text);
+        prop_assert_eq!(asked.into_inner(), expected_asked, "{:?}", text);
     }
 
     /// Dropping one token from a valid query (a parenthesis, an operator or a permission)
