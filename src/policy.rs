@@ -1068,32 +1068,54 @@ fn scan_authority(bytes: &[u8]) -> Option<Authority> {
 /// True when `text` lower-cased is `lower`, which is lower case already. Eight bytes at
 /// a time; `text` must be ASCII (a checked host is).
 fn eq_lowered(text: &[u8], lower: &[u8]) -> bool {
-    if text.len() != lower.len() {
+    eq_by_words(text, lower, u8::to_ascii_lowercase, lowered_word)
+}
+
+/// `a == b`, eight bytes at a time, inline (no call to `bcmp` for these short strings).
+fn eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    eq_by_words(a, b, |&x| x, |x| x)
+}
+
+/// True when `text` with `byte` / `word` applied is `other`: byte by byte below eight
+/// bytes, else by whole words and then the last eight bytes (overlapping the previous
+/// word). `word` must be `byte` on each of its bytes.
+fn eq_by_words(text: &[u8], other: &[u8], byte: impl Fn(&u8) -> u8, word: impl Fn(u64) -> u64) -> bool {
+    if text.len() != other.len() {
         return false;
     }
     if text.len() < 8 {
-        return text.iter().zip(lower).all(|(&t, &l)| t.to_ascii_lowercase() == l);
+        return text.iter().zip(other).all(|(t, &o)| byte(t) == o);
     }
-    let word = |bytes: &[u8], at: usize| {
+    let load = |bytes: &[u8], at: usize| {
         bytes
             .get(at..at + 8)
             .and_then(|w| <[u8; 8]>::try_from(w).ok())
             .map_or(0, u64::from_le_bytes)
     };
-    let same = |at: usize| lowered_word(word(text, at)) == word(lower, at);
-    // Whole words, then the last eight bytes (overlapping the previous word).
+    let same = |at: usize| word(load(text, at)) == load(other, at);
     (0..text.len() / 8).all(|k| same(k * 8)) && same(text.len() - 8)
 }
 
+/// One in every byte of a word.
+const ONES: u64 = 0x0101_0101_0101_0101;
+
 /// The eight ASCII bytes of `w` lower-cased: `A-Z` gain 0x20, others stay.
 fn lowered_word(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    // Per byte (each below 0x80, so no carry crosses bytes): the high bit of `ge_a` is
-    // set from `A` up, that of `gt_z` from `[` up.
-    let ge_a = w.wrapping_add(ONES * (0x80 - u64::from(b'A')));
-    let gt_z = w.wrapping_add(ONES * (0x80 - u64::from(b'Z') - 1));
-    let upper = ge_a & !gt_z & (ONES * 0x80);
-    w | (upper >> 2)
+    w | (in_range_word(w, b'A', b'Z') >> 2)
+}
+
+/// The eight ASCII bytes of `w` upper-cased: `a-z` lose 0x20, others stay.
+fn uppered_word(w: u64) -> u64 {
+    w & !(in_range_word(w, b'a', b'z') >> 2)
+}
+
+/// 0x80 in each byte of `w` (all ASCII) that lies in `low..=high`, 0 in the others.
+fn in_range_word(w: u64, low: u8, high: u8) -> u64 {
+    // Per byte (each below 0x80, so no carry crosses bytes): the high bit of `ge_low` is
+    // set from `low` up, that of `gt_high` above `high`.
+    let ge_low = w.wrapping_add(ONES * (0x80 - u64::from(low)));
+    let gt_high = w.wrapping_add(ONES * (0x7f - u64::from(high)));
+    ge_low & !gt_high & (ONES * 0x80)
 }
 
 /// Byte class: `[A-Za-z0-9_-]`, a host name character.
@@ -1229,10 +1251,26 @@ pub struct EndpointAllowlist {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Method {
     Any,
-    /// Upper case.
-    Named(Box<str>),
+    /// Upper case, with its [`method_key`] when it has one.
+    Named(Box<str>, Option<u64>),
 }
 
+/// A method name of up to 7 bytes as one integer: its bytes upper-cased, zero padded,
+/// and its length in the top byte; `None` for a longer one. Two methods compare equal
+/// case-insensitively exactly when their keys are equal (with a rule's method letters
+/// only, upper-casing a request's method is what `eq_ignore_ascii_case` does).
+fn method_key(method: &str) -> Option<u64> {
+    let bytes = method.as_bytes();
+    if bytes.len() > 7 {
+        return None;
+    }
+    let packed = bytes.iter().rev().fold(0u64, |word, &b| (word << 8) | u64::from(b));
+    if packed & (ONES * 0x80) != 0 {
+        // Not ASCII: no method name. A length of 0xff stands for it, which no key has.
+        return Some(0xff << 56);
+    }
+    Some(uppered_word(packed) | (u64::try_from(bytes.len()).unwrap_or(0) << 56))
+}
 impl EndpointAllowlist {
     /// Parses a list of `METHOD GLOB` entries.
     ///
@@ -1262,7 +1300,7 @@ impl EndpointAllowlist {
             let method = if method == "*" || method.eq_ignore_ascii_case("any") {
                 Method::Any
             } else if method.len() <= MAX_METHOD_LEN && method.bytes().all(|b| b.is_ascii_alphabetic()) {
-                Method::Named(method.to_ascii_uppercase().into_boxed_str())
+                Method::Named(method.to_ascii_uppercase().into_boxed_str(), method_key(method))
             } else {
                 return Err(bad(&format!(
                     "the method {} is not a method name (letters only), * or ANY",
@@ -1282,10 +1320,12 @@ impl EndpointAllowlist {
         if self.sources.is_empty() {
             return true;
         }
+        let key = method_key(method);
         self.rules.iter().any(|(m, glob)| {
             let method_ok = match m {
                 Method::Any => true,
-                Method::Named(name) => name.eq_ignore_ascii_case(method),
+                Method::Named(_, Some(rule_key)) => key == Some(*rule_key),
+                Method::Named(name, None) => name.eq_ignore_ascii_case(method),
             };
             method_ok && glob.matches(path)
         })
@@ -1434,9 +1474,13 @@ impl PathGlob {
     /// Runs in O(glob length × path length) at worst: each level (`**` across segments,
     /// `*` within one) keeps a single backtrack point, as in the classic wildcard match.
     pub fn matches(&self, path: &str) -> bool {
-        let Some(rest) = path.as_bytes().strip_prefix(self.literal_prefix.as_bytes()) else {
+        let (prefix, path_bytes) = (self.literal_prefix.as_bytes(), path.as_bytes());
+        let Some((head, rest)) = path_bytes.split_at_checked(prefix.len()) else {
             return false;
         };
+        if !eq_bytes(head, prefix) {
+            return false;
+        }
         // `literal_prefix` holds no `?` or `#`, so a path starts with it exactly when the
         // path cut at its query does.
         match self.shape {
@@ -2336,6 +2380,8 @@ mod tests {
                     word[at] = b;
                     let lowered = lowered_word(u64::from_le_bytes(word)).to_le_bytes();
                     assert_eq!(lowered, word.map(|c| c.to_ascii_lowercase()), "{b:#x} at {at}");
+                    let uppered = uppered_word(u64::from_le_bytes(word)).to_le_bytes();
+                    assert_eq!(uppered, word.map(|c| c.to_ascii_uppercase()), "{b:#x} at {at}");
                     word[at] = filler;
                 }
             }
