@@ -976,6 +976,8 @@ struct Authority {
 /// runs to the first `/ ? #` (or `\`, which browsers read as `/`): the host starts after
 /// the last `@` and ends at the first `:` after that. `None` for an `@` in a referrer
 /// that has no `scheme://` or `//` (a bare `user@host` is no URL).
+// Inlined into its callers: the found fields then stay in registers.
+#[inline(always)]
 fn scan_authority(bytes: &[u8]) -> Option<Authority> {
     // `scheme://` or `//` opens an authority, which may carry userinfo.
     let (start, has_authority_marker) = if bytes.starts_with(b"https://") {
@@ -1473,6 +1475,7 @@ impl PathGlob {
     ///
     /// Runs in O(glob length × path length) at worst: each level (`**` across segments,
     /// `*` within one) keeps a single backtrack point, as in the classic wildcard match.
+    #[inline]
     pub fn matches(&self, path: &str) -> bool {
         let (prefix, path_bytes) = (self.literal_prefix.as_bytes(), path.as_bytes());
         let Some((head, rest)) = path_bytes.split_at_checked(prefix.len()) else {
