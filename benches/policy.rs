@@ -5,7 +5,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use credstore::policy::{EndpointAllowlist, IpAllowlist, PermissionQuery, ReferrerAllowlist, RoleName};
+use credstore::policy::{
+    EndpointAllowlist, IpAllowlist, PermissionQuery, PermissionSet, ReferrerAllowlist, RoleName, builtin_role,
+};
 use credstore::{Config, ManualClock, NewKey, Pepper, Store, UseLog, VerifyRequest};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -52,6 +54,50 @@ fn policy(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Each check alone, on the same inputs as above.
+    let ips = IpAllowlist::new(["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"]).expect("ips");
+    let referrers = ReferrerAllowlist::new(["*.example.com", "example.org"]).expect("referrers");
+    let endpoints = EndpointAllowlist::new(["GET /v1/users/*", "POST /v1/jobs/**"]).expect("endpoints");
+    let member = builtin_role("member").expect("member");
+    let granted = member.permissions();
+    let mut checks = c.benchmark_group("policy_check");
+    checks.bench_function("ip", |b| b.iter(|| check_ip(&ips, ip)));
+    checks.bench_function("referrer", |b| b.iter(|| check_referrer(&referrers)));
+    checks.bench_function("endpoint", |b| b.iter(|| check_endpoint(&endpoints)));
+    checks.bench_function("query", |b| b.iter(|| check_query(granted, &query)));
+    checks.bench_function("all_four", |b| {
+        b.iter(|| {
+            check_ip(&ips, ip)
+                && check_referrer(&referrers)
+                && check_endpoint(&endpoints)
+                && check_query(granted, &query)
+        })
+    });
+    checks.finish();
+}
+
+// Each check out of line, so that a profiler (`valgrind --tool=callgrind`) reports its
+// cost per call.
+
+#[inline(never)]
+fn check_ip(ips: &IpAllowlist, ip: std::net::IpAddr) -> bool {
+    black_box(ips).allows(black_box(ip))
+}
+
+#[inline(never)]
+fn check_referrer(referrers: &ReferrerAllowlist) -> bool {
+    black_box(referrers).allows(black_box("https://app.example.com/dashboard"))
+}
+
+#[inline(never)]
+fn check_endpoint(endpoints: &EndpointAllowlist) -> bool {
+    black_box(endpoints).allows(black_box("GET"), black_box("/v1/users/42"))
+}
+
+#[inline(never)]
+fn check_query(granted: &PermissionSet, query: &PermissionQuery) -> bool {
+    black_box(granted).satisfies(black_box(query))
 }
 
 criterion_group! {

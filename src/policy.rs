@@ -113,6 +113,9 @@ pub struct Permission {
     text: Box<str>,
     resource: Segment,
     action: Segment,
+    /// The keys of `resource` and `action` (see `segment_key`), so that a grant is
+    /// checked with integer compares.
+    keys: [u128; 2],
 }
 
 impl Permission {
@@ -151,25 +154,53 @@ impl Permission {
     /// same name. So `*` grants everything, `*:read` grants `docs:read`, `docs:*` grants
     /// `docs:write`, and `docs:read` grants only `docs:read`.
     pub fn grants(&self, required: &Permission) -> bool {
+        if required.has_long_name() {
+            self.grants_by_name(required)
+        } else {
+            self.grants_by_key(required)
+        }
+    }
+
+    /// True when a segment of `self` is a name longer than its key holds.
+    fn has_long_name(&self) -> bool {
+        let [resource, action] = self.keys;
+        (resource | action) & LONG_KEY != 0
+    }
+
+    /// [`Permission::grants`] by the keys alone, exact when `required` has no long name:
+    /// then a granted name covers a required one exactly when their keys are equal.
+    fn grants_by_key(&self, required: &Permission) -> bool {
+        let ([resource, action], [needed_resource, needed_action]) = (self.keys, required.keys);
+        (resource == 0 || resource == needed_resource) && (action == 0 || action == needed_action)
+    }
+
+    /// [`Permission::grants`] by the names themselves.
+    fn grants_by_name(&self, required: &Permission) -> bool {
         self.resource.covers(&required.resource) && self.action.covers(&required.action)
+    }
+
+    fn from_segments(text: Box<str>, resource: Segment, action: Segment) -> Permission {
+        let keys = [segment_key(&resource), segment_key(&action)];
+        Permission {
+            text,
+            resource,
+            action,
+            keys,
+        }
     }
 
     /// `*:{action}`, for the built-in roles (the action is a valid segment).
     fn any_resource(action: &'static str) -> Permission {
-        Permission {
-            text: format!("*:{action}").into_boxed_str(),
-            resource: Segment::Any,
-            action: Segment::Name(action.into()),
-        }
+        Permission::from_segments(
+            format!("*:{action}").into_boxed_str(),
+            Segment::Any,
+            Segment::Name(action.into()),
+        )
     }
 
     /// `*`: everything.
     fn everything() -> Permission {
-        Permission {
-            text: "*".into(),
-            resource: Segment::Any,
-            action: Segment::Any,
-        }
+        Permission::from_segments("*".into(), Segment::Any, Segment::Any)
     }
 }
 
@@ -258,7 +289,20 @@ impl PermissionSet {
 
     /// True when some grant in the set grants `required` (see [`Permission::grants`]).
     pub fn allows(&self, required: &Permission) -> bool {
-        self.everything || self.grants.iter().any(|g| g.grants(required))
+        if self.everything {
+            return true;
+        }
+        if required.has_long_name() {
+            return self.allows_by_name(required);
+        }
+        self.grants.iter().any(|g| g.grants_by_key(required))
+    }
+
+    /// [`PermissionSet::allows`] for a permission with a name too long for its key.
+    #[cold]
+    #[inline(never)]
+    fn allows_by_name(&self, required: &Permission) -> bool {
+        self.grants.iter().any(|g| g.grants_by_name(required))
     }
 
     /// True when the set satisfies `query`; the same as [`PermissionQuery::evaluate`].
@@ -319,8 +363,27 @@ impl From<PermissionSet> for Vec<String> {
 #[serde(try_from = "String", into = "String")]
 pub struct PermissionQuery {
     text: Box<str>,
-    root: Node,
+    /// The query as jumping code (see [`Step`]); evaluation starts at the first step.
+    steps: Box<[Step]>,
 }
+
+/// One permission of a compiled query, and where evaluation goes next when the grants
+/// allow it and when they do not: the index of another step, or [`ACCEPT`] / [`REJECT`].
+///
+/// Compiled from the parse tree in leaf order, so that evaluation decides the same
+/// permissions in the same order as a short-circuiting walk of the tree (`a AND b`
+/// skips `b` when `a` fails, `a OR b` when `a` holds), without recursion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Step {
+    permission: Permission,
+    on_true: u16,
+    on_false: u16,
+}
+
+/// A [`Step`] target: the query holds.
+const ACCEPT: u16 = u16::MAX;
+/// A [`Step`] target: the query does not hold.
+const REJECT: u16 = u16::MAX - 1;
 
 /// A parsed query: a permission, or all / any of two or more sub-queries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,9 +403,11 @@ impl PermissionQuery {
     /// them, a bad permission, or a query over the size bounds.
     pub fn parse(text: &str) -> Result<Self, InputError> {
         let root = QueryParser::parse(text).map_err(InputError::InvalidQuery)?;
+        let mut steps = Vec::with_capacity(root.atoms());
+        root.compile(ACCEPT, REJECT, &mut steps);
         Ok(PermissionQuery {
             text: text.into(),
-            root,
+            steps: steps.into_boxed_slice(),
         })
     }
 
@@ -355,7 +420,20 @@ impl PermissionQuery {
     /// kept apart (a role's set and a key's extra set) without building their union
     /// per request: `q.evaluate_with(&|p| role.allows(p) || extra.allows(p))`.
     pub fn evaluate_with<F: Fn(&Permission) -> bool>(&self, allows: &F) -> bool {
-        self.root.evaluate(allows)
+        let mut at = 0usize;
+        // Every target is a later step or a verdict, so this runs at most once a step.
+        while let Some(step) = self.steps.get(at) {
+            match if allows(&step.permission) {
+                step.on_true
+            } else {
+                step.on_false
+            } {
+                ACCEPT => return true,
+                REJECT => return false,
+                next => at = usize::from(next),
+            }
+        }
+        false
     }
 
     /// The query text, as it was parsed.
@@ -365,11 +443,39 @@ impl PermissionQuery {
 }
 
 impl Node {
-    fn evaluate<F: Fn(&Permission) -> bool>(&self, allows: &F) -> bool {
+    /// The number of permissions (leaves) in the tree.
+    fn atoms(&self) -> usize {
         match self {
-            Node::Atom(p) => allows(p),
-            Node::All(nodes) => nodes.iter().all(|n| n.evaluate(allows)),
-            Node::Any(nodes) => nodes.iter().any(|n| n.evaluate(allows)),
+            Node::Atom(_) => 1,
+            Node::All(nodes) | Node::Any(nodes) => nodes.iter().map(Node::atoms).sum(),
+        }
+    }
+
+    /// Appends the steps of this tree: its leaves, in order, each jumping to `on_true` or
+    /// `on_false` once the tree's verdict is known, else to the next leaf to decide.
+    /// Indexes fit a `u16`: a query has at most [`MAX_QUERY_ATOMS`] leaves.
+    fn compile(&self, on_true: u16, on_false: u16, steps: &mut Vec<Step>) {
+        match self {
+            Node::Atom(p) => steps.push(Step {
+                permission: p.clone(),
+                on_true,
+                on_false,
+            }),
+            Node::All(nodes) | Node::Any(nodes) => {
+                let all = matches!(self, Node::All(_));
+                let mut rest = nodes.iter().peekable();
+                while let Some(node) = rest.next() {
+                    // Where the next operand's first leaf will be.
+                    let next = rest
+                        .peek()
+                        .map(|_| u16::try_from(steps.len() + node.atoms()).unwrap_or(REJECT));
+                    match (next, all) {
+                        (None, _) => node.compile(on_true, on_false, steps),
+                        (Some(next), true) => node.compile(next, on_false, steps),
+                        (Some(next), false) => node.compile(on_true, next, steps),
+                    }
+                }
+            }
         }
     }
 }
@@ -398,7 +504,11 @@ impl From<Permission> for PermissionQuery {
     fn from(p: Permission) -> Self {
         PermissionQuery {
             text: p.text.clone(),
-            root: Node::Atom(p),
+            steps: Box::new([Step {
+                permission: p,
+                on_true: ACCEPT,
+                on_false: REJECT,
+            }]),
         }
     }
 }
@@ -773,20 +883,31 @@ impl ReferrerAllowlist {
     /// host, as in a `Referer` or `Origin` header; see [`referrer_host`]) matches a
     /// pattern. A referrer whose host cannot be found is refused by a non-empty list;
     /// so is a missing header, passed as `""`. Does not allocate.
+    ///
+    /// One pass over the referrer finds and checks the host; an IPv6 literal is refused
+    /// without parsing it, since no pattern can name one.
     pub fn allows(&self, referrer: &str) -> bool {
         if self.sources.is_empty() {
             return true;
         }
-        let Some(host) = referrer_host(referrer) else {
+        let bytes = referrer.trim_ascii().as_bytes();
+        let Some(found) = scan_authority(bytes) else {
             return false;
         };
-        let host = host.strip_suffix('.').unwrap_or(host);
-        self.exact.iter().any(|e| e.eq_ignore_ascii_case(host))
+        // A bracketed host (an IPv6 literal, or junk) is never `host_ok`: `[` is no host
+        // character. Patterns are host names, so it could not match anyway.
+        if !found.host_ok || !found.port_ok {
+            return false;
+        }
+        let Some(host) = bytes.get(found.host_start..found.name_end) else {
+            return false;
+        };
+        self.exact.iter().any(|e| eq_lowered(host, e.as_bytes()))
             || self.suffixes.iter().any(|suffix| {
                 host.len() > suffix.len()
                     && host
                         .get(host.len() - suffix.len()..)
-                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+                        .is_some_and(|tail| eq_lowered(tail, suffix.as_bytes()))
             })
     }
 
@@ -817,50 +938,186 @@ impl ReferrerAllowlist {
 pub fn referrer_host(referrer: &str) -> Option<&str> {
     let s = referrer.trim_ascii();
     let bytes = s.as_bytes();
-    // `scheme://` or `//` opens an authority, which may carry userinfo.
-    let (start, has_authority_marker) = match scheme_len(bytes) {
-        Some(len) if bytes.get(len..len + 3) == Some(b"://") => (len + 3, true),
-        _ if bytes.starts_with(b"//") => (2, true),
-        _ => (0, false),
-    };
-    // One pass over the authority, which runs to the first `/ ? #` (or `\`, which
-    // browsers read as `/`): the host starts after the last `@` and ends at the first
-    // `:` after that.
-    let mut end = start;
-    let mut host_start = start;
-    let mut colon = None;
-    while let Some(&b) = bytes.get(end) {
-        let class = byte_class(b);
-        if class & AUTHORITY_END != 0 {
-            break;
-        }
-        if class & AUTHORITY_MARK != 0 {
-            if b == b'@' {
-                if !has_authority_marker {
-                    return None;
-                }
-                host_start = end + 1;
-                colon = None;
-            } else if colon.is_none() {
-                colon = Some(end);
-            }
-        }
-        end += 1;
-    }
-    if bytes.get(host_start) == Some(&b'[') {
-        let bracketed = s.get(host_start + 1..end)?;
+    let found = scan_authority(bytes)?;
+    if bytes.get(found.host_start) == Some(&b'[') {
+        let bracketed = s.get(found.host_start + 1..found.end)?;
         let (inner, after) = bracketed.split_once(']')?;
         if !valid_port_suffix(after) || Ipv6Addr::from_str(inner).is_err() {
             return None;
         }
-        return s.get(host_start..host_start + inner.len() + 2);
+        return s.get(found.host_start..found.host_start + inner.len() + 2);
     }
-    let host_end = colon.unwrap_or(end);
-    if !valid_port_suffix(s.get(host_end..end)?) {
+    if !(found.host_ok && found.port_ok) {
         return None;
     }
-    let host = s.get(host_start..host_end)?;
-    valid_host(host.strip_suffix('.').unwrap_or(host)).then_some(host)
+    s.get(found.host_start..found.host_end)
+}
+
+/// What one pass over a referrer's authority found (see [`scan_authority`]).
+#[derive(Debug, Clone, Copy)]
+struct Authority {
+    /// Where the host starts: after the authority marker (`scheme://`, `//`) and the
+    /// last `@`.
+    host_start: usize,
+    /// Where the host ends: the first `:` after `host_start`, else `end`.
+    host_end: usize,
+    /// `host_end`, less a trailing dot.
+    name_end: usize,
+    /// Where the authority ends: the first `/ ? #` or `\` after its start, else the end.
+    end: usize,
+    /// The host (a trailing dot set aside) is labels of 1 to 63 characters of
+    /// `[A-Za-z0-9_-]` joined by dots, at most [`MAX_HOST_LEN`] bytes.
+    host_ok: bool,
+    /// What follows the host is nothing, or `:` and up to 5 digits.
+    port_ok: bool,
+}
+
+/// Finds and checks the host of a trimmed referrer in one pass over its authority, which
+/// runs to the first `/ ? #` (or `\`, which browsers read as `/`): the host starts after
+/// the last `@` and ends at the first `:` after that. `None` for an `@` in a referrer
+/// that has no `scheme://` or `//` (a bare `user@host` is no URL).
+// Inlined into its callers: the found fields then stay in registers.
+#[inline(always)]
+fn scan_authority(bytes: &[u8]) -> Option<Authority> {
+    // `scheme://` or `//` opens an authority, which may carry userinfo.
+    let (start, has_authority_marker) = if bytes.starts_with(b"https://") {
+        (8, true)
+    } else if bytes.starts_with(b"http://") {
+        (7, true)
+    } else {
+        match scheme_len(bytes) {
+            Some(len) if bytes.get(len..len + 3) == Some(b"://") => (len + 3, true),
+            _ if bytes.starts_with(b"//") => (2, true),
+            _ => (0, false),
+        }
+    };
+    let mut i = start;
+    // Each turn reads one `[userinfo@]` candidate host; an `@` starts the next turn.
+    loop {
+        let host_start = i;
+        let mut label_start = i;
+        let mut host_bad = false;
+        // The host: runs of host characters, split by dots, up to `:` or the end.
+        let host_end = loop {
+            while bytes.get(i).is_some_and(|&b| byte_class(b) & HOST_CHAR != 0) {
+                i += 1;
+            }
+            match bytes.get(i) {
+                Some(b'.') => {
+                    host_bad |= i == label_start || i - label_start > 63;
+                    i += 1;
+                    label_start = i;
+                }
+                Some(b'@') => break None,
+                Some(&b) if b != b':' && byte_class(b) & AUTHORITY_END == 0 => {
+                    host_bad = true;
+                    i += 1;
+                }
+                _ => break Some(i),
+            }
+        };
+        let Some(host_end) = host_end else {
+            if !has_authority_marker {
+                return None;
+            }
+            i += 1;
+            continue;
+        };
+        // The port: digits after the `:`, up to the end of the authority.
+        let mut port_bad = false;
+        if bytes.get(i) == Some(&b':') {
+            i += 1;
+            loop {
+                while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                match bytes.get(i) {
+                    Some(&b) if b != b'@' && byte_class(b) & AUTHORITY_END == 0 => {
+                        port_bad = true;
+                        i += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if bytes.get(i) == Some(&b'@') {
+                if !has_authority_marker {
+                    return None;
+                }
+                i += 1;
+                continue;
+            }
+        }
+        // The last label is checked here; an empty one is an empty host or a trailing
+        // dot, which is set aside.
+        host_bad |= host_end - label_start > 63;
+        let name_end = if host_end == label_start && host_end > host_start {
+            host_end - 1
+        } else {
+            host_end
+        };
+        let name_len = name_end - host_start;
+        return Some(Authority {
+            host_start,
+            host_end,
+            name_end,
+            end: i,
+            host_ok: !host_bad && name_len > 0 && name_len <= MAX_HOST_LEN,
+            port_ok: !port_bad && i - host_end <= 6,
+        });
+    }
+}
+
+/// True when `text` lower-cased is `lower`, which is lower case already. Eight bytes at
+/// a time; `text` must be ASCII (a checked host is).
+fn eq_lowered(text: &[u8], lower: &[u8]) -> bool {
+    eq_by_words(text, lower, u8::to_ascii_lowercase, lowered_word)
+}
+
+/// `a == b`, eight bytes at a time, inline (no call to `bcmp` for these short strings).
+fn eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    eq_by_words(a, b, |&x| x, |x| x)
+}
+
+/// True when `text` with `byte` / `word` applied is `other`: byte by byte below eight
+/// bytes, else by whole words and then the last eight bytes (overlapping the previous
+/// word). `word` must be `byte` on each of its bytes.
+fn eq_by_words(text: &[u8], other: &[u8], byte: impl Fn(&u8) -> u8, word: impl Fn(u64) -> u64) -> bool {
+    if text.len() != other.len() {
+        return false;
+    }
+    if text.len() < 8 {
+        return text.iter().zip(other).all(|(t, &o)| byte(t) == o);
+    }
+    let load = |bytes: &[u8], at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let same = |at: usize| word(load(text, at)) == load(other, at);
+    (0..text.len() / 8).all(|k| same(k * 8)) && same(text.len() - 8)
+}
+
+/// One in every byte of a word.
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The eight ASCII bytes of `w` lower-cased: `A-Z` gain 0x20, others stay.
+fn lowered_word(w: u64) -> u64 {
+    w | (in_range_word(w, b'A', b'Z') >> 2)
+}
+
+/// The eight ASCII bytes of `w` upper-cased: `a-z` lose 0x20, others stay.
+fn uppered_word(w: u64) -> u64 {
+    w & !(in_range_word(w, b'a', b'z') >> 2)
+}
+
+/// 0x80 in each byte of `w` (all ASCII) that lies in `low..=high`, 0 in the others.
+fn in_range_word(w: u64, low: u8, high: u8) -> u64 {
+    // Per byte (each below 0x80, so no carry crosses bytes): the high bit of `ge_low` is
+    // set from `low` up, that of `gt_high` above `high`.
+    let ge_low = w.wrapping_add(ONES * (0x80 - u64::from(low)));
+    let gt_high = w.wrapping_add(ONES * (0x7f - u64::from(high)));
+    ge_low & !gt_high & (ONES * 0x80)
 }
 
 /// Byte class: `[A-Za-z0-9_-]`, a host name character.
@@ -869,8 +1126,6 @@ const HOST_CHAR: u8 = 1;
 const SCHEME_CHAR: u8 = 2;
 /// Byte class: `/ ? # \`, the end of a URL's authority.
 const AUTHORITY_END: u8 = 4;
-/// Byte class: `@` or `:` within an authority.
-const AUTHORITY_MARK: u8 = 8;
 
 /// The classes of every byte, so the per-request referrer scan costs one load a byte.
 static BYTE_CLASSES: [u8; 256] = byte_classes();
@@ -893,9 +1148,6 @@ const fn byte_classes() -> [u8; 256] {
         }
         if matches!(b, b'/' | b'?' | b'#' | b'\\') {
             class |= AUTHORITY_END;
-        }
-        if b == b'@' || b == b':' {
-            class |= AUTHORITY_MARK;
         }
         table[i] = class;
         i += 1;
@@ -925,28 +1177,6 @@ fn valid_port_suffix(after: &str) -> bool {
         None => after.is_empty(),
         Some(port) => port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()),
     }
-}
-
-/// Labels of 1 to 63 characters of `[A-Za-z0-9_-]`, joined by dots, at most
-/// [`MAX_HOST_LEN`] bytes.
-fn valid_host(host: &str) -> bool {
-    if host.is_empty() || host.len() > MAX_HOST_LEN {
-        return false;
-    }
-    let mut label_len = 0usize;
-    for b in host.bytes() {
-        if byte_class(b) & HOST_CHAR != 0 {
-            label_len += 1;
-            if label_len > 63 {
-                return false;
-            }
-        } else if b == b'.' && label_len > 0 {
-            label_len = 0;
-        } else {
-            return false;
-        }
-    }
-    label_len > 0
 }
 
 /// `(is_wildcard, host)` of a referrer pattern.
@@ -1023,10 +1253,26 @@ pub struct EndpointAllowlist {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Method {
     Any,
-    /// Upper case.
-    Named(Box<str>),
+    /// Upper case, with its [`method_key`] when it has one.
+    Named(Box<str>, Option<u64>),
 }
 
+/// A method name of up to 7 bytes as one integer: its bytes upper-cased, zero padded,
+/// and its length in the top byte; `None` for a longer one. Two methods compare equal
+/// case-insensitively exactly when their keys are equal (with a rule's method letters
+/// only, upper-casing a request's method is what `eq_ignore_ascii_case` does).
+fn method_key(method: &str) -> Option<u64> {
+    let bytes = method.as_bytes();
+    if bytes.len() > 7 {
+        return None;
+    }
+    let packed = bytes.iter().rev().fold(0u64, |word, &b| (word << 8) | u64::from(b));
+    if packed & (ONES * 0x80) != 0 {
+        // Not ASCII: no method name. A length of 0xff stands for it, which no key has.
+        return Some(0xff << 56);
+    }
+    Some(uppered_word(packed) | (u64::try_from(bytes.len()).unwrap_or(0) << 56))
+}
 impl EndpointAllowlist {
     /// Parses a list of `METHOD GLOB` entries.
     ///
@@ -1056,7 +1302,7 @@ impl EndpointAllowlist {
             let method = if method == "*" || method.eq_ignore_ascii_case("any") {
                 Method::Any
             } else if method.len() <= MAX_METHOD_LEN && method.bytes().all(|b| b.is_ascii_alphabetic()) {
-                Method::Named(method.to_ascii_uppercase().into_boxed_str())
+                Method::Named(method.to_ascii_uppercase().into_boxed_str(), method_key(method))
             } else {
                 return Err(bad(&format!(
                     "the method {} is not a method name (letters only), * or ANY",
@@ -1076,13 +1322,14 @@ impl EndpointAllowlist {
         if self.sources.is_empty() {
             return true;
         }
-        let path = strip_query(path);
+        let key = method_key(method);
         self.rules.iter().any(|(m, glob)| {
             let method_ok = match m {
                 Method::Any => true,
-                Method::Named(name) => name.eq_ignore_ascii_case(method),
+                Method::Named(_, Some(rule_key)) => key == Some(*rule_key),
+                Method::Named(name, None) => name.eq_ignore_ascii_case(method),
             };
-            method_ok && glob.matches_without_query(path)
+            method_ok && glob.matches(path)
         })
     }
 
@@ -1122,7 +1369,23 @@ pub struct PathGlob {
     /// the `/` before a leading `**` (which may match no segment). The whole glob when
     /// it has no `*`.
     literal_prefix: Box<str>,
+    /// How a path is matched, decided from the glob's shape when it is parsed.
+    shape: GlobShape,
     segments: Box<[GlobSegment]>,
+}
+
+/// The shape of a [`PathGlob`], for a match that needs no segment walk in the common
+/// cases. In each, `literal_prefix` is the glob up to its only `*` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GlobShape {
+    /// No `*`: the path is the glob.
+    Exact,
+    /// `{prefix}*`, the prefix ending with `/`: the path is the prefix and one segment.
+    LastSegment,
+    /// `{prefix}/**`: the path is the prefix, or the prefix and `/` and anything.
+    Subtree,
+    /// Anything else: the segment walk.
+    General,
 }
 
 /// One segment of a [`PathGlob`].
@@ -1189,9 +1452,20 @@ impl PathGlob {
                 }
             }
         };
+        let stars = glob.bytes().filter(|&b| b == b'*').count();
+        let shape = if stars == 0 {
+            GlobShape::Exact
+        } else if stars == 1 && glob.ends_with("/*") {
+            GlobShape::LastSegment
+        } else if stars == 2 && glob.ends_with("/**") {
+            GlobShape::Subtree
+        } else {
+            GlobShape::General
+        };
         Ok(PathGlob {
             text: glob.into(),
             literal_prefix: literal_prefix.into(),
+            shape,
             segments: segments.into_boxed_slice(),
         })
     }
@@ -1201,12 +1475,30 @@ impl PathGlob {
     ///
     /// Runs in O(glob length × path length) at worst: each level (`**` across segments,
     /// `*` within one) keeps a single backtrack point, as in the classic wildcard match.
+    #[inline]
     pub fn matches(&self, path: &str) -> bool {
-        self.matches_without_query(strip_query(path))
+        let (prefix, path_bytes) = (self.literal_prefix.as_bytes(), path.as_bytes());
+        let Some((head, rest)) = path_bytes.split_at_checked(prefix.len()) else {
+            return false;
+        };
+        if !eq_bytes(head, prefix) {
+            return false;
+        }
+        // `literal_prefix` holds no `?` or `#`, so a path starts with it exactly when the
+        // path cut at its query does.
+        match self.shape {
+            GlobShape::Exact => matches!(rest.first(), None | Some(b'?' | b'#')),
+            GlobShape::LastSegment => !matches!(rest.iter().find(|&&b| matches!(b, b'/' | b'?' | b'#')), Some(b'/')),
+            GlobShape::Subtree => match rest.first() {
+                None | Some(b'?' | b'#') => !self.literal_prefix.is_empty(),
+                Some(b) => *b == b'/',
+            },
+            GlobShape::General => self.matches_segments(strip_query(path)),
+        }
     }
 
-    /// [`PathGlob::matches`] for a path already cut at `?` / `#`.
-    fn matches_without_query(&self, path: &str) -> bool {
+    /// [`PathGlob::matches`] by walking the segments, for a path already cut at `?` / `#`.
+    fn matches_segments(&self, path: &str) -> bool {
         if !path.starts_with(&*self.literal_prefix) {
             return false;
         }
@@ -1377,6 +1669,26 @@ impl Segment {
     }
 }
 
+/// The key of a segment, for [`Permission::grants`]: 0 for `*`; for a name, its first
+/// 16 bytes zero padded, with bit 127 set when the name is longer (names are ASCII, so
+/// that bit is otherwise clear). Names have no NUL byte, so two names of at most 16 bytes
+/// are equal exactly when their keys are, and a longer name never has the key of a
+/// shorter one.
+fn segment_key(segment: &Segment) -> u128 {
+    match segment {
+        Segment::Any => 0,
+        Segment::Name(name) => {
+            let mut head = [0u8; 16];
+            head.iter_mut().zip(name.bytes()).for_each(|(slot, b)| *slot = b);
+            let long = if name.len() > 16 { LONG_KEY } else { 0 };
+            u128::from_le_bytes(head) | long
+        }
+    }
+}
+
+/// Bit 127 of a segment key: the name is longer than its key holds.
+const LONG_KEY: u128 = 1 << 127;
+
 fn is_permission_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
 }
@@ -1422,11 +1734,11 @@ fn parse_permission(text: &str) -> Result<Permission, String> {
             Ok(Segment::Name(s.into()))
         }
     };
-    Ok(Permission {
-        text: text.into(),
-        resource: segment(resource, "resource")?,
-        action: segment(action, "action")?,
-    })
+    Ok(Permission::from_segments(
+        text.into(),
+        segment(resource, "resource")?,
+        segment(action, "action")?,
+    ))
 }
 
 /// The input, quoted, cut to 64 characters so hostile input stays small in errors.
@@ -2059,6 +2371,41 @@ mod tests {
             ("https://ex%61mple.com/", None),
         ] {
             assert_eq!(referrer_host(referrer), host, "{referrer:?}");
+        }
+    }
+
+    #[test]
+    fn lowered_words_and_comparison() {
+        for b in 0u8..0x80 {
+            for filler in [b'a', b'Z', b'0', b'.'] {
+                let mut word = [filler; 8];
+                for at in 0..8 {
+                    word[at] = b;
+                    let lowered = lowered_word(u64::from_le_bytes(word)).to_le_bytes();
+                    assert_eq!(lowered, word.map(|c| c.to_ascii_lowercase()), "{b:#x} at {at}");
+                    let uppered = uppered_word(u64::from_le_bytes(word)).to_le_bytes();
+                    assert_eq!(uppered, word.map(|c| c.to_ascii_uppercase()), "{b:#x} at {at}");
+                    word[at] = filler;
+                }
+            }
+        }
+        for (text, lower, expected) in [
+            ("", "", true),
+            ("Ab", "ab", true),
+            ("Ab", "aB", false),
+            (".EXAMPLE.com", ".example.com", true),
+            (".EXAMPLE.con", ".example.com", false),
+            ("XAMPLE.COM", "xample.com", true),
+            ("EXAMPLE", "example", true),
+            ("EXAMPLE-", "example_", false),
+            ("abcdefgh", "abcdefgh", true),
+            ("abcdefghi", "abcdefgh", false),
+        ] {
+            assert_eq!(
+                eq_lowered(text.as_bytes(), lower.as_bytes()),
+                expected,
+                "{text} {lower}"
+            );
         }
     }
 

@@ -7,7 +7,8 @@
 //!   AST, printed to text (with random keyword case, spacing and redundant parentheses)
 //!   and parsed back;
 //! - path globs against a naive recursive matcher;
-//! - referrer patterns against a lower-cased suffix comparison;
+//! - referrer patterns against a lower-cased suffix comparison, and referrer host
+//!   extraction against a reference written with plain string operations;
 //! - serde round trips: every type serialises as its source strings and parses back.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -137,6 +138,18 @@ impl Ast {
             Ast::Or(xs) => xs.iter().any(|x| x.eval(grants)),
         }
     }
+
+    /// A short-circuiting walk with `truth` deciding each atom, logging the atoms asked.
+    fn walk(&self, truth: &dyn Fn(&str) -> bool, asked: &mut Vec<String>) -> bool {
+        match self {
+            Ast::Atom(p) => {
+                asked.push(p.clone());
+                truth(p)
+            }
+            Ast::And(xs) => xs.iter().all(|x| x.walk(truth, asked)),
+            Ast::Or(xs) => xs.iter().any(|x| x.walk(truth, asked)),
+        }
+    }
 }
 
 /// Segment-wise: a granted `*` covers anything, a name only the same name; `*` = `*:*`.
@@ -226,8 +239,20 @@ fn arb_permission_text() -> impl Strategy<Value = String> {
         8 => (select(vec!["docs", "users", "a.b", "x-y_z"]), select(vec!["read", "write", "run"]))
             .prop_map(|(r, a)| format!("{r}:{a}")),
         1 => select(vec!["*", "*:*", "docs:*", "*:read", "users:*", "*:run"]).prop_map(String::from),
+        // Names around 16 bytes, where the library's packed comparison hands over to the text
+        // (up to 30 bytes, so that two fit in MAX_PERMISSION_LEN).
+        2 => (select(LONG_NAMES.to_vec()), select(LONG_NAMES.to_vec())).prop_map(|(r, a)| format!("{r}:{a}")),
     ]
 }
+
+const LONG_NAMES: [&str; 6] = [
+    "abcdefghijklmno",
+    "abcdefghijklmnop",
+    "abcdefghijklmnopq",
+    "abcdefghijklmnopr",
+    "abcdefghijklmnopqrstuvwxyz0123",
+    "abcdefghijklmnopqrstuvwxyz0124",
+];
 
 fn arb_ast() -> impl Strategy<Value = Ast> {
     arb_permission_text()
@@ -260,6 +285,26 @@ proptest! {
             let set = PermissionSet::parse(&grants).unwrap();
             prop_assert_eq!(query.evaluate(&set), ast.eval(&grants), "{:?} with {:?}", text, grants);
         }
+    }
+
+    /// `evaluate_with` asks about the same permissions, in the same order, as a
+    /// short-circuiting walk of the tree (the library compiles the tree to a flat form).
+    #[test]
+    fn query_asks_in_walk_order(ast in arb_ast(), seed in any::<u64>(), style in prop::collection::vec(any::<u8>(), 1..16)) {
+        prop_assume!(ast.atoms() <= 64);
+        // Each distinct permission text gets a truth value from the seed.
+        let truth = |p: &str| p.bytes().fold(seed, |h, b| h.rotate_left(5) ^ u64::from(b)).count_ones() % 2 == 0;
+        let text = Printer { style: &style, next: 0, minimal: false }.print(&ast, false);
+        let query = PermissionQuery::parse(&text).unwrap();
+        let mut expected_asked = Vec::new();
+        let expected = ast.walk(&truth, &mut expected_asked);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let got = query.evaluate_with(&|p: &Permission| {
+            asked.borrow_mut().push(p.as_str().to_string());
+            truth(p.as_str())
+        });
+        prop_assert_eq!(got, expected, "{:?}", text);
+        prop_assert_eq!(asked.into_inner(), expected_asked, "{:?}", text);
     }
 
     /// Dropping one token from a valid query (a parenthesis, an operator or a permission)
@@ -317,6 +362,39 @@ fn reference_glob(glob: &str, path: &str) -> bool {
     reference_segments(&glob, &path)
 }
 
+/// Rule methods, with some too long for the library's packed method key (over 7 bytes).
+const RULE_METHODS: [&str; 9] = [
+    "GET",
+    "post",
+    "*",
+    "ANY",
+    "any",
+    "Delete",
+    "PROPFIND",
+    "mkcalendar",
+    "OPTIONS",
+];
+/// Request methods: cases, near misses, NUL bytes and non-ASCII around those lengths.
+const REQUEST_METHODS: [&str; 17] = [
+    "GET",
+    "get",
+    "POST",
+    "DELETE",
+    "PUT",
+    "GET\0",
+    "GE",
+    "GETS",
+    "propfind",
+    "PROPFINDS",
+    "PROPFIN",
+    "MkCalendar",
+    "options",
+    "OPTIONSX",
+    "",
+    "G\u{e9}T",
+    "*",
+];
+
 fn arb_glob() -> impl Strategy<Value = String> {
     prop::collection::vec(
         select(vec!["**", "*", "a", "b", "ab", "a*", "*b", "a*b", "*a*", "**", ""]),
@@ -344,10 +422,35 @@ proptest! {
         }
     }
 
+    /// The shapes matched without a segment walk (`/a/b`, `/a/b/*`, `/a/b/**`, `/**`),
+    /// on paths that share the glob's literal prefix, so that near misses are common.
+    #[test]
+    fn glob_shapes_match_reference(
+        literal in prop::collection::vec("[ab]{0,2}", 0..4),
+        shape in 0u8..3,
+        tails in prop::collection::vec("[ab/?#]{0,5}", 1..8),
+        cut in any::<Index>(),
+    ) {
+        let base = literal.iter().map(|seg| format!("/{seg}")).collect::<String>();
+        let glob = match shape {
+            0 if base.is_empty() => "/".to_string(),
+            0 => base.clone(),
+            1 => format!("{base}/*"),
+            _ => format!("{base}/**"),
+        };
+        let compiled = PathGlob::parse(&glob).unwrap();
+        let shortened = &base[..cut.index(base.len() + 1)];
+        for tail in tails {
+            for path in [format!("{base}{tail}"), format!("{shortened}{tail}"), format!("{glob}{tail}")] {
+                prop_assert_eq!(compiled.matches(&path), reference_glob(&glob, &path), "{} vs {:?}", glob, path);
+            }
+        }
+    }
+
     #[test]
     fn endpoint_matches_reference(
-        entries in prop::collection::vec((select(vec!["GET", "post", "*", "ANY", "any", "Delete"]), arb_glob()), 0..4),
-        requests in prop::collection::vec((select(vec!["GET", "get", "POST", "DELETE", "PUT"]), arb_path()), 1..8),
+        entries in prop::collection::vec((select(RULE_METHODS.to_vec()), arb_glob()), 0..4),
+        requests in prop::collection::vec((select(REQUEST_METHODS.to_vec()), arb_path()), 1..8),
     ) {
         let list = EndpointAllowlist::new(entries.iter().map(|(m, g)| format!("{m} {g}"))).unwrap();
         for (method, path) in requests {
@@ -427,6 +530,126 @@ proptest! {
             let referrer = dress(&host, bits, how);
             prop_assert_eq!(list.allows(&referrer), expected, "{:?} against {:?}", referrer, texts);
         }
+    }
+}
+
+/// The host of a referrer, written from `referrer_host`'s definition with plain string
+/// operations (the library scans the authority once, byte by byte).
+fn reference_host(referrer: &str) -> Option<&str> {
+    let s = referrer.trim_matches(|c: char| c.is_ascii_whitespace());
+    let is_scheme = |t: &str| {
+        t.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
+    };
+    let (rest, marker) = match s.find("://") {
+        Some(i) if is_scheme(&s[..i]) => (&s[i + 3..], true),
+        _ if s.starts_with("//") => (&s[2..], true),
+        _ => (s, false),
+    };
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap();
+    if authority.contains('@') && !marker {
+        return None;
+    }
+    let host_port = authority.rsplit('@').next().unwrap();
+    let port_ok = |p: Option<&str>| p.is_none_or(|p| p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()));
+    if let Some(bracketed) = host_port.strip_prefix('[') {
+        let (inner, after) = bracketed.split_once(']')?;
+        let port = if after.is_empty() {
+            None
+        } else {
+            Some(after.strip_prefix(':')?)
+        };
+        if !port_ok(port) || inner.parse::<Ipv6Addr>().is_err() {
+            return None;
+        }
+        return Some(&host_port[..inner.len() + 2]);
+    }
+    let (host, port) = match host_port.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (host_port, None),
+    };
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let labels_ok = name.split('.').all(|l| {
+        !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    });
+    (port_ok(port) && !name.is_empty() && name.len() <= 253 && labels_ok).then_some(host)
+}
+
+/// Referrers near the edges of the grammar: every part optional or mangled.
+fn arb_referrer() -> impl Strategy<Value = String> {
+    let scheme = select(vec![
+        "",
+        "https://",
+        "http://",
+        "HTTPS://",
+        "//",
+        "a+b.c-d://",
+        "1x://",
+        "x:",
+        "://",
+        "https:/",
+    ]);
+    let userinfo = select(vec!["", "user@", "u:p@", "@", "a@b@", "u:p:q@", "[x@", "é@"]);
+    let host = prop_oneof![
+        4 => arb_host(),
+        1 => select(vec![
+            "", ".", "a..b", ".a", "a.", "a..", "[::1]", "[::1", "[x]", "[::ffff:1.2.3.4]", "ex ample", "b\u{fc}cher.de",
+            "Ex_Am-Ple.COM", "a%2eb", "127.0.0.1",
+        ])
+        .prop_map(String::from),
+        1 => (1usize..70).prop_map(|n| format!("{}.com", "a".repeat(n))),
+        1 => (245usize..260).prop_map(|n| format!("{}.c", "b".repeat(n - 2))),
+    ];
+    let port = select(vec![
+        "", ":", ":8080", ":12345", ":123456", ":8a", ":80:80", ":-1", "]:80",
+    ]);
+    let tail = select(vec!["", "/", "/x?y", "?q", "#f", "\\x", "/@evil.com", "/a:b@c"]);
+    let space = select(vec!["", " ", "\t", "\r\n"]);
+    prop_oneof![
+        4 => (space.clone(), scheme, userinfo, host, port, tail, space)
+            .prop_map(|(a, s, u, h, p, t, b)| format!("{a}{s}{u}{h}{p}{t}{b}")),
+        1 => "[ a-zA-Z0-9._:@/?#\\[\\]\\\\%+é-]{0,24}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// The one-pass host scan against the reference, and the allowlist's match against
+    /// a lower-cased comparison of the reference host.
+    #[test]
+    fn referrer_host_matches_reference(
+        referrer in arb_referrer(),
+        patterns in prop::collection::vec((any::<bool>(), arb_host()), 0..3),
+        pick in any::<Index>(),
+    ) {
+        let expected = reference_host(&referrer);
+        prop_assert_eq!(credstore::policy::referrer_host(&referrer), expected, "{:?}", referrer);
+
+        // Patterns taken from the referrer's own host (or its parent), so matches happen.
+        let mut texts: Vec<String> =
+            patterns.iter().map(|(wild, h)| if *wild { format!("*.{h}") } else { h.clone() }).collect();
+        if let Some(host) = expected.map(|h| h.trim_end_matches('.').to_ascii_lowercase()) {
+            let labels: Vec<&str> = host.split('.').collect();
+            let from = pick.index(labels.len());
+            let parent = labels[from..].join(".");
+            for candidate in [parent.clone(), format!("*.{parent}")] {
+                if ReferrerAllowlist::new([&candidate]).is_ok() {
+                    texts.push(candidate);
+                }
+            }
+        }
+        let list = ReferrerAllowlist::new(&texts).unwrap();
+        let allowed = texts.is_empty()
+            || expected.is_some_and(|host| {
+                let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+                texts.iter().any(|t| match t.strip_prefix("*.") {
+                    Some(suffix) => host.ends_with(&format!(".{}", suffix.to_ascii_lowercase())),
+                    None => host == t.to_ascii_lowercase(),
+                })
+            });
+        prop_assert_eq!(list.allows(&referrer), allowed, "{:?} against {:?}", referrer, texts);
     }
 }
 
