@@ -13,6 +13,7 @@
 //!   use logging off, to show what the hand-off of use events costs.
 //! - `create/threads/{1,8}`: keys created per second by 1 and 8 threads (group commit).
 //! - `threads/verify/{1,2}`: verifies per second by 1 and 2 threads, each on its own key;
+//!   `threads/verify_unlogged/{1,2}` the same on a store without use logging;
 //!   `threads/floor/{1,2}`, the floor's work the same way, is the control.
 //!
 //! Every benchmark checks the outcome it measures before measuring it. Figures and ratios
@@ -166,7 +167,8 @@ fn verify(c: &mut Criterion) {
 
     // The same two without use logging: what the hand-off of use events costs.
     let quiet = Fixture::with(UseLog::Off);
-    let quiet_key = quiet.keys(1).remove(0);
+    let quiet_keys = quiet.keys(2);
+    let quiet_key = quiet_keys[0].clone();
     let mut quiet_typo = quiet_key.clone().into_bytes();
     quiet_typo[20] = if quiet_typo[20] == b'a' { b'b' } else { b'a' };
     let quiet_typo = String::from_utf8(quiet_typo).unwrap();
@@ -195,6 +197,16 @@ fn verify(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 on_threads(&mine, iters, |k| {
                     black_box(store.verify(black_box(k)).unwrap());
+                })
+            });
+        });
+        // The same without use logging: on two cores, two verifying threads and the
+        // commit thread writing their uses share the machine.
+        let quiet_mine: Vec<&str> = quiet_keys[..threads].iter().map(String::as_str).collect();
+        group.bench_function(format!("verify_unlogged/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(&quiet_mine, iters, |k| {
+                    black_box(quiet.store.verify(black_box(k)).unwrap());
                 })
             });
         });

@@ -205,6 +205,22 @@ pub enum EventKind {
     },
 }
 
+/// Encodes a value that serialises as an [`Event`] does into a log payload: the format
+/// byte, then bincode. The use log writes `key.uses` records through this from borrowed
+/// uses, without building the owned event.
+pub(crate) fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = vec![EVENT_FORMAT];
+    // Encoding plain data into a Vec cannot fail; an error here would be a bug in bincode.
+    if let Ok(bytes) = bincode::serde::encode_to_vec(value, bincode::config::standard()) {
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// The index of [`EventKind::KeysUsed`] among `EventKind`'s variants, as serde gives it to
+/// bincode (a test checks the borrowed encoding against the owned one).
+pub(crate) const KEYS_USED_VARIANT: u32 = 23;
+
 /// The most a [`EventKind::KeysUsed`] record's uses lie after its `at` (the earliest of
 /// them), ms: a time-range query reads records from this much before its start.
 pub const USE_BATCH_SPAN_MS: i64 = 60_000;
@@ -319,12 +335,7 @@ impl std::fmt::Debug for Tag {
 impl Event {
     /// Encodes the event as a log payload.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![EVENT_FORMAT];
-        // Encoding plain data into a Vec cannot fail; an error here would be a bug in bincode.
-        if let Ok(bytes) = bincode::serde::encode_to_vec(self, bincode::config::standard()) {
-            out.extend_from_slice(&bytes);
-        }
-        out
+        encode_payload(self)
     }
 
     /// Decodes a log payload.

@@ -170,7 +170,7 @@ pub(crate) fn run(
             let keyless = shared.uses.keyless.take();
             let drained = std::mem::take(&mut pending);
             let lost = std::mem::take(&mut dropped);
-            super::uses::events(shared.uses.mode(), drained, keyless, lost, shared.clock.now_ms())
+            super::uses::payloads(shared.uses.mode(), &drained, keyless, lost, shared.clock.now_ms())
         } else {
             Vec::new()
         };
@@ -186,14 +186,14 @@ pub(crate) fn run(
     }
 }
 
-fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch: Vec<Request>, uses: &[Event]) {
+fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch: Vec<Request>, uses: &[Vec<u8>]) {
     let now = shared.clock.now_ms();
     let base_formats = shared.formats.load_full();
     let base_dir = shared.directory.load_full();
     let mut overlay = Overlay::new(&shared.index, &base_formats, &base_dir);
     // Uses first: they were handed off before the requests of this batch were taken.
-    for event in uses {
-        log.append(&event.encode());
+    for payload in uses {
+        log.append(payload);
     }
     let mut results = Vec::with_capacity(batch.len());
     for req in &batch {

@@ -17,19 +17,19 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 
-use serde::{Deserialize, Serialize};
+use serde::ser::{SerializeStruct, SerializeStructVariant};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::decision::{Code, Decision};
-use crate::event::{Event, EventKind, KeyUse, USE_BATCH_SPAN_MS};
-use crate::record::{KeyId, KeyRecord};
+use crate::event::{Event, EventKind, USE_BATCH_SPAN_MS};
+use crate::record::KeyId;
 
 /// Uses one thread may have waiting for the commit thread (its channel's capacity, about
-/// 72 bytes each: 1.2 MB per verifying thread); more are dropped and counted. Drained every
+/// 104 bytes each: 1.7 MB per verifying thread); more are dropped and counted. Drained every
 /// [`BUSY_DRAIN`], that is over 3 million uses per second per thread.
 pub(crate) const USE_QUEUE: usize = 16_384;
 
@@ -63,13 +63,44 @@ pub enum UseLog {
     Off,
 }
 
-/// What a verify hands off.
+/// What a verify hands off. The key's id is copied, not the record's `Arc`: the commit
+/// thread dropping an `Arc` per use would pull the record's reference count (which every
+/// verify of the key writes) over to its core and back.
 pub(crate) struct Use {
-    pub key: Arc<KeyRecord>,
+    pub id: UseId,
     pub at: i64,
     pub code: Code,
     pub ip: Option<IpAddr>,
     pub endpoint: Option<String>,
+}
+
+/// A key id, inline (ids are `key_` and 22 digits: 26 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct UseId {
+    len: u8,
+    bytes: [u8; 31],
+}
+
+impl UseId {
+    /// The id, if it fits (every id this store issues does).
+    fn new(id: &KeyId) -> Option<UseId> {
+        let text = id.as_str().as_bytes();
+        let mut bytes = [0u8; 31];
+        bytes.get_mut(..text.len())?.copy_from_slice(text);
+        Some(UseId {
+            len: u8::try_from(text.len()).ok()?,
+            bytes,
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        // Copied whole from a `str`.
+        std::str::from_utf8(self.bytes.get(..usize::from(self.len)).unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn to_key_id(self) -> Option<KeyId> {
+        KeyId::parse(self.as_str()).ok()
+    }
 }
 
 /// The verify side of the hand-off: a bounded channel per verifying thread, which the
@@ -147,8 +178,12 @@ impl UseSink {
             counter.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        let Some(id) = UseId::new(&key.id) else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let u = Use {
-            key: Arc::clone(key),
+            id,
             at,
             code: decision.code,
             ip,
@@ -202,12 +237,18 @@ impl UseSink {
     }
 }
 
-/// Turns drained uses into events for the log; keys that matched none become one
-/// summary (`key.use_summary` without a key id) per drain.
-pub(crate) fn events(mode: UseLog, uses: Vec<Use>, keyless: BTreeMap<Code, u64>, dropped: u64, now: i64) -> Vec<Event> {
-    let mut out = Vec::new();
+/// Turns drained uses into log payloads (encoded events); keys that matched none become
+/// one summary (`key.use_summary` without a key id) per drain.
+pub(crate) fn payloads(
+    mode: UseLog,
+    uses: &[Use],
+    keyless: BTreeMap<Code, u64>,
+    dropped: u64,
+    now: i64,
+) -> Vec<Vec<u8>> {
+    let mut events = Vec::new();
     if !keyless.is_empty() {
-        out.push(Event {
+        events.push(Event {
             at: now,
             kind: EventKind::KeyUseSummary {
                 id: None,
@@ -220,13 +261,19 @@ pub(crate) fn events(mode: UseLog, uses: Vec<Use>, keyless: BTreeMap<Code, u64>,
             },
         });
     }
+    let mut records = Vec::new();
     match mode {
         UseLog::Off => {}
-        UseLog::Every => out.extend(batches(uses)),
+        UseLog::Every => {
+            for (earliest, range) in batches(uses) {
+                let uses = uses.get(range).unwrap_or_default();
+                records.push(crate::event::encode_payload(&UsesRecord { at: earliest, uses }));
+            }
+        }
         UseLog::Summary => {
-            let mut by_key: BTreeMap<Option<KeyId>, UseSummary> = BTreeMap::new();
+            let mut by_key: BTreeMap<UseId, UseSummary> = BTreeMap::new();
             for u in uses {
-                let s = by_key.entry(Some(u.key.id.clone())).or_insert_with(|| UseSummary {
+                let s = by_key.entry(u.id).or_insert_with(|| UseSummary {
                     first_at: u.at,
                     last_at: u.at,
                     counts: BTreeMap::new(),
@@ -239,19 +286,68 @@ pub(crate) fn events(mode: UseLog, uses: Vec<Use>, keyless: BTreeMap<Code, u64>,
                     s.last_ip = u.ip;
                 }
             }
-            out.extend(by_key.into_iter().map(|(id, summary)| Event {
+            events.extend(by_key.into_iter().map(|(id, summary)| Event {
                 at: summary.last_at,
-                kind: EventKind::KeyUseSummary { id, summary },
+                kind: EventKind::KeyUseSummary {
+                    id: id.to_key_id(),
+                    summary,
+                },
             }));
         }
     }
     if dropped > 0 {
-        out.push(Event {
+        events.push(Event {
             at: now,
             kind: EventKind::UsesDropped { count: dropped },
         });
     }
-    out
+    records.extend(events.iter().map(Event::encode));
+    records
+}
+
+/// A `key.uses` record written from borrowed uses: serialises exactly as the owned
+/// `Event { at, kind: EventKind::KeysUsed { uses } }` would (a test checks it), without a
+/// `KeyId` allocated per use.
+struct UsesRecord<'a> {
+    at: i64,
+    uses: &'a [Use],
+}
+
+impl Serialize for UsesRecord<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Kind<'a>(&'a [Use]);
+        struct Uses<'a>(&'a [Use]);
+        struct One<'a>(&'a Use);
+        impl Serialize for Kind<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut v =
+                    serializer.serialize_struct_variant("EventKind", crate::event::KEYS_USED_VARIANT, "KeysUsed", 1)?;
+                v.serialize_field("uses", &Uses(self.0))?;
+                v.end()
+            }
+        }
+        impl Serialize for Uses<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.iter().map(One))
+            }
+        }
+        impl Serialize for One<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let u = self.0;
+                let mut v = serializer.serialize_struct("KeyUse", 5)?;
+                v.serialize_field("id", u.id.as_str())?;
+                v.serialize_field("at", &u.at)?;
+                v.serialize_field("code", &u.code)?;
+                v.serialize_field("ip", &u.ip)?;
+                v.serialize_field("endpoint", &u.endpoint.as_deref())?;
+                v.end()
+            }
+        }
+        let mut v = serializer.serialize_struct("Event", 2)?;
+        v.serialize_field("at", &self.at)?;
+        v.serialize_field("kind", &Kind(self.uses))?;
+        v.end()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -259,42 +355,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Every-request mode: the uses as `key.uses` records, each within the size limits and
-/// with its uses no more than [`USE_BATCH_SPAN_MS`] after its earliest.
-fn batches(uses: Vec<Use>) -> Vec<Event> {
+/// Every-request mode: how the uses split into `key.uses` records (the earliest use's time
+/// and the range of uses), each within the size limits and with its uses no more than
+/// [`USE_BATCH_SPAN_MS`] after its earliest.
+fn batches(uses: &[Use]) -> Vec<(i64, std::ops::Range<usize>)> {
     let mut out = Vec::new();
-    let mut batch: Vec<KeyUse> = Vec::new();
+    let mut start = 0;
     let (mut earliest, mut latest, mut endpoint_bytes) = (i64::MAX, i64::MIN, 0);
-    let flush = |batch: &mut Vec<KeyUse>, out: &mut Vec<Event>, earliest: i64| {
-        if !batch.is_empty() {
-            out.push(Event {
-                at: earliest,
-                kind: EventKind::KeysUsed {
-                    uses: std::mem::take(batch),
-                },
-            });
-        }
-    };
-    for u in uses {
+    for (i, u) in uses.iter().enumerate() {
         let len = u.endpoint.as_ref().map_or(0, String::len);
         let (lo, hi) = (earliest.min(u.at), latest.max(u.at));
-        let full = batch.len() >= MAX_USES_PER_RECORD || endpoint_bytes + len > MAX_ENDPOINT_BYTES_PER_RECORD;
-        if !batch.is_empty() && (full || hi.saturating_sub(lo) > USE_BATCH_SPAN_MS) {
-            flush(&mut batch, &mut out, earliest);
+        let full = i - start >= MAX_USES_PER_RECORD || endpoint_bytes + len > MAX_ENDPOINT_BYTES_PER_RECORD;
+        if i > start && (full || hi.saturating_sub(lo) > USE_BATCH_SPAN_MS) {
+            out.push((earliest, start..i));
+            start = i;
             (earliest, latest, endpoint_bytes) = (u.at, u.at, 0);
         } else {
             (earliest, latest) = (lo, hi);
         }
         endpoint_bytes += len;
-        batch.push(KeyUse {
-            id: u.key.id.clone(),
-            at: u.at,
-            code: u.code,
-            ip: u.ip,
-            endpoint: u.endpoint,
-        });
     }
-    flush(&mut batch, &mut out, earliest);
+    if start < uses.len() {
+        out.push((earliest, start..uses.len()));
+    }
     out
 }
 
@@ -331,24 +414,13 @@ pub struct UseSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::KeyRecord;
+    use crate::event::KeyUse;
 
-    fn record() -> Arc<KeyRecord> {
-        let r: KeyRecord = serde_json::from_value(serde_json::json!({
-            "id": "key_0000000000000000000000", "name": "n", "start": "sk_live_abcd",
-            "format": crate::token::Format::default_for(crate::token::Env::Live),
-            "project": "default", "created_at": 0, "expires_at": null, "disabled_at": null,
-            "revoked": null, "metadata": {}, "rotated_from": null, "rotated_to": null,
-            "rate_limits": [], "budget": null, "plan": null, "kind": "service", "role": null,
-            "permissions": [], "allow_ips": [], "allow_referrers": [], "allow_endpoints": [],
-        }))
-        .unwrap();
-        Arc::new(r)
-    }
+    const ID: &str = "key_0NUqv2Kv3XaL3mB0cWj8vQ";
 
-    fn use_at(key: &Arc<KeyRecord>, at: i64, endpoint: Option<String>) -> Use {
+    fn use_at(at: i64, endpoint: Option<String>) -> Use {
         Use {
-            key: Arc::clone(key),
+            id: UseId::new(&KeyId::parse(ID).unwrap()).unwrap(),
             at,
             code: Code::Valid,
             ip: None,
@@ -356,53 +428,75 @@ mod tests {
         }
     }
 
-    fn sizes(events: &[Event]) -> Vec<(i64, usize)> {
-        events
-            .iter()
-            .map(|e| match &e.kind {
-                EventKind::KeysUsed { uses } => (e.at, uses.len()),
-                other => panic!("{other:?}"),
-            })
-            .collect()
+    fn sizes(uses: &[Use]) -> Vec<(i64, usize)> {
+        batches(uses).into_iter().map(|(at, r)| (at, r.len())).collect()
     }
 
     #[test]
     fn batches_hold_their_uses_within_the_span_and_size_limits() {
-        let key = record();
         // Timed by the earliest use, even when it is not the first handed off.
-        let events = batches(vec![
-            use_at(&key, 500, None),
-            use_at(&key, 400, None),
-            use_at(&key, 600, None),
-        ]);
-        assert_eq!(sizes(&events), vec![(400, 3)]);
+        assert_eq!(
+            sizes(&[use_at(500, None), use_at(400, None), use_at(600, None)]),
+            vec![(400, 3)]
+        );
         // A use more than the span after the earliest starts a new record.
-        let events = batches(vec![
-            use_at(&key, 0, None),
-            use_at(&key, USE_BATCH_SPAN_MS, None),
-            use_at(&key, USE_BATCH_SPAN_MS + 1, None),
-        ]);
-        assert_eq!(sizes(&events), vec![(0, 2), (USE_BATCH_SPAN_MS + 1, 1)]);
+        let spread = [
+            use_at(0, None),
+            use_at(USE_BATCH_SPAN_MS, None),
+            use_at(USE_BATCH_SPAN_MS + 1, None),
+        ];
+        assert_eq!(sizes(&spread), vec![(0, 2), (USE_BATCH_SPAN_MS + 1, 1)]);
         // So does one that would make a record too many uses or too many bytes.
-        let many = (0..MAX_USES_PER_RECORD + 1).map(|_| use_at(&key, 7, None)).collect();
-        assert_eq!(sizes(&batches(many)), vec![(7, MAX_USES_PER_RECORD), (7, 1)]);
+        let many: Vec<Use> = (0..MAX_USES_PER_RECORD + 1).map(|_| use_at(7, None)).collect();
+        assert_eq!(sizes(&many), vec![(7, MAX_USES_PER_RECORD), (7, 1)]);
         let long = "x".repeat(MAX_RECORDED_ENDPOINT);
         let n = MAX_ENDPOINT_BYTES_PER_RECORD / MAX_RECORDED_ENDPOINT;
-        let wide = (0..n + 1).map(|_| use_at(&key, 7, Some(long.clone()))).collect();
-        assert_eq!(sizes(&batches(wide)), vec![(7, n), (7, 1)]);
-        assert!(batches(Vec::new()).is_empty());
-        // The largest record still encodes under the frame's limit.
+        let wide: Vec<Use> = (0..n + 1).map(|_| use_at(7, Some(long.clone()))).collect();
+        assert_eq!(sizes(&wide), vec![(7, n), (7, 1)]);
+        assert!(batches(&[]).is_empty());
+        // The largest record still encodes well under the frame's limit.
         let full: Vec<Use> = (0..MAX_USES_PER_RECORD)
-            .map(|_| use_at(&key, 7, Some("GET /".into())))
+            .map(|_| use_at(7, Some("GET /".into())))
             .collect();
-        let encoded = batches(full).first().unwrap().encode();
-        assert!(encoded.len() < crate::log::frame::MAX_BODY_LEN / 2, "{}", encoded.len());
+        let records = payloads(UseLog::Every, &full, BTreeMap::new(), 0, 0);
+        assert_eq!(records.len(), 1);
+        assert!(
+            records[0].len() < crate::log::frame::MAX_BODY_LEN / 2,
+            "{}",
+            records[0].len()
+        );
+    }
+
+    /// The borrowed encoding is byte for byte the owned event's, and decodes back to it.
+    #[test]
+    fn a_uses_record_encodes_as_the_owned_event_would() {
+        let mut uses = vec![use_at(1_000, Some("GET /v1/x".into())), use_at(1_250, None)];
+        uses[1].code = Code::RateLimited;
+        uses[1].ip = Some("2001:db8::7".parse().unwrap());
+        let owned = Event {
+            at: 1_000,
+            kind: EventKind::KeysUsed {
+                uses: uses
+                    .iter()
+                    .map(|u| KeyUse {
+                        id: KeyId::parse(ID).unwrap(),
+                        at: u.at,
+                        code: u.code,
+                        ip: u.ip,
+                        endpoint: u.endpoint.clone(),
+                    })
+                    .collect(),
+            },
+        };
+        let records = payloads(UseLog::Every, &uses, BTreeMap::new(), 0, 0);
+        assert_eq!(records, vec![owned.encode()]);
+        assert_eq!(Event::decode(&records[0]).unwrap(), owned);
     }
 
     #[test]
     fn a_use_is_as_small_as_the_channel_sizing_says() {
-        // USE_QUEUE's doc counts about 72 bytes a slot (the use and the slot's stamp).
-        assert!(std::mem::size_of::<Use>() <= 64, "{}", std::mem::size_of::<Use>());
+        // USE_QUEUE's doc counts about 104 bytes a slot (the use and the slot's stamp).
+        assert!(std::mem::size_of::<Use>() <= 96, "{}", std::mem::size_of::<Use>());
     }
 
     #[test]
