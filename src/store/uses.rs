@@ -246,9 +246,10 @@ pub(crate) fn payloads(
     dropped: u64,
     now: i64,
 ) -> Vec<Vec<u8>> {
-    let mut events = Vec::new();
+    // Keys that matched none first, as the uses were always written.
+    let mut records = Vec::new();
     if !keyless.is_empty() {
-        events.push(Event {
+        let event = Event {
             at: now,
             kind: EventKind::KeyUseSummary {
                 id: None,
@@ -259,9 +260,10 @@ pub(crate) fn payloads(
                     last_ip: None,
                 },
             },
-        });
+        };
+        records.push(event.encode());
     }
-    let mut records = Vec::new();
+    let mut events = Vec::new();
     match mode {
         UseLog::Off => {}
         UseLog::Every => {
