@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::limits::MAX_LIMIT_NAME_LEN;
+use crate::name::InlineName;
 use crate::policy::{Forbidden, RoleName};
 use crate::record::{KeyRecord, Status};
 use crate::token::Malformed;
@@ -106,6 +108,10 @@ pub struct Decision {
     pub at: i64,
 }
 
+/// A rate limit's name, inline (at most [`MAX_LIMIT_NAME_LEN`] bytes): a decision copies
+/// it rather than counting a reference.
+pub type LimitName = InlineName<MAX_LIMIT_NAME_LEN>;
+
 /// The rate limits a decision reports: inline up to two (most keys have one or two), so a
 /// verify allocates nothing for them; derefs to a slice.
 pub type RateLimits = smallvec::SmallVec<[RateLimitState; 2]>;
@@ -114,7 +120,7 @@ pub type RateLimits = smallvec::SmallVec<[RateLimitState; 2]>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RateLimitState {
     /// The limit's name.
-    pub name: Arc<str>,
+    pub name: LimitName,
     /// Requests per window.
     pub limit: u32,
     /// The window, ms.

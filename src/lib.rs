@@ -62,6 +62,7 @@ pub mod http;
 mod index;
 pub mod limits;
 pub mod log;
+pub mod name;
 pub mod policy;
 pub mod record;
 pub mod secret;
@@ -70,7 +71,7 @@ pub mod token;
 pub mod vault;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use decision::{BudgetState, Code, Decision, RateLimitState, RateLimits};
+pub use decision::{BudgetState, Code, Decision, LimitName, RateLimitState, RateLimits};
 pub use error::{Error, InputError, OpenError, Result, StateError};
 pub use event::{Event, EventKind, KeyChanges, KeyUse, USE_BATCH_SPAN_MS};
 pub use limits::{Budget, Period, Plan, RateLimit};

@@ -40,6 +40,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
+use crate::name::InlineName;
 
 /// The longest permission, in bytes (`resource:action` together).
 pub const MAX_PERMISSION_LEN: usize = 64;
@@ -531,15 +532,10 @@ impl From<PermissionQuery> for String {
 // Roles
 
 /// A role name: 1 to [`MAX_ROLE_NAME_LEN`] characters of `[a-z0-9_-]`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-// Inline, not shared: every verify copies its key's role into the decision, and copying 33
-// bytes costs less than an `Arc`'s two atomic read-modify-writes (the clone and the drop).
-// Bytes past `len` are zero, so equality and hashing over the fields agree with the text's.
-pub struct RoleName {
-    len: u8,
-    bytes: [u8; MAX_ROLE_NAME_LEN],
-}
+// Inline, not shared: every verify copies its key's role into the decision.
+pub struct RoleName(InlineName<MAX_ROLE_NAME_LEN>);
 
 impl RoleName {
     /// Parses a role name.
@@ -553,60 +549,18 @@ impl RoleName {
             && name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        let mut bytes = [0u8; MAX_ROLE_NAME_LEN];
-        let (Some(slot), Ok(len)) = (bytes.get_mut(..name.len()), u8::try_from(name.len())) else {
-            return Err(InputError::InvalidRole(format!(
+        match InlineName::new(name) {
+            Some(inline) if ok => Ok(RoleName(inline)),
+            _ => Err(InputError::InvalidRole(format!(
                 "{}: use 1 to {MAX_ROLE_NAME_LEN} characters of a-z 0-9 _ -",
                 quote(name)
-            )));
-        };
-        slot.copy_from_slice(name.as_bytes());
-        if ok {
-            Ok(RoleName { len, bytes })
-        } else {
-            Err(InputError::InvalidRole(format!(
-                "{}: use 1 to {MAX_ROLE_NAME_LEN} characters of a-z 0-9 _ -",
-                quote(name)
-            )))
+            ))),
         }
     }
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
-        // Checked ASCII when parsed.
-        std::str::from_utf8(self.bytes.get(..usize::from(self.len)).unwrap_or_default()).unwrap_or_default()
-    }
-}
-
-impl PartialEq for RoleName {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for RoleName {}
-
-impl PartialOrd for RoleName {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for RoleName {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
-impl std::hash::Hash for RoleName {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl fmt::Debug for RoleName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RoleName").field(&self.as_str()).finish()
+        self.0.as_str()
     }
 }
 

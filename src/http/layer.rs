@@ -291,6 +291,9 @@ where
 }
 
 /// What [`ApiKeyService::check`] found.
+// Lives on the stack for one call, and the decision goes into the request's extensions:
+// boxing it here would add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Checked {
     /// A valid key: its decision, and the fields to add to the handler's response.
     Pass(crate::Decision, Option<RateFields>),

@@ -24,6 +24,9 @@ pub const MAX_LIMITS: usize = 8;
 /// Longest window: one year.
 pub const MAX_WINDOW_MS: u64 = 366 * 86_400_000;
 
+/// The longest rate-limit name, bytes.
+pub const MAX_LIMIT_NAME_LEN: usize = 32;
+
 /// `limit` requests (of weight 1) per `window_ms`, named for display and overriding.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RateLimit {
@@ -51,7 +54,7 @@ impl RateLimit {
             return Err(bad("the window must be between 1ms and 366d"));
         }
         let name_ok = !name.is_empty()
-            && name.len() <= 32
+            && name.len() <= MAX_LIMIT_NAME_LEN
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'));

@@ -87,7 +87,7 @@ pub(crate) enum Grants {
 /// One effective rate limit and its counter.
 #[derive(Debug, Clone)]
 pub(crate) struct ActiveLimit {
-    pub name: Arc<str>,
+    pub name: crate::decision::LimitName,
     pub window_ms: u64,
     pub quota: Quota,
     pub cell: Arc<Gcra>,
@@ -208,7 +208,8 @@ fn active_limit(spec: &RateLimit, seed: &Seed<'_>) -> ActiveLimit {
             .map(|(_, tat, interval)| Arc::new(Gcra::new(rescale(*tat, *interval, quota.interval_ns, *now_ns)))),
     };
     ActiveLimit {
-        name: Arc::from(spec.name.as_str()),
+        // Names are checked to fit when a limit is made.
+        name: crate::decision::LimitName::lossy(&spec.name),
         window_ms: spec.window_ms,
         quota,
         cell: cell.unwrap_or_default(),

@@ -1343,7 +1343,7 @@ fn limit_state(
     retry_after: Option<u64>,
 ) -> RateLimitState {
     RateLimitState {
-        name: Arc::clone(&limit.name),
+        name: limit.name,
         limit: limit.quota.limit,
         window_ms: limit.window_ms,
         remaining: outcome.remaining,
