@@ -42,6 +42,47 @@ use serde::{Deserialize, Serialize};
 use crate::error::InputError;
 use crate::name::InlineName;
 
+/// The trait impls of a type that is its text, parsed: `Debug` (`Type("text")`),
+/// `Display`, `FromStr`, and serde's `TryFrom<String>` / `Into<String>` through
+/// `Type::parse` and `as_str`.
+macro_rules! text_impls {
+    ($t:ident) => {
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($t)).field(&self.as_str()).finish()
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $t {
+            type Err = InputError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $t::parse(s)
+            }
+        }
+
+        impl TryFrom<String> for $t {
+            type Error = InputError;
+
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                $t::parse(&s)
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(value: $t) -> String {
+                value.as_str().to_string()
+            }
+        }
+    };
+}
+
 /// The longest permission, in bytes (`resource:action` together).
 pub const MAX_PERMISSION_LEN: usize = 64;
 /// The most permissions (atoms) a [`PermissionQuery`] may name.
@@ -205,39 +246,7 @@ impl Permission {
     }
 }
 
-impl fmt::Debug for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Permission").field(&self.as_str()).finish()
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Permission {
-    type Err = InputError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Permission::parse(s)
-    }
-}
-
-impl TryFrom<String> for Permission {
-    type Error = InputError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Permission::parse(&s)
-    }
-}
-
-impl From<Permission> for String {
-    fn from(p: Permission) -> String {
-        p.text.into_string()
-    }
-}
+text_impls!(Permission);
 
 /// The effective grants of a key: its role's permissions plus any extra ones.
 ///
@@ -481,25 +490,7 @@ impl Node {
     }
 }
 
-impl fmt::Debug for PermissionQuery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PermissionQuery").field(&self.as_str()).finish()
-    }
-}
-
-impl fmt::Display for PermissionQuery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PermissionQuery {
-    type Err = InputError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PermissionQuery::parse(s)
-    }
-}
+text_impls!(PermissionQuery);
 
 impl From<Permission> for PermissionQuery {
     fn from(p: Permission) -> Self {
@@ -514,25 +505,11 @@ impl From<Permission> for PermissionQuery {
     }
 }
 
-impl TryFrom<String> for PermissionQuery {
-    type Error = InputError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        PermissionQuery::parse(&s)
-    }
-}
-
-impl From<PermissionQuery> for String {
-    fn from(q: PermissionQuery) -> String {
-        q.text.into_string()
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Roles
 
 /// A role name: 1 to [`MAX_ROLE_NAME_LEN`] characters of `[a-z0-9_-]`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 // Inline, not shared: every verify copies its key's role into the decision.
 pub struct RoleName(InlineName<MAX_ROLE_NAME_LEN>);
@@ -564,33 +541,7 @@ impl RoleName {
     }
 }
 
-impl fmt::Display for RoleName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RoleName {
-    type Err = InputError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RoleName::parse(s)
-    }
-}
-
-impl TryFrom<String> for RoleName {
-    type Error = InputError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        RoleName::parse(&s)
-    }
-}
-
-impl From<RoleName> for String {
-    fn from(name: RoleName) -> String {
-        name.as_str().to_string()
-    }
-}
+text_impls!(RoleName);
 
 /// A named set of permissions. Serialises as `{"name": ..., "permissions": [...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1606,39 +1557,7 @@ fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
     pattern.get(p..).is_some_and(|tail| tail.iter().all(|&b| b == b'*'))
 }
 
-impl fmt::Debug for PathGlob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PathGlob").field(&self.as_str()).finish()
-    }
-}
-
-impl fmt::Display for PathGlob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PathGlob {
-    type Err = InputError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PathGlob::parse(s)
-    }
-}
-
-impl TryFrom<String> for PathGlob {
-    type Error = InputError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        PathGlob::parse(&s)
-    }
-}
-
-impl From<PathGlob> for String {
-    fn from(g: PathGlob) -> String {
-        g.text.into_string()
-    }
-}
+text_impls!(PathGlob);
 
 // ---------------------------------------------------------------------------------------
 // Private helpers
