@@ -698,15 +698,13 @@ impl Store {
     /// When the index cannot be read on a cache miss, or a budget mark cannot be written
     /// (then nothing was charged). Every outcome for the key itself is a [`Decision`].
     pub fn verify_with(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
-        let mut now = 0;
-        let decision = self.decide(req, &mut now)?;
-        self.shared.uses.record(&decision, now, req.ip, req.endpoint);
+        let decision = self.decide(req)?;
+        self.shared.uses.record(&decision, req.ip, req.endpoint);
         Ok(decision)
     }
 
-    /// Steps 1 to 9 of the verification order, without recording the use; sets `now_ms`
-    /// to the time it read, once a key was found.
-    fn decide(&self, req: &VerifyRequest<'_>, now_ms: &mut i64) -> Result<Decision> {
+    /// Steps 1 to 9 of the verification order, without recording the use.
+    fn decide(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
         let shared = &*self.shared;
         // 1. Parse: prefix, length, alphabet, checksum.
         // 2. Tag and lookup: the live map, or sled once.
@@ -728,7 +726,6 @@ impl Store {
         // 3. Status and time.
         let now_ns = shared.clock.now_ns();
         let now = now_ns.div_euclid(1_000_000);
-        *now_ms = now;
         if let Some(code) = Code::for_status(record.status_at(now)) {
             return Ok(Decision::with_key(code, Arc::clone(record), now));
         }

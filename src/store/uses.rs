@@ -164,9 +164,9 @@ impl UseSink {
         }
     }
 
-    /// Hands off one outcome; never blocks.
+    /// Hands off one outcome, at the time the decision was made; never blocks.
     #[inline]
-    pub fn record(&self, decision: &Decision, at: i64, ip: Option<IpAddr>, endpoint: Option<(&str, &str)>) {
+    pub fn record(&self, decision: &Decision, ip: Option<IpAddr>, endpoint: Option<(&str, &str)>) {
         if self.mode == UseLog::Off {
             return;
         }
@@ -184,7 +184,7 @@ impl UseSink {
         };
         let u = Use {
             id,
-            at,
+            at: decision.at,
             code: decision.code,
             ip,
             endpoint: endpoint.map(|(m, p)| endpoint_text(m, p)),
