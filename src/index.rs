@@ -26,6 +26,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::error::{Error, Result};
 use crate::event::Tag;
+use crate::limits::budget::unpack;
 use crate::record::{KeyId, KeyRecord};
 use crate::store::directory::{DirEntry, DirKey, Directory};
 use crate::token::{Format, FormatSet};
@@ -272,7 +273,11 @@ impl Index {
             };
             let mark = u64::from_be_bytes(crate::log::frame::to_array(&mark));
             let mut counters = self.counters(&id)?.unwrap_or_default();
-            if mark > counters.spend {
+            // Spend moves to a new period only after a mark in it went through the log, so
+            // a mark of another period is the newer word (or the budget changed kind since
+            // the spend was flushed): either way the mark is what to restart from.
+            let other_period = unpack(mark).0 != unpack(counters.spend).0;
+            if mark > counters.spend || (other_period && mark != 0) {
                 counters.spend = mark;
                 raised.push((id, counters));
             }

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
+use credstore::Clock as _;
 use credstore::limits::gcra::{Gcra, Quota};
 use credstore::{
     Budget, Code, Config, Env, Error, Format, InputError, KeyUpdate, ManualClock, NewKey, Pepper, Period, Plan,
@@ -359,6 +360,25 @@ fn a_budget_changed_from_monthly_to_daily_survives_a_restart() {
     );
     assert_eq!(spend(&store, 94).budget.unwrap().spent, 99);
     assert_eq!(spend(&store, 2).code, Code::BudgetExhausted);
+    // The daily budget's marks went through the log, though the month's mark is larger
+    // than any daily one: after a crash, spend restarts at the day's mark, not at zero.
+    let (today, _) = Period::Daily.at(clock.now_ms());
+    let marks: Vec<(u32, u64)> = store
+        .events(&credstore::EventFilter {
+            kind: Some("budget.mark".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, e)| match e.kind {
+            credstore::EventKind::BudgetMark { mark, .. } => Some(credstore::limits::budget::unpack(mark)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        marks.iter().any(|&(period, amount)| period == today && amount >= 99),
+        "no mark of today's period covering the spend: {marks:?}"
+    );
     // The next day starts from zero.
     clock.advance(86_400_000);
     assert_eq!(spend(&store, 2).budget.unwrap().spent, 2);

@@ -14,6 +14,7 @@ use crate::error::{Error, InputError, Result, StateError};
 use crate::event::{Event, EventKind, KeyChanges, Tag};
 use crate::index::{Index, IndexBatch, StoredKey, VaultEntry, vault_key};
 use crate::limits::Plan;
+use crate::limits::budget::unpack;
 use crate::log::{LogError, LogWriter};
 use crate::policy::{BUILTIN_ROLES, Role, User};
 use crate::record::{Expiry, KeyId, KeyKind, KeyRecord, NewKey, Revocation, Status};
@@ -466,7 +467,7 @@ fn plan(state: &Overlay<'_>, op: &Op, now: i64, last_id: &mut u128, shared: &Sha
         }
         Op::RaiseMark { id, mark } => {
             state.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
-            if state.mark(id)? >= *mark {
+            if state.current_mark(id, now)? >= *mark {
                 return Ok((vec![], Planned::Done));
             }
             let kind = EventKind::BudgetMark {
@@ -749,6 +750,25 @@ impl<'a> Overlay<'a> {
         }
     }
 
+    /// The key's persisted mark, unless it belongs to a period after the one its effective
+    /// budget is in at `at_ms` (0 then): a mark written under another kind of period (a
+    /// monthly id is larger than any daily one) must not block the marks of the budget
+    /// the key has now. Within one kind, marks only rise.
+    fn current_mark(&self, id: &KeyId, at_ms: i64) -> Result<u64> {
+        let mark = self.mark(id)?;
+        let Some(stored) = self.get(id)? else {
+            return Ok(mark);
+        };
+        let record = &stored.record;
+        let plan = match &record.plan {
+            Some(name) => self.plan(name).ok(),
+            None => None,
+        };
+        let (_, budget) = crate::limits::effective(&record.rate_limits, record.budget, plan.as_ref());
+        let current = budget.map_or(0, |b| b.period.at(at_ms).0);
+        Ok(if unpack(mark).0 > current { 0 } else { mark })
+    }
+
     pub fn formats(&self) -> &FormatSet {
         self.formats.as_ref().unwrap_or(self.base_formats)
     }
@@ -859,7 +879,7 @@ impl<'a> Overlay<'a> {
             | EventKind::KeyUseSummary { .. }
             | EventKind::UsesDropped { .. } => {}
             EventKind::BudgetMark { id, mark } => {
-                let current = self.mark(id)?;
+                let current = self.current_mark(id, event.at)?;
                 self.marks.insert(id.clone(), current.max(*mark));
             }
             EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
