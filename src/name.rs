@@ -28,11 +28,8 @@ impl<const N: usize> InlineName<N> {
 
     /// `text`, cut to at most `N` bytes at a character boundary.
     pub fn lossy(text: &str) -> Self {
-        let mut cut = text.len().min(N).min(usize::from(u8::MAX));
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        InlineName::new(text.get(..cut).unwrap_or_default()).unwrap_or(InlineName { len: 0, bytes: [0; N] })
+        let cut = prefix_within(text, N.min(usize::from(u8::MAX)));
+        InlineName::new(cut).unwrap_or(InlineName { len: 0, bytes: [0; N] })
     }
 
     /// The text.
@@ -92,6 +89,15 @@ impl<const N: usize> Serialize for InlineName<N> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends at a character boundary.
+pub(crate) fn prefix_within(text: &str, max: usize) -> &str {
+    let mut cut = text.len().min(max);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.get(..cut).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -130,6 +130,14 @@ pub fn unpack(word: u64) -> (u32, u64) {
     )
 }
 
+/// `word` (a packed spend or mark), or 0 when its period lies after `current`, the period
+/// the budget is in now. A counter never moves back to an older period, so such a word is
+/// not this budget's: it was written under another kind of period (monthly ids are larger
+/// than daily ones), and following it would charge, or look for marks, in the wrong period.
+pub fn unless_later(word: u64, current: u32) -> u64 {
+    if unpack(word).0 > current { 0 } else { word }
+}
+
 /// The outcome of a charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Charge {
@@ -250,6 +258,14 @@ mod tests {
         assert_eq!(d2, d1 + 1);
         assert_eq!(end, Some(ms("2026-11-23T00:00:00Z")));
         assert_eq!(Period::Total.at(ms("2026-11-22T00:00:00Z")), (0, None));
+    }
+
+    #[test]
+    fn words_of_a_later_period_are_not_this_budgets() {
+        assert_eq!(unless_later(pack(7, 40), 8), pack(7, 40), "an older period: kept, reads as 0 spend");
+        assert_eq!(unless_later(pack(8, 40), 8), pack(8, 40));
+        // A monthly id (24,324) seen by a daily budget (day 20,414): dropped.
+        assert_eq!(unless_later(pack(24_324, 40), 20_414), 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use dashmap::DashMap;
 
 use crate::event::Tag;
 use crate::index::Counters;
-use crate::limits::budget::{BudgetCounter, pack, unpack};
+use crate::limits::budget::{BudgetCounter, pack, unless_later, unpack};
 use crate::limits::{Budget, Gcra, Quota, RateLimit, effective};
 use crate::policy::{PermissionSet, RoleName};
 use crate::record::KeyKind;
@@ -235,16 +235,11 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
             .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period))
             .map(|b| Arc::clone(&b.counter)),
         Seed::Persisted { counters, mark, now_ns } => {
-            // A counter never moves back to an older period, so a persisted word whose
-            // period lies after the current one is not this budget's: it was written under
-            // another kind of period (monthly ids are larger than daily ones), and is
-            // dropped rather than followed.
             let (current, _) = budget.period.at(now_ns.div_euclid(1_000_000));
-            let ours = |word: u64| if unpack(word).0 > current { 0 } else { word };
-            let (period, amount) = unpack(ours(counters.map_or(0, |c| c.spend)));
+            let (period, amount) = unpack(unless_later(counters.map_or(0, |c| c.spend), current));
             // Never restore above the cap.
             let word = pack(period, amount.min(budget.cap));
-            Some(Arc::new(BudgetCounter::new(word, ours(*mark))))
+            Some(Arc::new(BudgetCounter::new(word, unless_later(*mark, current))))
         }
     };
     ActiveBudget {

@@ -14,7 +14,7 @@ use crate::error::{Error, InputError, Result, StateError};
 use crate::event::{Event, EventKind, KeyChanges, Tag};
 use crate::index::{Index, IndexBatch, StoredKey, VaultEntry, vault_key};
 use crate::limits::Plan;
-use crate::limits::budget::unpack;
+use crate::limits::budget::unless_later;
 use crate::log::{LogError, LogWriter};
 use crate::policy::{BUILTIN_ROLES, Role, User};
 use crate::record::{Expiry, KeyId, KeyKind, KeyRecord, NewKey, Revocation, Status};
@@ -750,10 +750,9 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    /// The key's persisted mark, unless it belongs to a period after the one its effective
-    /// budget is in at `at_ms` (0 then): a mark written under another kind of period (a
-    /// monthly id is larger than any daily one) must not block the marks of the budget
-    /// the key has now. Within one kind, marks only rise.
+    /// The key's persisted mark as its effective budget at `at_ms` sees it
+    /// ([`unless_later`]): a mark of another kind of period must not block the marks of
+    /// the budget the key has now. Within one kind, marks only rise.
     fn current_mark(&self, id: &KeyId, at_ms: i64) -> Result<u64> {
         let mark = self.mark(id)?;
         let Some(stored) = self.get(id)? else {
@@ -766,7 +765,7 @@ impl<'a> Overlay<'a> {
         };
         let (_, budget) = crate::limits::effective(&record.rate_limits, record.budget, plan.as_ref());
         let current = budget.map_or(0, |b| b.period.at(at_ms).0);
-        Ok(if unpack(mark).0 > current { 0 } else { mark })
+        Ok(unless_later(mark, current))
     }
 
     pub fn formats(&self) -> &FormatSet {

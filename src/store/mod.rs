@@ -1356,6 +1356,7 @@ fn resolve_pepper(path: &Path, config: &Config) -> Result<Pepper> {
     files::read_pepper_file(path)?.ok_or_else(|| OpenError::MissingPepper.into())
 }
 
+/// Locks `m`; a panic while it was held left valid data, so a poisoned lock is taken as is.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -26,7 +26,10 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::decision::{Code, Decision};
 use crate::event::{Event, EventKind, USE_BATCH_SPAN_MS};
+use crate::name::{InlineName, prefix_within};
 use crate::record::KeyId;
+
+use super::lock;
 
 /// Uses one thread may have waiting for the commit thread (its channel's capacity, about
 /// 104 bytes each: 1.7 MB per verifying thread); more are dropped and counted. Drained every
@@ -74,34 +77,9 @@ pub(crate) struct Use {
     pub endpoint: Option<String>,
 }
 
-/// A key id, inline (ids are `key_` and 22 digits: 26 bytes).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct UseId {
-    len: u8,
-    bytes: [u8; 31],
-}
-
-impl UseId {
-    /// The id, if it fits (every id this store issues does).
-    fn new(id: &KeyId) -> Option<UseId> {
-        let text = id.as_str().as_bytes();
-        let mut bytes = [0u8; 31];
-        bytes.get_mut(..text.len())?.copy_from_slice(text);
-        Some(UseId {
-            len: u8::try_from(text.len()).ok()?,
-            bytes,
-        })
-    }
-
-    fn as_str(&self) -> &str {
-        // Copied whole from a `str`.
-        std::str::from_utf8(self.bytes.get(..usize::from(self.len)).unwrap_or_default()).unwrap_or_default()
-    }
-
-    fn to_key_id(self) -> Option<KeyId> {
-        KeyId::parse(self.as_str()).ok()
-    }
-}
+/// A key id, inline (ids are `key_` and 22 digits: 26 bytes), so that no `Arc` of the
+/// record crosses to the commit thread.
+type UseId = InlineName<32>;
 
 /// The verify side of the hand-off: a bounded channel per verifying thread, which the
 /// commit thread empties. A verify sends on its own thread's channel (`try_send`,
@@ -178,7 +156,7 @@ impl UseSink {
             counter.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Some(id) = UseId::new(&key.id) else {
+        let Some(id) = UseId::new(key.id.as_str()) else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -291,7 +269,7 @@ pub(crate) fn payloads(
             events.extend(by_key.into_iter().map(|(id, summary)| Event {
                 at: summary.last_at,
                 kind: EventKind::KeyUseSummary {
-                    id: id.to_key_id(),
+                    id: KeyId::parse(id.as_str()).ok(),
                     summary,
                 },
             }));
@@ -352,11 +330,6 @@ impl Serialize for UsesRecord<'_> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the list leaves a valid Vec: carry on with it.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Every-request mode: how the uses split into `key.uses` records (the earliest use's time
 /// and the range of uses), each within the size limits and with its uses no more than
 /// [`USE_BATCH_SPAN_MS`] after its earliest.
@@ -385,17 +358,13 @@ fn batches(uses: &[Use]) -> Vec<(i64, std::ops::Range<usize>)> {
 
 /// `METHOD PATH`, cut to [`MAX_RECORDED_ENDPOINT`] bytes at a character boundary.
 fn endpoint_text(method: &str, path: &str) -> String {
-    let mut text = String::with_capacity((method.len() + 1 + path.len()).min(MAX_RECORDED_ENDPOINT));
-    for part in [method, " ", path] {
-        let room = MAX_RECORDED_ENDPOINT - text.len();
-        let mut cut = part.len().min(room);
-        while !part.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.push_str(part.get(..cut).unwrap_or_default());
-        if cut < part.len() {
-            break;
-        }
+    let method = prefix_within(method, MAX_RECORDED_ENDPOINT);
+    let path = prefix_within(path, MAX_RECORDED_ENDPOINT.saturating_sub(method.len() + 1));
+    let mut text = String::with_capacity(method.len() + 1 + path.len());
+    text.push_str(method);
+    if method.len() < MAX_RECORDED_ENDPOINT {
+        text.push(' ');
+        text.push_str(path);
     }
     text
 }
@@ -422,7 +391,7 @@ mod tests {
 
     fn use_at(at: i64, endpoint: Option<String>) -> Use {
         Use {
-            id: UseId::new(&KeyId::parse(ID).unwrap()).unwrap(),
+            id: UseId::new(ID).unwrap(),
             at,
             code: Code::Valid,
             ip: None,
