@@ -309,6 +309,45 @@ impl FormatSet {
         self.formats.iter().filter(move |f| f.prefix == prefix)
     }
 
+    /// The format for a new key, as `credstore create` and the sidecar choose it: for
+    /// `prefix` (default: the environment's default prefix, live when none is given) the
+    /// one format registered with it when no length is given and the checksum is wanted,
+    /// else a format of that shape (length default [`DEFAULT_RANDOM_LEN`]; environment:
+    /// the one given, else the prefix's registered one, else a guess from the prefix).
+    ///
+    /// # Errors
+    /// [`InputError::PrefixEnvironmentConflict`] when `env` contradicts the prefix's
+    /// registered format; [`Format::new`]'s errors for a bad shape.
+    pub fn choose(
+        &self,
+        prefix: Option<&str>,
+        env: Option<Env>,
+        length: Option<usize>,
+        checksum: bool,
+    ) -> Result<Format, InputError> {
+        let prefix = prefix.map_or_else(
+            || Format::default_for(env.unwrap_or(Env::Live)).prefix().to_string(),
+            str::to_string,
+        );
+        let registered: Vec<_> = self.with_prefix(&prefix).collect();
+        if length.is_none()
+            && checksum
+            && let [only] = registered.as_slice()
+        {
+            if env.is_some_and(|e| e != only.env()) {
+                return Err(InputError::PrefixEnvironmentConflict {
+                    prefix: prefix.clone(),
+                    registered: only.env(),
+                });
+            }
+            return Ok((*only).clone());
+        }
+        let env = env
+            .or_else(|| self.env_of_prefix(&prefix))
+            .unwrap_or_else(|| Env::guess_from_prefix(&prefix));
+        Format::new(&prefix, env, length.unwrap_or(DEFAULT_RANDOM_LEN), checksum)
+    }
+
     /// The registered formats.
     pub fn iter(&self) -> impl Iterator<Item = &Format> {
         self.formats.iter()
@@ -410,6 +449,41 @@ pub(crate) fn base62_fixed(mut n: u128, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_keys_format_is_the_registered_one_or_the_shape_asked_for() {
+        let comp = Format::new("comp_", Env::Live, 27, false).unwrap();
+        let set = FormatSet::new([Format::default_for(Env::Live), comp.clone()]);
+        assert_eq!(
+            set.choose(None, None, None, true).unwrap(),
+            Format::default_for(Env::Live)
+        );
+        assert_eq!(
+            set.choose(None, Some(Env::Test), None, true).unwrap(),
+            Format::default_for(Env::Test)
+        );
+        // The one format registered for a prefix, when no shape is asked for.
+        assert_eq!(
+            set.choose(Some("sk_live_"), None, None, true).unwrap(),
+            Format::default_for(Env::Live)
+        );
+        assert!(matches!(
+            set.choose(Some("sk_live_"), Some(Env::Test), None, true),
+            Err(InputError::PrefixEnvironmentConflict { .. })
+        ));
+        // A shape asked for: that shape, in the prefix's registered environment.
+        let shaped = set.choose(Some("comp_"), None, Some(27), false).unwrap();
+        assert_eq!(shaped, comp);
+        let longer = set.choose(Some("comp_"), None, Some(40), true).unwrap();
+        assert_eq!(
+            (longer.prefix(), longer.env(), longer.random_len()),
+            ("comp_", Env::Live, 40)
+        );
+        assert!(
+            set.choose(Some("x"), None, Some(1), true).is_err(),
+            "too few random characters"
+        );
+    }
 
     #[test]
     fn the_alphabet_check_agrees_with_the_standard_library_on_every_byte() {

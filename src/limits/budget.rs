@@ -262,7 +262,11 @@ mod tests {
 
     #[test]
     fn words_of_a_later_period_are_not_this_budgets() {
-        assert_eq!(unless_later(pack(7, 40), 8), pack(7, 40), "an older period: kept, reads as 0 spend");
+        assert_eq!(
+            unless_later(pack(7, 40), 8),
+            pack(7, 40),
+            "an older period: kept, reads as 0 spend"
+        );
         assert_eq!(unless_later(pack(8, 40), 8), pack(8, 40));
         // A monthly id (24,324) seen by a daily budget (day 20,414): dropped.
         assert_eq!(unless_later(pack(24_324, 40), 20_414), 0);

@@ -19,8 +19,8 @@ use credstore::policy::{
 };
 use credstore::record::KeyKind;
 use credstore::{
-    Budget, Config, Env, Error, EventFilter, Expiry, Format, InputError, KeyId, KeyUpdate, ListFilter, NewKey,
-    OpenError, Period, Plan, RateLimit, Status, Store, VerifyRequest, clock, parse_expiry,
+    Budget, Config, Env, Error, EventFilter, Expiry, InputError, KeyId, KeyUpdate, ListFilter, NewKey, OpenError,
+    Period, Plan, RateLimit, Status, Store, VerifyRequest, clock, parse_expiry,
 };
 
 /// credstore: issue, verify, revoke, rotate and audit API keys in an embedded store.
@@ -608,7 +608,9 @@ fn open(data: &Path) -> Result<Store, Failure> {
 
 fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     let store = open(data)?;
-    let format = choose_format(&store, &args)?;
+    let format = store
+        .formats()
+        .choose(args.prefix.as_deref(), args.env, args.length, !args.no_checksum)?;
     let mut new = NewKey::new(args.name).format(format);
     new.project = args.project;
     new.metadata = args.meta.into_iter().collect();
@@ -639,37 +641,6 @@ fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     output::print_created(&created, args.json, None);
     store.close()?;
     Ok(0)
-}
-
-/// The format for `create`: an explicit shape, else the one registered for the prefix,
-/// else the default shape (32 random characters with a checksum).
-fn choose_format(store: &Store, args: &CreateArgs) -> Result<Format, Failure> {
-    let env = args.env;
-    let prefix = match (&args.prefix, env) {
-        (Some(p), _) => p.clone(),
-        (None, Some(e)) => Format::default_for(e).prefix().to_string(),
-        (None, None) => Format::default_for(Env::Live).prefix().to_string(),
-    };
-    let formats = store.formats();
-    let registered: Vec<_> = formats.with_prefix(&prefix).collect();
-    if args.length.is_none()
-        && !args.no_checksum
-        && let [only] = registered.as_slice()
-    {
-        if env.is_some_and(|e| e != only.env()) {
-            return Err(InputError::PrefixEnvironmentConflict {
-                prefix: prefix.clone(),
-                registered: only.env(),
-            }
-            .into());
-        }
-        return Ok((*only).clone());
-    }
-    let env = env
-        .or_else(|| formats.env_of_prefix(&prefix))
-        .unwrap_or_else(|| Env::guess_from_prefix(&prefix));
-    let length = args.length.unwrap_or(credstore::token::DEFAULT_RANDOM_LEN);
-    Ok(Format::new(&prefix, env, length, !args.no_checksum)?)
 }
 
 fn update(data: &Path, args: UpdateArgs) -> Result<u8, Failure> {

@@ -55,8 +55,8 @@ mod imp {
     use credstore::policy::{EndpointAllowlist, IpAllowlist, PermissionQuery, PermissionSet, ReferrerAllowlist};
     use credstore::record::KeyKind;
     use credstore::{
-        Budget, Env, Error, EventFilter, Expiry, Format, InputError, KeyId, ListFilter, NewKey, Period, RateLimit,
-        Secret, StateError, Status, Store, VerifyRequest, clock,
+        Budget, Env, Error, EventFilter, Expiry, InputError, KeyId, ListFilter, NewKey, Period, RateLimit, Secret,
+        StateError, Status, Store, VerifyRequest, clock,
     };
     use serde::Deserialize;
     use serde::de::DeserializeOwned;
@@ -298,7 +298,9 @@ mod imp {
     async fn create_key(Admin(admin): Admin, State(store): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
         let body: CreateBody = parse_json(&body)?;
         let env = body.env.as_deref().map(str::parse::<Env>).transpose()?;
-        let format = choose_format(&store, body.prefix.as_deref(), env, body.length, body.checksum)?;
+        let format = store
+            .formats()
+            .choose(body.prefix.as_deref(), env, body.length, body.checksum)?;
         let mut new = NewKey::new(body.name).format(format);
         new.project = body.project;
         new.metadata = body.metadata;
@@ -495,41 +497,6 @@ mod imp {
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", &e.to_string()))?
             .map_err(ApiError::from)
-    }
-
-    /// The format for a new key: as `credstore create` chooses it. An explicit shape, else
-    /// the one format registered for the prefix, else the default shape.
-    fn choose_format(
-        store: &Store,
-        prefix: Option<&str>,
-        env: Option<Env>,
-        length: Option<usize>,
-        checksum: bool,
-    ) -> Result<Format, ApiError> {
-        let prefix = prefix.map_or_else(
-            || Format::default_for(env.unwrap_or(Env::Live)).prefix().to_string(),
-            str::to_string,
-        );
-        let formats = store.formats();
-        let registered: Vec<_> = formats.with_prefix(&prefix).collect();
-        if length.is_none()
-            && checksum
-            && let [only] = registered.as_slice()
-        {
-            if env.is_some_and(|e| e != only.env()) {
-                return Err(InputError::PrefixEnvironmentConflict {
-                    prefix: prefix.clone(),
-                    registered: only.env(),
-                }
-                .into());
-            }
-            return Ok((*only).clone());
-        }
-        let env = env
-            .or_else(|| formats.env_of_prefix(&prefix))
-            .unwrap_or_else(|| Env::guess_from_prefix(&prefix));
-        let length = length.unwrap_or(credstore::token::DEFAULT_RANDOM_LEN);
-        Ok(Format::new(&prefix, env, length, checksum)?)
     }
 
     fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
