@@ -698,26 +698,37 @@ impl Store {
     /// When the index cannot be read on a cache miss, or a budget mark cannot be written
     /// (then nothing was charged). Every outcome for the key itself is a [`Decision`].
     pub fn verify_with(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
-        let decision = self.decide(req)?;
-        self.shared.uses.record(&decision, req.ip, req.endpoint);
-        Ok(decision)
+        // The decision is built where it is returned from, and recorded there: moved out of
+        // a function of its own and wrapped again, its 350 bytes would be copied each time.
+        let mut decided = Ok(Decision::not_found());
+        if let Ok(decision) = &mut decided {
+            match self.decide(req, decision) {
+                Ok(()) => self.shared.uses.record(decision, req.ip, req.endpoint),
+                Err(e) => decided = Err(e),
+            }
+        }
+        decided
     }
 
     /// Steps 1 to 9 of the verification order, without recording the use.
-    fn decide(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
+    fn decide(&self, req: &VerifyRequest<'_>, decision: &mut Decision) -> Result<()> {
         let shared = &*self.shared;
         // 1. Parse: prefix, length, alphabet, checksum.
         // 2. Tag and lookup: the live map, or sled once.
         let tag = match shared.tag_of_presented(req.key) {
             Ok(tag) => tag,
-            Err(why) => return Ok(Decision::malformed(why)),
+            Err(why) => {
+                decision.code = Code::Malformed;
+                decision.malformed = Some(why);
+                return Ok(());
+            }
         };
         let state = match shared.cache.get(&tag) {
             Some(state) => state,
             None => {
                 let epoch = shared.cache.epoch();
                 let Some(stored) = shared.index.get_by_tag(&tag)? else {
-                    return Ok(Decision::not_found());
+                    return Ok(());
                 };
                 shared.cache.fill(tag, shared.load_state(&stored.record), epoch)
             }
@@ -726,10 +737,13 @@ impl Store {
         // 3. Status and time.
         let now_ns = shared.clock.now_ns();
         let now = now_ns.div_euclid(1_000_000);
+        decision.key = Some(Arc::clone(record));
+        decision.at = now;
         if let Some(code) = Code::for_status(record.status_at(now)) {
-            return Ok(Decision::with_key(code, Arc::clone(record), now));
+            decision.code = code;
+            return Ok(());
         }
-        let mut decision = Decision::with_key(Code::Valid, Arc::clone(record), now);
+        decision.code = Code::Valid;
         // 4. The project and environment the request pins; a personal token's user must
         //    still belong to the key's project.
         // The directory only matters to personal tokens; service accounts resolved theirs.
@@ -760,7 +774,7 @@ impl Store {
         if let Some(why) = forbidden {
             decision.code = Code::Forbidden;
             decision.forbidden = Some(why);
-            return Ok(decision);
+            return Ok(());
         }
         // 6. Required permissions, against the key's role (a personal token: its user's
         //    current role) and its own extra permissions.
@@ -774,7 +788,7 @@ impl Store {
             };
             if !allowed {
                 decision.code = Code::InsufficientPermissions;
-                return Ok(decision);
+                return Ok(());
             }
         }
         // 7. Rate limits, all or nothing.
@@ -796,7 +810,7 @@ impl Store {
                         limit_state(l, o, denied_here.then_some(retry))
                     })
                     .collect();
-                return Ok(decision);
+                return Ok(());
             }
             decision.ratelimits.push(limit_state(limit, outcome, None));
         }
@@ -827,7 +841,7 @@ impl Store {
                     .iter()
                     .map(|l| limit_state(l, l.cell.peek(l.quota, now_ns), None))
                     .collect();
-                return Ok(decision);
+                return Ok(());
             }
         }
         // 9. Valid: last used.
@@ -837,7 +851,7 @@ impl Store {
             state.usage.last_used.store(now, Ordering::Relaxed);
         }
         state.usage.touch();
-        Ok(decision)
+        Ok(())
     }
 
     /// Charges a budget, raising its persisted mark through the log first whenever the
