@@ -217,8 +217,9 @@ fn write_token_seeds(dir: &Path) {
 }
 
 /// A `key.uses` record's payload: two uses of one key (the store writes these only when
-/// uses are drained, so the sample store's events do not include one).
-fn key_uses_payload() -> Vec<u8> {
+/// uses are drained, so the sample store's events do not include one), packed as this
+/// build writes them, or unpacked as the first builds with `key.uses` did.
+fn key_uses_payload(packed: bool) -> Vec<u8> {
     let id = credstore::KeyId::parse("key_0NUqv2Kv3XaL3mB0cWj8vQ").unwrap();
     let uses = vec![
         credstore::KeyUse {
@@ -236,17 +237,30 @@ fn key_uses_payload() -> Vec<u8> {
             endpoint: None,
         },
     ];
-    let event = Event {
-        at: 1_767_225_600_000,
-        kind: credstore::EventKind::KeysUsed { uses },
+    let kind = if packed {
+        credstore::EventKind::KeysUsed { uses }
+    } else {
+        credstore::EventKind::KeysUsedUnpacked { uses }
     };
-    event.encode()
+    Event {
+        at: 1_767_225_600_000,
+        kind,
+    }
+    .encode()
 }
 
 #[test]
-fn the_key_uses_seed_is_current() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/log_record/payload-key-uses");
-    assert_eq!(fs::read(path).unwrap(), key_uses_payload());
+fn the_key_uses_seeds_are_current_and_read_as_the_same_uses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/log_record");
+    let packed = fs::read(dir.join("payload-key-uses")).unwrap();
+    let unpacked = fs::read(dir.join("payload-key-uses-unpacked")).unwrap();
+    assert_eq!(packed, key_uses_payload(true));
+    assert_eq!(unpacked, key_uses_payload(false));
+    // The packed form is the smaller, and both stand for the same two requests.
+    assert!(packed.len() < unpacked.len(), "{} vs {}", packed.len(), unpacked.len());
+    let uses = |bytes: &[u8]| Event::decode(bytes).unwrap().into_uses();
+    assert_eq!(uses(&packed), uses(&unpacked));
+    assert_eq!(uses(&packed).len(), 2);
 }
 
 fn write_log_seeds(dir: &Path) {
@@ -298,7 +312,8 @@ fn write_log_seeds(dir: &Path) {
         ("payload-key-updated", payload_of("key.updated")),
         ("payload-plan-set", payload_of("plan.set")),
         ("payload-budget-mark", payload_of("budget.mark")),
-        ("payload-key-uses", key_uses_payload()),
+        ("payload-key-uses", key_uses_payload(true)),
+        ("payload-key-uses-unpacked", key_uses_payload(false)),
         ("payload-bad-version", bad_version),
         ("payload-truncated", {
             let created = payload_of("key.created");

@@ -151,8 +151,12 @@ pub(crate) fn run(
     // with the next batch of changes, once per interval, or as soon as enough gathered.
     let mut pending: Vec<Use> = Vec::new();
     let mut dropped = 0;
+    // Drains are BUSY_DRAIN apart, start to start: the time a write takes does not
+    // lengthen the time in which a channel fills.
+    let mut last_drain = Instant::now();
     loop {
-        let (batch, closing) = match requests.recv_timeout(every.min(super::uses::BUSY_DRAIN)) {
+        let wait = every.min(super::uses::BUSY_DRAIN).saturating_sub(last_drain.elapsed());
+        let (batch, closing) = match requests.recv_timeout(wait) {
             Ok(first) => {
                 let mut batch = vec![first];
                 batch.extend(requests.try_iter().take(MAX_BATCH - 1));
@@ -161,9 +165,8 @@ pub(crate) fn run(
             Err(RecvTimeoutError::Timeout) => (Vec::new(), false),
             Err(RecvTimeoutError::Disconnected) => (Vec::new(), true),
         };
-        let (drained, lost) = shared.uses.drain();
-        pending.extend(drained);
-        dropped += lost;
+        last_drain = Instant::now();
+        dropped += shared.uses.drain_into(&mut pending);
         let write_uses =
             closing || !batch.is_empty() || pending.len() >= super::uses::WRITE_USES_AT || last_uses.elapsed() >= every;
         let use_events = if write_uses {
@@ -875,6 +878,7 @@ impl<'a> Overlay<'a> {
             EventKind::SecretRead { .. }
             | EventKind::KeyUsed { .. }
             | EventKind::KeysUsed { .. }
+            | EventKind::KeysUsedUnpacked { .. }
             | EventKind::KeyUseSummary { .. }
             | EventKind::UsesDropped { .. } => {}
             EventKind::BudgetMark { id, mark } => {

@@ -19,6 +19,9 @@ use crate::store::UseSummary;
 use crate::token::Format;
 use crate::vault::SealedSecret;
 
+mod packed;
+pub(crate) use packed::{UseView, pack as pack_uses};
+
 /// The payload format version this build writes and reads.
 pub const EVENT_FORMAT: u8 = 1;
 
@@ -195,12 +198,21 @@ pub enum EventKind {
         /// The new key's tag. Never shown.
         tag: Tag,
     },
+    /// [`EventKind::KeysUsed`] as the first builds with it wrote it, each use in full
+    /// (about 40 bytes); read, never written.
+    KeysUsedUnpacked {
+        /// The uses, in hand-off order.
+        uses: Vec<KeyUse>,
+    },
     /// Keys used, one entry per request (every-request mode), as many as one hand-off
     /// drain brings, in one record: one frame, one chain hash and one write for them all.
-    /// The event's `at` is the earliest use's; [`USE_BATCH_SPAN_MS`] bounds the rest.
-    /// [`Event::into_uses`] turns it into one `key.used` event per request.
+    /// On disk the uses are packed (each key id, endpoint and address once, then about 5
+    /// bytes a use; see FORMAT.md). The event's `at` is the earliest use's;
+    /// [`USE_BATCH_SPAN_MS`] bounds the rest. [`Event::into_uses`] turns it into one
+    /// `key.used` event per request.
     KeysUsed {
         /// The uses, in hand-off order.
+        #[serde(with = "packed::serde_packed")]
         uses: Vec<KeyUse>,
     },
 }
@@ -219,7 +231,7 @@ pub(crate) fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 
 /// The index of [`EventKind::KeysUsed`] among `EventKind`'s variants, as serde gives it to
 /// bincode (a test checks the borrowed encoding against the owned one).
-pub(crate) const KEYS_USED_VARIANT: u32 = 23;
+pub(crate) const KEYS_USED_VARIANT: u32 = 24;
 
 /// The most a [`EventKind::KeysUsed`] record's uses lie after its `at` (the earliest of
 /// them), ms: a time-range query reads records from this much before its start.
@@ -360,7 +372,7 @@ impl Event {
     /// `key.used` event per request (at the request's time), any other as itself.
     pub fn into_uses(self) -> Vec<Event> {
         match self.kind {
-            EventKind::KeysUsed { uses } => uses
+            EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => uses
                 .into_iter()
                 .map(|u| Event {
                     at: u.at,
@@ -402,7 +414,7 @@ impl Event {
             EventKind::SecretRewrapped { .. } => "vault.rewrapped",
             EventKind::SecretDeleted { .. } => "vault.deleted",
             EventKind::SecretRead { .. } => "vault.read",
-            EventKind::KeysUsed { .. } => "key.uses",
+            EventKind::KeysUsed { .. } | EventKind::KeysUsedUnpacked { .. } => "key.uses",
         }
     }
 
@@ -424,7 +436,7 @@ impl Event {
             | EventKind::SecretRead { .. }
             | EventKind::UsesDropped { .. } => vec![],
             EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } => id.iter().collect(),
-            EventKind::KeysUsed { uses } => uses.iter().map(|u| &u.id).collect(),
+            EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => uses.iter().map(|u| &u.id).collect(),
             EventKind::BudgetMark { id, .. } => vec![id],
             EventKind::KeyCreated { record, .. } => vec![&record.id],
             EventKind::KeyUpdated { id, .. }
@@ -471,7 +483,7 @@ impl Event {
                 "last_at": fmt_time(summary.last_at), "last_ip": summary.last_ip,
             }),
             EventKind::UsesDropped { count } => json!({ "count": count }),
-            EventKind::KeysUsed { uses } => json!({
+            EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => json!({
                 "uses": uses.iter().map(|u| json!({
                     "key_id": u.id, "at": fmt_time(u.at), "code": u.code, "ip": u.ip, "endpoint": u.endpoint,
                 })).collect::<Vec<_>>(),
