@@ -20,7 +20,7 @@ use crate::token::Format;
 use crate::vault::SealedSecret;
 
 mod packed;
-pub(crate) use packed::{UseView, pack as pack_uses};
+pub(crate) use packed::{Packer, UseView};
 
 /// The payload format version this build writes and reads.
 pub const EVENT_FORMAT: u8 = 1;

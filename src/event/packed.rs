@@ -22,6 +22,7 @@
 //!
 //! [`EventKind::KeysUsed`]: super::EventKind::KeysUsed
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -61,13 +62,13 @@ impl<'a> From<&'a KeyUse> for UseView<'a> {
 
 /// A table of distinct values, numbered in order of first appearance. Runs of one value
 /// (one key verified over and over) skip the hash.
-struct Table<T> {
-    index: HashMap<T, u32>,
-    order: Vec<T>,
-    last: Option<(T, u32)>,
+struct Table<K> {
+    index: HashMap<K, u32>,
+    order: Vec<K>,
+    last: Option<u32>,
 }
 
-impl<T: std::hash::Hash + Eq + Copy> Table<T> {
+impl<K: std::hash::Hash + Eq + Clone> Table<K> {
     fn new() -> Self {
         Table {
             index: HashMap::new(),
@@ -76,59 +77,114 @@ impl<T: std::hash::Hash + Eq + Copy> Table<T> {
         }
     }
 
-    fn number(&mut self, value: T) -> u32 {
-        if let Some((last, n)) = self.last
-            && last == value
+    /// `value`'s number, and whether it is new to the table.
+    fn number<Q>(&mut self, value: &Q) -> (u32, bool)
+    where
+        K: Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(n) = self.last
+            && self.order.get(n as usize).is_some_and(|last| last.borrow() == value)
         {
-            return n;
+            return (n, false);
         }
-        let next = u32::try_from(self.order.len()).unwrap_or(u32::MAX);
-        let n = *self.index.entry(value).or_insert_with(|| {
-            self.order.push(value);
-            next
+        let (n, new) = match self.index.get(value) {
+            Some(n) => (*n, false),
+            None => {
+                let n = u32::try_from(self.order.len()).unwrap_or(u32::MAX);
+                self.index.insert(value.to_owned(), n);
+                self.order.push(value.to_owned());
+                (n, true)
+            }
+        };
+        self.last = Some(n);
+        (n, new)
+    }
+}
+
+/// Packs uses one at a time (the commit thread packs them as it takes them off the
+/// channels, without gathering them first).
+pub(crate) struct Packer {
+    keys: Table<String>,
+    endpoints: Table<String>,
+    ips: Table<IpAddr>,
+    body: Vec<u8>,
+    count: usize,
+    previous: i64,
+    endpoint_bytes: usize,
+}
+
+impl Packer {
+    pub fn new() -> Self {
+        Packer {
+            keys: Table::new(),
+            endpoints: Table::new(),
+            ips: Table::new(),
+            body: Vec::new(),
+            count: 0,
+            previous: 0,
+            endpoint_bytes: 0,
+        }
+    }
+
+    /// Uses packed so far.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Bytes of distinct endpoints packed so far.
+    pub fn endpoint_bytes(&self) -> usize {
+        self.endpoint_bytes
+    }
+
+    pub fn push(&mut self, u: UseView<'_>) {
+        let body = &mut self.body;
+        put_varint(body, u64::from(self.keys.number(u.id).0));
+        put_varint(body, zigzag(u.at.wrapping_sub(self.previous)));
+        self.previous = u.at;
+        body.push(code_byte(u.code));
+        put_varint(body, u.ip.map_or(0, |ip| u64::from(self.ips.number(&ip).0) + 1));
+        let endpoint = u.endpoint.map_or(0, |e| {
+            let (n, new) = self.endpoints.number(e);
+            if new {
+                self.endpoint_bytes += e.len();
+            }
+            u64::from(n) + 1
         });
-        self.last = Some((value, n));
-        n
+        put_varint(body, endpoint);
+        self.count += 1;
+    }
+
+    /// The packed bytes.
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 64);
+        out.push(LAYOUT);
+        put_strings(&mut out, &self.keys.order);
+        put_strings(&mut out, &self.endpoints.order);
+        put_varint(&mut out, self.ips.order.len() as u64);
+        for ip in &self.ips.order {
+            match ip {
+                IpAddr::V4(v4) => {
+                    out.push(4);
+                    out.extend_from_slice(&v4.octets());
+                }
+                IpAddr::V6(v6) => {
+                    out.push(6);
+                    out.extend_from_slice(&v6.octets());
+                }
+            }
+        }
+        put_varint(&mut out, self.count as u64);
+        out.extend_from_slice(&self.body);
+        out
     }
 }
 
 /// Packs uses, in order.
 pub(crate) fn pack<'a>(uses: impl IntoIterator<Item = UseView<'a>>) -> Vec<u8> {
-    let mut keys = Table::new();
-    let mut endpoints = Table::new();
-    let mut ips = Table::new();
-    let mut body = Vec::new();
-    let mut count = 0u64;
-    let mut previous = 0i64;
-    for u in uses {
-        put_varint(&mut body, u64::from(keys.number(u.id)));
-        put_varint(&mut body, zigzag(u.at.wrapping_sub(previous)));
-        previous = u.at;
-        body.push(code_byte(u.code));
-        put_varint(&mut body, u.ip.map_or(0, |ip| u64::from(ips.number(ip)) + 1));
-        put_varint(&mut body, u.endpoint.map_or(0, |e| u64::from(endpoints.number(e)) + 1));
-        count += 1;
-    }
-    let mut out = Vec::with_capacity(body.len() + 64);
-    out.push(LAYOUT);
-    put_strings(&mut out, &keys.order);
-    put_strings(&mut out, &endpoints.order);
-    put_varint(&mut out, ips.order.len() as u64);
-    for ip in &ips.order {
-        match ip {
-            IpAddr::V4(v4) => {
-                out.push(4);
-                out.extend_from_slice(&v4.octets());
-            }
-            IpAddr::V6(v6) => {
-                out.push(6);
-                out.extend_from_slice(&v6.octets());
-            }
-        }
-    }
-    put_varint(&mut out, count);
-    out.extend_from_slice(&body);
-    out
+    let mut packer = Packer::new();
+    uses.into_iter().for_each(|u| packer.push(u));
+    packer.finish()
 }
 
 /// Unpacks what [`pack`] wrote.
@@ -222,9 +278,10 @@ fn pick<'t, T>(table: &'t [T], n: u64, what: &str) -> Result<&'t T, String> {
         .ok_or_else(|| format!("packed uses: {what} index {n} is outside the table of {}", table.len()))
 }
 
-fn put_strings(out: &mut Vec<u8>, strings: &[&str]) {
+fn put_strings<S: AsRef<str>>(out: &mut Vec<u8>, strings: &[S]) {
     put_varint(out, strings.len() as u64);
     for s in strings {
+        let s = s.as_ref();
         put_varint(out, s.len() as u64);
         out.extend_from_slice(s.as_bytes());
     }

@@ -24,7 +24,7 @@ use crate::vault::{SealedSecret, VaultError};
 
 use super::Shared;
 use super::directory::{DirEntry, DirKey, DirKind, Directory};
-use super::uses::Use;
+use super::uses::Gathered;
 
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 1024;
@@ -149,7 +149,7 @@ pub(crate) fn run(
     let mut last_uses = Instant::now();
     // Uses are taken off the queue every BUSY_DRAIN, so that it does not fill, and written
     // with the next batch of changes, once per interval, or as soon as enough gathered.
-    let mut pending: Vec<Use> = Vec::new();
+    let mut pending = Gathered::new(shared.uses.mode());
     let mut dropped = 0;
     // Drains are BUSY_DRAIN apart, start to start: the time a write takes does not
     // lengthen the time in which a channel fills.
@@ -172,9 +172,8 @@ pub(crate) fn run(
         let use_events = if write_uses {
             last_uses = Instant::now();
             let keyless = shared.uses.keyless.take();
-            let drained = std::mem::take(&mut pending);
             let lost = std::mem::take(&mut dropped);
-            super::uses::payloads(shared.uses.mode(), &drained, keyless, lost, shared.clock.now_ms())
+            pending.take(keyless, lost, shared.clock.now_ms())
         } else {
             Vec::new()
         };

@@ -25,7 +25,7 @@ use serde::ser::{SerializeStruct, SerializeStructVariant};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::decision::{Code, Decision};
-use crate::event::{Event, EventKind, USE_BATCH_SPAN_MS, UseView, pack_uses};
+use crate::event::{Event, EventKind, Packer, USE_BATCH_SPAN_MS, UseView};
 use crate::name::{InlineName, prefix_within};
 use crate::record::KeyId;
 
@@ -192,9 +192,9 @@ impl UseSink {
         }
     }
 
-    /// Moves every thread's uses since the last drain to the end of `out`; returns how
-    /// many were dropped since then.
-    pub fn drain_into(&self, out: &mut Vec<Use>) -> u64 {
+    /// Takes every thread's uses since the last drain into `out`; returns how many were
+    /// dropped since then.
+    pub fn drain_into(&self, out: &mut Gathered) -> u64 {
         let mut receivers = lock(&self.receivers);
         receivers.retain(|rx| {
             loop {
@@ -215,45 +215,49 @@ impl UseSink {
     }
 }
 
-/// Turns drained uses into log payloads (encoded events); keys that matched none become
-/// one summary (`key.use_summary` without a key id) per drain.
-pub(crate) fn payloads(
+/// The uses taken off the channels and not yet written, kept as the mode writes them:
+/// every-request mode packs each use into the open `key.uses` record as it is taken (no
+/// list of uses is gathered first), summary mode adds it to its key's summary.
+pub(crate) struct Gathered {
     mode: UseLog,
-    uses: &[Use],
-    keyless: BTreeMap<Code, u64>,
-    dropped: u64,
-    now: i64,
-) -> Vec<Vec<u8>> {
-    // Keys that matched none first, as the uses were always written.
-    let mut records = Vec::new();
-    if !keyless.is_empty() {
-        let event = Event {
-            at: now,
-            kind: EventKind::KeyUseSummary {
-                id: None,
-                summary: UseSummary {
-                    first_at: now,
-                    last_at: now,
-                    counts: keyless,
-                    last_ip: None,
-                },
-            },
-        };
-        records.push(event.encode());
-    }
-    let mut events = Vec::new();
-    match mode {
-        UseLog::Off => {}
-        UseLog::Every => {
-            for (earliest, range) in batches(uses) {
-                let uses = uses.get(range).unwrap_or_default();
-                records.push(crate::event::encode_payload(&UsesRecord { at: earliest, uses }));
-            }
+    count: usize,
+    /// Every-request mode: the records filled, and the one being filled.
+    records: Vec<Vec<u8>>,
+    open: Option<OpenRecord>,
+    /// Summary mode: each key's summary.
+    summaries: BTreeMap<UseId, UseSummary>,
+}
+
+/// A `key.uses` record being filled: its uses packed, and the earliest and latest of them.
+struct OpenRecord {
+    packer: Packer,
+    earliest: i64,
+    latest: i64,
+}
+
+impl Gathered {
+    pub fn new(mode: UseLog) -> Self {
+        Gathered {
+            mode,
+            count: 0,
+            records: Vec::new(),
+            open: None,
+            summaries: BTreeMap::new(),
         }
-        UseLog::Summary => {
-            let mut by_key: BTreeMap<UseId, UseSummary> = BTreeMap::new();
-            for u in uses {
-                let s = by_key.entry(u.id).or_insert_with(|| UseSummary {
+    }
+
+    /// Uses gathered since the last [`take`](Self::take).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn push(&mut self, u: Use) {
+        self.count += 1;
+        match self.mode {
+            UseLog::Off => {}
+            UseLog::Every => self.pack(&u),
+            UseLog::Summary => {
+                let s = self.summaries.entry(u.id).or_insert_with(|| UseSummary {
                     first_at: u.at,
                     last_at: u.at,
                     counts: BTreeMap::new(),
@@ -266,37 +270,107 @@ pub(crate) fn payloads(
                     s.last_ip = u.ip;
                 }
             }
-            events.extend(by_key.into_iter().map(|(id, summary)| Event {
+        }
+    }
+
+    /// Packs `u` into the open record, first closing it when `u` would take it past a
+    /// limit: [`MAX_USES_PER_RECORD`], [`MAX_ENDPOINT_BYTES_PER_RECORD`] of distinct
+    /// endpoints, or a use more than [`USE_BATCH_SPAN_MS`] from the earliest.
+    fn pack(&mut self, u: &Use) {
+        let endpoint = u.endpoint.as_deref();
+        if let Some(open) = &self.open {
+            let (lo, hi) = (open.earliest.min(u.at), open.latest.max(u.at));
+            let endpoint_bytes = open.packer.endpoint_bytes() + endpoint.map_or(0, str::len);
+            if open.packer.len() >= MAX_USES_PER_RECORD
+                || endpoint_bytes > MAX_ENDPOINT_BYTES_PER_RECORD
+                || hi.saturating_sub(lo) > USE_BATCH_SPAN_MS
+            {
+                self.close();
+            }
+        }
+        let open = self.open.get_or_insert_with(|| OpenRecord {
+            packer: Packer::new(),
+            earliest: u.at,
+            latest: u.at,
+        });
+        open.earliest = open.earliest.min(u.at);
+        open.latest = open.latest.max(u.at);
+        open.packer.push(UseView {
+            id: u.id.as_str(),
+            at: u.at,
+            code: u.code,
+            ip: u.ip,
+            endpoint,
+        });
+    }
+
+    fn close(&mut self) {
+        if let Some(open) = self.open.take() {
+            let packed = open.packer.finish();
+            let record = UsesRecord {
+                at: open.earliest,
+                packed: &packed,
+            };
+            self.records.push(crate::event::encode_payload(&record));
+        }
+    }
+
+    /// The log payloads for what was gathered, then for the presented keys that matched
+    /// none (`keyless`: one `key.use_summary` without a key id, first, as the uses were
+    /// always written) and the uses `dropped`; starts gathering afresh.
+    pub fn take(&mut self, keyless: BTreeMap<Code, u64>, dropped: u64, now: i64) -> Vec<Vec<u8>> {
+        let mut records = Vec::new();
+        if !keyless.is_empty() {
+            let event = Event {
+                at: now,
+                kind: EventKind::KeyUseSummary {
+                    id: None,
+                    summary: UseSummary {
+                        first_at: now,
+                        last_at: now,
+                        counts: keyless,
+                        last_ip: None,
+                    },
+                },
+            };
+            records.push(event.encode());
+        }
+        self.close();
+        records.append(&mut self.records);
+        let mut events: Vec<Event> = std::mem::take(&mut self.summaries)
+            .into_iter()
+            .map(|(id, summary)| Event {
                 at: summary.last_at,
                 kind: EventKind::KeyUseSummary {
                     id: KeyId::parse(id.as_str()).ok(),
                     summary,
                 },
-            }));
+            })
+            .collect();
+        if dropped > 0 {
+            events.push(Event {
+                at: now,
+                kind: EventKind::UsesDropped { count: dropped },
+            });
         }
+        records.extend(events.iter().map(Event::encode));
+        self.count = 0;
+        records
     }
-    if dropped > 0 {
-        events.push(Event {
-            at: now,
-            kind: EventKind::UsesDropped { count: dropped },
-        });
-    }
-    records.extend(events.iter().map(Event::encode));
-    records
 }
 
-/// A `key.uses` record written from borrowed uses: serialises exactly as the owned
-/// `Event { at, kind: EventKind::KeysUsed { uses } }` would (a test checks it), packed
-/// straight from the hand-off, without a `KeyUse` built per use.
+/// A `key.uses` record from uses packed as they were taken: serialises exactly as the
+/// owned `Event { at, kind: EventKind::KeysUsed { uses } }` would (a test checks it),
+/// without a `KeyUse` built per use.
 struct UsesRecord<'a> {
     at: i64,
-    uses: &'a [Use],
+    packed: &'a [u8],
 }
 
 impl Serialize for UsesRecord<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Kind<'a>(&'a [Use]);
-        struct Packed<'a>(&'a [Use]);
+        struct Kind<'a>(&'a [u8]);
+        struct Packed<'a>(&'a [u8]);
         impl Serialize for Kind<'_> {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let mut v =
@@ -307,47 +381,14 @@ impl Serialize for UsesRecord<'_> {
         }
         impl Serialize for Packed<'_> {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let views = self.0.iter().map(|u| UseView {
-                    id: u.id.as_str(),
-                    at: u.at,
-                    code: u.code,
-                    ip: u.ip,
-                    endpoint: u.endpoint.as_deref(),
-                });
-                serializer.serialize_bytes(&pack_uses(views))
+                serializer.serialize_bytes(self.0)
             }
         }
         let mut v = serializer.serialize_struct("Event", 2)?;
         v.serialize_field("at", &self.at)?;
-        v.serialize_field("kind", &Kind(self.uses))?;
+        v.serialize_field("kind", &Kind(self.packed))?;
         v.end()
     }
-}
-
-/// Every-request mode: how the uses split into `key.uses` records (the earliest use's time
-/// and the range of uses), each within the size limits and with its uses no more than
-/// [`USE_BATCH_SPAN_MS`] after its earliest.
-fn batches(uses: &[Use]) -> Vec<(i64, std::ops::Range<usize>)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let (mut earliest, mut latest, mut endpoint_bytes) = (i64::MAX, i64::MIN, 0);
-    for (i, u) in uses.iter().enumerate() {
-        let len = u.endpoint.as_ref().map_or(0, String::len);
-        let (lo, hi) = (earliest.min(u.at), latest.max(u.at));
-        let full = i - start >= MAX_USES_PER_RECORD || endpoint_bytes + len > MAX_ENDPOINT_BYTES_PER_RECORD;
-        if i > start && (full || hi.saturating_sub(lo) > USE_BATCH_SPAN_MS) {
-            out.push((earliest, start..i));
-            start = i;
-            (earliest, latest, endpoint_bytes) = (u.at, u.at, 0);
-        } else {
-            (earliest, latest) = (lo, hi);
-        }
-        endpoint_bytes += len;
-    }
-    if start < uses.len() {
-        out.push((earliest, start..uses.len()));
-    }
-    out
 }
 
 /// `METHOD PATH`, cut to [`MAX_RECORDED_ENDPOINT`] bytes at a character boundary.
@@ -393,46 +434,88 @@ mod tests {
         }
     }
 
-    fn sizes(uses: &[Use]) -> Vec<(i64, usize)> {
-        batches(uses).into_iter().map(|(at, r)| (at, r.len())).collect()
+    /// The `key.uses` records the uses make, in every-request mode: (at, uses) each.
+    fn records(uses: Vec<Use>) -> Vec<(i64, Vec<KeyUse>)> {
+        let mut gathered = Gathered::new(UseLog::Every);
+        uses.into_iter().for_each(|u| gathered.push(u));
+        gathered
+            .take(BTreeMap::new(), 0, 0)
+            .iter()
+            .map(|payload| match Event::decode(payload).unwrap() {
+                Event {
+                    at,
+                    kind: EventKind::KeysUsed { uses },
+                } => (at, uses),
+                other => panic!("not a key.uses record: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn sizes(uses: Vec<Use>) -> Vec<(i64, usize)> {
+        records(uses).into_iter().map(|(at, uses)| (at, uses.len())).collect()
+    }
+
+    /// A distinct, well-formed key id for each `i`.
+    fn id_of(i: usize) -> UseId {
+        const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let digits: String = (0..4).map(|k| DIGITS[(i / 62usize.pow(k)) % 62] as char).collect();
+        UseId::new(&format!("key_000000000000000000{digits}")).unwrap()
     }
 
     #[test]
-    fn batches_hold_their_uses_within_the_span_and_size_limits() {
+    fn records_hold_their_uses_within_the_span_and_size_limits() {
         // Timed by the earliest use, even when it is not the first handed off.
         assert_eq!(
-            sizes(&[use_at(500, None), use_at(400, None), use_at(600, None)]),
+            sizes(vec![use_at(500, None), use_at(400, None), use_at(600, None)]),
             vec![(400, 3)]
         );
         // A use more than the span after the earliest starts a new record.
-        let spread = [
+        let spread = vec![
             use_at(0, None),
             use_at(USE_BATCH_SPAN_MS, None),
             use_at(USE_BATCH_SPAN_MS + 1, None),
         ];
-        assert_eq!(sizes(&spread), vec![(0, 2), (USE_BATCH_SPAN_MS + 1, 1)]);
-        // So does one that would make a record too many uses or too many bytes.
+        assert_eq!(sizes(spread), vec![(0, 2), (USE_BATCH_SPAN_MS + 1, 1)]);
+        // So does one that would make a record too many uses or too many bytes of
+        // distinct endpoints; one endpoint repeated is stored once.
         let many: Vec<Use> = (0..MAX_USES_PER_RECORD + 1).map(|_| use_at(7, None)).collect();
-        assert_eq!(sizes(&many), vec![(7, MAX_USES_PER_RECORD), (7, 1)]);
-        let long = "x".repeat(MAX_RECORDED_ENDPOINT);
+        assert_eq!(sizes(many), vec![(7, MAX_USES_PER_RECORD), (7, 1)]);
         let n = MAX_ENDPOINT_BYTES_PER_RECORD / MAX_RECORDED_ENDPOINT;
-        let wide: Vec<Use> = (0..n + 1).map(|_| use_at(7, Some(long.clone()))).collect();
-        assert_eq!(sizes(&wide), vec![(7, n), (7, 1)]);
-        assert!(batches(&[]).is_empty());
-        // The largest record still encodes well under the frame's limit.
-        let full: Vec<Use> = (0..MAX_USES_PER_RECORD)
-            .map(|_| use_at(7, Some("GET /".into())))
+        let long = |i: usize| Some(format!("{i:0width$}", width = MAX_RECORDED_ENDPOINT));
+        let wide: Vec<Use> = (0..n + 1).map(|i| use_at(7, long(i))).collect();
+        assert_eq!(sizes(wide), vec![(7, n), (7, 1)]);
+        let same: Vec<Use> = (0..n + 1).map(|_| use_at(7, long(0))).collect();
+        assert_eq!(sizes(same), vec![(7, n + 1)]);
+        assert!(records(Vec::new()).is_empty());
+        // The largest record (every key, address and endpoint distinct, times spread over
+        // the span) still fits a frame.
+        let per = MAX_ENDPOINT_BYTES_PER_RECORD / MAX_USES_PER_RECORD;
+        let worst: Vec<Use> = (0..MAX_USES_PER_RECORD)
+            .map(|i| Use {
+                id: id_of(i),
+                at: if i % 2 == 0 { 0 } else { USE_BATCH_SPAN_MS },
+                code: Code::BudgetExhausted,
+                ip: Some(std::net::Ipv6Addr::from(u128::MAX - i as u128).into()),
+                endpoint: Some(format!("{i:0per$}")),
+            })
             .collect();
-        let records = payloads(UseLog::Every, &full, BTreeMap::new(), 0, 0);
-        assert_eq!(records.len(), 1);
+        let mut gathered = Gathered::new(UseLog::Every);
+        worst.into_iter().for_each(|u| gathered.push(u));
+        let payloads = gathered.take(BTreeMap::new(), 0, 0);
+        assert_eq!(payloads.len(), 1);
         assert!(
-            records[0].len() < crate::log::frame::MAX_BODY_LEN / 2,
+            payloads[0].len() < crate::log::frame::MAX_BODY_LEN,
             "{}",
-            records[0].len()
+            payloads[0].len()
         );
+        match Event::decode(&payloads[0]).unwrap().kind {
+            EventKind::KeysUsed { uses } => assert_eq!(uses.len(), MAX_USES_PER_RECORD),
+            other => panic!("{other:?}"),
+        }
     }
 
-    /// The borrowed encoding is byte for byte the owned event's, and decodes back to it.
+    /// The record written from uses packed as they were taken is byte for byte the owned
+    /// event's, and decodes back to it.
     #[test]
     fn a_uses_record_encodes_as_the_owned_event_would() {
         let mut uses = vec![use_at(1_000, Some("GET /v1/x".into())), use_at(1_250, None)];
@@ -453,9 +536,46 @@ mod tests {
                     .collect(),
             },
         };
-        let records = payloads(UseLog::Every, &uses, BTreeMap::new(), 0, 0);
-        assert_eq!(records, vec![owned.encode()]);
-        assert_eq!(Event::decode(&records[0]).unwrap(), owned);
+        let mut gathered = Gathered::new(UseLog::Every);
+        uses.into_iter().for_each(|u| gathered.push(u));
+        assert_eq!(gathered.len(), 2);
+        let payloads = gathered.take(BTreeMap::new(), 0, 0);
+        assert_eq!(payloads, vec![owned.encode()]);
+        assert_eq!(Event::decode(&payloads[0]).unwrap(), owned);
+        assert_eq!(gathered.len(), 0);
+    }
+
+    #[test]
+    fn summaries_count_each_keys_uses_and_dropped_uses_are_logged() {
+        let mut gathered = Gathered::new(UseLog::Summary);
+        let mut denied = use_at(300, None);
+        denied.code = Code::RateLimited;
+        denied.ip = Some("192.0.2.1".parse().unwrap());
+        for u in [use_at(200, None), denied, use_at(100, None)] {
+            gathered.push(u);
+        }
+        let keyless = BTreeMap::from([(Code::NotFound, 4)]);
+        let events: Vec<Event> = gathered
+            .take(keyless, 9, 500)
+            .iter()
+            .map(|p| Event::decode(p).unwrap())
+            .collect();
+        let kinds: Vec<&str> = events.iter().map(Event::kind_name).collect();
+        assert_eq!(kinds, ["key.use_summary", "key.use_summary", "use.dropped"]);
+        match &events[1].kind {
+            EventKind::KeyUseSummary { id, summary } => {
+                assert_eq!(id.as_ref().map(KeyId::as_str), Some(ID));
+                assert_eq!((summary.first_at, summary.last_at), (100, 300));
+                assert_eq!(
+                    summary.counts,
+                    BTreeMap::from([(Code::Valid, 2), (Code::RateLimited, 1)])
+                );
+                assert_eq!(summary.last_ip, Some("192.0.2.1".parse().unwrap()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(events[2].kind, EventKind::UsesDropped { count: 9 }));
+        assert!(gathered.take(BTreeMap::new(), 0, 0).is_empty());
     }
 
     #[test]
