@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use credstore::limits::MAX_BUDGET;
@@ -185,37 +186,35 @@ fn verify(c: &mut Criterion) {
 
     // Throughput from 1 and 2 threads, each verifying its own cached key; the floor's work
     // on the same keys and map is the control: it shares nothing, so it shows what the
-    // machine itself allows.
+    // machine itself allows. The threads live through all of a benchmark's samples, as a
+    // server's workers do: a thread's first logged use sets up its hand-off channel, once.
     let mut group = c.benchmark_group("threads");
+    let logged = |k: &str| {
+        black_box(store.verify(black_box(k)).unwrap());
+    };
+    let unlogged = |k: &str| {
+        black_box(quiet.store.verify(black_box(k)).unwrap());
+    };
+    let floor = |k: &str| {
+        black_box(map.get(&tag(black_box(k))));
+    };
     for threads in [1usize, 2] {
         let mine: Vec<&str> = keys[..threads].iter().map(String::as_str).collect();
         for k in &mine {
             assert_valid(&store.verify(k).unwrap());
         }
         group.throughput(Throughput::Elements(threads as u64));
-        group.bench_function(format!("verify/{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(&mine, iters, |k| {
-                    black_box(store.verify(black_box(k)).unwrap());
-                })
-            });
+        on_workers(&mine, &logged, |run| {
+            group.bench_function(format!("verify/{threads}"), |b| b.iter_custom(&mut *run));
         });
         // The same without use logging: on two cores, two verifying threads and the
         // commit thread writing their uses share the machine.
         let quiet_mine: Vec<&str> = quiet_keys[..threads].iter().map(String::as_str).collect();
-        group.bench_function(format!("verify_unlogged/{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(&quiet_mine, iters, |k| {
-                    black_box(quiet.store.verify(black_box(k)).unwrap());
-                })
-            });
+        on_workers(&quiet_mine, &unlogged, |run| {
+            group.bench_function(format!("verify_unlogged/{threads}"), |b| b.iter_custom(&mut *run));
         });
-        group.bench_function(format!("floor/{threads}"), |b| {
-            b.iter_custom(|iters| {
-                on_threads(&mine, iters, |k| {
-                    black_box(map.get(&tag(black_box(k))));
-                })
-            });
+        on_workers(&mine, &floor, |run| {
+            group.bench_function(format!("floor/{threads}"), |b| b.iter_custom(&mut *run));
         });
     }
     group.finish();
@@ -224,22 +223,37 @@ fn verify(c: &mut Criterion) {
     }
 }
 
-/// Runs `work` `iters` times on each of `keys` at once, one thread per key; the wall time.
-fn on_threads(keys: &[&str], iters: u64, work: impl Fn(&str) + Sync) -> Duration {
-    let work = &work;
+/// Starts one worker thread per key, and hands `bench` a run: `work` `iters` times on each
+/// key at once, returning the wall time. The workers stop when `bench` returns.
+fn on_workers(keys: &[&str], work: &(impl Fn(&str) + Sync), bench: impl FnOnce(&mut dyn FnMut(u64) -> Duration)) {
     std::thread::scope(|s| {
-        let start = Instant::now();
-        for &k in keys {
-            s.spawn(move || {
-                for _ in 0..iters {
-                    work(k);
-                }
-            });
-        }
-        // The scope joins every thread before it returns.
-        start
-    })
-    .elapsed()
+        let (done_tx, done) = mpsc::channel::<()>();
+        let go: Vec<mpsc::Sender<u64>> = keys
+            .iter()
+            .map(|&k| {
+                let (go, runs) = mpsc::channel::<u64>();
+                let done_tx = done_tx.clone();
+                s.spawn(move || {
+                    for iters in runs {
+                        for _ in 0..iters {
+                            work(k);
+                        }
+                        done_tx.send(()).unwrap();
+                    }
+                });
+                go
+            })
+            .collect();
+        let mut run = |iters: u64| {
+            let start = Instant::now();
+            go.iter().for_each(|go| go.send(iters).unwrap());
+            go.iter().for_each(|_| done.recv().unwrap());
+            start.elapsed()
+        };
+        bench(&mut run);
+        // Dropping the senders ends the workers' loops; the scope joins them.
+        drop(go);
+    });
 }
 
 fn create(c: &mut Criterion) {
