@@ -11,6 +11,7 @@
 //! counters and the last use are `Arc`s carried from one state to the next, so a change of
 //! settings keeps what was already consumed.
 
+use std::cell::RefCell;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -250,15 +251,93 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
     }
 }
 
-/// The concurrent map from tag to live key.
-#[derive(Debug, Default)]
+/// The concurrent map from tag to live key, with a small front of it per thread.
+///
+/// A lookup in the map takes the shard's read lock and clones the state's `Arc`: four
+/// atomic read-modify-writes, on cache lines every thread verifying those keys writes.
+/// Each thread keeps the states it looked up last ([`FRONT_SLOTS`], by tag) and uses one
+/// without touching the map while the map's `generation` is unchanged. Every change that
+/// replaces states (`upsert` of a cached key, `reresolve`, `clear`) bumps the generation
+/// after the map holds the new state and before the change is acknowledged, so a verify
+/// that starts after a revoke returned never uses the state from before it.
+#[derive(Debug)]
 pub(crate) struct Cache {
     map: DashMap<Tag, Arc<LiveState>, BuildHasherDefault<TagHasher>>,
     /// Bumped by [`Cache::clear`]; a fill that read sled before a clear does not insert.
     epoch: AtomicU64,
+    /// Bumped after every change that replaces or removes states.
+    generation: AtomicU64,
+    /// Tells caches apart in a thread's front (a process may open several stores).
+    id: u64,
+}
+
+/// States each thread keeps in front of the map, chosen by a tag's first byte.
+const FRONT_SLOTS: usize = 8;
+
+/// A state a thread looked up, and the map's generation when it did.
+struct FrontEntry {
+    cache: u64,
+    generation: u64,
+    tag: Tag,
+    state: Arc<LiveState>,
+}
+
+thread_local! {
+    static FRONT: RefCell<[Option<FrontEntry>; FRONT_SLOTS]> = const { RefCell::new([const { None }; FRONT_SLOTS]) };
+}
+
+/// Tells caches apart.
+static NEXT_CACHE: AtomicU64 = AtomicU64::new(1);
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            map: DashMap::default(),
+            epoch: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            id: NEXT_CACHE.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 impl Cache {
+    /// Calls `f` with the live state for `tag`, if cached: from this thread's front of the
+    /// map while it is current, else from the map (and keeps it in front).
+    #[inline]
+    pub fn with<R>(&self, tag: &Tag, f: impl FnOnce(&LiveState) -> R) -> Option<R> {
+        // Read before the map: a state found after a bump is kept under the older number,
+        // and looked up again next time.
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut f = Some(f);
+        let from_front = FRONT.try_with(|front| {
+            // Already borrowed only if `f` looked up a state itself; the map serves that.
+            let mut front = front.try_borrow_mut().ok()?;
+            let entry = front.get_mut(usize::from(tag.0[0]) % FRONT_SLOTS)?;
+            let current = entry
+                .as_ref()
+                .is_some_and(|e| e.cache == self.id && e.generation == generation && e.tag == *tag);
+            if !current {
+                let state = self.get(tag)?;
+                *entry = Some(FrontEntry {
+                    cache: self.id,
+                    generation,
+                    tag: *tag,
+                    state,
+                });
+            }
+            let f = f.take()?;
+            entry.as_ref().map(|e| f(&e.state))
+        });
+        match from_front {
+            Ok(Some(out)) => Some(out),
+            // Not cached, or the thread's front is gone (the thread is exiting).
+            _ => {
+                let f = f.take()?;
+                self.get(tag).map(|state| f(&state))
+            }
+        }
+    }
+
     /// The live state for `tag`, if cached.
     #[inline]
     pub fn get(&self, tag: &Tag) -> Option<Arc<LiveState>> {
@@ -293,6 +372,9 @@ impl Cache {
             dashmap::Entry::Occupied(mut e) => {
                 let next = LiveState::build(record, dir, &Seed::Previous(e.get(), now_ns));
                 e.insert(Arc::new(next));
+                drop(e);
+                // The map holds the new state: fronts holding the old one are out of date.
+                self.generation.fetch_add(1, Ordering::SeqCst);
             }
             dashmap::Entry::Vacant(e) => {
                 e.insert(Arc::new(load()));
@@ -310,12 +392,14 @@ impl Cache {
             let next = LiveState::build(Arc::clone(&prev.record), dir, &Seed::Previous(prev, now_ns));
             *entry.value_mut() = Arc::new(next);
         }
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Empties the map.
     pub fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.map.clear();
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Counters changed since the last flush, marking them flushed.

@@ -723,16 +723,21 @@ impl Store {
                 return Ok(());
             }
         };
-        let state = match shared.cache.get(&tag) {
-            Some(state) => state,
-            None => {
-                let epoch = shared.cache.epoch();
-                let Some(stored) = shared.index.get_by_tag(&tag)? else {
-                    return Ok(());
-                };
-                shared.cache.fill(tag, shared.load_state(&stored.record), epoch)
-            }
+        if let Some(decided) = shared.cache.with(&tag, |state| self.decide_live(req, decision, state)) {
+            return decided;
+        }
+        let epoch = shared.cache.epoch();
+        let Some(stored) = shared.index.get_by_tag(&tag)? else {
+            return Ok(());
         };
+        let state = shared.cache.fill(tag, shared.load_state(&stored.record), epoch);
+        self.decide_live(req, decision, &state)
+    }
+
+    /// Steps 3 to 9, for a key whose live state was found.
+    #[inline]
+    fn decide_live(&self, req: &VerifyRequest<'_>, decision: &mut Decision, state: &LiveState) -> Result<()> {
+        let shared = &*self.shared;
         let record = &state.record;
         // 3. Status and time.
         let now_ns = shared.clock.now_ns();
