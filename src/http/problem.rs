@@ -110,7 +110,9 @@ impl RateFields {
 
     /// Sets the fields on a response's headers.
     pub(crate) fn apply(self, headers: &mut HeaderMap) {
-        headers.reserve(5);
+        // Room for one more: axum sets `content-length` after the route's layers return,
+        // and that field would otherwise grow the map a second time.
+        headers.reserve(6);
         for (name, value) in self.fields() {
             headers.insert(name, value);
         }
