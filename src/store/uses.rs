@@ -3,7 +3,7 @@
 //!
 //! Modes ([`UseLog`]): every request (key id, time, outcome code, client IP and endpoint
 //! when given), a summary per key per flush interval (counts per outcome, first and last
-//! time, last IP), or off. The hand-off is a bounded channel per verifying thread
+//! time, last IP), or off. The hand-off is a bounded ring per verifying thread
 //! ([`UseSink`]), which the commit thread empties every [`BUSY_DRAIN`] (2 ms) and writes once per
 //! flush interval (or sooner); when the commit thread falls behind and one is full, uses are counted
 //! as dropped and the count is logged with the next batch (`use.dropped`). Presented keys
@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 
 use serde::ser::{SerializeStruct, SerializeStructVariant};
 use serde::{Deserialize, Serialize, Serializer};
@@ -31,12 +30,12 @@ use crate::record::KeyId;
 
 use super::lock;
 
-/// Uses one thread may have waiting for the commit thread (its channel's capacity, about
-/// 104 bytes each: 1.7 MB per verifying thread); more are dropped and counted. Drained every
+/// Uses one thread may have waiting for the commit thread (its ring's capacity, 88 bytes
+/// each: 1.4 MB per verifying thread); more are dropped and counted. Drained every
 /// [`BUSY_DRAIN`], that is 8 million uses per second per thread.
 pub(crate) const USE_QUEUE: usize = 16_384;
 
-/// How often the commit thread takes uses off the channels (at most the flush interval).
+/// How often the commit thread takes uses off the rings (at most the flush interval).
 pub(crate) const BUSY_DRAIN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The commit thread writes the uses it took off the queue once per flush interval, with
@@ -68,7 +67,8 @@ pub enum UseLog {
 
 /// What a verify hands off. The key's id is copied, not the record's `Arc`: the commit
 /// thread dropping an `Arc` per use would pull the record's reference count (which every
-/// verify of the key writes) over to its core and back.
+/// verify of the key writes) over to its core and back. Nothing in it is secret.
+#[derive(Debug)]
 pub(crate) struct Use {
     pub id: UseId,
     pub at: i64,
@@ -81,18 +81,19 @@ pub(crate) struct Use {
 /// record crosses to the commit thread.
 type UseId = InlineName<32>;
 
-/// The verify side of the hand-off: a bounded channel per verifying thread, which the
-/// commit thread empties. A verify sends on its own thread's channel (`try_send`,
-/// lock-free on the array flavour), which no other verify touches: no cache line is shared
-/// between verifying threads, as the tail of one channel for all of them was.
+/// The verify side of the hand-off: a bounded ring per verifying thread (`rtrb`, single
+/// producer and single consumer), which the commit thread empties. A verify pushes onto
+/// its own thread's ring with a plain store of the ring's tail, no read-modify-write, and
+/// no other verify touches that ring; the commit thread takes everything there in one
+/// read and frees the slots with one store.
 #[derive(Debug)]
 pub(crate) struct UseSink {
     mode: UseLog,
-    /// Tells this sink's channels apart from other stores' in a thread's list.
+    /// Tells this sink's rings apart from other stores' in a thread's list.
     id: u64,
-    /// The receiving end of every thread's channel, for the commit thread to drain.
-    receivers: Mutex<Vec<Receiver<Use>>>,
-    /// Uses refused because their thread's channel was full.
+    /// The reading end of every thread's ring, for the commit thread to drain.
+    receivers: Mutex<Vec<rtrb::Consumer<Use>>>,
+    /// Uses refused because their thread's ring was full.
     dropped: AtomicU64,
     /// Presented keys that matched none (MALFORMED, NOT_FOUND): counted, not queued, so
     /// a flood of garbage costs an atomic add, not a log record each.
@@ -103,8 +104,8 @@ pub(crate) struct UseSink {
 static NEXT_SINK: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    /// This thread's sending end in each sink it has recorded to: (sink id, sender).
-    static SENDERS: RefCell<Vec<(u64, SyncSender<Use>)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's writing end in each sink it has recorded to: (sink id, ring).
+    static SENDERS: RefCell<Vec<(u64, rtrb::Producer<Use>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Counts of presented keys that matched no key, between two drains.
@@ -169,25 +170,23 @@ impl UseSink {
         };
         let sent = SENDERS.try_with(|list| {
             let mut list = list.borrow_mut();
-            let sent = match list.iter().find(|(id, _)| *id == self.id) {
-                Some((_, tx)) => tx.try_send(u),
+            let pushed = match list.iter_mut().find(|(id, _)| *id == self.id) {
+                Some((_, ring)) => ring.push(u),
                 None => {
-                    // This thread's first use: a channel of its own.
-                    let (tx, rx) = std::sync::mpsc::sync_channel(USE_QUEUE);
-                    lock(&self.receivers).push(rx);
-                    let sent = tx.try_send(u);
-                    list.push((self.id, tx));
-                    sent
+                    // This thread's first use of this sink: a ring of its own. Rings of
+                    // stores closed since are let go here.
+                    list.retain(|(_, ring)| !ring.is_abandoned());
+                    let (mut ring, reader) = rtrb::RingBuffer::new(USE_QUEUE);
+                    lock(&self.receivers).push(reader);
+                    let pushed = ring.push(u);
+                    list.push((self.id, ring));
+                    pushed
                 }
             };
-            if let Err(TrySendError::Disconnected(_)) = sent {
-                // A sink that is gone (only a store being dropped gets here).
-                list.retain(|(id, _)| *id != self.id);
-            }
-            sent.is_ok()
+            pushed.is_ok()
         });
         if sent != Ok(true) {
-            // The channel was full, or the thread is exiting and its list is gone.
+            // The ring was full, or the thread is exiting and its list is gone.
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -196,15 +195,14 @@ impl UseSink {
     /// dropped since then.
     pub fn drain_into(&self, out: &mut Gathered) -> u64 {
         let mut receivers = lock(&self.receivers);
-        receivers.retain(|rx| {
-            loop {
-                match rx.try_recv() {
-                    Ok(u) => out.push(u),
-                    Err(TryRecvError::Empty) => break true,
-                    // The thread exited and everything it sent has been taken.
-                    Err(TryRecvError::Disconnected) => break false,
-                }
+        receivers.retain_mut(|ring| {
+            // Read before the drain: once the thread is gone (its ring abandoned, with
+            // acquire ordering), everything it pushed is visible to the drain below.
+            let gone = ring.is_abandoned();
+            if let Ok(chunk) = ring.read_chunk(ring.slots()) {
+                chunk.into_iter().for_each(|u| out.push(u));
             }
+            !(gone && ring.is_empty())
         });
         self.dropped.swap(0, Ordering::Relaxed)
     }
@@ -215,7 +213,7 @@ impl UseSink {
     }
 }
 
-/// The uses taken off the channels and not yet written, kept as the mode writes them:
+/// The uses taken off the rings and not yet written, kept as the mode writes them:
 /// every-request mode packs each use into the open `key.uses` record as it is taken (no
 /// list of uses is gathered first), summary mode adds it to its key's summary.
 pub(crate) struct Gathered {
@@ -579,9 +577,9 @@ mod tests {
     }
 
     #[test]
-    fn a_use_is_as_small_as_the_channel_sizing_says() {
-        // USE_QUEUE's doc counts about 104 bytes a slot (the use and the slot's stamp).
-        assert!(std::mem::size_of::<Use>() <= 96, "{}", std::mem::size_of::<Use>());
+    fn a_use_is_as_small_as_the_ring_sizing_says() {
+        // USE_QUEUE's doc counts 88 bytes a slot.
+        assert!(std::mem::size_of::<Use>() <= 88, "{}", std::mem::size_of::<Use>());
     }
 
     #[test]
