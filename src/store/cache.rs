@@ -309,6 +309,8 @@ impl Cache {
         // and looked up again next time.
         let generation = self.generation.load(Ordering::Acquire);
         let mut f = Some(f);
+        // `Some(found)` when the front could be used: `found` is `None` for a tag the map
+        // does not hold either.
         let from_front = FRONT.try_with(|front| {
             // Already borrowed only if `f` looked up a state itself; the map serves that.
             let mut front = front.try_borrow_mut().ok()?;
@@ -317,7 +319,9 @@ impl Cache {
                 .as_ref()
                 .is_some_and(|e| e.cache == self.id && e.generation == generation && e.tag == *tag);
             if !current {
-                let state = self.get(tag)?;
+                let Some(state) = self.get(tag) else {
+                    return Some(None);
+                };
                 *entry = Some(FrontEntry {
                     cache: self.id,
                     generation,
@@ -326,11 +330,11 @@ impl Cache {
                 });
             }
             let f = f.take()?;
-            entry.as_ref().map(|e| f(&e.state))
+            Some(entry.as_ref().map(|e| f(&e.state)))
         });
         match from_front {
-            Ok(Some(out)) => Some(out),
-            // Not cached, or the thread's front is gone (the thread is exiting).
+            Ok(Some(found)) => found,
+            // The thread's front is gone (the thread is exiting) or in use.
             _ => {
                 let f = f.take()?;
                 self.get(tag).map(|state| f(&state))
