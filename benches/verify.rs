@@ -17,8 +17,9 @@
 //!   `threads/floor/{1,2}`, the floor's work the same way, is the control.
 //!
 //! Every benchmark checks the outcome it measures before measuring it. Figures and ratios
-//! are in `docs/PERFORMANCE.md`. With `VERIFY_PROBE=ROUNDS` set, the bench runs the
-//! interleaved probe instead (see [`probe`]).
+//! are in `docs/PERFORMANCE.md`. With `VERIFY_PROBE=ROUNDS` set, the `verify` group runs
+//! the interleaved probe instead of its benchmarks (see [`probe`]); pass `--bench 'verify/'`
+//! to leave out the `create` group too.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -197,7 +198,7 @@ fn verify(c: &mut Criterion) {
     // Throughput from 1 and 2 threads, each verifying its own cached key; the floor's work
     // on the same keys and map is the control: it shares nothing, so it shows what the
     // machine itself allows. The threads live through all of a benchmark's samples, as a
-    // server's workers do: a thread's first logged use sets up its hand-off channel, once.
+    // server's workers do: a thread's first logged use sets up its hand-off ring, once.
     let mut group = c.benchmark_group("threads");
     let logged = |k: &str| {
         black_box(store.verify(black_box(k)).unwrap());

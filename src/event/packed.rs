@@ -34,6 +34,15 @@ use super::KeyUse;
 /// The packed layout's version, its first byte.
 const LAYOUT: u8 = 1;
 
+/// At most this many uses in one `key.uses` record.
+pub(crate) const MAX_USES_PER_RECORD: usize = 4_096;
+
+/// At most this many bytes of distinct endpoints in one `key.uses` record.
+pub(crate) const MAX_ENDPOINT_BYTES_PER_RECORD: usize = 256 * 1024;
+
+/// An endpoint longer than this is cut (at a character boundary) when recorded.
+pub(crate) const MAX_RECORDED_ENDPOINT: usize = 1_024;
+
 /// The fewest bytes one use takes (five one-byte fields).
 const MIN_USE_LEN: usize = 5;
 
@@ -103,7 +112,7 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
 }
 
 /// Packs uses one at a time (the commit thread packs them as it takes them off the
-/// channels, without gathering them first).
+/// rings, without gathering them first).
 pub(crate) struct Packer {
     keys: Table<String>,
     endpoints: Table<String>,
@@ -192,7 +201,7 @@ pub(crate) fn pack<'a>(uses: impl IntoIterator<Item = UseView<'a>>) -> Vec<u8> {
 /// # Errors
 /// A message naming what is wrong: the version, a count larger than the bytes left, an
 /// index outside its table, a key id or endpoint that is not one, an unknown outcome code,
-/// truncated or trailing bytes.
+/// more uses or endpoint bytes than a record may hold, truncated or trailing bytes.
 pub(crate) fn unpack(bytes: &[u8]) -> Result<Vec<KeyUse>, String> {
     let mut r = Reader { bytes, at: 0 };
     let version = r.byte("the layout version")?;
@@ -205,6 +214,20 @@ pub(crate) fn unpack(bytes: &[u8]) -> Result<Vec<KeyUse>, String> {
         .map(|id| KeyId::parse(id).map_err(|e| format!("packed uses: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let endpoints = r.strings("endpoint")?;
+    // Each use copies its endpoint out: bounded as the writer bounds them, a forged record
+    // of many uses of one long endpoint cannot decode to gigabytes.
+    if let Some(long) = endpoints.iter().find(|e| e.len() > MAX_RECORDED_ENDPOINT) {
+        return Err(format!(
+            "packed uses: an endpoint of {} bytes (at most {MAX_RECORDED_ENDPOINT})",
+            long.len()
+        ));
+    }
+    let endpoint_bytes: usize = endpoints.iter().map(|e| e.len()).sum();
+    if endpoint_bytes > MAX_ENDPOINT_BYTES_PER_RECORD {
+        return Err(format!(
+            "packed uses: {endpoint_bytes} bytes of endpoints (at most {MAX_ENDPOINT_BYTES_PER_RECORD})"
+        ));
+    }
     let ip_count = r.count("address", 5)?;
     let mut ips = Vec::with_capacity(ip_count);
     for _ in 0..ip_count {
@@ -215,6 +238,9 @@ pub(crate) fn unpack(bytes: &[u8]) -> Result<Vec<KeyUse>, String> {
         });
     }
     let use_count = r.count("use", MIN_USE_LEN)?;
+    if use_count > MAX_USES_PER_RECORD {
+        return Err(format!("packed uses: {use_count} uses (at most {MAX_USES_PER_RECORD})"));
+    }
     let mut uses = Vec::with_capacity(use_count);
     let mut previous = 0i64;
     for _ in 0..use_count {
@@ -384,13 +410,21 @@ pub(crate) mod serde_packed {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<KeyUse>, D::Error> {
         struct Packed;
-        impl Visitor<'_> for Packed {
+        impl<'de> Visitor<'de> for Packed {
             type Value = Vec<KeyUse>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("packed uses")
             }
             fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
                 unpack(bytes).map_err(E::custom)
+            }
+            // Self-describing formats (JSON) write bytes as a list of numbers.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut bytes = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    bytes.push(b);
+                }
+                unpack(&bytes).map_err(A::Error::custom)
             }
         }
         deserializer.deserialize_bytes(Packed)
@@ -481,6 +515,61 @@ mod tests {
         put_strings(&mut bad_id, &["key_short"]);
         bad_id.extend_from_slice(&[0, 0, 0]);
         assert!(unpack(&bad_id).unwrap_err().contains("packed uses"));
+    }
+
+    /// A record's bytes by hand: one key, the endpoints, no addresses, `uses` uses of key 0
+    /// at time 0 with endpoint 1.
+    fn forged(endpoints: &[&str], uses: usize) -> Vec<u8> {
+        let mut out = vec![LAYOUT];
+        put_strings(&mut out, &[A]);
+        put_strings(&mut out, endpoints);
+        out.push(0);
+        put_varint(&mut out, uses as u64);
+        for _ in 0..uses {
+            out.extend_from_slice(&[0, 0, 0, 0, 1]);
+        }
+        out
+    }
+
+    #[test]
+    fn records_past_the_writers_limits_are_refused() {
+        // Each use copies its endpoint out: many uses of one long endpoint would decode to
+        // far more memory than the record holds.
+        let long = "x".repeat(MAX_RECORDED_ENDPOINT + 1);
+        assert!(
+            unpack(&forged(&[&long], 1))
+                .unwrap_err()
+                .contains("an endpoint of 1025 bytes")
+        );
+        let at_most = "x".repeat(MAX_RECORDED_ENDPOINT);
+        assert_eq!(unpack(&forged(&[&at_most], 3)).unwrap().len(), 3);
+        let many: Vec<String> = (0..MAX_ENDPOINT_BYTES_PER_RECORD / MAX_RECORDED_ENDPOINT + 1)
+            .map(|i| format!("{i:0width$}", width = MAX_RECORDED_ENDPOINT))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(unpack(&forged(&many, 1)).unwrap_err().contains("bytes of endpoints"));
+        assert!(unpack(&forged(&many[1..], 1)).is_ok());
+        assert!(
+            unpack(&forged(&["GET /"], MAX_USES_PER_RECORD + 1))
+                .unwrap_err()
+                .contains("4097 uses")
+        );
+        assert_eq!(
+            unpack(&forged(&["GET /"], MAX_USES_PER_RECORD)).unwrap().len(),
+            MAX_USES_PER_RECORD
+        );
+    }
+
+    #[test]
+    fn a_uses_record_survives_a_self_describing_format() {
+        let event = super::super::Event {
+            at: 7,
+            kind: super::super::EventKind::KeysUsed {
+                uses: vec![key_use(A, 7, Code::Valid, Some("192.0.2.7"), Some("GET /"))],
+            },
+        };
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(serde_json::from_str::<super::super::Event>(&json).unwrap(), event);
     }
 
     #[test]

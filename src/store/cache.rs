@@ -7,7 +7,8 @@
 //!
 //! A key's [`LiveState`] is its record with its effective rate limits and budget resolved
 //! (its own, over its plan's). A change replaces the map's `Arc<LiveState>` under the
-//! shard's lock; a verify holds the state it looked up until it is done. Limit and budget
+//! shard's lock; a verify holds the state it looked up until it is done, and each thread
+//! keeps the states it looked up last until the map's generation moves (see [`Cache`]). Limit and budget
 //! counters and the last use are `Arc`s carried from one state to the next, so a change of
 //! settings keeps what was already consumed.
 
@@ -257,13 +258,14 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
 /// atomic read-modify-writes, on cache lines every thread verifying those keys writes.
 /// Each thread keeps the states it looked up last ([`FRONT_SLOTS`], by tag) and uses one
 /// without touching the map while the map's `generation` is unchanged. Every change that
-/// replaces states (`upsert` of a cached key, `reresolve`, `clear`) bumps the generation
+/// changes states (`upsert`, `reresolve`, `clear`) bumps the generation
 /// after the map holds the new state and before the change is acknowledged, so a verify
 /// that starts after a revoke returned never uses the state from before it.
 #[derive(Debug)]
 pub(crate) struct Cache {
     map: DashMap<Tag, Arc<LiveState>, BuildHasherDefault<TagHasher>>,
-    /// Bumped by [`Cache::clear`]; a fill that read sled before a clear does not insert.
+    /// Bumped by [`Cache::clear`] and [`Cache::reresolve`]; a fill that read sled before
+    /// either does not insert.
     epoch: AtomicU64,
     /// Bumped after every change that replaces or removes states.
     generation: AtomicU64,
@@ -376,14 +378,16 @@ impl Cache {
             dashmap::Entry::Occupied(mut e) => {
                 let next = LiveState::build(record, dir, &Seed::Previous(e.get(), now_ns));
                 e.insert(Arc::new(next));
-                drop(e);
-                // The map holds the new state: fronts holding the old one are out of date.
-                self.generation.fetch_add(1, Ordering::SeqCst);
             }
             dashmap::Entry::Vacant(e) => {
                 e.insert(Arc::new(load()));
             }
         }
+        // The map holds the new state: fronts holding an older one are out of date. Also
+        // when the entry was missing: a `clear` running at the same time may have taken
+        // it out of the map, but not yet bumped the generation, after a thread put the
+        // old state in its front.
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Re-resolves every cached key against a directory whose plans or roles the store

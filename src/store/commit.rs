@@ -152,7 +152,7 @@ pub(crate) fn run(
     let mut pending = Gathered::new(shared.uses.mode());
     let mut dropped = 0;
     // Drains are BUSY_DRAIN apart, start to start: the time a write takes does not
-    // lengthen the time in which a channel fills.
+    // lengthen the time in which a ring fills.
     let mut last_drain = Instant::now();
     loop {
         let wait = every.min(super::uses::BUSY_DRAIN).saturating_sub(last_drain.elapsed());

@@ -24,7 +24,10 @@ use serde::ser::{SerializeStruct, SerializeStructVariant};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::decision::{Code, Decision};
-use crate::event::{Event, EventKind, Packer, USE_BATCH_SPAN_MS, UseView};
+use crate::event::{
+    Event, EventKind, MAX_ENDPOINT_BYTES_PER_RECORD, MAX_RECORDED_ENDPOINT, MAX_USES_PER_RECORD, Packer,
+    USE_BATCH_SPAN_MS, UseView,
+};
 use crate::name::{InlineName, prefix_within};
 use crate::record::KeyId;
 
@@ -41,16 +44,6 @@ pub(crate) const BUSY_DRAIN: std::time::Duration = std::time::Duration::from_mil
 /// The commit thread writes the uses it took off the queue once per flush interval, with
 /// the next batch of changes, or as soon as this many gathered.
 pub(crate) const WRITE_USES_AT: usize = 16_384;
-
-/// At most this many uses in one `key.uses` record.
-const MAX_USES_PER_RECORD: usize = 4_096;
-
-/// At most this many bytes of endpoints in one `key.uses` record (a record's body is at
-/// most 1 MiB).
-const MAX_ENDPOINT_BYTES_PER_RECORD: usize = 256 * 1024;
-
-/// An endpoint longer than this is cut (at a character boundary) when recorded.
-pub const MAX_RECORDED_ENDPOINT: usize = 1_024;
 
 /// How verification outcomes are recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -273,7 +266,8 @@ impl Gathered {
 
     /// Packs `u` into the open record, first closing it when `u` would take it past a
     /// limit: [`MAX_USES_PER_RECORD`], [`MAX_ENDPOINT_BYTES_PER_RECORD`] of distinct
-    /// endpoints, or a use more than [`USE_BATCH_SPAN_MS`] from the earliest.
+    /// endpoints (`u`'s endpoint counted as if new, so a record near the limit may close
+    /// early, never late), or a use more than [`USE_BATCH_SPAN_MS`] from the earliest.
     fn pack(&mut self, u: &Use) {
         let endpoint = u.endpoint.as_deref();
         if let Some(open) = &self.open {
