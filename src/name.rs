@@ -49,7 +49,9 @@ impl<const N: usize> Deref for InlineName<N> {
 
 impl<const N: usize> PartialEq for InlineName<N> {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        // Bytes past the length are zero: the same text is the same bytes (and no UTF-8
+        // check, which `as_str` makes).
+        self.len == other.len && self.bytes == other.bytes
     }
 }
 

@@ -146,9 +146,21 @@ impl Packer {
         self.endpoint_bytes
     }
 
+    /// The number of key `id` in this record's table (added if new).
+    pub fn key_number(&mut self, id: &str) -> u32 {
+        self.keys.number(id).0
+    }
+
     pub fn push(&mut self, u: UseView<'_>) {
+        let key = self.key_number(u.id);
+        self.push_keyed(key, u);
+    }
+
+    /// [`push`](Self::push) for a use whose key's number the caller already has (from
+    /// [`key_number`](Self::key_number) on this packer); `u.id` is not read.
+    pub fn push_keyed(&mut self, key: u32, u: UseView<'_>) {
         let body = &mut self.body;
-        put_varint(body, u64::from(self.keys.number(u.id).0));
+        put_varint(body, u64::from(key));
         put_varint(body, zigzag(u.at.wrapping_sub(self.previous)));
         self.previous = u.at;
         body.push(code_byte(u.code));

@@ -219,11 +219,13 @@ pub(crate) struct Gathered {
     summaries: BTreeMap<UseId, UseSummary>,
 }
 
-/// A `key.uses` record being filled: its uses packed, and the earliest and latest of them.
+/// A `key.uses` record being filled: its uses packed, the earliest and latest of them, and
+/// the last key packed with its number (a run of one key skips the key table).
 struct OpenRecord {
     packer: Packer,
     earliest: i64,
     latest: i64,
+    last_key: Option<(UseId, u32)>,
 }
 
 impl Gathered {
@@ -284,16 +286,26 @@ impl Gathered {
             packer: Packer::new(),
             earliest: u.at,
             latest: u.at,
+            last_key: None,
         });
         open.earliest = open.earliest.min(u.at);
         open.latest = open.latest.max(u.at);
-        open.packer.push(UseView {
-            id: u.id.as_str(),
+        let key = match open.last_key {
+            Some((id, n)) if id == u.id => n,
+            _ => {
+                let n = open.packer.key_number(u.id.as_str());
+                open.last_key = Some((u.id, n));
+                n
+            }
+        };
+        let view = UseView {
+            id: "",
             at: u.at,
             code: u.code,
             ip: u.ip,
             endpoint,
-        });
+        };
+        open.packer.push_keyed(key, view);
     }
 
     fn close(&mut self) {
@@ -479,6 +491,18 @@ mod tests {
         let same: Vec<Use> = (0..n + 1).map(|_| use_at(7, long(0))).collect();
         assert_eq!(sizes(same), vec![(7, n + 1)]);
         assert!(records(Vec::new()).is_empty());
+        // Keys alternating, and a run of one, come back as they went in.
+        let order = [0, 1, 1, 0, 2, 0, 0];
+        let mixed: Vec<Use> = order
+            .iter()
+            .map(|&k| Use {
+                id: id_of(k),
+                ..use_at(7, None)
+            })
+            .collect();
+        let back: Vec<String> = records(mixed)[0].1.iter().map(|u| u.id.as_str().to_string()).collect();
+        let sent: Vec<String> = order.iter().map(|&k| id_of(k).as_str().to_string()).collect();
+        assert_eq!(back, sent);
         // The largest record (every key, address and endpoint distinct, times spread over
         // the span) still fits a frame.
         let per = MAX_ENDPOINT_BYTES_PER_RECORD / MAX_USES_PER_RECORD;
