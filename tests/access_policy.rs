@@ -10,57 +10,22 @@
 //! order events with atomics.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::Duration;
 
 use credstore::policy::{
     EndpointAllowlist, Forbidden, IpAllowlist, PermissionQuery, PermissionSet, ReferrerAllowlist, Role, RoleName, User,
 };
 use credstore::record::KeyKind;
 use credstore::{
-    Budget, Code, Config, Decision, Env, Error, Expiry, Format, InputError, KeyId, KeyInfo, KeyUpdate, ListFilter,
-    ManualClock, NewKey, Pepper, Period, RateLimit, StateError, Store, VerifyRequest,
+    Budget, Code, Decision, Env, Error, Expiry, Format, InputError, KeyId, KeyInfo, KeyUpdate, ListFilter, NewKey,
+    Period, RateLimit, StateError, Store, VerifyRequest,
 };
 
-const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+mod common;
+use common::Fixture;
+
 const HOUR: i64 = 3_600_000;
-
-/// A store in a temporary directory on a manual clock (rate limits never refill unless a
-/// test moves it) with a fixed pepper.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    clock: Arc<ManualClock>,
-    config: Config,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("data");
-        let clock = Arc::new(ManualClock::new(T0));
-        let config = Config::new()
-            .pepper(Pepper::from_bytes([0x42; 32]))
-            .clock(clock.clone())
-            .flush_interval(Duration::from_secs(3600));
-        Fixture {
-            _dir: dir,
-            path,
-            clock,
-            config,
-        }
-    }
-
-    fn init(&self) -> Store {
-        Store::init(&self.path, self.config.clone()).expect("init")
-    }
-
-    fn open(&self) -> Store {
-        Store::open(&self.path, self.config.clone()).expect("open")
-    }
-}
 
 fn role(name: &str) -> RoleName {
     RoleName::parse(name).expect("a role name")

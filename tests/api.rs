@@ -11,51 +11,16 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use credstore::{
-    Code, Config, Env, Error, EventFilter, Expiry, Format, KeyId, KeyInfo, KeyUpdate, ListFilter, Malformed,
-    ManualClock, NewKey, OpenError, Pepper, StateError, Status, Store, UseLog,
+    Code, Config, Env, Error, EventFilter, Expiry, Format, KeyId, KeyInfo, KeyUpdate, ListFilter, Malformed, NewKey,
+    OpenError, Pepper, StateError, Status, Store,
 };
 
-const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+mod common;
+use common::{Fixture, T0};
+
 const SECOND: i64 = 1_000;
 const HOUR: i64 = 3_600 * SECOND;
 const DAY: i64 = 24 * HOUR;
-
-/// A store in a temporary directory on a manual clock with a fixed pepper.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    clock: Arc<ManualClock>,
-    config: Config,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("data");
-        let clock = Arc::new(ManualClock::new(T0));
-        let config = Config::new()
-            .pepper(Pepper::from_bytes([0x42; 32]))
-            .clock(clock.clone())
-            // Only close (and clear_cache / flush) write last-used times in these tests.
-            .flush_interval(Duration::from_secs(3600))
-            // These tests count state-change records; use events have tests of their own.
-            .use_log(UseLog::Off);
-        Fixture {
-            _dir: dir,
-            path,
-            clock,
-            config,
-        }
-    }
-
-    fn init(&self) -> Store {
-        Store::init(&self.path, self.config.clone()).expect("init")
-    }
-
-    fn open(&self) -> Store {
-        Store::open(&self.path, self.config.clone()).expect("open")
-    }
-}
 
 fn comp() -> Format {
     Format::new("comp_", Env::Live, 27, false).expect("comp_ format")
@@ -79,7 +44,7 @@ fn all(store: &Store) -> Vec<KeyInfo> {
 
 #[test]
 fn records_formats_and_last_used_survive_reopen() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let live = store
         .create(
@@ -164,7 +129,7 @@ fn records_formats_and_last_used_survive_reopen() {
 
 #[test]
 fn a_store_opened_with_the_wrong_pepper_says_so() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let key = store.create(NewKey::new("k")).expect("create");
     store.close().expect("close");
@@ -248,7 +213,7 @@ fn verify_across_threads(
 
 #[test]
 fn revocation_is_visible_to_the_next_verify_in_every_thread() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = Arc::new(fx.init());
     for round in 0..5 {
         let k = store.create(NewKey::new(format!("k{round}"))).expect("create");
@@ -270,7 +235,7 @@ fn revocation_is_visible_to_the_next_verify_in_every_thread() {
 
 #[test]
 fn disable_enable_and_update_are_visible_to_the_next_verify_in_every_thread() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = Arc::new(fx.init());
     let k = store.create(NewKey::new("before").meta("v", "1")).expect("create");
     let id = k.record.id.clone();
@@ -355,7 +320,7 @@ fn disable_enable_and_update_are_visible_to_the_next_verify_in_every_thread() {
 
 #[test]
 fn a_racing_cache_miss_never_leaves_a_stale_entry() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     const ROUNDS: usize = 150;
     let keys: Vec<_> = (0..ROUNDS)
@@ -421,7 +386,7 @@ fn a_racing_cache_miss_never_leaves_a_stale_entry() {
 
 #[test]
 fn concurrent_creates_all_succeed_with_distinct_ids_in_creation_order() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     const THREADS: usize = 8;
     const PER_THREAD: usize = 25;
@@ -485,7 +450,7 @@ fn concurrent_creates_all_succeed_with_distinct_ids_in_creation_order() {
 
 #[test]
 fn list_filters_by_project_prefix_and_status_in_creation_order() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let mk = |name: &str, project: &str, format: Option<Format>| {
         let mut n = NewKey::new(name).project(project);
@@ -560,7 +525,7 @@ fn list_filters_by_project_prefix_and_status_in_creation_order() {
 
 #[test]
 fn rotation_without_grace_revokes_the_old_key_at_once() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let old = store
         .create(
@@ -614,7 +579,7 @@ fn rotation_without_grace_revokes_the_old_key_at_once() {
 
 #[test]
 fn rotation_with_grace_keeps_the_old_key_valid_until_the_grace_ends() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let old = store.create(NewKey::new("api")).expect("create");
     let r = store
@@ -664,7 +629,7 @@ fn rotation_with_grace_keeps_the_old_key_valid_until_the_grace_ends() {
 
 #[test]
 fn a_grace_period_never_outlives_the_old_keys_expiry() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let old = store
         .create(NewKey::new("short").expires(Expiry::In(HOUR)))
@@ -692,7 +657,7 @@ fn a_grace_period_never_outlives_the_old_keys_expiry() {
 
 #[test]
 fn rebuild_gives_the_same_list_as_before() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let a = store
         .create(NewKey::new("a").project("acme").meta("k", "v"))
@@ -747,7 +712,7 @@ fn rebuild_gives_the_same_list_as_before() {
 
 #[test]
 fn events_filter_by_key_kind_and_time() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let a = store.create(NewKey::new("a")).expect("create"); // T0: format.registered, key.created
     fx.clock.advance(SECOND);
@@ -883,7 +848,7 @@ fn events_filter_by_key_kind_and_time() {
 
 #[test]
 fn a_decision_carries_the_key_fields_and_the_http_status_per_code() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let k = store
         .create(
@@ -979,7 +944,7 @@ fn forge(prefix: &str, random_len: usize) -> String {
 
 #[test]
 fn secrets_and_peppers_never_show_in_debug() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let created = store.create(NewKey::new("k")).expect("create");
     let secret = created.key.expose().to_string();
@@ -1037,7 +1002,7 @@ fn last_segment(data: &Path) -> PathBuf {
 /// Creates keys in several states, closes the store, appends `tail` to the last segment,
 /// reopens: the tail is truncated and reported, and every key is intact.
 fn torn_tail_case(tail: &[u8]) {
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let store = fx.init();
     let keys: Vec<_> = (0..5)
         .map(|i| {
@@ -1123,7 +1088,7 @@ fn garbage_at_the_tail_is_truncated_and_reported() {
 fn ids_keep_creation_order_across_reopen() {
     // The clock stands still, as it may across a fast restart (or step back, with NTP):
     // a key created after a reopen must still list after every key created before it.
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let mut store = fx.init();
     let mut created = Vec::new();
     for round in 0..20 {
@@ -1149,7 +1114,7 @@ fn ids_keep_creation_order_across_reopen() {
 fn close_then_rebuild_or_open_at_once_loses_nothing() {
     // No sleeps: `close` returning means the store is closed, and the next `rebuild` or
     // `open` of the same directory must find it so (and keep every last-used time).
-    let fx = Fixture::new();
+    let fx = Fixture::without_use_log();
     let mut store = fx.init();
     let k = store.create(NewKey::new("k")).expect("create");
     for round in 0..200 {

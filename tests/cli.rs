@@ -5,11 +5,12 @@
 //! bad input (nothing written), 3 store error (I/O, corruption, locked).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_credstore");
+mod common;
+use common::{Cli, Run};
+
 const HEADERS: [&str; 8] = [
     "Name",
     "Start",
@@ -21,111 +22,8 @@ const HEADERS: [&str; 8] = [
     "Status",
 ];
 
-/// What one run of the binary gave.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-        }
-    }
-
-    #[track_caller]
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.stdout))
-    }
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// A data directory in a temp dir, and the binary pointed at it with `--data`.
-struct Cli {
-    tmp: tempfile::TempDir,
-    data: PathBuf,
-}
-
+// The fixture is in `common`; these helpers are for this file's tests only.
 impl Cli {
-    /// A fresh directory, not yet a store.
-    fn empty() -> Cli {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let data = tmp.path().join("data");
-        Cli { tmp, data }
-    }
-
-    /// A fresh development store.
-    fn init() -> Cli {
-        let cli = Cli::empty();
-        cli.ok(&["init"]);
-        cli
-    }
-
-    /// The binary with a clean environment: no CREDSTORE_* from the caller.
-    fn bare(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.env_remove("CREDSTORE_DATA")
-            .env_remove("CREDSTORE_PEPPER")
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = self.bare();
-        c.arg("--data").arg(&self.data).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.command(args).output().expect("run credstore"))
-    }
-
-    /// Runs with `input` on stdin.
-    fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
-        use std::io::Write;
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn credstore");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-        Run::from(child.wait_with_output().expect("wait"))
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> Run {
-        let run = self.run(args);
-        assert_eq!(run.code, Some(0), "credstore {args:?}\n{run:?}");
-        run
-    }
-
-    #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
-        self.ok(args).json()
-    }
-
     /// Exit code of `verify KEY`.
     fn verify_code(&self, key: &str) -> Option<i32> {
         self.run(&["verify", key]).code

@@ -7,87 +7,13 @@
 //! 2 bad input (nothing written). Each test has its own development store in a temp dir;
 //! `CREDSTORE_PEPPER` and `CREDSTORE_DATA` are removed from the environment.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_credstore");
+mod common;
+use common::{Cli, Run};
 
-/// What one run of the binary gave.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
-            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
-        }
-    }
-
-    #[track_caller]
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{self:?}"))
-    }
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// A development store in a temp dir, and the binary pointed at it with `--data`.
-struct Cli {
-    tmp: tempfile::TempDir,
-    data: PathBuf,
-}
-
+// The fixture is in `common`; these helpers are for this file's tests only.
 impl Cli {
-    fn init() -> Cli {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let data = tmp.path().join("data");
-        let cli = Cli { tmp, data };
-        cli.ok(&["init"]);
-        cli
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(BIN)
-            .env_remove("CREDSTORE_DATA")
-            .env_remove("CREDSTORE_PEPPER")
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::null())
-            .arg("--data")
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .expect("run credstore");
-        Run::from(out)
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> Run {
-        let run = self.run(args);
-        assert_eq!(run.code, Some(0), "credstore {args:?}\n{run:?}");
-        run
-    }
-
-    #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
-        self.ok(args).json()
-    }
-
     /// `create --json` with these extra arguments; returns the key and its id.
     #[track_caller]
     fn create(&self, name: &str, extra: &[&str]) -> (String, String) {
