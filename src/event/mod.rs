@@ -20,7 +20,9 @@ use crate::token::Format;
 use crate::vault::SealedSecret;
 
 mod packed;
-pub(crate) use packed::{MAX_ENDPOINT_BYTES_PER_RECORD, MAX_RECORDED_ENDPOINT, MAX_USES_PER_RECORD, Packer, UseView};
+pub(crate) use packed::{
+    MAX_ENDPOINT_BYTES_PER_RECORD, MAX_RECORDED_ENDPOINT, MAX_USES_PER_RECORD, Packer, UseId, UseView,
+};
 
 /// The payload format version this build writes and reads.
 pub const EVENT_FORMAT: u8 = 1;

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::decision::Code;
+use crate::name::InlineName;
 use crate::record::KeyId;
 
 use super::KeyUse;
@@ -46,11 +47,15 @@ pub(crate) const MAX_RECORDED_ENDPOINT: usize = 1_024;
 /// The fewest bytes one use takes (five one-byte fields).
 const MIN_USE_LEN: usize = 5;
 
+/// A key id as the use log carries it: inline (ids are `key_` and 22 digits, 26 bytes), so
+/// no `Arc` of the record crosses to the commit thread, and compared as bytes.
+pub(crate) type UseId = InlineName<32>;
+
 /// One use, borrowed: what the packer reads, from a [`KeyUse`] or from the commit
 /// thread's hand-off.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UseView<'a> {
-    pub id: &'a str,
+    pub id: UseId,
     pub at: i64,
     pub code: Code,
     pub ip: Option<IpAddr>,
@@ -60,7 +65,8 @@ pub(crate) struct UseView<'a> {
 impl<'a> From<&'a KeyUse> for UseView<'a> {
     fn from(u: &'a KeyUse) -> Self {
         UseView {
-            id: u.id.as_str(),
+            // A key id is 26 ASCII bytes: never cut.
+            id: UseId::lossy(u.id.as_str()),
             at: u.at,
             code: u.code,
             ip: u.ip,
@@ -114,7 +120,7 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
 /// Packs uses one at a time (the commit thread packs them as it takes them off the
 /// rings, without gathering them first).
 pub(crate) struct Packer {
-    keys: Table<String>,
+    keys: Table<UseId>,
     endpoints: Table<String>,
     ips: Table<IpAddr>,
     body: Vec<u8>,
@@ -146,19 +152,8 @@ impl Packer {
         self.endpoint_bytes
     }
 
-    /// The number of key `id` in this record's table (added if new).
-    pub fn key_number(&mut self, id: &str) -> u32 {
-        self.keys.number(id).0
-    }
-
     pub fn push(&mut self, u: UseView<'_>) {
-        let key = self.key_number(u.id);
-        self.push_keyed(key, u);
-    }
-
-    /// [`push`](Self::push) for a use whose key's number the caller already has (from
-    /// [`key_number`](Self::key_number) on this packer); `u.id` is not read.
-    pub fn push_keyed(&mut self, key: u32, u: UseView<'_>) {
+        let key = self.keys.number(&u.id).0;
         let body = &mut self.body;
         put_varint(body, u64::from(key));
         put_varint(body, zigzag(u.at.wrapping_sub(self.previous)));
@@ -316,10 +311,10 @@ fn pick<'t, T>(table: &'t [T], n: u64, what: &str) -> Result<&'t T, String> {
         .ok_or_else(|| format!("packed uses: {what} index {n} is outside the table of {}", table.len()))
 }
 
-fn put_strings<S: AsRef<str>>(out: &mut Vec<u8>, strings: &[S]) {
+fn put_strings<S: std::ops::Deref<Target = str>>(out: &mut Vec<u8>, strings: &[S]) {
     put_varint(out, strings.len() as u64);
     for s in strings {
-        let s = s.as_ref();
+        let s: &str = s;
         put_varint(out, s.len() as u64);
         out.extend_from_slice(s.as_bytes());
     }

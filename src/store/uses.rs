@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::decision::{Code, Decision};
 use crate::event::{
     Event, EventKind, MAX_ENDPOINT_BYTES_PER_RECORD, MAX_RECORDED_ENDPOINT, MAX_USES_PER_RECORD, Packer,
-    USE_BATCH_SPAN_MS, UseView,
+    USE_BATCH_SPAN_MS, UseId, UseView,
 };
-use crate::name::{InlineName, prefix_within};
+use crate::name::prefix_within;
 use crate::record::KeyId;
 
 use super::lock;
@@ -69,10 +69,6 @@ pub(crate) struct Use {
     pub ip: Option<IpAddr>,
     pub endpoint: Option<String>,
 }
-
-/// A key id, inline (ids are `key_` and 22 digits: 26 bytes), so that no `Arc` of the
-/// record crosses to the commit thread.
-type UseId = InlineName<32>;
 
 /// The verify side of the hand-off: a bounded ring per verifying thread (`rtrb`, single
 /// producer and single consumer), which the commit thread empties. A verify pushes onto
@@ -219,13 +215,11 @@ pub(crate) struct Gathered {
     summaries: BTreeMap<UseId, UseSummary>,
 }
 
-/// A `key.uses` record being filled: its uses packed, the earliest and latest of them, and
-/// the last key packed with its number (a run of one key skips the key table).
+/// A `key.uses` record being filled: its uses packed, and the earliest and latest of them.
 struct OpenRecord {
     packer: Packer,
     earliest: i64,
     latest: i64,
-    last_key: Option<(UseId, u32)>,
 }
 
 impl Gathered {
@@ -286,26 +280,16 @@ impl Gathered {
             packer: Packer::new(),
             earliest: u.at,
             latest: u.at,
-            last_key: None,
         });
         open.earliest = open.earliest.min(u.at);
         open.latest = open.latest.max(u.at);
-        let key = match open.last_key {
-            Some((id, n)) if id == u.id => n,
-            _ => {
-                let n = open.packer.key_number(u.id.as_str());
-                open.last_key = Some((u.id, n));
-                n
-            }
-        };
-        let view = UseView {
-            id: "",
+        open.packer.push(UseView {
+            id: u.id,
             at: u.at,
             code: u.code,
             ip: u.ip,
             endpoint,
-        };
-        open.packer.push_keyed(key, view);
+        });
     }
 
     fn close(&mut self) {
