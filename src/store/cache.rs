@@ -257,17 +257,16 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
 /// A lookup in the map takes the shard's read lock and clones the state's `Arc`: four
 /// atomic read-modify-writes, on cache lines every thread verifying those keys writes.
 /// Each thread keeps the states it looked up last ([`FRONT_SLOTS`], by tag) and uses one
-/// without touching the map while the map's `generation` is unchanged. Every change that
-/// changes states (`upsert`, `reresolve`, `clear`) bumps the generation
-/// after the map holds the new state and before the change is acknowledged, so a verify
-/// that starts after a revoke returned never uses the state from before it.
+/// without touching the map while the map's `generation` is unchanged. Every change of
+/// states (`upsert`, `reresolve`, `clear`) bumps the generation after the map holds the
+/// new state and before the change is acknowledged, so a verify that starts after a
+/// revoke returned never uses the state from before it.
 #[derive(Debug)]
 pub(crate) struct Cache {
     map: DashMap<Tag, Arc<LiveState>, BuildHasherDefault<TagHasher>>,
-    /// Bumped by [`Cache::clear`] and [`Cache::reresolve`]; a fill that read sled before
-    /// either does not insert.
-    epoch: AtomicU64,
-    /// Bumped after every change that replaces or removes states.
+    /// Bumped after every change of states, and also before a change of many
+    /// ([`Cache::clear`], [`Cache::reresolve`]): a thread's front entry from before a bump
+    /// is not used, and a fill that read sled before a bump does not insert.
     generation: AtomicU64,
     /// Tells caches apart in a thread's front (a process may open several stores).
     id: u64,
@@ -295,7 +294,6 @@ impl Default for Cache {
     fn default() -> Self {
         Cache {
             map: DashMap::default(),
-            epoch: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             id: NEXT_CACHE.fetch_add(1, Ordering::Relaxed),
         }
@@ -350,20 +348,21 @@ impl Cache {
         self.map.get(tag).map(|e| Arc::clone(e.value()))
     }
 
-    /// The epoch to pass to [`Cache::fill`]; read it before reading sled.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
+    /// The generation to pass to [`Cache::fill`]; read it before reading sled.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
-    /// Inserts a state built from sled during `epoch`, unless the tag is present; returns
-    /// what is in the map. If the map was cleared since, the entry is returned uncached:
-    /// a change upserted and then cleared away must not be shadowed by an older read.
-    pub fn fill(&self, tag: Tag, state: LiveState, epoch: u64) -> Arc<LiveState> {
+    /// Inserts a state built from sled during `generation`, unless the tag is present;
+    /// returns what is in the map. If the map changed since, the entry is returned
+    /// uncached (and the next verify reads sled again): a change upserted and then cleared
+    /// away, or a plan changed, must not be shadowed by an older read.
+    pub fn fill(&self, tag: Tag, state: LiveState, generation: u64) -> Arc<LiveState> {
         match self.map.entry(tag) {
             dashmap::Entry::Occupied(e) => Arc::clone(e.get()),
             // Checked under the shard lock, so a concurrent clear either sees this entry or
-            // has already bumped the epoch.
-            dashmap::Entry::Vacant(e) if self.epoch.load(Ordering::SeqCst) == epoch => {
+            // has already bumped the generation.
+            dashmap::Entry::Vacant(e) if self.generation.load(Ordering::SeqCst) == generation => {
                 Arc::clone(e.insert(Arc::new(state)).value())
             }
             dashmap::Entry::Vacant(_) => Arc::new(state),
@@ -391,10 +390,10 @@ impl Cache {
     }
 
     /// Re-resolves every cached key against a directory whose plans or roles the store
-    /// has just changed and published. Bumping the epoch first keeps a fill that resolved
-    /// against the old directory from inserting afterwards.
+    /// has just changed and published. Bumping the generation first keeps a fill that
+    /// resolved against the old directory from inserting afterwards.
     pub fn reresolve(&self, dir: &Directory, now_ns: i64) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
         for mut entry in self.map.iter_mut() {
             let prev = entry.value();
             let next = LiveState::build(Arc::clone(&prev.record), dir, &Seed::Previous(prev, now_ns));
@@ -405,7 +404,7 @@ impl Cache {
 
     /// Empties the map.
     pub fn clear(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.map.clear();
         self.generation.fetch_add(1, Ordering::SeqCst);
     }

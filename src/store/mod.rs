@@ -726,11 +726,11 @@ impl Store {
         if let Some(decided) = shared.cache.with(&tag, |state| self.decide_live(req, decision, state)) {
             return decided;
         }
-        let epoch = shared.cache.epoch();
+        let generation = shared.cache.generation();
         let Some(stored) = shared.index.get_by_tag(&tag)? else {
             return Ok(());
         };
-        let state = shared.cache.fill(tag, shared.load_state(&stored.record), epoch);
+        let state = shared.cache.fill(tag, shared.load_state(&stored.record), generation);
         self.decide_live(req, decision, &state)
     }
 
