@@ -115,13 +115,27 @@ fn verify(c: &mut Criterion) {
     let tag = |k: &str| *blake3::keyed_hash(&pepper, k.as_bytes()).as_bytes();
     let map: HashMap<[u8; 32], u64> = keys.iter().zip(0..).map(|(k, i)| (tag(k), i)).collect();
     assert_eq!(map.get(&tag(&key)), Some(&0));
+    // A store without use logging: what the hand-off of use events costs.
+    let quiet = Fixture::with(UseLog::Off);
+    let quiet_keys = quiet.keys(2);
+    // One call of each kind, as the thread benchmarks and the probe run them.
+    let floor = |k: &str| {
+        black_box(map.get(&tag(black_box(k))));
+    };
+    let logged = |k: &str| {
+        black_box(store.verify(black_box(k)).unwrap());
+    };
+    let unlogged = |k: &str| {
+        black_box(quiet.store.verify(black_box(k)).unwrap());
+    };
+    let two_keys: Vec<&str> = keys[..2].iter().map(String::as_str).collect();
+    let two_quiet: Vec<&str> = quiet_keys[..2].iter().map(String::as_str).collect();
+    two_keys.iter().for_each(|k| assert_valid(&store.verify(k).unwrap()));
+    two_quiet
+        .iter()
+        .for_each(|k| assert_valid(&quiet.store.verify(k).unwrap()));
     if let Some(rounds) = std::env::var("VERIFY_PROBE").ok().and_then(|r| r.parse::<usize>().ok()) {
-        let quiet = Fixture::with(UseLog::Off);
-        let quiet_keys = quiet.keys(2);
-        let floor = |k: &str| {
-            black_box(map.get(&tag(black_box(k))));
-        };
-        probe(rounds, &floor, store, &keys[..2], &quiet.store, &quiet_keys);
+        probe(rounds, [&floor, &logged, &unlogged], &two_keys, &two_quiet);
         return;
     }
     group.bench_function("floor", |b| {
@@ -177,9 +191,7 @@ fn verify(c: &mut Criterion) {
     );
     group.bench_function("malformed", |b| b.iter(|| store.verify(black_box(&typo)).unwrap()));
 
-    // The same two without use logging: what the hand-off of use events costs.
-    let quiet = Fixture::with(UseLog::Off);
-    let quiet_keys = quiet.keys(2);
+    // The same two without use logging.
     let quiet_key = quiet_keys[0].clone();
     let mut quiet_typo = quiet_key.clone().into_bytes();
     quiet_typo[20] = if quiet_typo[20] == b'a' { b'b' } else { b'a' };
@@ -200,31 +212,18 @@ fn verify(c: &mut Criterion) {
     // machine itself allows. The threads live through all of a benchmark's samples, as a
     // server's workers do: a thread's first logged use sets up its hand-off ring, once.
     let mut group = c.benchmark_group("threads");
-    let logged = |k: &str| {
-        black_box(store.verify(black_box(k)).unwrap());
-    };
-    let unlogged = |k: &str| {
-        black_box(quiet.store.verify(black_box(k)).unwrap());
-    };
-    let floor = |k: &str| {
-        black_box(map.get(&tag(black_box(k))));
-    };
     for threads in [1usize, 2] {
-        let mine: Vec<&str> = keys[..threads].iter().map(String::as_str).collect();
-        for k in &mine {
-            assert_valid(&store.verify(k).unwrap());
-        }
+        let mine = &two_keys[..threads];
         group.throughput(Throughput::Elements(threads as u64));
-        on_workers(&mine, &logged, |run| {
+        on_workers(mine, &logged, |run| {
             group.bench_function(format!("verify/{threads}"), |b| b.iter_custom(&mut *run));
         });
         // The same without use logging: on two cores, two verifying threads and the
         // commit thread writing their uses share the machine.
-        let quiet_mine: Vec<&str> = quiet_keys[..threads].iter().map(String::as_str).collect();
-        on_workers(&quiet_mine, &unlogged, |run| {
+        on_workers(&two_quiet[..threads], &unlogged, |run| {
             group.bench_function(format!("verify_unlogged/{threads}"), |b| b.iter_custom(&mut *run));
         });
-        on_workers(&mine, &floor, |run| {
+        on_workers(mine, &floor, |run| {
             group.bench_function(format!("floor/{threads}"), |b| b.iter_custom(&mut *run));
         });
     }
@@ -289,25 +288,8 @@ fn on_workers(keys: &[&str], work: &(impl Fn(&str) + Sync), bench: impl FnOnce(&
 /// (logged and not) and the 1- and 2-thread runs in turn, ROUNDS times a batch each, and
 /// prints the fastest batch of each (interference only slows a batch down) and the
 /// ratios of those.
-fn probe(
-    rounds: usize,
-    floor: &(impl Fn(&str) + Sync),
-    store: &Store,
-    keys: &[String],
-    quiet: &Store,
-    quiet_keys: &[String],
-) {
+fn probe(rounds: usize, [floor, logged, unlogged]: [&(dyn Fn(&str) + Sync); 3], keys: &[&str], quiet_keys: &[&str]) {
     const BATCH: u64 = 200_000;
-    let logged = |k: &str| {
-        black_box(store.verify(black_box(k)).unwrap());
-    };
-    let unlogged = |k: &str| {
-        black_box(quiet.verify(black_box(k)).unwrap());
-    };
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let quiet_keys: Vec<&str> = quiet_keys.iter().map(String::as_str).collect();
-    keys.iter().for_each(|k| assert_valid(&store.verify(k).unwrap()));
-    quiet_keys.iter().for_each(|k| assert_valid(&quiet.verify(k).unwrap()));
     let names = [
         "floor",
         "cached",
@@ -327,8 +309,8 @@ fn probe(
             Workers::start(s, &keys[..2], &logged),
             Workers::start(s, &quiet_keys[..1], &unlogged),
             Workers::start(s, &quiet_keys[..2], &unlogged),
-            Workers::start(s, &keys[..1], floor),
-            Workers::start(s, &keys[..2], floor),
+            Workers::start(s, &keys[..1], &floor),
+            Workers::start(s, &keys[..2], &floor),
         ];
         for _ in 0..rounds {
             let timed = |f: &dyn Fn()| {
