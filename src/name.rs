@@ -26,6 +26,21 @@ impl<const N: usize> InlineName<N> {
         })
     }
 
+    /// The parts one after the other, if they come to at most `N` bytes.
+    pub fn concat(parts: &[&str]) -> Option<Self> {
+        let mut bytes = [0u8; N];
+        let mut len = 0;
+        for part in parts {
+            let end = len + part.len();
+            bytes.get_mut(len..end)?.copy_from_slice(part.as_bytes());
+            len = end;
+        }
+        Some(InlineName {
+            len: u8::try_from(len).ok()?,
+            bytes,
+        })
+    }
+
     /// `text`, cut to at most `N` bytes at a character boundary.
     pub fn lossy(text: &str) -> Self {
         let cut = prefix_within(text, N.min(usize::from(u8::MAX)));

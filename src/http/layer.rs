@@ -35,15 +35,19 @@ impl KeySource {
 
     /// The key in `headers`, if this source holds a non-empty one.
     pub fn find<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        match self {
+        // Bytes, not `HeaderValue::to_str`, which checks each byte in turn: the key's
+        // alphabet is checked by the verify anyway, and `from_utf8` checks words at a time.
+        let key = match self {
             KeySource::Bearer => {
-                let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-                let (scheme, key) = value.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+                let value = headers.get(AUTHORIZATION)?.as_bytes();
+                let space = value.iter().position(|&b| b == b' ')?;
+                let (scheme, key) = value.split_at(space);
+                scheme.eq_ignore_ascii_case(b"bearer").then_some(key)?
             }
-            KeySource::Header(name) => Some(headers.get(name)?.to_str().ok()?.trim()),
+            KeySource::Header(name) => headers.get(name)?.as_bytes(),
         }
-        .filter(|key| !key.is_empty())
+        .trim_ascii();
+        std::str::from_utf8(key).ok().filter(|key| !key.is_empty())
     }
 
     fn describe(&self) -> String {
@@ -210,9 +214,10 @@ pub struct ApiKeyService<S> {
 }
 
 impl<S> ApiKeyService<S> {
-    /// Verifies the request: the decision and the response headers it calls for when the
-    /// key is valid, else the answer.
-    fn check<B>(&self, req: &Request<B>) -> Checked {
+    /// Verifies the request. A valid key's decision goes into the request's extensions
+    /// (built in place and moved once, into the extension's box) and the rate-limit fields
+    /// its response gets are returned; any other outcome is answered here.
+    fn check<B>(&self, req: &mut Request<B>) -> Checked {
         let config = &*self.config;
         let headers = req.headers();
         let Some(key) = config.sources.iter().find_map(|s| s.find(headers)) else {
@@ -251,7 +256,8 @@ impl<S> ApiKeyService<S> {
             RateFields::of(&decision, now_secs)
         };
         if decision.is_valid() {
-            Checked::Pass(decision, rate)
+            req.extensions_mut().insert(decision);
+            Checked::Pass(rate)
         } else {
             Checked::Answer(config.problems.denied(&decision, self.route.require.as_deref(), rate))
         }
@@ -271,18 +277,15 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.check(&req) {
-            Checked::Pass(decision, rate) => {
-                req.extensions_mut().insert(decision);
-                // `poll_ready` readied `self.inner` and it is called here, before `call`
-                // returns: no clone of the inner service is needed.
-                ResponseFuture {
-                    state: State::Inner {
-                        future: self.inner.call(req),
-                        rate,
-                    },
-                }
-            }
+        match self.check(&mut req) {
+            // `poll_ready` readied `self.inner` and it is called here, before `call`
+            // returns: no clone of the inner service is needed.
+            Checked::Pass(rate) => ResponseFuture {
+                state: State::Inner {
+                    future: self.inner.call(req),
+                    rate,
+                },
+            },
             Checked::Answer(answer) => ResponseFuture {
                 state: State::Answered { answer: Some(answer) },
             },
@@ -291,12 +294,10 @@ where
 }
 
 /// What [`ApiKeyService::check`] found.
-// Lives on the stack for one call, and the decision goes into the request's extensions:
-// boxing it here would add an allocation per request.
-#[allow(clippy::large_enum_variant)]
 enum Checked {
-    /// A valid key: its decision, and the fields to add to the handler's response.
-    Pass(crate::Decision, Option<RateFields>),
+    /// A valid key (its decision is in the request's extensions): the fields to add to
+    /// the handler's response.
+    Pass(Option<RateFields>),
     /// The layer's own answer.
     Answer(Response),
 }
@@ -343,4 +344,47 @@ where
 fn hint(sources: &[KeySource]) -> String {
     let parts: Vec<String> = sources.iter().map(KeySource::describe).collect();
     format!("send it as {}", parts.join(" or "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_bytes(value).unwrap());
+        }
+        map
+    }
+
+    /// Headers; what `Bearer` finds; what `X-API-Key` finds.
+    type Case = (
+        &'static [(&'static str, &'static [u8])],
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+
+    #[test]
+    fn keys_are_found_where_the_sources_say() {
+        let bearer = KeySource::Bearer;
+        let x_api_key = KeySource::x_api_key();
+        let cases: &[Case] = &[
+            (&[("authorization", b"Bearer sk_live_a")], Some("sk_live_a"), None),
+            (&[("authorization", b"bEaReR   sk_live_a \t")], Some("sk_live_a"), None),
+            (&[("authorization", b"Basic sk_live_a")], None, None),
+            (&[("authorization", b"Bearer")], None, None),
+            (&[("authorization", b"Bearer   ")], None, None),
+            (&[("authorization", b"Bearersk_live_a")], None, None),
+            (&[("authorization", b"Bearer sk_\xff")], None, None),
+            (&[("x-api-key", b" sk_test_b ")], None, Some("sk_test_b")),
+            (&[("x-api-key", b"")], None, None),
+        ];
+        for (pairs, by_bearer, by_header) in cases {
+            let map = headers(pairs);
+            assert_eq!(bearer.find(&map), *by_bearer, "{pairs:?}");
+            assert_eq!(x_api_key.find(&map), *by_header, "{pairs:?}");
+        }
+    }
 }

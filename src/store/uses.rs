@@ -28,13 +28,13 @@ use crate::event::{
     Event, EventKind, MAX_ENDPOINT_BYTES_PER_RECORD, MAX_RECORDED_ENDPOINT, MAX_USES_PER_RECORD, Packer,
     USE_BATCH_SPAN_MS, UseId, UseView,
 };
-use crate::name::prefix_within;
+use crate::name::{InlineName, prefix_within};
 use crate::record::KeyId;
 
 use super::lock;
 
-/// Uses one thread may have waiting for the commit thread (its ring's capacity, 88 bytes
-/// each: 1.4 MB per verifying thread); more are dropped and counted. Drained every
+/// Uses one thread may have waiting for the commit thread (its ring's capacity, 136 bytes
+/// each: 2.2 MB per verifying thread); more are dropped and counted. Drained every
 /// [`BUSY_DRAIN`], that is 8 million uses per second per thread.
 pub(crate) const USE_QUEUE: usize = 16_384;
 
@@ -67,7 +67,46 @@ pub(crate) struct Use {
     pub at: i64,
     pub code: Code,
     pub ip: Option<IpAddr>,
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Endpoint>,
+}
+
+/// Endpoints (`METHOD PATH`) up to this many bytes travel inside the use; most do.
+const INLINE_ENDPOINT: usize = 62;
+
+/// A use's endpoint, `METHOD PATH`, cut to [`MAX_RECORDED_ENDPOINT`] bytes at a character
+/// boundary. Inline when it fits: an endpoint allocated by the verifying thread and freed
+/// by the commit thread lands in the verifying thread's arena as a freed chunk, which its
+/// allocator then has to consolidate; under HTTP load that cost more than the use itself.
+#[derive(Debug, Clone)]
+pub(crate) enum Endpoint {
+    Inline(InlineName<INLINE_ENDPOINT>),
+    Long(Box<str>),
+}
+
+impl Endpoint {
+    fn new(method: &str, path: &str) -> Self {
+        let method = prefix_within(method, MAX_RECORDED_ENDPOINT);
+        let parts: &[&str] = if method.len() < MAX_RECORDED_ENDPOINT {
+            &[
+                method,
+                " ",
+                prefix_within(path, MAX_RECORDED_ENDPOINT - method.len() - 1),
+            ]
+        } else {
+            &[method]
+        };
+        match InlineName::concat(parts) {
+            Some(inline) => Endpoint::Inline(inline),
+            None => Endpoint::Long(parts.concat().into_boxed_str()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Endpoint::Inline(inline) => inline,
+            Endpoint::Long(long) => long,
+        }
+    }
 }
 
 /// The verify side of the hand-off: a bounded ring per verifying thread (`rtrb`, single
@@ -155,7 +194,7 @@ impl UseSink {
             at: decision.at,
             code: decision.code,
             ip,
-            endpoint: endpoint.map(|(m, p)| endpoint_text(m, p)),
+            endpoint: endpoint.map(|(m, p)| Endpoint::new(m, p)),
         };
         let sent = SENDERS.try_with(|list| {
             let mut list = list.borrow_mut();
@@ -265,7 +304,7 @@ impl Gathered {
     /// endpoints (`u`'s endpoint counted as if new, so a record near the limit may close
     /// early, never late), or a use more than [`USE_BATCH_SPAN_MS`] from the earliest.
     fn pack(&mut self, u: &Use) {
-        let endpoint = u.endpoint.as_deref();
+        let endpoint = u.endpoint.as_ref().map(Endpoint::as_str);
         if let Some(open) = &self.open {
             let (lo, hi) = (open.earliest.min(u.at), open.latest.max(u.at));
             let endpoint_bytes = open.packer.endpoint_bytes() + endpoint.map_or(0, str::len);
@@ -379,19 +418,6 @@ impl Serialize for UsesRecord<'_> {
     }
 }
 
-/// `METHOD PATH`, cut to [`MAX_RECORDED_ENDPOINT`] bytes at a character boundary.
-fn endpoint_text(method: &str, path: &str) -> String {
-    let method = prefix_within(method, MAX_RECORDED_ENDPOINT);
-    let path = prefix_within(path, MAX_RECORDED_ENDPOINT.saturating_sub(method.len() + 1));
-    let mut text = String::with_capacity(method.len() + 1 + path.len());
-    text.push_str(method);
-    if method.len() < MAX_RECORDED_ENDPOINT {
-        text.push(' ');
-        text.push_str(path);
-    }
-    text
-}
-
 /// One key's uses over an interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UseSummary {
@@ -418,8 +444,14 @@ mod tests {
             at,
             code: Code::Valid,
             ip: None,
-            endpoint,
+            endpoint: endpoint.map(|e| endpoint_of(&e)),
         }
+    }
+
+    /// An endpoint of this exact text (at most `MAX_RECORDED_ENDPOINT` bytes).
+    fn endpoint_of(text: &str) -> Endpoint {
+        assert!(text.len() <= MAX_RECORDED_ENDPOINT);
+        InlineName::new(text).map_or_else(|| Endpoint::Long(text.into()), Endpoint::Inline)
     }
 
     /// The `key.uses` records the uses make, in every-request mode: (at, uses) each.
@@ -496,7 +528,7 @@ mod tests {
                 at: if i % 2 == 0 { 0 } else { USE_BATCH_SPAN_MS },
                 code: Code::BudgetExhausted,
                 ip: Some(std::net::Ipv6Addr::from(u128::MAX - i as u128).into()),
-                endpoint: Some(format!("{i:0per$}")),
+                endpoint: Some(endpoint_of(&format!("{i:0per$}"))),
             })
             .collect();
         let mut gathered = Gathered::new(UseLog::Every);
@@ -531,7 +563,7 @@ mod tests {
                         at: u.at,
                         code: u.code,
                         ip: u.ip,
-                        endpoint: u.endpoint.clone(),
+                        endpoint: u.endpoint.as_ref().map(|e| e.as_str().to_string()),
                     })
                     .collect(),
             },
@@ -580,18 +612,33 @@ mod tests {
 
     #[test]
     fn a_use_is_as_small_as_the_ring_sizing_says() {
-        // USE_QUEUE's doc counts 88 bytes a slot.
-        assert!(std::mem::size_of::<Use>() <= 88, "{}", std::mem::size_of::<Use>());
+        // USE_QUEUE's doc counts 136 bytes a slot.
+        assert!(std::mem::size_of::<Use>() <= 136, "{}", std::mem::size_of::<Use>());
     }
 
     #[test]
     fn endpoints_are_cut_at_a_character_boundary() {
-        assert_eq!(endpoint_text("GET", "/v1/x"), "GET /v1/x");
+        let endpoint = Endpoint::new("GET", "/v1/x");
+        assert!(matches!(endpoint, Endpoint::Inline(_)));
+        assert_eq!(endpoint.as_str(), "GET /v1/x");
         let long = "é".repeat(MAX_RECORDED_ENDPOINT);
-        let cut = endpoint_text("GET", &long);
+        let cut = Endpoint::new("GET", &long);
+        assert!(matches!(cut, Endpoint::Long(_)));
+        let cut = cut.as_str();
         assert!(cut.len() <= MAX_RECORDED_ENDPOINT && cut.len() >= MAX_RECORDED_ENDPOINT - 1);
         assert!(cut.starts_with("GET é"));
         let method = "M".repeat(MAX_RECORDED_ENDPOINT + 5);
-        assert_eq!(endpoint_text(&method, "/x").len(), MAX_RECORDED_ENDPOINT);
+        assert_eq!(Endpoint::new(&method, "/x").as_str().len(), MAX_RECORDED_ENDPOINT);
+    }
+
+    #[test]
+    fn endpoints_inline_up_to_the_limit_and_spill_past_it() {
+        let path = format!("/{}", "p".repeat(INLINE_ENDPOINT - 5));
+        let at_limit = Endpoint::new("GET", &path);
+        assert_eq!(at_limit.as_str().len(), INLINE_ENDPOINT);
+        assert!(matches!(at_limit, Endpoint::Inline(_)));
+        let past = Endpoint::new("POST", &path);
+        assert!(matches!(past, Endpoint::Long(_)));
+        assert_eq!(past.as_str(), format!("POST {path}"));
     }
 }
