@@ -18,6 +18,10 @@
 //! - `http/pass_layer`: the router with a do-nothing route layer instead (a wrapper that
 //!   forwards the request): what axum charges any route layer (cloning the boxed route
 //!   per request, one more future), i.e. the part of `layer - no_layer` credstore cannot cut.
+//! - `http/fields_layer`: the same wrapper, setting five rate-limit fields of fixed values
+//!   (as many bytes as the limited key's) on every response: what sending the fields the
+//!   issue asks for costs any layer, with nothing formatted; `fields_layer - pass_layer`
+//!   is the part of `layer/limited - layer/plain` that comes with the fields themselves.
 //!
 //! The store logs no uses (`UseLog::Off`): the use log is the store's cost, not the layer's.
 //!
@@ -27,15 +31,18 @@
 //! runs just that variant, e.g. under `valgrind --tool=callgrind` to count instructions,
 //! which noise does not move.
 
+use std::future::Future;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response};
+use axum::http::{HeaderName, HeaderValue, Request, Response};
 use axum::routing::get;
 use credstore::http::ApiKeyLayer;
 use credstore::limits::MAX_BUDGET;
@@ -100,11 +107,82 @@ impl<S: tower::Service<R>, R> tower::Service<R> for PassService<S> {
     type Response = S::Response;
     type Error = S::Error;
     type Future = S::Future;
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.0.poll_ready(cx)
     }
     fn call(&mut self, req: R) -> S::Future {
         self.0.call(req)
+    }
+}
+
+/// A route layer that forwards, then sets five rate-limit fields of fixed (static) values
+/// on the response, as many as the layer sets for a limited key: what sending those fields
+/// costs any layer, with nothing formatted or verified.
+#[derive(Clone)]
+struct Fields;
+
+#[derive(Clone)]
+struct FieldsService<S>(S);
+
+impl<S> tower::Layer<S> for Fields {
+    type Service = FieldsService<S>;
+    fn layer(&self, inner: S) -> FieldsService<S> {
+        FieldsService(inner)
+    }
+}
+
+impl<S, R> tower::Service<R> for FieldsService<S>
+where
+    S: tower::Service<R, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = FieldsFuture<S::Future>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+    fn call(&mut self, req: R) -> Self::Future {
+        FieldsFuture {
+            future: self.0.call(req),
+        }
+    }
+}
+
+/// The fields `Fields` sets: names made at compile time, as the layer's are, and values
+/// as long as the layer's for the limited key.
+const FIXED_FIELDS: [(HeaderName, &str); 5] = [
+    (HeaderName::from_static("x-ratelimit-limit"), "1000000000"),
+    (HeaderName::from_static("x-ratelimit-remaining"), "999999999"),
+    (HeaderName::from_static("x-ratelimit-reset"), "1763840000"),
+    (
+        HeaderName::from_static("ratelimit-policy"),
+        "\"per_second\";q=1000000000;w=1",
+    ),
+    (HeaderName::from_static("ratelimit"), "\"per_second\";r=999999999;t=1"),
+];
+
+pin_project_lite::pin_project! {
+    struct FieldsFuture<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F, E> Future for FieldsFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = std::task::ready!(self.project().future.poll(cx))?;
+        // The same way the layer sets its fields.
+        let headers = response.headers_mut();
+        headers.reserve(6);
+        for (name, value) in FIXED_FIELDS {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -146,6 +224,7 @@ fn bench(c: &mut Criterion) {
     let bare = router(None);
     let guarded = router(Some(ApiKeyLayer::new(Arc::clone(&fx.store))));
     let passed = Router::new().route("/v1/ping", get(|| async { "pong\n" }).layer(Pass));
+    let fielded = Router::new().route("/v1/ping", get(|| async { "pong\n" }).layer(Fields));
     let plain = format!("Bearer {}", fx.plain);
     let limited = format!("Bearer {}", fx.limited);
     let mut head = Vec::with_capacity(512);
@@ -157,9 +236,17 @@ fn bench(c: &mut Criterion) {
     assert_eq!(call(&rt, &guarded, &limited, &mut head), 200);
     assert_eq!(head.windows(9).filter(|w| *w == b"ratelimit").count(), 5, "five fields");
     assert_eq!(call(&rt, &passed, &plain, &mut head), 200);
+    assert_eq!(call(&rt, &fielded, &plain, &mut head), 200);
+    assert_eq!(head.windows(9).filter(|w| *w == b"ratelimit").count(), 5, "five fields");
 
     if let Some(rounds) = std::env::var("HTTP_PROBE").ok().and_then(|r| r.parse::<usize>().ok()) {
-        probe(rounds, &fx, &rt, [&bare, &passed, &guarded], [&plain, &limited]);
+        probe(
+            rounds,
+            &fx,
+            &rt,
+            [&bare, &passed, &fielded, &guarded],
+            [&plain, &limited],
+        );
         return;
     }
 
@@ -169,6 +256,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("pass_layer", |b| {
         b.iter(|| black_box(call(&rt, &passed, &plain, &mut head)))
+    });
+    g.bench_function("fields_layer", |b| {
+        b.iter(|| black_box(call(&rt, &fielded, &plain, &mut head)))
     });
     g.bench_function("layer/plain", |b| {
         b.iter(|| black_box(call(&rt, &guarded, &plain, &mut head)))
@@ -188,9 +278,9 @@ fn bench(c: &mut Criterion) {
 
 /// Every variant in turn, `rounds` times; prints the fastest batch of each and what the
 /// layer adds over the router without it.
-fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&Router; 3], auths: [&String; 2]) {
+fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&Router; 4], auths: [&String; 2]) {
     const BATCH: u32 = 20_000;
-    let [bare, passed, guarded] = routers;
+    let [bare, passed, fielded, guarded] = routers;
     let [plain, limited] = auths;
     let plain_req = VerifyRequest::new(&fx.plain).endpoint("GET", "/v1/ping").ip(PEER.ip());
     let limited_req = VerifyRequest::new(&fx.limited)
@@ -200,13 +290,14 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
     let names = [
         "no_layer",
         "pass_layer",
+        "fields_layer",
         "layer/plain",
         "layer/limited",
         "verify/plain",
         "verify/limited",
     ];
     let only = std::env::var("HTTP_PROBE_ONLY").ok();
-    let mut best = [f64::MAX; 6];
+    let mut best = [f64::MAX; 7];
     for _ in 0..rounds {
         for (i, slot) in best.iter_mut().enumerate() {
             if only.as_deref().is_some_and(|only| only != names[i]) {
@@ -217,9 +308,10 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
                 match i {
                     0 => black_box(call(rt, bare, plain, &mut head)),
                     1 => black_box(call(rt, passed, plain, &mut head)),
-                    2 => black_box(call(rt, guarded, plain, &mut head)),
-                    3 => black_box(call(rt, guarded, limited, &mut head)),
-                    4 => black_box(fx.store.verify_with(black_box(&plain_req)).unwrap().http_status()),
+                    2 => black_box(call(rt, fielded, plain, &mut head)),
+                    3 => black_box(call(rt, guarded, plain, &mut head)),
+                    4 => black_box(call(rt, guarded, limited, &mut head)),
+                    5 => black_box(fx.store.verify_with(black_box(&plain_req)).unwrap().http_status()),
                     _ => black_box(fx.store.verify_with(black_box(&limited_req)).unwrap().http_status()),
                 };
             }
@@ -230,8 +322,9 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
     for (name, ns) in names.iter().zip(best) {
         println!("{name:<16} {ns:>8.1} ns");
     }
-    let [bare, pass, plain, limited, v_plain, v_limited] = best;
+    let [bare, pass, fields, plain, limited, v_plain, v_limited] = best;
     println!("axum's cost of any route layer: {:.1} ns", pass - bare);
+    println!("setting five fixed rate-limit fields: {:.1} ns", fields - pass);
     println!(
         "layer adds: plain {:.1} ns ({:.1} without verify), limited {:.1} ns ({:.1} without verify)",
         plain - bare,
