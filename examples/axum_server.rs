@@ -17,13 +17,16 @@
 //!
 //! Without a key, or with a wrong or revoked one: 401. Past the rate limit: 429 with
 //! `Retry-After`. `--no-auth` serves the same routes without the layer: the baseline of the
-//! load figures in `docs/PERFORMANCE.md`.
+//! load figures in `docs/PERFORMANCE.md` (with `--fixed-rate-fields`, also five rate-limit
+//! fields of fixed values on every answer: what sending them costs without credstore).
 
 use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use clap::Parser;
@@ -52,6 +55,11 @@ struct Args {
     /// Serve the same routes without the layer (no store is opened).
     #[arg(long)]
     no_auth: bool,
+    /// With `--no-auth`: set five rate-limit fields of fixed values on every answer, as
+    /// many as the layer sets for a key with a rate limit. What sending the fields costs
+    /// without credstore: a baseline of the load figures in `docs/PERFORMANCE.md`.
+    #[arg(long, requires = "no_auth")]
+    fixed_rate_fields: bool,
     /// Async worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -113,6 +121,27 @@ async fn render(decision: Option<Extension<Decision>>) -> Json<Value> {
     Json(json!({ "rendered": true, "budget_remaining": remaining }))
 }
 
+/// Five rate-limit fields of fixed values (as long as the layer's for a key with a limit
+/// of 10^9 a second), set the way the layer sets them.
+pub fn fixed_rate_fields(mut response: Response) -> Response {
+    const FIELDS: [(HeaderName, &str); 5] = [
+        (HeaderName::from_static("x-ratelimit-limit"), "1000000000"),
+        (HeaderName::from_static("x-ratelimit-remaining"), "999999999"),
+        (HeaderName::from_static("x-ratelimit-reset"), "1763840000"),
+        (
+            HeaderName::from_static("ratelimit-policy"),
+            "\"bench\";q=1000000000;w=1",
+        ),
+        (HeaderName::from_static("ratelimit"), "\"bench\";r=999999999;t=1"),
+    ];
+    let headers = response.headers_mut();
+    headers.reserve(6);
+    for (name, value) in FIELDS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
 /// Opens the store in `data`, or creates it with two demo keys and prints them once.
 fn open_or_init(data: &Path, use_log: UseLog) -> Result<Store, Box<dyn Error>> {
     let config = Config::from_env()?.use_log(use_log);
@@ -146,7 +175,13 @@ fn main() -> Result<(), Box<dyn Error>> {
 
 async fn serve(args: Args) -> Result<(), Box<dyn Error>> {
     let (router, store) = if args.no_auth {
-        (app(None)?, None)
+        let router = app(None)?;
+        let router = if args.fixed_rate_fields {
+            router.layer(tower::util::MapResponseLayer::new(fixed_rate_fields))
+        } else {
+            router
+        };
+        (router, None)
     } else {
         let store = Arc::new(open_or_init(&args.data, args.use_log)?);
         let auth = ApiKeyLayer::new(Arc::clone(&store)).trusted_proxies(TrustedProxies::new(&args.trusted_proxies)?);

@@ -645,6 +645,33 @@ async fn the_example_routes_behave_as_documented() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_fixed_fields_baseline_sets_the_fields_the_layer_sets() {
+    // `--no-auth --fixed-rate-fields` stands for "the fields without credstore" in the
+    // load figures: it must set the same fields the layer sets for a key with a limit.
+    let fx = Fixture::new();
+    let (key, _) = fx.key(NewKey::new("limited").rate_limit(RateLimit::parse("1000/1s:bench").expect("limit")));
+    let addr = serve(example::app(Some(&fx.layer())).expect("app")).await;
+    let layered = send(
+        addr,
+        request(Method::GET, "/v1/ping", &[("authorization", &bearer(&key))], None),
+    )
+    .await;
+    assert_eq!(layered.status, 200);
+    let names = |headers: &HeaderMap| -> Vec<String> {
+        let mut names: Vec<String> = headers
+            .keys()
+            .map(|name| name.as_str().to_string())
+            .filter(|name| name.contains("ratelimit"))
+            .collect();
+        names.sort();
+        names
+    };
+    let fixed = example::fixed_rate_fields(axum::response::Response::new(axum::body::Body::empty()));
+    assert_eq!(names(fixed.headers()), names(&layered.headers));
+    assert_eq!(names(fixed.headers()).len(), 5);
+}
+
 // ---------------------------------------------------------------------------------------
 // The sidecar: `credstore serve`
 

@@ -35,8 +35,10 @@ impl KeySource {
 
     /// The key in `headers`, if this source holds a non-empty one.
     pub fn find<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        // Bytes, not `HeaderValue::to_str`, which checks each byte in turn: the key's
-        // alphabet is checked by the verify anyway, and `from_utf8` checks words at a time.
+        // Bytes, not `HeaderValue::to_str`, which stops at the first byte that is not
+        // visible ASCII and so checks one byte at a time; the same check over the key
+        // alone, without stopping early, is done a vector at a time. A value with other
+        // bytes holds no key, and the next source is tried.
         let key = match self {
             KeySource::Bearer => {
                 let value = headers.get(AUTHORIZATION)?.as_bytes();
@@ -47,7 +49,10 @@ impl KeySource {
             KeySource::Header(name) => headers.get(name)?.as_bytes(),
         }
         .trim_ascii();
-        std::str::from_utf8(key).ok().filter(|key| !key.is_empty())
+        let visible = key
+            .iter()
+            .fold(true, |all, &b| all & (b == b'\t' || (0x20..0x7f).contains(&b)));
+        std::str::from_utf8(key).ok().filter(|key| visible && !key.is_empty())
     }
 
     fn describe(&self) -> String {
@@ -378,6 +383,16 @@ mod tests {
             (&[("authorization", b"Bearer   ")], None, None),
             (&[("authorization", b"Bearersk_live_a")], None, None),
             (&[("authorization", b"Bearer sk_\xff")], None, None),
+            // Not visible ASCII (here UTF-8 for "é"): no key here, so the next source is tried.
+            (
+                &[
+                    ("authorization", b"Bearer sk_live_\xc3\xa9"),
+                    ("x-api-key", b"sk_test_b"),
+                ],
+                None,
+                Some("sk_test_b"),
+            ),
+            (&[("x-api-key", b"sk_\xc2\xa0b")], None, None),
             (&[("x-api-key", b" sk_test_b ")], None, Some("sk_test_b")),
             (&[("x-api-key", b"")], None, None),
         ];

@@ -33,8 +33,8 @@ use crate::record::KeyId;
 
 use super::lock;
 
-/// Uses one thread may have waiting for the commit thread (its ring's capacity, 136 bytes
-/// each: 2.2 MB per verifying thread); more are dropped and counted. Drained every
+/// Uses one thread may have waiting for the commit thread (its ring's capacity, 128 bytes
+/// each: 2.1 MB per verifying thread); more are dropped and counted. Drained every
 /// [`BUSY_DRAIN`], that is 8 million uses per second per thread.
 pub(crate) const USE_QUEUE: usize = 16_384;
 
@@ -612,8 +612,8 @@ mod tests {
 
     #[test]
     fn a_use_is_as_small_as_the_ring_sizing_says() {
-        // USE_QUEUE's doc counts 136 bytes a slot.
-        assert!(std::mem::size_of::<Use>() <= 136, "{}", std::mem::size_of::<Use>());
+        // USE_QUEUE's doc counts 128 bytes a slot.
+        assert!(std::mem::size_of::<Use>() <= 128, "{}", std::mem::size_of::<Use>());
     }
 
     #[test]
