@@ -11,6 +11,8 @@
 //! - `http/layer/plain`: a key without rate limits or budget;
 //! - `http/layer/limited`: a key with one rate limit and a monthly budget (neither near
 //!   running out), so every answer carries the five rate-limit fields;
+//! - `http/layer/limited_x_ratelimit`: the same with `RateLimitFields::XRateLimit`, three
+//!   fields instead of five;
 //! - `http/verify/plain`, `http/verify/limited`: `Store::verify_with` alone with what the
 //!   layer passes it, for the same keys: the layer's own cost is
 //!   `layer - no_layer - verify`.
@@ -45,7 +47,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use axum::routing::get;
-use credstore::http::ApiKeyLayer;
+use credstore::http::{ApiKeyLayer, RateLimitFields};
 use credstore::limits::MAX_BUDGET;
 use credstore::{Budget, Code, Config, NewKey, Pepper, Period, RateLimit, Store, UseLog, VerifyRequest};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -211,6 +213,9 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let bare = router(None);
     let guarded = router(Some(ApiKeyLayer::new(Arc::clone(&fx.store))));
+    let guarded_x = router(Some(
+        ApiKeyLayer::new(Arc::clone(&fx.store)).rate_limit_fields(RateLimitFields::XRateLimit),
+    ));
     let passed = Router::new().route("/v1/ping", get(|| async { "pong\n" }).layer(Pass));
     let fielded = Router::new().route("/v1/ping", get(|| async { "pong\n" }).layer(Fields));
     let plain = format!("Bearer {}", fx.plain);
@@ -223,6 +228,13 @@ fn bench(c: &mut Criterion) {
     assert!(!head.windows(9).any(|w| w == b"ratelimit"), "no fields for a plain key");
     assert_eq!(call(&rt, &guarded, &limited, &mut head), 200);
     assert_eq!(head.windows(9).filter(|w| *w == b"ratelimit").count(), 5, "five fields");
+    assert_eq!(call(&rt, &guarded_x, &limited, &mut head), 200);
+    assert_eq!(
+        head.windows(11).filter(|w| *w == b"x-ratelimit").count(),
+        3,
+        "three fields"
+    );
+    assert_eq!(head.windows(9).filter(|w| *w == b"ratelimit").count(), 3, "only those");
     assert_eq!(call(&rt, &passed, &plain, &mut head), 200);
     assert_eq!(call(&rt, &fielded, &plain, &mut head), 200);
     assert_eq!(head.windows(9).filter(|w| *w == b"ratelimit").count(), 5, "five fields");
@@ -232,7 +244,7 @@ fn bench(c: &mut Criterion) {
             rounds,
             &fx,
             &rt,
-            [&bare, &passed, &fielded, &guarded],
+            [&bare, &passed, &fielded, &guarded, &guarded_x],
             [&plain, &limited],
         );
         return;
@@ -254,6 +266,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("layer/limited", |b| {
         b.iter(|| black_box(call(&rt, &guarded, &limited, &mut head)))
     });
+    g.bench_function("layer/limited_x_ratelimit", |b| {
+        b.iter(|| black_box(call(&rt, &guarded_x, &limited, &mut head)))
+    });
     for (name, key) in [("verify/plain", &fx.plain), ("verify/limited", &fx.limited)] {
         let req = VerifyRequest::new(key).endpoint("GET", "/v1/ping").ip(PEER.ip());
         assert_eq!(fx.store.verify_with(&req).unwrap().code, Code::Valid);
@@ -266,9 +281,9 @@ fn bench(c: &mut Criterion) {
 
 /// Every variant in turn, `rounds` times; prints the fastest batch of each and what the
 /// layer adds over the router without it.
-fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&Router; 4], auths: [&String; 2]) {
+fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&Router; 5], auths: [&String; 2]) {
     const BATCH: u32 = 20_000;
-    let [bare, passed, fielded, guarded] = routers;
+    let [bare, passed, fielded, guarded, guarded_x] = routers;
     let [plain, limited] = auths;
     let plain_req = VerifyRequest::new(&fx.plain).endpoint("GET", "/v1/ping").ip(PEER.ip());
     let limited_req = VerifyRequest::new(&fx.limited)
@@ -281,11 +296,12 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
         "fields_layer",
         "layer/plain",
         "layer/limited",
+        "layer/limited_x_ratelimit",
         "verify/plain",
         "verify/limited",
     ];
     let only = std::env::var("HTTP_PROBE_ONLY").ok();
-    let mut best = [f64::MAX; 7];
+    let mut best = [f64::MAX; 8];
     for _ in 0..rounds {
         for (i, slot) in best.iter_mut().enumerate() {
             if only.as_deref().is_some_and(|only| only != names[i]) {
@@ -299,7 +315,8 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
                     2 => black_box(call(rt, fielded, plain, &mut head)),
                     3 => black_box(call(rt, guarded, plain, &mut head)),
                     4 => black_box(call(rt, guarded, limited, &mut head)),
-                    5 => black_box(fx.store.verify_with(black_box(&plain_req)).unwrap().http_status()),
+                    5 => black_box(call(rt, guarded_x, limited, &mut head)),
+                    6 => black_box(fx.store.verify_with(black_box(&plain_req)).unwrap().http_status()),
                     _ => black_box(fx.store.verify_with(black_box(&limited_req)).unwrap().http_status()),
                 };
             }
@@ -310,7 +327,7 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
     for (name, ns) in names.iter().zip(best) {
         println!("{name:<16} {ns:>8.1} ns");
     }
-    let [bare, pass, fields, plain, limited, v_plain, v_limited] = best;
+    let [bare, pass, fields, plain, limited, limited_x, v_plain, v_limited] = best;
     println!("axum's cost of any route layer: {:.1} ns", pass - bare);
     println!("setting five fixed rate-limit fields: {:.1} ns", fields - pass);
     println!(
@@ -320,6 +337,7 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
         limited - bare,
         limited - bare - v_limited
     );
+    println!("limited, X-RateLimit-* only: {:.1} ns", limited_x - bare);
 }
 
 criterion_group!(benches, bench);

@@ -30,7 +30,7 @@ use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use clap::Parser;
-use credstore::http::{ApiKeyLayer, TrustedProxies};
+use credstore::http::{ApiKeyLayer, RateLimitFields, TrustedProxies};
 use credstore::policy::{PermissionQuery, PermissionSet, RoleName};
 use credstore::{Budget, Config, Decision, InputError, NewKey, Period, RateLimit, Store, UseLog};
 use serde_json::{Value, json};
@@ -63,9 +63,23 @@ struct Args {
     /// Async worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Which rate-limit fields answers carry: both (X-RateLimit-* and the draft
+    /// RateLimit, RateLimit-Policy), x-ratelimit, draft or off.
+    #[arg(long, default_value = "both", value_parser = parse_rate_limit_fields)]
+    rate_limit_fields: RateLimitFields,
     /// How verifications are logged: every (one event per request), summary or off.
     #[arg(long, default_value = "every", value_parser = parse_use_log)]
     use_log: UseLog,
+}
+
+fn parse_rate_limit_fields(text: &str) -> Result<RateLimitFields, String> {
+    match text {
+        "both" => Ok(RateLimitFields::Both),
+        "x-ratelimit" => Ok(RateLimitFields::XRateLimit),
+        "draft" => Ok(RateLimitFields::Draft),
+        "off" => Ok(RateLimitFields::Off),
+        _ => Err(format!("{text:?}: use both, x-ratelimit, draft or off")),
+    }
 }
 
 fn parse_use_log(text: &str) -> Result<UseLog, String> {
@@ -184,7 +198,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         (router, None)
     } else {
         let store = Arc::new(open_or_init(&args.data, args.use_log)?);
-        let auth = ApiKeyLayer::new(Arc::clone(&store)).trusted_proxies(TrustedProxies::new(&args.trusted_proxies)?);
+        let auth = ApiKeyLayer::new(Arc::clone(&store))
+            .trusted_proxies(TrustedProxies::new(&args.trusted_proxies)?)
+            .rate_limit_fields(args.rate_limit_fields);
         (app(Some(&auth))?, Some(store))
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;

@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Request};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use credstore::http::{ApiKeyLayer, TrustedProxies};
+use credstore::http::{ApiKeyLayer, RateLimitFields, TrustedProxies};
 use credstore::policy::{EndpointAllowlist, IpAllowlist, PermissionQuery, PermissionSet, ReferrerAllowlist, RoleName};
 use credstore::{
     Budget, Clock, Code, Config, Decision, Expiry, KeyId, ManualClock, NewKey, Period, RateLimit, Store, VerifyRequest,
@@ -325,6 +325,51 @@ async fn a_valid_key_reaches_the_handler_with_its_decision_and_rate_limit_header
     assert_eq!(render.status, 200, "{render:?}");
     assert_eq!(render.json()["budget_spent"], 11);
     assert_eq!(number(&render, "x-ratelimit-remaining"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_sends_the_rate_limit_fields_it_is_told_to() {
+    const X: [&str; 3] = ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"];
+    const DRAFT: [&str; 2] = ["ratelimit-policy", "ratelimit"];
+    let cases: [(RateLimitFields, &[&str]); 4] = [
+        (RateLimitFields::Both, &[X[0], X[1], X[2], DRAFT[0], DRAFT[1]]),
+        (RateLimitFields::XRateLimit, &X),
+        (RateLimitFields::Draft, &DRAFT),
+        (RateLimitFields::Off, &[]),
+    ];
+    for (fields, expected) in cases {
+        let fx = Fixture::new();
+        let (key, _) = fx.key(NewKey::new("limited").rate_limit(RateLimit::parse("1/1m:minute").expect("limit")));
+        let addr = serve(api(&fx.layer().rate_limit_fields(fields))).await;
+        let auth = bearer(&key);
+        let mut conn = Conn::to(addr).await;
+        let ok = conn
+            .send(request(Method::GET, "/v1/hello", &[("authorization", &auth)], None))
+            .await;
+        let denied = conn
+            .send(request(Method::GET, "/v1/hello", &[("authorization", &auth)], None))
+            .await;
+        assert_eq!((ok.status, denied.status), (200, 429), "{fields:?}");
+        for reply in [&ok, &denied] {
+            let mut sent: Vec<&str> = reply
+                .headers
+                .keys()
+                .map(|name| name.as_str())
+                .filter(|name| name.contains("ratelimit"))
+                .collect();
+            sent.sort_unstable();
+            let mut want = expected.to_vec();
+            want.sort_unstable();
+            assert_eq!(sent, want, "{fields:?}, {}", reply.status);
+        }
+        assert_eq!(denied.header("retry-after"), Some("60"), "{fields:?}");
+        if fields == RateLimitFields::XRateLimit {
+            assert_eq!(number(&ok, "x-ratelimit-remaining"), 0);
+        }
+        if fields == RateLimitFields::Draft {
+            assert_eq!(ok.header("ratelimit"), Some("\"minute\";r=0;t=60"));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use axum::response::Response;
 use tower::{Layer, Service};
 
 use super::client_ip::TrustedProxies;
-use super::problem::{DEFAULT_PROBLEM_TYPE_BASE, Problems, RateFields};
+use super::problem::{DEFAULT_PROBLEM_TYPE_BASE, Problems, RateFields, RateLimitFields};
 use crate::policy::PermissionQuery;
 use crate::store::{Store, VerifyRequest};
 use crate::token::Env;
@@ -87,6 +87,7 @@ struct LayerConfig {
     env: Option<Env>,
     problem_base: Box<str>,
     problems: Problems,
+    rate_fields: RateLimitFields,
 }
 
 /// The settings of one route.
@@ -112,6 +113,7 @@ impl ApiKeyLayer {
                 env: None,
                 problem_base: DEFAULT_PROBLEM_TYPE_BASE.into(),
                 problems,
+                rate_fields: RateLimitFields::Both,
             }),
             route: RouteRule {
                 cost: 1,
@@ -160,6 +162,14 @@ impl ApiKeyLayer {
         self
     }
 
+    /// Which rate-limit fields answers of keys with rate limits carry (default
+    /// [`RateLimitFields::Both`]). Each field costs the server a little on every such
+    /// answer: one family is enough for clients that read only it.
+    pub fn rate_limit_fields(mut self, fields: RateLimitFields) -> Self {
+        Arc::make_mut(&mut self.config).rate_fields = fields;
+        self
+    }
+
     /// This route's budget cost (default 1; 0 only checks the budget).
     pub fn cost(mut self, cost: u64) -> Self {
         self.route.cost = cost;
@@ -203,6 +213,7 @@ impl std::fmt::Debug for ApiKeyLayer {
             .field("proxies", &self.config.proxies)
             .field("project", &self.config.project)
             .field("env", &self.config.env)
+            .field("rate_limit_fields", &self.config.rate_fields)
             .field("cost", &self.route.cost)
             .field("weight", &self.route.weight)
             .field("require", &self.route.require)
@@ -258,7 +269,7 @@ impl<S> ApiKeyService<S> {
         } else {
             // `t` counts from the time the store decided at: no second clock read.
             let now_secs = u64::try_from(decision.at.div_euclid(1000)).unwrap_or(0);
-            RateFields::of(&decision, now_secs)
+            RateFields::of(&decision, now_secs, config.rate_fields)
         };
         if decision.is_valid() {
             req.extensions_mut().insert(decision);

@@ -21,7 +21,8 @@
 //! response of a key with rate limits, the handler's included, carries
 //! `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (unix seconds; the
 //! limit closest to refusing) and the IETF draft fields `RateLimit-Policy`
-//! (`"name";q=LIMIT;w=WINDOW_SECONDS` per limit) and `RateLimit` (`"name";r=REMAINING;t=SECONDS_TO_RESET`).
+//! (`"name";q=LIMIT;w=WINDOW_SECONDS` per limit) and `RateLimit` (`"name";r=REMAINING;t=SECONDS_TO_RESET`);
+//! [`ApiKeyLayer::rate_limit_fields`] keeps one family of them, or none.
 //!
 //! # Blocking
 //!
@@ -74,4 +75,4 @@ mod problem;
 
 pub use client_ip::TrustedProxies;
 pub use layer::{ApiKeyLayer, ApiKeyService, KeySource, ResponseFuture};
-pub use problem::{DEFAULT_PROBLEM_TYPE_BASE, PROBLEM_JSON, rate_limit_headers};
+pub use problem::{DEFAULT_PROBLEM_TYPE_BASE, PROBLEM_JSON, RateLimitFields, rate_limit_headers};

@@ -23,6 +23,31 @@ const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
+/// Which rate-limit fields the layer's answers carry ([`super::ApiKeyLayer::rate_limit_fields`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateLimitFields {
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`, and the IETF
+    /// draft's `RateLimit-Policy` and `RateLimit` (the default).
+    #[default]
+    Both,
+    /// Only `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`.
+    XRateLimit,
+    /// Only the IETF draft's `RateLimit-Policy` and `RateLimit`.
+    Draft,
+    /// None (a 429 still carries `Retry-After`).
+    Off,
+}
+
+impl RateLimitFields {
+    fn x_ratelimit(self) -> bool {
+        matches!(self, RateLimitFields::Both | RateLimitFields::XRateLimit)
+    }
+
+    fn draft(self) -> bool {
+        matches!(self, RateLimitFields::Both | RateLimitFields::Draft)
+    }
+}
+
 /// The rate-limit header fields for a decision, empty when the key has no rate limits (or
 /// the checks stopped before step 7):
 ///
@@ -33,7 +58,7 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 /// - `RateLimit: "name";r=REMAINING;t=RESET_IN` for every limit, `t` in seconds from
 ///   `now_secs` (unix seconds).
 pub fn rate_limit_headers(decision: &Decision, now_secs: u64) -> Vec<(HeaderName, HeaderValue)> {
-    RateFields::of(decision, now_secs).map_or_else(Vec::new, RateFields::into_vec)
+    RateFields::of(decision, now_secs, RateLimitFields::Both).map_or_else(Vec::new, RateFields::into_vec)
 }
 
 /// The rate-limit fields of one answer, built on every request: the five values written
@@ -48,21 +73,37 @@ pub(crate) struct RateFields {
 }
 
 impl RateFields {
-    /// The fields for `decision`; `None` when it reports no rate limit. All five values are
-    /// written into one buffer and handed out as slices of it: one allocation, not five.
-    pub(crate) fn of(decision: &Decision, now_secs: u64) -> Option<Self> {
+    /// The `fields` for `decision`; `None` when it reports no rate limit or `fields` is
+    /// [`RateLimitFields::Off`]. All values are written into one buffer and handed out as
+    /// slices of it: one allocation, not five. A field left out has an empty range.
+    pub(crate) fn of(decision: &Decision, now_secs: u64, fields: RateLimitFields) -> Option<Self> {
+        if fields == RateLimitFields::Off {
+            return None;
+        }
         let limits = &decision.ratelimits;
         let primary = limits
             .iter()
             .find(|l| l.retry_after.is_some())
             .or_else(|| limits.iter().min_by_key(|l| (l.remaining, std::cmp::Reverse(l.reset))))?;
         let mut buf = Vec::with_capacity(48 + 64 * limits.len());
-        push_u64(&mut buf, u64::from(primary.limit));
+        if fields.x_ratelimit() {
+            push_u64(&mut buf, u64::from(primary.limit));
+        }
         let limit_end = buf.len();
-        push_u64(&mut buf, u64::from(primary.remaining));
+        if fields.x_ratelimit() {
+            push_u64(&mut buf, u64::from(primary.remaining));
+        }
         let remaining_end = buf.len();
-        push_u64(&mut buf, primary.reset);
+        if fields.x_ratelimit() {
+            push_u64(&mut buf, primary.reset);
+        }
         let reset_end = buf.len();
+        if !fields.draft() {
+            return Some(RateFields {
+                buf: Bytes::from(buf),
+                ends: [limit_end, remaining_end, reset_end, reset_end],
+            });
+        }
         for (i, l) in limits.iter().enumerate() {
             if i > 0 {
                 buf.extend_from_slice(b", ");
@@ -91,18 +132,25 @@ impl RateFields {
         })
     }
 
-    /// The fields, by name: slices of the one buffer.
-    fn fields(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+    /// Each field's name and range in the buffer, the fields left out (empty ranges: every
+    /// value written has at least one character) skipped.
+    fn ranges(&self) -> impl Iterator<Item = (HeaderName, usize, usize)> {
         let [limit, remaining, reset, policy] = self.ends;
-        let ranges = [
+        [
             (X_RATELIMIT_LIMIT, 0, limit),
             (X_RATELIMIT_REMAINING, limit, remaining),
             (X_RATELIMIT_RESET, remaining, reset),
             (RATELIMIT_POLICY, reset, policy),
             (RATELIMIT, policy, self.buf.len()),
-        ];
+        ]
+        .into_iter()
+        .filter(|&(_, from, to)| from < to)
+    }
+
+    /// The fields, by name: slices of the one buffer.
+    fn fields(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
         // Digits and printable ASCII: every slice is a valid value.
-        ranges.into_iter().filter_map(|(name, from, to)| {
+        self.ranges().filter_map(|(name, from, to)| {
             let value = HeaderValue::from_maybe_shared(self.buf.slice(from..to)).ok()?;
             Some((name, value))
         })
@@ -112,7 +160,7 @@ impl RateFields {
     pub(crate) fn apply(self, headers: &mut HeaderMap) {
         // Room for one more: axum sets `content-length` after the route's layers return,
         // and that field would otherwise grow the map a second time.
-        headers.reserve(6);
+        headers.reserve(self.ranges().count() + 1);
         for (name, value) in self.fields() {
             headers.insert(name, value);
         }
