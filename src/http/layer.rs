@@ -51,7 +51,7 @@ impl KeySource {
         .trim_ascii();
         let visible = key
             .iter()
-            .fold(true, |all, &b| all & (b == b'\t' || (0x20..0x7f).contains(&b)));
+            .fold(true, |all, &b| all & ((b == b'\t') | (b.wrapping_sub(0x20) < 0x5f)));
         std::str::from_utf8(key).ok().filter(|key| visible && !key.is_empty())
     }
 
