@@ -325,7 +325,7 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
         }
     }
     for (name, ns) in names.iter().zip(best) {
-        println!("{name:<16} {ns:>8.1} ns");
+        println!("{name:<26} {ns:>8.1} ns");
     }
     let [bare, pass, fields, plain, limited, limited_x, v_plain, v_limited] = best;
     println!("axum's cost of any route layer: {:.1} ns", pass - bare);

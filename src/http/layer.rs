@@ -356,7 +356,7 @@ where
     }
 }
 
-/// Where the key goes, for the 401 detail: "send it as Authorization: Bearer <key> or ...".
+/// Where the key goes, for the 401 detail: `send it as Authorization: Bearer <key> or ...`.
 fn hint(sources: &[KeySource]) -> String {
     let parts: Vec<String> = sources.iter().map(KeySource::describe).collect();
     format!("send it as {}", parts.join(" or "))

@@ -25,6 +25,7 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 
 /// Which rate-limit fields the layer's answers carry ([`super::ApiKeyLayer::rate_limit_fields`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum RateLimitFields {
     /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`, and the IETF
     /// draft's `RateLimit-Policy` and `RateLimit` (the default).
@@ -61,12 +62,14 @@ pub fn rate_limit_headers(decision: &Decision, now_secs: u64) -> Vec<(HeaderName
     RateFields::of(decision, now_secs, RateLimitFields::Both).map_or_else(Vec::new, RateFields::into_vec)
 }
 
-/// The rate-limit fields of one answer, built on every request: the five values written
-/// into one buffer, without `fmt` (itoa's digit pairs; the formatting machinery costs more than a verify), and
-/// carried compactly (the answer's future moves it) until they are set.
+/// The rate-limit fields of one answer, built on every request: the chosen values (up to
+/// five) written into one buffer, without `fmt` (itoa's digit pairs; the formatting
+/// machinery costs more than a verify), and carried compactly (the answer's future moves
+/// it) until they are set.
 #[derive(Debug)]
 pub(crate) struct RateFields {
-    /// Limit, remaining, reset, policy and current, one after the other.
+    /// Limit, remaining, reset, policy and current, one after the other; a value left out
+    /// (see [`RateLimitFields`]) takes no bytes, and every value written takes at least one.
     buf: Bytes,
     /// Where each of the first four values ends; the last one ends with `buf`.
     ends: [usize; 4],
@@ -345,4 +348,81 @@ fn respond(status: StatusCode, body: Body) -> Response {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{LimitName, RateLimitState};
+
+    fn limit(name: &str, limit: u32, window_ms: u64, remaining: u32, reset: u64) -> RateLimitState {
+        RateLimitState {
+            name: LimitName::new(name).unwrap(),
+            limit,
+            window_ms,
+            remaining,
+            reset,
+            retry_after: None,
+        }
+    }
+
+    fn fields(decision: &Decision, choice: RateLimitFields) -> Vec<(String, String)> {
+        RateFields::of(decision, 1_000, choice)
+            .map(RateFields::into_vec)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn each_choice_writes_its_fields_and_only_those() {
+        let mut decision = Decision::not_found();
+        // The minute limit has fewer requests left: it is the primary one.
+        decision.ratelimits.push(limit("second", 10, 1_000, 9, 1_001));
+        decision.ratelimits.push(limit("minute", 100, 60_000, 0, 1_060));
+        let x = [
+            ("x-ratelimit-limit", "100"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1060"),
+        ];
+        let draft = [
+            ("ratelimit-policy", r#""second";q=10;w=1, "minute";q=100;w=60"#),
+            ("ratelimit", r#""second";r=9;t=1, "minute";r=0;t=60"#),
+        ];
+        let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        };
+        let both: Vec<(&str, &str)> = x.iter().chain(&draft).copied().collect();
+        assert_eq!(fields(&decision, RateLimitFields::Both), owned(&both));
+        assert_eq!(fields(&decision, RateLimitFields::XRateLimit), owned(&x));
+        assert_eq!(fields(&decision, RateLimitFields::Draft), owned(&draft));
+        assert_eq!(fields(&decision, RateLimitFields::Off), owned(&[]));
+        // The public function keeps both families.
+        let public: Vec<(String, String)> = rate_limit_headers(&decision, 1_000)
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(public, owned(&both));
+    }
+
+    #[test]
+    fn no_limits_no_fields() {
+        for choice in [
+            RateLimitFields::Both,
+            RateLimitFields::XRateLimit,
+            RateLimitFields::Draft,
+        ] {
+            assert!(RateFields::of(&Decision::not_found(), 0, choice).is_none());
+        }
+    }
+
+    #[test]
+    fn zeros_are_written_not_left_out() {
+        let mut decision = Decision::not_found();
+        decision.ratelimits.push(limit("z", 0, 0, 0, 0));
+        assert_eq!(fields(&decision, RateLimitFields::Both).len(), 5);
+        assert_eq!(fields(&decision, RateLimitFields::XRateLimit).len(), 3);
+        assert_eq!(fields(&decision, RateLimitFields::Draft).len(), 2);
+    }
 }
