@@ -17,11 +17,13 @@
 //!   layer passes it, for the same keys: the layer's own cost is
 //!   `layer - no_layer - verify`.
 //!
-//! - `http/pass_layer`: the router with a do-nothing route layer instead (a wrapper that
-//!   forwards the request): what axum charges any route layer (cloning the boxed route
-//!   per request, one more future), i.e. the part of `layer - no_layer` credstore cannot cut.
-//! - `http/fields_layer`: the same wrapper, setting five rate-limit fields of fixed values
-//!   (as many bytes as the limited key's) on every response: what sending the fields the
+//! - `http/pass_layer`: the router with a do-nothing route layer instead (tower's
+//!   `Identity`): what axum charges any route layer (cloning the boxed route per request,
+//!   one more future), i.e. the part of `layer - no_layer` credstore cannot cut.
+//! - `http/fields_layer`: a route layer (tower's `MapResponseLayer` over the example
+//!   server's `fixed_rate_fields`, as its `--fixed-rate-fields` does) setting five
+//!   rate-limit fields of fixed values (as many bytes as the limited key's) on every
+//!   response: what sending the fields the
 //!   issue asks for costs any layer, with nothing formatted; `fields_layer - pass_layer`
 //!   is a lower bound of the part of `layer/limited - layer/plain` that comes with the
 //!   fields themselves (static values need no allocation or reference count).
@@ -34,12 +36,9 @@
 //! runs just that variant, e.g. under `valgrind --tool=callgrind` to count instructions,
 //! which noise does not move.
 
-use std::future::Future;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
@@ -52,6 +51,8 @@ use credstore::limits::MAX_BUDGET;
 use credstore::{Budget, Code, Config, NewKey, Pepper, Period, RateLimit, Store, UseLog, VerifyRequest};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::ServiceExt;
+use tower::layer::util::Identity;
+use tower::util::MapResponseLayer;
 
 #[path = "../examples/axum_server.rs"]
 #[allow(dead_code)]
@@ -96,86 +97,6 @@ fn router(layer: Option<ApiKeyLayer>) -> Router {
     Router::new().route("/v1/ping", route)
 }
 
-/// A route layer that does nothing but forward.
-#[derive(Clone)]
-struct Pass;
-
-#[derive(Clone)]
-struct PassService<S>(S);
-
-impl<S> tower::Layer<S> for Pass {
-    type Service = PassService<S>;
-    fn layer(&self, inner: S) -> PassService<S> {
-        PassService(inner)
-    }
-}
-
-impl<S: tower::Service<R>, R> tower::Service<R> for PassService<S> {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-    fn call(&mut self, req: R) -> S::Future {
-        self.0.call(req)
-    }
-}
-
-/// A route layer that forwards, then sets five rate-limit fields of fixed (static) values
-/// on the response, as many as the layer sets for a limited key: what sending those fields
-/// costs any layer, with nothing formatted or verified.
-#[derive(Clone)]
-struct Fields;
-
-#[derive(Clone)]
-struct FieldsService<S>(S);
-
-impl<S> tower::Layer<S> for Fields {
-    type Service = FieldsService<S>;
-    fn layer(&self, inner: S) -> FieldsService<S> {
-        FieldsService(inner)
-    }
-}
-
-impl<S, R> tower::Service<R> for FieldsService<S>
-where
-    S: tower::Service<R, Response = Response<Body>>,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = FieldsFuture<S::Future>;
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-    fn call(&mut self, req: R) -> Self::Future {
-        FieldsFuture {
-            future: self.0.call(req),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    struct FieldsFuture<F> {
-        #[pin]
-        future: F,
-    }
-}
-
-impl<F, E> Future for FieldsFuture<F>
-where
-    F: Future<Output = Result<Response<Body>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = std::task::ready!(self.project().future.poll(cx))?;
-        // The example server's `--fixed-rate-fields`: set the way the layer sets them.
-        let response = example::fixed_rate_fields(response);
-        Poll::Ready(Ok(response))
-    }
-}
-
 fn request(auth: &str) -> Request<Body> {
     let mut req = Request::get("/v1/ping")
         .header("host", "127.0.0.1:18083")
@@ -216,8 +137,11 @@ fn bench(c: &mut Criterion) {
     let guarded_x = router(Some(
         ApiKeyLayer::new(Arc::clone(&fx.store)).rate_limit_fields(RateLimitFields::XRateLimit),
     ));
-    let passed = Router::new().route("/v1/ping", get(|| async { "pong\n" }).layer(Pass));
-    let fielded = Router::new().route("/v1/ping", get(|| async { "pong\n" }).layer(Fields));
+    let passed = Router::new().route("/v1/ping", get(|| async { "pong\n" }).layer(Identity::new()));
+    let fielded = Router::new().route(
+        "/v1/ping",
+        get(|| async { "pong\n" }).layer(MapResponseLayer::new(example::fixed_rate_fields)),
+    );
     let plain = format!("Bearer {}", fx.plain);
     let limited = format!("Bearer {}", fx.limited);
     let mut head = Vec::with_capacity(512);
