@@ -194,7 +194,10 @@ impl UseSink {
             at: decision.at,
             code: decision.code,
             ip,
-            endpoint: endpoint.map(|(m, p)| Endpoint::new(m, p)),
+            // Only every-request mode writes endpoints; a summary counts outcomes.
+            endpoint: endpoint
+                .filter(|_| self.mode == UseLog::Every)
+                .map(|(m, p)| Endpoint::new(m, p)),
         };
         let sent = SENDERS.try_with(|list| {
             let mut list = list.borrow_mut();
