@@ -31,9 +31,9 @@ pub enum Error {
     /// A full check of the log found a problem; it names the first bad record.
     #[error("log audit: {0}")]
     Audit(#[from] crate::log::AuditError),
-    /// The sled index failed.
+    /// The sled index failed, or holds a value this build cannot read.
     #[error("index: {0}")]
-    Index(String),
+    Index(#[from] IndexError),
     /// A change was refused because the batch it was in could not be made durable; it
     /// was not applied.
     #[error("the change was not committed: {0}")]
@@ -41,6 +41,13 @@ pub enum Error {
     /// The store has been closed, or its writer thread stopped after an I/O failure.
     #[error("the store is closed")]
     Closed,
+    /// The commit thread answered a request with a reply of another kind. An invariant of
+    /// the store is broken (a bug); the store is not closed.
+    #[error("internal error: the commit thread answered a {request} request with a reply of another kind")]
+    UnexpectedReply {
+        /// The request that got the wrong reply.
+        request: &'static str,
+    },
     /// The vault refused: no or wrong master key, a retired key, a damaged blob.
     #[error("vault: {0}")]
     Vault(#[from] crate::vault::VaultError),
@@ -75,8 +82,32 @@ impl Error {
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Error::Index(e.to_string())
+        Error::Index(IndexError::Sled(e))
     }
+}
+
+/// What went wrong in the sled index.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// sled itself failed (I/O, corruption, a collection it could not open).
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    /// A stored value is empty: it was never written by credstore.
+    #[error("empty value")]
+    EmptyValue,
+    /// A stored value starts with a format byte this build does not write.
+    #[error("unknown value format {0}")]
+    UnknownValueFormat(u8),
+    /// A stored value does not decode as the type its tree holds.
+    #[error("undecodable value")]
+    Undecodable(#[source] bincode::error::DecodeError),
+    /// A key the commit thread just changed is not in the index: an invariant is broken.
+    #[error("key {0} is missing from the index after it was committed")]
+    MissingKey(String),
+    /// A transaction was aborted without a storage error (none of ours aborts).
+    #[error("transaction aborted")]
+    Aborted,
 }
 
 /// A refused input. Each variant names the field that was wrong.

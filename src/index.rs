@@ -24,11 +24,11 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::error::{Error, Result};
+use crate::directory::{DirEntry, DirKey, Directory};
+use crate::error::{IndexError, Result};
 use crate::event::Tag;
 use crate::limits::budget::unpack;
 use crate::record::{KeyId, KeyRecord};
-use crate::store::directory::{DirEntry, DirKey, Directory};
 use crate::token::{Format, FormatSet};
 use crate::vault::SealedSecret;
 
@@ -359,7 +359,10 @@ impl Index {
             m.insert(APPLIED_SEQ, &applied_seq.to_be_bytes()[..])?;
             Ok::<(), ConflictableTransactionError<()>>(())
         });
-        result.map_err(|e| Error::Index(format!("{e:?}")))
+        result.map_err(|e| match e {
+            TransactionError::Storage(e) => IndexError::Sled(e).into(),
+            TransactionError::Abort(()) => IndexError::Aborted.into(),
+        })
     }
 
     /// Flushes sled to disk.
@@ -413,11 +416,11 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let (&version, body) = bytes.split_first().ok_or_else(|| Error::Index("empty value".into()))?;
+    let (&version, body) = bytes.split_first().ok_or(IndexError::EmptyValue)?;
     if version != VALUE_FORMAT {
-        return Err(Error::Index(format!("unknown value format {version}")));
+        return Err(IndexError::UnknownValueFormat(version).into());
     }
     bincode::serde::decode_from_slice(body, bincode::config::standard())
         .map(|(v, _)| v)
-        .map_err(|e| Error::Index(format!("undecodable value: {e}")))
+        .map_err(|e| IndexError::Undecodable(e).into())
 }

@@ -55,6 +55,7 @@
 
 pub mod clock;
 pub mod decision;
+mod directory;
 pub mod error;
 pub mod event;
 #[cfg(feature = "http")]
@@ -72,14 +73,14 @@ pub mod vault;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{BudgetState, Code, Decision, LimitName, RateLimitState, RateLimits};
-pub use error::{Error, InputError, OpenError, Result, StateError};
-pub use event::{Event, EventKind, KeyChanges, KeyUse, USE_BATCH_SPAN_MS};
+pub use error::{Error, IndexError, InputError, OpenError, Result, StateError};
+pub use event::{Event, EventKind, KeyChanges, KeyUse, USE_BATCH_SPAN_MS, UseSummary};
 pub use limits::{Budget, Period, Plan, RateLimit};
 pub use log::LogError;
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
 pub use secret::{Pepper, Secret};
 pub use store::{
-    Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo, Store, UseLog, UseSummary,
-    VerifyRequest, parse_expiry, parse_master_keys,
+    Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo, Store, UseLog, VerifyRequest,
+    parse_expiry, parse_master_keys,
 };
 pub use token::{Env, Format, FormatSet, Malformed, Token};

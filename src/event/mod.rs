@@ -15,14 +15,15 @@ use crate::decision::Code;
 use crate::limits::{Budget, Plan, RateLimit};
 use crate::policy::{EndpointAllowlist, IpAllowlist, PermissionSet, ReferrerAllowlist, Role, RoleName, User};
 use crate::record::{KeyId, KeyRecord};
-use crate::store::UseSummary;
 use crate::token::Format;
 use crate::vault::SealedSecret;
 
 mod packed;
+mod use_summary;
 pub(crate) use packed::{
     MAX_ENDPOINT_BYTES_PER_RECORD, MAX_RECORDED_ENDPOINT, MAX_USES_PER_RECORD, Packer, UseId, UseView,
 };
+pub use use_summary::UseSummary;
 
 /// The payload format version this build writes and reads.
 pub const EVENT_FORMAT: u8 = 1;

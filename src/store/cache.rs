@@ -26,7 +26,7 @@ use crate::limits::{Budget, Gcra, Quota, RateLimit, effective};
 use crate::policy::{PermissionSet, RoleName};
 use crate::record::KeyKind;
 
-use super::directory::Directory;
+use crate::directory::Directory;
 use crate::record::{KeyId, KeyRecord};
 
 /// A key's last use and whether its counters changed since the last flush; shared by

@@ -7,12 +7,13 @@
 
 mod cache;
 mod commit;
-pub(crate) mod directory;
 mod files;
+mod plan;
+mod state_machine;
 mod uses;
 mod vault_ops;
 
-pub use uses::{UseLog, UseSummary};
+pub use uses::UseLog;
 pub use vault_ops::{SecretInfo, parse_master_keys};
 
 use std::net::IpAddr;
@@ -28,7 +29,8 @@ use arc_swap::ArcSwap;
 use crate::clock::{Clock, SystemClock};
 use crate::decision::{BudgetState, RateLimitState};
 use crate::decision::{Code, Decision};
-use crate::error::{Error, InputError, OpenError, Result, StateError};
+use crate::directory::Directory;
+use crate::error::{Error, IndexError, InputError, OpenError, Result, StateError};
 use crate::event::KeyChanges;
 use crate::event::{Event, Tag};
 use crate::index::Index;
@@ -43,10 +45,10 @@ use crate::record::{
 };
 use crate::secret::{Pepper, Secret};
 use crate::token::{Env, Format, FormatSet, Malformed};
-use directory::Directory;
 
 use cache::{Cache, Grants, LiveState, Seed};
-use commit::{Op, Outcome, Overlay, PreparedKey, Request};
+use commit::{Op, Outcome, PreparedKey, Request};
+use state_machine::Overlay;
 
 /// Records replayed per sled transaction when catching the index up with the log.
 const REPLAY_CHUNK: usize = 4096;
@@ -677,7 +679,7 @@ impl Store {
         };
         match self.submit(Op::Create(prepared))? {
             Outcome::Created(record, key) => Ok(CreatedKey { key, record }),
-            _ => Err(Error::Closed),
+            _ => Err(Error::UnexpectedReply { request: "create" }),
         }
     }
 
@@ -1028,7 +1030,7 @@ impl Store {
                 },
                 old: *old,
             }),
-            _ => Err(Error::Closed),
+            _ => Err(Error::UnexpectedReply { request: "rotate" }),
         }
     }
 
@@ -1260,10 +1262,10 @@ impl Store {
                 let tag = self.shared.index.get(&record.id)?.map(|k| k.tag);
                 match tag {
                     Some(tag) => self.info(record, &tag),
-                    None => Err(Error::Closed),
+                    None => Err(IndexError::MissingKey(record.id.to_string()).into()),
                 }
             }
-            _ => Err(Error::Closed),
+            _ => Err(Error::UnexpectedReply { request: "change" }),
         }
     }
 

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::decision::{Code, Decision};
 use crate::event::{
     Event, EventKind, MAX_ENDPOINT_BYTES_PER_RECORD, MAX_RECORDED_ENDPOINT, MAX_USES_PER_RECORD, Packer,
-    USE_BATCH_SPAN_MS, UseId, UseView,
+    USE_BATCH_SPAN_MS, UseId, UseSummary, UseView,
 };
 use crate::name::{InlineName, prefix_within};
 use crate::record::KeyId;
@@ -419,19 +419,6 @@ impl Serialize for UsesRecord<'_> {
         v.serialize_field("kind", &Kind(self.packed))?;
         v.end()
     }
-}
-
-/// One key's uses over an interval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UseSummary {
-    /// The first use, unix ms.
-    pub first_at: i64,
-    /// The last use, unix ms.
-    pub last_at: i64,
-    /// Uses per outcome.
-    pub counts: BTreeMap<Code, u64>,
-    /// The last client address seen.
-    pub last_ip: Option<IpAddr>,
 }
 
 #[cfg(test)]

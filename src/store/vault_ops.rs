@@ -80,7 +80,7 @@ impl Store {
                 .into_iter()
                 .find(|s| s.name == name && s.version == version)
                 .ok_or_else(|| StateError::UnknownSecret(format!("{project}/{name}")).into()),
-            _ => Err(Error::Closed),
+            _ => Err(Error::UnexpectedReply { request: "vault put" }),
         }
     }
 

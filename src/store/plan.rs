@@ -1,0 +1,344 @@
+//! Planning: a requested change ([`Op`]) checked against the state it will change
+//! (the index plus this batch's earlier changes, an [`Overlay`]) and turned into the
+//! events that carry it out. Nothing here writes: the commit loop appends the events,
+//! applies them to the overlay, and only then reads the outcome back.
+
+use crate::error::{InputError, Result, StateError};
+use crate::event::{Event, EventKind, KeyChanges};
+use crate::policy::BUILTIN_ROLES;
+use crate::record::{KeyId, KeyKind, KeyRecord};
+use crate::secret::Secret;
+use crate::token::Format;
+use crate::vault::VaultError;
+
+use super::Shared;
+use super::commit::{Op, Outcome};
+use super::state_machine::Overlay;
+
+/// What a planned request will return, read back from the state once its events apply.
+pub(super) enum Planned {
+    Created(KeyId, Secret),
+    Changed(KeyId),
+    Rotated(KeyId, KeyId, Secret),
+    Done,
+    Count(u32),
+}
+
+impl Planned {
+    /// What the request returns, read from the state after its events applied.
+    pub(super) fn into_outcome(self, state: &Overlay<'_>) -> Result<Outcome> {
+        let record = |id: &KeyId| -> Result<KeyRecord> {
+            state
+                .get(id)?
+                .map(|k| k.record)
+                .ok_or_else(|| StateError::UnknownKey(id.to_string()).into())
+        };
+        Ok(match self {
+            Self::Created(id, secret) => Outcome::Created(record(&id)?, secret),
+            Self::Changed(id) => Outcome::Changed(record(&id)?),
+            Self::Rotated(old, new, secret) => Outcome::Rotated {
+                old: Box::new(record(&old)?),
+                new: Box::new(record(&new)?),
+                secret,
+            },
+            Self::Done => Outcome::Done,
+            Self::Count(n) => Outcome::Count(n),
+        })
+    }
+}
+
+/// Checks `op` against the current state and returns the events that carry it out.
+pub(super) fn plan(
+    state: &Overlay<'_>,
+    op: &Op,
+    now: i64,
+    last_id: &mut u128,
+    shared: &Shared,
+) -> Result<(Vec<Event>, Planned)> {
+    let event = |kind| Event { at: now, kind };
+    match op {
+        Op::Create(key) => {
+            let mut events = register_format(state, &key.format, now)?;
+            let new = &key.new;
+            let record = KeyRecord {
+                id: KeyId::next(now, last_id),
+                name: new.name.clone(),
+                start: key.start.clone(),
+                format: key.format.clone(),
+                project: key.project.clone(),
+                created_at: now,
+                expires_at: new.expires.map(|e| e.resolve(now)).transpose()?,
+                disabled_at: None,
+                revoked: None,
+                metadata: new.metadata.clone(),
+                rotated_from: None,
+                rotated_to: None,
+                rate_limits: new.rate_limits.clone(),
+                budget: new.budget,
+                plan: new.plan.clone(),
+                kind: new.kind.clone(),
+                role: new.role.clone(),
+                permissions: new.permissions.clone(),
+                allow_ips: new.allow_ips.clone(),
+                allow_referrers: new.allow_referrers.clone(),
+                allow_endpoints: new.allow_endpoints.clone(),
+            };
+            if let Some(plan) = &record.plan {
+                state.plan(plan)?;
+            }
+            if let Some(role) = &record.role {
+                state.role(role.as_str())?;
+            }
+            if let KeyKind::Personal { user } = &record.kind {
+                state.user(user)?;
+            }
+            let planned = Planned::Created(record.id.clone(), key.secret.clone());
+            events.push(event(EventKind::KeyCreated { record, tag: key.tag }));
+            Ok((events, planned))
+        }
+        Op::Update { id, changes, expires } => {
+            let current = state.live(id, now)?;
+            if let Some(Some(plan)) = &changes.plan {
+                state.plan(plan)?;
+            }
+            if let Some(role) = &changes.role {
+                if matches!(current.record.kind, KeyKind::Personal { .. }) {
+                    return Err(InputError::KeyType(
+                        "a personal token acts with its user's role; it takes none".into(),
+                    )
+                    .into());
+                }
+                state.role(role.as_str())?;
+            }
+            let expires_at = match expires {
+                Some(Some(e)) => Some(Some(e.resolve(now)?)),
+                Some(None) => Some(None),
+                None => None,
+            };
+            let kind = EventKind::KeyUpdated {
+                id: id.clone(),
+                changes: KeyChanges {
+                    expires_at,
+                    ..changes.clone()
+                },
+            };
+            Ok((vec![event(kind)], Planned::Changed(id.clone())))
+        }
+        Op::SetPlan(plan) => Ok((vec![event(EventKind::PlanSet { plan: plan.clone() })], Planned::Done)),
+        Op::SetRole(role) => {
+            if BUILTIN_ROLES.contains(&role.name().as_str()) {
+                return Err(StateError::RoleInUse(role.name().to_string(), "it is built in".into()).into());
+            }
+            Ok((vec![event(EventKind::RoleSet { role: role.clone() })], Planned::Done))
+        }
+        Op::DeleteRole(name) => {
+            if BUILTIN_ROLES.contains(&name.as_str()) {
+                return Err(StateError::RoleInUse(name.clone(), "it is built in".into()).into());
+            }
+            state.role(name)?;
+            let keys = state.count_keys(|r| r.role.as_ref().is_some_and(|role| role.as_str() == name))?;
+            let users = state
+                .users()
+                .filter(|u| u.memberships.values().any(|r| r.as_str() == name))
+                .count();
+            if keys + users > 0 {
+                let why = format!("{keys} key(s) and {users} user(s) have it");
+                return Err(StateError::RoleInUse(name.clone(), why).into());
+            }
+            Ok((
+                vec![event(EventKind::RoleDeleted { name: name.clone() })],
+                Planned::Done,
+            ))
+        }
+        Op::VaultPut {
+            project,
+            name,
+            plaintext,
+        } => {
+            let ring_guard = shared
+                .vault_ring
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ring = ring_guard.as_ref().ok_or(VaultError::NoMasterKey)?;
+            let mut events = Vec::new();
+            let current = ring.current();
+            if !state.master_registered(current.version())? {
+                events.push(event(EventKind::MasterKeyAdded {
+                    version: current.version(),
+                    check: current.check_value(),
+                }));
+            }
+            let version = state
+                .latest_secret_version(project, name)?
+                .map_or(Ok(1), |v| v.checked_add(1).ok_or(VaultError::VersionsExhausted(v)))?;
+            let sealed = crate::vault::seal(ring, project, name, version, plaintext)?;
+            events.push(event(EventKind::SecretPut {
+                project: project.clone(),
+                name: name.clone(),
+                version,
+                sealed,
+            }));
+            Ok((events, Planned::Count(version)))
+        }
+        Op::VaultDelete { project, name } => {
+            if state.latest_secret_version(project, name)?.is_none() {
+                return Err(StateError::UnknownSecret(format!("{project}/{name}")).into());
+            }
+            let kind = EventKind::SecretDeleted {
+                project: project.clone(),
+                name: name.clone(),
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
+        Op::VaultRead { project, name, version } => {
+            let kind = EventKind::SecretRead {
+                project: project.clone(),
+                name: name.clone(),
+                version: *version,
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
+        Op::VaultAddMaster { version, check } => {
+            if state.master_registered(*version)? {
+                return Ok((vec![], Planned::Done));
+            }
+            let kind = EventKind::MasterKeyAdded {
+                version: *version,
+                check: *check,
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
+        Op::VaultRewrap(rewraps) => {
+            let mut events = Vec::new();
+            for r in rewraps {
+                // Skip a version deleted or replaced since it was read.
+                if state
+                    .secret(&r.project, &r.name, r.version)?
+                    .is_some_and(|e| e.sealed == r.old)
+                {
+                    events.push(event(EventKind::SecretRewrapped {
+                        project: r.project.clone(),
+                        name: r.name.clone(),
+                        version: r.version,
+                        sealed: r.new.clone(),
+                    }));
+                }
+            }
+            let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+            Ok((events, Planned::Count(count)))
+        }
+        Op::VaultMinVersion(version) => Ok((
+            vec![event(EventKind::VaultMinVersion { version: *version })],
+            Planned::Done,
+        )),
+        Op::SetUser(user) => {
+            for role in user.memberships.values() {
+                state.role(role.as_str())?;
+            }
+            Ok((vec![event(EventKind::UserSet { user: user.clone() })], Planned::Done))
+        }
+        Op::RemoveUser(id) => {
+            state.user(id)?;
+            Ok((vec![event(EventKind::UserRemoved { id: id.clone() })], Planned::Done))
+        }
+        Op::DeletePlan(name) => {
+            state.plan(name)?;
+            let users = state.count_keys(|r| r.plan.as_deref() == Some(name))?;
+            if users > 0 {
+                return Err(StateError::PlanInUse(name.clone(), users).into());
+            }
+            Ok((
+                vec![event(EventKind::PlanDeleted { name: name.clone() })],
+                Planned::Done,
+            ))
+        }
+        Op::RaiseMark { id, mark } => {
+            state.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
+            if state.current_mark(id, now)? >= *mark {
+                return Ok((vec![], Planned::Done));
+            }
+            let kind = EventKind::BudgetMark {
+                id: id.clone(),
+                mark: *mark,
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
+        Op::Disable(id) => {
+            if state.live(id, now)?.record.disabled_at.is_some() {
+                return Err(StateError::AlreadyDisabled(id.to_string()).into());
+            }
+            Ok((
+                vec![event(EventKind::KeyDisabled { id: id.clone() })],
+                Planned::Changed(id.clone()),
+            ))
+        }
+        Op::Enable(id) => {
+            if state.live(id, now)?.record.disabled_at.is_none() {
+                return Err(StateError::NotDisabled(id.to_string()).into());
+            }
+            Ok((
+                vec![event(EventKind::KeyEnabled { id: id.clone() })],
+                Planned::Changed(id.clone()),
+            ))
+        }
+        Op::Revoke { id, reason } => {
+            state.live(id, now)?;
+            let kind = EventKind::KeyRevoked {
+                id: id.clone(),
+                effective_at: now,
+                reason: reason.clone(),
+            };
+            Ok((vec![event(kind)], Planned::Changed(id.clone())))
+        }
+        Op::Rotate { id, grace_ms } => {
+            let old = state.live(id, now)?.record;
+            if let Some(next) = &old.rotated_to {
+                return Err(StateError::AlreadyRotated(id.to_string(), next.to_string()).into());
+            }
+            // The grace period never outlives the old key's own expiry.
+            let grace_end = now.saturating_add(grace_ms.unwrap_or(0));
+            let old_revoked_at = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
+            let secret = old.format.generate();
+            let tag = shared.tag_of(secret.expose().as_bytes());
+            let record = KeyRecord {
+                id: KeyId::next(now, last_id),
+                start: old.format.start_of(secret.expose()).to_string(),
+                created_at: now,
+                // The same lifetime the old key was given, counted from now.
+                expires_at: old.expires_at.map(|e| now.saturating_add(e - old.created_at)),
+                disabled_at: old.disabled_at.map(|_| now),
+                revoked: None,
+                rotated_from: Some(id.clone()),
+                rotated_to: None,
+                ..old
+            };
+            let planned = Planned::Rotated(id.clone(), record.id.clone(), secret);
+            let kind = EventKind::KeyRotated {
+                old: id.clone(),
+                old_revoked_at,
+                record,
+                tag,
+            };
+            Ok((vec![event(kind)], planned))
+        }
+    }
+}
+
+fn register_format(state: &Overlay<'_>, format: &Format, now: i64) -> Result<Vec<Event>> {
+    if state.formats().contains(format) {
+        return Ok(vec![]);
+    }
+    if let Some(registered) = state.formats().env_of_prefix(format.prefix())
+        && registered != format.env()
+    {
+        return Err(InputError::PrefixEnvironmentConflict {
+            prefix: format.prefix().to_string(),
+            registered,
+        }
+        .into());
+    }
+    Ok(vec![Event {
+        at: now,
+        kind: EventKind::FormatRegistered { format: format.clone() },
+    }])
+}

@@ -1,0 +1,399 @@
+//! The state machine that commit, replay and rebuild share: [`Overlay`] applies events,
+//! one at a time, on top of the index, and answers what the state is after them.
+//!
+//! The commit thread applies each planned event to it before the batch is durable (so a
+//! later request in the batch sees the earlier ones); opening a store replays the log's
+//! tail past the index's applied sequence through it; `rebuild` replays the whole log
+//! through it into an empty index. One `apply` for all three means the index a crash
+//! recovery or a rebuild produces is the one the live store produced.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::directory::{DirEntry, DirKey, DirKind, Directory};
+use crate::error::{Error, Result, StateError};
+use crate::event::{Event, EventKind, Tag};
+use crate::index::{Index, IndexBatch, StoredKey, VaultEntry, vault_key};
+use crate::limits::Plan;
+use crate::limits::budget::unless_later;
+use crate::log::LogError;
+use crate::policy::{Role, User};
+use crate::record::{KeyId, KeyRecord, Revocation, Status};
+use crate::token::FormatSet;
+
+/// The state as of the records applied so far in a batch: sled plus the batch's changes.
+pub(crate) struct Overlay<'a> {
+    index: &'a Index,
+    base_formats: &'a FormatSet,
+    base_dir: &'a Directory,
+    /// Keys changed or created in this batch.
+    pub keys: BTreeMap<KeyId, StoredKey>,
+    /// Keys that existed before the batch and changed in it (the live map must learn).
+    pub touched: BTreeSet<KeyId>,
+    formats: Option<FormatSet>,
+    /// Plans, roles and users set (`Some`) or deleted (`None`) in this batch.
+    dir: BTreeMap<DirKey, Option<DirEntry>>,
+    /// Budget marks raised in this batch.
+    marks: BTreeMap<KeyId, u64>,
+    /// Secret versions put or deleted in this batch.
+    vault: BTreeMap<Vec<u8>, Option<VaultEntry>>,
+    /// Master keys registered in this batch.
+    masters: BTreeMap<u32, [u8; 32]>,
+    vault_min: Option<u32>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(index: &'a Index, base_formats: &'a FormatSet, base_dir: &'a Directory) -> Self {
+        Overlay {
+            index,
+            base_formats,
+            base_dir,
+            keys: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            formats: None,
+            dir: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            vault: BTreeMap::new(),
+            masters: BTreeMap::new(),
+            vault_min: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+            && self.formats.is_none()
+            && self.dir.is_empty()
+            && self.marks.is_empty()
+            && self.vault.is_empty()
+            && self.masters.is_empty()
+            && self.vault_min.is_none()
+    }
+
+    /// The batch's changes, for the index.
+    pub fn batch(&self, applied_seq: u64) -> IndexBatch<'_> {
+        IndexBatch {
+            keys: &self.keys,
+            formats: self.formats.as_ref(),
+            directory: &self.dir,
+            marks: &self.marks,
+            vault: &self.vault,
+            masters: &self.masters,
+            vault_min: self.vault_min,
+            applied_seq,
+        }
+    }
+
+    /// The directory after this batch, if it changed, and whether keys must be
+    /// re-resolved (a plan or role changed; users are resolved at every verify).
+    pub fn changed_directory(&self) -> Option<(Directory, bool)> {
+        if self.dir.is_empty() {
+            return None;
+        }
+        let mut dir = self.base_dir.clone();
+        for (key, entry) in &self.dir {
+            dir.apply(key, entry.as_ref());
+        }
+        let reresolve = self.dir.keys().any(|k| k.kind != DirKind::User);
+        Some((dir, reresolve))
+    }
+
+    fn entry(&self, kind: DirKind, name: &str) -> Option<Option<&DirEntry>> {
+        self.dir
+            .get(&DirKey {
+                kind,
+                name: name.to_string(),
+            })
+            .map(Option::as_ref)
+    }
+
+    /// A plan as of this batch.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownPlan`].
+    pub(super) fn plan(&self, name: &str) -> Result<Plan> {
+        let found = match self.entry(DirKind::Plan, name) {
+            Some(Some(DirEntry::Plan(p))) => Some(p.clone()),
+            Some(_) => None,
+            None => self.base_dir.plans.get(name).map(|p| Plan::clone(p)),
+        };
+        found.ok_or_else(|| StateError::UnknownPlan(name.to_string()).into())
+    }
+
+    /// A role as of this batch.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownRole`].
+    pub(super) fn role(&self, name: &str) -> Result<Role> {
+        let found = match self.entry(DirKind::Role, name) {
+            Some(Some(DirEntry::Role(r))) => Some(r.clone()),
+            Some(_) => None,
+            None => self.base_dir.roles.get(name).cloned(),
+        };
+        found.ok_or_else(|| StateError::UnknownRole(name.to_string()).into())
+    }
+
+    /// A user as of this batch.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownUser`].
+    pub(super) fn user(&self, id: &str) -> Result<User> {
+        let found = match self.entry(DirKind::User, id) {
+            Some(Some(DirEntry::User(u))) => Some(u.clone()),
+            Some(_) => None,
+            None => self.base_dir.users.get(id).cloned(),
+        };
+        found.ok_or_else(|| StateError::UnknownUser(id.to_string()).into())
+    }
+
+    pub(super) fn master_registered(&self, version: u32) -> Result<bool> {
+        Ok(self.masters.contains_key(&version) || self.index.vault_masters()?.0.contains_key(&version))
+    }
+
+    /// The latest version of a secret as of this batch.
+    pub(super) fn latest_secret_version(&self, project: &str, name: &str) -> Result<Option<u32>> {
+        let prefix = vault_key(project, name, None);
+        let mut versions: BTreeMap<u32, bool> = self
+            .index
+            .vault_versions(project, name)?
+            .into_iter()
+            .map(|(v, _)| (v, true))
+            .collect();
+        for (key, entry) in self.vault.range(prefix.clone()..) {
+            let Some(rest) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            versions.insert(u32::from_be_bytes(crate::log::frame::to_array(rest)), entry.is_some());
+        }
+        Ok(versions.iter().rev().find(|(_, live)| **live).map(|(v, _)| *v))
+    }
+
+    /// A secret version as of this batch.
+    pub(super) fn secret(&self, project: &str, name: &str, version: u32) -> Result<Option<VaultEntry>> {
+        let key = vault_key(project, name, Some(version));
+        match self.vault.get(&key) {
+            Some(entry) => Ok(entry.clone()),
+            None => Ok(self
+                .index
+                .vault_versions(project, name)?
+                .into_iter()
+                .find(|(v, _)| *v == version)
+                .map(|(_, e)| e)),
+        }
+    }
+
+    /// Every user as of this batch.
+    pub(super) fn users(&self) -> impl Iterator<Item = User> + '_ {
+        let base = self.base_dir.users.values().filter(|u| {
+            !self.dir.contains_key(&DirKey {
+                kind: DirKind::User,
+                name: u.id.clone(),
+            })
+        });
+        let changed = self.dir.values().filter_map(|e| match e {
+            Some(DirEntry::User(u)) => Some(u),
+            _ => None,
+        });
+        base.chain(changed).cloned()
+    }
+
+    fn get_record(&self, id: &KeyId) -> Option<KeyRecord> {
+        self.get(id).ok().flatten().map(|k| k.record)
+    }
+
+    /// How many of the index's keys match `pred` as of this batch.
+    pub(super) fn count_keys(&self, pred: impl Fn(&KeyRecord) -> bool) -> Result<usize> {
+        let keys = self.index.list(None, None)?;
+        Ok(keys
+            .iter()
+            .filter(|k| self.get_record(&k.record.id).is_some_and(|r| pred(&r)))
+            .count())
+    }
+
+    fn mark(&self, id: &KeyId) -> Result<u64> {
+        match self.marks.get(id) {
+            Some(m) => Ok(*m),
+            None => self.index.mark(id),
+        }
+    }
+
+    /// The key's persisted mark as its effective budget at `at_ms` sees it
+    /// ([`unless_later`]): a mark of another kind of period must not block the marks of
+    /// the budget the key has now. Within one kind, marks only rise.
+    pub(super) fn current_mark(&self, id: &KeyId, at_ms: i64) -> Result<u64> {
+        let mark = self.mark(id)?;
+        let Some(stored) = self.get(id)? else {
+            return Ok(mark);
+        };
+        let record = &stored.record;
+        let plan = match &record.plan {
+            Some(name) => self.plan(name).ok(),
+            None => None,
+        };
+        let (_, budget) = crate::limits::effective(&record.rate_limits, record.budget, plan.as_ref());
+        let current = budget.map_or(0, |b| b.period.at(at_ms).0);
+        Ok(unless_later(mark, current))
+    }
+
+    pub fn formats(&self) -> &FormatSet {
+        self.formats.as_ref().unwrap_or(self.base_formats)
+    }
+
+    pub fn changed_formats(&self) -> Option<&FormatSet> {
+        self.formats.as_ref()
+    }
+
+    pub fn get(&self, id: &KeyId) -> Result<Option<StoredKey>> {
+        match self.keys.get(id) {
+            Some(k) => Ok(Some(k.clone())),
+            None => self.index.get(id),
+        }
+    }
+
+    /// The key, refusing an unknown or revoked one.
+    pub(super) fn live(&self, id: &KeyId, now: i64) -> Result<StoredKey> {
+        let stored = self.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
+        if stored.record.status_at(now) == Status::Revoked {
+            return Err(StateError::Revoked(id.to_string()).into());
+        }
+        Ok(stored)
+    }
+
+    /// Applies one event. The only failure is an event naming a key that does not exist,
+    /// which a valid log never holds.
+    pub fn apply(&mut self, event: &Event) -> Result<()> {
+        match &event.kind {
+            EventKind::FormatRegistered { format } => {
+                let mut set = self.formats().clone();
+                set.insert(format.clone());
+                self.formats = Some(set);
+            }
+            EventKind::KeyCreated { record, tag } => self.insert_new(record, *tag),
+            EventKind::KeyUpdated { id, changes } => self.modify(id, |r| changes.apply(r))?,
+            EventKind::PlanSet { plan } => self.set(DirEntry::Plan(plan.clone())),
+            EventKind::RoleSet { role } => self.set(DirEntry::Role(role.clone())),
+            EventKind::UserSet { user } => self.set(DirEntry::User(user.clone())),
+            EventKind::PlanDeleted { name } => self.delete(DirKind::Plan, name),
+            EventKind::RoleDeleted { name } => self.delete(DirKind::Role, name),
+            EventKind::UserRemoved { id } => self.delete(DirKind::User, id),
+            EventKind::MasterKeyAdded { version, check } => {
+                self.masters.insert(*version, *check);
+            }
+            EventKind::VaultMinVersion { version } => self.vault_min = Some(*version),
+            EventKind::SecretPut {
+                project,
+                name,
+                version,
+                sealed,
+            }
+            | EventKind::SecretRewrapped {
+                project,
+                name,
+                version,
+                sealed,
+            } => {
+                let created_at = match &event.kind {
+                    EventKind::SecretRewrapped { .. } => {
+                        self.secret(project, name, *version)?.map_or(event.at, |e| e.created_at)
+                    }
+                    _ => event.at,
+                };
+                let entry = VaultEntry {
+                    sealed: sealed.clone(),
+                    created_at,
+                };
+                self.vault.insert(vault_key(project, name, Some(*version)), Some(entry));
+            }
+            EventKind::SecretDeleted { project, name } => {
+                let versions: Vec<u32> = self
+                    .index
+                    .vault_versions(project, name)?
+                    .into_iter()
+                    .map(|(v, _)| v)
+                    .chain(self.vault.keys().filter_map(|k| {
+                        k.strip_prefix(vault_key(project, name, None).as_slice())
+                            .map(|rest| u32::from_be_bytes(crate::log::frame::to_array(rest)))
+                    }))
+                    .collect();
+                for v in versions {
+                    self.vault.insert(vault_key(project, name, Some(v)), None);
+                }
+            }
+            EventKind::SecretRead { .. }
+            | EventKind::KeyUsed { .. }
+            | EventKind::KeysUsed { .. }
+            | EventKind::KeysUsedUnpacked { .. }
+            | EventKind::KeyUseSummary { .. }
+            | EventKind::UsesDropped { .. } => {}
+            EventKind::BudgetMark { id, mark } => {
+                let current = self.current_mark(id, event.at)?;
+                self.marks.insert(id.clone(), current.max(*mark));
+            }
+            EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
+            EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,
+            EventKind::KeyRevoked {
+                id,
+                effective_at,
+                reason,
+            } => self.modify(id, |r| {
+                r.revoked = Some(Revocation {
+                    at: *effective_at,
+                    reason: reason.clone(),
+                });
+            })?,
+            EventKind::KeyRotated {
+                old,
+                old_revoked_at,
+                record,
+                tag,
+            } => {
+                self.modify(old, |r| apply_rotation(r, *old_revoked_at, &record.id))?;
+                self.insert_new(record, *tag);
+            }
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, entry: DirEntry) {
+        self.dir.insert(entry.key(), Some(entry));
+    }
+
+    fn delete(&mut self, kind: DirKind, name: &str) {
+        self.dir.insert(
+            DirKey {
+                kind,
+                name: name.to_string(),
+            },
+            None,
+        );
+    }
+
+    fn insert_new(&mut self, record: &KeyRecord, tag: Tag) {
+        self.keys.insert(
+            record.id.clone(),
+            StoredKey {
+                record: record.clone(),
+                tag,
+            },
+        );
+    }
+
+    fn modify(&mut self, id: &KeyId, change: impl FnOnce(&mut KeyRecord)) -> Result<()> {
+        let mut stored = self.get(id)?.ok_or_else(|| {
+            Error::Log(LogError::BadPayload {
+                seq: 0,
+                reason: format!("an event names unknown key {id}"),
+            })
+        })?;
+        change(&mut stored.record);
+        self.touched.insert(id.clone());
+        self.keys.insert(id.clone(), stored);
+        Ok(())
+    }
+}
+
+fn apply_rotation(old: &mut KeyRecord, revoked_at: i64, new_id: &KeyId) {
+    old.revoked = Some(Revocation {
+        at: revoked_at,
+        reason: Some(format!("rotated to {new_id}")),
+    });
+    old.rotated_to = Some(new_id.clone());
+}
