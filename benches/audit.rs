@@ -16,6 +16,12 @@
 //! Every benchmark checks the outcome it measures before measuring it. Figures are in
 //! `docs/PERFORMANCE.md`.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a benchmark's setup has no caller to return an error to: it panics on failure"
+)]
+#![expect(missing_docs, reason = "criterion_group! defines an undocumented public function")]
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;

@@ -36,6 +36,13 @@
 //! runs just that variant, e.g. under `valgrind --tool=callgrind` to count instructions,
 //! which noise does not move.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a benchmark's setup has no caller to return an error to: it panics on failure"
+)]
+#![expect(missing_docs, reason = "criterion_group! defines an undocumented public function")]
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! far above the rate the loop reaches), so both take their admitting path; both read a
 //! clock (ours the system clock credstore verifies with, governor its default clock).
 
+#![expect(missing_docs, reason = "criterion_group! defines an undocumented public function")]
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
 

@@ -2,6 +2,12 @@
 //! against plain `verify` of a key without them, in the same run (target: the policy checks
 //! add at most 30%). Use logging is off for both, to measure the checks alone.
 
+#![expect(
+    clippy::expect_used,
+    reason = "a benchmark's setup has no caller to return an error to: it panics on failure"
+)]
+#![expect(missing_docs, reason = "criterion_group! defines an undocumented public function")]
+
 use std::hint::black_box;
 use std::sync::Arc;
 

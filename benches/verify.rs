@@ -21,6 +21,13 @@
 //! the interleaved probe instead of its benchmarks (see [`probe`]); pass `--bench 'verify/'`
 //! to leave out the `create` group too.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a benchmark's setup has no caller to return an error to: it panics on failure"
+)]
+#![expect(missing_docs, reason = "criterion_group! defines an undocumented public function")]
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};

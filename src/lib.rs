@@ -49,9 +49,7 @@
 //! Design: `DESIGN.md` (shared), `docs/FORMAT.md` (bytes on disk), `docs/DURABILITY.md`
 //! (what is durable when), `docs/SECURITY.md`, `docs/PERFORMANCE.md`.
 
-#![deny(unsafe_code)]
-#![warn(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+// Lints: the `[lints]` table in Cargo.toml, for every target alike.
 
 pub mod clock;
 pub mod decision;

@@ -9,6 +9,12 @@
 //! roles and the users before and after a refused call. No test asserts on timing: concurrency tests
 //! order events with atomics.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::net::IpAddr;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

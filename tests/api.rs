@@ -4,6 +4,13 @@
 //!
 //! No test asserts on timing: concurrency tests order events with atomics and barriers.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -3,6 +3,12 @@
 //! "Nothing written" is checked by taking the event count ([`Store::events`]) and the key
 //! list ([`Store::list`]) before and after each refused call.
 
+#![expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,6 +3,11 @@
 //! the persisted spend is never below the acknowledged spend, never above it plus one
 //! chunk, and never above the cap.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,6 +4,12 @@
 //! Exit codes: 0 success (for `verify`: valid), 1 `verify` denied the key, 2 bad usage or
 //! bad input (nothing written), 3 store error (I/O, corruption, locked).
 
+#![expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;

@@ -1,6 +1,11 @@
 //! The CLI surfaces of rate limits, budgets and plans, and that one process's `verify`
 //! and the next share one rate limit and one budget.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::process::{Command, Output};
 
 fn run(data: &std::path::Path, args: &[&str]) -> Output {

@@ -7,6 +7,12 @@
 //! 2 bad input (nothing written). Each test has its own development store in a temp dir;
 //! `CREDSTORE_PEPPER` and `CREDSTORE_DATA` are removed from the environment.
 
+#![expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use serde_json::{Value, json};
 
 mod common;

@@ -1,6 +1,11 @@
 //! `credstore vault`: secrets read from stdin, listed without values, rotated by a put, the
 //! master key rotated by rewrapping; no secret in any file or in any output but `get`.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -15,6 +15,11 @@
 //! A line is printed only after the call returned `Ok`; a line cut short by the kill (no
 //! trailing newline) is ignored. Set `CRASH_SEED` to replay a run's random choices.
 
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;

@@ -7,6 +7,17 @@
 //! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus` to write them again; the
 //! keys in the token seeds are random, so they change every time).
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
+#[expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "the fuzz checks panic to report a finding, as libFuzzer expects"
+)]
 #[path = "../fuzz/checks.rs"]
 mod checks;
 

@@ -7,6 +7,16 @@
 //! `cargo test --test fuzz_log_file -- --ignored write_seed_corpus` to write them again;
 //! they are deterministic).
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
+#[expect(
+    clippy::indexing_slicing,
+    reason = "the fuzz checks panic to report a finding, as libFuzzer expects"
+)]
 #[path = "../fuzz/log_file_check.rs"]
 mod log_file_check;
 

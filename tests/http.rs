@@ -2,6 +2,11 @@
 //! outcome's status, headers and body; trusted proxies; concurrency; the example's routes;
 //! the management API with and without an admin key; graceful shutdown.
 
+#![expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
 #![cfg(feature = "http")]
 
 use std::io::{BufRead, BufReader};

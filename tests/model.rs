@@ -22,6 +22,12 @@
 //!
 //! `PROPTEST_CASES` raises the number of cases (default 64, up to 40 operations each).
 
+#![expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

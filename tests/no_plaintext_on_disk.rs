@@ -5,6 +5,12 @@
 //! without grace) and revoked, through the API and through the binary; the store is closed
 //! and rebuilt; then every byte of every file under the data directory is scanned.
 
+#![expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -11,6 +11,12 @@
 //!   extraction against a reference written with plain string operations;
 //! - serde round trips: every type serialises as its source strings and parses back.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use credstore::InputError;

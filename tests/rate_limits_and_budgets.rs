@@ -2,6 +2,11 @@
 //! reference model, budget periods against a day-by-day reference, contention, plans,
 //! persistence across a clean restart, and bad input.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 

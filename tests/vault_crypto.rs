@@ -2,6 +2,11 @@
 //! tamper and move detection, master keys (wrong, unknown, retired), rewrap without
 //! decryption, nonce freshness, input bounds, redaction, and a parser that never panics.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use credstore::InputError;
 use credstore::vault::{
     self, HEADER_LEN, MAX_BLOB_LEN, MAX_SECRET_LEN, MIN_BLOB_LEN, MasterKey, MasterKeyring, SealedSecret, TAG_LEN,

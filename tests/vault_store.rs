@@ -2,6 +2,11 @@
 //! records every write and read without values, master keys checked at open, rotation of
 //! the master key without decrypting a secret, and no secret on disk or in output.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
 use std::path::Path;
 
 use credstore::vault::{MasterKey, MasterKeyring, data_decryptions_on_this_thread};

@@ -1,6 +1,10 @@
 //! Fixtures shared by the integration tests: a store on a manual clock for the API tests,
 //! and the real binary on a data directory in a temp dir for the CLI tests.
 
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
