@@ -713,7 +713,7 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------
-// Bad input (tables; the unit tests in src/policy.rs check the messages in detail)
+// Bad input (tables; the unit tests in src/policy/ check the messages in detail)
 
 #[test]
 fn bad_input_gives_typed_errors() {
