@@ -105,6 +105,10 @@ pub enum IndexError {
     /// A key the commit thread just changed is not in the index: an invariant is broken.
     #[error("key {0} is missing from the index after it was committed")]
     MissingKey(String),
+    /// A batch durable in the log could not be applied to the index, which now lacks it:
+    /// reads are refused until the store is reopened (replay then applies it).
+    #[error("the index is behind the log ({0}); reopen the store")]
+    Behind(String),
     /// A transaction was aborted without a storage error (none of ours aborts).
     #[error("transaction aborted")]
     Aborted,

@@ -25,7 +25,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::directory::{DirEntry, DirKey, Directory};
-use crate::error::{IndexError, Result};
+use crate::error::{IndexError, OpenError, Result};
 use crate::event::Tag;
 use crate::limits::budget::unpack;
 use crate::record::{KeyId, KeyRecord};
@@ -104,6 +104,9 @@ pub(crate) struct Index {
     marks: sled::Tree,
     vault: sled::Tree,
     meta: sled::Tree,
+    /// Set when a batch could not be applied: why. The index then lacks a change the log
+    /// holds, so it refuses reads and later batches until the store is reopened.
+    behind: std::sync::OnceLock<String>,
 }
 
 impl Index {
@@ -121,6 +124,7 @@ impl Index {
             vault: db.open_tree("vault")?,
             meta: db.open_tree("meta")?,
             db,
+            behind: std::sync::OnceLock::new(),
         })
     }
 
@@ -148,13 +152,23 @@ impl Index {
         }
     }
 
+    /// Refuses when a batch could not be applied (see [`Index::apply`]).
+    fn check_current(&self) -> Result<()> {
+        match self.behind.get() {
+            Some(why) => Err(IndexError::Behind(why.clone()).into()),
+            None => Ok(()),
+        }
+    }
+
     /// The key with this id.
     pub fn get(&self, id: &KeyId) -> Result<Option<StoredKey>> {
+        self.check_current()?;
         self.keys.get(id.as_str())?.map(|v| decode(&v)).transpose()
     }
 
     /// The key with this tag: two reads and a decode (the path a cache miss takes).
     pub fn get_by_tag(&self, tag: &Tag) -> Result<Option<StoredKey>> {
+        self.check_current()?;
         let Some(id) = self.by_hash.get(tag.0)? else {
             return Ok(None);
         };
@@ -163,6 +177,7 @@ impl Index {
 
     /// Every key, in id (creation) order, optionally only those of one project or prefix.
     pub fn list(&self, project: Option<&str>, prefix: Option<&str>) -> Result<Vec<StoredKey>> {
+        self.check_current()?;
         let ids: Box<dyn Iterator<Item = sled::Result<sled::IVec>>> = match (project, prefix) {
             (Some(p), _) => Box::new(scan_ids(&self.by_project, p)),
             (None, Some(p)) => Box::new(scan_ids(&self.by_prefix, p)),
@@ -301,7 +316,22 @@ impl Index {
 
     /// Applies the effect of log records up to `applied_seq` in one transaction: the
     /// changed keys (with their tag, prefix and project entries), formats, directory, marks.
+    ///
+    /// # Errors
+    /// The transaction's error; the index is then behind the log and refuses reads and
+    /// every later batch ([`IndexError::Behind`]) until it is opened again.
     pub fn apply(&self, batch: &IndexBatch<'_>) -> Result<()> {
+        self.check_current()?;
+        let applied = self.apply_batch(batch);
+        if let Err(e) = &applied {
+            let _ = self
+                .behind
+                .set(format!("record {} could not be applied: {e}", batch.applied_seq));
+        }
+        applied
+    }
+
+    fn apply_batch(&self, batch: &IndexBatch<'_>) -> Result<()> {
         let encoded: Vec<(&KeyId, Vec<u8>, &StoredKey)> = batch.keys.iter().map(|(id, k)| (id, encode(k), k)).collect();
         let formats = batch.formats.map(|f| encode(&f.iter().cloned().collect::<Vec<_>>()));
         let directory: Vec<(Vec<u8>, Option<Vec<u8>>)> = batch
@@ -380,10 +410,12 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open() {
-            // sled reports the lock conflict as ErrorKind::Other with this text.
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
-            {
+            // sled reports the lock conflict as ErrorKind::Other with this text. It is no
+            // sign of a damaged index (which `Store::open` would rebuild): say what it is.
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(OpenError::Locked(dir.to_path_buf()).into());
+                }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             other => return Ok(other?),

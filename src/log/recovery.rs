@@ -34,11 +34,15 @@ pub struct Recovered {
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Bytes of a torn tail that were truncated (0 for a clean log).
     pub truncated_bytes: u64,
     /// Segments in the log.
     pub segments: usize,
+    /// Set by the store when opening found an index it could not open or read: why. That
+    /// index was set aside (`DATA/index.broken`) and a new one rebuilt from the log.
+    pub index_rebuilt: Option<String>,
 }
 
 /// Recovers the log in `dir`, truncating a torn tail.
@@ -101,8 +105,8 @@ pub fn recover(dir: &Path, store_id: &[u8; 16], keep_through: u64) -> Result<Rec
         }
     }
     let mut report = RecoveryReport {
-        truncated_bytes: 0,
         segments: segments.len(),
+        ..RecoveryReport::default()
     };
     if let Some(at) = truncate_at {
         report.truncated_bytes = (data.len() - at) as u64;

@@ -198,13 +198,7 @@ fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch:
         });
         results.push(result);
     }
-    let written = log.commit().map_err(Error::from).and_then(|()| {
-        if overlay.is_empty() {
-            return Ok(());
-        }
-        shared.index.apply(&overlay.batch(log.durable_seq()))
-    });
-    if let Err(e) = written {
+    if let Err(e) = log.commit() {
         log.discard();
         let msg = e.to_string();
         for (req, result) in batch.into_iter().zip(results) {
@@ -212,6 +206,13 @@ fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch:
             let _ = req.reply.send(failed);
         }
         return;
+    }
+    // The batch is durable: from here on it is acknowledged, whatever the index does. An
+    // index that fails to take it (a full disk) marks itself behind: it refuses reads and
+    // later batches, so it never records an applied_seq past a batch it lacks, and the next
+    // open replays the log from where it stopped. The error is kept there, not lost.
+    if !overlay.is_empty() {
+        let _ = shared.index.apply(&overlay.batch(log.durable_seq()));
     }
     if let Some(formats) = overlay.changed_formats() {
         shared.formats.store(Arc::new(formats.clone()));

@@ -182,6 +182,14 @@ pub(crate) fn create_dir(path: &Path) -> Result<()> {
     b.create(path).map_err(|e| Error::io(path, e))
 }
 
+/// Removes the directory `path` and everything in it, if it exists.
+pub(crate) fn remove_dir_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `path` is missing or an empty directory.
 pub(crate) fn is_missing_or_empty(path: &Path) -> Result<bool> {
     match fs::read_dir(path) {

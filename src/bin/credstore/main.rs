@@ -603,6 +603,9 @@ fn open(data: &Path) -> Result<Store, Failure> {
             report.truncated_bytes
         );
     }
+    if let Some(why) = &report.index_rebuilt {
+        eprintln!("note: the index could not be read ({why}): set aside as index.broken and rebuilt from the log");
+    }
     Ok(store)
 }
 
