@@ -46,8 +46,8 @@
 //! # }
 //! ```
 //!
-//! Design: `DESIGN.md` (shared), `docs/FORMAT.md` (bytes on disk), `docs/DURABILITY.md`
-//! (what is durable when), `docs/SECURITY.md`, `docs/PERFORMANCE.md`.
+//! Design: `docs/DESIGN.md` (the architecture as built), `docs/FORMAT.md` (bytes on disk),
+//! `docs/DURABILITY.md` (what is durable when), `docs/SECURITY.md`, `docs/PERFORMANCE.md`.
 
 // Lints: the `[lints]` table in Cargo.toml, for every target alike.
 
