@@ -105,6 +105,22 @@ pub enum IndexError {
     /// A key the commit thread just changed is not in the index: an invariant is broken.
     #[error("key {0} is missing from the index after it was committed")]
     MissingKey(String),
+    /// An entry whose MAC does not check: it was written without the pepper.
+    #[error("entry {key} of tree {tree} fails its MAC: it was changed without the pepper")]
+    Tampered {
+        /// The tree.
+        tree: &'static str,
+        /// The entry's key (text, or hex for binary keys).
+        key: String,
+    },
+    /// Every entry checks, but together they do not add up to the index's seal: an entry
+    /// was removed, added or put back to an older value of its own (a replay).
+    #[error("the entries do not add up to the index's seal: one was removed, added or replayed")]
+    SealMismatch,
+    /// The index's record of the last log record it applied does not match the log: it
+    /// was made from another history of the store (a copy of a fork).
+    #[error("the index was built from another history than this log (at record {0})")]
+    OtherHistory(u64),
     /// A batch durable in the log could not be applied to the index, which now lacks it:
     /// reads are refused until the store is reopened (replay then applies it).
     #[error("the index is behind the log ({0}); reopen the store")]

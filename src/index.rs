@@ -16,27 +16,49 @@
 //!
 //! Every batch of log records is applied in one sled transaction across the trees,
 //! together with `applied_seq`, the sequence number of the last record it reflects.
+//!
+//! # Sealed
+//!
+//! Every value is sealed: a format byte, a 16-byte MAC (keyed BLAKE3, with a key derived
+//! from the pepper, over the tree's name, the entry's key and the payload), then the
+//! payload. A read checks the MAC, so an entry written without the pepper is refused
+//! before anything is served from it. The XOR of every entry's MAC is kept, sealed, in
+//! `meta/seal` and updated in the same transaction as the entries; opening the index
+//! checks every entry and that sum, so an entry removed, added, or put back to an older
+//! sealed value (a replay) is found as well. Only a rollback of the whole index to an
+//! earlier state of its own passes, and that older `applied_seq` makes open replay the
+//! log past it. `docs/SECURITY.md` says what this does and does not stop.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::directory::{DirEntry, DirKey, Directory};
 use crate::error::{IndexError, OpenError, Result};
 use crate::event::Tag;
 use crate::limits::budget::unpack;
 use crate::record::{KeyId, KeyRecord};
+use crate::secret::Pepper;
 use crate::token::{Format, FormatSet};
 use crate::vault::SealedSecret;
 
-/// The format byte of values this build writes.
-const VALUE_FORMAT: u8 = 1;
+/// The format byte of values this build writes (1 was unsealed).
+const VALUE_FORMAT: u8 = 2;
+/// Bytes of an entry's MAC.
+const MAC_LEN: usize = 16;
+/// What derives the MAC key from the pepper.
+const KEY_CONTEXT: &str = "credstore 2026 index mac v1";
+/// The `meta` key of the sealed XOR of every other entry's MAC.
+const SEAL: &[u8] = b"seal";
 const APPLIED_SEQ: &[u8] = b"applied_seq";
+/// The chain hash of record `applied_seq`: it ties the index to this log's history.
+const APPLIED_HASH: &[u8] = b"applied_hash";
 const FORMATS: &[u8] = b"formats";
 const CLEAN: &[u8] = b"clean";
+const VAULT_MIN: &[u8] = b"vault_min";
 
 /// A key's in-memory counters as the flusher persists them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +105,8 @@ pub(crate) struct IndexBatch<'a> {
     /// A new minimum decryption version.
     pub vault_min: Option<u32>,
     pub applied_seq: u64,
+    /// The chain hash of record `applied_seq`.
+    pub applied_hash: [u8; 32],
 }
 
 /// A key as the index keeps it: its record and its tag.
@@ -107,12 +131,46 @@ pub(crate) struct Index {
     /// Set when a batch could not be applied: why. The index then lacks a change the log
     /// holds, so it refuses reads and later batches until the store is reopened.
     behind: std::sync::OnceLock<String>,
+    mac_key: [u8; 32],
+    /// The XOR of every entry's MAC, as `meta/seal` holds it. Writers hold the lock across
+    /// their transaction, so the sum and the entries move together.
+    sum: std::sync::Mutex<Mac>,
 }
 
+type Mac = [u8; MAC_LEN];
+
 impl Index {
-    /// Opens (or creates) the index in `dir`.
-    pub fn open(dir: &Path) -> Result<Self> {
-        let db = open_db(dir)?;
+    /// Opens (or creates) the index in `dir`, sealed with a key derived from `pepper` and
+    /// the store's id,
+    /// and checks every entry and the sum of their MACs.
+    ///
+    /// # Errors
+    /// [`IndexError::Tampered`] for an entry whose MAC fails, [`IndexError::SealMismatch`]
+    /// when the entries do not add up to the seal; sled's errors.
+    pub fn open(dir: &Path, pepper: &Pepper, store_id: [u8; 16]) -> Result<Self> {
+        let index = Index::open_unchecked(dir, pepper, store_id)?;
+        let sum = index.check_all()?;
+        *lock(&index.sum) = sum;
+        Ok(index)
+    }
+
+    /// An index in a temporary directory that sled removes when it is dropped.
+    pub fn temporary(pepper: &Pepper, store_id: [u8; 16]) -> Result<Self> {
+        Index::on(sled::Config::new().temporary(true).open()?, pepper, store_id)
+    }
+
+    /// Opens the index in `dir` without checking it: only to name what a damaged or
+    /// tampered index holds ([`Index::raw_keys`]), never to serve from.
+    pub fn open_unchecked(dir: &Path, pepper: &Pepper, store_id: [u8; 16]) -> Result<Self> {
+        Index::on(open_db(dir)?, pepper, store_id)
+    }
+
+    fn on(db: sled::Db, pepper: &Pepper, store_id: [u8; 16]) -> Result<Self> {
+        // The key is the store's own: an index of another store with the same pepper (a
+        // fleet's hosts share one) does not check here.
+        let mut material = zeroize::Zeroizing::new(Vec::with_capacity(48));
+        material.extend_from_slice(pepper.bytes());
+        material.extend_from_slice(&store_id);
         Ok(Index {
             keys: db.open_tree("keys")?,
             by_hash: db.open_tree("by_hash")?,
@@ -125,21 +183,135 @@ impl Index {
             meta: db.open_tree("meta")?,
             db,
             behind: std::sync::OnceLock::new(),
+            mac_key: blake3::derive_key(KEY_CONTEXT, material.as_slice()),
+            sum: std::sync::Mutex::new([0; MAC_LEN]),
         })
+    }
+
+    /// Every entry of the `keys` tree by id, as stored: `None` for one that fails its MAC
+    /// or does not decode.
+    pub fn raw_keys(&self) -> Result<BTreeMap<String, Option<StoredKey>>> {
+        let mut out = BTreeMap::new();
+        for item in self.keys.iter() {
+            let (id, value) = item?;
+            let held = self.decode("keys", &id, &value).ok();
+            out.insert(String::from_utf8_lossy(&id).into_owned(), held);
+        }
+        Ok(out)
+    }
+
+    /// Checks every entry's MAC and that they add up to the seal; returns the sum.
+    fn check_all(&self) -> Result<Mac> {
+        let mut sum = [0; MAC_LEN];
+        for tree in self.trees() {
+            for item in tree.iter() {
+                let (key, value) = item?;
+                if tree.name() == b"meta" && key.as_ref() == SEAL {
+                    continue;
+                }
+                let name = tree_name(tree);
+                self.unseal(name, &key, &value)?;
+                xor(&mut sum, mac_of(&value));
+            }
+        }
+        let sealed = match self.meta.get(SEAL)? {
+            Some(v) => to_mac(self.unseal("meta", SEAL, &v)?),
+            None => [0; MAC_LEN],
+        };
+        if sealed != sum {
+            return Err(IndexError::SealMismatch.into());
+        }
+        Ok(sum)
+    }
+
+    fn trees(&self) -> [&sled::Tree; 9] {
+        [
+            &self.keys,
+            &self.by_hash,
+            &self.by_prefix,
+            &self.by_project,
+            &self.counters,
+            &self.directory,
+            &self.marks,
+            &self.vault,
+            &self.meta,
+        ]
+    }
+
+    /// The MAC of an entry of `tree`.
+    fn mac(&self, tree: &str, key: &[u8], payload: &[u8]) -> Mac {
+        let mut h = blake3::Hasher::new_keyed(&self.mac_key);
+        h.update(tree.as_bytes());
+        h.update(&[0]);
+        h.update(&(key.len() as u64).to_le_bytes());
+        h.update(key);
+        h.update(payload);
+        let mut mac = [0; MAC_LEN];
+        h.finalize_xof().fill(&mut mac);
+        mac
+    }
+
+    /// The value to store for `payload` under `key` in `tree`: format byte, MAC, payload.
+    fn seal(&self, tree: &str, key: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + MAC_LEN + payload.len());
+        out.push(VALUE_FORMAT);
+        out.extend_from_slice(&self.mac(tree, key, payload));
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// The payload of a stored value, once its format and MAC check.
+    fn unseal<'v>(&self, tree: &'static str, key: &[u8], value: &'v [u8]) -> Result<&'v [u8]> {
+        let (&version, rest) = value.split_first().ok_or(IndexError::EmptyValue)?;
+        if version != VALUE_FORMAT {
+            return Err(IndexError::UnknownValueFormat(version).into());
+        }
+        let (mac, payload) = rest.split_at_checked(MAC_LEN).ok_or(IndexError::EmptyValue)?;
+        if !constant_time_eq(mac, &self.mac(tree, key, payload)) {
+            return Err(IndexError::Tampered {
+                tree,
+                key: printable(key),
+            }
+            .into());
+        }
+        Ok(payload)
+    }
+
+    /// A sealed value of `tree` decoded as `T`.
+    fn decode<T: serde::de::DeserializeOwned>(&self, tree: &'static str, key: &[u8], value: &[u8]) -> Result<T> {
+        let payload = self.unseal(tree, key, value)?;
+        bincode::serde::decode_from_slice(payload, bincode::config::standard())
+            .map(|(v, _)| v)
+            .map_err(|e| IndexError::Undecodable(e).into())
+    }
+
+    /// A sealed value of `tree` holding a big-endian number of `N` bytes.
+    fn number<const N: usize>(&self, tree: &'static str, key: &[u8], value: &[u8]) -> Result<[u8; N]> {
+        let payload = self.unseal(tree, key, value)?;
+        payload.try_into().map_err(|_| IndexError::EmptyValue.into())
     }
 
     /// The sequence number of the last log record applied.
     pub fn applied_seq(&self) -> Result<u64> {
-        Ok(self
-            .meta
-            .get(APPLIED_SEQ)?
-            .map_or(0, |v| u64::from_be_bytes(crate::log::frame::to_array(&v))))
+        match self.meta.get(APPLIED_SEQ)? {
+            Some(v) => Ok(u64::from_be_bytes(self.number("meta", APPLIED_SEQ, &v)?)),
+            None => Ok(0),
+        }
+    }
+
+    /// The chain hash of record `applied_seq`, as the index recorded it (`None` for an
+    /// index that has applied nothing).
+    pub fn applied_hash(&self) -> Result<Option<[u8; 32]>> {
+        self.meta
+            .get(APPLIED_HASH)?
+            .map(|v| self.number("meta", APPLIED_HASH, &v))
+            .transpose()
     }
 
     /// The registered key formats.
     pub fn formats(&self) -> Result<FormatSet> {
         match self.meta.get(FORMATS)? {
-            Some(bytes) => Ok(FormatSet::new(decode::<Vec<Format>>(&bytes)?)),
+            Some(bytes) => Ok(FormatSet::new(self.decode::<Vec<Format>>("meta", FORMATS, &bytes)?)),
             None => Ok(FormatSet::default()),
         }
     }
@@ -147,7 +319,10 @@ impl Index {
     /// The greatest key id issued so far.
     pub fn last_id(&self) -> Result<Option<KeyId>> {
         match self.keys.last()? {
-            Some((id, _)) => Ok(std::str::from_utf8(&id).ok().and_then(|s| KeyId::parse(s).ok())),
+            Some((id, value)) => {
+                self.unseal("keys", &id, &value)?;
+                Ok(std::str::from_utf8(&id).ok().and_then(|s| KeyId::parse(s).ok()))
+            }
             None => Ok(None),
         }
     }
@@ -163,16 +338,19 @@ impl Index {
     /// The key with this id.
     pub fn get(&self, id: &KeyId) -> Result<Option<StoredKey>> {
         self.check_current()?;
-        self.keys.get(id.as_str())?.map(|v| decode(&v)).transpose()
+        let id = id.as_str().as_bytes();
+        self.keys.get(id)?.map(|v| self.decode("keys", id, &v)).transpose()
     }
 
-    /// The key with this tag: two reads and a decode (the path a cache miss takes).
+    /// The key with this tag: two reads, two MAC checks and a decode (the path a cache
+    /// miss takes).
     pub fn get_by_tag(&self, tag: &Tag) -> Result<Option<StoredKey>> {
         self.check_current()?;
-        let Some(id) = self.by_hash.get(tag.0)? else {
+        let Some(sealed_id) = self.by_hash.get(tag.0)? else {
             return Ok(None);
         };
-        self.keys.get(&id)?.map(|v| decode(&v)).transpose()
+        let id = self.unseal("by_hash", &tag.0, &sealed_id)?;
+        self.keys.get(id)?.map(|v| self.decode("keys", id, &v)).transpose()
     }
 
     /// Every key, in id (creation) order, optionally only those of one project or prefix.
@@ -187,8 +365,10 @@ impl Index {
         for id in ids {
             let id = id?;
             if let Some(v) = self.keys.get(&id)? {
-                let stored: StoredKey = decode(&v)?;
-                if prefix.is_none_or(|p| stored.record.prefix() == p) {
+                let stored: StoredKey = self.decode("keys", &id, &v)?;
+                if prefix.is_none_or(|p| stored.record.prefix() == p)
+                    && project.is_none_or(|p| stored.record.project == p)
+                {
                     out.push(stored);
                 }
             }
@@ -199,12 +379,11 @@ impl Index {
 
     /// Every plan, custom role and user.
     pub fn directory(&self) -> Result<Directory> {
-        let entries: Vec<DirEntry> = self
-            .directory
-            .iter()
-            .values()
-            .map(|v| decode(&v?))
-            .collect::<Result<_>>()?;
+        let mut entries: Vec<DirEntry> = Vec::new();
+        for item in self.directory.iter() {
+            let (k, v) = item?;
+            entries.push(self.decode("directory", &k, &v)?);
+        }
         Ok(Directory::from_entries(entries))
     }
 
@@ -215,7 +394,7 @@ impl Index {
         for item in self.vault.scan_prefix(&prefix) {
             let (k, v) = item?;
             let version = u32::from_be_bytes(crate::log::frame::to_array(k.get(prefix.len()..).unwrap_or_default()));
-            out.push((version, decode(&v)?));
+            out.push((version, self.decode("vault", &k, &v)?));
         }
         Ok(out)
     }
@@ -225,11 +404,12 @@ impl Index {
         let mut out = Vec::new();
         for item in self.vault.iter() {
             let (k, v) = item?;
+            let entry = self.decode("vault", &k, &v)?;
             let mut parts = k.splitn(3, |b| *b == 0);
             let project = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
             let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
             let version = u32::from_be_bytes(crate::log::frame::to_array(parts.next().unwrap_or_default()));
-            out.push((project, name, version, decode(&v)?));
+            out.push((project, name, version, entry));
         }
         Ok(out)
     }
@@ -241,39 +421,46 @@ impl Index {
         for item in self.meta.scan_prefix(b"master/") {
             let (k, v) = item?;
             let version = u32::from_be_bytes(crate::log::frame::to_array(k.get(7..).unwrap_or_default()));
-            masters.insert(version, crate::log::frame::to_array(&v));
+            masters.insert(version, self.number("meta", &k, &v)?);
         }
-        let min = self
-            .meta
-            .get(b"vault_min")?
-            .map_or(0, |v| u32::from_be_bytes(crate::log::frame::to_array(&v)));
+        let min = match self.meta.get(VAULT_MIN)? {
+            Some(v) => u32::from_be_bytes(self.number("meta", VAULT_MIN, &v)?),
+            None => 0,
+        };
         Ok((masters, min))
     }
 
     /// A key's persisted budget mark (packed), 0 if none.
     pub fn mark(&self, id: &KeyId) -> Result<u64> {
-        Ok(self
-            .marks
-            .get(id.as_str())?
-            .map_or(0, |v| u64::from_be_bytes(crate::log::frame::to_array(&v))))
+        let id = id.as_str().as_bytes();
+        match self.marks.get(id)? {
+            Some(v) => Ok(u64::from_be_bytes(self.number("marks", id, &v)?)),
+            None => Ok(0),
+        }
     }
 
     /// A key's persisted counters.
     pub fn counters(&self, id: &KeyId) -> Result<Option<Counters>> {
-        self.counters.get(id.as_str())?.map(|v| decode(&v)).transpose()
+        let id = id.as_str().as_bytes();
+        self.counters
+            .get(id)?
+            .map(|v| self.decode("counters", id, &v))
+            .transpose()
     }
 
-    /// Writes counters in one batch.
+    /// Writes counters in one transaction.
     pub fn write_counters(&self, entries: &[(KeyId, Counters)]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for (id, counters) in entries {
-            batch.insert(id.as_str(), encode(counters));
-        }
-        self.counters.apply_batch(batch)?;
-        Ok(())
+        let sealed: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .iter()
+            .map(|(id, counters)| {
+                let id = id.as_str().as_bytes();
+                (id.to_vec(), self.seal("counters", id, &encode(counters)))
+            })
+            .collect();
+        self.write_sealed(false, &sealed)
     }
 
     /// After an unclean stop: raises every key's persisted spend to its budget mark (the
@@ -283,10 +470,10 @@ impl Index {
         let mut raised = Vec::new();
         for item in self.marks.iter() {
             let (id, mark) = item?;
+            let mark = u64::from_be_bytes(self.number("marks", &id, &mark)?);
             let Some(id) = std::str::from_utf8(&id).ok().and_then(|s| KeyId::parse(s).ok()) else {
                 continue;
             };
-            let mark = u64::from_be_bytes(crate::log::frame::to_array(&mark));
             let mut counters = self.counters(&id)?.unwrap_or_default();
             // Spend moves to a new period only after a mark in it went through the log, so
             // a mark of another period is the newer word (or the budget changed kind since
@@ -304,13 +491,33 @@ impl Index {
 
     /// Whether the store was last closed cleanly (counters flushed exactly).
     pub fn was_clean(&self) -> Result<bool> {
-        Ok(self.meta.get(CLEAN)?.is_some_and(|v| v.as_ref() == [1]))
+        match self.meta.get(CLEAN)? {
+            Some(v) => Ok(self.unseal("meta", CLEAN, &v)? == [1]),
+            None => Ok(false),
+        }
     }
 
     /// Records a clean close (`true`) or an open store (`false`), durably.
     pub fn set_clean(&self, clean: bool) -> Result<()> {
-        self.meta.insert(CLEAN, &[u8::from(clean)])?;
+        let value = self.seal("meta", CLEAN, &[u8::from(clean)]);
+        self.write_sealed(true, &[(CLEAN.to_vec(), value)])?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Writes sealed entries of the counters (`in_meta` false) or meta tree in one
+    /// transaction, under the sum's lock, with the new sum sealed into `meta/seal`.
+    fn write_sealed(&self, in_meta: bool, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut sum = lock(&self.sum);
+        let result = (&self.counters, &self.meta).transaction(|(c, m)| {
+            let mut next = *sum;
+            for (key, value) in entries {
+                put(&mut next, if in_meta { m } else { c }, key, value)?;
+            }
+            m.insert(SEAL, self.seal("meta", SEAL, &next))?;
+            Ok(next)
+        });
+        *sum = result.map_err(transaction_error)?;
         Ok(())
     }
 
@@ -332,16 +539,46 @@ impl Index {
     }
 
     fn apply_batch(&self, batch: &IndexBatch<'_>) -> Result<()> {
-        let encoded: Vec<(&KeyId, Vec<u8>, &StoredKey)> = batch.keys.iter().map(|(id, k)| (id, encode(k), k)).collect();
-        let formats = batch.formats.map(|f| encode(&f.iter().cloned().collect::<Vec<_>>()));
-        let directory: Vec<(Vec<u8>, Option<Vec<u8>>)> = batch
-            .directory
-            .iter()
-            .map(|(k, e)| (k.encode(), e.as_ref().map(encode)))
-            .collect();
-        let vault: Vec<(&Vec<u8>, Option<Vec<u8>>)> =
-            batch.vault.iter().map(|(k, e)| (k, e.as_ref().map(encode))).collect();
-        let applied_seq = batch.applied_seq;
+        // Everything sealed before the transaction: (tree index, key, value or None to remove).
+        let mut writes: Vec<(usize, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut put_value = |tree: usize, name: &str, key: Vec<u8>, payload: Option<&[u8]>| {
+            let value = payload.map(|p| self.seal(name, &key, p));
+            writes.push((tree, key, value));
+        };
+        for (id, stored) in batch.keys {
+            let id = id.as_str().as_bytes();
+            put_value(0, "keys", id.to_vec(), Some(&encode(stored)));
+            put_value(1, "by_hash", stored.tag.0.to_vec(), Some(id));
+            put_value(2, "by_prefix", join(stored.record.prefix(), id), Some(&[]));
+            put_value(3, "by_project", join(&stored.record.project, id), Some(&[]));
+        }
+        if let Some(f) = batch.formats {
+            put_value(
+                4,
+                "meta",
+                FORMATS.to_vec(),
+                Some(&encode(&f.iter().cloned().collect::<Vec<_>>())),
+            );
+        }
+        for (key, entry) in batch.directory {
+            put_value(5, "directory", key.encode(), entry.as_ref().map(encode).as_deref());
+        }
+        for (key, entry) in batch.vault {
+            put_value(7, "vault", key.clone(), entry.as_ref().map(encode).as_deref());
+        }
+        for (version, check) in batch.masters {
+            let mut key = b"master/".to_vec();
+            key.extend_from_slice(&version.to_be_bytes());
+            put_value(4, "meta", key, Some(check));
+        }
+        if let Some(min) = batch.vault_min {
+            put_value(4, "meta", VAULT_MIN.to_vec(), Some(&min.to_be_bytes()));
+        }
+        for (id, mark) in batch.marks {
+            put_value(6, "marks", id.as_str().as_bytes().to_vec(), Some(&mark.to_be_bytes()));
+        }
+        put_value(4, "meta", APPLIED_SEQ.to_vec(), Some(&batch.applied_seq.to_be_bytes()));
+        put_value(4, "meta", APPLIED_HASH.to_vec(), Some(&batch.applied_hash));
         let trees = (
             &self.keys,
             &self.by_hash,
@@ -352,47 +589,28 @@ impl Index {
             &self.marks,
             &self.vault,
         );
-        let result: Result<(), TransactionError<()>> = trees.transaction(|(k, h, pre, proj, m, pl, mk, vt)| {
-            for (id, value, stored) in &encoded {
-                let id = id.as_str().as_bytes();
-                k.insert(id, value.as_slice())?;
-                h.insert(&stored.tag.0[..], id)?;
-                pre.insert(join(stored.record.prefix(), id), &[][..])?;
-                proj.insert(join(&stored.record.project, id), &[][..])?;
-            }
-            if let Some(f) = &formats {
-                m.insert(FORMATS, f.as_slice())?;
-            }
-            for (key, entry) in &directory {
-                match entry {
-                    Some(e) => pl.insert(key.as_slice(), e.as_slice())?,
-                    None => pl.remove(key.as_slice())?,
+        let mut sum = lock(&self.sum);
+        let result: Result<Mac, TransactionError<()>> = trees.transaction(|(k, h, pre, proj, m, d, mk, vt)| {
+            let trees = [k, h, pre, proj, m, d, mk, vt];
+            let mut next = *sum;
+            for (tree, key, value) in &writes {
+                let Some(tree) = trees.get(*tree) else {
+                    continue;
                 };
+                match value {
+                    Some(v) => put(&mut next, tree, key, v)?,
+                    None => {
+                        if let Some(old) = tree.remove(key.as_slice())? {
+                            xor(&mut next, mac_of(&old));
+                        }
+                    }
+                }
             }
-            for (key, entry) in &vault {
-                match entry {
-                    Some(e) => vt.insert(key.as_slice(), e.as_slice())?,
-                    None => vt.remove(key.as_slice())?,
-                };
-            }
-            for (version, check) in batch.masters {
-                let mut key = b"master/".to_vec();
-                key.extend_from_slice(&version.to_be_bytes());
-                m.insert(key, &check[..])?;
-            }
-            if let Some(min) = batch.vault_min {
-                m.insert(&b"vault_min"[..], &min.to_be_bytes()[..])?;
-            }
-            for (id, mark) in batch.marks {
-                mk.insert(id.as_str().as_bytes(), &mark.to_be_bytes()[..])?;
-            }
-            m.insert(APPLIED_SEQ, &applied_seq.to_be_bytes()[..])?;
-            Ok::<(), ConflictableTransactionError<()>>(())
+            m.insert(SEAL, self.seal("meta", SEAL, &next))?;
+            Ok(next)
         });
-        result.map_err(|e| match e {
-            TransactionError::Storage(e) => IndexError::Sled(e).into(),
-            TransactionError::Abort(()) => IndexError::Aborted.into(),
-        })
+        *sum = result.map_err(transaction_error)?;
+        Ok(())
     }
 
     /// Flushes sled to disk.
@@ -400,6 +618,76 @@ impl Index {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// Inserts a sealed `value` at `key` in `tree`, moving `sum` from the old entry's MAC to
+/// the new one's.
+fn put(
+    sum: &mut Mac,
+    tree: &TransactionalTree,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), ConflictableTransactionError<()>> {
+    if let Some(old) = tree.insert(key, value)? {
+        xor(sum, mac_of(&old));
+    }
+    xor(sum, mac_of(value));
+    Ok(())
+}
+
+/// The MAC bytes of a sealed value (zeros for a value too short to hold one: such a value
+/// never passes `unseal`, and the sum then fails to match as well).
+fn mac_of(value: &[u8]) -> Mac {
+    value.get(1..=MAC_LEN).map_or([0; MAC_LEN], to_mac)
+}
+
+fn to_mac(bytes: &[u8]) -> Mac {
+    crate::log::frame::to_array(bytes)
+}
+
+fn xor(sum: &mut Mac, mac: Mac) {
+    for (s, m) in sum.iter_mut().zip(mac) {
+        *s ^= m;
+    }
+}
+
+/// Compares two MACs in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A tree's name for MACs and messages.
+fn tree_name(tree: &sled::Tree) -> &'static str {
+    match tree.name().as_ref() {
+        b"keys" => "keys",
+        b"by_hash" => "by_hash",
+        b"by_prefix" => "by_prefix",
+        b"by_project" => "by_project",
+        b"counters" => "counters",
+        b"directory" => "directory",
+        b"marks" => "marks",
+        b"vault" => "vault",
+        _ => "meta",
+    }
+}
+
+/// An entry's key for a message: as text when it is printable, else in hex.
+fn printable(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if s.chars().all(|c| c.is_ascii_graphic()) => s.to_string(),
+        _ => hex::encode(key),
+    }
+}
+
+fn transaction_error(e: TransactionError<()>) -> crate::error::Error {
+    match e {
+        TransactionError::Storage(e) => IndexError::Sled(e).into(),
+        TransactionError::Abort(()) => IndexError::Aborted.into(),
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Opens the sled database. The caller holds the store's own lock, so no other store can
@@ -438,21 +726,8 @@ fn scan_ids<'a>(tree: &'a sled::Tree, head: &str) -> impl Iterator<Item = sled::
         .map(move |k| k.map(|k| sled::IVec::from(k.get(start..).unwrap_or_default())))
 }
 
+/// The bincode payload of a value (sealed by the caller).
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![VALUE_FORMAT];
     // Encoding plain data into a Vec cannot fail.
-    if let Ok(bytes) = bincode::serde::encode_to_vec(value, bincode::config::standard()) {
-        out.extend_from_slice(&bytes);
-    }
-    out
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let (&version, body) = bytes.split_first().ok_or(IndexError::EmptyValue)?;
-    if version != VALUE_FORMAT {
-        return Err(IndexError::UnknownValueFormat(version).into());
-    }
-    bincode::serde::decode_from_slice(body, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| IndexError::Undecodable(e).into())
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
 }

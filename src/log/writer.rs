@@ -226,6 +226,32 @@ impl LogWriter {
         self.committed.0 - 1
     }
 
+    /// The chain hash of the last durable record (the genesis hash for an empty log).
+    pub fn durable_hash(&self) -> [u8; 32] {
+        self.committed.1
+    }
+
+    /// The chain hash of durable record `seq` (the genesis hash for 0), `None` past the end.
+    ///
+    /// # Errors
+    /// What reading the record meets: [`LogError::Corrupt`], [`LogError::Io`].
+    pub fn hash_at(&self, seq: u64) -> Result<Option<[u8; 32]>, LogError> {
+        if seq > self.durable_seq() {
+            return Ok(None);
+        }
+        if seq == self.durable_seq() {
+            return Ok(Some(self.committed.1));
+        }
+        if seq == 0 {
+            return Ok(Some(genesis_hash(&self.store_id)));
+        }
+        match LogReader::open(&self.dir, self.store_id, seq)?.next() {
+            Some(Ok(record)) if record.seq == seq => Ok(Some(record.hash)),
+            Some(Err(e)) => Err(e),
+            _ => Ok(None),
+        }
+    }
+
     /// Buffers a record and returns its sequence number. Nothing is durable until
     /// [`LogWriter::commit`] returns.
     pub fn append(&mut self, payload: &[u8]) -> u64 {

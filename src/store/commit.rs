@@ -212,7 +212,9 @@ fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch:
     // later batches, so it never records an applied_seq past a batch it lacks, and the next
     // open replays the log from where it stopped. The error is kept there, not lost.
     if !overlay.is_empty() {
-        let _ = shared.index.apply(&overlay.batch(log.durable_seq()));
+        let _ = shared
+            .index
+            .apply(&overlay.batch(log.durable_seq(), log.durable_hash()));
     }
     if let Some(formats) = overlay.changed_formats() {
         shared.formats.store(Arc::new(formats.clone()));

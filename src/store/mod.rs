@@ -216,11 +216,16 @@ pub struct EventFilter {
 
 /// What a full check of the log found (see [`Store::verify_log`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LogCheck {
     /// Records checked.
     pub records: u64,
     /// Bytes read.
     pub bytes: u64,
+    /// The ids of the keys whose state in the index the log does not produce (changed,
+    /// added, missing or failing their MAC): the index cross-checked against a replay of
+    /// the log. Empty for a sound store.
+    pub index_differs: Vec<String>,
 }
 
 /// State shared by the caller threads, the commit thread and the flusher.
@@ -448,7 +453,7 @@ impl Store {
         let log_dir = path.join("log");
         files::create_dir(&log_dir)?;
         LogWriter::create(&log_dir, store_id, config.segment_size)?.with_head_key(crate::log::head_key(&pepper));
-        Index::open(&path.join("index"))?.flush()?;
+        Index::open(&path.join("index"), &pepper, store_id)?.flush()?;
         // Last: a directory with a STORE marker is a complete store.
         files::Marker::new(store_id, &pepper).write(path)?;
         drop(lock);
@@ -470,8 +475,12 @@ impl Store {
         // middle of a sled snapshot, a full disk) is set aside and rebuilt, never fatal.
         let (index, log, recovery) = match open_index(path, &marker, &config, &pepper) {
             Err(Error::Index(why)) => {
-                let why = why.to_string();
-                rebuild_index(path, &marker, &config, true)?;
+                let mut why = why.to_string();
+                let rebuilt = rebuild_index(path, &marker, &config, &pepper, true)?;
+                if !rebuilt.differing.is_empty() {
+                    why.push_str("; keys whose indexed state the log does not produce: ");
+                    why.push_str(&rebuilt.differing.join(", "));
+                }
                 let (index, log, mut recovery) = open_index(path, &marker, &config, &pepper)?;
                 recovery.index_rebuilt = Some(why);
                 (index, log, recovery)
@@ -536,7 +545,7 @@ impl Store {
         let lock = files::lock(path)?;
         let pepper = resolve_pepper(path, &config)?;
         marker.check_pepper(&pepper)?;
-        let last = rebuild_index(path, &marker, &config, false)?;
+        let last = rebuild_index(path, &marker, &config, &pepper, false)?.last;
         drop(lock);
         Ok(last)
     }
@@ -1162,9 +1171,13 @@ impl Store {
             })
             .progress(progress)
             .run()?;
+        let shared = &self.shared;
+        let index_differs =
+            open::keys_the_log_does_not_produce(&shared.index, &self.path.join("log"), self.store_id, &shared.pepper)?;
         Ok(LogCheck {
             records: report.records,
             bytes: report.bytes,
+            index_differs,
         })
     }
 

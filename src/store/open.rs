@@ -2,11 +2,12 @@
 //! has not applied, the rebuild of the whole index from the log, and what `Store::open`
 //! does with an index that cannot be opened or read (set it aside and rebuild).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::error::{Error, OpenError, Result};
+use crate::error::{Error, IndexError, OpenError, Result};
 use crate::event::Event;
-use crate::index::{Counters, Index};
+use crate::index::{Counters, Index, StoredKey};
 use crate::log::{LogError, LogReader, LogWriter, RecoveryReport};
 use crate::record::KeyId;
 use crate::secret::Pepper;
@@ -19,7 +20,13 @@ const REPLAY_CHUNK: usize = 4096;
 
 /// Applies log records from `from_seq` on to the index, in chunks of one transaction each.
 pub(super) fn replay(index: &Index, log_dir: &Path, store_id: [u8; 16], from_seq: u64) -> Result<()> {
-    let mut reader = LogReader::open(log_dir, store_id, from_seq)?;
+    replay_through(index, log_dir, store_id, from_seq, u64::MAX)
+}
+
+/// [`replay`], stopping after record `through`.
+fn replay_through(index: &Index, log_dir: &Path, store_id: [u8; 16], from_seq: u64, through: u64) -> Result<()> {
+    let mut reader =
+        LogReader::open(log_dir, store_id, from_seq)?.take_while(|r| r.as_ref().map_or(true, |r| r.seq <= through));
     loop {
         let formats = index.formats()?;
         let dir = index.directory()?;
@@ -32,12 +39,12 @@ pub(super) fn replay(index: &Index, log_dir: &Path, store_id: [u8; 16], from_seq
                 reason,
             })?;
             overlay.apply(&event)?;
-            last = Some(record.seq);
+            last = Some((record.seq, record.hash));
         }
-        let Some(last) = last else {
+        let Some((seq, hash)) = last else {
             return Ok(());
         };
-        index.apply(&overlay.batch(last))?;
+        index.apply(&overlay.batch(seq, hash))?;
     }
 }
 
@@ -50,7 +57,7 @@ pub(super) fn open_index(
     config: &Config,
     pepper: &Pepper,
 ) -> Result<(Index, LogWriter, RecoveryReport)> {
-    let index = Index::open(&path.join("index"))?;
+    let index = Index::open(&path.join("index"), pepper, marker.store_id)?;
     let applied = index.applied_seq()?;
     let (log, recovery) = LogWriter::open(&path.join("log"), marker.store_id, config.segment_size, applied)?;
     // The MAC'd head checkpoint: a log rewritten, truncated or spliced behind the
@@ -66,6 +73,11 @@ pub(super) fn open_index(
         ))
         .into());
     }
+    // The index must have come from this log: a copy from a fork of the store (same
+    // pepper and id, another history) holds states this log does not produce.
+    if applied > 0 && index.applied_hash()? != log.hash_at(applied)? {
+        return Err(IndexError::OtherHistory(applied).into());
+    }
     replay(&index, &path.join("log"), marker.store_id, applied + 1)?;
     if !index.was_clean()? {
         // Spend acknowledged before a crash may have reached the budget marks.
@@ -78,13 +90,28 @@ pub(super) fn open_index(
     Ok((index, log, recovery))
 }
 
+/// What a rebuild did.
+pub(super) struct Rebuilt {
+    /// The last sequence number in the log.
+    pub last: u64,
+    /// The keys whose state in the old index the log does not produce (changed, added,
+    /// missing, or failing their MAC), when the old index could be read at all.
+    pub differing: Vec<String>,
+}
+
 /// Builds a new index from the log alone in `DATA/index.rebuild`, then puts it in place
 /// of the old one. Counters (last used, rate-limit state, budget spend), which the log
-/// does not hold, are carried over from the old index when it can be read; otherwise
+/// does not hold, are carried over from the old index when it opens and checks; otherwise
 /// spend restarts at the budget marks, which come from the log. The old index is
 /// removed, or kept as `DATA/index.broken` when `set_aside` (it failed to open or read).
-/// The caller holds the store's lock. Returns the last sequence number in the log.
-pub(super) fn rebuild_index(path: &Path, marker: &files::Marker, config: &Config, set_aside: bool) -> Result<u64> {
+/// The caller holds the store's lock.
+pub(super) fn rebuild_index(
+    path: &Path,
+    marker: &files::Marker,
+    config: &Config,
+    pepper: &Pepper,
+    set_aside: bool,
+) -> Result<Rebuilt> {
     let log_dir = path.join("log");
     let index_dir = path.join("index");
     // An index that cannot be read carries nothing over: the rebuild needs only the log.
@@ -92,19 +119,27 @@ pub(super) fn rebuild_index(path: &Path, marker: &files::Marker, config: &Config
         counters,
         was_clean,
         applied,
-    } = carried_over(&index_dir).unwrap_or_default();
+    } = carried_over(&index_dir, pepper, marker.store_id).unwrap_or_default();
     // Recover first, so a torn tail is truncated and a corrupt log refuses the rebuild.
     let (log, _) = LogWriter::open(&log_dir, marker.store_id, config.segment_size, applied)?;
     let last = log.durable_seq();
     drop(log);
     let fresh = path.join("index.rebuild");
     files::remove_dir_if_exists(&fresh)?;
-    {
-        let index = Index::open(&fresh)?;
+    let differing = {
+        let index = Index::open(&fresh, pepper, marker.store_id)?;
         replay(&index, &log_dir, marker.store_id, 1)?;
         index.write_counters(&counters)?;
         index.set_clean(was_clean)?;
-    }
+        // What the old index held that the log does not give, if sled can still read it.
+        match index_dir
+            .exists()
+            .then(|| Index::open_unchecked(&index_dir, pepper, marker.store_id))
+        {
+            Some(Ok(old)) => differing_keys(&old.raw_keys()?, &index.list(None, None)?),
+            _ => Vec::new(),
+        }
+    };
     if set_aside {
         let broken = path.join("index.broken");
         files::remove_dir_if_exists(&broken)?;
@@ -116,7 +151,50 @@ pub(super) fn rebuild_index(path: &Path, marker: &files::Marker, config: &Config
     }
     std::fs::rename(&fresh, &index_dir).map_err(|e| Error::io(&index_dir, e))?;
     crate::log::sync_dir(path).map_err(|e| Error::io(path, e))?;
-    Ok(last)
+    Ok(Rebuilt { last, differing })
+}
+
+/// The cross-check of `Store::verify_log`: the keys whose state in `index` the log does not
+/// produce, found by replaying the log into a temporary index, up to the record the
+/// index has applied.
+pub(super) fn keys_the_log_does_not_produce(
+    index: &Index,
+    log_dir: &Path,
+    store_id: [u8; 16],
+    pepper: &Pepper,
+) -> Result<Vec<String>> {
+    let mut tries = 0;
+    loop {
+        let through = index.applied_seq()?;
+        let fresh = Index::temporary(pepper, store_id)?;
+        replay_through(&fresh, log_dir, store_id, 1, through)?;
+        let indexed = index.raw_keys()?;
+        tries += 1;
+        // A store that never stops committing is compared as it is after ten tries: a
+        // key changed during the last one may then be named.
+        if index.applied_seq()? == through || tries == 10 {
+            return Ok(differing_keys(&indexed, &fresh.list(None, None)?));
+        }
+    }
+}
+
+/// The ids of the keys whose entry in `indexed` (`None`: it fails its MAC or does not
+/// decode) is not what the log gives in `rebuilt`, or that only one of them has.
+fn differing_keys(indexed: &BTreeMap<String, Option<StoredKey>>, rebuilt: &[StoredKey]) -> Vec<String> {
+    let rebuilt: BTreeMap<&str, &StoredKey> = rebuilt.iter().map(|k| (k.record.id.as_str(), k)).collect();
+    let mut ids: Vec<String> = indexed
+        .iter()
+        .filter(|(id, held)| rebuilt.get(id.as_str()).copied() != held.as_ref())
+        .map(|(id, _)| id.clone())
+        .collect();
+    ids.extend(
+        rebuilt
+            .keys()
+            .filter(|id| !indexed.contains_key(**id))
+            .map(|id| id.to_string()),
+    );
+    ids.sort();
+    ids
 }
 
 /// What a rebuild carries over from the old index.
@@ -131,11 +209,11 @@ struct Carried {
 }
 
 /// What a rebuild carries over from the old index in `dir`; nothing if there is none.
-fn carried_over(dir: &Path) -> Result<Carried> {
+fn carried_over(dir: &Path, pepper: &Pepper, store_id: [u8; 16]) -> Result<Carried> {
     if !dir.exists() {
         return Ok(Carried::default());
     }
-    let old = Index::open(dir)?;
+    let old = Index::open(dir, pepper, store_id)?;
     let mut counters = Vec::new();
     for k in old.list(None, None)? {
         if let Some(c) = old.counters(&k.record.id)? {
@@ -147,4 +225,52 @@ fn carried_over(dir: &Path) -> Result<Carried> {
         was_clean: old.was_clean()?,
         applied: old.applied_seq()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NewKey, Store};
+
+    /// Three keys as the index holds them, from a real store.
+    fn three_keys() -> Vec<StoredKey> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path().join("data"), Config::new()).unwrap();
+        for name in ["a", "b", "c"] {
+            store.create(NewKey::new(name)).unwrap();
+        }
+        let keys = store.shared.index.list(None, None).unwrap();
+        store.close().unwrap();
+        keys
+    }
+
+    fn by_id(keys: &[StoredKey]) -> BTreeMap<String, Option<StoredKey>> {
+        keys.iter()
+            .map(|k| (k.record.id.to_string(), Some(k.clone())))
+            .collect()
+    }
+
+    #[test]
+    fn the_same_keys_differ_in_nothing() {
+        let keys = three_keys();
+        assert!(differing_keys(&by_id(&keys), &keys).is_empty());
+    }
+
+    #[test]
+    fn changed_added_missing_and_unreadable_keys_are_named() {
+        let keys = three_keys();
+        let [a, b, c] = [0, 1, 2].map(|i| keys[i].record.id.to_string());
+        let mut indexed = by_id(&keys);
+        // a: another state; b: fails its MAC; c: not in the index; d: only in the index.
+        if let Some(Some(k)) = indexed.get_mut(&a) {
+            k.record.revoked = None;
+            k.record.name = "renamed".into();
+        }
+        indexed.insert(b.clone(), None);
+        indexed.remove(&c);
+        indexed.insert("key_only_in_the_index".into(), Some(keys[0].clone()));
+        let mut expected = vec![a, b, c, "key_only_in_the_index".to_string()];
+        expected.sort();
+        assert_eq!(differing_keys(&indexed, &keys), expected);
+    }
 }

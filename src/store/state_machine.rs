@@ -69,7 +69,7 @@ impl<'a> Overlay<'a> {
     }
 
     /// The batch's changes, for the index.
-    pub fn batch(&self, applied_seq: u64) -> IndexBatch<'_> {
+    pub fn batch(&self, applied_seq: u64, applied_hash: [u8; 32]) -> IndexBatch<'_> {
         IndexBatch {
             keys: &self.keys,
             formats: self.formats.as_ref(),
@@ -79,6 +79,7 @@ impl<'a> Overlay<'a> {
             masters: &self.masters,
             vault_min: self.vault_min,
             applied_seq,
+            applied_hash,
         }
     }
 

@@ -776,10 +776,20 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
     let store = open(data)?;
     match args.action {
         Some(AuditAction::Verify) => match verify_with_bar(&store) {
-            Ok(check) => {
+            Ok(check) if check.index_differs.is_empty() => {
                 println!("log intact: {} records, {} bytes", check.records, check.bytes);
+                println!("index agrees with the log");
                 Ok(0)
             }
+            Ok(check) => Err(Failure {
+                code: 3,
+                message: format!(
+                    "log intact ({} records), but the index holds a state the log does not produce for {} key(s): {}; run `credstore rebuild`",
+                    check.records,
+                    check.index_differs.len(),
+                    check.index_differs.join(", ")
+                ),
+            }),
             Err(e) => Err(Failure {
                 code: 3,
                 message: format!("log check failed: {e}"),
