@@ -8,8 +8,18 @@
 //! A second word holds the high-water mark persisted through the log (same packing).
 //! Spend never passes the mark: before it would, the caller raises the mark through the
 //! log (see `Store::verify`), so after a crash spend restarts at the mark.
+//!
+//! How far a raise takes the mark past spend (the chunk) is what a crash can over-count,
+//! and a raise is a durable log write. So the chunk follows the key's pace: each raise
+//! measures the spend and time since the one before, and the next chunk is about one second
+//! of that spend ([`CHUNK_SPAN_NS`]), clamped between `cap/1000` and `cap/64`
+//! ([`Budget::chunk`]). A hot key raises its mark about once a second, a slow one every
+//! `cap/1000` of spend, and a crash over-counts at most the larger of the two (or the
+//! request's cost). Only a raise touches the pace; a charge that fits under the mark is
+//! still one load and one compare-and-swap.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, TryLockError};
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
@@ -20,8 +30,14 @@ const SPEND_BITS: u32 = 44;
 pub const MAX_BUDGET: u64 = (1 << SPEND_BITS) - 1;
 /// Period ids must fit in the 20 remaining bits.
 const MAX_PERIOD: u32 = (1 << (64 - SPEND_BITS)) - 1;
-/// The high-water mark runs ahead of spend by `max(1, cap / CHUNK_DIVISOR)`.
-pub const CHUNK_DIVISOR: u64 = 64;
+/// The high-water mark runs ahead of spend by at most `max(1, cap / MAX_CHUNK_DIVISOR)`
+/// (a key that would spend its whole cap in 64 seconds)...
+pub const MAX_CHUNK_DIVISOR: u64 = 64;
+/// ...and at least `max(1, cap / MIN_CHUNK_DIVISOR)`: at most about 1000 raises per period.
+pub const MIN_CHUNK_DIVISOR: u64 = 1000;
+/// Between the two, a chunk is this much time of the key's spend at its last measured pace:
+/// about one raise per span, and at most a span of spend over-counted by a crash.
+pub const CHUNK_SPAN_NS: i64 = 1_000_000_000;
 
 /// How a budget's periods run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,10 +127,39 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// How far the persisted mark runs ahead of spend.
-    pub fn chunk(&self) -> u64 {
-        (self.cap / CHUNK_DIVISOR).max(1)
+    /// The least a mark raise runs ahead of spend: `max(1, cap/1000)`.
+    pub fn min_chunk(&self) -> u64 {
+        (self.cap / MIN_CHUNK_DIVISOR).max(1)
     }
+
+    /// The most a mark raise runs ahead of spend (a request's cost aside): `max(1, cap/64)`.
+    pub fn max_chunk(&self) -> u64 {
+        (self.cap / MAX_CHUNK_DIVISOR).max(1)
+    }
+
+    /// How far a mark raise runs ahead of spend for a key that spends `per_span` in
+    /// [`CHUNK_SPAN_NS`]: `per_span` clamped to [`Budget::min_chunk`]..=[`Budget::max_chunk`].
+    pub fn chunk(&self, per_span: u64) -> u64 {
+        // Not `clamp`, which panics when its bounds cross (they never do: 1000 > 64).
+        per_span.max(self.min_chunk()).min(self.max_chunk())
+    }
+}
+
+/// `spent` over `elapsed_ns` as spend per [`CHUNK_SPAN_NS`], rounded up, so that a chunk
+/// of it lasts at least a span at that pace. Spend in no time (or in time the clock stepped
+/// back over) is as fast as it gets: `u64::MAX`.
+pub fn per_span(spent: u64, elapsed_ns: i64) -> u64 {
+    if spent == 0 {
+        return 0;
+    }
+    let Ok(elapsed) = u128::try_from(elapsed_ns) else {
+        return u64::MAX;
+    };
+    if elapsed == 0 {
+        return u64::MAX;
+    }
+    let span = u128::from(CHUNK_SPAN_NS.unsigned_abs());
+    u64::try_from((u128::from(spent) * span).div_ceil(elapsed)).unwrap_or(u64::MAX)
 }
 
 /// Packs a period id and an amount into one word.
@@ -155,6 +200,12 @@ pub enum Charge {
 pub struct BudgetCounter {
     spend: AtomicU64,
     mark: AtomicU64,
+    /// The key's spend per [`CHUNK_SPAN_NS`] as last measured (0: not yet measured), which
+    /// sizes the next raise. Read only when a charge needs a raise.
+    per_span: AtomicU64,
+    /// When the mark was last raised (ns) and the packed spend then; `None` before the
+    /// first raise. Only the thread whose raise moved the mark takes it.
+    last_raise: Mutex<Option<(i64, u64)>>,
 }
 
 impl BudgetCounter {
@@ -163,6 +214,7 @@ impl BudgetCounter {
         BudgetCounter {
             spend: AtomicU64::new(spend),
             mark: AtomicU64::new(mark),
+            ..BudgetCounter::default()
         }
     }
 
@@ -177,9 +229,37 @@ impl BudgetCounter {
         self.spend.load(Ordering::Acquire)
     }
 
-    /// Raises the mark (never lowers it).
-    pub fn raise_mark(&self, word: u64) {
-        self.mark.fetch_max(word, Ordering::AcqRel);
+    /// Raises the mark (never lowers it) once `word` is durable, at `now_ns`. The raise
+    /// that moves the mark also measures the key's pace since the previous one, which sizes
+    /// the next raise.
+    pub fn raise_mark(&self, word: u64, now_ns: i64) {
+        if self.mark.fetch_max(word, Ordering::AcqRel) >= word {
+            // Another thread's raise got here first (a charge that needed the same mark, or a
+            // higher one): it measures.
+            return;
+        }
+        let mut last = match self.last_raise.try_lock() {
+            Ok(last) => last,
+            // Nothing in the section panics; were it to, the pair is still a usable estimate.
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            // Two raises at once: the other measures, and the next raise spans both.
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let (period, (p1, s1)) = (unpack(word).0, unpack(self.spend.load(Ordering::Acquire)));
+        if let Some((at, before)) = *last {
+            let (p0, s0) = unpack(before);
+            // Across a new period, what was spent is unknown: keep the last pace.
+            if p0 == p1 && p1 == period {
+                self.per_span.store(
+                    per_span(s1.saturating_sub(s0), now_ns.saturating_sub(at)),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        // The first raise of a new period comes before its first charge: the period's spend
+        // starts from zero now.
+        let spend = if period > p1 { pack(period, 0) } else { pack(p1, s1) };
+        *last = Some((now_ns, spend));
     }
 
     /// Charges `cost` in `period` against `budget`, unless that would pass the cap, or the
@@ -211,7 +291,10 @@ impl BudgetCounter {
             let (mp, m) = unpack(self.mark.load(Ordering::Acquire));
             let mark = if mp == period { m } else { 0 };
             if new > mark {
-                return Charge::NeedsMark(pack(period, spent.saturating_add(budget.chunk().max(cost))));
+                // The pace moves only when a raise is made, so the threads that need a raise
+                // at this spend ask for the same word, and the log gets one event for them.
+                let chunk = budget.chunk(self.per_span.load(Ordering::Relaxed)).max(cost);
+                return Charge::NeedsMark(pack(period, spent.saturating_add(chunk)));
             }
             match self
                 .spend
@@ -279,7 +362,7 @@ mod tests {
             period: Period::Daily,
         };
         let c = BudgetCounter::new(pack(7, 9), pack(7, 10));
-        c.raise_mark(pack(8, 10));
+        c.raise_mark(pack(8, 10), 0);
         // Day 8 has begun: its first request starts from zero.
         assert_eq!(c.charge(&b, 8, 4), Charge::Charged(4));
         // A request that read the time on day 7 arrives after it: charged in day 8, not
@@ -301,18 +384,192 @@ mod tests {
         };
         let c = BudgetCounter::default();
         assert_eq!(c.charge(&b, 0, 3), Charge::NeedsMark(pack(0, 3)));
-        c.raise_mark(pack(0, 5));
+        c.raise_mark(pack(0, 5), 0);
         assert_eq!(c.charge(&b, 0, 3), Charge::Charged(3));
         assert_eq!(c.charge(&b, 0, 3), Charge::NeedsMark(pack(0, 6)));
-        c.raise_mark(pack(0, 10));
+        c.raise_mark(pack(0, 10), 0);
         assert_eq!(c.charge(&b, 0, 3), Charge::Charged(6));
         assert_eq!(c.charge(&b, 0, 5), Charge::Exhausted(6));
         assert_eq!(c.charge(&b, 0, 4), Charge::Charged(10));
         assert_eq!(c.charge(&b, 0, 0), Charge::Charged(10), "cost 0 only checks");
         // A new period starts from zero, lazily.
-        c.raise_mark(pack(1, 10));
+        c.raise_mark(pack(1, 10), 0);
         assert_eq!(c.charge(&b, 1, 2), Charge::Charged(2));
         assert_eq!(c.spent(1), 2);
         assert_eq!(unpack(pack(5, 7)), (5, 7));
+    }
+
+    #[test]
+    fn a_raise_sizes_the_next_chunk_to_a_second_of_spend() {
+        let b = Budget {
+            cap: 2_000_000,
+            period: Period::Total,
+        };
+        let c = BudgetCounter::default();
+        let spend = |n: u64| {
+            for _ in 0..n {
+                assert!(matches!(c.charge(&b, 0, 5), Charge::Charged(_)));
+            }
+        };
+        // Nothing measured yet: cap/1000.
+        assert_eq!(c.charge(&b, 0, 5), Charge::NeedsMark(pack(0, 2_000)));
+        c.raise_mark(pack(0, 2_000), 0);
+        spend(400);
+        assert_eq!(c.charge(&b, 0, 5), Charge::NeedsMark(pack(0, 4_000)));
+        c.raise_mark(pack(0, 4_000), 400_000_000);
+        // 2,000 spent in 0.4 s: 5,000 a second.
+        assert_eq!(c.per_span.load(Ordering::Relaxed), 5_000);
+        spend(400);
+        assert_eq!(c.charge(&b, 0, 5), Charge::NeedsMark(pack(0, 9_000)));
+        // A raise that does not move the mark (a thread that needed the same one, or an
+        // older one) measures nothing.
+        c.raise_mark(pack(0, 4_000), 401_000_000);
+        assert_eq!(c.per_span.load(Ordering::Relaxed), 5_000);
+        // 2,000 spent in 1 ms: past cap/64 a second, so the chunk stops at cap/64.
+        c.raise_mark(pack(0, 9_000), 401_000_000);
+        spend(1_000);
+        assert_eq!(c.charge(&b, 0, 5), Charge::NeedsMark(pack(0, 9_000 + 31_250)));
+        // A request costlier than the chunk gets a mark that admits it.
+        let slow = BudgetCounter::new(pack(0, 10), pack(0, 10));
+        assert_eq!(slow.charge(&b, 0, 9_999), Charge::NeedsMark(pack(0, 10_009)));
+    }
+
+    #[test]
+    fn a_new_period_keeps_the_measured_pace() {
+        let b = Budget {
+            cap: 2_000_000,
+            period: Period::Daily,
+        };
+        let c = BudgetCounter::new(pack(7, 0), pack(7, 0));
+        c.raise_mark(pack(7, 2_000), 0);
+        assert_eq!(c.charge(&b, 7, 2_000), Charge::Charged(2_000));
+        c.raise_mark(pack(7, 12_000), 1_000_000_000);
+        assert_eq!(c.per_span.load(Ordering::Relaxed), 2_000);
+        // Day 8: its spend restarts at zero, which says nothing of the pace.
+        assert_eq!(c.charge(&b, 8, 1), Charge::NeedsMark(pack(8, 2_000)));
+        c.raise_mark(pack(8, 2_000), 1_500_000_000);
+        assert_eq!(c.per_span.load(Ordering::Relaxed), 2_000);
+        // The next raise measures from the start of day 8: 2,000 in 0.5 s.
+        assert_eq!(c.charge(&b, 8, 2_000), Charge::Charged(2_000));
+        c.raise_mark(pack(8, 4_000), 2_000_000_000);
+        assert_eq!(c.per_span.load(Ordering::Relaxed), 4_000);
+    }
+
+    /// Charges from several threads, each raise made durable in a model of the log before
+    /// the counter learns of it: no charge ever passes the durable mark, none is lost, and
+    /// the threads that need one raise write one event.
+    #[test]
+    fn concurrent_charges_never_pass_the_durable_mark() {
+        const THREADS: u64 = 4;
+        const EACH: u64 = 20_000;
+        let b = Budget {
+            cap: 1_000_000,
+            period: Period::Total,
+        };
+        let c = BudgetCounter::default();
+        let durable = AtomicU64::new(0);
+        let events = AtomicU64::new(0);
+        let clock = std::sync::atomic::AtomicI64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    for _ in 0..EACH {
+                        // A microsecond per charge: a million a second.
+                        let now = clock.fetch_add(1_000, Ordering::Relaxed);
+                        loop {
+                            match c.charge(&b, 0, 1) {
+                                Charge::Charged(spent) => {
+                                    assert!(spent <= unpack(durable.load(Ordering::Acquire)).1);
+                                    break;
+                                }
+                                Charge::NeedsMark(word) => {
+                                    if durable.fetch_max(word, Ordering::AcqRel) < word {
+                                        events.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    c.raise_mark(word, now);
+                                }
+                                Charge::Exhausted(spent) => panic!("exhausted at {spent}"),
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let spent = c.spent(0);
+        assert_eq!(spent, THREADS * EACH);
+        assert!(spent <= unpack(durable.load(Ordering::Acquire)).1);
+        // 80,000 spent in 80 ms: from the second raise on, chunks of cap/64 (15,625).
+        let events = events.load(Ordering::Relaxed);
+        assert!((2..=12).contains(&events), "{events} mark events");
+    }
+
+    proptest::proptest! {
+        /// The chunk against the bound: never past one span of spend or cap/1000 (what a
+        /// crash may over-count), never more than cap/64 (the old chunk), never less than
+        /// cap/1000 (at most about 1000 raises a period), and a whole span of spend unless
+        /// that is past cap/64 (at most about one raise a span).
+        #[test]
+        fn a_chunk_is_a_span_of_spend_within_its_bounds(cap in 0..=MAX_BUDGET, per in proptest::num::u64::ANY) {
+            let b = Budget { cap, period: Period::Total };
+            let chunk = b.chunk(per);
+            proptest::prop_assert!(chunk >= 1);
+            proptest::prop_assert!(chunk <= per.max((cap / 1000).max(1)));
+            proptest::prop_assert!(chunk <= (cap / 64).max(1));
+            proptest::prop_assert!(chunk >= (cap / 1000).max(1));
+            proptest::prop_assert!(chunk >= per.min((cap / 64).max(1)));
+        }
+
+        /// The pace is spend per span rounded up: no less than the truth, and less than one
+        /// more.
+        #[test]
+        fn the_pace_is_spend_per_span_rounded_up(spent in 0..=MAX_BUDGET, elapsed in 1..=i64::MAX) {
+            let per = u128::from(per_span(spent, elapsed));
+            let (spent, elapsed) = (u128::from(spent), u128::try_from(elapsed).unwrap());
+            let truth = spent * 1_000_000_000;
+            if per < u128::from(u64::MAX) {
+                proptest::prop_assert!(per * elapsed >= truth);
+                proptest::prop_assert!(per == 0 || (per - 1) * elapsed < truth);
+            } else {
+                proptest::prop_assert!(truth.div_ceil(elapsed) >= per);
+            }
+        }
+
+        /// A key spending `cost` every `step_ns`, each raise made durable at once: at every
+        /// moment (any could be a crash) the durable mark is at most one span of spend at
+        /// that pace, or cap/1000, or the cost, ahead of the spend, and raises come about
+        /// once a chunk.
+        #[test]
+        fn a_steady_pace_over_counts_at_most_a_span(
+            cap in 1_000..=10_000_000_u64,
+            cost in 1..=500_u64,
+            step_ns in 1_000..=50_000_000_i64,
+        ) {
+            let b = Budget { cap, period: Period::Total };
+            let c = BudgetCounter::default();
+            let pace = per_span(cost, step_ns);
+            let bound = b.chunk(pace).max(cost);
+            let (mut now, mut raises) = (0i64, 0u64);
+            for _ in 0..4_000 {
+                let spent = loop {
+                    match c.charge(&b, 0, cost) {
+                        Charge::Charged(spent) | Charge::Exhausted(spent) => break spent,
+                        Charge::NeedsMark(word) => {
+                            raises += 1;
+                            c.raise_mark(word, now);
+                        }
+                    }
+                };
+                let mark = unpack(c.mark.load(Ordering::Acquire)).1;
+                proptest::prop_assert!(mark >= spent);
+                // The first raise is cap/1000, before anything is measured.
+                proptest::prop_assert!(mark - spent <= bound.max(b.min_chunk()), "{} ahead of {}, bound {}", mark - spent, spent, bound);
+                now += step_ns;
+            }
+            // Two raises to measure the pace, then one per chunk of spend (less what of the
+            // chunk is too little for one more request).
+            let spent = c.spent(0);
+            let per_raise = b.chunk(pace).saturating_sub(cost - 1).max(cost);
+            proptest::prop_assert!(raises <= 2 + spent.div_ceil(per_raise), "{raises} raises for {spent}");
+        }
     }
 }

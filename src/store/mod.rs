@@ -836,7 +836,7 @@ impl Store {
                         id: record.id.clone(),
                         mark,
                     })?;
-                    active.counter.raise_mark(mark);
+                    active.counter.raise_mark(mark, self.shared.clock.now_ns());
                 }
             }
         }
