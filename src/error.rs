@@ -310,6 +310,11 @@ pub enum OpenError {
     /// `init` was asked for a directory that already holds a store, or other files.
     #[error("{0} already exists and is not empty")]
     AlreadyExists(PathBuf),
+    /// The log is behind, or another history than, what the witness outside the data
+    /// directory saw: the directory was rolled back or replaced. After a deliberate restore
+    /// from a backup, `credstore reset-head` accepts the log as it is.
+    #[error("{0}; if this data directory was restored from a backup on purpose, run `credstore reset-head`")]
+    RolledBack(String),
     /// Another process (or another `Store` in this process) holds the store's lock.
     #[error("the store at {0} is locked by another process")]
     Locked(PathBuf),

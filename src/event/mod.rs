@@ -218,6 +218,17 @@ pub enum EventKind {
         #[serde(with = "packed::serde_packed")]
         uses: Vec<KeyUse>,
     },
+    /// An operator accepted the log as it is (`credstore reset-head`, after a restore
+    /// from a backup): the head checkpoint and the witness vouch for it from here on.
+    HeadReset {
+        /// The record the head checkpoint in the data directory vouched for before, if it
+        /// was a valid checkpoint of this store.
+        head_was: Option<u64>,
+        /// The record the witness vouched for before, if there was one.
+        witness_was: Option<u64>,
+        /// Why, as the operator said.
+        reason: Option<String>,
+    },
 }
 
 /// Encodes a value that serialises as an [`Event`] does into a log payload: the format
@@ -404,6 +415,7 @@ impl Event {
             EventKind::PlanSet { .. } => "plan.set",
             EventKind::PlanDeleted { .. } => "plan.deleted",
             EventKind::BudgetMark { .. } => "budget.mark",
+            EventKind::HeadReset { .. } => "head.reset",
             EventKind::RoleSet { .. } => "role.set",
             EventKind::RoleDeleted { .. } => "role.deleted",
             EventKind::UserSet { .. } => "user.set",
@@ -425,6 +437,7 @@ impl Event {
     pub fn key_ids(&self) -> Vec<&KeyId> {
         match &self.kind {
             EventKind::FormatRegistered { .. }
+            | EventKind::HeadReset { .. }
             | EventKind::PlanSet { .. }
             | EventKind::PlanDeleted { .. }
             | EventKind::RoleSet { .. }
@@ -486,6 +499,11 @@ impl Event {
                 "last_at": fmt_time(summary.last_at), "last_ip": summary.last_ip,
             }),
             EventKind::UsesDropped { count } => json!({ "count": count }),
+            EventKind::HeadReset {
+                head_was,
+                witness_was,
+                reason,
+            } => json!({ "head_was": head_was, "witness_was": witness_was, "reason": reason }),
             EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => json!({
                 "uses": uses.iter().map(|u| json!({
                     "key_id": u.id, "at": fmt_time(u.at), "code": u.code, "ip": u.ip, "endpoint": u.endpoint,

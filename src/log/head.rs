@@ -139,8 +139,18 @@ impl Head {
     /// # Errors
     /// I/O errors.
     pub fn write(&self, dir: &Path, key: &[u8; 32], sync_dir: bool) -> std::io::Result<()> {
-        let path = head_path(dir);
-        let tmp = dir.join("HEAD.tmp");
+        self.write_to(&head_path(dir), key, sync_dir)
+    }
+
+    /// [`Head::write`] to the file `path` (a witness outside the data directory, say),
+    /// through `path` with `.tmp` added.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write_to(&self, path: &Path, key: &[u8; 32], sync_dir: bool) -> std::io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -149,8 +159,8 @@ impl Head {
         file.write_all(&self.encode(key))?;
         file.sync_data()?;
         drop(file);
-        fs::rename(&tmp, &path)?;
-        if sync_dir {
+        fs::rename(&tmp, path)?;
+        if sync_dir && let Some(dir) = path.parent() {
             super::sync_dir(dir)?;
         }
         Ok(())

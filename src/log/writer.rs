@@ -57,6 +57,8 @@ struct HeadState {
     /// The checkpoint on disk disagrees with the log: it is kept as evidence, never
     /// overwritten, until [`LogWriter::reset_head`].
     conflict: Option<AuditProblem>,
+    /// A copy of every checkpoint kept outside the data directory, if one was given.
+    witness: Option<PathBuf>,
 }
 
 impl LogWriter {
@@ -155,11 +157,22 @@ impl LogWriter {
             written,
             written_at: Instant::now(),
             conflict,
+            witness: None,
         });
         if written.is_none() && self.head_conflict().is_none() {
             // An empty log: checkpoint it now, so a checkpoint exists before any record
             // does. If this fails, the first commit tries again.
             let _ = self.checkpoint_head();
+        }
+        self
+    }
+
+    /// Writes every head checkpoint to `path` too: a witness outside the data directory,
+    /// which a rollback of the whole directory cannot take back with it. Call it after
+    /// [`LogWriter::with_head_key`]; without a head key there is nothing to write.
+    pub fn with_witness(mut self, path: PathBuf) -> Self {
+        if let Some(head) = self.head.as_mut() {
+            head.witness = Some(path);
         }
         self
     }
@@ -391,9 +404,13 @@ fn write_head(
     hash: [u8; 32],
     sync_dir: bool,
 ) -> Result<(), LogError> {
-    Head { store_id, seq, hash }
-        .write(dir, &state.key.0, sync_dir)
+    let head = Head { store_id, seq, hash };
+    head.write(dir, &state.key.0, sync_dir)
         .map_err(|e| LogError::io(head::head_path(dir), e))?;
+    if let Some(witness) = &state.witness {
+        head.write_to(witness, &state.key.0, sync_dir)
+            .map_err(|e| LogError::io(witness, e))?;
+    }
     state.written = Some(seq);
     state.written_at = Instant::now();
     Ok(())

@@ -68,6 +68,10 @@ pub struct Config {
     pub master_keys: Option<crate::vault::MasterKeyring>,
     /// How verification outcomes are recorded in the log.
     pub use_log: UseLog,
+    /// A file outside the data directory that keeps a copy of every head checkpoint: a
+    /// rollback of the whole data directory (a restored copy, a snapshot put back) is
+    /// found against it at open. `None`: no witness.
+    pub witness: Option<PathBuf>,
 }
 
 impl Config {
@@ -81,10 +85,12 @@ impl Config {
             require_admin: false,
             master_keys: None,
             use_log: UseLog::Every,
+            witness: None,
         }
     }
 
-    /// [`Config::new`], with the pepper from `CREDSTORE_PEPPER` when it is set.
+    /// [`Config::new`], with the pepper from `CREDSTORE_PEPPER`, the vault's master keys from
+    /// `CREDSTORE_MASTER_KEY` and the witness from `CREDSTORE_WITNESS` when they are set.
     ///
     /// # Errors
     /// [`InputError::InvalidPepper`] when the variable is set but not 64 hex characters.
@@ -96,7 +102,17 @@ impl Config {
         if let Ok(text) = std::env::var("CREDSTORE_MASTER_KEY") {
             config.master_keys = Some(parse_master_keys(&text)?);
         }
+        if let Some(path) = std::env::var_os("CREDSTORE_WITNESS") {
+            config.witness = Some(PathBuf::from(path));
+        }
         Ok(config)
+    }
+
+    /// Keeps a copy of every head checkpoint in `path`, outside the data directory
+    /// ([`Config::witness`]).
+    pub fn witness(mut self, path: impl Into<PathBuf>) -> Self {
+        self.witness = Some(path.into());
+        self
     }
 
     /// Sets the pepper.
@@ -155,6 +171,7 @@ impl std::fmt::Debug for Config {
             .field("flush_interval", &self.flush_interval)
             .field("segment_size", &self.segment_size)
             .field("master_keys", &self.master_keys)
+            .field("witness", &self.witness)
             .finish_non_exhaustive()
     }
 }
@@ -548,6 +565,28 @@ impl Store {
         let last = rebuild_index(path, &marker, &config, &pepper, false)?.last;
         drop(lock);
         Ok(last)
+    }
+
+    /// Accepts the log of the (closed) store in `path` as it is, after an operator restored
+    /// the data directory from a backup on purpose: the head checkpoint (and the witness,
+    /// if [`Config::witness`] is set) are written anew for the log's last record, a
+    /// `head.reset` event records it in the log, and the index is rebuilt from the log.
+    /// This erases the evidence that [`LogError::HeadConflict`] and
+    /// [`OpenError::RolledBack`] report: only after the restore has been reviewed. Returns
+    /// the record the head now vouches for.
+    ///
+    /// # Errors
+    /// As [`Store::rebuild`]; a damaged log is still an error.
+    pub fn reset_head(path: impl AsRef<Path>, config: Config, reason: Option<&str>) -> Result<u64> {
+        let path = path.as_ref();
+        let marker = files::Marker::read(path)?;
+        let lock = files::lock(path)?;
+        let pepper = resolve_pepper(path, &config)?;
+        marker.check_pepper(&pepper)?;
+        let seq = open::reset_head(path, &marker, &config, &pepper, reason)?;
+        rebuild_index(path, &marker, &config, &pepper, false)?;
+        drop(lock);
+        Ok(seq)
     }
 
     /// The data directory.

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::error::{Error, IndexError, OpenError, Result};
 use crate::event::Event;
 use crate::index::{Counters, Index, StoredKey};
-use crate::log::{LogError, LogReader, LogWriter, RecoveryReport};
+use crate::log::{Head, LogError, LogReader, LogWriter, RecoveryReport};
 use crate::record::KeyId;
 use crate::secret::Pepper;
 
@@ -66,6 +66,13 @@ pub(super) fn open_index(
     if let Some(problem) = log.head_conflict() {
         return Err(LogError::HeadConflict(problem.clone()).into());
     }
+    let log = match &config.witness {
+        Some(witness) => {
+            check_witness(witness, &log, marker.store_id, pepper)?;
+            log.with_witness(witness.clone())
+        }
+        None => log,
+    };
     if applied > log.durable_seq() {
         return Err(OpenError::IndexAhead(format!(
             "the index reflects record {applied} but the log ends at {}",
@@ -88,6 +95,85 @@ pub(super) fn open_index(
     index.formats()?;
     index.directory()?;
     Ok((index, log, recovery))
+}
+
+/// Checks the log against the witness outside the data directory: the log must hold the
+/// record the witness last saw, with the same chain hash. A missing witness is written now.
+fn check_witness(witness: &Path, log: &LogWriter, store_id: [u8; 16], pepper: &Pepper) -> Result<()> {
+    let key = crate::log::head_key(pepper);
+    let bytes = match std::fs::read(witness) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let head = Head {
+                store_id,
+                seq: log.durable_seq(),
+                hash: log.durable_hash(),
+            };
+            return head.write_to(witness, &key, true).map_err(|e| Error::io(witness, e));
+        }
+        Err(e) => return Err(Error::io(witness, e)),
+    };
+    let seen = Head::decode(&bytes, &store_id, &key).map_err(|e| {
+        OpenError::RolledBack(format!(
+            "the witness {} is not a checkpoint of this store ({e})",
+            witness.display()
+        ))
+    })?;
+    match log.hash_at(seen.seq)? {
+        Some(hash) if hash == seen.hash => Ok(()),
+        Some(_) => Err(OpenError::RolledBack(format!(
+            "the log holds another history than the witness {} saw at record {}",
+            witness.display(),
+            seen.seq
+        ))
+        .into()),
+        None => Err(OpenError::RolledBack(format!(
+            "the log ends at record {} but the witness {} saw record {}: the data directory was rolled back",
+            log.durable_seq(),
+            witness.display(),
+            seen.seq
+        ))
+        .into()),
+    }
+}
+
+/// The log part of `Store::reset_head`: the head checkpoint and the witness written for
+/// the log's last record, and a `head.reset` event appended. Returns the record vouched for.
+pub(super) fn reset_head(
+    path: &Path,
+    marker: &files::Marker,
+    config: &Config,
+    pepper: &Pepper,
+    reason: Option<&str>,
+) -> Result<u64> {
+    let key = crate::log::head_key(pepper);
+    let was = |bytes: Option<Vec<u8>>| {
+        bytes
+            .and_then(|b| Head::decode(&b, &marker.store_id, &key).ok())
+            .map(|h| h.seq)
+    };
+    let log_dir = path.join("log");
+    let head_was = was(std::fs::read(crate::log::head::head_path(&log_dir)).ok());
+    let witness_was = was(config.witness.as_ref().and_then(|w| std::fs::read(w).ok()));
+    // Nothing the old index applied is trusted: a torn tail is truncated as in any open.
+    let (log, _) = LogWriter::open(&log_dir, marker.store_id, config.segment_size, 0)?;
+    let mut log = log.with_head_key(key);
+    if let Some(witness) = &config.witness {
+        log = log.with_witness(witness.clone());
+    }
+    log.reset_head()?;
+    let event = Event {
+        at: config.clock.now_ms(),
+        kind: crate::event::EventKind::HeadReset {
+            head_was,
+            witness_was,
+            reason: reason.map(str::to_string),
+        },
+    };
+    log.append(&event.encode());
+    log.commit()?;
+    log.checkpoint_head()?;
+    Ok(log.durable_seq())
 }
 
 /// What a rebuild did.

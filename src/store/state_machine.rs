@@ -323,7 +323,8 @@ impl<'a> Overlay<'a> {
             | EventKind::KeysUsed { .. }
             | EventKind::KeysUsedUnpacked { .. }
             | EventKind::KeyUseSummary { .. }
-            | EventKind::UsesDropped { .. } => {}
+            | EventKind::UsesDropped { .. }
+            | EventKind::HeadReset { .. } => {}
             EventKind::BudgetMark { id, mark } => {
                 let current = self.current_mark(id, event.at)?;
                 self.marks.insert(id.clone(), current.max(*mark));

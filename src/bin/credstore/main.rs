@@ -158,6 +158,17 @@ enum Command {
     Audit(AuditArgs),
     /// Rebuild the index from the log.
     Rebuild,
+    /// Accept the log as it is after restoring the data directory from a backup: write the
+    /// head checkpoint (and the witness, CREDSTORE_WITNESS) anew, record it in the log,
+    /// rebuild the index. This erases the evidence of a rollback: review the restore first.
+    ResetHead {
+        /// Why, recorded in the log.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
         /// The shell.
@@ -578,6 +589,26 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Rebuild => {
             let last = Store::rebuild(&data, Config::from_env()?)?;
             println!("Rebuilt the index from {last} log records.");
+            Ok(0)
+        }
+        Command::ResetHead { reason, yes } => {
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(usage(
+                        "reset-head asks for confirmation: pass --yes when stdin is not a terminal",
+                    ));
+                }
+                eprint!(
+                    "Accept the log in {} as it is? This erases the evidence of a rollback or a rewrite. [y/N] ",
+                    data.display()
+                );
+                let answer = read_stdin_line()?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+                    return Err(usage("reset-head cancelled"));
+                }
+            }
+            let seq = Store::reset_head(&data, Config::from_env()?, reason.as_deref())?;
+            println!("The head checkpoint now vouches for record {seq}; the index was rebuilt from the log.");
             Ok(0)
         }
         Command::Demo => demo::run().map(|()| 0),
