@@ -48,6 +48,10 @@ pub enum Error {
         /// The request that got the wrong reply.
         request: &'static str,
     },
+    /// Fleet mode's PostgreSQL refused, or holds no fleet of this store.
+    #[cfg(feature = "fleet")]
+    #[error("fleet: {0}")]
+    Fleet(#[from] crate::fleet::FleetError),
     /// The vault refused: no or wrong master key, a retired key, a damaged blob.
     #[error("vault: {0}")]
     Vault(#[from] crate::vault::VaultError),

@@ -56,6 +56,8 @@ pub mod decision;
 mod directory;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 #[cfg(feature = "http")]
 pub mod http;
 mod index;

@@ -4,6 +4,8 @@
 //! 2 bad usage or bad input (nothing was written), 3 store error (I/O, corruption, locked).
 
 mod demo;
+#[cfg(feature = "fleet")]
+mod fleet_cmd;
 mod output;
 mod serve;
 mod vault_cmd;
@@ -30,6 +32,10 @@ struct Cli {
     /// The data directory.
     #[arg(long, global = true, env = "CREDSTORE_DATA", default_value = "./credstore-data")]
     data: PathBuf,
+    /// Fleet mode: the PostgreSQL URL of the fleet (`init` and `status` so far).
+    #[cfg(feature = "fleet")]
+    #[arg(long, global = true, env = "CREDSTORE_FLEET_URL", hide_env_values = true)]
+    fleet: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -158,6 +164,9 @@ enum Command {
     Audit(AuditArgs),
     /// Rebuild the index from the log.
     Rebuild,
+    /// Fleet mode (`--fleet URL`): the fleet's head and every host's lag.
+    #[cfg(feature = "fleet")]
+    Status,
     /// Accept the log as it is after restoring the data directory from a backup: write the
     /// head checkpoint (and the witness, CREDSTORE_WITNESS) anew, record it in the log,
     /// rebuild the index. This erases the evidence of a rollback: review the restore first.
@@ -444,6 +453,13 @@ impl From<Error> for Failure {
     }
 }
 
+#[cfg(feature = "fleet")]
+impl From<credstore::fleet::FleetError> for Failure {
+    fn from(e: credstore::fleet::FleetError) -> Self {
+        Failure::from(Error::from(e))
+    }
+}
+
 impl From<InputError> for Failure {
     fn from(e: InputError) -> Self {
         Failure::from(Error::from(e))
@@ -469,6 +485,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {
+    #[cfg(feature = "fleet")]
+    if let Some(url) = &cli.fleet {
+        return fleet_cmd::run(url, cli.command);
+    }
     let data = cli.data;
     match cli.command {
         Command::Init => {
@@ -611,6 +631,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             println!("The head checkpoint now vouches for record {seq}; the index was rebuilt from the log.");
             Ok(0)
         }
+        #[cfg(feature = "fleet")]
+        Command::Status => Err(usage(
+            "status reports on a fleet: give --fleet URL (or CREDSTORE_FLEET_URL)",
+        )),
         Command::Demo => demo::run().map(|()| 0),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -1,0 +1,149 @@
+//! A private PostgreSQL cluster for the fleet tests: `initdb` in a temporary directory,
+//! the server on a Unix socket in it (no TCP port to collide on), run as the `postgres`
+//! system user when the tests run as root (PostgreSQL refuses to run as root), stopped
+//! when the handle drops.
+//!
+//! PostgreSQL comes from the distribution's packages (`scripts/install-test-deps.sh`,
+//! run by `.ci/run`). Where it is missing, [`PgServer::start`] returns `None` and says
+//! so on stderr; under `CI=true` it panics instead: a fleet test never skips silently there.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A running cluster; stopped (immediately) on drop.
+pub struct PgServer {
+    bin: PathBuf,
+    dir: PathBuf,
+    as_postgres: bool,
+}
+
+impl PgServer {
+    /// Starts a fresh cluster, or `None` (with the reason on stderr) when PostgreSQL is not
+    /// installed and this is not CI.
+    pub fn start() -> Option<PgServer> {
+        let Some(bin) = find_bin() else {
+            let why = "PostgreSQL is not installed (run scripts/install-test-deps.sh)";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{why}: the fleet tests need it under CI");
+            }
+            eprintln!("SKIPPED: {why}");
+            return None;
+        };
+        let as_postgres = is_root();
+        let dir = std::env::temp_dir().join(format!(
+            "credstore-pg-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {dir:?}: {e}"));
+        let server = PgServer { bin, dir, as_postgres };
+        if as_postgres {
+            server.run(
+                "chown",
+                &[
+                    "-R".into(),
+                    "postgres:postgres".into(),
+                    server.dir.display().to_string(),
+                ],
+                false,
+            );
+        }
+        let data = server.data().display().to_string();
+        server.run_pg(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "credstore", "--no-sync", "-E", "UTF8"],
+        );
+        let options = format!(
+            "-k {} -c listen_addresses='' -c fsync=off -c max_connections=200",
+            server.dir.display()
+        );
+        let log = server.dir.join("server.log").display().to_string();
+        server.run_pg(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"],
+        );
+        Some(server)
+    }
+
+    /// The connection URL of the cluster's `postgres` database as user `credstore`.
+    pub fn url(&self) -> String {
+        format!("postgresql://credstore@localhost/postgres?host={}", self.dir.display())
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn run_pg(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool).display().to_string();
+        let mut all = vec![program];
+        all.extend(args.iter().map(|a| a.to_string()));
+        self.run(&all[0].clone(), &all[1..], self.as_postgres);
+    }
+
+    fn run(&self, program: &str, args: &[String], as_postgres: bool) {
+        let mut command = if as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", program]);
+            c
+        } else {
+            Command::new(program)
+        };
+        let out = command
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}\n{}\nserver log:\n{log}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.data().display().to_string();
+        let program = self.bin.join("pg_ctl").display().to_string();
+        let mut command = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &program]);
+            c
+        } else {
+            Command::new(&program)
+        };
+        // A server already stopped (a test killed it) makes this fail: nothing to do.
+        let _ = command.args(["-D", &data, "-m", "immediate", "-w", "stop"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The directory of `initdb` and `pg_ctl`: on PATH, else Debian's versioned directory.
+fn find_bin() -> Option<PathBuf> {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
