@@ -836,3 +836,69 @@ fn shell_completions_are_printed() {
     }
     assert_eq!(cli.run(&["completions", "tcsh"]).code, Some(2));
 }
+
+/// Runs `command`, which must exit within 10 s: a `serve` that accepted a bad value would
+/// serve until stopped.
+#[track_caller]
+fn run_refused(mut command: std::process::Command) -> Run {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn credstore");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let run = Run::from(child.wait_with_output().expect("wait"));
+            panic!("{command:?} was still running after 10 s: it took the value\n{run:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Run::from(child.wait_with_output().expect("wait"))
+}
+
+#[test]
+fn serve_refuses_bad_limits_naming_the_flag() {
+    let cli = Cli::init();
+    let cases: [(&[&str], &str); 8] = [
+        (&["--header-timeout", "0s"], "--header-timeout"),
+        (&["--header-timeout", "10"], "--header-timeout"),
+        (&["--idle-timeout", "soon"], "--idle-timeout"),
+        (&["--idle-timeout", "1.5m"], "--idle-timeout"),
+        (&["--request-timeout=-5s"], "--request-timeout"),
+        (&["--request-timeout", "30y"], "--request-timeout"),
+        (&["--max-connections", "0"], "--max-connections"),
+        (&["--max-connections", "many"], "--max-connections"),
+    ];
+    for (flag_args, flag) in cases {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(flag_args);
+        let run = run_refused(cli.command(&args));
+        assert_eq!(run.code, Some(2), "credstore {args:?}\n{run:?}");
+        assert!(run.stdout.is_empty(), "credstore {args:?} started listening\n{run:?}");
+        assert!(
+            run.stderr.contains(flag),
+            "credstore {args:?}: the error does not name {flag}\n{run:?}"
+        );
+    }
+    // The same values from the environment name the flag they stand for.
+    let mut command = cli.command(&["serve", "--listen", "127.0.0.1:0"]);
+    command.env("CREDSTORE_IDLE_TIMEOUT", "soon");
+    let run = run_refused(command);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("--idle-timeout"), "{run:?}");
+    assert!(run.stderr.contains("10s"), "the error shows no example: {run:?}");
+
+    // The defaults are in the help.
+    let help = cli.ok(&["serve", "--help"]).stdout;
+    for default in [
+        "CREDSTORE_HEADER_TIMEOUT=] [default: 10s]",
+        "CREDSTORE_IDLE_TIMEOUT=] [default: 60s]",
+        "CREDSTORE_REQUEST_TIMEOUT=] [default: 30s]",
+        "CREDSTORE_MAX_CONNECTIONS=] [default: 512]",
+    ] {
+        assert!(help.contains(default), "{default} not in\n{help}");
+    }
+}

@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use credstore::{
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 #[path = "../examples/axum_server.rs"]
@@ -78,6 +79,8 @@ fn request(method: Method, path: &str, headers: &[(&str, &str)], body: Option<Va
 /// Sends requests over one connection.
 struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    /// The task driving the connection: it ends when the connection is closed.
+    driver: tokio::task::JoinHandle<hyper::Result<()>>,
 }
 
 impl Conn {
@@ -96,8 +99,16 @@ impl Conn {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("handshake");
-        tokio::spawn(conn);
-        Conn { sender }
+        let driver = tokio::spawn(conn);
+        Conn { sender, driver }
+    }
+
+    /// Whether the server closes this connection within `limit` (this end keeps it open).
+    async fn closed_by_server_within(self, limit: Duration) -> bool {
+        let Conn { sender, driver } = self;
+        let closed = tokio::time::timeout(limit, driver).await.is_ok();
+        drop(sender);
+        closed
     }
 
     async fn send(&mut self, req: Request<Full<Bytes>>) -> Reply {
@@ -745,12 +756,34 @@ struct Sidecar {
     addr: SocketAddr,
 }
 
+/// `credstore serve`'s limits, set from the environment when no flag sets them.
+const SERVE_ENV: [&str; 4] = [
+    "CREDSTORE_HEADER_TIMEOUT",
+    "CREDSTORE_IDLE_TIMEOUT",
+    "CREDSTORE_REQUEST_TIMEOUT",
+    "CREDSTORE_MAX_CONNECTIONS",
+];
+
 impl Sidecar {
     fn start(data: &Path) -> Sidecar {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_credstore"))
+        Sidecar::start_with(data, &[])
+    }
+
+    /// With more arguments to `serve`.
+    fn start_with(data: &Path, args: &[&str]) -> Sidecar {
+        Sidecar::spawn(Command::new(env!("CARGO_BIN_EXE_credstore")), data, args)
+    }
+
+    /// `program`, which runs the binary with the arguments it is given.
+    fn spawn(mut program: Command, data: &Path, args: &[&str]) -> Sidecar {
+        for name in SERVE_ENV {
+            program.env_remove(name);
+        }
+        let mut child = program
             .arg("--data")
             .arg(data)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env_remove("CREDSTORE_PEPPER")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1049,4 +1082,304 @@ async fn the_sidecar_verifies_manages_keys_for_admins_and_flushes_on_shutdown() 
     assert_eq!(decision.budget.as_ref().map(|b| b.spent), Some(9), "{decision:?}");
     assert!(store.get(&meter_id).expect("get").last_used_at.is_some());
     store.close().expect("close");
+}
+
+// ---------------------------------------------------------------------------------------
+// The sidecar's connections: slow and idle clients never keep others out
+
+/// A fresh store for a sidecar, in a temp dir.
+fn sidecar_store() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    cli(&data, &["init"]);
+    (dir, data)
+}
+
+/// A verify of a malformed key (no state changes), as a client that means it sends it.
+fn verify_malformed() -> Request<Full<Bytes>> {
+    let body = json!({ "key": "sk_live_nope", "cost": 0 });
+    request(Method::POST, "/v1/keys.verify", &[], Some(body))
+}
+
+/// The same request, as bytes on the wire.
+fn verify_malformed_bytes() -> Vec<u8> {
+    let body = json!({ "key": "sk_live_nope", "cost": 0 }).to_string();
+    format!(
+        "POST /v1/keys.verify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The head of a request, cut short.
+const HALF_A_HEAD: &[u8] = b"POST /v1/keys.verify HTTP/1.1\r\nHost: localhost\r\nContent-Ty";
+
+/// How long a test waits for what a timeout of a second or two, or an eviction, must bring.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A verify on a fresh connection, answered within [`PATIENCE`].
+async fn verify_answered(addr: SocketAddr) {
+    let reply = tokio::time::timeout(PATIENCE, send(addr, verify_malformed()))
+        .await
+        .unwrap_or_else(|_| panic!("a request was kept waiting for {PATIENCE:?}"));
+    assert_eq!(envelope_data(&reply, 200)["code"], "MALFORMED");
+}
+
+/// Whether the server closes `stream` within `limit`; whatever it sends first is dropped.
+async fn closed_within(stream: &mut (impl AsyncRead + Unpin), limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let until_closed = async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(limit, until_closed).await.is_ok()
+}
+
+/// Reads one answer with a Content-Length off the wire: its status and JSON body.
+async fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(bytes[..end].to_vec()).expect("head");
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| {
+                        let line = line.to_ascii_lowercase();
+                        line.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().expect("length"))
+                    })
+                    .unwrap_or_else(|| panic!("no content-length: {head}"));
+                let body = end + 4..end + 4 + length;
+                if bytes.len() >= body.end {
+                    let status = head[9..12].parse().expect("status");
+                    return (status, serde_json::from_slice(&bytes[body]).expect("JSON body"));
+                }
+            }
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed mid-answer: {:?}", String::from_utf8_lossy(&bytes));
+            bytes.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(PATIENCE, read).await.expect("no answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_head_is_cut_off_while_others_are_served() {
+    let (_dir, data) = sidecar_store();
+    let sidecar = Sidecar::start_with(&data, &["--header-timeout", "1s"]);
+    let addr = sidecar.addr;
+
+    // One sends half a head and stops; one sends a head a byte at a time, never ending it.
+    let mut stalled = TcpStream::connect(addr).await.expect("connect");
+    stalled.write_all(HALF_A_HEAD).await.expect("write");
+    let (mut dribbled, mut dribbling) = TcpStream::connect(addr).await.expect("connect").into_split();
+    let dribbler = tokio::spawn(async move {
+        let start = b"GET /v1/nothing HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+        if dribbling.write_all(start).await.is_err() {
+            return;
+        }
+        // Bounded: 20 s of one byte every 100 ms, unless the sidecar closes first.
+        for _ in 0..200 {
+            if dribbling.write_all(b"a").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    // Meanwhile, others are served.
+    for _ in 0..3 {
+        verify_answered(addr).await;
+    }
+    assert!(
+        closed_within(&mut stalled, PATIENCE).await,
+        "half a head held its connection"
+    );
+    assert!(
+        closed_within(&mut dribbled, PATIENCE).await,
+        "a head sent a byte at a time held its connection"
+    );
+    dribbler.abort();
+    verify_answered(addr).await;
+    let (status, stderr) = sidecar.stop();
+    assert!(status.success(), "{status:?}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    let (_dir, data) = sidecar_store();
+    // A header timeout far longer than the test: only the idle timeout can close it.
+    let sidecar = Sidecar::start_with(&data, &["--idle-timeout", "2s", "--header-timeout", "60s"]);
+    let addr = sidecar.addr;
+    let verify = verify_malformed_bytes();
+
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(&verify).await.expect("write");
+    assert_eq!(read_answer(&mut conn).await.0, 200);
+    // Kept alive: a head begun after the answer has the header timeout, not the idle one,
+    // even when it pauses longer than the idle timeout.
+    let (first, rest) = verify.split_at(20);
+    conn.write_all(first).await.expect("write");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    conn.write_all(rest).await.expect("write");
+    assert_eq!(read_answer(&mut conn).await.0, 200);
+    // Then nothing: the idle timeout closes it.
+    assert!(
+        closed_within(&mut conn, PATIENCE).await,
+        "an idle connection stayed open"
+    );
+    let (status, stderr) = sidecar.stop();
+    assert!(status.success(), "{status:?}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_clients_never_keep_a_real_request_out() {
+    const LIMIT: usize = 8;
+    let (_dir, data) = sidecar_store();
+    // Timeouts far longer than the test: only the connection limit can make room.
+    let sidecar = Sidecar::start_with(
+        &data,
+        &[
+            "--max-connections",
+            &LIMIT.to_string(),
+            "--header-timeout",
+            "60s",
+            "--idle-timeout",
+            "60s",
+        ],
+    );
+    let addr = sidecar.addr;
+
+    // Three times over, the limit's worth of each: connected and silent, half a head sent,
+    // and kept alive after an answer. After each, a real request is answered.
+    let mut raw = Vec::new();
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        for _ in 0..LIMIT {
+            raw.push(TcpStream::connect(addr).await.expect("connect"));
+            let mut half = TcpStream::connect(addr).await.expect("connect");
+            half.write_all(HALF_A_HEAD).await.expect("write");
+            raw.push(half);
+            let mut conn = Conn::to(addr).await;
+            let reply = tokio::time::timeout(PATIENCE, conn.send(verify_malformed()))
+                .await
+                .expect("a request was kept waiting");
+            assert_eq!(envelope_data(&reply, 200)["code"], "MALFORMED");
+            kept.push(conn);
+        }
+        verify_answered(addr).await;
+    }
+
+    // And the limit held: all but the limit's worth of them have been closed.
+    let total = raw.len() + kept.len();
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut watchers = tokio::task::JoinSet::new();
+    for mut stream in raw {
+        let closed = Arc::clone(&closed);
+        watchers.spawn(async move {
+            if closed_within(&mut stream, 2 * PATIENCE).await {
+                closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    for conn in kept {
+        let closed = Arc::clone(&closed);
+        watchers.spawn(async move {
+            if conn.closed_by_server_within(2 * PATIENCE).await {
+                closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let count = closed.load(std::sync::atomic::Ordering::Relaxed);
+        if count >= total - LIMIT {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} of {total} closed: more than {LIMIT} open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watchers.abort_all();
+    let (status, stderr) = sidecar.stop();
+    assert!(status.success(), "{status:?}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_bodies_get_408_and_give_their_slots_to_the_next_client() {
+    const LIMIT: usize = 4;
+    let (_dir, data) = sidecar_store();
+    let sidecar = Sidecar::start_with(
+        &data,
+        &["--max-connections", &LIMIT.to_string(), "--request-timeout", "1s"],
+    );
+    let addr = sidecar.addr;
+
+    // Each slot holds a request whose body is slow to come: in flight, so none is evicted.
+    let head = b"POST /v1/keys.verify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100\r\nExpect: 100-continue\r\n\r\n";
+    let mut slow = Vec::new();
+    for _ in 0..LIMIT {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(head).await.expect("write");
+        // 100 Continue: the sidecar is reading the body, the request is in flight.
+        let mut interim = [0u8; 25];
+        tokio::time::timeout(PATIENCE, stream.read_exact(&mut interim))
+            .await
+            .expect("no 100 Continue")
+            .expect("read");
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        stream.write_all(br#"{"key": "#).await.expect("write");
+        slow.push(stream);
+    }
+
+    // A newcomer waits for a slot, no longer than the request timeout takes to free one.
+    verify_answered(addr).await;
+    for mut stream in slow {
+        let (status, body) = read_answer(&mut stream).await;
+        assert_eq!(status, 408, "{body}");
+        assert_eq!(body["success"], false, "{body}");
+        assert_eq!(body["error"]["code"], "REQUEST_TIMEOUT", "{body}");
+        assert!(
+            closed_within(&mut stream, PATIENCE).await,
+            "the connection stayed open after a 408"
+        );
+    }
+    let (status, stderr) = sidecar.stop();
+    assert!(status.success(), "{status:?}: {stderr}");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_idle_connections_than_the_sidecar_has_descriptors_do_not_stop_it() {
+    // The issue's case, scaled down: 1,100 idle connections against `ulimit -n 1024` filled
+    // the descriptor table; here 300 against 128, with a limit under it.
+    let (_dir, data) = sidecar_store();
+    let mut limited = Command::new("sh");
+    limited.args([
+        "-c",
+        r#"ulimit -n 128 && exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_credstore"),
+    ]);
+    let sidecar = Sidecar::spawn(limited, &data, &["--max-connections", "64"]);
+    let addr = sidecar.addr;
+    let mut idle = Vec::new();
+    for round in 0..3 {
+        for _ in 0..100 {
+            idle.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        verify_answered(addr).await;
+        assert_eq!(idle.len(), 100 * (round + 1));
+    }
+    let (status, stderr) = sidecar.stop();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(!stderr.contains("cannot accept"), "{stderr}");
 }

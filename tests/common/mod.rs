@@ -125,6 +125,10 @@ impl Cli {
         let mut c = Command::new(BIN);
         c.env_remove("CREDSTORE_DATA")
             .env_remove("CREDSTORE_PEPPER")
+            .env_remove("CREDSTORE_HEADER_TIMEOUT")
+            .env_remove("CREDSTORE_IDLE_TIMEOUT")
+            .env_remove("CREDSTORE_REQUEST_TIMEOUT")
+            .env_remove("CREDSTORE_MAX_CONNECTIONS")
             .current_dir(self.tmp.path())
             .stdin(Stdio::null());
         c

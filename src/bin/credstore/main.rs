@@ -192,11 +192,7 @@ enum Command {
         action: vault_cmd::VaultAction,
     },
     /// Serve the HTTP sidecar: POST /v1/keys.verify, and the management API for admin keys.
-    Serve {
-        /// The address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
-        #[arg(long)]
-        listen: String,
-    },
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -644,7 +640,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let _ = std::io::stdout().write_all(&script);
             Ok(0)
         }
-        Command::Serve { listen } => serve::run(&data, &listen),
+        Command::Serve(args) => serve::run(&data, args),
         Command::Vault { action } => vault_cmd::run(&data, action),
     }
 }
@@ -934,5 +930,5 @@ fn parse_rate_limit(text: &str) -> Result<RateLimit, String> {
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     clock::parse_duration(text)
         .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{e}: give a whole number above 0 and a unit, e.g. 500ms, 10s, 5m, 1h"))
 }

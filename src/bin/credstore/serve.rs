@@ -12,20 +12,60 @@
 //! Answers are `{"success": true, "data": ...}` or `{"success": false, "error": {"code",
 //! "message"}}`. SIGINT or SIGTERM stops accepting, lets requests in flight finish, then
 //! closes the store, which flushes counters (last used, rate limits, budget spend).
+//!
+//! Slow and idle clients are bounded ([`ServeArgs`]): a request head must arrive within
+//! `--header-timeout`, a kept-alive connection is closed after `--idle-timeout` without a
+//! request, a request is answered within `--request-timeout` (408 or 503 in the same
+//! envelope when it is not), and at most `--max-connections` are open, a newcomer at the
+//! limit taking the place of the connection that has waited longest without a request in
+//! flight (see `serve/connections.rs`).
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::Failure;
 
-/// Serves the store in `data` on `listen` until SIGINT or SIGTERM.
 #[cfg(feature = "http")]
-pub fn run(data: &Path, listen: &str) -> Result<u8, Failure> {
-    imp::run(data, listen)
+mod connections;
+
+/// `credstore serve`'s arguments.
+#[derive(clap::Args)]
+// Without the `http` feature there is nothing to serve, so nothing reads them.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub struct ServeArgs {
+    /// The address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long)]
+    listen: String,
+    /// How long a client has to send a request's headers, from connecting or from its
+    /// first byte after an idle spell; then the connection is closed.
+    #[arg(long, env = "CREDSTORE_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          value_parser = crate::parse_duration_arg)]
+    header_timeout: Duration,
+    /// How long a kept-alive connection may stay open with no request in flight.
+    #[arg(long, env = "CREDSTORE_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s",
+          value_parser = crate::parse_duration_arg)]
+    idle_timeout: Duration,
+    /// How long a request may take from its headers to its answer: 408 when its body is
+    /// still arriving then, 503 when the answer is late.
+    #[arg(long, env = "CREDSTORE_REQUEST_TIMEOUT", value_name = "DURATION", default_value = "30s",
+          value_parser = crate::parse_duration_arg)]
+    request_timeout: Duration,
+    /// Connections open at once; at the limit a newcomer takes the place of the one that
+    /// has waited longest without a request in flight. Keep it well under `ulimit -n`.
+    #[arg(long, env = "CREDSTORE_MAX_CONNECTIONS", value_name = "N", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+}
+
+/// Serves the store in `data` until SIGINT or SIGTERM.
+#[cfg(feature = "http")]
+pub fn run(data: &Path, args: ServeArgs) -> Result<u8, Failure> {
+    imp::run(data, args)
 }
 
 /// This build has no HTTP support.
 #[cfg(not(feature = "http"))]
-pub fn run(_data: &Path, _listen: &str) -> Result<u8, Failure> {
+pub fn run(_data: &Path, _args: ServeArgs) -> Result<u8, Failure> {
     Err(crate::usage(
         "this credstore was built without the `http` feature: there is no `serve`",
     ))
@@ -35,19 +75,21 @@ pub fn run(_data: &Path, _listen: &str) -> Result<u8, Failure> {
 mod imp {
     use std::collections::BTreeMap;
     use std::io::Write;
-    use std::net::{IpAddr, SocketAddr};
+    use std::net::IpAddr;
     use std::path::Path;
-    use std::pin::pin;
+    use std::pin::{Pin, pin};
     use std::sync::Arc;
-    use std::task::Poll;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll};
     use std::time::Duration;
 
-    use axum::body::Bytes;
+    use axum::body::{Body, Bytes, HttpBody};
     use axum::extract::rejection::QueryRejection;
-    use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
-    use axum::http::header::CACHE_CONTROL;
+    use axum::extract::{FromRequestParts, Path as UrlPath, Query, Request, State};
+    use axum::http::header::{CACHE_CONTROL, CONNECTION};
     use axum::http::request::Parts;
     use axum::http::{HeaderValue, StatusCode};
+    use axum::middleware::{self, Next};
     use axum::response::{IntoResponse, Response};
     use axum::routing::{get, post};
     use axum::{Json, Router};
@@ -62,6 +104,8 @@ mod imp {
     use serde::de::DeserializeOwned;
     use serde_json::{Value, json};
 
+    use super::ServeArgs;
+    use super::connections::{self, Limits};
     use crate::{Failure, output};
 
     type Shared = Arc<Store>;
@@ -69,7 +113,7 @@ mod imp {
     /// How long a shutdown waits for blocking work (a commit, a log scan) to end.
     const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-    pub fn run(data: &Path, listen: &str) -> Result<u8, Failure> {
+    pub fn run(data: &Path, args: ServeArgs) -> Result<u8, Failure> {
         let store = Arc::new(crate::open(data)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -78,7 +122,7 @@ mod imp {
                 code: 3,
                 message: format!("cannot start the HTTP runtime: {e}"),
             })?;
-        let served = runtime.block_on(serve(Arc::clone(&store), listen));
+        let served = runtime.block_on(serve(Arc::clone(&store), &args));
         runtime.shutdown_timeout(SHUTDOWN_GRACE);
         // The server and its connections are gone, so this is normally the last handle.
         let closed = match Arc::try_unwrap(store) {
@@ -91,7 +135,8 @@ mod imp {
         Ok(0)
     }
 
-    async fn serve(store: Shared, listen: &str) -> Result<(), Failure> {
+    async fn serve(store: Shared, args: &ServeArgs) -> Result<(), Failure> {
+        let listen = &args.listen;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure {
             code: if e.kind() == std::io::ErrorKind::InvalidInput {
                 2
@@ -109,16 +154,14 @@ mod imp {
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "Listening on http://{addr}");
         let _ = stdout.flush();
-        axum::serve(
-            listener,
-            router(store).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| Failure {
-            code: 3,
-            message: format!("serve: {e}"),
-        })
+        let router = router(store).layer(middleware::from_fn_with_state(args.request_timeout, deadline));
+        let limits = Limits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections,
+        };
+        connections::serve(listener, router, limits, shutdown_signal()).await;
+        Ok(())
     }
 
     /// The sidecar's routes.
@@ -174,6 +217,78 @@ mod imp {
     #[cfg(not(unix))]
     async fn terminate() {
         std::future::pending::<()>().await;
+    }
+
+    // -----------------------------------------------------------------------------------
+    // The request timeout
+
+    /// Answers a request that is not answered within `limit` (`--request-timeout`): 408
+    /// when its body was still arriving, so the client was the slow one; 503 when the
+    /// answer was late. Store work already started (a commit) is not undone: a change whose
+    /// request timed out may still be applied.
+    async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+        let (parts, body) = request.into_parts();
+        let arrived = Arc::new(AtomicBool::new(body.is_end_stream()));
+        let body = Body::new(Arrival {
+            body,
+            arrived: Arc::clone(&arrived),
+        });
+        let answer = next.run(Request::from_parts(parts, body));
+        if let Ok(response) = tokio::time::timeout(limit, answer).await {
+            return response;
+        }
+        if arrived.load(Ordering::Relaxed) {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TIMEOUT",
+                &format!(
+                    "no answer within the request timeout ({limit:?}); a change it asked for may still be applied"
+                ),
+            )
+            .into_response();
+        }
+        let mut response = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            &format!("the request body did not arrive within the request timeout ({limit:?})"),
+        )
+        .into_response();
+        // The rest of the body may still come: this connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+
+    /// A request body that records when it has all arrived.
+    struct Arrival {
+        body: Body,
+        arrived: Arc<AtomicBool>,
+    }
+
+    impl HttpBody for Arrival {
+        type Data = Bytes;
+        type Error = axum::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+            let polled = Pin::new(&mut self.body).poll_frame(cx);
+            if matches!(polled, Poll::Ready(None)) || self.body.is_end_stream() {
+                // Read by `deadline`, in the same task.
+                self.arrived.store(true, Ordering::Relaxed);
+            }
+            polled
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.body.is_end_stream()
+        }
+
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            self.body.size_hint()
+        }
     }
 
     // -----------------------------------------------------------------------------------
@@ -576,6 +691,91 @@ mod imp {
     impl From<InputError> for ApiError {
         fn from(e: InputError) -> Self {
             ApiError::from(Error::from(e))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use axum::http::HeaderMap;
+        use tower::ServiceExt;
+
+        use super::*;
+
+        /// A body whose end never comes.
+        struct Endless;
+
+        impl HttpBody for Endless {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+                Poll::Pending
+            }
+        }
+
+        const LIMIT: Duration = Duration::from_millis(200);
+
+        /// `POST /echo` answers its body at once; `GET /slow` takes a minute.
+        async fn answer(request: Request) -> (StatusCode, HeaderMap, Bytes) {
+            let app = Router::new()
+                .route("/echo", post(|body: Bytes| async move { body }))
+                .route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        "late"
+                    }),
+                )
+                .layer(middleware::from_fn_with_state(LIMIT, deadline));
+            let response = tokio::time::timeout(Duration::from_secs(10), app.oneshot(request))
+                .await
+                .expect("no answer within 10 s")
+                .expect("infallible");
+            let (parts, body) = response.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.expect("body");
+            (parts.status, parts.headers, body)
+        }
+
+        fn error_code(body: &[u8]) -> Value {
+            let doc: Value = serde_json::from_slice(body).expect("JSON");
+            assert_eq!(doc["success"], false, "{doc}");
+            doc["error"]["code"].clone()
+        }
+
+        #[tokio::test]
+        async fn a_request_answered_in_time_passes_through() {
+            let request = Request::post("/echo").body(Body::from("hello")).expect("request");
+            let (status, headers, body) = answer(request).await;
+            assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+            assert!(headers.get(CONNECTION).is_none());
+        }
+
+        #[tokio::test]
+        async fn a_body_still_arriving_at_the_deadline_is_a_408_that_closes_the_connection() {
+            let request = Request::post("/echo").body(Body::new(Endless)).expect("request");
+            let (status, headers, body) = answer(request).await;
+            assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+            assert_eq!(error_code(&body), "REQUEST_TIMEOUT");
+            assert_eq!(headers.get(CONNECTION).and_then(|v| v.to_str().ok()), Some("close"));
+            assert_eq!(
+                headers.get(CACHE_CONTROL).and_then(|v| v.to_str().ok()),
+                Some("no-store")
+            );
+        }
+
+        #[tokio::test]
+        async fn a_late_answer_is_a_503() {
+            let request = Request::get("/slow").body(Body::empty()).expect("request");
+            let (status, headers, body) = answer(request).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(error_code(&body), "TIMEOUT");
+            assert!(
+                headers.get(CONNECTION).is_none(),
+                "the connection can carry more requests"
+            );
         }
     }
 }
