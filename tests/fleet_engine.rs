@@ -4,7 +4,6 @@
 
 #![expect(
     clippy::expect_used,
-    clippy::indexing_slicing,
     reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
 )]
 

@@ -51,6 +51,15 @@ pub enum FleetError {
         /// The newest version this build knows.
         supported: i32,
     },
+    /// This host's log holds records the fleet's does not: it was written apart from the
+    /// fleet (a fork). The host refuses to serve rather than serve another history.
+    #[error(
+        "this host's log has a record {seq} that the fleet's log does not have (a fork): it will not serve another history; move its data directory aside and let it sync from the fleet"
+    )]
+    Fork {
+        /// The first record the fleet does not have.
+        seq: u64,
+    },
     /// A record of the fleet log does not chain: it was changed in the database.
     #[error("the fleet log does not chain at record {seq}: {reason}")]
     BadChain {
@@ -356,6 +365,36 @@ impl Fleet {
             prev = hash;
         }
         Ok(out)
+    }
+
+    /// The head row: the last record's sequence number and chain hash.
+    ///
+    /// # Errors
+    /// [`FleetError::NotAFleet`]; PostgreSQL's errors.
+    pub fn head(&self) -> Result<(u64, [u8; 32])> {
+        self.runtime.block_on(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt("select seq, hash from credstore_head where id = 1", &[])
+                .await?
+                .ok_or(FleetError::NotAFleet)?;
+            Ok((seq_of(row.get(0)), fixed(row.get::<_, &[u8]>(1))))
+        })
+    }
+
+    /// The chain hash of record `seq` in the fleet log, `None` if it has no such record.
+    ///
+    /// # Errors
+    /// PostgreSQL's errors.
+    pub fn hash_at(&self, seq: u64) -> Result<Option<[u8; 32]>> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        self.runtime.block_on(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt("select hash from credstore_log where seq = $1", &[&seq])
+                .await?;
+            Ok(row.map(|r| fixed(r.get::<_, &[u8]>(0))))
+        })
     }
 
     /// Records that `host` is alive and has applied record `applied_seq`.

@@ -10,8 +10,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::event::{KeyChanges, Tag};
 use crate::limits::Plan;
+use crate::log::LogError;
 use crate::log::LogWriter;
 use crate::policy::{Role, User};
 use crate::record::{Expiry, KeyId, KeyRecord, NewKey};
@@ -20,12 +22,15 @@ use crate::token::Format;
 use crate::vault::SealedSecret;
 
 use super::Shared;
+use super::fleet_host::{Appended, FleetLink};
 use super::plan::plan;
 use super::state_machine::Overlay;
 use super::uses::Gathered;
 
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 1024;
+/// How often a fleet host plans a batch again after another host committed first.
+const MAX_FLEET_CONFLICTS: usize = 64;
 
 /// A request to the commit thread.
 pub(crate) struct Request {
@@ -133,6 +138,7 @@ pub(crate) fn run(
     requests: Receiver<Request>,
     last_id: u128,
     every: Duration,
+    mut fleet: Option<FleetLink>,
 ) {
     let mut last_id = last_id;
     let mut last_uses = Instant::now();
@@ -167,7 +173,9 @@ pub(crate) fn run(
             Vec::new()
         };
         if !batch.is_empty() || !use_events.is_empty() {
-            commit_batch(&shared, &mut log, &mut last_id, batch, &use_events);
+            commit_batch(&shared, &mut log, &mut last_id, batch, &use_events, fleet.as_ref());
+        } else {
+            follow(&shared, &mut log, &mut last_id, fleet.as_mut());
         }
         if closing {
             // The last head checkpoint; an error here has no caller left to tell, and the
@@ -178,35 +186,98 @@ pub(crate) fn run(
     }
 }
 
-fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch: Vec<Request>, uses: &[Vec<u8>]) {
-    let now = shared.clock.now_ms();
-    let base_formats = shared.formats.load_full();
-    let base_dir = shared.directory.load_full();
-    let mut overlay = Overlay::new(&shared.index, &base_formats, &base_dir);
-    // Uses first: they were handed off before the requests of this batch were taken.
-    for payload in uses {
-        log.append(payload);
-    }
-    let mut results = Vec::with_capacity(batch.len());
-    for req in &batch {
-        let result = plan(&overlay, &req.op, now, last_id, shared).and_then(|(events, planned)| {
-            for event in &events {
-                log.append(&event.encode());
-                overlay.apply(event)?;
-            }
-            planned.into_outcome(&overlay)
-        });
-        results.push(result);
-    }
-    if let Err(e) = log.commit() {
-        log.discard();
-        let msg = e.to_string();
-        for (req, result) in batch.into_iter().zip(results) {
-            let failed = result.and(Err(Error::NotCommitted(msg.clone())));
-            let _ = req.reply.send(failed);
+fn commit_batch(
+    shared: &Shared,
+    log: &mut LogWriter,
+    last_id: &mut u128,
+    batch: Vec<Request>,
+    uses: &[Vec<u8>],
+    fleet: Option<&FleetLink>,
+) {
+    let mut conflicts = 0;
+    let results = loop {
+        // A fleet host plans on the fleet's latest state: what other hosts committed first.
+        if let Some(link) = fleet
+            && let Err(e) = catch_up(shared, log, last_id, link)
+        {
+            return refuse(batch, &e.to_string());
         }
-        return;
+        let now = shared.clock.now_ms();
+        let base_formats = shared.formats.load_full();
+        let base_dir = shared.directory.load_full();
+        let mut overlay = Overlay::new(&shared.index, &base_formats, &base_dir);
+        // What this batch appends, in order, for the fleet (empty for a local store).
+        let mut payloads: Vec<Vec<u8>> = Vec::new();
+        // Uses first: they were handed off before the requests of this batch were taken.
+        for payload in uses {
+            log.append(payload);
+            if fleet.is_some() {
+                payloads.push(payload.clone());
+            }
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for req in &batch {
+            let result = plan(&overlay, &req.op, now, last_id, shared).and_then(|(events, planned)| {
+                for event in &events {
+                    let payload = event.encode();
+                    log.append(&payload);
+                    overlay.apply(event)?;
+                    if fleet.is_some() {
+                        payloads.push(payload);
+                    }
+                }
+                planned.into_outcome(&overlay)
+            });
+            results.push(result);
+        }
+        // A fleet host commits to the fleet first; a head that moved means another host
+        // committed first: catch up and plan again.
+        if let Some(link) = fleet {
+            match link.append(log, &payloads) {
+                Ok(Appended::Committed { .. }) => {}
+                Ok(Appended::Conflict) if conflicts < MAX_FLEET_CONFLICTS => {
+                    log.discard();
+                    conflicts += 1;
+                    continue;
+                }
+                Ok(Appended::Conflict) => {
+                    log.discard();
+                    return refuse(batch, "the fleet's head kept moving; try again");
+                }
+                Err(e) => {
+                    log.discard();
+                    return refuse(batch, &e.to_string());
+                }
+            }
+        }
+        if let Err(e) = log.commit() {
+            log.discard();
+            let msg = e.to_string();
+            for (req, result) in batch.into_iter().zip(results) {
+                let failed = result.and(Err(Error::NotCommitted(msg.clone())));
+                let _ = req.reply.send(failed);
+            }
+            return;
+        }
+        apply_and_publish(shared, log, &overlay);
+        break results;
+    };
+    for (req, result) in batch.into_iter().zip(results) {
+        // A caller that stopped waiting has nothing to be told.
+        let _ = req.reply.send(result);
     }
+}
+
+/// Answers every request of `batch` with [`Error::NotCommitted`]: nothing was written.
+fn refuse(batch: Vec<Request>, why: &str) {
+    for req in batch {
+        let _ = req.reply.send(Err(Error::NotCommitted(why.to_string())));
+    }
+}
+
+/// Applies a durable batch's changes to the index, and publishes them: formats, the
+/// directory, and the live map's keys.
+fn apply_and_publish(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
     // The batch is durable: from here on it is acknowledged, whatever the index does. An
     // index that fails to take it (a full disk) marks itself behind: it refuses reads and
     // later batches, so it never records an applied_seq past a batch it lacks, and the next
@@ -236,8 +307,45 @@ fn commit_batch(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, batch:
                 });
         }
     }
-    for (req, result) in batch.into_iter().zip(results) {
-        // A caller that stopped waiting has nothing to be told.
-        let _ = req.reply.send(result);
+}
+
+/// Between batches: a fleet host applies what other hosts committed, once a poll interval
+/// says the fleet's head moved, and says it is alive about once a second.
+fn follow(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, fleet: Option<&mut FleetLink>) {
+    let Some(link) = fleet else {
+        return;
+    };
+    if link.due(log.durable_seq()) {
+        // A failure here (the fleet unreachable) leaves the replica as it is: verifies go
+        // on, and the next write reports it.
+        let _ = catch_up(shared, log, last_id, link);
+    }
+    link.heartbeat_every_second(log.durable_seq());
+}
+
+/// Appends what the fleet committed past the local log, applies it to the index and the
+/// live map, and moves `last_id` past every key id it issued.
+fn catch_up(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, link: &FleetLink) -> Result<()> {
+    loop {
+        let records = link.records_after(log)?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let base_formats = shared.formats.load_full();
+        let base_dir = shared.directory.load_full();
+        let mut overlay = Overlay::new(&shared.index, &base_formats, &base_dir);
+        let applied = records.iter().try_for_each(|r| {
+            log.append(&r.payload);
+            let event = Event::decode(&r.payload).map_err(|reason| LogError::BadPayload { seq: r.seq, reason })?;
+            overlay.apply(&event)
+        });
+        if let Err(e) = applied.and_then(|()| log.commit().map_err(Error::from)) {
+            log.discard();
+            return Err(e);
+        }
+        apply_and_publish(shared, log, &overlay);
+        if let Some(id) = shared.index.last_id()? {
+            *last_id = (*last_id).max(id.value());
+        }
     }
 }

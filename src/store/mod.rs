@@ -8,6 +8,11 @@
 mod cache;
 mod commit;
 mod files;
+#[cfg(feature = "fleet")]
+mod fleet_host;
+#[cfg(not(feature = "fleet"))]
+#[path = "no_fleet.rs"]
+mod fleet_host;
 mod open;
 mod plan;
 mod state_machine;
@@ -72,6 +77,12 @@ pub struct Config {
     /// rollback of the whole data directory (a restored copy, a snapshot put back) is
     /// found against it at open. `None`: no witness.
     pub witness: Option<PathBuf>,
+    /// Fleet mode: the PostgreSQL URL of the fleet this store is a host of. Every change
+    /// commits there first; other hosts' changes arrive within a poll interval. `None`: a
+    /// local store. Never shown in `Debug` (it may hold a password).
+    pub fleet: Option<String>,
+    /// Fleet mode: this host's name in the fleet (default: `$HOSTNAME` and the process id).
+    pub host: Option<String>,
 }
 
 impl Config {
@@ -86,6 +97,8 @@ impl Config {
             master_keys: None,
             use_log: UseLog::Every,
             witness: None,
+            fleet: None,
+            host: None,
         }
     }
 
@@ -106,6 +119,22 @@ impl Config {
             config.witness = Some(PathBuf::from(path));
         }
         Ok(config)
+    }
+
+    /// Makes the store a host of the fleet at `url` ([`Config::fleet`]).
+    pub fn fleet(mut self, url: impl Into<String>, host: impl Into<String>) -> Self {
+        self.fleet = Some(url.into());
+        self.host = Some(host.into());
+        self
+    }
+
+    /// This host's name in its fleet.
+    #[cfg(feature = "fleet")]
+    pub(crate) fn host_name(&self) -> String {
+        self.host.clone().unwrap_or_else(|| {
+            let name = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+            format!("{name}-{}", std::process::id())
+        })
     }
 
     /// Keeps a copy of every head checkpoint in `path`, outside the data directory
@@ -450,6 +479,10 @@ impl Store {
         if !files::is_missing_or_empty(path)? {
             return Err(OpenError::AlreadyExists(path.to_path_buf()).into());
         }
+        // The hosts of a fleet share one pepper: a development store's own will not do.
+        if config.fleet.is_some() && config.pepper.is_none() {
+            return Err(OpenError::MissingPepper.into());
+        }
         files::create_dir(path)?;
         let lock = files::lock(path)?;
         let pepper = match &config.pepper {
@@ -465,8 +498,7 @@ impl Store {
             let ring = crate::vault::MasterKeyring::new(crate::vault::MasterKey::random(1)?);
             files::write_master_file(path, &ring)?;
         }
-        let mut store_id = [0u8; 16];
-        crate::token::fill_random(&mut store_id);
+        let store_id = new_store_id(&config)?;
         let log_dir = path.join("log");
         files::create_dir(&log_dir)?;
         LogWriter::create(&log_dir, store_id, config.segment_size)?.with_head_key(crate::log::head_key(&pepper));
@@ -490,7 +522,7 @@ impl Store {
         marker.check_pepper(&pepper)?;
         // The index is a cache of the log: one that cannot be opened or read (a crash in the
         // middle of a sled snapshot, a full disk) is set aside and rebuilt, never fatal.
-        let (index, log, recovery) = match open_index(path, &marker, &config, &pepper) {
+        let (index, log, recovery, fleet) = match open_index(path, &marker, &config, &pepper) {
             Err(Error::Index(why)) => {
                 let mut why = why.to_string();
                 let rebuilt = rebuild_index(path, &marker, &config, &pepper, true)?;
@@ -498,9 +530,9 @@ impl Store {
                     why.push_str("; keys whose indexed state the log does not produce: ");
                     why.push_str(&rebuilt.differing.join(", "));
                 }
-                let (index, log, mut recovery) = open_index(path, &marker, &config, &pepper)?;
+                let (index, log, mut recovery, fleet) = open_index(path, &marker, &config, &pepper)?;
                 recovery.index_rebuilt = Some(why);
-                (index, log, recovery)
+                (index, log, recovery, fleet)
             }
             opened => opened?,
         };
@@ -524,7 +556,7 @@ impl Store {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("credstore-commit".into())
-                .spawn(move || commit::run(shared, log, rx, last_id, every))
+                .spawn(move || commit::run(shared, log, rx, last_id, every, fleet))
                 .map_err(|e| Error::io(path, e))?
         };
         let (stop_tx, stop_rx) = mpsc::channel();
@@ -1357,6 +1389,20 @@ fn resolve_pepper(path: &Path, config: &Config) -> Result<Pepper> {
         return Ok(p.clone());
     }
     files::read_pepper_file(path)?.ok_or_else(|| OpenError::MissingPepper.into())
+}
+
+/// A new store's id: random, or, for a fleet host, the fleet's (the fleet is created if
+/// the database holds none yet).
+fn new_store_id(config: &Config) -> Result<[u8; 16]> {
+    #[cfg(feature = "fleet")]
+    if let Some(url) = &config.fleet {
+        return Ok(crate::fleet::Fleet::connect(url)?.init_new()?.store_id);
+    }
+    #[cfg(not(feature = "fleet"))]
+    let _ = config;
+    let mut store_id = [0u8; 16];
+    crate::token::fill_random(&mut store_id);
+    Ok(store_id)
 }
 
 /// Locks `m`; a panic while it was held left valid data, so a poisoned lock is taken as is.

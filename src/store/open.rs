@@ -12,6 +12,7 @@ use crate::log::{Head, LogError, LogReader, LogWriter, RecoveryReport};
 use crate::record::KeyId;
 use crate::secret::Pepper;
 
+use super::fleet_host::FleetLink;
 use super::state_machine::Overlay;
 use super::{Config, files};
 
@@ -56,7 +57,7 @@ pub(super) fn open_index(
     marker: &files::Marker,
     config: &Config,
     pepper: &Pepper,
-) -> Result<(Index, LogWriter, RecoveryReport)> {
+) -> Result<(Index, LogWriter, RecoveryReport, Option<FleetLink>)> {
     let index = Index::open(&path.join("index"), pepper, marker.store_id)?;
     let applied = index.applied_seq()?;
     let (log, recovery) = LogWriter::open(&path.join("log"), marker.store_id, config.segment_size, applied)?;
@@ -66,13 +67,14 @@ pub(super) fn open_index(
     if let Some(problem) = log.head_conflict() {
         return Err(LogError::HeadConflict(problem.clone()).into());
     }
-    let log = match &config.witness {
+    let mut log = match &config.witness {
         Some(witness) => {
             check_witness(witness, &log, marker.store_id, pepper)?;
             log.with_witness(witness.clone())
         }
         None => log,
     };
+    let fleet = connect_fleet(config, &mut log, marker.store_id)?;
     if applied > log.durable_seq() {
         return Err(OpenError::IndexAhead(format!(
             "the index reflects record {applied} but the log ends at {}",
@@ -94,7 +96,24 @@ pub(super) fn open_index(
     // Read once here so that an unreadable directory or format list is found now.
     index.formats()?;
     index.directory()?;
-    Ok((index, log, recovery))
+    Ok((index, log, recovery, fleet))
+}
+
+/// A fleet host's link, its local log brought up to the fleet's head first.
+#[cfg(feature = "fleet")]
+fn connect_fleet(config: &Config, log: &mut LogWriter, store_id: [u8; 16]) -> Result<Option<FleetLink>> {
+    let Some(url) = &config.fleet else {
+        return Ok(None);
+    };
+    let link = FleetLink::connect(url, config.host_name(), store_id)?;
+    link.sync_log(log, store_id)?;
+    Ok(Some(link))
+}
+
+/// Without the `fleet` feature there is no fleet to connect to.
+#[cfg(not(feature = "fleet"))]
+fn connect_fleet(_: &Config, _: &mut LogWriter, _: [u8; 16]) -> Result<Option<FleetLink>> {
+    Ok(None)
 }
 
 /// Checks the log against the witness outside the data directory: the log must hold the

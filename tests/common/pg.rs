@@ -78,9 +78,8 @@ impl PgServer {
 
     fn run_pg(&self, tool: &str, args: &[&str]) {
         let program = self.bin.join(tool).display().to_string();
-        let mut all = vec![program];
-        all.extend(args.iter().map(|a| a.to_string()));
-        self.run(&all[0].clone(), &all[1..], self.as_postgres);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.run(&program, &args, self.as_postgres);
     }
 
     fn run(&self, program: &str, args: &[String], as_postgres: bool) {

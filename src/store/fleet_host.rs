@@ -1,0 +1,136 @@
+//! A fleet host's side of fleet mode: the local store is a replica of the fleet log.
+//!
+//! - At open, the local log is checked to be a prefix of the fleet's (else a fork: the host
+//!   refuses to serve another history) and brought up to the fleet's head, record for
+//!   record, before the index replays it.
+//! - The commit thread commits every batch to the fleet first ([`FleetLink::append`], a
+//!   compare-and-set on the fleet's head) and only then locally; a head that moved means
+//!   another host committed first: the thread catches up and plans the batch again.
+//! - Between batches the commit thread polls the fleet's head and applies what other hosts
+//!   committed ([`FleetLink::due`], then `commit::catch_up`), so a revocation anywhere
+//!   reaches this host's live map within a poll interval.
+
+use std::time::{Duration, Instant};
+
+use crate::error::Result;
+pub(crate) use crate::fleet::Appended;
+use crate::fleet::{Fleet, FleetError, FleetRecord};
+use crate::log::{LogWriter, genesis_hash};
+
+/// How often an idle commit thread asks the fleet whether its head moved.
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(20);
+/// Records fetched per round trip when catching up.
+const CATCH_UP_CHUNK: u32 = 1024;
+
+/// A host's connection to its fleet.
+pub(crate) struct FleetLink {
+    fleet: Fleet,
+    host: String,
+    last_poll: Instant,
+    last_heartbeat: Option<Instant>,
+}
+
+impl FleetLink {
+    /// Connects to the fleet at `url` as `host` and checks that it serves `store_id`.
+    ///
+    /// # Errors
+    /// [`FleetError::NotAFleet`], [`FleetError::OtherStore`], connection errors.
+    pub fn connect(url: &str, host: String, store_id: [u8; 16]) -> Result<FleetLink> {
+        let fleet = Fleet::connect(url)?;
+        if fleet.info()?.store_id != store_id {
+            return Err(FleetError::OtherStore.into());
+        }
+        Ok(FleetLink {
+            fleet,
+            host,
+            last_poll: Instant::now(),
+            last_heartbeat: None,
+        })
+    }
+
+    /// Checks that the local log is a prefix of the fleet's and appends the fleet's
+    /// records past it, durably.
+    ///
+    /// # Errors
+    /// [`FleetError::Fork`] when the local log has a record the fleet's does not;
+    /// [`FleetError::BadChain`]; the log's and PostgreSQL's errors.
+    pub fn sync_log(&self, log: &mut LogWriter, store_id: [u8; 16]) -> Result<()> {
+        let (seq, hash) = (log.durable_seq(), log.durable_hash());
+        let (fleet_seq, _) = self.fleet.head()?;
+        if seq > fleet_seq {
+            return Err(FleetError::Fork { seq: fleet_seq + 1 }.into());
+        }
+        let on_chain = match seq {
+            0 => hash == genesis_hash(&store_id),
+            _ => self.fleet.hash_at(seq)? == Some(hash),
+        };
+        if !on_chain {
+            return Err(FleetError::Fork { seq }.into());
+        }
+        loop {
+            let records = self.records_after(log)?;
+            if records.is_empty() {
+                return Ok(());
+            }
+            for r in &records {
+                log.append(&r.payload);
+            }
+            log.commit()?;
+        }
+    }
+
+    /// The fleet's records past the local log's durable end (checked against its chain).
+    ///
+    /// # Errors
+    /// [`FleetError::BadChain`] (which, from the local head, is also how a fork shows);
+    /// PostgreSQL's errors.
+    pub fn records_after(&self, log: &LogWriter) -> Result<Vec<FleetRecord>> {
+        Ok(self
+            .fleet
+            .records_after(log.durable_seq(), log.durable_hash(), CATCH_UP_CHUNK)?)
+    }
+
+    /// Commits `payloads` to the fleet after the local log's durable end, in one round
+    /// trip. The chain hashes are the ones the local log gives the same records.
+    ///
+    /// # Errors
+    /// PostgreSQL's errors. A moved head is [`Appended::Conflict`].
+    pub fn append(&self, log: &LogWriter, payloads: &[Vec<u8>]) -> Result<Appended> {
+        Ok(self
+            .fleet
+            .append(log.durable_seq(), log.durable_hash(), payloads, &self.host)?)
+    }
+
+    /// Whether the fleet's head should be looked at now (a poll interval has passed), and
+    /// if so whether it moved past `local_seq`.
+    pub fn due(&mut self, local_seq: u64) -> bool {
+        if self.last_poll.elapsed() < POLL_EVERY {
+            return false;
+        }
+        self.last_poll = Instant::now();
+        // An unreachable fleet is noticed by the next write; verifies go on from the replica.
+        self.fleet.head().is_ok_and(|(seq, _)| seq > local_seq)
+    }
+
+    /// Tells the fleet this host is alive and has applied `applied_seq`, at most once a
+    /// second.
+    pub fn heartbeat_every_second(&mut self, applied_seq: u64) {
+        if self
+            .last_heartbeat
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_heartbeat = Some(Instant::now());
+        // A missed heartbeat is only a stale line in `status`.
+        let _ = self.fleet.heartbeat(&self.host, applied_seq);
+    }
+}
+
+impl std::fmt::Debug for FleetLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetLink")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
