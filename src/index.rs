@@ -104,6 +104,8 @@ pub(crate) struct Index {
     marks: sled::Tree,
     vault: sled::Tree,
     meta: sled::Tree,
+    /// The directory, for [`crate::modes::restrict_tree`] on drop.
+    dir: std::path::PathBuf,
 }
 
 impl Index {
@@ -121,6 +123,7 @@ impl Index {
             vault: db.open_tree("vault")?,
             meta: db.open_tree("meta")?,
             db,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -372,11 +375,26 @@ impl Index {
     }
 }
 
+/// sled may have written files while the index was open (a blob for a large page); they
+/// have the umask's modes, inside the 0700 directory. This brings them to 0600 on close.
+impl Drop for Index {
+    fn drop(&mut self) {
+        // Best effort: what fails here is fixed by the next open, or fails it.
+        let _ = self.db.flush();
+        let _ = crate::modes::restrict_tree(&self.dir);
+    }
+}
+
 /// Opens the sled database. The caller holds the store's own lock, so no other store can
 /// have it open; but sled releases its file lock a few milliseconds after the last handle
 /// of a just-closed store is dropped (its I/O threads finish first). A lock conflict is
 /// therefore retried for a bounded time rather than reported.
+///
+/// sled gives its directories and files the umask's modes: the directory is made 0700
+/// before sled opens it and everything in it 0700 / 0600 after, and again when the
+/// [`Index`] is dropped (see `crate::modes`).
 fn open_db(dir: &Path) -> Result<sled::Db> {
+    crate::modes::private_dir(dir)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open() {
@@ -386,7 +404,11 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            other => return Ok(other?),
+            other => {
+                let db = other?;
+                crate::modes::restrict_tree(dir)?;
+                return Ok(db);
+            }
         }
     }
 }

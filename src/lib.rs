@@ -61,6 +61,7 @@ pub mod http;
 mod index;
 pub mod limits;
 pub mod log;
+mod modes;
 pub mod name;
 pub mod policy;
 pub mod record;
