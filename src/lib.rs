@@ -65,6 +65,7 @@ mod modes;
 pub mod name;
 pub mod policy;
 pub mod record;
+pub mod redact;
 pub mod secret;
 mod store;
 pub mod token;
