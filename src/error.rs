@@ -6,11 +6,16 @@
 //! [`Error::Open`] (the data directory cannot be opened as a store), [`Error::Log`]
 //! (the event log is damaged or cannot be written) and [`Error::Io`].
 //!
-//! No error message ever contains a key, a pepper or a tag.
+//! No error message ever contains a key, a pepper or a tag, nor repeats a secret-shaped
+//! input: an input an error names is shown through [`crate::redact`] (whole when short and
+//! harmless, else only its public start), in `Display` and in `Debug` alike. The variants
+//! still hold the input as given, for a caller that matches on them.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use crate::log::LogError;
+use crate::redact;
 
 /// Everything a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +61,7 @@ pub enum Error {
     #[error("vault: {0}")]
     Vault(#[from] crate::vault::VaultError),
     /// An I/O error outside the log.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {}: {source}", redact::path(.path))]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -135,7 +140,9 @@ pub enum IndexError {
 }
 
 /// A refused input. Each variant names the field that was wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// `Debug` shows what `Display` shows: a derived `Debug` would print the input whole.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InputError {
     /// The key name is empty.
@@ -156,16 +163,16 @@ pub enum InputError {
     #[error("metadata too large: {0}")]
     MetadataTooLarge(String),
     /// A project name is not 1 to 64 characters of `[A-Za-z0-9_.-]`.
-    #[error("invalid project {0:?}: use 1 to 64 characters of A-Z a-z 0-9 _ . -")]
+    #[error("invalid project {}: use 1 to 64 characters of A-Z a-z 0-9 _ . -", redact::quote(.0))]
     InvalidProject(String),
     /// An expiry that is not in the future.
     #[error("expiry {0} is not in the future")]
     ExpiryInPast(String),
     /// A duration or time that could not be parsed or is out of range.
-    #[error("invalid time or duration {0:?}")]
+    #[error("invalid time or duration {}", redact::quote(.0))]
     InvalidTime(String),
     /// A key prefix that is not 1 to 24 characters of `[A-Za-z0-9_]` ending in `_`.
-    #[error("invalid prefix {0:?}: use 1 to 24 characters of A-Z a-z 0-9 _, ending in _")]
+    #[error("invalid prefix {}: use 1 to 24 characters of A-Z a-z 0-9 _, ending in _", redact::quote(.0))]
     InvalidPrefix(String),
     /// A random part too short to carry 128 bits, or longer than the format allows.
     #[error("random part of {len} characters refused: it must be {min} to {max} base62 characters (at least 128 bits)")]
@@ -178,7 +185,7 @@ pub enum InputError {
         max: usize,
     },
     /// The prefix is already registered with the other environment.
-    #[error("prefix {prefix:?} is registered for the {registered} environment")]
+    #[error("prefix {} is registered for the {registered} environment", redact::quote(.prefix))]
     PrefixEnvironmentConflict {
         /// The prefix.
         prefix: String,
@@ -189,7 +196,7 @@ pub enum InputError {
     #[error("the pepper must be 64 hex characters (32 bytes)")]
     InvalidPepper,
     /// An environment other than `live` or `test`.
-    #[error("invalid environment {0:?}: use live or test")]
+    #[error("invalid environment {}: use live or test", redact::quote(.0))]
     InvalidEnv(String),
     /// A rate limit that is not a positive count per positive window, or a bad list.
     #[error("invalid rate limit {0}")]
@@ -201,7 +208,7 @@ pub enum InputError {
     #[error("invalid plan {0}")]
     InvalidPlan(String),
     /// A key id that is not of the form `key_` plus 22 base62 characters.
-    #[error("invalid key id {0:?}")]
+    #[error("invalid key id {}: use key_ and 22 base62 characters", redact::quote(.0))]
     InvalidKeyId(String),
     /// A permission that is not `resource:action` (or `*`) of 1 to 64 characters of
     /// `[a-z0-9_.-]`, a `*` standing for a whole segment. The text names the input and
@@ -260,7 +267,9 @@ pub enum InputError {
 }
 
 /// The request does not fit the key's current state.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// `Debug` shows what `Display` shows: a derived `Debug` would print a name whole.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
     /// No key has this id.
@@ -270,25 +279,25 @@ pub enum StateError {
     #[error("key {0} is revoked")]
     Revoked(String),
     /// No plan has this name.
-    #[error("no plan named {0:?}")]
+    #[error("no plan named {}", redact::quote(.0))]
     UnknownPlan(String),
     /// The plan still has keys on it.
-    #[error("plan {0:?} is still used by {1} key(s)")]
+    #[error("plan {} is still used by {} key(s)", redact::quote(.0), .1)]
     PlanInUse(String, usize),
     /// No role has this name.
-    #[error("no role named {0:?}")]
+    #[error("no role named {}", redact::quote(.0))]
     UnknownRole(String),
     /// The role is built in, or still used by keys or users.
-    #[error("role {0:?} cannot be changed or deleted: {1}")]
+    #[error("role {} cannot be changed or deleted: {}", redact::quote(.0), .1)]
     RoleInUse(String, String),
     /// No secret has this name (or this version).
-    #[error("no secret {0}")]
+    #[error("no secret {}", redact::scrub_parts(.0, '/'))]
     UnknownSecret(String),
     /// Secrets are still wrapped under a master key version being retired.
     #[error("{0} secret version(s) are still wrapped under an older master key: run rotate-master first")]
     MasterKeyInUse(usize),
     /// No user has this id.
-    #[error("no user {0:?}")]
+    #[error("no user {}", redact::quote(.0))]
     UnknownUser(String),
     /// The operation is sensitive and the store requires an admin key for it.
     #[error("{0} requires an admin key of this store")]
@@ -305,14 +314,16 @@ pub enum StateError {
 }
 
 /// Why a data directory could not be opened as a store.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` shows what `Display` shows: a derived `Debug` would print a path whole.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
     /// The directory does not hold a credstore store.
-    #[error("{0} is not a credstore store (no STORE marker); run `credstore init` first")]
+    #[error("{} is not a credstore store (no STORE marker); run `credstore init` first", redact::path(.0))]
     NotAStore(PathBuf),
     /// `init` was asked for a directory that already holds a store, or other files.
-    #[error("{0} already exists and is not empty")]
+    #[error("{} already exists and is not empty", redact::path(.0))]
     AlreadyExists(PathBuf),
     /// The log is behind, or another history than, what the witness outside the data
     /// directory saw: the directory was rolled back or replaced. After a deliberate restore
@@ -320,7 +331,7 @@ pub enum OpenError {
     #[error("{0}; if this data directory was restored from a backup on purpose, run `credstore reset-head`")]
     RolledBack(String),
     /// Another process (or another `Store` in this process) holds the store's lock.
-    #[error("the store at {0} is locked by another process")]
+    #[error("the store at {} is locked by another process", redact::path(.0))]
     Locked(PathBuf),
     /// The store was written by an incompatible version of credstore.
     #[error("unsupported store format version {found} (this build reads {supported})")]
@@ -346,9 +357,23 @@ pub enum OpenError {
     #[error("index and log disagree: {0}; run `credstore rebuild`")]
     IndexAhead(String),
     /// The marker or pepper file is damaged.
-    #[error("damaged store file {0}")]
+    #[error("damaged store file {}", redact::path(.0))]
     Damaged(PathBuf),
 }
+
+/// `Debug` for an error whose fields hold input: the type's name and its `Display`, which
+/// shows inputs through [`crate::redact`].
+macro_rules! debug_as_display {
+    ($($t:ident),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($t)).field(&format_args!("{self}")).finish()
+            }
+        }
+    )*};
+}
+
+debug_as_display!(InputError, StateError, OpenError);
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -135,6 +135,9 @@ pub(crate) struct Index {
     /// The XOR of every entry's MAC, as `meta/seal` holds it. Writers hold the lock across
     /// their transaction, so the sum and the entries move together.
     sum: std::sync::Mutex<Mac>,
+    /// The directory, for [`crate::modes::restrict_tree`] on drop (`None`: a temporary
+    /// index, which sled removes).
+    dir: Option<std::path::PathBuf>,
 }
 
 type Mac = [u8; MAC_LEN];
@@ -156,16 +159,16 @@ impl Index {
 
     /// An index in a temporary directory that sled removes when it is dropped.
     pub fn temporary(pepper: &Pepper, store_id: [u8; 16]) -> Result<Self> {
-        Index::on(sled::Config::new().temporary(true).open()?, pepper, store_id)
+        Index::on(sled::Config::new().temporary(true).open()?, None, pepper, store_id)
     }
 
     /// Opens the index in `dir` without checking it: only to name what a damaged or
     /// tampered index holds ([`Index::raw_keys`]), never to serve from.
     pub fn open_unchecked(dir: &Path, pepper: &Pepper, store_id: [u8; 16]) -> Result<Self> {
-        Index::on(open_db(dir)?, pepper, store_id)
+        Index::on(open_db(dir)?, Some(dir.to_path_buf()), pepper, store_id)
     }
 
-    fn on(db: sled::Db, pepper: &Pepper, store_id: [u8; 16]) -> Result<Self> {
+    fn on(db: sled::Db, dir: Option<std::path::PathBuf>, pepper: &Pepper, store_id: [u8; 16]) -> Result<Self> {
         // The key is the store's own: an index of another store with the same pepper (a
         // fleet's hosts share one) does not check here.
         let mut material = zeroize::Zeroizing::new(Vec::with_capacity(48));
@@ -185,6 +188,7 @@ impl Index {
             behind: std::sync::OnceLock::new(),
             mac_key: blake3::derive_key(KEY_CONTEXT, material.as_slice()),
             sum: std::sync::Mutex::new([0; MAC_LEN]),
+            dir,
         })
     }
 
@@ -690,11 +694,28 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// sled may have written files while the index was open (a blob for a large page); they
+/// have the umask's modes, inside the 0700 directory. This brings them to 0600 on close.
+impl Drop for Index {
+    fn drop(&mut self) {
+        // Best effort: what fails here is fixed by the next open, or fails it.
+        let _ = self.db.flush();
+        if let Some(dir) = &self.dir {
+            let _ = crate::modes::restrict_tree(dir);
+        }
+    }
+}
+
 /// Opens the sled database. The caller holds the store's own lock, so no other store can
 /// have it open; but sled releases its file lock a few milliseconds after the last handle
 /// of a just-closed store is dropped (its I/O threads finish first). A lock conflict is
 /// therefore retried for a bounded time rather than reported.
+///
+/// sled gives its directories and files the umask's modes: the directory is made 0700
+/// before sled opens it and everything in it 0700 / 0600 after, and again when the
+/// [`Index`] is dropped (see `crate::modes`).
 fn open_db(dir: &Path) -> Result<sled::Db> {
+    crate::modes::private_dir(dir)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open() {
@@ -706,7 +727,11 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            other => return Ok(other?),
+            other => {
+                let db = other?;
+                crate::modes::restrict_tree(dir)?;
+                return Ok(db);
+            }
         }
     }
 }

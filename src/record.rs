@@ -132,7 +132,8 @@ impl std::str::FromStr for Status {
             "expired" => Ok(Status::Expired),
             "revoked" => Ok(Status::Revoked),
             _ => Err(format!(
-                "unknown status {s:?}: use active, disabled, expired or revoked"
+                "unknown status {}: use active, disabled, expired or revoked",
+                crate::redact::quote(s)
             )),
         }
     }
@@ -482,12 +483,14 @@ pub fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), Inpu
     for (k, v) in metadata {
         if k.is_empty() || k.len() > MAX_METADATA_KEY_LEN {
             return Err(InputError::MetadataTooLarge(format!(
-                "key {k:?} must be 1 to {MAX_METADATA_KEY_LEN} bytes"
+                "key {} must be 1 to {MAX_METADATA_KEY_LEN} bytes",
+                crate::redact::quote(k)
             )));
         }
         if v.len() > MAX_METADATA_VALUE_LEN {
             return Err(InputError::MetadataTooLarge(format!(
-                "value of {k:?} is {} bytes, the limit is {MAX_METADATA_VALUE_LEN}",
+                "value of {} is {} bytes, the limit is {MAX_METADATA_VALUE_LEN}",
+                crate::redact::quote(k),
                 v.len()
             )));
         }

@@ -18,6 +18,7 @@ pub use budget::{Budget, BudgetCounter, MAX_BUDGET, Period};
 pub use gcra::{Gcra, Quota};
 
 use crate::error::InputError;
+use crate::redact::quote;
 
 /// Most rate limits on one key or plan.
 pub const MAX_LIMITS: usize = 8;
@@ -46,7 +47,7 @@ impl RateLimit {
     /// bad name.
     pub fn new(name: impl Into<String>, limit: u32, window_ms: u64) -> Result<Self, InputError> {
         let name = name.into();
-        let bad = |why: &str| InputError::InvalidRateLimit(format!("{name}: {why}"));
+        let bad = |why: &str| InputError::InvalidRateLimit(format!("{}: {why}", quote(&name)));
         if limit == 0 {
             return Err(bad("the limit must be at least 1"));
         }
@@ -70,7 +71,7 @@ impl RateLimit {
     /// # Errors
     /// [`InputError::InvalidRateLimit`] naming the text.
     pub fn parse(text: &str) -> Result<Self, InputError> {
-        let bad = || InputError::InvalidRateLimit(format!("{text:?}: expected N/DURATION[:name], e.g. 60/1m"));
+        let bad = || InputError::InvalidRateLimit(format!("{}: expected N/DURATION[:name], e.g. 60/1m", quote(text)));
         let (spec, name) = match text.split_once(':') {
             Some((spec, name)) => (spec, Some(name)),
             None => (text, None),
@@ -122,7 +123,8 @@ impl std::str::FromStr for Period {
 
     /// `monthly`, `monthly:15` (anchor day), `daily` or `total`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || InputError::InvalidBudget(format!("period {s:?}: use monthly, monthly:DAY, daily or total"));
+        let bad =
+            || InputError::InvalidBudget(format!("period {}: use monthly, monthly:DAY, daily or total", quote(s)));
         match s.split_once(':') {
             None if s == "monthly" => Ok(Period::Monthly { anchor_day: 1 }),
             None if s == "daily" => Ok(Period::Daily),
@@ -186,7 +188,8 @@ pub fn validate_plan_name(name: &str) -> Result<(), InputError> {
         Ok(())
     } else {
         Err(InputError::InvalidPlan(format!(
-            "{name:?}: use 1 to 64 characters of A-Z a-z 0-9 _ . -"
+            "{}: use 1 to 64 characters of A-Z a-z 0-9 _ . -",
+            quote(name)
         )))
     }
 }
@@ -206,8 +209,8 @@ pub fn check_limits(limits: &[RateLimit]) -> Result<(), InputError> {
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w.first() == w.get(1)) {
         return Err(InputError::InvalidRateLimit(format!(
-            "two limits named {:?}: give one a name with N/DURATION:name",
-            w.first().copied().unwrap_or_default()
+            "two limits named {}: give one a name with N/DURATION:name",
+            quote(w.first().copied().unwrap_or_default())
         )));
     }
     Ok(())

@@ -90,13 +90,10 @@ impl fmt::Display for Forbidden {
     }
 }
 
-/// The input, quoted, cut to 64 characters so hostile input stays small in errors.
+/// The input, quoted for an error: cut to 64 characters, a secret-shaped one to its
+/// public start (see [`crate::redact`]).
 fn quote(s: &str) -> String {
-    const SHOWN: usize = 64;
-    match s.char_indices().nth(SHOWN) {
-        None => format!("{s:?}"),
-        Some((cut, _)) => format!("{:?}... ({} bytes)", s.get(..cut).unwrap_or(""), s.len()),
-    }
+    crate::redact::quote(s)
 }
 
 #[cfg(test)]

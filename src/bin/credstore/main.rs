@@ -20,6 +20,7 @@ use credstore::policy::{
     EndpointAllowlist, IpAllowlist, PermissionQuery, PermissionSet, ReferrerAllowlist, Role, RoleName, User,
 };
 use credstore::record::KeyKind;
+use credstore::redact;
 use credstore::{
     Budget, Config, Env, Error, EventFilter, Expiry, InputError, KeyId, KeyUpdate, ListFilter, NewKey, OpenError,
     Period, Plan, RateLimit, Status, Store, VerifyRequest, clock, parse_expiry,
@@ -470,7 +471,10 @@ fn usage(message: impl Into<String>) -> Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_failure(&e),
+    };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -478,6 +482,29 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Reports a command line clap refused. clap's messages repeat the offending argument
+/// (`invalid value 'X' for '--ip <IP>'`, `unexpected argument 'X'`), so they are scrubbed
+/// of secret-shaped tokens first; help and version go out as clap writes them.
+fn clap_failure(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        // A closed pipe leaves no one to tell.
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    }
+    let rendered = e.render();
+    let text = if std::io::stderr().is_terminal() {
+        rendered.ansi().to_string()
+    } else {
+        rendered.to_string()
+    };
+    eprint!("{}", redact::scrub(&text));
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {
@@ -678,7 +705,12 @@ fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
         ("service", Some(_)) => {
             return Err(InputError::KeyType("--user is for personal tokens (--type personal)".into()).into());
         }
-        (other, _) => return Err(usage(format!("--type {other:?}: use service or personal"))),
+        (other, _) => {
+            return Err(usage(format!(
+                "--type {}: use service or personal",
+                redact::quote(other)
+            )));
+        }
     };
     let access = args.access;
     new.role = access.role.clone();
@@ -920,7 +952,7 @@ fn read_stdin_line() -> Result<String, Failure> {
 fn parse_meta(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected K=V, got {text:?}"))
+        .ok_or_else(|| format!("expected K=V, got {}", redact::quote(text)))
 }
 
 fn parse_rate_limit(text: &str) -> Result<RateLimit, String> {

@@ -96,6 +96,7 @@ mod imp {
     use credstore::http::KeySource;
     use credstore::policy::{EndpointAllowlist, IpAllowlist, PermissionQuery, PermissionSet, ReferrerAllowlist};
     use credstore::record::KeyKind;
+    use credstore::redact;
     use credstore::{
         Budget, Env, Error, EventFilter, Expiry, InputError, KeyId, ListFilter, NewKey, Period, RateLimit, Secret,
         StateError, Status, Store, VerifyRequest, clock,
@@ -143,7 +144,7 @@ mod imp {
             } else {
                 3
             },
-            message: format!("cannot listen on {listen}: {e}"),
+            message: format!("cannot listen on {}: {e}", redact::quote(listen)),
         })?;
         let addr = listener.local_addr().map_err(|e| Failure {
             code: 3,
@@ -437,7 +438,8 @@ mod imp {
             }
             (other, _) => {
                 return Err(ApiError::bad_request(&format!(
-                    "type {other:?}: use service or personal"
+                    "type {}: use service or personal",
+                    redact::quote(other)
                 )));
             }
         };
@@ -614,8 +616,11 @@ mod imp {
             .map_err(ApiError::from)
     }
 
+    /// serde's messages repeat a value of the wrong type (`invalid type: string "..."`):
+    /// scrubbed of secret-shaped tokens.
     fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(&format!("invalid JSON body: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(&format!("invalid JSON body: {}", redact::scrub(&e.to_string()))))
     }
 
     /// An empty body is the default.
@@ -656,8 +661,9 @@ mod imp {
             ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
         }
 
+        /// Scrubbed as [`parse_json`]'s messages are.
         fn bad_query(rejection: QueryRejection) -> Self {
-            ApiError::bad_request(&rejection.body_text())
+            ApiError::bad_request(&redact::scrub(&rejection.body_text()))
         }
     }
 
