@@ -1,5 +1,6 @@
 //! Fixtures shared by the integration tests: a store on a manual clock for the API tests,
-//! and the real binary on a data directory in a temp dir for the CLI tests.
+//! the real binary on a data directory in a temp dir for the CLI tests, and `credstore
+//! serve` with a small blocking HTTP client for the tests that kill it or starve it of disk.
 
 #![expect(
     clippy::expect_used,
@@ -8,10 +9,13 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use credstore::{Config, ManualClock, Pepper, Store, UseLog};
 use serde_json::Value;
@@ -174,4 +178,157 @@ impl Cli {
     pub fn json(&self, args: &[&str]) -> Value {
         self.ok(args).json()
     }
+}
+
+/// `credstore serve` on a free loopback port; killed if still running when dropped (a
+/// test that failed must not leave a server holding the store).
+pub struct Sidecar {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl Sidecar {
+    pub fn start(cli: &Cli) -> Sidecar {
+        let mut child = cli
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn credstore serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        // The first line names the address; the rest is drained so the pipe never fills.
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            lines.for_each(drop);
+        });
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "credstore serve did not start ({other:?}):\n{}",
+                    stderr.join().unwrap_or_default()
+                );
+            }
+        };
+        let addr = line
+            .trim()
+            .strip_prefix("Listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("address");
+        Sidecar {
+            child,
+            addr,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// SIGKILL after `delay`; fails the test if it died by itself. Returns its stderr.
+    pub fn kill_after(mut self, delay: Duration) -> String {
+        thread::sleep(delay);
+        let exited = self.child.try_wait().expect("try_wait");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let stderr = self.stderr();
+        assert!(exited.is_none(), "the sidecar exited by itself ({exited:?}):\n{stderr}");
+        stderr
+    }
+
+    /// SIGTERM, then its exit status and stderr; it must stop within 20 s.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "credstore serve did not stop on SIGTERM");
+            thread::sleep(Duration::from_millis(20));
+        };
+        (status, self.stderr())
+    }
+
+    fn stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|h| h.join().expect("stderr reader"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        // A no-op once it was waited for.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An answer read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// One HTTP/1.1 request on a fresh loopback connection (`Connection: close`), blocking.
+/// `Err` unless a whole answer came back: a killed sidecar refuses, resets or cuts short.
+/// A few lines of std here instead of the async hyper client of `tests/http.rs`: these
+/// tests want plain blocking threads and an error for every way an answer can be cut off.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&Value>,
+) -> std::io::Result<Reply> {
+    use std::io::{Error, ErrorKind};
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    if let Some(auth) = auth {
+        request.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let cut = || Error::new(ErrorKind::UnexpectedEof, "answer cut short");
+    let text = String::from_utf8(raw).map_err(|_| cut())?;
+    let (head, payload) = text.split_once("\r\n\r\n").ok_or_else(cut)?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(cut)?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .ok_or_else(cut)?;
+    if payload.len() != length {
+        return Err(cut());
+    }
+    let body = serde_json::from_str(payload).map_err(|_| cut())?;
+    Ok(Reply { status, body })
 }
