@@ -717,8 +717,17 @@ impl Drop for Index {
 fn open_db(dir: &Path) -> Result<sled::Db> {
     crate::modes::private_dir(dir)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut cleared = false;
     loop {
         match sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open() {
+            // sled 0.34 writes a snapshot at every open to `snap.N.generating`, then renames
+            // it; a kill or a full disk in between leaves the partial file, which the next
+            // open takes for the newest snapshot and fails on. sled's own data is sound:
+            // remove the leftover once and open again (sled holds no lock on the directory
+            // after a failed open), rather than rebuild and lose the counters.
+            Err(sled::Error::Corruption { .. }) if !cleared && remove_partial_snapshots(dir)? => {
+                cleared = true;
+            }
             // sled reports the lock conflict as ErrorKind::Other with this text. It is no
             // sign of a damaged index (which `Store::open` would rebuild): say what it is.
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
@@ -734,6 +743,24 @@ fn open_db(dir: &Path) -> Result<sled::Db> {
             }
         }
     }
+}
+
+/// Removes the `snap.*.generating` files in `dir`; whether there were any.
+fn remove_partial_snapshots(dir: &Path) -> Result<bool> {
+    let io = |e| crate::error::Error::io(dir, e);
+    let mut removed = false;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(&path).map_err(io)?;
+            removed = true;
+        }
+    }
+    Ok(removed)
 }
 
 fn join(head: &str, id: &[u8]) -> Vec<u8> {

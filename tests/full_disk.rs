@@ -370,7 +370,6 @@ fn the_library_refuses_changes_on_a_full_disk_and_reopens_once_freed() {
 /// restarts at the budget marks. Removing a leftover `snap.*.generating` before sled
 /// opens (under sled's lock) keeps the index and its counters.
 #[test]
-#[ignore = "known bug: a snapshot write cut short by a full disk makes the next open rebuild the index and lose counters"]
 fn an_open_refused_by_a_full_disk_costs_no_counters() {
     let Some(disk) = Tmpfs::mount(8) else { return };
     let path = disk.path.join("data");

@@ -231,18 +231,20 @@ pub(super) fn rebuild_index(
     drop(log);
     let fresh = path.join("index.rebuild");
     files::remove_dir_if_exists(&fresh)?;
-    let differing = {
-        let index = Index::open(&fresh, pepper, marker.store_id)?;
-        replay(&index, &log_dir, marker.store_id, 1)?;
-        index.write_counters(&counters)?;
-        index.set_clean(was_clean)?;
-        // What the old index held that the log does not give, if sled can still read it.
-        match index_dir
-            .exists()
-            .then(|| Index::open_unchecked(&index_dir, pepper, marker.store_id))
-        {
-            Some(Ok(old)) => differing_keys(&old.raw_keys()?, &index.list(None, None)?),
-            _ => Vec::new(),
+    let differing = match build_fresh(
+        &fresh,
+        &log_dir,
+        &index_dir,
+        marker.store_id,
+        pepper,
+        &counters,
+        was_clean,
+    ) {
+        Ok(differing) => differing,
+        Err(e) => {
+            // A rebuild that failed (a full disk) leaves no half-built index taking space.
+            let _ = files::remove_dir_if_exists(&fresh);
+            return Err(e);
         }
     };
     if set_aside {
@@ -257,6 +259,30 @@ pub(super) fn rebuild_index(
     std::fs::rename(&fresh, &index_dir).map_err(|e| Error::io(&index_dir, e))?;
     crate::log::sync_dir(path).map_err(|e| Error::io(path, e))?;
     Ok(Rebuilt { last, differing })
+}
+
+/// Builds the index in `fresh` from the log, with the counters carried over; returns the
+/// keys whose state in the old index (if sled can still read it) the log does not give.
+fn build_fresh(
+    fresh: &Path,
+    log_dir: &Path,
+    index_dir: &Path,
+    store_id: [u8; 16],
+    pepper: &Pepper,
+    counters: &[(KeyId, Counters)],
+    was_clean: bool,
+) -> Result<Vec<String>> {
+    let index = Index::open(fresh, pepper, store_id)?;
+    replay(&index, log_dir, store_id, 1)?;
+    index.write_counters(counters)?;
+    index.set_clean(was_clean)?;
+    match index_dir
+        .exists()
+        .then(|| Index::open_unchecked(index_dir, pepper, store_id))
+    {
+        Some(Ok(old)) => Ok(differing_keys(&old.raw_keys()?, &index.list(None, None)?)),
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// The cross-check of `Store::verify_log`: the keys whose state in `index` the log does not
