@@ -164,3 +164,50 @@ fn a_host_whose_log_forked_refuses_to_serve() {
     let message = reopened.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("fork"), "{message}");
 }
+
+#[test]
+fn the_cli_writes_to_the_fleet_without_a_local_store() {
+    let Some(server) = pg::PgServer::start() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = server.url();
+    let pepper = "07".repeat(32);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_credstore"))
+            .arg("--fleet")
+            .arg(&url)
+            .args(args)
+            .env("CREDSTORE_PEPPER", &pepper)
+            .env_remove("CREDSTORE_DATA")
+            .current_dir(dir.path())
+            .output()
+            .expect("run credstore");
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        (out.status.code(), text(out.stdout), text(out.stderr))
+    };
+    let (code, out, err) = cli(&["init"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // A library host of the same fleet.
+    let host_a = host(dir.path(), &url, "a");
+
+    let (code, out, err) = cli(&["create", "--name", "from the cli", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let key = created["key"].as_str().expect("key").to_string();
+    let id = created["id"].as_str().expect("id").to_string();
+    eventually(&host_a, &key, Code::Valid);
+    let (code, out, err) = cli(&["verify", &key]);
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    let (code, out, err) = cli(&["revoke", &id, "--yes"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    eventually(&host_a, &key, Code::Revoked);
+    let (code, _, _) = cli(&["verify", &key]);
+    assert_eq!(code, Some(1), "refused through the CLI too");
+    // Nothing was left in the working directory: the CLI's replica was throwaway.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["a"], "{left:?}");
+    host_a.close().expect("close");
+}

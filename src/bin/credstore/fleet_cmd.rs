@@ -1,16 +1,24 @@
-//! `credstore --fleet URL ...`: the commands that work on a fleet's PostgreSQL directly,
-//! without a local store or a running host.
+//! `credstore --fleet URL ...`: `init` and `status` work on the fleet's PostgreSQL
+//! directly; `serve` makes `--data` this host's replica; every other command runs on a
+//! throwaway replica synced from the fleet, so the CLI writes without a local store and
+//! without a running host (a change commits to the fleet first, as any host's does).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use credstore::fleet::Fleet;
+use credstore::{Config, Store};
 
-use super::{Command, Failure, usage};
+use super::{Command, Failure, run_on, store_config};
+
+/// The fleet URL and this process's host name, once `--fleet` is given.
+pub(super) static FLEET: OnceLock<(String, String)> = OnceLock::new();
 
 /// Runs `command` against the fleet at `url`.
-pub(super) fn run(url: &str, command: Command) -> Result<u8, Failure> {
-    let fleet = Fleet::connect(url)?;
+pub(super) fn run(url: String, command: Command, data: &Path) -> Result<u8, Failure> {
     match command {
         Command::Init => {
-            let info = fleet.init_new()?;
+            let info = Fleet::connect(&url)?.init_new()?;
             println!(
                 "Fleet ready: store {}, schema version {}, log at record {}.",
                 hex(&info.store_id),
@@ -19,32 +27,81 @@ pub(super) fn run(url: &str, command: Command) -> Result<u8, Failure> {
             );
             Ok(0)
         }
-        Command::Status => {
-            let info = fleet.info()?;
-            println!(
-                "fleet: store {}, schema version {}, head at record {}",
-                hex(&info.store_id),
-                info.schema_version,
-                info.head_seq
-            );
-            let hosts = fleet.hosts()?;
-            if hosts.is_empty() {
-                println!("no host has joined yet");
+        Command::Status => status(&url),
+        Command::Serve { .. } => {
+            join(url, "serve")?;
+            if !data.exists() {
+                Store::init(data, store_config()?)?.close()?;
             }
-            for h in hosts {
-                println!(
-                    "host {}: applied record {} (lag {}), last heard {:.1} s ago",
-                    h.host,
-                    h.applied_seq,
-                    info.head_seq.saturating_sub(h.applied_seq),
-                    h.silent_for_secs
-                );
-            }
-            Ok(0)
+            run_on(data.to_path_buf(), command)
         }
-        _ => Err(usage(
-            "with --fleet, only `init` and `status` are built so far; the other commands work on a local store (drop --fleet)",
-        )),
+        other => {
+            join(url, "cli")?;
+            let replica = Replica::new()?;
+            Store::init(&replica.0, store_config()?)?.close()?;
+            run_on(replica.0.clone(), other)
+        }
+    }
+}
+
+/// Makes this process a host of the fleet at `url` for the commands that open a store.
+fn join(url: String, role: &str) -> Result<(), Failure> {
+    let host = match std::env::var("CREDSTORE_HOST") {
+        Ok(name) => name,
+        Err(_) => {
+            let name = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+            format!("{name}-{role}-{}", std::process::id())
+        }
+    };
+    // The pepper is the fleet's, shared by every host: without it nothing would verify.
+    if Config::from_env()?.pepper.is_none() {
+        return Err(super::usage("fleet mode needs the fleet's pepper in CREDSTORE_PEPPER"));
+    }
+    let _ = FLEET.set((url, host));
+    Ok(())
+}
+
+fn status(url: &str) -> Result<u8, Failure> {
+    let fleet = Fleet::connect(url)?;
+    let info = fleet.info()?;
+    println!(
+        "fleet: store {}, schema version {}, head at record {}",
+        hex(&info.store_id),
+        info.schema_version,
+        info.head_seq
+    );
+    let hosts = fleet.hosts()?;
+    if hosts.is_empty() {
+        println!("no host has joined yet");
+    }
+    for h in hosts {
+        println!(
+            "host {}: applied record {} (lag {}), last heard {:.1} s ago",
+            h.host,
+            h.applied_seq,
+            info.head_seq.saturating_sub(h.applied_seq),
+            h.silent_for_secs
+        );
+    }
+    Ok(0)
+}
+
+/// A throwaway replica's directory, removed on drop.
+struct Replica(PathBuf);
+
+impl Replica {
+    fn new() -> Result<Replica, Failure> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("credstore-replica-{}-{nanos}", std::process::id()));
+        Ok(Replica(dir))
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -33,7 +33,8 @@ struct Cli {
     /// The data directory.
     #[arg(long, global = true, env = "CREDSTORE_DATA", default_value = "./credstore-data")]
     data: PathBuf,
-    /// Fleet mode: the PostgreSQL URL of the fleet (`init` and `status` so far).
+    /// Fleet mode: the PostgreSQL URL of the fleet. `init` and `status` work on it directly,
+    /// `serve` keeps its replica in --data, other commands use a throwaway replica.
     #[cfg(feature = "fleet")]
     #[arg(long, global = true, env = "CREDSTORE_FLEET_URL", hide_env_values = true)]
     fleet: Option<String>,
@@ -509,11 +510,15 @@ fn clap_failure(e: &clap::Error) -> ExitCode {
 
 fn run(cli: Cli) -> Result<u8, Failure> {
     #[cfg(feature = "fleet")]
-    if let Some(url) = &cli.fleet {
-        return fleet_cmd::run(url, cli.command);
+    if let Some(url) = cli.fleet {
+        return fleet_cmd::run(url, cli.command, &cli.data);
     }
-    let data = cli.data;
-    match cli.command {
+    run_on(cli.data, cli.command)
+}
+
+/// Runs `command` on the store in `data` (a fleet host's replica when `--fleet` is given).
+fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
+    match command {
         Command::Init => {
             let config = Config::from_env()?;
             let dev = config.pepper.is_none();
@@ -630,7 +635,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Role { action } => role(&data, action),
         Command::Audit(args) => audit(&data, args),
         Command::Rebuild => {
-            let last = Store::rebuild(&data, Config::from_env()?)?;
+            let last = Store::rebuild(&data, store_config()?)?;
             println!("Rebuilt the index from {last} log records.");
             Ok(0)
         }
@@ -650,7 +655,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     return Err(usage("reset-head cancelled"));
                 }
             }
-            let seq = Store::reset_head(&data, Config::from_env()?, reason.as_deref())?;
+            let seq = Store::reset_head(&data, store_config()?, reason.as_deref())?;
             println!("The head checkpoint now vouches for record {seq}; the index was rebuilt from the log.");
             Ok(0)
         }
@@ -672,8 +677,19 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
+/// The configuration every command opens its store with: the environment's, and the
+/// fleet's URL when `--fleet` made this process a fleet host.
+fn store_config() -> Result<Config, Failure> {
+    let config = Config::from_env()?;
+    #[cfg(feature = "fleet")]
+    if let Some((url, host)) = fleet_cmd::FLEET.get() {
+        return Ok(config.fleet(url.clone(), host.clone()));
+    }
+    Ok(config)
+}
+
 fn open(data: &Path) -> Result<Store, Failure> {
-    let store = Store::open(data, Config::from_env()?)?;
+    let store = Store::open(data, store_config()?)?;
     let report = store.recovery_report();
     if report.truncated_bytes > 0 {
         eprintln!(
