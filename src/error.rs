@@ -43,6 +43,12 @@ pub enum Error {
     /// was not applied.
     #[error("the change was not committed: {0}")]
     NotCommitted(String),
+    /// A fleet host that has not reached its fleet for longer than its staleness bound
+    /// refuses to verify (it fails closed): its replica may miss a revocation.
+    #[error(
+        "this fleet host has not reached the fleet for longer than its staleness bound: it refuses to verify from a replica that may miss a revocation"
+    )]
+    Stale,
     /// The store has been closed, or its writer thread stopped after an I/O failure.
     #[error("the store is closed")]
     Closed,

@@ -211,3 +211,49 @@ fn the_cli_writes_to_the_fleet_without_a_local_store() {
     assert_eq!(left, ["a"], "{left:?}");
     host_a.close().expect("close");
 }
+
+#[test]
+fn a_host_cut_off_from_the_fleet_fails_closed_after_its_bound_then_catches_up() {
+    let Some(server) = pg::PgServer::start() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = server.url();
+    let bound = Duration::from_millis(500);
+    let closed = Store::init(
+        dir.path().join("closed"),
+        config(&url, "closed").fleet_staleness(bound, false),
+    )
+    .expect("init closed");
+    let open = Store::init(
+        dir.path().join("open"),
+        config(&url, "open").fleet_staleness(bound, true),
+    )
+    .expect("init open");
+    let key = closed.create(NewKey::new("k")).expect("create");
+    let secret = key.key.expose().to_string();
+    eventually(&open, &secret, Code::Valid);
+
+    server.kill();
+    // Writes fail with a clear error; nothing is committed anywhere.
+    let refused = closed.create(NewKey::new("while cut off"));
+    assert!(matches!(refused, Err(Error::NotCommitted(_))), "{refused:?}");
+    // The fail-closed host refuses once the bound has passed; the fail-open one serves on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(closed.verify(&secret), Err(Error::Stale)) {
+        assert!(Instant::now() < deadline, "never refused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(bound);
+    assert_eq!(open.verify(&secret).expect("fail open").code, Code::Valid);
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while closed.verify(&secret).map(|d| d.code).ok() != Some(Code::Valid) {
+        assert!(Instant::now() < deadline, "never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And it writes again, and the other host sees it.
+    let after = closed.create(NewKey::new("after")).expect("create after");
+    eventually(&open, after.key.expose(), Code::Valid);
+    closed.close().expect("close");
+    open.close().expect("close");
+}

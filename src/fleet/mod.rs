@@ -34,6 +34,9 @@ pub enum FleetError {
     /// No connection could be had from the pool.
     #[error("no PostgreSQL connection: {0}")]
     Pool(String),
+    /// PostgreSQL did not answer within [`ROUND_TRIP_LIMIT`].
+    #[error("PostgreSQL did not answer within {} s", ROUND_TRIP_LIMIT.as_secs())]
+    Timeout,
     /// The runtime that drives the client could not start.
     #[error("fleet client runtime: {0}")]
     Runtime(String),
@@ -136,6 +139,9 @@ impl std::fmt::Debug for Fleet {
 
 type Result<T> = std::result::Result<T, FleetError>;
 
+/// The longest one call to PostgreSQL (connecting included) may take.
+pub const ROUND_TRIP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Fleet {
     /// Connects to PostgreSQL at `url` (`postgresql://user@host/db`, `?host=/socket/dir`
     /// for a Unix socket). Nothing is read or written yet.
@@ -187,7 +193,7 @@ impl Fleet {
     /// [`FleetError::OtherStore`] if it is another store's fleet; PostgreSQL's errors.
     pub fn init(&self, store_id: [u8; 16]) -> Result<FleetInfo> {
         self.migrate()?;
-        self.runtime.block_on(async {
+        self.run(async {
             let client = self.client().await?;
             client
                 .execute(
@@ -216,7 +222,7 @@ impl Fleet {
     /// [`FleetError::SchemaTooNew`]; PostgreSQL's errors (nothing is half applied: each
     /// migration runs in one transaction).
     pub fn migrate(&self) -> Result<i32> {
-        self.runtime.block_on(async {
+        self.run(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             tx.execute("select pg_advisory_xact_lock($1)", &[&schema::MIGRATION_LOCK])
@@ -250,7 +256,7 @@ impl Fleet {
     /// # Errors
     /// [`FleetError::NotAFleet`]; PostgreSQL's errors.
     pub fn info(&self) -> Result<FleetInfo> {
-        self.runtime.block_on(async {
+        self.run(async {
             let client = self.client().await?;
             let exists: bool = client
                 .query_one("select to_regclass('credstore_fleet') is not null", &[])
@@ -299,7 +305,7 @@ impl Fleet {
         }
         let last = prev;
         let after_sql = i64::try_from(after).unwrap_or(i64::MAX);
-        let committed: i64 = self.runtime.block_on(async {
+        let committed: i64 = self.run(async {
             let client = self.client().await?;
             let row = client
                 .query_one(
@@ -326,7 +332,7 @@ impl Fleet {
     /// of order); PostgreSQL's errors.
     pub fn records_after(&self, after: u64, after_hash: [u8; 32], limit: u32) -> Result<Vec<FleetRecord>> {
         let after_sql = i64::try_from(after).unwrap_or(i64::MAX);
-        let rows = self.runtime.block_on(async {
+        let rows = self.run(async {
             let client = self.client().await?;
             let rows = client
                 .query(
@@ -372,7 +378,7 @@ impl Fleet {
     /// # Errors
     /// [`FleetError::NotAFleet`]; PostgreSQL's errors.
     pub fn head(&self) -> Result<(u64, [u8; 32])> {
-        self.runtime.block_on(async {
+        self.run(async {
             let client = self.client().await?;
             let row = client
                 .query_opt("select seq, hash from credstore_head where id = 1", &[])
@@ -388,7 +394,7 @@ impl Fleet {
     /// PostgreSQL's errors.
     pub fn hash_at(&self, seq: u64) -> Result<Option<[u8; 32]>> {
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-        self.runtime.block_on(async {
+        self.run(async {
             let client = self.client().await?;
             let row = client
                 .query_opt("select hash from credstore_log where seq = $1", &[&seq])
@@ -403,7 +409,7 @@ impl Fleet {
     /// PostgreSQL's errors.
     pub fn heartbeat(&self, host: &str, applied_seq: u64) -> Result<()> {
         let applied = i64::try_from(applied_seq).unwrap_or(i64::MAX);
-        self.runtime.block_on(async {
+        self.run(async {
             let client = self.client().await?;
             client
                 .execute(
@@ -421,7 +427,7 @@ impl Fleet {
     /// # Errors
     /// PostgreSQL's errors.
     pub fn hosts(&self) -> Result<Vec<HostStatus>> {
-        self.runtime.block_on(async {
+        self.run(async {
             let client = self.client().await?;
             let rows = client
                 .query(
@@ -439,6 +445,14 @@ impl Fleet {
                 })
                 .collect())
         })
+    }
+
+    /// Runs `work` on the client's runtime, giving up after [`ROUND_TRIP_LIMIT`]: a
+    /// partitioned database must not hang a host's commit thread.
+    fn run<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.runtime
+            .block_on(async { tokio::time::timeout(ROUND_TRIP_LIMIT, work).await })
+            .unwrap_or(Err(FleetError::Timeout))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {

@@ -22,7 +22,7 @@ use crate::token::Format;
 use crate::vault::SealedSecret;
 
 use super::Shared;
-use super::fleet_host::{Appended, FleetLink};
+use super::fleet_host::{Appended, FleetLink, Poll};
 use super::plan::plan;
 use super::state_machine::Overlay;
 use super::uses::Gathered;
@@ -173,7 +173,7 @@ pub(crate) fn run(
             Vec::new()
         };
         if !batch.is_empty() || !use_events.is_empty() {
-            commit_batch(&shared, &mut log, &mut last_id, batch, &use_events, fleet.as_ref());
+            commit_batch(&shared, &mut log, &mut last_id, batch, &use_events, fleet.as_mut());
         } else {
             follow(&shared, &mut log, &mut last_id, fleet.as_mut());
         }
@@ -192,12 +192,12 @@ fn commit_batch(
     last_id: &mut u128,
     batch: Vec<Request>,
     uses: &[Vec<u8>],
-    fleet: Option<&FleetLink>,
+    mut fleet: Option<&mut FleetLink>,
 ) {
     let mut conflicts = 0;
     let results = loop {
         // A fleet host plans on the fleet's latest state: what other hosts committed first.
-        if let Some(link) = fleet
+        if let Some(link) = fleet.as_deref()
             && let Err(e) = catch_up(shared, log, last_id, link)
         {
             return refuse(batch, &e.to_string());
@@ -232,9 +232,9 @@ fn commit_batch(
         }
         // A fleet host commits to the fleet first; a head that moved means another host
         // committed first: catch up and plan again.
-        if let Some(link) = fleet {
+        if let Some(link) = fleet.as_deref_mut() {
             match link.append(log, &payloads) {
-                Ok(Appended::Committed { .. }) => {}
+                Ok(Appended::Committed { .. }) => link.mark_synced(),
                 Ok(Appended::Conflict) if conflicts < MAX_FLEET_CONFLICTS => {
                     log.discard();
                     conflicts += 1;
@@ -310,16 +310,20 @@ fn apply_and_publish(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
 }
 
 /// Between batches: a fleet host applies what other hosts committed, once a poll interval
-/// says the fleet's head moved, and says it is alive about once a second.
+/// says the fleet's head moved; refuses verifies while the fleet has been out of reach for
+/// longer than its staleness bound (failing closed); says it is alive about once a second.
 fn follow(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, fleet: Option<&mut FleetLink>) {
     let Some(link) = fleet else {
         return;
     };
-    if link.due(log.durable_seq()) {
-        // A failure here (the fleet unreachable) leaves the replica as it is: verifies go
-        // on, and the next write reports it.
-        let _ = catch_up(shared, log, last_id, link);
+    if let Poll::Behind = link.poll(log.durable_seq())
+        && catch_up(shared, log, last_id, link).is_ok()
+    {
+        link.mark_synced();
     }
+    shared
+        .fleet_stale
+        .store(link.stale(), std::sync::atomic::Ordering::Relaxed);
     link.heartbeat_every_second(log.durable_seq());
 }
 

@@ -7,8 +7,11 @@
 //!   compare-and-set on the fleet's head) and only then locally; a head that moved means
 //!   another host committed first: the thread catches up and plans the batch again.
 //! - Between batches the commit thread polls the fleet's head and applies what other hosts
-//!   committed ([`FleetLink::due`], then `commit::catch_up`), so a revocation anywhere
+//!   committed ([`FleetLink::poll`], then `commit::catch_up`), so a revocation anywhere
 //!   reaches this host's live map within a poll interval.
+//! - A host that cannot reach the fleet for longer than `Config::fleet_max_staleness`
+//!   refuses to verify ([`crate::Error::Stale`]: fail closed), unless
+//!   `Config::fleet_fail_open`; writes fail at once; it catches up when the fleet answers.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,22 @@ pub(crate) struct FleetLink {
     host: String,
     last_poll: Instant,
     last_heartbeat: Option<Instant>,
+    /// When the replica was last known to hold everything the fleet had.
+    synced_at: Instant,
+    max_staleness: Duration,
+    fail_open: bool,
+}
+
+/// What a poll of the fleet's head found.
+pub(crate) enum Poll {
+    /// Not time to ask yet.
+    NotDue,
+    /// The replica holds everything the fleet has.
+    UpToDate,
+    /// The fleet has records the replica does not.
+    Behind,
+    /// The fleet did not answer.
+    Unreachable,
 }
 
 impl FleetLink {
@@ -35,7 +54,7 @@ impl FleetLink {
     ///
     /// # Errors
     /// [`FleetError::NotAFleet`], [`FleetError::OtherStore`], connection errors.
-    pub fn connect(url: &str, host: String, store_id: [u8; 16]) -> Result<FleetLink> {
+    pub fn connect(url: &str, host: String, store_id: [u8; 16], config: &super::Config) -> Result<FleetLink> {
         let fleet = Fleet::connect(url)?;
         if fleet.info()?.store_id != store_id {
             return Err(FleetError::OtherStore.into());
@@ -45,6 +64,9 @@ impl FleetLink {
             host,
             last_poll: Instant::now(),
             last_heartbeat: None,
+            synced_at: Instant::now(),
+            max_staleness: config.fleet_max_staleness,
+            fail_open: config.fleet_fail_open,
         })
     }
 
@@ -101,15 +123,32 @@ impl FleetLink {
             .append(log.durable_seq(), log.durable_hash(), payloads, &self.host)?)
     }
 
-    /// Whether the fleet's head should be looked at now (a poll interval has passed), and
-    /// if so whether it moved past `local_seq`.
-    pub fn due(&mut self, local_seq: u64) -> bool {
+    /// Looks at the fleet's head once a poll interval has passed: is the replica, at
+    /// `local_seq`, behind it?
+    pub fn poll(&mut self, local_seq: u64) -> Poll {
         if self.last_poll.elapsed() < POLL_EVERY {
-            return false;
+            return Poll::NotDue;
         }
         self.last_poll = Instant::now();
-        // An unreachable fleet is noticed by the next write; verifies go on from the replica.
-        self.fleet.head().is_ok_and(|(seq, _)| seq > local_seq)
+        match self.fleet.head() {
+            Ok((seq, _)) if seq > local_seq => Poll::Behind,
+            Ok(_) => {
+                self.mark_synced();
+                Poll::UpToDate
+            }
+            Err(_) => Poll::Unreachable,
+        }
+    }
+
+    /// The replica holds everything the fleet had a moment ago.
+    pub fn mark_synced(&mut self) {
+        self.synced_at = Instant::now();
+    }
+
+    /// Whether verifies must be refused: the fleet has not been reached for longer than
+    /// the staleness bound, and the host fails closed.
+    pub fn stale(&self) -> bool {
+        !self.fail_open && self.synced_at.elapsed() > self.max_staleness
     }
 
     /// Tells the fleet this host is alive and has applied `applied_seq`, at most once a

@@ -83,6 +83,11 @@ pub struct Config {
     pub fleet: Option<String>,
     /// Fleet mode: this host's name in the fleet (default: `$HOSTNAME` and the process id).
     pub host: Option<String>,
+    /// Fleet mode: how long a host that cannot reach the fleet keeps verifying from its
+    /// replica before it refuses ([`Error::Stale`]), unless `fleet_fail_open`.
+    pub fleet_max_staleness: Duration,
+    /// Fleet mode: keep verifying from the replica however stale it is (fail open).
+    pub fleet_fail_open: bool,
 }
 
 impl Config {
@@ -99,6 +104,8 @@ impl Config {
             witness: None,
             fleet: None,
             host: None,
+            fleet_max_staleness: Duration::from_secs(30),
+            fleet_fail_open: false,
         }
     }
 
@@ -125,6 +132,14 @@ impl Config {
     pub fn fleet(mut self, url: impl Into<String>, host: impl Into<String>) -> Self {
         self.fleet = Some(url.into());
         self.host = Some(host.into());
+        self
+    }
+
+    /// How long a fleet host cut off from its fleet keeps verifying from its replica
+    /// (`max`), and whether it then keeps on anyway (`fail_open`) instead of refusing.
+    pub fn fleet_staleness(mut self, max: Duration, fail_open: bool) -> Self {
+        self.fleet_max_staleness = max;
+        self.fleet_fail_open = fail_open;
         self
     }
 
@@ -288,6 +303,9 @@ pub(crate) struct Shared {
     vault_ring: std::sync::RwLock<Option<crate::vault::MasterKeyring>>,
     /// Where verify hands off use events.
     uses: uses::UseSink,
+    /// A fleet host that has not reached the fleet for longer than its staleness bound
+    /// (and fails closed): every verify refuses. Set by the commit thread.
+    fleet_stale: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -547,6 +565,7 @@ impl Store {
             clock: config.clock.clone(),
             vault_ring: std::sync::RwLock::new(vault_ring),
             uses: use_sink,
+            fleet_stale: std::sync::atomic::AtomicBool::new(false),
         });
         // New ids must sort after every id already issued, whatever the clock says.
         let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
@@ -749,6 +768,9 @@ impl Store {
     /// Steps 1 to 9 of the verification order, without recording the use.
     fn decide(&self, req: &VerifyRequest<'_>, decision: &mut Decision) -> Result<()> {
         let shared = &*self.shared;
+        if shared.fleet_stale.load(Ordering::Relaxed) {
+            return Err(Error::Stale);
+        }
         // 1. Parse: prefix, length, alphabet, checksum.
         // 2. Tag and lookup: the live map, or sled once.
         let tag = match shared.tag_of_presented(req.key) {

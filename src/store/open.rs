@@ -105,7 +105,7 @@ fn connect_fleet(config: &Config, log: &mut LogWriter, store_id: [u8; 16]) -> Re
     let Some(url) = &config.fleet else {
         return Ok(None);
     };
-    let link = FleetLink::connect(url, config.host_name(), store_id)?;
+    let link = FleetLink::connect(url, config.host_name(), store_id, config)?;
     link.sync_log(log, store_id)?;
     Ok(Some(link))
 }

@@ -7,6 +7,9 @@
 //! run by `.ci/run`). Where it is missing, [`PgServer::start`] returns `None` and says
 //! so on stderr; under `CI=true` it panics instead: a fleet test never skips silently there.
 
+// Each test binary uses part of it.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -70,6 +73,23 @@ impl PgServer {
     /// The connection URL of the cluster's `postgres` database as user `credstore`.
     pub fn url(&self) -> String {
         format!("postgresql://credstore@localhost/postgres?host={}", self.dir.display())
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
+    pub fn kill(&self) {
+        let data = self.data().display().to_string();
+        self.run_pg("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Starts it again after [`PgServer::kill`].
+    pub fn restart(&self) {
+        let data = self.data().display().to_string();
+        let options = format!("-k {} -c listen_addresses='' -c fsync=off", self.dir.display());
+        let log = self.dir.join("server.log").display().to_string();
+        self.run_pg(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"],
+        );
     }
 
     fn data(&self) -> PathBuf {
