@@ -16,7 +16,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Cli, Fixture};
+use common::{Cli, Fixture, copy_dir};
 use credstore::policy::RoleName;
 use credstore::{Code, KeyUpdate, NewKey, Store};
 
@@ -266,17 +266,4 @@ fn audit_verify_names_the_key_and_then_agrees() {
     assert_eq!(note.len(), 1, "{run:?}");
     assert!(note[0].contains(&id), "{run:?}");
     assert!(run.stdout.contains("index agrees with the log"), "{run:?}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }

@@ -11,26 +11,13 @@ mod common;
 
 use std::path::Path;
 
-use common::{Cli, Fixture};
+use common::{Cli, Fixture, copy_dir};
 use credstore::{Code, Error, EventFilter, LogError, NewKey, OpenError, Store};
 
 fn with_witness(fx: &mut Fixture) -> std::path::PathBuf {
     let witness = fx.path.with_file_name("witness.head");
     fx.config = fx.config.clone().witness(&witness);
     witness
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
 
 fn replace_dir(dir: &Path, with: &Path) {
