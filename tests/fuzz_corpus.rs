@@ -1,14 +1,21 @@
 //! The fuzz targets' seed corpora, run as ordinary tests through the very checks the
-//! targets run (`fuzz/checks.rs`): the token parser never panics and accepts exactly the
-//! well-formed keys; the log record decoders, recovery and the reader never panic, never
-//! accept a damaged record and never drop a good one.
+//! targets run (`fuzz/checks.rs`, `fuzz/policy_checks.rs`): the token parser never panics
+//! and accepts exactly the well-formed keys; the log record decoders, recovery and the
+//! reader never panic, never accept a damaged record and never drop a good one; the policy
+//! parsers accept what their references accept and answer as the reference matchers do.
 //!
 //! The seeds were written by the ignored test `write_seed_corpus` below (run it with
 //! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus` to write them again; the
-//! keys in the token seeds are random, so they change every time).
+//! keys in the token seeds are random, so they change every time: `SEED_TARGETS` names the
+//! targets to write). The seeds of the input targets are deterministic, and a test checks
+//! that they are what `write_seed_corpus` writes.
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
+#[path = "../fuzz/policy_checks.rs"]
+mod policy_checks;
+#[path = "../fuzz/secret_echo.rs"]
+mod secret_echo;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -164,13 +171,246 @@ fn frame_len_of_last(bytes: &[u8]) -> usize {
     }
 }
 
-/// Writes the seed corpora. Ignored: run by hand when the formats change.
+/// Writes the seed corpora. Ignored: run by hand when the formats change. With
+/// `SEED_TARGETS` set (`SEED_TARGETS=policy_parsers,log_meta`), only those targets' seeds
+/// are written: the token and log seeds hold random keys and ids, and change every time.
 #[test]
 #[ignore = "writes fuzz/corpus/*; run by hand"]
 fn write_seed_corpus() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    write_token_seeds(&root.join("token_parser"));
-    write_log_seeds(&root.join("log_record"));
+    let only = std::env::var("SEED_TARGETS").ok();
+    let wanted = |target: &str| only.as_deref().is_none_or(|list| list.split(',').any(|t| t == target));
+    if wanted("token_parser") {
+        write_token_seeds(&root.join("token_parser"));
+    }
+    if wanted("log_record") {
+        write_log_seeds(&root.join("log_record"));
+    }
+    if wanted("policy_parsers") {
+        write_seeds(&root.join("policy_parsers"), &policy_seeds());
+    }
+}
+
+/// Writes `seeds` into `dir`, named.
+fn write_seeds(dir: &Path, seeds: &[(String, Vec<u8>)]) {
+    fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in seeds {
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// Whether a seed named `accept-*` was accepted and one named `refuse-*` refused.
+fn assert_named_outcome(target: &str, name: &str, accepted: bool) {
+    match name.split('-').next().unwrap() {
+        "accept" => assert!(accepted, "{target} seed {name} should be accepted"),
+        "refuse" => assert!(!accepted, "{target} seed {name} should be refused"),
+        other => panic!("{target} seed {name}: unknown outcome {other}"),
+    }
+}
+
+/// Checks that the seeds in `fuzz/corpus/{target}` are exactly `expected`.
+fn assert_seeds_current(target: &str, seeds: &[(String, Vec<u8>)], expected: &[(String, Vec<u8>)]) {
+    assert_eq!(seeds.len(), expected.len(), "{target}: run write_seed_corpus again");
+    for (name, bytes) in expected {
+        let found = seeds.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+        assert_eq!(
+            found,
+            Some(bytes),
+            "{target} seed {name} differs from what write_seed_corpus writes"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Policy parsers
+
+#[test]
+fn policy_parsers_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let seeds = corpus("policy_parsers");
+    assert!(seeds.len() >= 12, "only {} policy seeds", seeds.len());
+    let mut selectors = std::collections::BTreeSet::new();
+    for (name, data) in &seeds {
+        let accepted = policy_checks::check_policy_input(data);
+        assert_named_outcome("policy_parsers", name, accepted);
+        selectors.insert(data[0]);
+    }
+    for letter in *b"pqcrhemgou" {
+        assert!(selectors.contains(&letter), "no seed for selector {}", letter as char);
+    }
+    assert_seeds_current("policy_parsers", &seeds, &policy_seeds());
+}
+
+#[test]
+fn the_policy_checks_catch_what_they_claim_to() {
+    use policy_checks::PolicyInput;
+    // Known answers: a reference that disagreed with the parser would panic.
+    assert!(policy_checks::check_policy_text(
+        PolicyInput::Query,
+        "a:b OR (c:d AND e:f)"
+    ));
+    assert!(!policy_checks::check_policy_text(PolicyInput::Query, "a:b OR"));
+    assert!(policy_checks::check_policy_text(
+        PolicyInput::Cidr,
+        "::ffff:10.0.0.0/104"
+    ));
+    assert!(policy_checks::check_policy_text(
+        PolicyInput::RefererHeader,
+        "https://a.example.org:8443/x"
+    ));
+    assert!(!policy_checks::check_policy_text(
+        PolicyInput::RefererHeader,
+        "https://example.org/"
+    ));
+    assert!(policy_checks::check_policy_text(
+        PolicyInput::EndpointRequest,
+        "DELETE /v1/users/7/keys/9"
+    ));
+    assert!(!policy_checks::check_policy_text(
+        PolicyInput::EndpointRequest,
+        "DELETEX /v1/users/7/keys/9"
+    ));
+    // Selectors other than the seeds' letters still reach every parser.
+    let reached: std::collections::BTreeSet<String> = (0..=255u8)
+        .map(|b| format!("{:?}", PolicyInput::from_selector(b)))
+        .collect();
+    assert_eq!(reached.len(), 10);
+}
+
+#[test]
+fn the_echo_tables_are_current() {
+    let repeating = secret_echo::check_echo_table(&policy_checks::text_parsers());
+    assert!(repeating.contains(&"Permission::parse"), "{repeating:?}");
+}
+
+/// The policy seeds: the selector letter, then the text. Named `accept-` or `refuse-` (for
+/// `h` and `m`: allowed or not by the fixed allowlist), then the selector letter.
+fn policy_seeds() -> Vec<(String, Vec<u8>)> {
+    let key = secret_echo::PROBE_KEY;
+    let nested = |depth: usize| format!("{}a:b{}", "(".repeat(depth), ")".repeat(depth));
+    let atoms = |n: usize| (0..n).map(|i| format!("p{i}:read")).collect::<Vec<_>>().join(" OR ");
+    let long_permission = format!("{}:{}", "r".repeat(31), "a".repeat(32));
+    let seeds: Vec<(&str, String)> = vec![
+        ("accept-p-docs-read", "pdocs:read".into()),
+        ("accept-p-everything", "p*".into()),
+        ("accept-p-any-action", "pdocs:*".into()),
+        ("accept-p-any-resource", "p*:read".into()),
+        ("accept-p-17-byte-resource", "pabcdefghijklmnopq:read".into()),
+        ("accept-p-64-bytes", format!("p{long_permission}")),
+        ("refuse-p-65-bytes", format!("p{long_permission}x")),
+        ("refuse-p-upper-case", "pDocs:read".into()),
+        ("refuse-p-two-colons", "pa:b:c".into()),
+        ("refuse-p-partial-star", "pdoc*:read".into()),
+        ("refuse-p-empty", "p".into()),
+        ("refuse-p-empty-action", "pdocs:".into()),
+        ("refuse-p-pasted-key", format!("p{key}")),
+        ("accept-q-nested", "q(docs:read OR docs:write) AND users:view".into()),
+        ("accept-q-keyword-case", "qa:b and (c:d Or e:f)".into()),
+        ("accept-q-tight-parens", "q(a:b)AND(c:d)".into()),
+        ("accept-q-depth-16", format!("q{}", nested(16))),
+        ("refuse-q-depth-17", format!("q{}", nested(17))),
+        ("accept-q-64-atoms", format!("q{}", atoms(64))),
+        ("refuse-q-65-atoms", format!("q{}", atoms(65))),
+        ("refuse-q-not", "qNOT a:b".into()),
+        ("refuse-q-ampersands", "qa:b && c:d".into()),
+        ("refuse-q-empty-parens", "qa:b AND ()".into()),
+        ("refuse-q-unclosed", "q(a:b OR c:d".into()),
+        ("refuse-q-unmatched", "qa:b)".into()),
+        ("refuse-q-dangling-operator", "qa:b AND".into()),
+        ("refuse-q-no-operator", "qa:b c:d".into()),
+        ("refuse-q-pasted-key", format!("q{key} OR docs:read")),
+        ("accept-c-v4-range", "c10.0.0.0/8".into()),
+        ("accept-c-host-bits-set", "c10.1.2.3/8".into()),
+        ("accept-c-bare-v4", "c203.0.113.7".into()),
+        ("accept-c-v6-range", "c2001:db8::/32".into()),
+        ("accept-c-mapped-v4-range", "c::ffff:10.0.0.0/104".into()),
+        ("accept-c-v4-everything", "c0.0.0.0/0".into()),
+        ("accept-c-v6-everything", "c::/0".into()),
+        ("accept-c-v6-host", "c2001:db8::1/128".into()),
+        ("refuse-c-prefix-too-long", "c10.0.0.0/33".into()),
+        ("refuse-c-zone-id", "cfe80::1%eth0".into()),
+        ("refuse-c-space", "c 10.0.0.1".into()),
+        ("refuse-c-empty", "c".into()),
+        ("refuse-c-no-prefix", "c10.0.0.0/".into()),
+        // Found by the fuzzer: ipnet reads leading zeros (as decimal) where std refuses them.
+        ("accept-c-leading-zero-octet-with-prefix", "c09.1.2.3/4".into()),
+        ("accept-c-leading-zero-prefix", "c10.0.0.0/08".into()),
+        ("refuse-c-leading-zero-octet-bare", "c010.0.0.1".into()),
+        ("accept-r-host", "rexample.com".into()),
+        ("accept-r-subdomains", "r*.example.com".into()),
+        ("accept-r-ipv4", "r127.0.0.1".into()),
+        ("accept-r-upper-case", "rExample.COM".into()),
+        ("refuse-r-scheme", "rhttps://example.com".into()),
+        ("refuse-r-port", "rexample.com:443".into()),
+        ("refuse-r-inner-star", "ra.*.com".into()),
+        ("refuse-r-trailing-dot", "rexample.com.".into()),
+        ("refuse-r-64-byte-label", format!("r{}.com", "a".repeat(64))),
+        ("refuse-r-unicode", "rb\u{fc}cher.de".into()),
+        ("refuse-r-empty", "r".into()),
+        ("accept-h-subdomain-url", "hhttps://www.example.org/path?q=1".into()),
+        ("accept-h-bare-host", "hexample.com".into()),
+        ("accept-h-port-and-case", "hhttp://EXAMPLE.com:8080/".into()),
+        ("accept-h-userinfo", "hhttps://u:p@example.com/".into()),
+        (
+            "accept-h-backslash-ends-authority",
+            "hhttps://example.com\\@evil.test/".into(),
+        ),
+        ("accept-h-ipv4", "hhttp://127.0.0.1:3000".into()),
+        ("refuse-h-wildcard-apex", "hhttps://example.org/".into()),
+        ("refuse-h-userinfo-without-scheme", "hu@example.com".into()),
+        ("refuse-h-evil-suffix", "hhttps://example.com.evil.test/".into()),
+        ("refuse-h-ipv6", "hhttp://[::1]:80/".into()),
+        ("refuse-h-null", "hnull".into()),
+        ("refuse-h-long-port", "hhttps://example.com:123456/".into()),
+        ("accept-e-get-segment", "eGET /v1/users/*".into()),
+        ("accept-e-any-subtree", "eANY /v1/jobs/**".into()),
+        ("accept-e-star-method", "e* /health".into()),
+        ("accept-e-long-method", "ePROPFIND /dav/**/*.ics".into()),
+        ("accept-e-tabs", "e\tget\t/a/*\t".into()),
+        ("refuse-e-no-method", "e/v1/users".into()),
+        ("refuse-e-three-words", "eGET /a /b".into()),
+        ("refuse-e-method-with-digit", "eGET2 /a".into()),
+        ("refuse-e-method-33-letters", format!("e{} /a", "A".repeat(33))),
+        ("refuse-e-double-star-in-segment", "eGET /a**".into()),
+        ("refuse-e-query-in-glob", "eGET /a?b".into()),
+        ("refuse-e-pasted-key", format!("e{key}")),
+        ("accept-m-user", "mGET /v1/users/42".into()),
+        ("accept-m-lower-case-and-query", "mget /v1/users/42?x=1".into()),
+        ("accept-m-subtree-root", "mPOST /v1/jobs".into()),
+        ("accept-m-long-method", "mpropfind /dav/a/b/c.ics".into()),
+        ("accept-m-any-method", "mBREW /health".into()),
+        ("accept-m-mkcalendar", "mMKCALENDAR /cal/x".into()),
+        ("accept-m-general-glob", "mPUT /a/1/b/c".into()),
+        ("accept-m-empty-segment", "mGET /v1/users/".into()),
+        ("refuse-m-nested-path", "mGET /v1/users/42/keys".into()),
+        ("refuse-m-long-method-miss", "mPROPFINDX /dav/a.ics".into()),
+        ("refuse-m-nul-in-method", "mGET\0 /v1/users/1".into()),
+        ("refuse-m-no-slash", "mGET v1/users/1".into()),
+        ("refuse-m-wrong-method", "mPOST /v1/users/1".into()),
+        ("accept-g-root", "g/".into()),
+        ("accept-g-subtree", "g/v1/**".into()),
+        ("accept-g-any-depth-inside", "g/a/**/z".into()),
+        ("accept-g-stars-in-segment", "g/f/*.*".into()),
+        ("accept-g-1024-bytes", format!("g/{}", "a".repeat(1023))),
+        ("refuse-g-1025-bytes", format!("g/{}", "a".repeat(1024))),
+        ("refuse-g-no-slash", "gv1/*".into()),
+        ("refuse-g-triple-star", "g/a/***".into()),
+        ("refuse-g-space", "g/a b".into()),
+        ("refuse-g-control", "g/a\u{7}".into()),
+        ("refuse-g-fragment", "g/a#b".into()),
+        ("accept-o-member", "omember".into()),
+        ("accept-o-32-bytes", format!("o{}", "r".repeat(32))),
+        ("refuse-o-33-bytes", format!("o{}", "r".repeat(33))),
+        ("refuse-o-upper-case", "oAdmin".into()),
+        ("accept-u-email", "ualice+ci@example.com".into()),
+        ("accept-u-key-shaped", format!("u{key}")),
+        ("refuse-u-space", "ualice smith".into()),
+        ("refuse-u-129-bytes", format!("u{}", "a".repeat(129))),
+        ("accept-byte-0-is-a-permission", "\0docs:read".into()),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, text)| (name.to_string(), text.into_bytes()))
+        .collect()
 }
 
 fn write_token_seeds(dir: &Path) {
