@@ -16,6 +16,8 @@ mod checks;
 mod policy_checks;
 #[path = "../fuzz/secret_echo.rs"]
 mod secret_echo;
+#[path = "../fuzz/time_checks.rs"]
+mod time_checks;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -189,6 +191,9 @@ fn write_seed_corpus() {
     if wanted("policy_parsers") {
         write_seeds(&root.join("policy_parsers"), &policy_seeds());
     }
+    if wanted("time_parsers") {
+        write_seeds(&root.join("time_parsers"), &time_seeds());
+    }
 }
 
 /// Writes `seeds` into `dir`, named.
@@ -280,6 +285,8 @@ fn the_policy_checks_catch_what_they_claim_to() {
 fn the_echo_tables_are_current() {
     let repeating = secret_echo::check_echo_table(&policy_checks::text_parsers());
     assert!(repeating.contains(&"Permission::parse"), "{repeating:?}");
+    let repeating = secret_echo::check_echo_table(&time_checks::text_parsers());
+    assert!(repeating.contains(&"clock::parse_duration"), "{repeating:?}");
 }
 
 /// The policy seeds: the selector letter, then the text. Named `accept-` or `refuse-` (for
@@ -563,4 +570,106 @@ fn write_log_seeds(dir: &Path) {
     for (name, bytes) in seeds {
         fs::write(dir.join(name), bytes).unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Durations and times
+
+#[test]
+fn time_parsers_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let seeds = corpus("time_parsers");
+    assert!(seeds.len() >= 12, "only {} time seeds", seeds.len());
+    let mut selectors = std::collections::BTreeSet::new();
+    for (name, data) in &seeds {
+        let accepted = time_checks::check_time_input(data);
+        assert_named_outcome("time_parsers", name, accepted);
+        selectors.insert(data[0]);
+    }
+    for letter in *b"dtxlf" {
+        assert!(selectors.contains(&letter), "no seed for selector {}", letter as char);
+    }
+    assert_seeds_current("time_parsers", &seeds, &time_seeds());
+}
+
+#[test]
+fn the_time_checks_catch_what_they_claim_to() {
+    use time_checks::TimeInput;
+    assert!(time_checks::check_time_text(TimeInput::Duration, "12h"));
+    assert!(!time_checks::check_time_text(TimeInput::Duration, "12H"));
+    assert!(time_checks::check_time_text(
+        TimeInput::Time,
+        "2026-11-22T13:45:00.123+01:30"
+    ));
+    assert!(time_checks::check_time_text(TimeInput::RateLimit, "100/1d:daily"));
+    let reached: std::collections::BTreeSet<String> = (0..=255u8)
+        .map(|b| format!("{:?}", TimeInput::from_selector(b)))
+        .collect();
+    assert_eq!(reached.len(), 5);
+}
+
+/// The time seeds: the selector letter, then the text (for `f`, 8 bytes of unix ms).
+fn time_seeds() -> Vec<(String, Vec<u8>)> {
+    let key = secret_echo::PROBE_KEY;
+    let ms = |v: i64| [b"f".as_slice(), &v.to_le_bytes()].concat();
+    let text: Vec<(&str, String)> = vec![
+        ("accept-d-days", "d90d".into()),
+        ("accept-d-milliseconds", "d1500ms".into()),
+        ("accept-d-weeks", "d1w".into()),
+        ("accept-d-leading-zeros", "d007s".into()),
+        ("accept-d-largest", format!("d{}ms", i64::MAX)),
+        ("refuse-d-overflow", format!("d{}s", i64::MAX)),
+        ("refuse-d-too-many-digits", "d99999999999999999999d".into()),
+        ("refuse-d-zero", "d0s".into()),
+        ("refuse-d-negative", "d-5s".into()),
+        ("refuse-d-plus-sign", "d+5s".into()),
+        ("refuse-d-no-unit", "d5".into()),
+        ("refuse-d-unknown-unit", "d5y".into()),
+        ("refuse-d-fraction", "d1.5h".into()),
+        ("refuse-d-space", "d5 s".into()),
+        ("refuse-d-upper-case-unit", "d5S".into()),
+        ("refuse-d-empty", "d".into()),
+        ("refuse-d-pasted-key", format!("d{key}")),
+        ("accept-t-utc-millis", "t2026-11-22T13:45:00.123Z".into()),
+        ("accept-t-offset", "t2026-11-22T15:45:00+02:00".into()),
+        ("accept-t-negative-offset", "t2026-11-22T08:15:00-05:30".into()),
+        ("accept-t-nanoseconds", "t2026-01-01T00:00:00.999999999Z".into()),
+        ("accept-t-before-epoch-fraction", "t1969-12-31T23:59:59.9995Z".into()),
+        ("accept-t-leap-day", "t2024-02-29T12:00:00Z".into()),
+        ("accept-t-year-1", "t0001-01-01T00:00:00Z".into()),
+        ("refuse-t-february-30", "t2026-02-30T00:00:00Z".into()),
+        ("refuse-t-no-offset", "t2026-01-01T00:00:00".into()),
+        ("refuse-t-hour-24", "t2026-01-01T24:00:00Z".into()),
+        ("refuse-t-word", "tyesterday".into()),
+        ("refuse-t-unix-ms", "t1767225600000".into()),
+        ("refuse-t-pasted-key", format!("t{key}")),
+        ("accept-x-duration", "x30d".into()),
+        ("accept-x-future-time", "x2027-01-01T00:00:00Z".into()),
+        ("accept-x-past-time", "x2020-01-01T00:00:00Z".into()),
+        ("accept-x-duration-overflowing-now", format!("x{}ms", i64::MAX)),
+        ("refuse-x-neither", "xsoon".into()),
+        ("refuse-x-pasted-key", format!("x{key}")),
+        ("accept-l-per-minute", "l60/1m".into()),
+        ("accept-l-named", "l1000/1h:hourly".into()),
+        ("accept-l-spaces", "l 60 / 1m ".into()),
+        ("accept-l-366-days", "l1/366d".into()),
+        ("accept-l-plus-sign", "l+5/1s".into()),
+        ("refuse-l-zero", "l0/1m".into()),
+        ("refuse-l-367-days", "l1/367d".into()),
+        ("refuse-l-no-window", "l60".into()),
+        ("refuse-l-space-in-name", "l60/1m:per minute".into()),
+        ("refuse-l-33-byte-name", format!("l60/1m:{}", "n".repeat(33))),
+        ("refuse-l-empty-name", "l60/1m:".into()),
+        ("refuse-l-count-overflow", "l4294967296/1m".into()),
+        ("refuse-l-pasted-key", format!("l60/1m:{key}")),
+    ];
+    let mut seeds: Vec<(String, Vec<u8>)> = text.into_iter().map(|(n, t)| (n.to_string(), t.into_bytes())).collect();
+    seeds.extend([
+        ("accept-f-epoch".to_string(), ms(0)),
+        ("accept-f-now".to_string(), ms(time_checks::NOW_MS)),
+        ("accept-f-before-epoch".to_string(), ms(-1)),
+        ("accept-f-short-input".to_string(), b"f\x01".to_vec()),
+        ("refuse-f-largest".to_string(), ms(i64::MAX)),
+        ("refuse-f-smallest".to_string(), ms(i64::MIN)),
+    ]);
+    seeds
 }
