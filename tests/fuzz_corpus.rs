@@ -12,6 +12,8 @@
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
+#[path = "../fuzz/log_meta_checks.rs"]
+mod log_meta_checks;
 #[path = "../fuzz/policy_checks.rs"]
 mod policy_checks;
 #[path = "../fuzz/secret_echo.rs"]
@@ -193,6 +195,9 @@ fn write_seed_corpus() {
     }
     if wanted("time_parsers") {
         write_seeds(&root.join("time_parsers"), &time_seeds());
+    }
+    if wanted("log_meta") {
+        write_seeds(&root.join("log_meta"), &meta_seeds(&log_meta_checks::Scratch::new()));
     }
 }
 
@@ -672,4 +677,161 @@ fn time_seeds() -> Vec<(String, Vec<u8>)> {
         ("refuse-f-smallest".to_string(), ms(i64::MIN)),
     ]);
     seeds
+}
+
+// ---------------------------------------------------------------------------------------
+// HEAD, time index and STORE
+
+#[test]
+fn log_meta_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let scratch = log_meta_checks::Scratch::new();
+    let seeds = corpus("log_meta");
+    assert!(seeds.len() >= 12, "only {} log meta seeds", seeds.len());
+    let mut selectors = std::collections::BTreeSet::new();
+    for (name, data) in &seeds {
+        let accepted = log_meta_checks::check_meta_input(&scratch, data);
+        assert_named_outcome("log_meta", name, accepted);
+        selectors.insert(data[0]);
+    }
+    assert_eq!(selectors, std::collections::BTreeSet::from(*b"HIS"));
+    assert_seeds_current("log_meta", &seeds, &meta_seeds(&scratch));
+}
+
+/// The log meta seeds: `H`, `I` or `S`, then the file. Named `accept-` when the file is
+/// used as it is: a head checkpoint the audit verifies, a time index the log trusts, a
+/// marker that gets past the marker and pepper checks.
+fn meta_seeds(scratch: &log_meta_checks::Scratch) -> Vec<(String, Vec<u8>)> {
+    use credstore::log::Head;
+    use credstore::log::head::head_key_from_bytes;
+    use log_meta_checks::{PEPPER, STORE_ID};
+    let key = head_key_from_bytes(&PEPPER);
+    let hash = |seq: u64| scratch.records[seq as usize - 1].hash;
+    let head = |store_id: [u8; 16], seq: u64, hash: [u8; 32], key: &[u8; 32]| {
+        [b"H".as_slice(), &Head { store_id, seq, hash }.encode(key)].concat()
+    };
+    let genesis = credstore::log::genesis_hash(&STORE_ID);
+    let true_head = head(STORE_ID, 5, hash(5), &key);
+    let mut bad_magic = true_head.clone();
+    bad_magic[1] = b'X';
+    let index = |t: credstore::log::SegmentTimes| [b"I".as_slice(), &t.encode()].concat();
+    let truth = scratch.truth;
+    let mut bad_crc = index(truth);
+    bad_crc[61] ^= 1;
+    let mut bad_index_magic = index(truth);
+    bad_index_magic[1] = b'X';
+    let mut flagged = index(truth);
+    flagged[49..61].copy_from_slice(&[0xff; 12]);
+    let crc = crc32c::crc32c(&flagged[1..61]);
+    flagged[61..].copy_from_slice(&crc.to_le_bytes());
+    let marker = log_meta_checks::marker_text(&STORE_ID);
+    let store = |text: &str| [b"S".as_slice(), text.as_bytes()].concat();
+    let lines: Vec<&str> = marker.lines().collect();
+    let mut wrong_check = marker.clone();
+    let last = wrong_check.len() - 2;
+    wrong_check.replace_range(last..last + 1, if &marker[last..last + 1] == "0" { "1" } else { "0" });
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("accept-H-checkpoint-of-the-last-record", true_head.clone()),
+        ("accept-H-checkpoint-of-record-3", head(STORE_ID, 3, hash(3), &key)),
+        ("accept-H-checkpoint-of-no-record", head(STORE_ID, 0, genesis, &key)),
+        ("refuse-H-forged-mac", head(STORE_ID, 5, hash(5), &[0; 32])),
+        ("refuse-H-another-store", head(*b"another-store-id", 5, hash(5), &key)),
+        ("refuse-H-ahead-of-the-log", head(STORE_ID, 9, hash(5), &key)),
+        ("refuse-H-rewritten-history", head(STORE_ID, 4, hash(5), &key)),
+        ("refuse-H-no-record-not-genesis", head(STORE_ID, 0, [0; 32], &key)),
+        ("refuse-H-bad-magic", bad_magic),
+        ("refuse-H-95-bytes", true_head[..96].to_vec()),
+        ("refuse-H-97-bytes", [true_head.as_slice(), b"\0"].concat()),
+        ("refuse-H-empty", b"H".to_vec()),
+        ("accept-I-true-index", index(truth)),
+        (
+            "accept-I-lying-times-right-length",
+            index(credstore::log::SegmentTimes {
+                min_at: 9_000,
+                max_at: 9_500,
+                ..truth
+            }),
+        ),
+        (
+            "accept-I-untimed",
+            index(credstore::log::SegmentTimes {
+                all_timed: false,
+                ..truth
+            }),
+        ),
+        (
+            "accept-I-claims-no-records",
+            index(credstore::log::SegmentTimes { last_seq: 0, ..truth }),
+        ),
+        ("accept-I-flags-and-reserved-set", flagged),
+        (
+            "refuse-I-wrong-length",
+            index(credstore::log::SegmentTimes {
+                len: truth.len + 1,
+                ..truth
+            }),
+        ),
+        (
+            "refuse-I-another-segment",
+            index(credstore::log::SegmentTimes { first_seq: 4, ..truth }),
+        ),
+        ("refuse-I-bad-crc", bad_crc),
+        ("refuse-I-bad-magic", bad_index_magic),
+        ("refuse-I-63-bytes", index(truth)[..64].to_vec()),
+        ("refuse-I-empty", b"I".to_vec()),
+        ("accept-S-as-init-writes-it", store(&marker)),
+        ("accept-S-crlf", store(&marker.replace('\n', "\r\n"))),
+        (
+            "accept-S-upper-case-hex",
+            store(
+                &marker
+                    .to_uppercase()
+                    .replace("CREDSTORE-STORE", "credstore-store")
+                    .replace("STORE_ID", "store_id")
+                    .replace("PEPPER_CHECK", "pepper_check"),
+            ),
+        ),
+        (
+            "accept-S-spaces-around-values",
+            store(&format!(
+                "credstore-store  1 \nstore_id   {}\t\npepper_check  {}  \n",
+                &lines[1]["store_id ".len()..],
+                &lines[2]["pepper_check ".len()..]
+            )),
+        ),
+        ("accept-S-more-lines", store(&format!("{marker}extra line\n"))),
+        ("accept-S-no-final-newline", store(marker.trim_end())),
+        ("refuse-S-wrong-pepper-check", store(&wrong_check)),
+        ("refuse-S-version-2", store(&marker.replacen("store 1", "store 2", 1))),
+        (
+            "refuse-S-version-not-a-number",
+            store(&marker.replacen("store 1", "store one", 1)),
+        ),
+        (
+            "refuse-S-missing-pepper-check",
+            store(&format!("{}\n{}\n", lines[0], lines[1])),
+        ),
+        (
+            "refuse-S-swapped-lines",
+            store(&format!("{}\n{}\n{}\n", lines[0], lines[2], lines[1])),
+        ),
+        (
+            "refuse-S-short-store-id",
+            store(&marker.replacen("store_id ", "store_id 0", 1).replacen("0\n", "\n", 1)),
+        ),
+        (
+            "refuse-S-not-utf8",
+            [
+                b"S".as_slice(),
+                &marker.as_bytes()[..20],
+                b"\xff\xfe",
+                &marker.as_bytes()[20..],
+            ]
+            .concat(),
+        ),
+        ("refuse-S-empty", b"S".to_vec()),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, bytes)| (name.to_string(), bytes))
+        .collect()
 }
