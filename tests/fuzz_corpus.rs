@@ -1,8 +1,19 @@
 //! The fuzz targets' seed corpora, run as ordinary tests through the very checks the
-//! targets run (`fuzz/checks.rs`, `fuzz/policy_checks.rs`): the token parser never panics
-//! and accepts exactly the well-formed keys; the log record decoders, recovery and the
-//! reader never panic, never accept a damaged record and never drop a good one; the policy
-//! parsers accept what their references accept and answer as the reference matchers do.
+//! targets run (`fuzz/checks.rs` and the input checks beside it):
+//!
+//! - `token_parser`: the token parser never panics and accepts exactly the well-formed keys;
+//! - `log_record`: the log record decoders, recovery and the reader never panic, never
+//!   accept a damaged record and never drop a good one;
+//! - `policy_parsers` (`policy_checks.rs`), `time_parsers` (`time_checks.rs`): the parsers
+//!   of untrusted text accept what references written from their docs accept, and what
+//!   they accept round-trips and answers as the reference matchers do;
+//! - `log_meta` (`log_meta_checks.rs`): `HEAD`, time index sidecars and `STORE` decode as
+//!   their formats say, and the audit, writer, reader and `Store::open` agree with that;
+//! - `http_input` (`http_checks.rs`): key headers, `X-Forwarded-For`, the sidecar's query
+//!   strings and JSON bodies, down to the decision a verify comes to.
+//!
+//! The input seeds are named `accept-…` or `refuse-…` and their tests check that too;
+//! `secret_echo.rs` records which parsers repeat a pasted key in their errors today.
 //!
 //! The seeds were written by the ignored test `write_seed_corpus` below (run it with
 //! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus` to write them again; the
@@ -12,8 +23,13 @@
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
+#[cfg(feature = "http")]
+#[path = "../fuzz/http_checks.rs"]
+mod http_checks;
 #[path = "../fuzz/log_meta_checks.rs"]
 mod log_meta_checks;
+// The policy checks use `TrustedProxies`, of the `http` feature.
+#[cfg(feature = "http")]
 #[path = "../fuzz/policy_checks.rs"]
 mod policy_checks;
 #[path = "../fuzz/secret_echo.rs"]
@@ -190,6 +206,7 @@ fn write_seed_corpus() {
     if wanted("log_record") {
         write_log_seeds(&root.join("log_record"));
     }
+    #[cfg(feature = "http")]
     if wanted("policy_parsers") {
         write_seeds(&root.join("policy_parsers"), &policy_seeds());
     }
@@ -198,6 +215,10 @@ fn write_seed_corpus() {
     }
     if wanted("log_meta") {
         write_seeds(&root.join("log_meta"), &meta_seeds(&log_meta_checks::Scratch::new()));
+    }
+    #[cfg(feature = "http")]
+    if wanted("http_input") {
+        write_seeds(&root.join("http_input"), &http_seeds());
     }
 }
 
@@ -234,6 +255,7 @@ fn assert_seeds_current(target: &str, seeds: &[(String, Vec<u8>)], expected: &[(
 // ---------------------------------------------------------------------------------------
 // Policy parsers
 
+#[cfg(feature = "http")]
 #[test]
 fn policy_parsers_seeds_pass_the_fuzz_checks_and_do_as_named() {
     let seeds = corpus("policy_parsers");
@@ -250,6 +272,7 @@ fn policy_parsers_seeds_pass_the_fuzz_checks_and_do_as_named() {
     assert_seeds_current("policy_parsers", &seeds, &policy_seeds());
 }
 
+#[cfg(feature = "http")]
 #[test]
 fn the_policy_checks_catch_what_they_claim_to() {
     use policy_checks::PolicyInput;
@@ -286,14 +309,20 @@ fn the_policy_checks_catch_what_they_claim_to() {
     assert_eq!(reached.len(), 10);
 }
 
+#[cfg(feature = "http")]
 #[test]
-fn the_echo_tables_are_current() {
+fn the_policy_echo_table_is_current() {
     let repeating = secret_echo::check_echo_table(&policy_checks::text_parsers());
     assert!(repeating.contains(&"Permission::parse"), "{repeating:?}");
+}
+
+#[test]
+fn the_time_echo_table_is_current() {
     let repeating = secret_echo::check_echo_table(&time_checks::text_parsers());
     assert!(repeating.contains(&"clock::parse_duration"), "{repeating:?}");
 }
 
+#[cfg(feature = "http")]
 /// The policy seeds: the selector letter, then the text. Named `accept-` or `refuse-` (for
 /// `h` and `m`: allowed or not by the fixed allowlist), then the selector letter.
 fn policy_seeds() -> Vec<(String, Vec<u8>)> {
@@ -834,4 +863,350 @@ fn meta_seeds(scratch: &log_meta_checks::Scratch) -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .map(|(name, bytes)| (name.to_string(), bytes))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP input: headers, query strings, JSON bodies
+
+#[cfg(feature = "http")]
+#[test]
+fn http_input_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let scratch = http_checks::Scratch::new();
+    let seeds = corpus("http_input");
+    assert!(seeds.len() >= 12, "only {} http seeds", seeds.len());
+    let mut selectors = std::collections::BTreeSet::new();
+    for (name, data) in &seeds {
+        let accepted = http_checks::check_http_input(&scratch, data);
+        assert_named_outcome("http_input", name, accepted);
+        selectors.insert(data[0]);
+    }
+    assert_eq!(selectors, std::collections::BTreeSet::from(*b"ckqrvx"));
+    assert_seeds_current("http_input", &seeds, &http_seeds());
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_http_echo_table_is_current() {
+    let repeating = secret_echo::check_echo_table(&http_checks::text_parsers());
+    assert!(repeating.contains(&"Env::from_str"), "{repeating:?}");
+    assert!(!repeating.contains(&"validate_name"), "{repeating:?}");
+}
+
+/// The HTTP seeds: the selector letter, then the input. A verify body names a fixture key
+/// by its placeholder (`$plain`, `$restricted`, `$test`, `$revoked`).
+#[cfg(feature = "http")]
+fn http_seeds() -> Vec<(String, Vec<u8>)> {
+    use serde_json::json;
+    let key = secret_echo::PROBE_KEY;
+    let well_formed = {
+        let head = format!("sk_live_{}", "A".repeat(32));
+        format!("{head}{}", credstore::token::checksum(head.as_bytes()))
+    };
+    let restricted = |extra: serde_json::Value| {
+        let mut body = json!({
+            "key": "$restricted",
+            "ip": "10.1.2.3",
+            "referrer": "https://app.example.com/x",
+            "endpoint": "GET /v1/users/1",
+            "project": "acme",
+            "require": "docs:read OR jobs:run",
+            "env": "live",
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                if v.is_null() {
+                    body.remove(k);
+                } else {
+                    body.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        format!("v{body}").into_bytes()
+    };
+    let text = |s: &str| s.as_bytes().to_vec();
+    let body = |letter: char, v: serde_json::Value| format!("{letter}{v}").into_bytes();
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("accept-k-bearer", text(&format!("kBearer {key}"))),
+        (
+            "accept-k-bearer-any-case-and-spaces",
+            text(&format!("kbEaReR   {key} \t")),
+        ),
+        ("accept-k-x-api-key", text(&format!("k\n{key}"))),
+        (
+            "accept-k-x-api-key-when-bearer-holds-none",
+            [b"kBearer sk_live_\xc3\xa9\n".as_slice(), key.as_bytes()].concat(),
+        ),
+        ("accept-k-tab-inside-the-key", text("kBearer sk_live\tab")),
+        ("refuse-k-basic-scheme", text(&format!("kBasic {key}"))),
+        ("refuse-k-bearer-alone", text("kBearer")),
+        ("refuse-k-bearer-and-spaces", text("kBearer   ")),
+        ("refuse-k-no-space", text(&format!("kBearer{key}"))),
+        ("refuse-k-not-ascii", b"kBearer sk_\xff".to_vec()),
+        ("refuse-k-nbsp-in-x-api-key", b"k\nsk_\xc2\xa0b".to_vec()),
+        ("refuse-k-control-byte", b"kBearer a\x01b".to_vec()),
+        ("refuse-k-empty", text("k")),
+        (
+            "accept-x-proxy-appended-the-client",
+            text("x10.0.0.0/8\n10.0.0.2\n6.6.6.6, 198.51.100.7"),
+        ),
+        (
+            "accept-x-two-fields",
+            text("x10.0.0.0/8,::1\n10.0.0.2\n198.51.100.7\n10.1.1.1"),
+        ),
+        (
+            "accept-x-only-trusted-hops",
+            text("x10.0.0.0/8\n10.0.0.2\n10.9.9.9, 10.1.1.1"),
+        ),
+        (
+            "accept-x-v6-with-port",
+            text("x10.0.0.0/8\n10.0.0.2\n[2001:db8::1]:443"),
+        ),
+        ("accept-x-v4-with-port", text("x10.0.0.0/8\n10.0.0.2\n192.0.2.5:80")),
+        ("accept-x-mapped-peer", text("x10.0.0.0/8\n::ffff:10.0.0.2\n192.0.2.5")),
+        (
+            "accept-x-bad-proxy-list-falls-back",
+            text("xnot-an-ip\n10.0.0.2\n1.2.3.4"),
+        ),
+        ("refuse-x-untrusted-peer", text("x10.0.0.0/8\n192.0.2.1\n203.0.113.9")),
+        ("refuse-x-no-header", text("x10.0.0.0/8\n10.0.0.2")),
+        (
+            "refuse-x-garbage-stops-the-walk",
+            text("x10.0.0.0/8\n10.0.0.2\n6.6.6.6, nonsense"),
+        ),
+        ("refuse-x-no-trusted-proxy", text("x\n10.0.0.1\n1.2.3.4")),
+        ("accept-q-empty", text("q")),
+        (
+            "accept-q-list-filters",
+            text("qproject=acme&prefix=sk_live_&status=active"),
+        ),
+        ("accept-q-status-any-case", text("qstatus=ReVoKeD")),
+        ("accept-q-unknown-status", text("qstatus=gone")),
+        ("accept-q-reason-encoded", text("qreason=leaked+in+a%20screenshot")),
+        ("accept-q-percent-encoded-name", text("qre%61son=x")),
+        ("accept-q-lone-percent", text("qreason=100%")),
+        ("accept-q-not-utf8", text("qreason=%FF%FE")),
+        ("accept-q-empty-pairs", text("q&&reason=x&")),
+        ("accept-q-name-without-value", text("qreason")),
+        (
+            "accept-q-audit",
+            text(
+                "qkey=key_0NUqv2Kv3XaL3mB0cWj8vQ&kind=key.created&since=2026-01-01T00:00:00Z&until=2026-02-01T00:00:00%2B01:00",
+            ),
+        ),
+        ("accept-q-bad-key-id", text("qkey=key_short")),
+        ("refuse-q-unknown-parameter", text("qfoo=1")),
+        ("refuse-q-repeated-parameter", text("qreason=a&reason=b")),
+        ("refuse-q-pasted-key", text(&format!("q{key}"))),
+        ("accept-v-plain", body('v', json!({ "key": "$plain" }))),
+        ("accept-v-padded-key", body('v', json!({ "key": " $plain \n" }))),
+        (
+            "accept-v-cost-and-weight-zero",
+            body('v', json!({ "key": "$plain", "cost": 0, "weight": 0 })),
+        ),
+        ("accept-v-restricted-all-allowed", restricted(json!({}))),
+        ("accept-v-restricted-v6", restricted(json!({ "ip": "2001:db8::5" }))),
+        (
+            "accept-v-restricted-origin-with-port",
+            restricted(json!({ "referrer": "https://a.b.example.com:8443" })),
+        ),
+        (
+            "accept-v-test-key-in-test",
+            body('v', json!({ "key": "$test", "env": "test" })),
+        ),
+        ("refuse-v-restricted-other-ip", restricted(json!({ "ip": "192.0.2.1" }))),
+        ("refuse-v-restricted-no-ip", restricted(json!({ "ip": null }))),
+        (
+            "refuse-v-restricted-apex-referrer",
+            restricted(json!({ "referrer": "https://example.com/" })),
+        ),
+        (
+            "refuse-v-restricted-other-endpoint",
+            restricted(json!({ "endpoint": "DELETE /v1/users/1" })),
+        ),
+        (
+            "refuse-v-restricted-insufficient",
+            restricted(json!({ "require": "jobs:delete" })),
+        ),
+        (
+            "refuse-v-restricted-other-project",
+            restricted(json!({ "project": "other" })),
+        ),
+        (
+            "refuse-v-live-key-in-test",
+            body('v', json!({ "key": "$plain", "env": "test" })),
+        ),
+        ("refuse-v-revoked", body('v', json!({ "key": "$revoked" }))),
+        ("refuse-v-malformed", body('v', json!({ "key": "sk_live_nope" }))),
+        ("refuse-v-not-found", body('v', json!({ "key": well_formed }))),
+        (
+            "refuse-v-unknown-field",
+            body('v', json!({ "key": "$plain", "api_key": "x" })),
+        ),
+        (
+            "refuse-v-repeated-field",
+            text("v{\"key\":\"$plain\",\"key\":\"$plain\"}"),
+        ),
+        (
+            "refuse-v-negative-cost",
+            body('v', json!({ "key": "$plain", "cost": -1 })),
+        ),
+        (
+            "refuse-v-pasted-key-in-cost",
+            body('v', json!({ "key": "$plain", "cost": key })),
+        ),
+        ("refuse-v-no-key", body('v', json!({}))),
+        ("refuse-v-not-an-object", text("v[]")),
+        (
+            "refuse-v-endpoint-without-path",
+            body('v', json!({ "key": "$plain", "endpoint": "GET" })),
+        ),
+        (
+            "refuse-v-unknown-env",
+            body('v', json!({ "key": "$plain", "env": "prod" })),
+        ),
+        (
+            "refuse-v-bad-require",
+            body('v', json!({ "key": "$plain", "require": "docs:read AND" })),
+        ),
+        (
+            "refuse-v-pasted-key-not-json",
+            text(&format!("v{{\"key\": \"{key}\",}}")),
+        ),
+        ("accept-c-minimal", body('c', json!({ "name": "ci" }))),
+        (
+            "accept-c-every-field",
+            body(
+                'c',
+                json!({
+                    "name": "CI pipeline", "prefix": "cmp_", "env": "live", "length": 40, "checksum": true,
+                    "project": "acme", "expires_in": "90d", "metadata": { "team": "infra" },
+                    "rate_limits": ["60/1m", "1000/1h:hourly"], "budget": 1000, "budget_period": "monthly:15",
+                    "plan": "pro", "type": "service", "role": "member", "permissions": ["docs:read"],
+                    "allow_ips": ["10.0.0.0/8"], "allow_referrers": ["*.example.com"],
+                    "allow_endpoints": ["GET /v1/**"],
+                }),
+            ),
+        ),
+        (
+            "accept-c-expires-at",
+            body('c', json!({ "name": "x", "expires_at": "2027-01-01T00:00:00Z" })),
+        ),
+        (
+            "accept-c-personal",
+            body(
+                'c',
+                json!({ "name": "p", "type": "personal", "user": "alice@example.com" }),
+            ),
+        ),
+        ("accept-c-test-prefix", body('c', json!({ "name": "t", "env": "test" }))),
+        (
+            "refuse-c-both-expiries",
+            body(
+                'c',
+                json!({ "name": "x", "expires_in": "1d", "expires_at": "2027-01-01T00:00:00Z" }),
+            ),
+        ),
+        (
+            "refuse-c-bad-cidr-in-list",
+            body('c', json!({ "name": "x", "allow_ips": ["10.0.0.0/8", "10.0.0.0/33"] })),
+        ),
+        (
+            "refuse-c-bad-permission",
+            body('c', json!({ "name": "x", "permissions": ["Docs:read"] })),
+        ),
+        (
+            "refuse-c-bad-period",
+            body('c', json!({ "name": "x", "budget": 5, "budget_period": "weekly" })),
+        ),
+        (
+            "refuse-c-budget-too-big",
+            body('c', json!({ "name": "x", "budget": u64::MAX })),
+        ),
+        (
+            "refuse-c-prefix-env-conflict",
+            body('c', json!({ "name": "x", "prefix": "sk_live_", "env": "test" })),
+        ),
+        (
+            "refuse-c-random-part-too-short",
+            body('c', json!({ "name": "x", "length": 3 })),
+        ),
+        ("refuse-c-blank-name", body('c', json!({ "name": "  " }))),
+        ("refuse-c-control-in-name", body('c', json!({ "name": "a\u{7}b" }))),
+        (
+            "refuse-c-bad-project",
+            body('c', json!({ "name": "x", "project": "a b" })),
+        ),
+        (
+            "refuse-c-bad-rate-limit",
+            body('c', json!({ "name": "x", "rate_limits": ["0/1m"] })),
+        ),
+        (
+            "refuse-c-unknown-field",
+            body('c', json!({ "name": "x", "scopes": [] })),
+        ),
+        ("refuse-c-no-name", body('c', json!({ "project": "acme" }))),
+        (
+            "refuse-c-pasted-key-as-prefix",
+            body('c', json!({ "name": "x", "prefix": key })),
+        ),
+        ("accept-r-empty", text("r")),
+        ("accept-r-whitespace", text("r \n\t")),
+        ("accept-r-form-feed-is-blank", text("r\x0c")),
+        ("accept-r-reason", body('r', json!({ "reason": "leaked" }))),
+        ("accept-r-grace", body('r', json!({ "grace": "24h" }))),
+        ("accept-r-null-grace", body('r', json!({ "grace": null }))),
+        ("accept-r-empty-object", text("r{}")),
+        ("accept-r-bad-grace-decodes", body('r', json!({ "grace": "soon" }))),
+        (
+            "accept-r-long-reason-decodes",
+            body('r', json!({ "reason": "x".repeat(600) })),
+        ),
+        (
+            "refuse-r-both-fields",
+            body('r', json!({ "reason": "x", "grace": "1h" })),
+        ),
+        ("refuse-r-unknown-field", body('r', json!({ "why": "x" }))),
+        ("refuse-r-form-encoded", text("rreason=x")),
+        ("refuse-r-vertical-tab", text("r\x0b")),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, bytes)| (name.to_string(), bytes))
+        .collect()
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_verify_seeds_come_to_the_decisions_their_names_say() {
+    use credstore::Code;
+    use credstore::policy::Forbidden;
+    let scratch = http_checks::Scratch::new();
+    let forbidden = |why| Some((Code::Forbidden, Some(why)));
+    let expected = [
+        ("refuse-v-restricted-other-ip", forbidden(Forbidden::Ip)),
+        ("refuse-v-restricted-no-ip", forbidden(Forbidden::Ip)),
+        ("refuse-v-restricted-apex-referrer", forbidden(Forbidden::Referrer)),
+        ("refuse-v-restricted-other-endpoint", forbidden(Forbidden::Endpoint)),
+        ("refuse-v-restricted-other-project", forbidden(Forbidden::Project)),
+        ("refuse-v-live-key-in-test", forbidden(Forbidden::Environment)),
+        (
+            "refuse-v-restricted-insufficient",
+            Some((Code::InsufficientPermissions, None)),
+        ),
+        ("refuse-v-revoked", Some((Code::Revoked, None))),
+        ("refuse-v-malformed", Some((Code::Malformed, None))),
+        ("refuse-v-not-found", Some((Code::NotFound, None))),
+        ("refuse-v-unknown-field", None),
+        ("refuse-v-endpoint-without-path", None),
+        ("accept-v-restricted-all-allowed", Some((Code::Valid, None))),
+    ];
+    let seeds = corpus("http_input");
+    for (name, want) in expected {
+        let data = &seeds
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no seed {name}"))
+            .1;
+        assert_eq!(http_checks::verify_outcome(&scratch, &data[1..]), want, "{name}");
+    }
 }
