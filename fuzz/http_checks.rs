@@ -190,6 +190,47 @@ fn parse_optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) ->
     parse_json(body)
 }
 
+/// A sidecar endpoint that decodes a body or a query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/keys.verify` (body).
+    Verify,
+    /// `POST /v1/api-keys` (body).
+    Create,
+    /// `DELETE /v1/api-keys/{id}` (optional body, or query).
+    Revoke,
+    /// `POST /v1/api-keys/{id}/rotate` (optional body).
+    Rotate,
+    /// `GET /v1/api-keys` (query).
+    List,
+    /// `GET /v1/audit` (query).
+    Audit,
+}
+
+/// The message the sidecar answers 400 with for `body` at `endpoint`, by the mirrored
+/// types; `None` when the body decodes.
+pub fn body_refusal(endpoint: Endpoint, body: &[u8]) -> Option<String> {
+    match endpoint {
+        Endpoint::Verify => parse_json::<VerifyBody>(body).err(),
+        Endpoint::Create => parse_json::<CreateBody>(body).err(),
+        Endpoint::Revoke => parse_optional_json::<RevokeBody>(body).err(),
+        Endpoint::Rotate => parse_optional_json::<RotateBody>(body).err(),
+        Endpoint::List | Endpoint::Audit => None,
+    }
+}
+
+/// The message the sidecar answers 400 with for the query of `uri` at `endpoint`, by the
+/// mirrored types; `None` when it decodes.
+pub fn query_refusal(endpoint: Endpoint, uri: &Uri) -> Option<String> {
+    let text = |r: axum::extract::rejection::QueryRejection| r.body_text();
+    match endpoint {
+        Endpoint::List => Query::<ListQuery>::try_from_uri(uri).err().map(text),
+        Endpoint::Revoke => Query::<RevokeBody>::try_from_uri(uri).err().map(text),
+        Endpoint::Audit => Query::<AuditQuery>::try_from_uri(uri).err().map(text),
+        Endpoint::Verify | Endpoint::Create | Endpoint::Rotate => None,
+    }
+}
+
 /// The parsers of the sidecar's input that the policy and time tables do not hold, and
 /// what their refusals do with the input today.
 pub fn text_parsers() -> Vec<TextParser> {

@@ -1210,3 +1210,147 @@ fn the_verify_seeds_come_to_the_decisions_their_names_say() {
         assert_eq!(http_checks::verify_outcome(&scratch, &data[1..]), want, "{name}");
     }
 }
+
+/// The sidecar's request types are private to the binary, so `fuzz/http_checks.rs` mirrors
+/// them. This keeps the mirror true: the real sidecar is sent every body and query string
+/// seed, and answers 400 with the very message the mirror gives exactly when the mirror
+/// refuses it.
+#[cfg(feature = "http")]
+#[test]
+fn the_mirrored_request_types_decode_as_the_sidecar_does() {
+    use http_checks::Endpoint;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bin = env!("CARGO_BIN_EXE_credstore");
+    let init = Command::new(bin)
+        .arg("--data")
+        .arg(&data)
+        .arg("init")
+        .env_remove("CREDSTORE_PEPPER")
+        .env_remove("CREDSTORE_DATA")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let init = String::from_utf8(init.stdout).unwrap();
+    let admin = init
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sk_live_"))
+        .unwrap_or_else(|| panic!("init printed no admin key: {init}"))
+        .to_string();
+    let mut child = Command::new(bin)
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("CREDSTORE_PEPPER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Kill(child);
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("Listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // One HTTP/1.1 request on its own connection: the status and the error message.
+    let send = |method: &str, target: &str, body: &[u8]| -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(body).unwrap();
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            body.split("\r\n").skip(1).step_by(2).collect::<String>()
+        } else {
+            body.to_string()
+        };
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        (status, doc["error"]["message"].as_str().unwrap_or("").to_string())
+    };
+    let agree = |what: &str, (status, message): (u16, String), refusal: Option<String>| match refusal {
+        Some(refusal) => assert_eq!((status, message), (400, refusal), "{what}"),
+        None => assert!(
+            !message.starts_with("invalid JSON body") && !message.starts_with("Failed to deserialize"),
+            "{what}: the sidecar refused what the mirror decodes: {status} {message}"
+        ),
+    };
+    let id = "key_0NUqv2Kv3XaL3mB0cWj8vQ";
+    let mut sent = 0;
+    for (name, data) in corpus("http_input") {
+        let (selector, input) = (data[0], &data[1..]);
+        match selector {
+            b'v' => agree(
+                &name,
+                send("POST", "/v1/keys.verify", input),
+                http_checks::body_refusal(Endpoint::Verify, input),
+            ),
+            b'c' => agree(
+                &name,
+                send("POST", "/v1/api-keys", input),
+                http_checks::body_refusal(Endpoint::Create, input),
+            ),
+            b'r' => {
+                let revoke = format!("/v1/api-keys/{id}");
+                let rotate = format!("/v1/api-keys/{id}/rotate");
+                agree(
+                    &name,
+                    send("DELETE", &revoke, input),
+                    http_checks::body_refusal(Endpoint::Revoke, input),
+                );
+                agree(
+                    &name,
+                    send("POST", &rotate, input),
+                    http_checks::body_refusal(Endpoint::Rotate, input),
+                );
+            }
+            b'q' => {
+                let query = String::from_utf8_lossy(input);
+                for (path, endpoint) in [
+                    ("/v1/api-keys".to_string(), Endpoint::List),
+                    ("/v1/audit".to_string(), Endpoint::Audit),
+                    (format!("/v1/api-keys/{id}"), Endpoint::Revoke),
+                ] {
+                    let target = format!("{path}?{query}");
+                    let Ok(uri) = target.parse::<axum::http::Uri>() else {
+                        continue;
+                    };
+                    let method = if endpoint == Endpoint::Revoke { "DELETE" } else { "GET" };
+                    agree(
+                        &name,
+                        send(method, &target, b""),
+                        http_checks::query_refusal(endpoint, &uri),
+                    );
+                }
+            }
+            _ => continue,
+        }
+        sent += 1;
+    }
+    assert!(sent >= 40, "only {sent} seeds sent");
+}
