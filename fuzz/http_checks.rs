@@ -736,32 +736,45 @@ impl<'de> Deserialize<'de> for Members {
     }
 }
 
-/// What a body must be to decode into a type with these fields (`required` among them):
-/// an object, each member known and given once, the required ones present.
-fn reference_body_shape(body: &[u8], names: &[&str], required: &[&str]) -> bool {
+/// The fields of a body type, for the reference: their names, the ones that must be
+/// given, and how many leading fields an array form must hold.
+struct Shape<'a> {
+    names: &'a [&'a str],
+    required: &'a [&'a str],
+    /// The fields up to the last one without a serde default.
+    positional: usize,
+}
+
+/// What a body must be to decode: an object, each member known and given once, the
+/// required ones present; or (serde's derive takes it too, and the sidecar with it) an
+/// array of the fields in order, all of them but trailing ones that have a default.
+fn reference_body_shape(body: &[u8], shape: &Shape<'_>) -> bool {
+    if let Ok(values) = serde_json::from_slice::<Vec<serde_json::Value>>(body) {
+        return (shape.positional..=shape.names.len()).contains(&values.len());
+    }
     let Ok(Members(members)) = serde_json::from_slice::<Members>(body) else {
         return false;
     };
     let mut seen = std::collections::BTreeSet::new();
     members
         .iter()
-        .all(|(n, _)| names.contains(&n.as_str()) && seen.insert(n.clone()))
-        && required.iter().all(|r| seen.contains(*r))
+        .all(|(n, _)| shape.names.contains(&n.as_str()) && seen.insert(n.clone()))
+        && shape.required.iter().all(|r| seen.contains(*r))
 }
 
 /// Decodes `body` as `T`; an accepted body must have the reference's shape, and serialise
 /// to JSON that decodes equal; a body of the wrong shape must be refused.
-fn check_body<T>(body: &[u8], names: &[&str], required: &[&str]) -> Result<T, String>
+fn check_body<T>(body: &[u8], shape: &Shape<'_>) -> Result<T, String>
 where
     T: serde::de::DeserializeOwned + Serialize + std::fmt::Debug + PartialEq,
 {
     let decoded = parse_json::<T>(body);
-    let shape = reference_body_shape(body, names, required);
+    let shape_ok = reference_body_shape(body, shape);
     match &decoded {
         Ok(value) => {
             assert!(
-                shape,
-                "{} decoded, but it is no object of the known fields",
+                shape_ok,
+                "{} decoded, but it is no object of the known fields (nor an array of them)",
                 String::from_utf8_lossy(body)
             );
             let json = serde_json::to_string(value).unwrap_or_else(|e| panic!("{value:?}: {e}"));
@@ -839,7 +852,14 @@ fn check_verify_body(scratch: &Scratch, body: &[u8]) -> bool {
 /// Checks a verify body as [`check_http_input`] does; returns the decision's code and
 /// restriction, or `None` when the sidecar would answer 400 before verifying.
 pub fn verify_outcome(scratch: &Scratch, body: &[u8]) -> Option<(Code, Option<Forbidden>)> {
-    let Ok(mut body) = check_body::<VerifyBody>(body, &VERIFY_FIELDS, &["key"]) else {
+    let Ok(mut body) = check_body::<VerifyBody>(
+        body,
+        &Shape {
+            names: &VERIFY_FIELDS,
+            required: &["key"],
+            positional: VERIFY_FIELDS.len(),
+        },
+    ) else {
         return None;
     };
     // A seed names a fixture key by its placeholder.
@@ -954,7 +974,15 @@ fn check_list<T>(list: &[String], input: PolicyInput, parse: fn(&[String]) -> Re
 }
 
 fn check_create_body(scratch: &Scratch, body: &[u8]) -> bool {
-    let Ok(body) = check_body::<CreateBody>(body, &CREATE_FIELDS, &["name"]) else {
+    let Ok(body) = check_body::<CreateBody>(
+        body,
+        &Shape {
+            names: &CREATE_FIELDS,
+            required: &["name"],
+            // Up to `role`: `permissions` and the allowlists after it have defaults.
+            positional: 16,
+        },
+    ) else {
         return false;
     };
     let mut ok = true;
@@ -1096,8 +1124,13 @@ fn check_revoke_or_rotate_body(body: &[u8]) -> bool {
         assert_eq!(rotate, Ok(RotateBody::default()));
         return true;
     }
-    let revoke = check_body::<RevokeBody>(body, &["reason"], &[]);
-    let rotate = check_body::<RotateBody>(body, &["grace"], &[]);
+    let one = |name| Shape {
+        names: std::slice::from_ref(name),
+        required: &[],
+        positional: 1,
+    };
+    let revoke = check_body::<RevokeBody>(body, &one(&"reason"));
+    let rotate = check_body::<RotateBody>(body, &one(&"grace"));
     if let Ok(RevokeBody { reason: Some(reason) }) = &revoke {
         check_reason(reason);
     }

@@ -1072,6 +1072,13 @@ fn http_seeds() -> Vec<(String, Vec<u8>)> {
             "refuse-v-pasted-key-not-json",
             text(&format!("v{{\"key\": \"{key}\",}}")),
         ),
+        // Found by the fuzzer: serde's derive takes a struct as an array of its fields, and
+        // so does the sidecar (the mirror test sends these to it).
+        (
+            "accept-v-positional-array",
+            text("v[\"$plain\",null,null,null,null,null,null,null,null]"),
+        ),
+        ("refuse-v-array-too-short", text("v[\"$plain\"]")),
         ("accept-c-minimal", body('c', json!({ "name": "ci" }))),
         (
             "accept-c-every-field",
@@ -1156,6 +1163,7 @@ fn http_seeds() -> Vec<(String, Vec<u8>)> {
         ("accept-r-grace", body('r', json!({ "grace": "24h" }))),
         ("accept-r-null-grace", body('r', json!({ "grace": null }))),
         ("accept-r-empty-object", text("r{}")),
+        ("accept-r-array-body", text("r[\"\"]")),
         ("accept-r-bad-grace-decodes", body('r', json!({ "grace": "soon" }))),
         (
             "accept-r-long-reason-decodes",
