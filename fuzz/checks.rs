@@ -1,6 +1,9 @@
 //! The properties the fuzz targets defend, shared word for word by the targets
 //! (`fuzz/fuzz_targets/*.rs`, via `#[path]`) and by `tests/fuzz_corpus.rs`, which runs
-//! every seed corpus file through them as an ordinary test.
+//! every seed corpus file through them as an ordinary test. This file holds the token and
+//! log record checks; the other targets' live beside it, one file each: `log_file_check.rs`,
+//! `policy_checks.rs`, `time_checks.rs`, `log_meta_checks.rs` and `http_checks.rs` (with
+//! `secret_echo.rs`, shared by the input checks).
 //!
 //! A check returns normally or panics: a panic in a check is a finding, whether the library
 //! panicked or a property failed.

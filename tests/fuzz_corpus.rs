@@ -1,11 +1,25 @@
 //! The fuzz targets' seed corpora, run as ordinary tests through the very checks the
-//! targets run (`fuzz/checks.rs`): the token parser never panics and accepts exactly the
-//! well-formed keys; the log record decoders, recovery and the reader never panic, never
-//! accept a damaged record and never drop a good one.
+//! targets run (`fuzz/checks.rs` and the input checks beside it):
+//!
+//! - `token_parser`: the token parser never panics and accepts exactly the well-formed keys;
+//! - `log_record`: the log record decoders, recovery and the reader never panic, never
+//!   accept a damaged record and never drop a good one;
+//! - `policy_parsers` (`policy_checks.rs`), `time_parsers` (`time_checks.rs`): the parsers
+//!   of untrusted text accept what references written from their docs accept, and what
+//!   they accept round-trips and answers as the reference matchers do;
+//! - `log_meta` (`log_meta_checks.rs`): `HEAD`, time index sidecars and `STORE` decode as
+//!   their formats say, and the audit, writer, reader and `Store::open` agree with that;
+//! - `http_input` (`http_checks.rs`): key headers, `X-Forwarded-For`, the sidecar's query
+//!   strings and JSON bodies, down to the decision a verify comes to.
+//!
+//! The input seeds are named `accept-…` or `refuse-…` and their tests check that too;
+//! `secret_echo.rs` records which parsers repeat a pasted key in their errors today.
 //!
 //! The seeds were written by the ignored test `write_seed_corpus` below (run it with
 //! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus` to write them again; the
-//! keys in the token seeds are random, so they change every time).
+//! keys in the token seeds are random, so they change every time: `SEED_TARGETS` names the
+//! targets to write). The seeds of the input targets are deterministic, and a test checks
+//! that they are what `write_seed_corpus` writes.
 
 #![expect(
     clippy::unwrap_used,
@@ -20,6 +34,19 @@
 )]
 #[path = "../fuzz/checks.rs"]
 mod checks;
+#[cfg(feature = "http")]
+#[path = "../fuzz/http_checks.rs"]
+mod http_checks;
+#[path = "../fuzz/log_meta_checks.rs"]
+mod log_meta_checks;
+// The policy checks use `TrustedProxies`, of the `http` feature.
+#[cfg(feature = "http")]
+#[path = "../fuzz/policy_checks.rs"]
+mod policy_checks;
+#[path = "../fuzz/secret_echo.rs"]
+mod secret_echo;
+#[path = "../fuzz/time_checks.rs"]
+mod time_checks;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -175,13 +202,267 @@ fn frame_len_of_last(bytes: &[u8]) -> usize {
     }
 }
 
-/// Writes the seed corpora. Ignored: run by hand when the formats change.
+/// Writes the seed corpora. Ignored: run by hand when the formats change. With
+/// `SEED_TARGETS` set (`SEED_TARGETS=policy_parsers,log_meta`), only those targets' seeds
+/// are written: the token and log seeds hold random keys and ids, and change every time.
 #[test]
 #[ignore = "writes fuzz/corpus/*; run by hand"]
 fn write_seed_corpus() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    write_token_seeds(&root.join("token_parser"));
-    write_log_seeds(&root.join("log_record"));
+    let only = std::env::var("SEED_TARGETS").ok();
+    let wanted = |target: &str| only.as_deref().is_none_or(|list| list.split(',').any(|t| t == target));
+    if wanted("token_parser") {
+        write_token_seeds(&root.join("token_parser"));
+    }
+    if wanted("log_record") {
+        write_log_seeds(&root.join("log_record"));
+    }
+    #[cfg(feature = "http")]
+    if wanted("policy_parsers") {
+        write_seeds(&root.join("policy_parsers"), &policy_seeds());
+    }
+    if wanted("time_parsers") {
+        write_seeds(&root.join("time_parsers"), &time_seeds());
+    }
+    if wanted("log_meta") {
+        write_seeds(&root.join("log_meta"), &meta_seeds(&log_meta_checks::Scratch::new()));
+    }
+    #[cfg(feature = "http")]
+    if wanted("http_input") {
+        write_seeds(&root.join("http_input"), &http_seeds());
+    }
+}
+
+/// Writes `seeds` into `dir`, named.
+fn write_seeds(dir: &Path, seeds: &[(String, Vec<u8>)]) {
+    fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in seeds {
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// Whether a seed named `accept-*` was accepted and one named `refuse-*` refused.
+fn assert_named_outcome(target: &str, name: &str, accepted: bool) {
+    match name.split('-').next().unwrap() {
+        "accept" => assert!(accepted, "{target} seed {name} should be accepted"),
+        "refuse" => assert!(!accepted, "{target} seed {name} should be refused"),
+        other => panic!("{target} seed {name}: unknown outcome {other}"),
+    }
+}
+
+/// Checks that the seeds in `fuzz/corpus/{target}` are exactly `expected`.
+fn assert_seeds_current(target: &str, seeds: &[(String, Vec<u8>)], expected: &[(String, Vec<u8>)]) {
+    assert_eq!(seeds.len(), expected.len(), "{target}: run write_seed_corpus again");
+    for (name, bytes) in expected {
+        let found = seeds.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+        assert_eq!(
+            found,
+            Some(bytes),
+            "{target} seed {name} differs from what write_seed_corpus writes"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Policy parsers
+
+#[cfg(feature = "http")]
+#[test]
+fn policy_parsers_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let seeds = corpus("policy_parsers");
+    assert!(seeds.len() >= 12, "only {} policy seeds", seeds.len());
+    let mut selectors = std::collections::BTreeSet::new();
+    for (name, data) in &seeds {
+        let accepted = policy_checks::check_policy_input(data);
+        assert_named_outcome("policy_parsers", name, accepted);
+        selectors.insert(data[0]);
+    }
+    for letter in *b"pqcrhemgou" {
+        assert!(selectors.contains(&letter), "no seed for selector {}", letter as char);
+    }
+    assert_seeds_current("policy_parsers", &seeds, &policy_seeds());
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_policy_checks_catch_what_they_claim_to() {
+    use policy_checks::PolicyInput;
+    // Known answers: a reference that disagreed with the parser would panic.
+    assert!(policy_checks::check_policy_text(
+        PolicyInput::Query,
+        "a:b OR (c:d AND e:f)"
+    ));
+    assert!(!policy_checks::check_policy_text(PolicyInput::Query, "a:b OR"));
+    assert!(policy_checks::check_policy_text(
+        PolicyInput::Cidr,
+        "::ffff:10.0.0.0/104"
+    ));
+    assert!(policy_checks::check_policy_text(
+        PolicyInput::RefererHeader,
+        "https://a.example.org:8443/x"
+    ));
+    assert!(!policy_checks::check_policy_text(
+        PolicyInput::RefererHeader,
+        "https://example.org/"
+    ));
+    assert!(policy_checks::check_policy_text(
+        PolicyInput::EndpointRequest,
+        "DELETE /v1/users/7/keys/9"
+    ));
+    assert!(!policy_checks::check_policy_text(
+        PolicyInput::EndpointRequest,
+        "DELETEX /v1/users/7/keys/9"
+    ));
+    // Selectors other than the seeds' letters still reach every parser.
+    let reached: std::collections::BTreeSet<String> = (0..=255u8)
+        .map(|b| format!("{:?}", PolicyInput::from_selector(b)))
+        .collect();
+    assert_eq!(reached.len(), 10);
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_policy_echo_table_is_current() {
+    let repeating = secret_echo::check_echo_table(&policy_checks::text_parsers());
+    assert!(repeating.contains(&"Permission::parse"), "{repeating:?}");
+}
+
+#[test]
+fn the_time_echo_table_is_current() {
+    let repeating = secret_echo::check_echo_table(&time_checks::text_parsers());
+    assert!(repeating.contains(&"clock::parse_duration"), "{repeating:?}");
+}
+
+#[cfg(feature = "http")]
+/// The policy seeds: the selector letter, then the text. Named `accept-` or `refuse-` (for
+/// `h` and `m`: allowed or not by the fixed allowlist), then the selector letter.
+fn policy_seeds() -> Vec<(String, Vec<u8>)> {
+    let key = secret_echo::PROBE_KEY;
+    let nested = |depth: usize| format!("{}a:b{}", "(".repeat(depth), ")".repeat(depth));
+    let atoms = |n: usize| (0..n).map(|i| format!("p{i}:read")).collect::<Vec<_>>().join(" OR ");
+    let long_permission = format!("{}:{}", "r".repeat(31), "a".repeat(32));
+    let seeds: Vec<(&str, String)> = vec![
+        ("accept-p-docs-read", "pdocs:read".into()),
+        ("accept-p-everything", "p*".into()),
+        ("accept-p-any-action", "pdocs:*".into()),
+        ("accept-p-any-resource", "p*:read".into()),
+        ("accept-p-17-byte-resource", "pabcdefghijklmnopq:read".into()),
+        ("accept-p-64-bytes", format!("p{long_permission}")),
+        ("refuse-p-65-bytes", format!("p{long_permission}x")),
+        ("refuse-p-upper-case", "pDocs:read".into()),
+        ("refuse-p-two-colons", "pa:b:c".into()),
+        ("refuse-p-partial-star", "pdoc*:read".into()),
+        ("refuse-p-empty", "p".into()),
+        ("refuse-p-empty-action", "pdocs:".into()),
+        ("refuse-p-pasted-key", format!("p{key}")),
+        ("accept-q-nested", "q(docs:read OR docs:write) AND users:view".into()),
+        ("accept-q-keyword-case", "qa:b and (c:d Or e:f)".into()),
+        ("accept-q-tight-parens", "q(a:b)AND(c:d)".into()),
+        ("accept-q-depth-16", format!("q{}", nested(16))),
+        ("refuse-q-depth-17", format!("q{}", nested(17))),
+        ("accept-q-64-atoms", format!("q{}", atoms(64))),
+        ("refuse-q-65-atoms", format!("q{}", atoms(65))),
+        ("refuse-q-not", "qNOT a:b".into()),
+        ("refuse-q-ampersands", "qa:b && c:d".into()),
+        ("refuse-q-empty-parens", "qa:b AND ()".into()),
+        ("refuse-q-unclosed", "q(a:b OR c:d".into()),
+        ("refuse-q-unmatched", "qa:b)".into()),
+        ("refuse-q-dangling-operator", "qa:b AND".into()),
+        ("refuse-q-no-operator", "qa:b c:d".into()),
+        ("refuse-q-pasted-key", format!("q{key} OR docs:read")),
+        ("accept-c-v4-range", "c10.0.0.0/8".into()),
+        ("accept-c-host-bits-set", "c10.1.2.3/8".into()),
+        ("accept-c-bare-v4", "c203.0.113.7".into()),
+        ("accept-c-v6-range", "c2001:db8::/32".into()),
+        ("accept-c-mapped-v4-range", "c::ffff:10.0.0.0/104".into()),
+        ("accept-c-v4-everything", "c0.0.0.0/0".into()),
+        ("accept-c-v6-everything", "c::/0".into()),
+        ("accept-c-v6-host", "c2001:db8::1/128".into()),
+        ("refuse-c-prefix-too-long", "c10.0.0.0/33".into()),
+        ("refuse-c-zone-id", "cfe80::1%eth0".into()),
+        ("refuse-c-space", "c 10.0.0.1".into()),
+        ("refuse-c-empty", "c".into()),
+        ("refuse-c-no-prefix", "c10.0.0.0/".into()),
+        // Found by the fuzzer: ipnet reads leading zeros (as decimal) where std refuses them.
+        ("accept-c-leading-zero-octet-with-prefix", "c09.1.2.3/4".into()),
+        ("accept-c-leading-zero-prefix", "c10.0.0.0/08".into()),
+        ("refuse-c-leading-zero-octet-bare", "c010.0.0.1".into()),
+        ("accept-r-host", "rexample.com".into()),
+        ("accept-r-subdomains", "r*.example.com".into()),
+        ("accept-r-ipv4", "r127.0.0.1".into()),
+        ("accept-r-upper-case", "rExample.COM".into()),
+        ("refuse-r-scheme", "rhttps://example.com".into()),
+        ("refuse-r-port", "rexample.com:443".into()),
+        ("refuse-r-inner-star", "ra.*.com".into()),
+        ("refuse-r-trailing-dot", "rexample.com.".into()),
+        ("refuse-r-64-byte-label", format!("r{}.com", "a".repeat(64))),
+        ("refuse-r-unicode", "rb\u{fc}cher.de".into()),
+        ("refuse-r-empty", "r".into()),
+        ("accept-h-subdomain-url", "hhttps://www.example.org/path?q=1".into()),
+        ("accept-h-bare-host", "hexample.com".into()),
+        ("accept-h-port-and-case", "hhttp://EXAMPLE.com:8080/".into()),
+        ("accept-h-userinfo", "hhttps://u:p@example.com/".into()),
+        (
+            "accept-h-backslash-ends-authority",
+            "hhttps://example.com\\@evil.test/".into(),
+        ),
+        ("accept-h-ipv4", "hhttp://127.0.0.1:3000".into()),
+        ("refuse-h-wildcard-apex", "hhttps://example.org/".into()),
+        ("refuse-h-userinfo-without-scheme", "hu@example.com".into()),
+        ("refuse-h-evil-suffix", "hhttps://example.com.evil.test/".into()),
+        ("refuse-h-ipv6", "hhttp://[::1]:80/".into()),
+        ("refuse-h-null", "hnull".into()),
+        ("refuse-h-long-port", "hhttps://example.com:123456/".into()),
+        ("accept-e-get-segment", "eGET /v1/users/*".into()),
+        ("accept-e-any-subtree", "eANY /v1/jobs/**".into()),
+        ("accept-e-star-method", "e* /health".into()),
+        ("accept-e-long-method", "ePROPFIND /dav/**/*.ics".into()),
+        ("accept-e-tabs", "e\tget\t/a/*\t".into()),
+        ("refuse-e-no-method", "e/v1/users".into()),
+        ("refuse-e-three-words", "eGET /a /b".into()),
+        ("refuse-e-method-with-digit", "eGET2 /a".into()),
+        ("refuse-e-method-33-letters", format!("e{} /a", "A".repeat(33))),
+        ("refuse-e-double-star-in-segment", "eGET /a**".into()),
+        ("refuse-e-query-in-glob", "eGET /a?b".into()),
+        ("refuse-e-pasted-key", format!("e{key}")),
+        ("accept-m-user", "mGET /v1/users/42".into()),
+        ("accept-m-lower-case-and-query", "mget /v1/users/42?x=1".into()),
+        ("accept-m-subtree-root", "mPOST /v1/jobs".into()),
+        ("accept-m-long-method", "mpropfind /dav/a/b/c.ics".into()),
+        ("accept-m-any-method", "mBREW /health".into()),
+        ("accept-m-mkcalendar", "mMKCALENDAR /cal/x".into()),
+        ("accept-m-general-glob", "mPUT /a/1/b/c".into()),
+        ("accept-m-empty-segment", "mGET /v1/users/".into()),
+        ("refuse-m-nested-path", "mGET /v1/users/42/keys".into()),
+        ("refuse-m-long-method-miss", "mPROPFINDX /dav/a.ics".into()),
+        ("refuse-m-nul-in-method", "mGET\0 /v1/users/1".into()),
+        ("refuse-m-no-slash", "mGET v1/users/1".into()),
+        ("refuse-m-wrong-method", "mPOST /v1/users/1".into()),
+        ("accept-g-root", "g/".into()),
+        ("accept-g-subtree", "g/v1/**".into()),
+        ("accept-g-any-depth-inside", "g/a/**/z".into()),
+        ("accept-g-stars-in-segment", "g/f/*.*".into()),
+        ("accept-g-1024-bytes", format!("g/{}", "a".repeat(1023))),
+        ("refuse-g-1025-bytes", format!("g/{}", "a".repeat(1024))),
+        ("refuse-g-no-slash", "gv1/*".into()),
+        ("refuse-g-triple-star", "g/a/***".into()),
+        ("refuse-g-space", "g/a b".into()),
+        ("refuse-g-control", "g/a\u{7}".into()),
+        ("refuse-g-fragment", "g/a#b".into()),
+        ("accept-o-member", "omember".into()),
+        ("accept-o-32-bytes", format!("o{}", "r".repeat(32))),
+        ("refuse-o-33-bytes", format!("o{}", "r".repeat(33))),
+        ("refuse-o-upper-case", "oAdmin".into()),
+        ("accept-u-email", "ualice+ci@example.com".into()),
+        ("accept-u-key-shaped", format!("u{key}")),
+        ("refuse-u-space", "ualice smith".into()),
+        ("refuse-u-129-bytes", format!("u{}", "a".repeat(129))),
+        ("accept-byte-0-is-a-permission", "\0docs:read".into()),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, text)| (name.to_string(), text.into_bytes()))
+        .collect()
 }
 
 fn write_token_seeds(dir: &Path) {
@@ -334,4 +615,761 @@ fn write_log_seeds(dir: &Path) {
     for (name, bytes) in seeds {
         fs::write(dir.join(name), bytes).unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Durations and times
+
+#[test]
+fn time_parsers_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let seeds = corpus("time_parsers");
+    assert!(seeds.len() >= 12, "only {} time seeds", seeds.len());
+    let mut selectors = std::collections::BTreeSet::new();
+    for (name, data) in &seeds {
+        let accepted = time_checks::check_time_input(data);
+        assert_named_outcome("time_parsers", name, accepted);
+        selectors.insert(data[0]);
+    }
+    for letter in *b"dtxlf" {
+        assert!(selectors.contains(&letter), "no seed for selector {}", letter as char);
+    }
+    assert_seeds_current("time_parsers", &seeds, &time_seeds());
+}
+
+#[test]
+fn the_time_checks_catch_what_they_claim_to() {
+    use time_checks::TimeInput;
+    assert!(time_checks::check_time_text(TimeInput::Duration, "12h"));
+    assert!(!time_checks::check_time_text(TimeInput::Duration, "12H"));
+    assert!(time_checks::check_time_text(
+        TimeInput::Time,
+        "2026-11-22T13:45:00.123+01:30"
+    ));
+    assert!(time_checks::check_time_text(TimeInput::RateLimit, "100/1d:daily"));
+    let reached: std::collections::BTreeSet<String> = (0..=255u8)
+        .map(|b| format!("{:?}", TimeInput::from_selector(b)))
+        .collect();
+    assert_eq!(reached.len(), 5);
+}
+
+/// The time seeds: the selector letter, then the text (for `f`, 8 bytes of unix ms).
+fn time_seeds() -> Vec<(String, Vec<u8>)> {
+    let key = secret_echo::PROBE_KEY;
+    let ms = |v: i64| [b"f".as_slice(), &v.to_le_bytes()].concat();
+    let text: Vec<(&str, String)> = vec![
+        ("accept-d-days", "d90d".into()),
+        ("accept-d-milliseconds", "d1500ms".into()),
+        ("accept-d-weeks", "d1w".into()),
+        ("accept-d-leading-zeros", "d007s".into()),
+        ("accept-d-largest", format!("d{}ms", i64::MAX)),
+        ("refuse-d-overflow", format!("d{}s", i64::MAX)),
+        ("refuse-d-too-many-digits", "d99999999999999999999d".into()),
+        ("refuse-d-zero", "d0s".into()),
+        ("refuse-d-negative", "d-5s".into()),
+        ("refuse-d-plus-sign", "d+5s".into()),
+        ("refuse-d-no-unit", "d5".into()),
+        ("refuse-d-unknown-unit", "d5y".into()),
+        ("refuse-d-fraction", "d1.5h".into()),
+        ("refuse-d-space", "d5 s".into()),
+        ("refuse-d-upper-case-unit", "d5S".into()),
+        ("refuse-d-empty", "d".into()),
+        ("refuse-d-pasted-key", format!("d{key}")),
+        ("accept-t-utc-millis", "t2026-11-22T13:45:00.123Z".into()),
+        ("accept-t-offset", "t2026-11-22T15:45:00+02:00".into()),
+        ("accept-t-negative-offset", "t2026-11-22T08:15:00-05:30".into()),
+        ("accept-t-nanoseconds", "t2026-01-01T00:00:00.999999999Z".into()),
+        ("accept-t-before-epoch-fraction", "t1969-12-31T23:59:59.9995Z".into()),
+        ("accept-t-leap-day", "t2024-02-29T12:00:00Z".into()),
+        ("accept-t-year-1", "t0001-01-01T00:00:00Z".into()),
+        ("refuse-t-february-30", "t2026-02-30T00:00:00Z".into()),
+        ("refuse-t-no-offset", "t2026-01-01T00:00:00".into()),
+        ("refuse-t-hour-24", "t2026-01-01T24:00:00Z".into()),
+        ("refuse-t-word", "tyesterday".into()),
+        ("refuse-t-unix-ms", "t1767225600000".into()),
+        ("refuse-t-pasted-key", format!("t{key}")),
+        ("accept-x-duration", "x30d".into()),
+        ("accept-x-future-time", "x2027-01-01T00:00:00Z".into()),
+        ("accept-x-past-time", "x2020-01-01T00:00:00Z".into()),
+        ("accept-x-duration-overflowing-now", format!("x{}ms", i64::MAX)),
+        ("refuse-x-neither", "xsoon".into()),
+        ("refuse-x-pasted-key", format!("x{key}")),
+        ("accept-l-per-minute", "l60/1m".into()),
+        ("accept-l-named", "l1000/1h:hourly".into()),
+        ("accept-l-spaces", "l 60 / 1m ".into()),
+        ("accept-l-366-days", "l1/366d".into()),
+        ("accept-l-plus-sign", "l+5/1s".into()),
+        ("refuse-l-zero", "l0/1m".into()),
+        ("refuse-l-367-days", "l1/367d".into()),
+        ("refuse-l-no-window", "l60".into()),
+        ("refuse-l-space-in-name", "l60/1m:per minute".into()),
+        ("refuse-l-33-byte-name", format!("l60/1m:{}", "n".repeat(33))),
+        ("refuse-l-empty-name", "l60/1m:".into()),
+        ("refuse-l-count-overflow", "l4294967296/1m".into()),
+        ("refuse-l-pasted-key", format!("l60/1m:{key}")),
+    ];
+    let mut seeds: Vec<(String, Vec<u8>)> = text.into_iter().map(|(n, t)| (n.to_string(), t.into_bytes())).collect();
+    seeds.extend([
+        ("accept-f-epoch".to_string(), ms(0)),
+        ("accept-f-now".to_string(), ms(time_checks::NOW_MS)),
+        ("accept-f-before-epoch".to_string(), ms(-1)),
+        ("accept-f-short-input".to_string(), b"f\x01".to_vec()),
+        ("refuse-f-largest".to_string(), ms(i64::MAX)),
+        ("refuse-f-smallest".to_string(), ms(i64::MIN)),
+    ]);
+    seeds
+}
+
+// ---------------------------------------------------------------------------------------
+// HEAD, time index and STORE
+
+#[test]
+fn log_meta_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let scratch = log_meta_checks::Scratch::new();
+    let seeds = corpus("log_meta");
+    assert!(seeds.len() >= 12, "only {} log meta seeds", seeds.len());
+    let mut selectors = std::collections::BTreeSet::new();
+    for (name, data) in &seeds {
+        let accepted = log_meta_checks::check_meta_input(&scratch, data);
+        assert_named_outcome("log_meta", name, accepted);
+        selectors.insert(data[0]);
+    }
+    assert_eq!(selectors, std::collections::BTreeSet::from(*b"HIS"));
+    assert_seeds_current("log_meta", &seeds, &meta_seeds(&scratch));
+}
+
+/// The log meta seeds: `H`, `I` or `S`, then the file. Named `accept-` when the file is
+/// used as it is: a head checkpoint the audit verifies, a time index the log trusts, a
+/// marker that gets past the marker and pepper checks.
+fn meta_seeds(scratch: &log_meta_checks::Scratch) -> Vec<(String, Vec<u8>)> {
+    use credstore::log::Head;
+    use credstore::log::head::head_key_from_bytes;
+    use log_meta_checks::{PEPPER, STORE_ID};
+    let key = head_key_from_bytes(&PEPPER);
+    let hash = |seq: u64| scratch.records[seq as usize - 1].hash;
+    let head = |store_id: [u8; 16], seq: u64, hash: [u8; 32], key: &[u8; 32]| {
+        [b"H".as_slice(), &Head { store_id, seq, hash }.encode(key)].concat()
+    };
+    let genesis = credstore::log::genesis_hash(&STORE_ID);
+    let true_head = head(STORE_ID, 5, hash(5), &key);
+    let mut bad_magic = true_head.clone();
+    bad_magic[1] = b'X';
+    let index = |t: credstore::log::SegmentTimes| [b"I".as_slice(), &t.encode()].concat();
+    let truth = scratch.truth;
+    let mut bad_crc = index(truth);
+    bad_crc[61] ^= 1;
+    let mut bad_index_magic = index(truth);
+    bad_index_magic[1] = b'X';
+    let mut flagged = index(truth);
+    flagged[49..61].copy_from_slice(&[0xff; 12]);
+    let crc = crc32c::crc32c(&flagged[1..61]);
+    flagged[61..].copy_from_slice(&crc.to_le_bytes());
+    let marker = log_meta_checks::marker_text(&STORE_ID);
+    let store = |text: &str| [b"S".as_slice(), text.as_bytes()].concat();
+    let lines: Vec<&str> = marker.lines().collect();
+    let mut wrong_check = marker.clone();
+    let last = wrong_check.len() - 2;
+    wrong_check.replace_range(last..last + 1, if &marker[last..last + 1] == "0" { "1" } else { "0" });
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("accept-H-checkpoint-of-the-last-record", true_head.clone()),
+        ("accept-H-checkpoint-of-record-3", head(STORE_ID, 3, hash(3), &key)),
+        ("accept-H-checkpoint-of-no-record", head(STORE_ID, 0, genesis, &key)),
+        ("refuse-H-forged-mac", head(STORE_ID, 5, hash(5), &[0; 32])),
+        ("refuse-H-another-store", head(*b"another-store-id", 5, hash(5), &key)),
+        ("refuse-H-ahead-of-the-log", head(STORE_ID, 9, hash(5), &key)),
+        ("refuse-H-rewritten-history", head(STORE_ID, 4, hash(5), &key)),
+        ("refuse-H-no-record-not-genesis", head(STORE_ID, 0, [0; 32], &key)),
+        ("refuse-H-bad-magic", bad_magic),
+        ("refuse-H-95-bytes", true_head[..96].to_vec()),
+        ("refuse-H-97-bytes", [true_head.as_slice(), b"\0"].concat()),
+        ("refuse-H-empty", b"H".to_vec()),
+        ("accept-I-true-index", index(truth)),
+        (
+            "accept-I-lying-times-right-length",
+            index(credstore::log::SegmentTimes {
+                min_at: 9_000,
+                max_at: 9_500,
+                ..truth
+            }),
+        ),
+        (
+            "accept-I-untimed",
+            index(credstore::log::SegmentTimes {
+                all_timed: false,
+                ..truth
+            }),
+        ),
+        (
+            "accept-I-claims-no-records",
+            index(credstore::log::SegmentTimes { last_seq: 0, ..truth }),
+        ),
+        ("accept-I-flags-and-reserved-set", flagged),
+        (
+            "refuse-I-wrong-length",
+            index(credstore::log::SegmentTimes {
+                len: truth.len + 1,
+                ..truth
+            }),
+        ),
+        (
+            "refuse-I-another-segment",
+            index(credstore::log::SegmentTimes { first_seq: 4, ..truth }),
+        ),
+        ("refuse-I-bad-crc", bad_crc),
+        ("refuse-I-bad-magic", bad_index_magic),
+        ("refuse-I-63-bytes", index(truth)[..64].to_vec()),
+        ("refuse-I-empty", b"I".to_vec()),
+        ("accept-S-as-init-writes-it", store(&marker)),
+        ("accept-S-crlf", store(&marker.replace('\n', "\r\n"))),
+        (
+            "accept-S-upper-case-hex",
+            store(
+                &marker
+                    .to_uppercase()
+                    .replace("CREDSTORE-STORE", "credstore-store")
+                    .replace("STORE_ID", "store_id")
+                    .replace("PEPPER_CHECK", "pepper_check"),
+            ),
+        ),
+        (
+            "accept-S-spaces-around-values",
+            store(&format!(
+                "credstore-store  1 \nstore_id   {}\t\npepper_check  {}  \n",
+                &lines[1]["store_id ".len()..],
+                &lines[2]["pepper_check ".len()..]
+            )),
+        ),
+        ("accept-S-more-lines", store(&format!("{marker}extra line\n"))),
+        ("accept-S-no-final-newline", store(marker.trim_end())),
+        ("refuse-S-wrong-pepper-check", store(&wrong_check)),
+        ("refuse-S-version-2", store(&marker.replacen("store 1", "store 2", 1))),
+        (
+            "refuse-S-version-not-a-number",
+            store(&marker.replacen("store 1", "store one", 1)),
+        ),
+        (
+            "refuse-S-missing-pepper-check",
+            store(&format!("{}\n{}\n", lines[0], lines[1])),
+        ),
+        (
+            "refuse-S-swapped-lines",
+            store(&format!("{}\n{}\n{}\n", lines[0], lines[2], lines[1])),
+        ),
+        (
+            "refuse-S-short-store-id",
+            store(&marker.replacen("store_id ", "store_id 0", 1).replacen("0\n", "\n", 1)),
+        ),
+        (
+            "refuse-S-not-utf8",
+            [
+                b"S".as_slice(),
+                &marker.as_bytes()[..20],
+                b"\xff\xfe",
+                &marker.as_bytes()[20..],
+            ]
+            .concat(),
+        ),
+        ("refuse-S-empty", b"S".to_vec()),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, bytes)| (name.to_string(), bytes))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP input: headers, query strings, JSON bodies
+
+#[cfg(feature = "http")]
+#[test]
+fn http_input_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let scratch = http_checks::Scratch::new();
+    let seeds = corpus("http_input");
+    assert!(seeds.len() >= 12, "only {} http seeds", seeds.len());
+    let mut selectors = std::collections::BTreeSet::new();
+    for (name, data) in &seeds {
+        let accepted = http_checks::check_http_input(&scratch, data);
+        assert_named_outcome("http_input", name, accepted);
+        selectors.insert(data[0]);
+    }
+    assert_eq!(selectors, std::collections::BTreeSet::from(*b"ckqrvx"));
+    assert_seeds_current("http_input", &seeds, &http_seeds());
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_http_echo_table_is_current() {
+    let repeating = secret_echo::check_echo_table(&http_checks::text_parsers());
+    assert!(repeating.contains(&"Env::from_str"), "{repeating:?}");
+    assert!(!repeating.contains(&"validate_name"), "{repeating:?}");
+}
+
+/// The HTTP seeds: the selector letter, then the input. A verify body names a fixture key
+/// by its placeholder (`$plain`, `$restricted`, `$test`, `$revoked`).
+#[cfg(feature = "http")]
+fn http_seeds() -> Vec<(String, Vec<u8>)> {
+    use serde_json::json;
+    let key = secret_echo::PROBE_KEY;
+    let well_formed = {
+        let head = format!("sk_live_{}", "A".repeat(32));
+        format!("{head}{}", credstore::token::checksum(head.as_bytes()))
+    };
+    let restricted = |extra: serde_json::Value| {
+        let mut body = json!({
+            "key": "$restricted",
+            "ip": "10.1.2.3",
+            "referrer": "https://app.example.com/x",
+            "endpoint": "GET /v1/users/1",
+            "project": "acme",
+            "require": "docs:read OR jobs:run",
+            "env": "live",
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                if v.is_null() {
+                    body.remove(k);
+                } else {
+                    body.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        format!("v{body}").into_bytes()
+    };
+    let text = |s: &str| s.as_bytes().to_vec();
+    let body = |letter: char, v: serde_json::Value| format!("{letter}{v}").into_bytes();
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("accept-k-bearer", text(&format!("kBearer {key}"))),
+        (
+            "accept-k-bearer-any-case-and-spaces",
+            text(&format!("kbEaReR   {key} \t")),
+        ),
+        ("accept-k-x-api-key", text(&format!("k\n{key}"))),
+        (
+            "accept-k-x-api-key-when-bearer-holds-none",
+            [b"kBearer sk_live_\xc3\xa9\n".as_slice(), key.as_bytes()].concat(),
+        ),
+        ("accept-k-tab-inside-the-key", text("kBearer sk_live\tab")),
+        ("refuse-k-basic-scheme", text(&format!("kBasic {key}"))),
+        ("refuse-k-bearer-alone", text("kBearer")),
+        ("refuse-k-bearer-and-spaces", text("kBearer   ")),
+        ("refuse-k-no-space", text(&format!("kBearer{key}"))),
+        ("refuse-k-not-ascii", b"kBearer sk_\xff".to_vec()),
+        ("refuse-k-nbsp-in-x-api-key", b"k\nsk_\xc2\xa0b".to_vec()),
+        ("refuse-k-control-byte", b"kBearer a\x01b".to_vec()),
+        ("refuse-k-empty", text("k")),
+        (
+            "accept-x-proxy-appended-the-client",
+            text("x10.0.0.0/8\n10.0.0.2\n6.6.6.6, 198.51.100.7"),
+        ),
+        (
+            "accept-x-two-fields",
+            text("x10.0.0.0/8,::1\n10.0.0.2\n198.51.100.7\n10.1.1.1"),
+        ),
+        (
+            "accept-x-only-trusted-hops",
+            text("x10.0.0.0/8\n10.0.0.2\n10.9.9.9, 10.1.1.1"),
+        ),
+        (
+            "accept-x-v6-with-port",
+            text("x10.0.0.0/8\n10.0.0.2\n[2001:db8::1]:443"),
+        ),
+        ("accept-x-v4-with-port", text("x10.0.0.0/8\n10.0.0.2\n192.0.2.5:80")),
+        ("accept-x-mapped-peer", text("x10.0.0.0/8\n::ffff:10.0.0.2\n192.0.2.5")),
+        (
+            "accept-x-bad-proxy-list-falls-back",
+            text("xnot-an-ip\n10.0.0.2\n1.2.3.4"),
+        ),
+        ("refuse-x-untrusted-peer", text("x10.0.0.0/8\n192.0.2.1\n203.0.113.9")),
+        ("refuse-x-no-header", text("x10.0.0.0/8\n10.0.0.2")),
+        (
+            "refuse-x-garbage-stops-the-walk",
+            text("x10.0.0.0/8\n10.0.0.2\n6.6.6.6, nonsense"),
+        ),
+        ("refuse-x-no-trusted-proxy", text("x\n10.0.0.1\n1.2.3.4")),
+        ("accept-q-empty", text("q")),
+        (
+            "accept-q-list-filters",
+            text("qproject=acme&prefix=sk_live_&status=active"),
+        ),
+        ("accept-q-status-any-case", text("qstatus=ReVoKeD")),
+        ("accept-q-unknown-status", text("qstatus=gone")),
+        ("accept-q-reason-encoded", text("qreason=leaked+in+a%20screenshot")),
+        ("accept-q-percent-encoded-name", text("qre%61son=x")),
+        ("accept-q-lone-percent", text("qreason=100%")),
+        ("accept-q-not-utf8", text("qreason=%FF%FE")),
+        ("accept-q-empty-pairs", text("q&&reason=x&")),
+        ("accept-q-name-without-value", text("qreason")),
+        (
+            "accept-q-audit",
+            text(
+                "qkey=key_0NUqv2Kv3XaL3mB0cWj8vQ&kind=key.created&since=2026-01-01T00:00:00Z&until=2026-02-01T00:00:00%2B01:00",
+            ),
+        ),
+        ("accept-q-bad-key-id", text("qkey=key_short")),
+        ("refuse-q-unknown-parameter", text("qfoo=1")),
+        ("refuse-q-repeated-parameter", text("qreason=a&reason=b")),
+        ("refuse-q-pasted-key", text(&format!("q{key}"))),
+        ("accept-v-plain", body('v', json!({ "key": "$plain" }))),
+        ("accept-v-padded-key", body('v', json!({ "key": " $plain \n" }))),
+        (
+            "accept-v-cost-and-weight-zero",
+            body('v', json!({ "key": "$plain", "cost": 0, "weight": 0 })),
+        ),
+        ("accept-v-restricted-all-allowed", restricted(json!({}))),
+        ("accept-v-restricted-v6", restricted(json!({ "ip": "2001:db8::5" }))),
+        (
+            "accept-v-restricted-origin-with-port",
+            restricted(json!({ "referrer": "https://a.b.example.com:8443" })),
+        ),
+        (
+            "accept-v-test-key-in-test",
+            body('v', json!({ "key": "$test", "env": "test" })),
+        ),
+        ("refuse-v-restricted-other-ip", restricted(json!({ "ip": "192.0.2.1" }))),
+        ("refuse-v-restricted-no-ip", restricted(json!({ "ip": null }))),
+        (
+            "refuse-v-restricted-apex-referrer",
+            restricted(json!({ "referrer": "https://example.com/" })),
+        ),
+        (
+            "refuse-v-restricted-other-endpoint",
+            restricted(json!({ "endpoint": "DELETE /v1/users/1" })),
+        ),
+        (
+            "refuse-v-restricted-insufficient",
+            restricted(json!({ "require": "jobs:delete" })),
+        ),
+        (
+            "refuse-v-restricted-other-project",
+            restricted(json!({ "project": "other" })),
+        ),
+        (
+            "refuse-v-live-key-in-test",
+            body('v', json!({ "key": "$plain", "env": "test" })),
+        ),
+        ("refuse-v-revoked", body('v', json!({ "key": "$revoked" }))),
+        ("refuse-v-malformed", body('v', json!({ "key": "sk_live_nope" }))),
+        ("refuse-v-not-found", body('v', json!({ "key": well_formed }))),
+        (
+            "refuse-v-unknown-field",
+            body('v', json!({ "key": "$plain", "api_key": "x" })),
+        ),
+        (
+            "refuse-v-repeated-field",
+            text("v{\"key\":\"$plain\",\"key\":\"$plain\"}"),
+        ),
+        (
+            "refuse-v-negative-cost",
+            body('v', json!({ "key": "$plain", "cost": -1 })),
+        ),
+        (
+            "refuse-v-pasted-key-in-cost",
+            body('v', json!({ "key": "$plain", "cost": key })),
+        ),
+        ("refuse-v-no-key", body('v', json!({}))),
+        ("refuse-v-not-an-object", text("v[]")),
+        (
+            "refuse-v-endpoint-without-path",
+            body('v', json!({ "key": "$plain", "endpoint": "GET" })),
+        ),
+        (
+            "refuse-v-unknown-env",
+            body('v', json!({ "key": "$plain", "env": "prod" })),
+        ),
+        (
+            "refuse-v-bad-require",
+            body('v', json!({ "key": "$plain", "require": "docs:read AND" })),
+        ),
+        (
+            "refuse-v-pasted-key-not-json",
+            text(&format!("v{{\"key\": \"{key}\",}}")),
+        ),
+        // Found by the fuzzer: serde's derive takes a struct as an array of its fields, and
+        // so does the sidecar (the mirror test sends these to it).
+        (
+            "accept-v-positional-array",
+            text("v[\"$plain\",null,null,null,null,null,null,null,null]"),
+        ),
+        ("refuse-v-array-too-short", text("v[\"$plain\"]")),
+        ("accept-c-minimal", body('c', json!({ "name": "ci" }))),
+        (
+            "accept-c-every-field",
+            body(
+                'c',
+                json!({
+                    "name": "CI pipeline", "prefix": "cmp_", "env": "live", "length": 40, "checksum": true,
+                    "project": "acme", "expires_in": "90d", "metadata": { "team": "infra" },
+                    "rate_limits": ["60/1m", "1000/1h:hourly"], "budget": 1000, "budget_period": "monthly:15",
+                    "plan": "pro", "type": "service", "role": "member", "permissions": ["docs:read"],
+                    "allow_ips": ["10.0.0.0/8"], "allow_referrers": ["*.example.com"],
+                    "allow_endpoints": ["GET /v1/**"],
+                }),
+            ),
+        ),
+        (
+            "accept-c-expires-at",
+            body('c', json!({ "name": "x", "expires_at": "2027-01-01T00:00:00Z" })),
+        ),
+        (
+            "accept-c-personal",
+            body(
+                'c',
+                json!({ "name": "p", "type": "personal", "user": "alice@example.com" }),
+            ),
+        ),
+        ("accept-c-test-prefix", body('c', json!({ "name": "t", "env": "test" }))),
+        (
+            "refuse-c-both-expiries",
+            body(
+                'c',
+                json!({ "name": "x", "expires_in": "1d", "expires_at": "2027-01-01T00:00:00Z" }),
+            ),
+        ),
+        (
+            "refuse-c-bad-cidr-in-list",
+            body('c', json!({ "name": "x", "allow_ips": ["10.0.0.0/8", "10.0.0.0/33"] })),
+        ),
+        (
+            "refuse-c-bad-permission",
+            body('c', json!({ "name": "x", "permissions": ["Docs:read"] })),
+        ),
+        (
+            "refuse-c-bad-period",
+            body('c', json!({ "name": "x", "budget": 5, "budget_period": "weekly" })),
+        ),
+        (
+            "refuse-c-budget-too-big",
+            body('c', json!({ "name": "x", "budget": u64::MAX })),
+        ),
+        (
+            "refuse-c-prefix-env-conflict",
+            body('c', json!({ "name": "x", "prefix": "sk_live_", "env": "test" })),
+        ),
+        (
+            "refuse-c-random-part-too-short",
+            body('c', json!({ "name": "x", "length": 3 })),
+        ),
+        ("refuse-c-blank-name", body('c', json!({ "name": "  " }))),
+        ("refuse-c-control-in-name", body('c', json!({ "name": "a\u{7}b" }))),
+        (
+            "refuse-c-bad-project",
+            body('c', json!({ "name": "x", "project": "a b" })),
+        ),
+        (
+            "refuse-c-bad-rate-limit",
+            body('c', json!({ "name": "x", "rate_limits": ["0/1m"] })),
+        ),
+        (
+            "refuse-c-unknown-field",
+            body('c', json!({ "name": "x", "scopes": [] })),
+        ),
+        ("refuse-c-no-name", body('c', json!({ "project": "acme" }))),
+        (
+            "refuse-c-pasted-key-as-prefix",
+            body('c', json!({ "name": "x", "prefix": key })),
+        ),
+        ("accept-r-empty", text("r")),
+        ("accept-r-whitespace", text("r \n\t")),
+        ("accept-r-form-feed-is-blank", text("r\x0c")),
+        ("accept-r-reason", body('r', json!({ "reason": "leaked" }))),
+        ("accept-r-grace", body('r', json!({ "grace": "24h" }))),
+        ("accept-r-null-grace", body('r', json!({ "grace": null }))),
+        ("accept-r-empty-object", text("r{}")),
+        ("accept-r-array-body", text("r[\"\"]")),
+        ("accept-r-bad-grace-decodes", body('r', json!({ "grace": "soon" }))),
+        (
+            "accept-r-long-reason-decodes",
+            body('r', json!({ "reason": "x".repeat(600) })),
+        ),
+        (
+            "refuse-r-both-fields",
+            body('r', json!({ "reason": "x", "grace": "1h" })),
+        ),
+        ("refuse-r-unknown-field", body('r', json!({ "why": "x" }))),
+        ("refuse-r-form-encoded", text("rreason=x")),
+        ("refuse-r-vertical-tab", text("r\x0b")),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, bytes)| (name.to_string(), bytes))
+        .collect()
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_verify_seeds_come_to_the_decisions_their_names_say() {
+    use credstore::Code;
+    use credstore::policy::Forbidden;
+    let scratch = http_checks::Scratch::new();
+    let forbidden = |why| Some((Code::Forbidden, Some(why)));
+    let expected = [
+        ("refuse-v-restricted-other-ip", forbidden(Forbidden::Ip)),
+        ("refuse-v-restricted-no-ip", forbidden(Forbidden::Ip)),
+        ("refuse-v-restricted-apex-referrer", forbidden(Forbidden::Referrer)),
+        ("refuse-v-restricted-other-endpoint", forbidden(Forbidden::Endpoint)),
+        ("refuse-v-restricted-other-project", forbidden(Forbidden::Project)),
+        ("refuse-v-live-key-in-test", forbidden(Forbidden::Environment)),
+        (
+            "refuse-v-restricted-insufficient",
+            Some((Code::InsufficientPermissions, None)),
+        ),
+        ("refuse-v-revoked", Some((Code::Revoked, None))),
+        ("refuse-v-malformed", Some((Code::Malformed, None))),
+        ("refuse-v-not-found", Some((Code::NotFound, None))),
+        ("refuse-v-unknown-field", None),
+        ("refuse-v-endpoint-without-path", None),
+        ("accept-v-restricted-all-allowed", Some((Code::Valid, None))),
+    ];
+    let seeds = corpus("http_input");
+    for (name, want) in expected {
+        let data = &seeds
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no seed {name}"))
+            .1;
+        assert_eq!(http_checks::verify_outcome(&scratch, &data[1..]), want, "{name}");
+    }
+}
+
+/// The sidecar's request types are private to the binary, so `fuzz/http_checks.rs` mirrors
+/// them. This keeps the mirror true: the real sidecar is sent every body and query string
+/// seed, and answers 400 with the very message the mirror gives exactly when the mirror
+/// refuses it.
+#[cfg(feature = "http")]
+#[test]
+fn the_mirrored_request_types_decode_as_the_sidecar_does() {
+    use http_checks::Endpoint;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bin = env!("CARGO_BIN_EXE_credstore");
+    let init = Command::new(bin)
+        .arg("--data")
+        .arg(&data)
+        .arg("init")
+        .env_remove("CREDSTORE_PEPPER")
+        .env_remove("CREDSTORE_DATA")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let init = String::from_utf8(init.stdout).unwrap();
+    let admin = init
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sk_live_"))
+        .unwrap_or_else(|| panic!("init printed no admin key: {init}"))
+        .to_string();
+    let mut child = Command::new(bin)
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("CREDSTORE_PEPPER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Kill(child);
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("Listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // One HTTP/1.1 request on its own connection: the status and the error message.
+    let send = |method: &str, target: &str, body: &[u8]| -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(body).unwrap();
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            body.split("\r\n").skip(1).step_by(2).collect::<String>()
+        } else {
+            body.to_string()
+        };
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        (status, doc["error"]["message"].as_str().unwrap_or("").to_string())
+    };
+    let agree = |what: &str, (status, message): (u16, String), refusal: Option<String>| match refusal {
+        Some(refusal) => assert_eq!((status, message), (400, refusal), "{what}"),
+        None => assert!(
+            !message.starts_with("invalid JSON body") && !message.starts_with("Failed to deserialize"),
+            "{what}: the sidecar refused what the mirror decodes: {status} {message}"
+        ),
+    };
+    let id = "key_0NUqv2Kv3XaL3mB0cWj8vQ";
+    let mut sent = 0;
+    for (name, data) in corpus("http_input") {
+        let (selector, input) = (data[0], &data[1..]);
+        match selector {
+            b'v' => agree(
+                &name,
+                send("POST", "/v1/keys.verify", input),
+                http_checks::body_refusal(Endpoint::Verify, input),
+            ),
+            b'c' => agree(
+                &name,
+                send("POST", "/v1/api-keys", input),
+                http_checks::body_refusal(Endpoint::Create, input),
+            ),
+            b'r' => {
+                let revoke = format!("/v1/api-keys/{id}");
+                let rotate = format!("/v1/api-keys/{id}/rotate");
+                agree(
+                    &name,
+                    send("DELETE", &revoke, input),
+                    http_checks::body_refusal(Endpoint::Revoke, input),
+                );
+                agree(
+                    &name,
+                    send("POST", &rotate, input),
+                    http_checks::body_refusal(Endpoint::Rotate, input),
+                );
+            }
+            b'q' => {
+                let query = String::from_utf8_lossy(input);
+                for (path, endpoint) in [
+                    ("/v1/api-keys".to_string(), Endpoint::List),
+                    ("/v1/audit".to_string(), Endpoint::Audit),
+                    (format!("/v1/api-keys/{id}"), Endpoint::Revoke),
+                ] {
+                    let target = format!("{path}?{query}");
+                    let Ok(uri) = target.parse::<axum::http::Uri>() else {
+                        continue;
+                    };
+                    let method = if endpoint == Endpoint::Revoke { "DELETE" } else { "GET" };
+                    agree(
+                        &name,
+                        send(method, &target, b""),
+                        http_checks::query_refusal(endpoint, &uri),
+                    );
+                }
+            }
+            _ => continue,
+        }
+        sent += 1;
+    }
+    assert!(sent >= 40, "only {sent} seeds sent");
 }
