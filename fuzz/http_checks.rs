@@ -179,6 +179,9 @@ pub struct AuditQuery {
 
 /// The sidecar's `parse_json`: the error message it answers 400 with.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("invalid JSON body: expected a JSON object".into());
+    }
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
@@ -239,6 +242,8 @@ pub fn text_parsers() -> Vec<TextParser> {
     }
     vec![
         TextParser {
+            // The mirror's raw serde and axum messages: the sidecar scrubs them at its edge
+            // (`redact::scrub`), which the mirrored-request test checks on the real binary.
             name: "sidecar JSON body (a value of the wrong type)",
             echo: Echo::Repeats,
             refuse: |s| {
@@ -256,32 +261,32 @@ pub fn text_parsers() -> Vec<TextParser> {
         },
         TextParser {
             name: "Env::from_str",
-            echo: Echo::Repeats,
+            echo: Echo::Never,
             refuse: |s| message(Env::from_str(s)),
         },
         TextParser {
             name: "Status::from_str",
-            echo: Echo::Repeats,
+            echo: Echo::Never,
             refuse: |s| Status::from_str(s).err(),
         },
         TextParser {
             name: "KeyId::parse",
-            echo: Echo::Repeats,
+            echo: Echo::Never,
             refuse: |s| message(KeyId::parse(s)),
         },
         TextParser {
             name: "Period::from_str",
-            echo: Echo::Repeats,
+            echo: Echo::Never,
             refuse: |s| message(Period::from_str(s)),
         },
         TextParser {
             name: "FormatSet::choose (prefix)",
-            echo: Echo::Repeats,
+            echo: Echo::Never,
             refuse: |s| message(FormatSet::new([]).choose(Some(s), None, None, true)),
         },
         TextParser {
             name: "validate_project",
-            echo: Echo::Repeats,
+            echo: Echo::Never,
             refuse: |s| message(validate_project(s)),
         },
         TextParser {

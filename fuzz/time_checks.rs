@@ -68,22 +68,22 @@ pub fn text_parsers() -> Vec<TextParser> {
     vec![
         TextParser {
             name: "clock::parse_duration",
-            echo: Echo::Repeats,
+            echo: Echo::Never,
             refuse: |s| message(parse_duration(s)),
         },
         TextParser {
             name: "clock::parse_time",
-            echo: Echo::Repeats,
+            echo: Echo::Never,
             refuse: |s| message(parse_time(s)),
         },
         TextParser {
             name: "parse_expiry",
-            echo: Echo::Repeats,
+            echo: Echo::Never,
             refuse: |s| message(parse_expiry(s)),
         },
         TextParser {
             name: "RateLimit::parse",
-            echo: Echo::Repeats,
+            echo: Echo::Never,
             refuse: |s| message(RateLimit::parse(s)),
         },
     ]

@@ -147,18 +147,20 @@ fn parse_cidr(entry: &str) -> Result<IpNet, &'static str> {
     if entry.is_empty() {
         return Err("it is empty; expected an IP address or a CIDR range, e.g. 10.0.0.0/8");
     }
-    if entry.contains('/') {
-        let net = IpNet::from_str(entry).map_err(|_| {
-            if entry
-                .split_once('/')
-                .and_then(|(addr, _)| IpAddr::from_str(addr).ok())
-                .is_some()
-            {
-                "the prefix length must be a number up to 32 (IPv4) or 128 (IPv6)"
-            } else {
-                HINT
-            }
-        })?;
+    if let Some((addr, prefix)) = entry.split_once('/') {
+        // The address as the standard library reads it (no leading-zero octets, as for a
+        // bare address: ipnet alone took `010.0.0.0/8` for 10.0.0.0/8), the prefix as plain
+        // decimal digits.
+        let addr = IpAddr::from_str(addr).map_err(|_| HINT)?;
+        const PREFIX: &str = "the prefix length must be a number up to 32 (IPv4) or 128 (IPv6)";
+        if prefix.is_empty()
+            || !prefix.bytes().all(|b| b.is_ascii_digit())
+            || (prefix.len() > 1 && prefix.starts_with('0'))
+        {
+            return Err(PREFIX);
+        }
+        let len = prefix.parse::<u8>().map_err(|_| PREFIX)?;
+        let net = IpNet::new(addr, len).map_err(|_| PREFIX)?;
         return Ok(net.trunc());
     }
     IpAddr::from_str(entry).map(IpNet::from).map_err(|_| HINT)

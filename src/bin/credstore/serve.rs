@@ -618,7 +618,13 @@ mod imp {
 
     /// serde's messages repeat a value of the wrong type (`invalid type: string "..."`):
     /// scrubbed of secret-shaped tokens.
+    ///
+    /// A body must be a JSON object: serde's derive would also take an array of the fields
+    /// in order (`["sk_live_...", null, ...]`), a shape no client means to send.
     fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request("invalid JSON body: expected a JSON object"));
+        }
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(&format!("invalid JSON body: {}", redact::scrub(&e.to_string()))))
     }
