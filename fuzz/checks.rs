@@ -28,6 +28,12 @@
 //! cargo fuzz run --sanitizer none log_record /tmp/fuzz-work/log_record corpus/log_record -- \
 //!     -max_total_time=240 -max_len=8192 -artifact_prefix=/tmp/fuzz-work/
 //! ```
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a fuzz check reports a finding by panicking, as libFuzzer expects"
+)]
 #![allow(dead_code)]
 
 use std::fs;

@@ -20,6 +20,11 @@
 //! resolves as its docs say. A rate limit is the reference's, and its `Display` parses back
 //! equal. A refusal is `InvalidTime` (`InvalidRateLimit`); for a parser marked
 //! `Echo::Never` in [`text_parsers`] it does not repeat secret-shaped input.
+
+#![expect(
+    clippy::indexing_slicing,
+    reason = "a fuzz check reports a finding by panicking, as libFuzzer expects"
+)]
 #![allow(dead_code)]
 
 use credstore::clock::{fmt_table_time, fmt_time, parse_duration, parse_time};

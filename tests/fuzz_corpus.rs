@@ -27,11 +27,6 @@
     reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
 )]
 
-#[expect(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    reason = "the fuzz checks panic to report a finding, as libFuzzer expects"
-)]
 #[path = "../fuzz/checks.rs"]
 mod checks;
 #[cfg(feature = "http")]

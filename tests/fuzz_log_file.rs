@@ -13,10 +13,6 @@
     reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
 )]
 
-#[expect(
-    clippy::indexing_slicing,
-    reason = "the fuzz checks panic to report a finding, as libFuzzer expects"
-)]
 #[path = "../fuzz/log_file_check.rs"]
 mod log_file_check;
 
