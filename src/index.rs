@@ -250,9 +250,9 @@ impl Index {
         h.update(&(key.len() as u64).to_le_bytes());
         h.update(key);
         h.update(payload);
-        let mut mac = [0; MAC_LEN];
-        h.finalize_xof().fill(&mut mac);
-        mac
+        // The first bytes of the 32-byte hash (the same bytes the XOF would give first,
+        // without its output reader: about 580 instructions less a MAC).
+        to_mac(h.finalize().as_bytes())
     }
 
     /// The value to store for `payload` under `key` in `tree`: format byte, MAC, payload.
@@ -782,4 +782,28 @@ fn scan_ids<'a>(tree: &'a sled::Tree, head: &str) -> impl Iterator<Item = sled::
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding plain data into a Vec cannot fail.
     bincode::serde::encode_to_vec(value, bincode::config::standard()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The MAC is the first 16 bytes of keyed BLAKE3 over tree, 0, key length, key and
+    /// payload: the same bytes as the first 16 of the XOF, which format 2 was written with.
+    #[test]
+    fn the_mac_is_the_documented_prefix_of_keyed_blake3() {
+        let index = Index::temporary(&Pepper::from_bytes([3; 32]), [5; 16]).unwrap();
+        let mut h = blake3::Hasher::new_keyed(&index.mac_key);
+        h.update(b"keys\0");
+        h.update(&3u64.to_le_bytes());
+        h.update(b"k_1");
+        h.update(b"payload");
+        let mut xof = [0u8; MAC_LEN];
+        h.finalize_xof().fill(&mut xof);
+        assert_eq!(index.mac("keys", b"k_1", b"payload"), xof);
+        assert_ne!(
+            index.mac("keys", b"k_1", b"payload"),
+            index.mac("by_hash", b"k_1", b"payload")
+        );
+    }
 }
