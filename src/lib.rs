@@ -85,4 +85,4 @@ pub use store::{
     Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo, Store, UseLog, VerifyRequest,
     parse_expiry, parse_master_keys,
 };
-pub use token::{Env, Format, FormatSet, Malformed, Token};
+pub use token::{Env, Format, FormatLength, FormatRequest, FormatSet, Malformed, Token};

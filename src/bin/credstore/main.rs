@@ -22,8 +22,8 @@ use credstore::policy::{
 use credstore::record::KeyKind;
 use credstore::redact;
 use credstore::{
-    Budget, Config, Env, Error, EventFilter, Expiry, InputError, KeyId, KeyUpdate, ListFilter, NewKey, OpenError,
-    Period, Plan, RateLimit, Status, Store, VerifyRequest, clock, parse_expiry,
+    Budget, Config, Env, Error, EventFilter, Expiry, FormatLength, FormatRequest, InputError, KeyId, KeyUpdate,
+    ListFilter, NewKey, OpenError, Period, Plan, RateLimit, Status, Store, VerifyRequest, clock, parse_expiry,
 };
 
 /// credstore: issue, verify, revoke, rotate and audit API keys in an embedded store.
@@ -207,12 +207,19 @@ struct CreateArgs {
     /// live or test.
     #[arg(long)]
     env: Option<Env>,
-    /// Random characters (at least 22).
-    #[arg(long)]
+    /// Random characters (22 to 64).
+    #[arg(long, conflicts_with = "total_length")]
     length: Option<usize>,
+    /// The whole key's length, prefix and checksum included (e.g. 32 for comp_ keys).
+    #[arg(long)]
+    total_length: Option<usize>,
     /// No checksum at the end.
     #[arg(long)]
     no_checksum: bool,
+    /// Register a further format for a prefix that already has one (by default a create
+    /// must match one of the prefix's registered formats).
+    #[arg(long)]
+    new_format: bool,
     /// The project.
     #[arg(long)]
     project: Option<String>,
@@ -689,9 +696,18 @@ fn open(data: &Path) -> Result<Store, Failure> {
 
 fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     let store = open(data)?;
-    let format = store
-        .formats()
-        .choose(args.prefix.as_deref(), args.env, args.length, !args.no_checksum)?;
+    let length = match (args.length, args.total_length) {
+        (Some(n), _) => Some(FormatLength::Random(n)),
+        (None, Some(n)) => Some(FormatLength::Total(n)),
+        (None, None) => None,
+    };
+    let format = store.formats().choose(&FormatRequest {
+        prefix: args.prefix.as_deref(),
+        env: args.env,
+        length,
+        no_checksum: args.no_checksum,
+        new_format: args.new_format,
+    })?;
     let mut new = NewKey::new(args.name).format(format);
     new.project = args.project;
     new.metadata = args.meta.into_iter().collect();

@@ -98,8 +98,8 @@ mod imp {
     use credstore::record::KeyKind;
     use credstore::redact;
     use credstore::{
-        Budget, Env, Error, EventFilter, Expiry, InputError, KeyId, ListFilter, NewKey, Period, RateLimit, Secret,
-        StateError, Status, Store, VerifyRequest, clock,
+        Budget, Env, Error, EventFilter, Expiry, FormatLength, FormatRequest, InputError, KeyId, ListFilter, NewKey,
+        Period, RateLimit, Secret, StateError, Status, Store, VerifyRequest, clock,
     };
     use serde::Deserialize;
     use serde::de::DeserializeOwned;
@@ -380,8 +380,11 @@ mod imp {
         prefix: Option<String>,
         env: Option<String>,
         length: Option<usize>,
+        total_length: Option<usize>,
         #[serde(default = "yes")]
         checksum: bool,
+        #[serde(default)]
+        new_format: bool,
         project: Option<String>,
         expires_in: Option<String>,
         expires_at: Option<String>,
@@ -414,9 +417,19 @@ mod imp {
     async fn create_key(Admin(admin): Admin, State(store): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
         let body: CreateBody = parse_json(&body)?;
         let env = body.env.as_deref().map(str::parse::<Env>).transpose()?;
-        let format = store
-            .formats()
-            .choose(body.prefix.as_deref(), env, body.length, body.checksum)?;
+        let length = match (body.length, body.total_length) {
+            (Some(_), Some(_)) => return Err(ApiError::bad_request("give length or total_length, not both")),
+            (Some(n), None) => Some(FormatLength::Random(n)),
+            (None, Some(n)) => Some(FormatLength::Total(n)),
+            (None, None) => None,
+        };
+        let format = store.formats().choose(&FormatRequest {
+            prefix: body.prefix.as_deref(),
+            env,
+            length,
+            no_checksum: !body.checksum,
+            new_format: body.new_format,
+        })?;
         let mut new = NewKey::new(body.name).format(format);
         new.project = body.project;
         new.metadata = body.metadata;
