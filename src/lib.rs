@@ -74,7 +74,7 @@ pub mod token;
 pub mod vault;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use decision::{BudgetState, Code, Decision, LimitName, RateLimitState, RateLimits};
+pub use decision::{BudgetState, Code, Decision, LimitName, RateLimitState, RateLimited, RateLimits};
 pub use error::{Error, IndexError, InputError, OpenError, Result, StateError};
 pub use event::{Event, EventKind, KeyChanges, KeyUse, USE_BATCH_SPAN_MS, UseSummary};
 pub use limits::{Budget, Period, Plan, RateLimit};

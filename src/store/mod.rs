@@ -34,7 +34,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock::{Clock, SystemClock};
 use crate::decision::{BudgetState, RateLimitState};
-use crate::decision::{Code, Decision};
+use crate::decision::{Code, Decision, RateLimited};
 use crate::directory::Directory;
 use crate::error::{Error, IndexError, InputError, OpenError, Result, StateError};
 use crate::event::KeyChanges;
@@ -839,16 +839,27 @@ impl Store {
             if !outcome.admitted {
                 let admitted = state.limits.get(..i).unwrap_or_default();
                 admitted.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
-                let retry = secs_ceil(outcome.retry_after_ns);
                 decision.code = Code::RateLimited;
-                decision.retry_after = Some(retry);
+                // A request heavier than a limit's capacity is denied by some limit (that
+                // one, or one before it): say it can never pass, with no retry time.
+                let over = |l: &cache::ActiveLimit| req.weight > l.quota.limit;
+                let retry = if state.limits.iter().any(over) {
+                    decision.rate_limited = Some(RateLimited::OverCapacity);
+                    None
+                } else {
+                    decision.rate_limited = Some(RateLimited::Exhausted);
+                    Some(secs_ceil(outcome.retry_after_ns))
+                };
+                decision.retry_after = retry;
                 decision.ratelimits = state
                     .limits
                     .iter()
                     .map(|l| {
                         let o = l.cell.peek(l.quota, now_ns);
                         let denied_here = Arc::ptr_eq(&l.cell, &limit.cell);
-                        limit_state(l, o, denied_here.then_some(retry))
+                        let mut reported = limit_state(l, o, retry.filter(|_| denied_here));
+                        reported.over_capacity = over(l);
+                        reported
                     })
                     .collect();
                 return Ok(());
@@ -1381,6 +1392,7 @@ fn limit_state(
         remaining: outcome.remaining,
         reset: secs_ceil(outcome.reset_ns),
         retry_after,
+        over_capacity: false,
     }
 }
 
