@@ -85,8 +85,8 @@ mod imp {
 
     use axum::body::{Body, Bytes, HttpBody};
     use axum::extract::rejection::QueryRejection;
-    use axum::extract::{FromRequestParts, Path as UrlPath, Query, Request, State};
-    use axum::http::header::{CACHE_CONTROL, CONNECTION};
+    use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, Query, Request, State};
+    use axum::http::header::{CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
     use axum::http::request::Parts;
     use axum::http::{HeaderValue, StatusCode};
     use axum::middleware::{self, Next};
@@ -182,6 +182,53 @@ mod imp {
                 )
             })
             .with_state(store)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn(envelope_errors))
+    }
+
+    /// The largest request body read (axum's default, named here so errors can say it).
+    const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+    /// Puts every error answer that is not the envelope yet into it: axum's own rejections
+    /// (a body over [`MAX_BODY_BYTES`], a path that does not decode) are `text/plain`.
+    /// Their text is scrubbed of secret-shaped tokens, as [`parse_json`]'s messages are.
+    async fn envelope_errors(request: Request, next: Next) -> Response {
+        let response = next.run(request).await;
+        let status = response.status();
+        let json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        if json || !(status.is_client_error() || status.is_server_error()) {
+            return response;
+        }
+        let (mut parts, body) = response.into_parts();
+        let (code, message) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "PAYLOAD_TOO_LARGE",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            ),
+            _ => {
+                let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+                let code = match status {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+                    s if s.is_server_error() => "INTERNAL_ERROR",
+                    _ => "BAD_REQUEST",
+                };
+                let message = redact::scrub(String::from_utf8_lossy(&text).trim()).into_owned();
+                if message.is_empty() {
+                    (code, status.canonical_reason().unwrap_or("error").to_string())
+                } else {
+                    (code, message)
+                }
+            }
+        };
+        let mut answer = ApiError::new(status, code, &message).into_response();
+        // What the answer said besides its body stays (`Connection: close`, say).
+        parts.headers.remove(CONTENT_TYPE);
+        parts.headers.remove(CONTENT_LENGTH);
+        answer.headers_mut().extend(parts.headers);
+        answer
     }
 
     /// Resolves on SIGINT or SIGTERM.
