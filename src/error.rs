@@ -171,6 +171,20 @@ pub enum InputError {
     /// A duration or time that could not be parsed or is out of range.
     #[error("invalid time or duration {}", redact::quote(.0))]
     InvalidTime(String),
+    /// A point in time (`audit --since`, `--until`) that is neither an RFC 3339 time, nor
+    /// a date, nor a duration before now.
+    #[error(
+        "invalid time {}: give an RFC 3339 time (2026-12-02T10:00:00Z), a date (2026-12-02, from midnight UTC) or a duration before now (90m, 1h, 7d)",
+        redact::quote(.0)
+    )]
+    InvalidInstant(String),
+    /// An expiry later than [`crate::record::LATEST_EXPIRY`], given as a time or as a
+    /// lifetime.
+    #[error(
+        "expiry later than the latest supported, {}: leave the expiry out for a key that never expires",
+        crate::record::LATEST_EXPIRY
+    )]
+    ExpiryTooLate,
     /// A key prefix that is not 1 to 24 characters of `[A-Za-z0-9_]` ending in `_`.
     #[error("invalid prefix {}: use 1 to 24 characters of A-Z a-z 0-9 _, ending in _", redact::quote(.0))]
     InvalidPrefix(String),

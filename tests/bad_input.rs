@@ -258,10 +258,11 @@ fn expiry_in_the_past_and_bad_projects_are_refused() {
         input_error(&store, || store.create(negative)),
         InputError::ExpiryInPast(_)
     ));
+    // A lifetime past the latest expiry, even one that overflows, is refused as such.
     let overflow = NewKey::new("k").expires(Expiry::In(i64::MAX));
     assert!(matches!(
         input_error(&store, || store.create(overflow)),
-        InputError::InvalidTime(_)
+        InputError::ExpiryTooLate
     ));
     for bad in ["", "a/b", "with space", "ümlaut", &"p".repeat(65)] {
         assert_eq!(

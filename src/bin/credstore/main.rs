@@ -22,7 +22,7 @@ use credstore::policy::{
 use credstore::record::KeyKind;
 use credstore::redact;
 use credstore::{
-    Budget, Config, Env, Error, EventFilter, Expiry, FormatLength, FormatRequest, InputError, KeyId, KeyUpdate,
+    Budget, Clock, Config, Env, Error, EventFilter, Expiry, FormatLength, FormatRequest, InputError, KeyId, KeyUpdate,
     ListFilter, NewKey, OpenError, Period, Plan, RateLimit, Status, Store, VerifyRequest, clock, parse_expiry,
 };
 
@@ -414,10 +414,11 @@ struct AuditArgs {
     /// Only events of this kind (key.created, key.revoked, ...).
     #[arg(long)]
     kind: Option<String>,
-    /// Only events at or after this time (RFC 3339).
+    /// Only events at or after this time: RFC 3339, a date (2026-12-02, from midnight
+    /// UTC), or a duration before now (1h, 7d).
     #[arg(long)]
     since: Option<String>,
-    /// Only events before this time (RFC 3339).
+    /// Only events before this time, in the forms --since takes.
     #[arg(long)]
     until: Option<String>,
     /// Newest first.
@@ -910,11 +911,20 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
             Ok(0)
         }
         None => {
+            let now = clock::SystemClock.now_ms();
             let filter = EventFilter {
                 key: args.key.as_deref().map(KeyId::parse).transpose()?,
                 kind: args.kind,
-                since: args.since.as_deref().map(clock::parse_time).transpose()?,
-                until: args.until.as_deref().map(clock::parse_time).transpose()?,
+                since: args
+                    .since
+                    .as_deref()
+                    .map(|t| clock::parse_instant(t, now))
+                    .transpose()?,
+                until: args
+                    .until
+                    .as_deref()
+                    .map(|t| clock::parse_instant(t, now))
+                    .transpose()?,
                 newest_first: args.newest_first,
             };
             let events = store.events(&filter)?;

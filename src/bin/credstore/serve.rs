@@ -98,8 +98,8 @@ mod imp {
     use credstore::record::KeyKind;
     use credstore::redact;
     use credstore::{
-        Budget, Env, Error, EventFilter, Expiry, FormatLength, FormatRequest, InputError, KeyId, ListFilter, NewKey,
-        Period, RateLimit, Secret, StateError, Status, Store, VerifyRequest, clock,
+        Budget, Clock, Env, Error, EventFilter, Expiry, FormatLength, FormatRequest, InputError, KeyId, ListFilter,
+        NewKey, Period, RateLimit, Secret, StateError, Status, Store, VerifyRequest, clock,
     };
     use serde::Deserialize;
     use serde::de::DeserializeOwned;
@@ -596,11 +596,12 @@ mod imp {
         query: Result<Query<AuditQuery>, QueryRejection>,
     ) -> Result<Response, ApiError> {
         let Query(q) = query.map_err(ApiError::bad_query)?;
+        let now = clock::SystemClock.now_ms();
         let filter = EventFilter {
             key: q.key.as_deref().map(KeyId::parse).transpose()?,
             kind: q.kind,
-            since: q.since.as_deref().map(clock::parse_time).transpose()?,
-            until: q.until.as_deref().map(clock::parse_time).transpose()?,
+            since: q.since.as_deref().map(|t| clock::parse_instant(t, now)).transpose()?,
+            until: q.until.as_deref().map(|t| clock::parse_instant(t, now)).transpose()?,
             newest_first: false,
         };
         let events = blocking(&store, move |s| s.events(&filter)).await?;
