@@ -220,6 +220,9 @@ pub enum InputError {
     /// A total key length that leaves a random part outside 22 to 64 characters.
     #[error("invalid total length {0}")]
     InvalidTotalLength(String),
+    /// `CREDSTORE_LOCK_WAIT` that is neither a duration nor `0`.
+    #[error("invalid CREDSTORE_LOCK_WAIT {}: give a duration such as 10s or 500ms, or 0 not to wait", redact::quote(.0))]
+    InvalidLockWait(String),
     /// A pepper that is not 32 bytes written as 64 hex characters.
     #[error("the pepper must be 64 hex characters (32 bytes)")]
     InvalidPepper,

@@ -82,7 +82,7 @@ pub use log::LogError;
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
 pub use secret::{Pepper, Secret};
 pub use store::{
-    Config, CreatedKey, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo, Store, UseLog, VerifyRequest,
-    parse_expiry, parse_master_keys,
+    Config, CreatedKey, DEFAULT_LOCK_WAIT, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo, Store,
+    UseLog, VerifyRequest, parse_expiry, parse_master_keys,
 };
 pub use token::{Env, Format, FormatLength, FormatRequest, FormatSet, Malformed, Token};

@@ -451,10 +451,15 @@ impl From<Error> for Failure {
             | Error::Open(OpenError::MissingPepper | OpenError::WrongPepper) => 2,
             _ => 3,
         };
-        Failure {
-            code,
-            message: e.to_string(),
+        let mut message = e.to_string();
+        if matches!(e, Error::Open(OpenError::Locked(_))) {
+            message.push_str(&format!(
+                " for longer than the lock wait (CREDSTORE_LOCK_WAIT, {}s by default); \
+                 `credstore serve` holds it for as long as it runs",
+                credstore::DEFAULT_LOCK_WAIT.as_secs()
+            ));
         }
+        Failure { code, message }
     }
 }
 
