@@ -49,8 +49,8 @@ use credstore::policy::{
 use credstore::record::{validate_name, validate_project, validate_reason};
 use credstore::token::BASE62;
 use credstore::{
-    Budget, Code, Config, Env, Format, FormatSet, InputError, KeyId, NewKey, Pepper, Period, Status, Store, UseLog,
-    VerifyRequest,
+    Budget, Code, Config, Env, Format, FormatLength, FormatRequest, FormatSet, InputError, KeyId, NewKey, Pepper,
+    Period, Status, Store, UseLog, VerifyRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -128,8 +128,11 @@ pub struct CreateBody {
     pub prefix: Option<String>,
     pub env: Option<String>,
     pub length: Option<usize>,
+    pub total_length: Option<usize>,
     #[serde(default = "yes")]
     pub checksum: bool,
+    #[serde(default)]
+    pub new_format: bool,
     pub project: Option<String>,
     pub expires_in: Option<String>,
     pub expires_at: Option<String>,
@@ -287,7 +290,12 @@ pub fn text_parsers() -> Vec<TextParser> {
         TextParser {
             name: "FormatSet::choose (prefix)",
             echo: Echo::Never,
-            refuse: |s| message(FormatSet::new([]).choose(Some(s), None, None, true)),
+            refuse: |s| {
+                message(FormatSet::new([]).choose(&FormatRequest {
+                    prefix: Some(s),
+                    ..FormatRequest::default()
+                }))
+            },
         },
         TextParser {
             name: "validate_project",
@@ -1014,13 +1022,32 @@ fn check_create_body(scratch: &Scratch, body: &[u8]) -> bool {
         }
     };
     let formats = scratch.store.formats();
-    match formats.choose(body.prefix.as_deref(), env, body.length, body.checksum) {
+    let length = match (body.length, body.total_length) {
+        (Some(_), Some(_)) => {
+            ok = false;
+            None
+        }
+        (Some(n), None) => Some(FormatLength::Random(n)),
+        (None, Some(n)) => Some(FormatLength::Total(n)),
+        (None, None) => None,
+    };
+    let request = FormatRequest {
+        prefix: body.prefix.as_deref(),
+        env,
+        length,
+        no_checksum: !body.checksum,
+        new_format: body.new_format,
+    };
+    match formats.choose(&request) {
         Ok(format) => {
             if let Some(prefix) = body.prefix.as_deref() {
                 assert_eq!(format.prefix(), prefix, "choose picked another prefix");
             }
             if let Some(len) = body.length {
                 assert_eq!(format.random_len(), len, "choose picked another length");
+            }
+            if let Some(len) = body.total_length {
+                assert_eq!(format.total_len(), len, "choose picked another total length");
             }
             assert_eq!(format.has_checksum(), body.checksum, "choose ignored the checksum");
             if let Some(env) = env {

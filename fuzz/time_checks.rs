@@ -29,6 +29,7 @@
 
 use credstore::clock::{fmt_table_time, fmt_time, parse_duration, parse_time};
 use credstore::limits::{MAX_LIMIT_NAME_LEN, MAX_WINDOW_MS};
+use credstore::record::LATEST_EXPIRY_MS;
 use credstore::{Expiry, InputError, RateLimit, parse_expiry};
 
 use super::secret_echo::{self, Echo, TextParser};
@@ -309,7 +310,10 @@ fn check_expiry(text: &str) -> bool {
         Err(e) => {
             assert_eq!(duration, None, "{text:?} is a duration, yet refused: {e}");
             assert!(parse_time(text).is_err(), "{text:?} is a time, yet refused: {e}");
-            assert!(matches!(e, InputError::InvalidTime(_)), "{text:?}: {e:?}");
+            assert!(
+                matches!(e, InputError::InvalidTime(_) | InputError::ExpiryTooLate),
+                "{text:?}: {e:?}"
+            );
             secret_echo::refuses(&parser("parse_expiry"), text);
             return false;
         }
@@ -317,10 +321,14 @@ fn check_expiry(text: &str) -> bool {
     match (duration, expiry) {
         (Some(ms), Expiry::In(got)) => {
             assert_eq!(got, ms);
-            match NOW_MS.checked_add(ms) {
+            // One bound for a lifetime and a time alike: no later than LATEST_EXPIRY.
+            match NOW_MS.checked_add(ms).filter(|&at| at <= LATEST_EXPIRY_MS) {
                 Some(at) => assert_eq!(expiry.resolve(NOW_MS), Ok(at)),
-                None => assert!(matches!(expiry.resolve(NOW_MS), Err(InputError::InvalidTime(_)))),
+                None => assert_eq!(expiry.resolve(NOW_MS), Err(InputError::ExpiryTooLate)),
             }
+        }
+        (None, Expiry::At(at)) if at > LATEST_EXPIRY_MS => {
+            assert_eq!(expiry.resolve(NOW_MS), Err(InputError::ExpiryTooLate), "{text:?}");
         }
         (None, Expiry::At(at)) => {
             assert_eq!(parse_time(text), Ok(at), "{text:?}: the expiry is not the time");

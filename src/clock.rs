@@ -149,12 +149,53 @@ pub fn fmt_table_time(ms: i64) -> String {
 
 /// Parses an RFC 3339 timestamp into unix milliseconds.
 ///
+/// Times up to the end of the year 9999 parse, though jiff's timestamps end a day earlier
+/// (9999-12-30T22:00Z): `9999-12-31T23:59:59Z` is a valid time, which an expiry is then
+/// refused for as later than the latest one supported rather than as unreadable.
+///
 /// # Errors
 /// [`InputError::InvalidTime`] naming the text.
 pub fn parse_time(text: &str) -> Result<i64, InputError> {
-    text.parse::<jiff::Timestamp>()
-        .map(|t| t.as_millisecond())
-        .map_err(|_| InputError::InvalidTime(text.to_string()))
+    match text.parse::<jiff::Timestamp>() {
+        Ok(t) => Ok(t.as_millisecond()),
+        Err(_) => beyond_timestamps(text).ok_or_else(|| InputError::InvalidTime(text.to_string())),
+    }
+}
+
+/// The unix ms of an RFC 3339 time that is valid but outside jiff's timestamps (the
+/// last day of the year 9999, the first of -9999), counted from its civil date, time
+/// and offset; `None` for anything else.
+fn beyond_timestamps(text: &str) -> Option<i64> {
+    let pieces = jiff::fmt::temporal::Pieces::parse(text).ok()?;
+    let time = pieces.time()?;
+    let offset = pieces.to_numeric_offset()?;
+    let epoch = jiff::civil::date(1970, 1, 1);
+    let days = i64::from(epoch.until(pieces.date()).ok()?.get_days());
+    let of_day = i64::from(time.hour()) * 3_600_000
+        + i64::from(time.minute()) * 60_000
+        + i64::from(time.second()) * 1_000
+        + i64::from(time.millisecond());
+    let ms = days * 86_400_000 + of_day - i64::from(offset.seconds()) * 1_000;
+    let inside = (jiff::Timestamp::MIN.as_millisecond()..=jiff::Timestamp::MAX.as_millisecond()).contains(&ms);
+    (!inside).then_some(ms)
+}
+
+/// Parses a point in time as `audit --since` and `--until` take it: an RFC 3339 time
+/// (`2026-12-02T10:00:00Z`), a date (`2026-12-02`: its start, midnight UTC), or a
+/// duration (`90m`, `1h`, `7d`, as [`parse_duration`]) counted back from `now_ms`.
+///
+/// # Errors
+/// [`InputError::InvalidInstant`] naming the text and the three forms.
+pub fn parse_instant(text: &str, now_ms: i64) -> Result<i64, InputError> {
+    if let Ok(ms) = parse_duration(text) {
+        return Ok(now_ms.saturating_sub(ms));
+    }
+    if let Ok(date) = jiff::civil::Date::strptime("%Y-%m-%d", text)
+        && let Ok(start) = date.to_zoned(jiff::tz::TimeZone::UTC)
+    {
+        return Ok(start.timestamp().as_millisecond());
+    }
+    parse_time(text).map_err(|_| InputError::InvalidInstant(text.to_string()))
 }
 
 /// Parses a duration such as `90d`, `12h`, `30m`, `45s` or `1500ms` into milliseconds.
@@ -195,6 +236,33 @@ mod tests {
         for bad in ["", "d", "0s", "-5s", "5", "5y", "99999999999999999999d", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn instants_are_times_dates_or_durations_ago() {
+        let now = parse_time("2026-12-02T10:00:00Z").unwrap();
+        assert_eq!(parse_instant("1h", now), Ok(now - 3_600_000));
+        assert_eq!(parse_instant("7d", now), Ok(now - 7 * 86_400_000));
+        assert_eq!(parse_instant("2026-12-02", now), parse_time("2026-12-02T00:00:00Z"));
+        assert_eq!(
+            parse_instant("2026-12-02T09:30:00+01:00", now),
+            parse_time("2026-12-02T08:30:00Z")
+        );
+        for bad in ["", "yesterday", "2026-13-01", "2026-12-02T10:00", "1.5h", "0s"] {
+            assert!(
+                matches!(parse_instant(bad, now), Err(InputError::InvalidInstant(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_last_day_of_9999_is_a_time() {
+        assert_eq!(parse_time("9999-12-31T23:59:59Z"), Ok(253_402_300_799_000));
+        assert_eq!(parse_time("9999-12-31T23:59:59.5+01:00"), Ok(253_402_297_199_500));
+        assert!(parse_time("9999-12-32T00:00:00Z").is_err());
+        assert!(parse_time("9999-12-31T23:59:59").is_err(), "no offset");
+        assert_eq!(parse_time("9999-12-30T00:00:00Z"), Ok(253_402_128_000_000));
     }
 
     #[test]

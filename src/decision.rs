@@ -97,7 +97,11 @@ pub struct Decision {
     pub ratelimits: RateLimits,
     /// The key's budget, after this request (`None`: no budget, or not reached).
     pub budget: Option<BudgetState>,
-    /// For [`Code::RateLimited`]: seconds until the request could pass.
+    /// For [`Code::RateLimited`]: whether the limit is used up for now, or the request
+    /// is heavier than a limit admits at all.
+    pub rate_limited: Option<RateLimited>,
+    /// For [`Code::RateLimited`] when the limit is used up: seconds until the request
+    /// could pass (`None` for a request over a limit's capacity: it never can).
     pub retry_after: Option<u64>,
     /// For [`Code::Forbidden`]: which check failed.
     pub forbidden: Option<Forbidden>,
@@ -131,6 +135,42 @@ pub struct RateLimitState {
     pub reset: u64,
     /// When this limit denied the request: seconds until it would pass.
     pub retry_after: Option<u64>,
+    /// Whether the request's weight is over this limit's capacity (its `limit`): such a
+    /// request never passes.
+    pub over_capacity: bool,
+}
+
+/// Why a rate limit refused a request ([`Code::RateLimited`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RateLimited {
+    /// The limit is used up for now; [`Decision::retry_after`] says when the request
+    /// could pass.
+    Exhausted,
+    /// The request's weight is more than a limit admits in a whole window (its burst):
+    /// it can never pass, however long it waits. No retry time.
+    OverCapacity,
+}
+
+impl RateLimited {
+    /// `exhausted` or `over_capacity`, as JSON gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimited::Exhausted => "exhausted",
+            RateLimited::OverCapacity => "over_capacity",
+        }
+    }
+}
+
+impl fmt::Display for RateLimited {
+    /// A sentence for people.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RateLimited::Exhausted => "rate limit exhausted for now",
+            RateLimited::OverCapacity => "request weight exceeds the rate limit's capacity: it can never pass",
+        })
+    }
 }
 
 /// A budget as a decision reports it.
@@ -190,6 +230,7 @@ impl Decision {
             key: None,
             ratelimits: RateLimits::new(),
             budget: None,
+            rate_limited: None,
             retry_after: None,
             forbidden: None,
             role: None,

@@ -177,6 +177,20 @@ pub enum InputError {
     /// A duration or time that could not be parsed or is out of range.
     #[error("invalid time or duration {}", redact::quote(.0))]
     InvalidTime(String),
+    /// A point in time (`audit --since`, `--until`) that is neither an RFC 3339 time, nor
+    /// a date, nor a duration before now.
+    #[error(
+        "invalid time {}: give an RFC 3339 time (2026-12-02T10:00:00Z), a date (2026-12-02, from midnight UTC) or a duration before now (90m, 1h, 7d)",
+        redact::quote(.0)
+    )]
+    InvalidInstant(String),
+    /// An expiry later than [`crate::record::LATEST_EXPIRY`], given as a time or as a
+    /// lifetime.
+    #[error(
+        "expiry later than the latest supported, {}: leave the expiry out for a key that never expires",
+        crate::record::LATEST_EXPIRY
+    )]
+    ExpiryTooLate,
     /// A key prefix that is not 1 to 24 characters of `[A-Za-z0-9_]` ending in `_`.
     #[error("invalid prefix {}: use 1 to 24 characters of A-Z a-z 0-9 _, ending in _", redact::quote(.0))]
     InvalidPrefix(String),
@@ -198,6 +212,23 @@ pub enum InputError {
         /// The environment it is registered with.
         registered: crate::token::Env,
     },
+    /// A new key's format names none, or several, of the formats registered for its
+    /// prefix, and no further format for the prefix was asked for.
+    #[error("{}", format_not_registered(.prefix, .registered, *.matching))]
+    FormatNotRegistered {
+        /// The prefix.
+        prefix: String,
+        /// The prefix's registered formats, described.
+        registered: Vec<String>,
+        /// How many of them matched the request (0, or more than 1).
+        matching: usize,
+    },
+    /// A total key length that leaves a random part outside 22 to 64 characters.
+    #[error("invalid total length {0}")]
+    InvalidTotalLength(String),
+    /// `CREDSTORE_LOCK_WAIT` that is neither a duration nor `0`.
+    #[error("invalid CREDSTORE_LOCK_WAIT {}: give a duration such as 10s or 500ms, or 0 not to wait", redact::quote(.0))]
+    InvalidLockWait(String),
     /// A pepper that is not 32 bytes written as 64 hex characters.
     #[error("the pepper must be 64 hex characters (32 bytes)")]
     InvalidPepper,
@@ -380,6 +411,32 @@ macro_rules! debug_as_display {
 }
 
 debug_as_display!(InputError, StateError, OpenError);
+
+/// [`InputError::FormatNotRegistered`]'s message.
+fn format_not_registered(prefix: &str, registered: &[String], matching: usize) -> String {
+    let explicitly =
+        "or ask for a further format for the prefix explicitly (--new-format; \"new_format\": true over HTTP)";
+    match registered {
+        [one] => format!(
+            "prefix {} has the format {one}, which the length or checksum asked for does not match: \
+             leave them out (or ask for that shape) to issue a key in it, {explicitly}",
+            redact::quote(prefix)
+        ),
+        _ if matching > 1 => format!(
+            "prefix {} has {} formats that fit the request: {}; give the length (--length or --total-length) \
+             of the one to use, {explicitly}",
+            redact::quote(prefix),
+            registered.len(),
+            registered.join("; ")
+        ),
+        _ => format!(
+            "prefix {} has {} formats, none of the shape asked for: {}; ask for one of them, {explicitly}",
+            redact::quote(prefix),
+            registered.len(),
+            registered.join("; ")
+        ),
+    }
+}
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

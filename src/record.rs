@@ -243,6 +243,12 @@ impl KeyRecord {
     }
 }
 
+/// The latest expiry a key may have, for a time and a lifetime alike: the start of the
+/// year 9999 (a key that should never expire has no expiry).
+pub const LATEST_EXPIRY: &str = "9999-01-01T00:00:00Z";
+/// [`LATEST_EXPIRY`] in unix ms.
+pub const LATEST_EXPIRY_MS: i64 = 253_370_764_800_000;
+
 /// An expiry: a point in time, or a lifetime from creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
@@ -253,17 +259,19 @@ pub enum Expiry {
 }
 
 impl Expiry {
-    /// The absolute expiry, refusing one that is not in the future.
+    /// The absolute expiry, refusing one that is not in the future or is later than
+    /// [`LATEST_EXPIRY`] (a time and a lifetime are held to the same bound).
     ///
     /// # Errors
-    /// [`InputError::ExpiryInPast`] or, on overflow, [`InputError::InvalidTime`].
+    /// [`InputError::ExpiryInPast`], [`InputError::ExpiryTooLate`].
     pub fn resolve(self, now_ms: i64) -> Result<i64, InputError> {
         let at = match self {
-            Expiry::At(at) => at,
-            Expiry::In(ms) => now_ms
-                .checked_add(ms)
-                .ok_or_else(|| InputError::InvalidTime(format!("{ms}ms")))?,
+            Expiry::At(at) => Some(at),
+            Expiry::In(ms) => now_ms.checked_add(ms),
         };
+        let at = at
+            .filter(|&at| at <= LATEST_EXPIRY_MS)
+            .ok_or(InputError::ExpiryTooLate)?;
         if at <= now_ms {
             return Err(InputError::ExpiryInPast(crate::clock::fmt_time(at)));
         }
@@ -521,6 +529,24 @@ pub fn validate_reason(reason: Option<&str>) -> Result<(), InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expiry_is_held_to_the_latest_one_whether_a_time_or_a_lifetime() {
+        assert_eq!(crate::clock::parse_time(LATEST_EXPIRY), Ok(LATEST_EXPIRY_MS));
+        let now = 1_767_225_600_000;
+        assert_eq!(Expiry::At(LATEST_EXPIRY_MS).resolve(now), Ok(LATEST_EXPIRY_MS));
+        assert_eq!(
+            Expiry::At(LATEST_EXPIRY_MS + 1).resolve(now),
+            Err(InputError::ExpiryTooLate)
+        );
+        assert_eq!(Expiry::In(LATEST_EXPIRY_MS - now).resolve(now), Ok(LATEST_EXPIRY_MS));
+        assert_eq!(
+            Expiry::In(LATEST_EXPIRY_MS - now + 1).resolve(now),
+            Err(InputError::ExpiryTooLate)
+        );
+        assert_eq!(Expiry::In(i64::MAX).resolve(now), Err(InputError::ExpiryTooLate));
+        assert!(matches!(Expiry::At(now).resolve(now), Err(InputError::ExpiryInPast(_))));
+    }
 
     #[test]
     fn ids_sort_by_creation_and_parse_back() {

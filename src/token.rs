@@ -211,6 +211,21 @@ impl Format {
     }
 }
 
+impl fmt::Display for Format {
+    /// `comp_ + 27 random, no checksum (32 characters, live)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let checksum = if self.checksum { "checksum" } else { "no checksum" };
+        write!(
+            f,
+            "{} + {} random, {checksum} ({} characters, {})",
+            self.prefix,
+            self.random_len,
+            self.total_len(),
+            self.env
+        )
+    }
+}
+
 /// Why a presented key is malformed. No variant carries the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -230,6 +245,21 @@ pub enum Malformed {
     /// The checksum does not match.
     #[error("key checksum mismatch")]
     BadChecksum,
+}
+
+impl Malformed {
+    /// How far a key got through [`Format::parse`]'s checks before this one failed: of
+    /// the failures against several formats sharing a prefix, the furthest is the one to
+    /// report (a `comp_` key of the right length with a `!` in it has a bad character,
+    /// though it is also the wrong length for a longer `comp_` format).
+    fn specificity(self) -> u8 {
+        match self {
+            Malformed::Empty | Malformed::UnknownPrefix => 0,
+            Malformed::WrongLength => 1,
+            Malformed::BadAlphabet => 2,
+            Malformed::BadChecksum => 3,
+        }
+    }
 }
 
 /// A key that parsed against a registered format. Downstream code takes a `Token`, never
@@ -309,43 +339,69 @@ impl FormatSet {
         self.formats.iter().filter(move |f| f.prefix == prefix)
     }
 
-    /// The format for a new key, as `credstore create` and the sidecar choose it: for
-    /// `prefix` (default: the environment's default prefix, live when none is given) the
-    /// one format registered with it when no length is given and the checksum is wanted,
-    /// else a format of that shape (length default [`DEFAULT_RANDOM_LEN`]; environment:
-    /// the one given, else the prefix's registered one, else a guess from the prefix).
+    /// The format for a new key, as `credstore create` and the sidecar choose it.
+    ///
+    /// - The prefix is the one asked for, else the environment's default (live when none
+    ///   is given).
+    /// - Once the prefix has registered formats, a request names one of them: the one
+    ///   whose shape matches what was asked (its random or total length when one is
+    ///   given; no checksum when [`FormatRequest::no_checksum`]; leaving both out matches
+    ///   every format). No match, or several, is an error unless
+    ///   [`FormatRequest::new_format`] asks for a further format of the prefix
+    ///   explicitly.
+    /// - Otherwise a format of the shape asked for: length default
+    ///   [`DEFAULT_RANDOM_LEN`] random characters; environment the one given, else the
+    ///   prefix's registered one, else a guess from the prefix.
     ///
     /// # Errors
-    /// [`InputError::PrefixEnvironmentConflict`] when `env` contradicts the prefix's
-    /// registered format; [`Format::new`]'s errors for a bad shape.
-    pub fn choose(
-        &self,
-        prefix: Option<&str>,
-        env: Option<Env>,
-        length: Option<usize>,
-        checksum: bool,
-    ) -> Result<Format, InputError> {
-        let prefix = prefix.map_or_else(
+    /// [`InputError::PrefixEnvironmentConflict`] when the environment contradicts the
+    /// prefix's registered formats; [`InputError::FormatNotRegistered`] when the prefix's
+    /// registered formats do not name exactly one and no new format was asked for;
+    /// [`InputError::InvalidTotalLength`] for a total length that leaves a random part
+    /// out of range; [`Format::new`]'s errors for a bad shape.
+    pub fn choose(&self, request: &FormatRequest<'_>) -> Result<Format, InputError> {
+        let env = request.env;
+        let prefix = request.prefix.map_or_else(
             || Format::default_for(env.unwrap_or(Env::Live)).prefix().to_string(),
             str::to_string,
         );
-        let registered: Vec<_> = self.with_prefix(&prefix).collect();
-        if length.is_none()
-            && checksum
-            && let [only] = registered.as_slice()
+        let registered: Vec<&Format> = self.with_prefix(&prefix).collect();
+        if let Some(conflict) = registered.iter().find(|f| env.is_some_and(|e| e != f.env())) {
+            return Err(InputError::PrefixEnvironmentConflict {
+                prefix: prefix.clone(),
+                registered: conflict.env(),
+            });
+        }
+        if let Some(FormatLength::Random(len)) = request.length
+            && !(MIN_RANDOM_LEN..=MAX_RANDOM_LEN).contains(&len)
         {
-            if env.is_some_and(|e| e != only.env()) {
-                return Err(InputError::PrefixEnvironmentConflict {
-                    prefix: prefix.clone(),
-                    registered: only.env(),
-                });
+            return Err(InputError::InvalidRandomLength {
+                len,
+                min: MIN_RANDOM_LEN,
+                max: MAX_RANDOM_LEN,
+            });
+        }
+        if !request.new_format && !registered.is_empty() {
+            let matching: Vec<&&Format> = registered.iter().filter(|f| request.matches(f)).collect();
+            if let [only] = matching.as_slice() {
+                return Ok((**only).clone());
             }
-            return Ok((*only).clone());
+            return Err(InputError::FormatNotRegistered {
+                prefix: prefix.clone(),
+                registered: registered.iter().map(|f| f.to_string()).collect(),
+                matching: matching.len(),
+            });
         }
         let env = env
-            .or_else(|| self.env_of_prefix(&prefix))
+            .or_else(|| registered.first().map(|f| f.env()))
             .unwrap_or_else(|| Env::guess_from_prefix(&prefix));
-        Format::new(&prefix, env, length.unwrap_or(DEFAULT_RANDOM_LEN), checksum)
+        let checksum = !request.no_checksum;
+        let random_len = match request.length {
+            None => DEFAULT_RANDOM_LEN,
+            Some(FormatLength::Random(n)) => n,
+            Some(FormatLength::Total(total)) => random_len_for_total(&prefix, total, checksum)?,
+        };
+        Format::new(&prefix, env, random_len, checksum)
     }
 
     /// The registered formats.
@@ -356,22 +412,92 @@ impl FormatSet {
     /// Parses `text` against the registered formats.
     ///
     /// # Errors
-    /// [`Malformed`]: the most specific failure among the formats whose prefix matched,
-    /// or [`Malformed::UnknownPrefix`] when none did.
+    /// [`Malformed`]: the most specific failure among the formats whose prefix matched
+    /// (a bad checksum over a bad character over a wrong length: the one that got
+    /// furthest, whatever order the formats are tried in), or [`Malformed::UnknownPrefix`]
+    /// when none did.
     pub fn parse<'a>(&'a self, text: &'a str) -> Result<Token<'a>, Malformed> {
         if text.is_empty() {
             return Err(Malformed::Empty);
         }
-        let mut worst = Malformed::UnknownPrefix;
+        let mut most_specific = Malformed::UnknownPrefix;
         for format in &self.formats {
             match format.parse(text) {
                 Ok(token) => return Ok(token),
-                Err(Malformed::UnknownPrefix) => {}
-                Err(e) => worst = e,
+                Err(e) if e.specificity() > most_specific.specificity() => most_specific = e,
+                Err(_) => {}
             }
         }
-        Err(worst)
+        Err(most_specific)
     }
+}
+
+/// How long a new key's format is asked to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatLength {
+    /// Random characters (`--length`).
+    Random(usize),
+    /// The whole key: prefix, random part and checksum (`--total-length`).
+    Total(usize),
+}
+
+/// What `credstore create` (and the sidecar's `POST /v1/api-keys`) asks of a new key's
+/// format; [`FormatSet::choose`] answers it. The default asks for nothing: the default
+/// prefix's format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FormatRequest<'a> {
+    /// The prefix (default: `sk_live_`, or `sk_test_` for the test environment).
+    pub prefix: Option<&'a str>,
+    /// The environment.
+    pub env: Option<Env>,
+    /// The random or total length.
+    pub length: Option<FormatLength>,
+    /// No checksum (`--no-checksum`).
+    pub no_checksum: bool,
+    /// Register a further format for a prefix that has one (`--new-format`).
+    pub new_format: bool,
+}
+
+impl FormatRequest<'_> {
+    /// Whether a registered format of the prefix has the shape asked for.
+    fn matches(&self, format: &Format) -> bool {
+        let length = match self.length {
+            None => true,
+            Some(FormatLength::Random(n)) => format.random_len() == n,
+            Some(FormatLength::Total(n)) => format.total_len() == n,
+        };
+        length && !(self.no_checksum && format.has_checksum())
+    }
+}
+
+/// The random characters a key of `total` characters has after `prefix` (and the
+/// checksum).
+fn random_len_for_total(prefix: &str, total: usize, checksum: bool) -> Result<usize, InputError> {
+    let fixed = prefix.len() + if checksum { CHECKSUM_LEN } else { 0 };
+    let random = total.saturating_sub(fixed);
+    let fits = |random: usize| (MIN_RANDOM_LEN..=MAX_RANDOM_LEN).contains(&random);
+    if fits(random) {
+        return Ok(random);
+    }
+    let after = if checksum {
+        format!(
+            "the prefix {} and the {CHECKSUM_LEN}-character checksum",
+            crate::redact::quote(prefix)
+        )
+    } else {
+        format!("the prefix {}", crate::redact::quote(prefix))
+    };
+    let hint = if checksum && fits(total.saturating_sub(prefix.len())) {
+        "; without a checksum (--no-checksum) it fits"
+    } else {
+        ""
+    };
+    Err(InputError::InvalidTotalLength(format!(
+        "{total} leaves {random} random characters after {after}: the random part must be \
+         {MIN_RANDOM_LEN} to {MAX_RANDOM_LEN} characters, the total {} to {}{hint}",
+        fixed + MIN_RANDOM_LEN,
+        fixed + MAX_RANDOM_LEN,
+    )))
 }
 
 /// The 6-character base62 CRC32 checksum of `head`.
@@ -454,35 +580,106 @@ mod tests {
     fn a_new_keys_format_is_the_registered_one_or_the_shape_asked_for() {
         let comp = Format::new("comp_", Env::Live, 27, false).unwrap();
         let set = FormatSet::new([Format::default_for(Env::Live), comp.clone()]);
+        let ask = |prefix, env, length, no_checksum, new_format| {
+            set.choose(&FormatRequest {
+                prefix,
+                env,
+                length,
+                no_checksum,
+                new_format,
+            })
+        };
         assert_eq!(
-            set.choose(None, None, None, true).unwrap(),
+            set.choose(&FormatRequest::default()).unwrap(),
             Format::default_for(Env::Live)
         );
         assert_eq!(
-            set.choose(None, Some(Env::Test), None, true).unwrap(),
+            ask(None, Some(Env::Test), None, false, false).unwrap(),
             Format::default_for(Env::Test)
         );
         // The one format registered for a prefix, when no shape is asked for.
         assert_eq!(
-            set.choose(Some("sk_live_"), None, None, true).unwrap(),
+            ask(Some("sk_live_"), None, None, false, false).unwrap(),
             Format::default_for(Env::Live)
         );
         assert!(matches!(
-            set.choose(Some("sk_live_"), Some(Env::Test), None, true),
+            ask(Some("sk_live_"), Some(Env::Test), None, false, false),
             Err(InputError::PrefixEnvironmentConflict { .. })
         ));
-        // A shape asked for: that shape, in the prefix's registered environment.
-        let shaped = set.choose(Some("comp_"), None, Some(27), false).unwrap();
-        assert_eq!(shaped, comp);
-        let longer = set.choose(Some("comp_"), None, Some(40), true).unwrap();
+        // The registered format, named by its random or its total length.
+        assert_eq!(ask(Some("comp_"), None, None, false, false).unwrap(), comp);
         assert_eq!(
-            (longer.prefix(), longer.env(), longer.random_len()),
-            ("comp_", Env::Live, 40)
+            ask(Some("comp_"), None, Some(FormatLength::Random(27)), true, false).unwrap(),
+            comp
+        );
+        assert_eq!(
+            ask(Some("comp_"), None, Some(FormatLength::Total(32)), false, false).unwrap(),
+            comp
+        );
+        // Another shape for a registered prefix: refused unless asked for explicitly.
+        assert!(matches!(
+            ask(Some("comp_"), None, Some(FormatLength::Random(40)), false, false),
+            Err(InputError::FormatNotRegistered { matching: 0, .. })
+        ));
+        let longer = ask(Some("comp_"), None, Some(FormatLength::Random(40)), false, true).unwrap();
+        assert_eq!(
+            (
+                longer.prefix(),
+                longer.env(),
+                longer.random_len(),
+                longer.has_checksum()
+            ),
+            ("comp_", Env::Live, 40, true)
+        );
+        // A new prefix: the shape asked for, by total length too.
+        let cmp = ask(Some("cmp_"), None, Some(FormatLength::Total(42)), false, false).unwrap();
+        assert_eq!((cmp.random_len(), cmp.has_checksum(), cmp.total_len()), (32, true, 42));
+        assert!(matches!(
+            ask(Some("new_"), None, Some(FormatLength::Total(31)), false, false),
+            Err(InputError::InvalidTotalLength(_))
+        ));
+        assert_eq!(
+            ask(Some("new_"), None, Some(FormatLength::Total(31)), true, false)
+                .unwrap()
+                .random_len(),
+            27
         );
         assert!(
-            set.choose(Some("x"), None, Some(1), true).is_err(),
+            ask(Some("x"), None, Some(FormatLength::Random(1)), false, false).is_err(),
             "too few random characters"
         );
+        // Two formats for one prefix: a request must say which.
+        let two = FormatSet::new([comp.clone(), Format::new("comp_", Env::Live, 40, true).unwrap()]);
+        assert!(matches!(
+            two.choose(&FormatRequest {
+                prefix: Some("comp_"),
+                ..FormatRequest::default()
+            }),
+            Err(InputError::FormatNotRegistered { matching: 2, .. })
+        ));
+        assert_eq!(
+            two.choose(&FormatRequest {
+                prefix: Some("comp_"),
+                length: Some(FormatLength::Total(32)),
+                ..FormatRequest::default()
+            })
+            .unwrap(),
+            comp
+        );
+    }
+
+    #[test]
+    fn the_most_specific_fault_wins_whatever_the_order_of_the_formats() {
+        let short = Format::new("comp_", Env::Live, 27, false).unwrap();
+        let long = Format::new("comp_", Env::Live, 40, true).unwrap();
+        let mut bad = short.generate().expose().to_string();
+        bad.replace_range(10..11, "!");
+        for set in [
+            FormatSet::new([short.clone(), long.clone()]),
+            FormatSet::new([long.clone(), short.clone()]),
+        ] {
+            assert_eq!(set.parse(&bad).unwrap_err(), Malformed::BadAlphabet);
+        }
     }
 
     #[test]

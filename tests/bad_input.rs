@@ -258,10 +258,11 @@ fn expiry_in_the_past_and_bad_projects_are_refused() {
         input_error(&store, || store.create(negative)),
         InputError::ExpiryInPast(_)
     ));
+    // A lifetime past the latest expiry, even one that overflows, is refused as such.
     let overflow = NewKey::new("k").expires(Expiry::In(i64::MAX));
     assert!(matches!(
         input_error(&store, || store.create(overflow)),
-        InputError::InvalidTime(_)
+        InputError::ExpiryTooLate
     ));
     for bad in ["", "a/b", "with space", "ümlaut", &"p".repeat(65)] {
         assert_eq!(
@@ -709,12 +710,14 @@ fn init_refuses_a_non_empty_directory() {
 fn a_store_is_locked_by_another_store_in_the_same_process() {
     let (_tmp, dir, store) = new_store();
     let id = store.create(NewKey::new("k")).expect("create").record.id;
-    match Store::open(&dir, config()) {
+    // Not the default wait of seconds: the holder does not let go here.
+    let impatient = || config().lock_wait(std::time::Duration::from_millis(100));
+    match Store::open(&dir, impatient()) {
         Err(Error::Open(OpenError::Locked(p))) => assert_eq!(p, dir),
         other => panic!("expected Locked, got {other:?}"),
     }
     assert!(matches!(
-        Store::rebuild(&dir, config()),
+        Store::rebuild(&dir, impatient()),
         Err(Error::Open(OpenError::Locked(_)))
     ));
     // The holder is unaffected.
@@ -736,6 +739,7 @@ fn a_store_is_locked_against_another_process() {
         .arg(&dir)
         .args(["verify", created.key.expose()])
         .env("CREDSTORE_PEPPER", hex::encode(PEPPER))
+        .env("CREDSTORE_LOCK_WAIT", "100ms")
         .env_remove("CREDSTORE_DATA")
         .output()
         .expect("run credstore");
@@ -747,6 +751,7 @@ fn a_store_is_locked_against_another_process() {
         .arg(&dir)
         .args(["create", "--name", "sneaky"])
         .env("CREDSTORE_PEPPER", hex::encode(PEPPER))
+        .env("CREDSTORE_LOCK_WAIT", "0")
         .env_remove("CREDSTORE_DATA")
         .output()
         .expect("run credstore");

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use crate::decision::{Code, Decision};
+use crate::decision::{Code, Decision, RateLimited};
 use crate::policy::{Forbidden, PermissionQuery};
 
 /// The media type of a problem document.
@@ -86,7 +86,7 @@ impl RateFields {
         let limits = &decision.ratelimits;
         let primary = limits
             .iter()
-            .find(|l| l.retry_after.is_some())
+            .find(|l| l.retry_after.is_some() || l.over_capacity)
             .or_else(|| limits.iter().min_by_key(|l| (l.remaining, std::cmp::Reverse(l.reset))))?;
         let mut buf = Vec::with_capacity(48 + 64 * limits.len());
         if fields.x_ratelimit() {
@@ -279,11 +279,32 @@ impl Problems {
                     "The API key lacks a permission this endpoint requires.".to_string(),
                 )
             }
+            Code::RateLimited if decision.rate_limited == Some(RateLimited::OverCapacity) => {
+                let limit = decision.ratelimits.iter().find(|l| l.over_capacity);
+                if let Some(l) = limit {
+                    extra.insert("limit".into(), json!(&*l.name));
+                }
+                extra.insert("reason".into(), json!(RateLimited::OverCapacity.as_str()));
+                let detail = match limit {
+                    Some(l) => format!(
+                        "The request's weight is over the capacity of rate limit \"{}\" ({} per window): it can never pass.",
+                        l.name, l.limit
+                    ),
+                    None => "The request's weight is over a rate limit's capacity: it can never pass.".to_string(),
+                };
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limit-over-capacity",
+                    "Request over the rate limit's capacity",
+                    detail,
+                )
+            }
             Code::RateLimited => {
                 let limit = decision.ratelimits.iter().find(|l| l.retry_after.is_some());
                 if let Some(l) = limit {
                     extra.insert("limit".into(), json!(&*l.name));
                 }
+                extra.insert("reason".into(), json!(RateLimited::Exhausted.as_str()));
                 extra.insert("retry_after".into(), json!(decision.retry_after));
                 let detail = match (limit, decision.retry_after) {
                     (Some(l), Some(s)) => format!("Rate limit \"{}\" exceeded; retry in {s} s.", l.name),
@@ -363,6 +384,7 @@ mod tests {
             remaining,
             reset,
             retry_after: None,
+            over_capacity: false,
         }
     }
 

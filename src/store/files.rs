@@ -13,6 +13,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, OpenError, Result};
 use crate::secret::Pepper;
@@ -21,6 +22,8 @@ use crate::secret::Pepper;
 pub(crate) const STORE_VERSION: u32 = 1;
 const MARKER: &str = "STORE";
 const LOCK: &str = "LOCK";
+/// How often a held lock is tried again while waiting for it.
+const LOCK_POLL: Duration = Duration::from_millis(5);
 /// The development store's pepper file.
 pub(crate) const PEPPER_FILE: &str = "pepper.key";
 
@@ -103,8 +106,9 @@ fn pepper_check(pepper: &Pepper, store_id: &[u8; 16]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Takes the store's exclusive lock; held as long as the returned file is open.
-pub(crate) fn lock(data: &Path) -> Result<File> {
+/// Takes the store's exclusive lock, waiting up to `wait` while another holds it; held as
+/// long as the returned file is open.
+pub(crate) fn lock(data: &Path, wait: Duration) -> Result<File> {
     let path = data.join(LOCK);
     let file = create_options()
         .create(true)
@@ -112,15 +116,17 @@ pub(crate) fn lock(data: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    // A process that forks (to run a command) while another thread of it holds the
-    // lock keeps the lock's file description open until the child's exec closes it, so a
-    // lock that was just released can read as held for a moment: retry briefly.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
+    // Polled, not a blocking `lock()`: std has no timed lock. Another CLI command holds
+    // the lock for the tens of milliseconds it runs; a process that forks (to run a
+    // command) while another thread of it holds the lock keeps the lock's file
+    // description open until the child's exec closes it, so a lock just released can
+    // read as held for a moment.
+    let deadline = Instant::now() + wait;
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(file),
-            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(LOCK_POLL);
             }
             Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(data.to_path_buf()).into()),
             Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),

@@ -34,7 +34,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock::{Clock, SystemClock};
 use crate::decision::{BudgetState, RateLimitState};
-use crate::decision::{Code, Decision};
+use crate::decision::{Code, Decision, RateLimited};
 use crate::directory::Directory;
 use crate::error::{Error, IndexError, InputError, OpenError, Result, StateError};
 use crate::event::KeyChanges;
@@ -88,7 +88,15 @@ pub struct Config {
     pub fleet_max_staleness: Duration,
     /// Fleet mode: keep verifying from the replica however stale it is (fail open).
     pub fleet_fail_open: bool,
+    /// How long opening waits for the store's lock while another process (or another
+    /// `Store` of this one) holds it, before [`OpenError::Locked`]; zero fails at once.
+    pub lock_wait: Duration,
 }
+
+/// [`Config::lock_wait`]'s default: long enough for a queue of CLI commands on one store
+/// to take turns, short enough that a store held for good (by `credstore serve`) is
+/// reported soon.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 impl Config {
     /// System clock, counters flushed every second, 64 MiB segments, no pepper given.
@@ -106,14 +114,17 @@ impl Config {
             host: None,
             fleet_max_staleness: Duration::from_secs(30),
             fleet_fail_open: false,
+            lock_wait: DEFAULT_LOCK_WAIT,
         }
     }
 
     /// [`Config::new`], with the pepper from `CREDSTORE_PEPPER`, the vault's master keys from
-    /// `CREDSTORE_MASTER_KEY` and the witness from `CREDSTORE_WITNESS` when they are set.
+    /// `CREDSTORE_MASTER_KEY`, the witness from `CREDSTORE_WITNESS` and the lock wait from
+    /// `CREDSTORE_LOCK_WAIT` (a duration, `0` not to wait) when they are set.
     ///
     /// # Errors
-    /// [`InputError::InvalidPepper`] when the variable is set but not 64 hex characters.
+    /// [`InputError::InvalidPepper`] when the variable is set but not 64 hex characters;
+    /// [`InputError::InvalidLockWait`].
     pub fn from_env() -> Result<Self> {
         let mut config = Config::new();
         if let Ok(hex) = std::env::var("CREDSTORE_PEPPER") {
@@ -124,6 +135,9 @@ impl Config {
         }
         if let Some(path) = std::env::var_os("CREDSTORE_WITNESS") {
             config.witness = Some(PathBuf::from(path));
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_LOCK_WAIT") {
+            config.lock_wait = parse_lock_wait(&text)?;
         }
         Ok(config)
     }
@@ -200,6 +214,23 @@ impl Config {
         self.segment_size = bytes;
         self
     }
+
+    /// Sets how long opening waits for the store's lock ([`Config::lock_wait`]).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+}
+
+/// `CREDSTORE_LOCK_WAIT`: a duration (`10s`, `500ms`), or `0`.
+fn parse_lock_wait(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    crate::clock::parse_duration(text)
+        .map(|ms| Duration::from_millis(ms.unsigned_abs()))
+        .map_err(|_| InputError::InvalidLockWait(text.to_string()).into())
 }
 
 impl Default for Config {
@@ -216,6 +247,7 @@ impl std::fmt::Debug for Config {
             .field("segment_size", &self.segment_size)
             .field("master_keys", &self.master_keys)
             .field("witness", &self.witness)
+            .field("lock_wait", &self.lock_wait)
             .finish_non_exhaustive()
     }
 }
@@ -502,7 +534,7 @@ impl Store {
             return Err(OpenError::MissingPepper.into());
         }
         files::create_dir(path)?;
-        let lock = files::lock(path)?;
+        let lock = files::lock(path, config.lock_wait)?;
         let pepper = match &config.pepper {
             Some(p) => p.clone(),
             None => {
@@ -535,7 +567,7 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Store> {
         let path = path.as_ref();
         let marker = files::Marker::read(path)?;
-        let lock = files::lock(path)?;
+        let lock = files::lock(path, config.lock_wait)?;
         let pepper = resolve_pepper(path, &config)?;
         marker.check_pepper(&pepper)?;
         // The index is a cache of the log: one that cannot be opened or read (a crash in the
@@ -610,7 +642,7 @@ impl Store {
     pub fn rebuild(path: impl AsRef<Path>, config: Config) -> Result<u64> {
         let path = path.as_ref();
         let marker = files::Marker::read(path)?;
-        let lock = files::lock(path)?;
+        let lock = files::lock(path, config.lock_wait)?;
         let pepper = resolve_pepper(path, &config)?;
         marker.check_pepper(&pepper)?;
         let last = rebuild_index(path, &marker, &config, &pepper, false)?.last;
@@ -631,7 +663,7 @@ impl Store {
     pub fn reset_head(path: impl AsRef<Path>, config: Config, reason: Option<&str>) -> Result<u64> {
         let path = path.as_ref();
         let marker = files::Marker::read(path)?;
-        let lock = files::lock(path)?;
+        let lock = files::lock(path, config.lock_wait)?;
         let pepper = resolve_pepper(path, &config)?;
         marker.check_pepper(&pepper)?;
         let seq = open::reset_head(path, &marker, &config, &pepper, reason)?;
@@ -861,16 +893,27 @@ impl Store {
             if !outcome.admitted {
                 let admitted = state.limits.get(..i).unwrap_or_default();
                 admitted.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
-                let retry = secs_ceil(outcome.retry_after_ns);
                 decision.code = Code::RateLimited;
-                decision.retry_after = Some(retry);
+                // A request heavier than a limit's capacity is denied by some limit (that
+                // one, or one before it): say it can never pass, with no retry time.
+                let over = |l: &cache::ActiveLimit| req.weight > l.quota.limit;
+                let retry = if state.limits.iter().any(over) {
+                    decision.rate_limited = Some(RateLimited::OverCapacity);
+                    None
+                } else {
+                    decision.rate_limited = Some(RateLimited::Exhausted);
+                    Some(secs_ceil(outcome.retry_after_ns))
+                };
+                decision.retry_after = retry;
                 decision.ratelimits = state
                     .limits
                     .iter()
                     .map(|l| {
                         let o = l.cell.peek(l.quota, now_ns);
                         let denied_here = Arc::ptr_eq(&l.cell, &limit.cell);
-                        limit_state(l, o, denied_here.then_some(retry))
+                        let mut reported = limit_state(l, o, retry.filter(|_| denied_here));
+                        reported.over_capacity = over(l);
+                        reported
                     })
                     .collect();
                 return Ok(());
@@ -1403,6 +1446,7 @@ fn limit_state(
         remaining: outcome.remaining,
         reset: secs_ceil(outcome.reset_ns),
         retry_after,
+        over_capacity: false,
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::error::{InputError, Result, StateError};
 use crate::event::{Event, EventKind, KeyChanges};
 use crate::policy::BUILTIN_ROLES;
-use crate::record::{KeyId, KeyKind, KeyRecord};
+use crate::record::{KeyId, KeyKind, KeyRecord, LATEST_EXPIRY_MS};
 use crate::secret::Secret;
 use crate::token::Format;
 use crate::vault::VaultError;
@@ -304,8 +304,11 @@ pub(super) fn plan(
                 id: KeyId::next(now, last_id),
                 start: old.format.start_of(secret.expose()).to_string(),
                 created_at: now,
-                // The same lifetime the old key was given, counted from now.
-                expires_at: old.expires_at.map(|e| now.saturating_add(e - old.created_at)),
+                // The same lifetime the old key was given, counted from now, and no later
+                // than any expiry may be.
+                expires_at: old
+                    .expires_at
+                    .map(|e| now.saturating_add(e - old.created_at).min(LATEST_EXPIRY_MS)),
                 disabled_at: old.disabled_at.map(|_| now),
                 revoked: None,
                 rotated_from: Some(id.clone()),

@@ -133,6 +133,7 @@ impl Cli {
             .env_remove("CREDSTORE_IDLE_TIMEOUT")
             .env_remove("CREDSTORE_REQUEST_TIMEOUT")
             .env_remove("CREDSTORE_MAX_CONNECTIONS")
+            .env_remove("CREDSTORE_LOCK_WAIT")
             .current_dir(self.tmp.path())
             .stdin(Stdio::null());
         c

@@ -22,8 +22,8 @@ use credstore::policy::{
 use credstore::record::KeyKind;
 use credstore::redact;
 use credstore::{
-    Budget, Config, Env, Error, EventFilter, Expiry, InputError, KeyId, KeyUpdate, ListFilter, NewKey, OpenError,
-    Period, Plan, RateLimit, Status, Store, VerifyRequest, clock, parse_expiry,
+    Budget, Clock, Config, Env, Error, EventFilter, Expiry, FormatLength, FormatRequest, InputError, KeyId, KeyUpdate,
+    ListFilter, NewKey, OpenError, Period, Plan, RateLimit, Status, Store, VerifyRequest, clock, parse_expiry,
 };
 
 /// credstore: issue, verify, revoke, rotate and audit API keys in an embedded store.
@@ -208,12 +208,19 @@ struct CreateArgs {
     /// live or test.
     #[arg(long)]
     env: Option<Env>,
-    /// Random characters (at least 22).
-    #[arg(long)]
+    /// Random characters (22 to 64).
+    #[arg(long, conflicts_with = "total_length")]
     length: Option<usize>,
+    /// The whole key's length, prefix and checksum included (e.g. 32 for comp_ keys).
+    #[arg(long)]
+    total_length: Option<usize>,
     /// No checksum at the end.
     #[arg(long)]
     no_checksum: bool,
+    /// Register a further format for a prefix that already has one (by default a create
+    /// must match one of the prefix's registered formats).
+    #[arg(long)]
+    new_format: bool,
     /// The project.
     #[arg(long)]
     project: Option<String>,
@@ -408,10 +415,11 @@ struct AuditArgs {
     /// Only events of this kind (key.created, key.revoked, ...).
     #[arg(long)]
     kind: Option<String>,
-    /// Only events at or after this time (RFC 3339).
+    /// Only events at or after this time: RFC 3339, a date (2026-12-02, from midnight
+    /// UTC), or a duration before now (1h, 7d).
     #[arg(long)]
     since: Option<String>,
-    /// Only events before this time (RFC 3339).
+    /// Only events before this time, in the forms --since takes.
     #[arg(long)]
     until: Option<String>,
     /// Newest first.
@@ -444,10 +452,15 @@ impl From<Error> for Failure {
             | Error::Open(OpenError::MissingPepper | OpenError::WrongPepper) => 2,
             _ => 3,
         };
-        Failure {
-            code,
-            message: e.to_string(),
+        let mut message = e.to_string();
+        if matches!(e, Error::Open(OpenError::Locked(_))) {
+            message.push_str(&format!(
+                " for longer than the lock wait (CREDSTORE_LOCK_WAIT, {}s by default); \
+                 `credstore serve` holds it for as long as it runs",
+                credstore::DEFAULT_LOCK_WAIT.as_secs()
+            ));
         }
+        Failure { code, message }
     }
 }
 
@@ -705,9 +718,18 @@ fn open(data: &Path) -> Result<Store, Failure> {
 
 fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     let store = open(data)?;
-    let format = store
-        .formats()
-        .choose(args.prefix.as_deref(), args.env, args.length, !args.no_checksum)?;
+    let length = match (args.length, args.total_length) {
+        (Some(n), _) => Some(FormatLength::Random(n)),
+        (None, Some(n)) => Some(FormatLength::Total(n)),
+        (None, None) => None,
+    };
+    let format = store.formats().choose(&FormatRequest {
+        prefix: args.prefix.as_deref(),
+        env: args.env,
+        length,
+        no_checksum: args.no_checksum,
+        new_format: args.new_format,
+    })?;
     let mut new = NewKey::new(args.name).format(format);
     new.project = args.project;
     new.metadata = args.meta.into_iter().collect();
@@ -910,11 +932,20 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
             Ok(0)
         }
         None => {
+            let now = clock::SystemClock.now_ms();
             let filter = EventFilter {
                 key: args.key.as_deref().map(KeyId::parse).transpose()?,
                 kind: args.kind,
-                since: args.since.as_deref().map(clock::parse_time).transpose()?,
-                until: args.until.as_deref().map(clock::parse_time).transpose()?,
+                since: args
+                    .since
+                    .as_deref()
+                    .map(|t| clock::parse_instant(t, now))
+                    .transpose()?,
+                until: args
+                    .until
+                    .as_deref()
+                    .map(|t| clock::parse_instant(t, now))
+                    .transpose()?,
                 newest_first: args.newest_first,
             };
             let events = store.events(&filter)?;

@@ -141,7 +141,10 @@ pub fn decision_json(decision: &Decision) -> Value {
         "valid": decision.is_valid(),
         "code": decision.code,
         "status": decision.http_status(),
-        "reason": decision.malformed.map(|m| m.to_string()),
+        "reason": decision
+            .malformed
+            .map(|m| m.to_string())
+            .or_else(|| decision.rate_limited.map(|r| r.to_string())),
         "key_id": key.map(|k| &k.id),
         "name": key.map(|k| &k.name),
         "project": key.map(|k| &k.project),
@@ -151,6 +154,7 @@ pub fn decision_json(decision: &Decision) -> Value {
         "forbidden": decision.forbidden,
         "ratelimits": decision.ratelimits,
         "budget": decision.budget,
+        "rate_limited": decision.rate_limited,
         "retry_after": decision.retry_after,
     })
 }
@@ -176,6 +180,12 @@ pub fn print_decision(decision: &Decision, as_json: bool) {
     }
     if let Some(r) = decision.retry_after {
         extra.push_str(&format!(" retry after {r}s"));
+    }
+    for l in decision.ratelimits.iter().filter(|l| l.over_capacity) {
+        extra.push_str(&format!(
+            " [the request's weight is over {}'s capacity of {}: it can never pass]",
+            l.name, l.limit
+        ));
     }
     match (key, decision.malformed) {
         (Some(k), _) => println!(

@@ -85,8 +85,8 @@ mod imp {
 
     use axum::body::{Body, Bytes, HttpBody};
     use axum::extract::rejection::QueryRejection;
-    use axum::extract::{FromRequestParts, Path as UrlPath, Query, Request, State};
-    use axum::http::header::{CACHE_CONTROL, CONNECTION};
+    use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, Query, Request, State};
+    use axum::http::header::{CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
     use axum::http::request::Parts;
     use axum::http::{HeaderValue, StatusCode};
     use axum::middleware::{self, Next};
@@ -98,8 +98,8 @@ mod imp {
     use credstore::record::KeyKind;
     use credstore::redact;
     use credstore::{
-        Budget, Env, Error, EventFilter, Expiry, InputError, KeyId, ListFilter, NewKey, Period, RateLimit, Secret,
-        StateError, Status, Store, VerifyRequest, clock,
+        Budget, Clock, Env, Error, EventFilter, Expiry, FormatLength, FormatRequest, InputError, KeyId, ListFilter,
+        NewKey, Period, RateLimit, Secret, StateError, Status, Store, VerifyRequest, clock,
     };
     use serde::Deserialize;
     use serde::de::DeserializeOwned;
@@ -182,6 +182,53 @@ mod imp {
                 )
             })
             .with_state(store)
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn(envelope_errors))
+    }
+
+    /// The largest request body read (axum's default, named here so errors can say it).
+    const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+    /// Puts every error answer that is not the envelope yet into it: axum's own rejections
+    /// (a body over [`MAX_BODY_BYTES`], a path that does not decode) are `text/plain`.
+    /// Their text is scrubbed of secret-shaped tokens, as [`parse_json`]'s messages are.
+    async fn envelope_errors(request: Request, next: Next) -> Response {
+        let response = next.run(request).await;
+        let status = response.status();
+        let json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        if json || !(status.is_client_error() || status.is_server_error()) {
+            return response;
+        }
+        let (mut parts, body) = response.into_parts();
+        let (code, message) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "PAYLOAD_TOO_LARGE",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            ),
+            _ => {
+                let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+                let code = match status {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+                    s if s.is_server_error() => "INTERNAL_ERROR",
+                    _ => "BAD_REQUEST",
+                };
+                let message = redact::scrub(String::from_utf8_lossy(&text).trim()).into_owned();
+                if message.is_empty() {
+                    (code, status.canonical_reason().unwrap_or("error").to_string())
+                } else {
+                    (code, message)
+                }
+            }
+        };
+        let mut answer = ApiError::new(status, code, &message).into_response();
+        // What the answer said besides its body stays (`Connection: close`, say).
+        parts.headers.remove(CONTENT_TYPE);
+        parts.headers.remove(CONTENT_LENGTH);
+        answer.headers_mut().extend(parts.headers);
+        answer
     }
 
     /// Resolves on SIGINT or SIGTERM.
@@ -380,8 +427,11 @@ mod imp {
         prefix: Option<String>,
         env: Option<String>,
         length: Option<usize>,
+        total_length: Option<usize>,
         #[serde(default = "yes")]
         checksum: bool,
+        #[serde(default)]
+        new_format: bool,
         project: Option<String>,
         expires_in: Option<String>,
         expires_at: Option<String>,
@@ -414,9 +464,19 @@ mod imp {
     async fn create_key(Admin(admin): Admin, State(store): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
         let body: CreateBody = parse_json(&body)?;
         let env = body.env.as_deref().map(str::parse::<Env>).transpose()?;
-        let format = store
-            .formats()
-            .choose(body.prefix.as_deref(), env, body.length, body.checksum)?;
+        let length = match (body.length, body.total_length) {
+            (Some(_), Some(_)) => return Err(ApiError::bad_request("give length or total_length, not both")),
+            (Some(n), None) => Some(FormatLength::Random(n)),
+            (None, Some(n)) => Some(FormatLength::Total(n)),
+            (None, None) => None,
+        };
+        let format = store.formats().choose(&FormatRequest {
+            prefix: body.prefix.as_deref(),
+            env,
+            length,
+            no_checksum: !body.checksum,
+            new_format: body.new_format,
+        })?;
         let mut new = NewKey::new(body.name).format(format);
         new.project = body.project;
         new.metadata = body.metadata;
@@ -536,11 +596,12 @@ mod imp {
         query: Result<Query<AuditQuery>, QueryRejection>,
     ) -> Result<Response, ApiError> {
         let Query(q) = query.map_err(ApiError::bad_query)?;
+        let now = clock::SystemClock.now_ms();
         let filter = EventFilter {
             key: q.key.as_deref().map(KeyId::parse).transpose()?,
             kind: q.kind,
-            since: q.since.as_deref().map(clock::parse_time).transpose()?,
-            until: q.until.as_deref().map(clock::parse_time).transpose()?,
+            since: q.since.as_deref().map(|t| clock::parse_instant(t, now)).transpose()?,
+            until: q.until.as_deref().map(|t| clock::parse_instant(t, now)).transpose()?,
             newest_first: false,
         };
         let events = blocking(&store, move |s| s.events(&filter)).await?;
