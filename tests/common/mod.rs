@@ -133,6 +133,9 @@ impl Cli {
             .env_remove("CREDSTORE_IDLE_TIMEOUT")
             .env_remove("CREDSTORE_REQUEST_TIMEOUT")
             .env_remove("CREDSTORE_MAX_CONNECTIONS")
+            // The `list` table's width follows COLUMNS: the caller's terminal must not
+            // reach the tests.
+            .env_remove("COLUMNS")
             .current_dir(self.tmp.path())
             .stdin(Stdio::null());
         c

@@ -11,7 +11,7 @@ pub(super) fn run(url: &str, command: Command) -> Result<u8, Failure> {
     match command {
         Command::Init => {
             let info = fleet.init_new()?;
-            println!(
+            outln!(
                 "Fleet ready: store {}, schema version {}, log at record {}.",
                 hex(&info.store_id),
                 info.schema_version,
@@ -21,7 +21,7 @@ pub(super) fn run(url: &str, command: Command) -> Result<u8, Failure> {
         }
         Command::Status => {
             let info = fleet.info()?;
-            println!(
+            outln!(
                 "fleet: store {}, schema version {}, head at record {}",
                 hex(&info.store_id),
                 info.schema_version,
@@ -29,10 +29,10 @@ pub(super) fn run(url: &str, command: Command) -> Result<u8, Failure> {
             );
             let hosts = fleet.hosts()?;
             if hosts.is_empty() {
-                println!("no host has joined yet");
+                outln!("no host has joined yet");
             }
             for h in hosts {
-                println!(
+                outln!(
                     "host {}: applied record {} (lag {}), last heard {:.1} s ago",
                     h.host,
                     h.applied_seq,

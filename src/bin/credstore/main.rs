@@ -3,6 +3,17 @@
 //! Exit codes: 0 success (for `verify`: the key is valid), 1 `verify` denied the key,
 //! 2 bad usage or bad input (nothing was written), 3 store error (I/O, corruption, locked).
 
+/// `println!` through [`output::write_stdout`]: a closed stdout ends the printing quietly
+/// instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod demo;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;
@@ -11,7 +22,7 @@ mod serve;
 mod vault_cmd;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -475,7 +486,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_failure(&e),
     };
-    match run(cli) {
+    let result = run(cli);
+    // Output cut short by anything but a closed pipe fails a command that otherwise
+    // succeeded; a failure already on its way is the one to report.
+    let result = match (result, output::stdout_failure()) {
+        (Ok(_), Some(e)) => Err(Failure {
+            code: 3,
+            message: format!("cannot write to stdout: {e}"),
+        }),
+        (result, _) => result,
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -518,23 +539,23 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let config = Config::from_env()?;
             let dev = config.pepper.is_none();
             let store = Store::init(&data, config)?;
-            println!("Initialised a credstore store in {}", data.display());
+            outln!("Initialised a credstore store in {}", data.display());
             if dev {
-                println!(
+                outln!(
                     "Development store: its pepper is in {}. In production, set CREDSTORE_PEPPER instead.",
                     data.join("pepper.key").display()
                 );
             }
             let admin = store.create(NewKey::new("bootstrap admin").role(RoleName::parse("admin")?))?;
-            println!();
-            println!(
+            outln!();
+            outln!(
                 "Bootstrap admin key {} for `credstore serve`'s management API:",
                 admin.record.id
             );
-            println!();
-            println!("    {}", admin.key.expose());
-            println!();
-            println!("Copy it now: it is shown only once and cannot be recovered.");
+            outln!();
+            outln!("    {}", admin.key.expose());
+            outln!();
+            outln!("Copy it now: it is shown only once and cannot be recovered.");
             store.close()?;
             Ok(0)
         }
@@ -631,7 +652,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Audit(args) => audit(&data, args),
         Command::Rebuild => {
             let last = Store::rebuild(&data, Config::from_env()?)?;
-            println!("Rebuilt the index from {last} log records.");
+            outln!("Rebuilt the index from {last} log records.");
             Ok(0)
         }
         Command::ResetHead { reason, yes } => {
@@ -651,7 +672,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 }
             }
             let seq = Store::reset_head(&data, Config::from_env()?, reason.as_deref())?;
-            println!("The head checkpoint now vouches for record {seq}; the index was rebuilt from the log.");
+            outln!("The head checkpoint now vouches for record {seq}; the index was rebuilt from the log.");
             Ok(0)
         }
         #[cfg(feature = "fleet")]
@@ -663,8 +684,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut cmd, "credstore", &mut script);
-            // A closed pipe leaves no one to tell.
-            let _ = std::io::stdout().write_all(&script);
+            output::write_stdout_bytes(&script);
             Ok(0)
         }
         Command::Serve(args) => serve::run(&data, args),
@@ -804,12 +824,12 @@ fn plan(data: &Path, action: PlanAction) -> Result<u8, Failure> {
             let budget = limits.budget()?;
             let plan = Plan::new(name, limits.rate_limits, budget)?;
             store.set_plan(plan.clone())?;
-            println!("Plan {} set: {}", plan.name, output::plan_summary(&plan));
+            outln!("Plan {} set: {}", plan.name, output::plan_summary(&plan));
         }
         PlanAction::List { json } => output::print_plans(&store.plans(), json),
         PlanAction::Delete { name } => {
             store.delete_plan(&name)?;
-            println!("Plan {name} deleted.");
+            outln!("Plan {name} deleted.");
         }
     }
     store.close()?;
@@ -825,11 +845,11 @@ fn user(data: &Path, action: UserAction) -> Result<u8, Failure> {
                 user.memberships.insert(project, RoleName::parse(&role)?);
             }
             store.set_user(user.clone())?;
-            println!("User {} set: {} membership(s)", user.id, user.memberships.len());
+            outln!("User {} set: {} membership(s)", user.id, user.memberships.len());
         }
         UserAction::Remove { id } => {
             store.remove_user(&id)?;
-            println!("User {id} removed: their personal tokens are refused from now on.");
+            outln!("User {id} removed: their personal tokens are refused from now on.");
         }
         UserAction::List { json } => output::print_users(&store.users(), json),
     }
@@ -843,11 +863,11 @@ fn role(data: &Path, action: RoleAction) -> Result<u8, Failure> {
         RoleAction::Set { name, permissions } => {
             let role = Role::new(RoleName::parse(&name)?, PermissionSet::parse(&permissions)?);
             store.set_role(role)?;
-            println!("Role {name} set.");
+            outln!("Role {name} set.");
         }
         RoleAction::Delete { name } => {
             store.delete_role(&name)?;
-            println!("Role {name} deleted.");
+            outln!("Role {name} deleted.");
         }
         RoleAction::List { json } => output::print_roles(&store.roles(), json),
     }
@@ -860,8 +880,8 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
     match args.action {
         Some(AuditAction::Verify) => match verify_with_bar(&store) {
             Ok(check) if check.index_differs.is_empty() => {
-                println!("log intact: {} records, {} bytes", check.records, check.bytes);
-                println!("index agrees with the log");
+                outln!("log intact: {} records, {} bytes", check.records, check.bytes);
+                outln!("index agrees with the log");
                 Ok(0)
             }
             Ok(check) => Err(Failure {
@@ -879,15 +899,10 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
             }),
         },
         Some(AuditAction::Export) => {
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
             let events = store.events(&EventFilter::default())?;
             let bar = progress_bar(events.len() as u64, "exporting");
             for (seq, event) in &events {
-                // A closed pipe ends the export; there is no one left to tell.
-                if writeln!(out, "{}", event.to_json(*seq)).is_err() {
-                    break;
-                }
+                outln!("{}", event.to_json(*seq));
                 bar.inc(1);
             }
             bar.finish_and_clear();

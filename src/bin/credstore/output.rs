@@ -1,6 +1,13 @@
 //! How the CLI prints: tables and lines for people, one JSON document for scripts.
+//!
+//! Everything goes to stdout through [`write_stdout`] (the `outln!` macro): a closed pipe
+//! (`credstore list | head -1`) ends the printing quietly and the command ends with its
+//! usual exit code; `println!` would panic instead.
 
-use std::io::IsTerminal;
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use credstore::clock::{fmt_table_time, fmt_time};
@@ -8,6 +15,45 @@ use credstore::policy::{Role, User};
 use credstore::record::KeyKind;
 use credstore::{CreatedKey, Decision, Event, KeyInfo, KeyRecord, Plan, Status};
 use serde_json::{Value, json};
+
+/// Set once a write to stdout failed: every later write is dropped.
+static STDOUT_DONE: AtomicBool = AtomicBool::new(false);
+/// The first failure writing stdout other than a closed pipe, for [`stdout_failure`].
+static STDOUT_ERROR: Mutex<Option<std::io::Error>> = Mutex::new(None);
+
+/// Writes `args` to stdout. When stdout is a pipe whose reader has gone (`| head -1`), this
+/// write and every later one are dropped: there is no one left to read them, and the
+/// command goes on to end as usual. Any other failure (a full disk behind a redirection)
+/// also stops the printing, and is kept for [`stdout_failure`] to report.
+pub fn write_stdout(args: fmt::Arguments<'_>) {
+    match args.as_str() {
+        Some(text) => write_stdout_bytes(text.as_bytes()),
+        None => write_stdout_bytes(args.to_string().as_bytes()),
+    }
+}
+
+/// Bytes to stdout, as [`write_stdout`] writes text.
+pub fn write_stdout_bytes(bytes: &[u8]) {
+    if STDOUT_DONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) else {
+        return;
+    };
+    STDOUT_DONE.store(true, Ordering::Relaxed);
+    if e.kind() != std::io::ErrorKind::BrokenPipe
+        && let Ok(mut slot) = STDOUT_ERROR.lock()
+    {
+        slot.get_or_insert(e);
+    }
+}
+
+/// The first failure writing stdout, other than a closed pipe: the command's output is
+/// incomplete, which a command that otherwise succeeded reports (exit 3).
+pub fn stdout_failure() -> Option<std::io::Error> {
+    STDOUT_ERROR.lock().ok().and_then(|mut slot| slot.take())
+}
 
 /// A key's public fields as JSON.
 pub fn info_json(info: &KeyInfo) -> Value {
@@ -42,23 +88,23 @@ pub fn info_json(info: &KeyInfo) -> Value {
 
 pub fn print_users(users: &[User], as_json: bool) {
     if as_json {
-        println!("{}", json!(users));
+        outln!("{}", json!(users));
         return;
     }
     for u in users {
         let m: Vec<String> = u.memberships.iter().map(|(p, r)| format!("{p}={r}")).collect();
-        println!("{:<24} {}", u.id, m.join(", "));
+        outln!("{:<24} {}", u.id, m.join(", "));
     }
 }
 
 pub fn print_roles(roles: &[Role], as_json: bool) {
     if as_json {
-        println!("{}", json!(roles));
+        outln!("{}", json!(roles));
         return;
     }
     for r in roles {
         let p: Vec<&str> = r.permissions().permissions().iter().map(|p| p.as_str()).collect();
-        println!("{:<16} {}", r.name(), p.join(", "));
+        outln!("{:<16} {}", r.name(), p.join(", "));
     }
 }
 
@@ -81,11 +127,11 @@ pub fn plan_summary(plan: &Plan) -> String {
 
 pub fn print_plans(plans: &[Plan], as_json: bool) {
     if as_json {
-        println!("{}", json!(plans));
+        outln!("{}", json!(plans));
         return;
     }
     for p in plans {
-        println!("{:<20} {}", p.name, plan_summary(p));
+        outln!("{:<20} {}", p.name, plan_summary(p));
     }
 }
 
@@ -116,22 +162,24 @@ pub fn created_json(created: &CreatedKey, replaced: Option<&KeyRecord>) -> Value
 pub fn print_created(created: &CreatedKey, as_json: bool, replaced: Option<&KeyRecord>) {
     let r = &created.record;
     if as_json {
-        println!("{}", created_json(created, replaced));
+        outln!("{}", created_json(created, replaced));
         return;
     }
     if let Some(old) = replaced {
         let when = old.revoked.as_ref().map_or_else(String::new, |v| fmt_time(v.at));
-        println!(
+        outln!(
             "Rotated {} -> {} ({}); the old key stops working at {when}",
-            old.id, r.id, r.name
+            old.id,
+            r.id,
+            r.name
         );
     } else {
-        println!("Created {} ({}) in project {}, {}", r.id, r.name, r.project, r.env());
+        outln!("Created {} ({}) in project {}, {}", r.id, r.name, r.project, r.env());
     }
-    println!();
-    println!("    {}", created.key.expose());
-    println!();
-    println!("Copy it now: it is shown only once and cannot be recovered.");
+    outln!();
+    outln!("    {}", created.key.expose());
+    outln!();
+    outln!("Copy it now: it is shown only once and cannot be recovered.");
 }
 
 /// A decision as JSON (`verify --json`, and the sidecar's `POST /v1/keys.verify`).
@@ -158,7 +206,7 @@ pub fn decision_json(decision: &Decision) -> Value {
 pub fn print_decision(decision: &Decision, as_json: bool) {
     let key = decision.key.as_deref();
     if as_json {
-        println!("{}", decision_json(decision));
+        outln!("{}", decision_json(decision));
         return;
     }
     let mut extra = String::new();
@@ -178,7 +226,7 @@ pub fn print_decision(decision: &Decision, as_json: bool) {
         extra.push_str(&format!(" retry after {r}s"));
     }
     match (key, decision.malformed) {
-        (Some(k), _) => println!(
+        (Some(k), _) => outln!(
             "{} ({}) {} \"{}\" project={} env={}{extra}",
             decision.code,
             decision.http_status(),
@@ -187,14 +235,14 @@ pub fn print_decision(decision: &Decision, as_json: bool) {
             k.project,
             k.env()
         ),
-        (None, Some(why)) => println!("{} ({}): {why}", decision.code, decision.http_status()),
-        (None, None) => println!("{} ({})", decision.code, decision.http_status()),
+        (None, Some(why)) => outln!("{} ({}): {why}", decision.code, decision.http_status()),
+        (None, None) => outln!("{} ({})", decision.code, decision.http_status()),
     }
 }
 
 pub fn print_info(info: &KeyInfo, as_json: bool) {
     if as_json {
-        println!("{}", info_json(info));
+        outln!("{}", info_json(info));
         return;
     }
     let r = &info.record;
@@ -210,21 +258,21 @@ pub fn print_info(info: &KeyInfo, as_json: bool) {
         ("expires", r.expires_at.map_or("never".into(), fmt_table_time)),
     ];
     for (k, v) in rows {
-        println!("{k:>10}  {v}");
+        outln!("{k:>10}  {v}");
     }
     if let Some(rev) = &r.revoked {
         let reason = rev.reason.as_deref().unwrap_or("no reason given");
-        println!("{:>10}  {} ({reason})", "revoked", fmt_table_time(rev.at));
+        outln!("{:>10}  {} ({reason})", "revoked", fmt_table_time(rev.at));
     }
     for (k, v) in &r.metadata {
-        println!("{:>10}  {k}={v}", "meta");
+        outln!("{:>10}  {k}={v}", "meta");
     }
 }
 
 pub fn print_list(keys: &[KeyInfo], as_json: bool) {
     if as_json {
         let docs: Vec<Value> = keys.iter().map(info_json).collect();
-        println!("{}", Value::Array(docs));
+        outln!("{}", Value::Array(docs));
         return;
     }
     let colour = std::io::stdout().is_terminal();
@@ -263,18 +311,18 @@ pub fn print_list(keys: &[KeyInfo], as_json: bool) {
             status,
         ]);
     }
-    println!("{table}");
+    outln!("{table}");
 }
 
 pub fn print_events(events: &[(u64, Event)], as_json: bool) {
     if as_json {
         let docs: Vec<Value> = events.iter().map(|(seq, e)| e.to_json(*seq)).collect();
-        println!("{}", Value::Array(docs));
+        outln!("{}", Value::Array(docs));
         return;
     }
     for (seq, e) in events {
         let doc = e.to_json(*seq);
         let details = doc.get("details").cloned().unwrap_or(Value::Null);
-        println!("{seq:>6}  {}  {:<18} {details}", fmt_table_time(e.at), e.kind_name());
+        outln!("{seq:>6}  {}  {:<18} {details}", fmt_table_time(e.at), e.kind_name());
     }
 }
