@@ -10,10 +10,10 @@
 
 use std::process::{Command, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 mod common;
-use common::{Cli, Run};
+use common::{Cli, Run, Sidecar, http};
 
 fn s<'a>(v: &'a Value, field: &str) -> &'a str {
     v[field]
@@ -115,4 +115,225 @@ fn a_closed_stdout_ends_every_printing_command_quietly() {
         .expect("sh");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`: the one shape of a point in time in JSON.
+fn is_json_time(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Every string in `doc` that reads as a time is in the one shape, and every field named
+/// for a time (`at`, `*_at`, `reset`, `period_end`) is such a string or null. Returns how
+/// many times it saw.
+#[track_caller]
+fn assert_times_fixed(doc: &Value, context: &str) -> usize {
+    fn walk(v: &Value, name: &str, context: &str, seen: &mut usize) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    walk(v, k, context, seen);
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    walk(item, name, context, seen);
+                }
+            }
+            Value::String(text) => {
+                if text.parse::<jiff::Timestamp>().is_ok() || is_json_time(text) {
+                    assert!(
+                        is_json_time(text),
+                        "{name}: {text:?} is not YYYY-MM-DDTHH:MM:SS.mmmZ in {context}"
+                    );
+                    *seen += 1;
+                }
+            }
+            other => {
+                let timely = name == "at" || name.ends_with("_at") || name == "reset" || name == "period_end";
+                assert!(
+                    !timely || other.is_null(),
+                    "{name}: {other} is not a time string in {context}"
+                );
+            }
+        }
+    }
+    let mut seen = 0;
+    walk(doc, "", context, &mut seen);
+    seen
+}
+
+/// A new store and the admin key its `init` printed (the one indented line).
+fn init_with_admin() -> (Cli, String) {
+    let cli = Cli::empty();
+    let init = cli.ok(&["init"]);
+    let key = init
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("    "))
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.contains(' '))
+        .unwrap_or_else(|| panic!("no admin key in {init:?}"))
+        .to_string();
+    (cli, key)
+}
+
+/// Defect 8: one JSON shape for times (RFC 3339, UTC, always three fractional digits)
+/// and budgets (`{"cap", "period": "monthly"|"daily"|"total", "anchor_day"}`), in every
+/// command's JSON and the sidecar's.
+#[test]
+fn json_has_one_shape_for_times_and_budgets() {
+    let (cli, admin_key) = init_with_admin();
+    // A whole second and a time whose milliseconds end in zeros: both keep three digits.
+    let monthly = cli.json(&[
+        "create",
+        "--name",
+        "metered",
+        "--expires-at",
+        "2031-01-01T00:00:00Z",
+        "--rate-limit",
+        "3/1h:hourly",
+        "--budget",
+        "100",
+        "--budget-period",
+        "monthly:15",
+        "--json",
+    ]);
+    assert_eq!(monthly["expires_at"], "2031-01-01T00:00:00.000Z", "{monthly}");
+    let id = s(&monthly, "id").to_string();
+    let key = s(&monthly, "key").to_string();
+    let updated = cli.json(&["update", &id, "--expires-at", "2031-01-01T00:00:13.44Z", "--json"]);
+    assert_eq!(updated["expires_at"], "2031-01-01T00:00:13.440Z", "{updated}");
+    assert_eq!(
+        updated["budget"],
+        json!({"cap": 100, "period": "monthly", "anchor_day": 15}),
+        "{updated}"
+    );
+    let daily = cli.json(&[
+        "create",
+        "--name",
+        "daily",
+        "--budget",
+        "5",
+        "--budget-period",
+        "daily",
+        "--json",
+    ]);
+    let daily_id = s(&daily, "id").to_string();
+    assert_eq!(
+        cli.json(&["show", &daily_id, "--json"])["budget"],
+        json!({"cap": 5, "period": "daily", "anchor_day": null})
+    );
+    cli.ok(&[
+        "plan",
+        "set",
+        "pro",
+        "--rate-limit",
+        "60/1m:minute",
+        "--budget",
+        "1000",
+        "--budget-period",
+        "total",
+    ]);
+    let plans = cli.json(&["plan", "list", "--json"]);
+    assert_eq!(
+        plans[0],
+        json!({"name": "pro", "rate_limits": [{"name": "minute", "limit": 60, "window_ms": 60000}],
+               "budget": {"cap": 1000, "period": "total", "anchor_day": null}}),
+        "{plans}"
+    );
+
+    // verify --json: the rate limit's reset and the budget's period end, both times.
+    let decision = cli.json(&["verify", &key, "--cost", "2", "--json"]);
+    assert!(is_json_time(s(&decision["ratelimits"][0], "reset")), "{decision}");
+    assert!(is_json_time(s(&decision["budget"], "period_end")), "{decision}");
+    let reset: jiff::Timestamp = s(&decision["ratelimits"][0], "reset").parse().unwrap();
+    let now = jiff::Timestamp::now();
+    assert!(reset > now && reset.as_second() - now.as_second() <= 3600, "{decision}");
+    let period_end: jiff::Timestamp = s(&decision["budget"], "period_end").parse().unwrap();
+    assert!(period_end > now, "{decision}");
+    assert_eq!(
+        period_end.to_zoned(jiff::tz::TimeZone::UTC).day(),
+        15,
+        "a monthly:15 period ends on the 15th: {decision}"
+    );
+    assert_times_fixed(&decision, "verify --json");
+
+    // Every other document: no time in another shape, and no budget in serde's shape.
+    cli.ok(&["update", &daily_id, "--budget", "6", "--budget-period", "daily"]);
+    cli.ok(&["revoke", &daily_id, "--yes", "--reason", "done"]);
+    let rotated = cli.json(&["rotate", &id, "--grace", "1h", "--json"]);
+    assert!(is_json_time(s(&rotated, "old_revoked_at")), "{rotated}");
+    for (args, has_times) in [
+        (vec!["show", id.as_str(), "--json"], true),
+        (vec!["show", daily_id.as_str(), "--json"], true),
+        (vec!["list", "--json"], true),
+        (vec!["audit", "--json"], true),
+        (vec!["plan", "list", "--json"], false),
+    ] {
+        let doc = cli.json(&args);
+        let times = assert_times_fixed(&doc, &format!("{args:?}"));
+        assert!(times > 0 || !has_times, "{args:?}: no time in {doc}");
+        let text = doc.to_string();
+        for serde_shape in ["Monthly", "Daily", "Total", "anchor_day\":{"] {
+            assert!(!text.contains(serde_shape), "{args:?} prints {serde_shape}: {text}");
+        }
+    }
+    let export = cli.ok(&["audit", "export"]);
+    for line in export.stdout.lines() {
+        let doc: Value = serde_json::from_str(line).expect("a JSON line");
+        assert_times_fixed(&doc, "audit export");
+        assert!(!line.contains("Monthly") && !line.contains("Daily"), "{line}");
+    }
+
+    // The sidecar answers in the same shapes.
+    let fresh = cli.json(&[
+        "create",
+        "--name",
+        "sidecar",
+        "--budget",
+        "9",
+        "--budget-period",
+        "daily",
+        "--json",
+    ]);
+    let sidecar = Sidecar::start(&cli);
+    let verified = http(
+        sidecar.addr,
+        "POST",
+        "/v1/keys.verify",
+        None,
+        Some(&json!({"key": fresh["key"]})),
+    )
+    .expect("verify");
+    assert_eq!(verified.status, 200, "{:?}", verified.body);
+    let data = &verified.body["data"];
+    assert!(is_json_time(s(&data["budget"], "period_end")), "{data}");
+    assert_times_fixed(data, "POST /v1/keys.verify");
+    let auth = format!("Bearer {admin_key}");
+    let listed = http(sidecar.addr, "GET", "/v1/api-keys", Some(&auth), None).expect("list");
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    assert!(assert_times_fixed(&listed.body["data"], "GET /v1/api-keys") > 0);
+    let shown = listed.body["data"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|k| k["id"] == fresh["id"])
+        .cloned()
+        .expect("the new key is listed");
+    assert_eq!(
+        shown["budget"],
+        json!({"cap": 9, "period": "daily", "anchor_day": null})
+    );
+    let audit = http(sidecar.addr, "GET", "/v1/audit", Some(&auth), None).expect("audit");
+    assert!(assert_times_fixed(&audit.body["data"], "GET /v1/audit") > 0);
+    sidecar.stop();
 }

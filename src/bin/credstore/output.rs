@@ -13,7 +13,7 @@ use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use credstore::clock::{fmt_table_time, fmt_time};
 use credstore::policy::{Role, User};
 use credstore::record::KeyKind;
-use credstore::{CreatedKey, Decision, Event, KeyInfo, KeyRecord, Plan, Status};
+use credstore::{Budget, CreatedKey, Decision, Event, KeyInfo, KeyRecord, Plan, Status};
 use serde_json::{Value, json};
 
 /// Set once a write to stdout failed: every later write is dropped.
@@ -74,7 +74,7 @@ pub fn info_json(info: &KeyInfo) -> Value {
         "rotated_from": r.rotated_from,
         "rotated_to": r.rotated_to,
         "rate_limits": r.rate_limits,
-        "budget": r.budget,
+        "budget": r.budget.as_ref().map(Budget::to_json),
         "plan": r.plan,
         "type": r.kind.as_str(),
         "user": match &r.kind { KeyKind::Personal { user } => Some(user), KeyKind::Service => None },
@@ -127,7 +127,7 @@ pub fn plan_summary(plan: &Plan) -> String {
 
 pub fn print_plans(plans: &[Plan], as_json: bool) {
     if as_json {
-        outln!("{}", json!(plans));
+        outln!("{}", Value::Array(plans.iter().map(Plan::to_json).collect()));
         return;
     }
     for p in plans {
