@@ -337,3 +337,126 @@ fn json_has_one_shape_for_times_and_budgets() {
     assert!(assert_times_fixed(&audit.body["data"], "GET /v1/audit") > 0);
     sidecar.stop();
 }
+
+/// Defect 11: `show`'s table view holds what `show --json` holds: type, user, role,
+/// permissions, rate limits, budget, plan and allowlists; `update --help` names all it takes.
+#[test]
+fn show_prints_every_setting_and_update_help_names_them() {
+    let cli = Cli::init();
+    cli.ok(&["plan", "set", "gold", "--rate-limit", "600/1m"]);
+    let service = cli.create_json(&[
+        "--name",
+        "everything",
+        "--project",
+        "acme",
+        "--role",
+        "viewer",
+        "--permission",
+        "jobs:run",
+        "--rate-limit",
+        "60/1m:minute",
+        "--budget",
+        "1000",
+        "--budget-period",
+        "monthly:15",
+        "--plan",
+        "gold",
+        "--allow-ip",
+        "10.0.0.0/8",
+        "--allow-referrer",
+        "*.example.com",
+        "--allow-endpoint",
+        "GET /v1/users/*",
+    ]);
+    let show = cli.ok(&["show", s(&service, "id")]);
+    for expected in [
+        "type",
+        "service",
+        "role",
+        "viewer",
+        "permissions",
+        "jobs:run",
+        "rate limits",
+        "60/1m (minute)",
+        "budget",
+        "1000 monthly from day 15",
+        "plan",
+        "gold",
+        "allow ips",
+        "10.0.0.0/8",
+        "allow referrers",
+        "*.example.com",
+        "allow endpoints",
+        "GET /v1/users/*",
+    ] {
+        assert!(show.stdout.contains(expected), "{expected:?} missing:\n{show:?}");
+    }
+    // A key with none of them says so rather than leaving the lines out.
+    let bare = cli.create_json(&["--name", "bare"]);
+    let show = cli.ok(&["show", s(&bare, "id")]);
+    for expected in [
+        "role",
+        "member",
+        "rate limits",
+        "none",
+        "budget",
+        "plan",
+        "allow ips",
+        "any",
+    ] {
+        assert!(show.stdout.contains(expected), "{expected:?} missing:\n{show:?}");
+    }
+    cli.ok(&["user", "set", "dana", "--member", "acme=admin"]);
+    let personal = cli.create_json(&[
+        "--name",
+        "dana's",
+        "--project",
+        "acme",
+        "--type",
+        "personal",
+        "--user",
+        "dana",
+    ]);
+    let show = cli.ok(&["show", s(&personal, "id")]);
+    for expected in ["personal", "dana"] {
+        assert!(show.stdout.contains(expected), "{expected:?} missing:\n{show:?}");
+    }
+
+    let help = cli.ok(&["update", "--help"]);
+    let about = help.stdout.lines().next().unwrap_or_default().to_lowercase();
+    for named in [
+        "name",
+        "metadata",
+        "expiry",
+        "rate limits",
+        "budget",
+        "plan",
+        "role",
+        "permissions",
+        "allowlists",
+    ] {
+        assert!(
+            about.contains(named),
+            "update --help's summary leaves out {named}: {about:?}"
+        );
+    }
+    let short = cli.ok(&["--help"]);
+    let line = short
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("update "))
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(line.contains("budget") && line.contains("allowlists"), "{line:?}");
+}
+
+impl Cli {
+    /// `create ARGS --json`.
+    #[track_caller]
+    fn create_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["create"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        self.json(&all)
+    }
+}

@@ -114,7 +114,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Change a key's name, metadata or expiry.
+    /// Change a key's name, metadata, expiry, rate limits, budget, plan, role, permissions or
+    /// allowlists.
+    ///
+    /// Only what is given changes. A list given (--meta, --rate-limit, --permission,
+    /// --allow-ip, --allow-referrer, --allow-endpoint) replaces the key's whole list;
+    /// --clear-meta, --no-expiry, --clear-rate-limits, --no-budget and --no-plan remove.
+    /// A personal token takes no --role: it acts with its user's role in its project.
     Update(UpdateArgs),
     /// Disable a key (reversible).
     Disable {

@@ -13,7 +13,7 @@ use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use credstore::clock::{fmt_table_time, fmt_time};
 use credstore::policy::{Role, User};
 use credstore::record::KeyKind;
-use credstore::{Budget, CreatedKey, Decision, Event, KeyInfo, KeyRecord, Plan, Status};
+use credstore::{Budget, CreatedKey, Decision, Event, KeyInfo, KeyRecord, Period, Plan, RateLimit, Status};
 use serde_json::{Value, json};
 
 /// Set once a write to stdout failed: every later write is dropped.
@@ -108,15 +108,11 @@ pub fn print_roles(roles: &[Role], as_json: bool) {
     }
 }
 
-/// A plan in one line: `60/1m:minute, budget 1000 monthly`.
+/// A plan in one line: `60/1m (minute), budget 1000 monthly from day 1`.
 pub fn plan_summary(plan: &Plan) -> String {
-    let mut parts: Vec<String> = plan
-        .rate_limits
-        .iter()
-        .map(|l| format!("{} per {}ms ({})", l.limit, l.window_ms, l.name))
-        .collect();
-    if let Some(b) = plan.budget {
-        parts.push(format!("budget {} {}", b.cap, b.period.name()));
+    let mut parts: Vec<String> = plan.rate_limits.iter().map(rate_limit_summary).collect();
+    if let Some(b) = &plan.budget {
+        parts.push(format!("budget {}", budget_summary(b)));
     }
     if parts.is_empty() {
         "no limits".into()
@@ -240,32 +236,120 @@ pub fn print_decision(decision: &Decision, as_json: bool) {
     }
 }
 
+/// A key for people: one line per setting, every setting `show --json` holds.
 pub fn print_info(info: &KeyInfo, as_json: bool) {
     if as_json {
         outln!("{}", info_json(info));
         return;
     }
     let r = &info.record;
-    let rows = [
+    let joined = |items: &[String], empty: &str| {
+        if items.is_empty() {
+            empty.to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    let on_plan = |own: &str| {
+        if r.plan.is_some() {
+            "the plan's".to_string()
+        } else {
+            own.to_string()
+        }
+    };
+    let mut rows = vec![
         ("id", r.id.to_string()),
         ("name", r.name.clone()),
         ("start", r.start.clone()),
+        ("type", r.kind.as_str().to_string()),
+    ];
+    if let KeyKind::Personal { user } = &r.kind {
+        rows.push(("user", user.clone()));
+    }
+    rows.extend([
         ("env", r.env().to_string()),
         ("project", r.project.clone()),
         ("status", info.status.label().to_string()),
+        (
+            "role",
+            match (&r.role, &r.kind) {
+                (Some(role), _) => role.to_string(),
+                (None, KeyKind::Personal { user }) => format!("{user}'s role in {}", r.project),
+                (None, KeyKind::Service) => "none".into(),
+            },
+        ),
+        (
+            "permissions",
+            joined(
+                &r.permissions
+                    .permissions()
+                    .iter()
+                    .map(|p| p.as_str().to_string())
+                    .collect::<Vec<_>>(),
+                "none beyond the role",
+            ),
+        ),
+        (
+            "rate limits",
+            joined(
+                &r.rate_limits.iter().map(rate_limit_summary).collect::<Vec<_>>(),
+                &on_plan("none"),
+            ),
+        ),
+        (
+            "budget",
+            r.budget.as_ref().map_or_else(|| on_plan("none"), budget_summary),
+        ),
+        ("plan", r.plan.clone().unwrap_or_else(|| "none".into())),
+        ("allow ips", joined(r.allow_ips.sources(), "any")),
+        ("allow referrers", joined(r.allow_referrers.sources(), "any")),
+        ("allow endpoints", joined(r.allow_endpoints.sources(), "any")),
         ("created", fmt_table_time(r.created_at)),
         ("last used", info.last_used_at.map_or("Never".into(), fmt_table_time)),
         ("expires", r.expires_at.map_or("never".into(), fmt_table_time)),
-    ];
-    for (k, v) in rows {
-        outln!("{k:>10}  {v}");
-    }
+    ]);
     if let Some(rev) = &r.revoked {
         let reason = rev.reason.as_deref().unwrap_or("no reason given");
-        outln!("{:>10}  {} ({reason})", "revoked", fmt_table_time(rev.at));
+        rows.push(("revoked", format!("{} ({reason})", fmt_table_time(rev.at))));
+    }
+    if let Some(from) = &r.rotated_from {
+        rows.push(("rotated from", from.to_string()));
+    }
+    if let Some(to) = &r.rotated_to {
+        rows.push(("rotated to", to.to_string()));
     }
     for (k, v) in &r.metadata {
-        outln!("{:>10}  {k}={v}", "meta");
+        rows.push(("meta", format!("{k}={v}")));
+    }
+    for (k, v) in rows {
+        outln!("{k:>15}  {v}");
+    }
+}
+
+/// A rate limit as `--rate-limit` takes it, with its name unless that is the window's
+/// text: `60/1m (minute)`, `1000/1h`.
+pub fn rate_limit_summary(l: &RateLimit) -> String {
+    let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+    let window = units
+        .iter()
+        .find(|(unit, _)| l.window_ms.is_multiple_of(*unit))
+        .map_or_else(
+            || format!("{}ms", l.window_ms),
+            |(unit, u)| format!("{}{u}", l.window_ms / unit),
+        );
+    if l.name == window {
+        format!("{}/{window}", l.limit)
+    } else {
+        format!("{}/{window} ({})", l.limit, l.name)
+    }
+}
+
+/// A budget in words: `1000 monthly from day 1`, `5 daily`, `100 in total`.
+pub fn budget_summary(b: &Budget) -> String {
+    match b.period {
+        Period::Monthly { anchor_day } => format!("{} monthly from day {anchor_day}", b.cap),
+        Period::Daily => format!("{} daily", b.cap),
+        Period::Total => format!("{} in total", b.cap),
     }
 }
 
