@@ -460,3 +460,96 @@ impl Cli {
         self.json(&all)
     }
 }
+
+/// The cells of the table's lines (header and continuation lines too), ANSI colour
+/// stripped, trimmed.
+fn table_lines(text: &str) -> Vec<Vec<String>> {
+    strip_ansi(text)
+        .lines()
+        .filter(|l| l.starts_with('│'))
+        .map(|l| {
+            l.trim_matches('│')
+                .split(['┆', '│'])
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else if c != '\r' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Friction 13: the `list` table has an ID column; `revoke --key -` reads a leaked key
+/// from stdin (never from argv) and revokes it without recording a use of it.
+#[test]
+fn list_shows_ids_and_revoke_takes_a_leaked_key_from_stdin() {
+    let cli = Cli::init();
+    let leaked = cli.create_json(&["--name", "leaked", "--project", "acme"]);
+    let other = cli.create_json(&["--name", "other", "--project", "acme"]);
+    let id = s(&leaked, "id");
+    let key = s(&leaked, "key");
+
+    let table = cli.ok(&["list"]);
+    let lines = table_lines(&table.stdout);
+    assert_eq!(lines[0][0], "ID", "{table:?}");
+    for doc in [&leaked, &other] {
+        let row = lines
+            .iter()
+            .find(|l| l.iter().any(|c| c == s(doc, "name")))
+            .unwrap_or_else(|| panic!("no row for {doc}:\n{table:?}"));
+        assert_eq!(row[0], s(doc, "id"), "{table:?}");
+    }
+
+    let events_before = cli.json(&["audit", "--json"]).as_array().expect("array").len();
+    let revoked = cli.run_with_stdin(
+        &["revoke", "--key", "-", "--reason", "leaked", "--json"],
+        &format!("{key}\n"),
+    );
+    assert_eq!(revoked.code, Some(0), "{revoked:?}");
+    let doc = revoked.json();
+    assert_eq!(doc["id"], id);
+    assert_eq!(doc["status"], "revoked");
+    assert_eq!(doc["revoke_reason"], "leaked");
+    assert!(!revoked.stdout.contains(key) && !revoked.stderr.contains(key));
+    // The lookup recorded no use: no last-used time, and the only new event is the revocation.
+    let shown = cli.json(&["show", id, "--json"]);
+    assert!(shown["last_used_at"].is_null(), "{shown}");
+    let events = cli.json(&["audit", "--json"]);
+    let new: Vec<&Value> = events.as_array().expect("array")[events_before..].iter().collect();
+    let kinds: Vec<&str> = new.iter().map(|e| s(e, "kind")).collect();
+    assert_eq!(kinds, ["key.revoked"], "{events}");
+    assert_eq!(cli.json(&["show", s(&other, "id"), "--json"])["status"], "active");
+
+    // Never from argv: refused, and not echoed.
+    let in_argv = cli.run(&["revoke", "--key", s(&other, "key"), "--yes"]);
+    assert_eq!(in_argv.code, Some(2), "{in_argv:?}");
+    assert!(!in_argv.stderr.contains(s(&other, "key")), "{in_argv:?}");
+    assert!(in_argv.stderr.contains("stdin"), "{in_argv:?}");
+    // An unknown or malformed key, a second revocation, an id and --key together: refused.
+    let unknown = cli.run_with_stdin(&["revoke", "--key", "-"], "sk_live_00000000000000000000000000000000\n");
+    assert_eq!(unknown.code, Some(2), "{unknown:?}");
+    assert!(!unknown.stderr.contains("sk_live_0000000000000"), "{unknown:?}");
+    assert_eq!(cli.run_with_stdin(&["revoke", "--key", "-"], "hello\n").code, Some(2));
+    assert_eq!(
+        cli.run_with_stdin(&["revoke", "--key", "-"], &format!("{key}\n")).code,
+        Some(2)
+    );
+    assert_eq!(cli.run(&["revoke", s(&other, "id"), "--key", "-"]).code, Some(2));
+    assert_eq!(cli.run(&["revoke"]).code, Some(2), "neither an id nor --key");
+    assert_eq!(cli.json(&["show", s(&other, "id"), "--json"])["status"], "active");
+}

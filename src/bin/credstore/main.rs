@@ -138,10 +138,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a key, for good.
+    /// Revoke a key, for good: by id, or a leaked key itself with `--key -` (read from stdin).
     Revoke {
         /// The key id.
-        id: String,
+        #[arg(required_unless_present = "key", conflicts_with = "key")]
+        id: Option<String>,
+        /// `-`: read the key itself from stdin, never from the command line, and revoke it
+        /// (finding it records no use of it).
+        #[arg(long, value_name = "-")]
+        key: Option<String>,
         /// Why.
         #[arg(long)]
         reason: Option<String>,
@@ -635,10 +640,37 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             output::print_info(&info, json);
             Ok(0)
         }
-        Command::Revoke { id, reason, yes, json } => {
-            let id = KeyId::parse(&id)?;
-            let store = open(&data)?;
-            let current = store.get(&id)?;
+        Command::Revoke {
+            id,
+            key,
+            reason,
+            yes,
+            json,
+        } => {
+            let (store, current) = match (id, key) {
+                (Some(id), None) => {
+                    let id = KeyId::parse(&id)?;
+                    let store = open(&data)?;
+                    let current = store.get(&id)?;
+                    (store, current)
+                }
+                (None, Some(dash)) if dash == "-" => {
+                    let presented = zeroize::Zeroizing::new(read_stdin_line()?);
+                    let store = open(&data)?;
+                    let current = store.find_by_key(presented.trim())?.ok_or_else(|| {
+                        usage("the key read from stdin is not a key of this store (malformed, or unknown)")
+                    })?;
+                    (store, current)
+                }
+                (None, Some(_)) => {
+                    return Err(usage(
+                        "--key takes only `-`: the key is read from stdin, never from the command line \
+                         (where shell history and the process list keep it)",
+                    ));
+                }
+                _ => return Err(usage("revoke takes a key id, or --key - with the key on stdin")),
+            };
+            let id = current.record.id.clone();
             if !yes && std::io::stdin().is_terminal() && !confirm(&current.record.name, &id)? {
                 return Err(usage("revocation cancelled"));
             }

@@ -365,6 +365,7 @@ pub fn print_list(keys: &[KeyInfo], as_json: bool) {
         .load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header([
+            "ID",
             "Name",
             "Start",
             "Type",
@@ -385,6 +386,7 @@ pub fn print_list(keys: &[KeyInfo], as_json: bool) {
             });
         }
         table.add_row(vec![
+            Cell::new(&r.id),
             Cell::new(&r.name),
             Cell::new(format!("{}...", r.start)),
             Cell::new(r.kind.as_str()),
