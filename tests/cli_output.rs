@@ -5,6 +5,7 @@
 
 #![expect(
     clippy::expect_used,
+    clippy::indexing_slicing,
     reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
 )]
 
@@ -492,6 +493,160 @@ fn strip_ansi(text: &str) -> String {
         }
     }
     out
+}
+
+/// A store with keys whose names and projects are long enough to need wrapping.
+fn store_for_tables() -> (Cli, Vec<Value>) {
+    let cli = Cli::init();
+    let keys = vec![
+        cli.create_json(&[
+            "--name",
+            "CI pipeline for the acme platform team",
+            "--project",
+            "acme-platform",
+        ]),
+        cli.create_json(&["--name", "billing", "--project", "globex", "--env", "test"]),
+        cli.create_json(&["--name", "partner sync job", "--project", "initech", "--prefix", "cmp_"]),
+    ];
+    cli.ok(&["verify", s(&keys[0], "key")]);
+    cli.ok(&["disable", s(&keys[1], "id")]);
+    (cli, keys)
+}
+
+/// Checks a table printed for a terminal of `width` columns: no line wider (when the
+/// table can fit), every id whole, every date whole (a full `YYYY-MM-DD HH:MM:SS` or a
+/// `YYYY-MM-DD`), never a column one character wide.
+#[track_caller]
+fn assert_table_readable(text: &str, width: usize, keys: &[Value]) {
+    let clean = strip_ansi(text);
+    // The table's lines: a note on stderr may share the terminal.
+    for line in clean.lines().filter(|l| l.starts_with(['┌', '│', '╞', '└'])) {
+        assert!(
+            line.chars().count() <= width,
+            "a line wider than {width} columns:\n{clean}"
+        );
+    }
+    let lines = table_lines(text);
+    let header = lines.first().expect("a header line").clone();
+    let column = |name: &str| header.iter().position(|h| h == name);
+    let id_col = column("ID").unwrap_or_else(|| panic!("no ID column:\n{clean}"));
+    for name in ["Name", "Created", "Status"] {
+        assert!(column(name).is_some(), "no {name} column:\n{clean}");
+    }
+    for cell in &header {
+        assert!(cell.chars().count() > 1, "a one-character column:\n{clean}");
+    }
+    let is_date = |c: &str| {
+        let b = c.as_bytes();
+        let day = b.len() >= 10
+            && b[..10].iter().enumerate().all(|(i, c)| {
+                if i == 4 || i == 7 {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_digit()
+                }
+            });
+        day && (b.len() == 10 || (b.len() == 19 && c[10..].starts_with(' ')))
+    };
+    for line in &lines[1..] {
+        for name in ["Created", "Last used"] {
+            if let Some(i) = column(name) {
+                let cell = &line[i];
+                assert!(
+                    cell.is_empty() || cell == "Never" || is_date(cell),
+                    "{name} split mid-value: {cell:?}\n{clean}"
+                );
+            }
+        }
+        let id = &line[id_col];
+        assert!(
+            id.is_empty() || (id.starts_with("key_") && id.len() == 26),
+            "id split: {id:?}\n{clean}"
+        );
+    }
+    let ids: Vec<&String> = lines.iter().map(|l| &l[id_col]).collect();
+    for key in keys {
+        assert!(
+            ids.iter().any(|i| *i == s(key, "id")),
+            "{} missing:\n{clean}",
+            s(key, "id")
+        );
+    }
+}
+
+/// Runs `credstore ARGS` on a terminal of `cols` columns (a pseudo-terminal from
+/// util-linux's `script`); its output as the terminal shows it.
+#[cfg(target_os = "linux")]
+fn run_on_terminal(cli: &Cli, cols: u16, args: &[&str]) -> String {
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let line = format!(
+        "stty cols {cols} rows 40; exec '{}' --data '{}' {}",
+        env!("CARGO_BIN_EXE_credstore"),
+        cli.data.display(),
+        quoted.join(" ")
+    );
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env_remove("COLUMNS")
+        .env_remove("CREDSTORE_PEPPER")
+        .env_remove("CREDSTORE_DATA")
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux `script` runs the CLI on a pseudo-terminal");
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Defect 12: on an 80-column terminal no date wraps mid-value and the table fits; a
+/// terminal that reports 0 columns (an unknown width) gets the whole table, not
+/// one-character columns.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_list_table_stays_readable_on_narrow_and_unknown_terminals() {
+    let (cli, keys) = store_for_tables();
+    let eighty = run_on_terminal(&cli, 80, &["list"]);
+    assert_table_readable(&eighty, 80, &keys);
+    let zero = run_on_terminal(&cli, 0, &["list"]);
+    assert_table_readable(&zero, 400, &keys);
+    let header = &table_lines(&zero)[0];
+    assert_eq!(header.len(), 9, "an unknown width hides no column: {header:?}");
+    let wide = run_on_terminal(&cli, 200, &["list"]);
+    assert_table_readable(&wide, 200, &keys);
+    assert_eq!(table_lines(&wide)[0].len(), 9, "a wide terminal shows every column");
+}
+
+/// Defect 12, through `COLUMNS`: the width the table is arranged for, whatever stdout is.
+#[test]
+fn columns_sets_the_list_tables_width() {
+    let (cli, keys) = store_for_tables();
+    for width in [80, 100, 60] {
+        let run = Run::from(
+            cli.command(&["list"])
+                .env("COLUMNS", width.to_string())
+                .output()
+                .expect("run"),
+        );
+        assert_eq!(run.code, Some(0), "{run:?}");
+        // 60 columns cannot hold the narrowest table: it may be wider, but stays whole.
+        let limit = if width < 80 { 200 } else { width };
+        assert_table_readable(&run.stdout, limit, &keys);
+    }
+    // 0, or nonsense, is no width: the whole table, unwrapped.
+    for bad in ["0", "wide"] {
+        let run = Run::from(cli.command(&["list"]).env("COLUMNS", bad).output().expect("run"));
+        assert_table_readable(&run.stdout, 400, &keys);
+        assert_eq!(table_lines(&run.stdout)[0].len(), 9, "COLUMNS={bad}");
+        for line in table_lines(&run.stdout) {
+            assert!(line.iter().all(|c| c != "acme-pla"), "COLUMNS={bad} wrapped a cell");
+        }
+    }
 }
 
 /// Friction 13: the `list` table has an ID column; `revoke --key -` reads a leaked key

@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
+use comfy_table::{Cell, Color, ColumnConstraint, ContentArrangement, Table, Width, presets};
 use credstore::clock::{fmt_table_time, fmt_time};
 use credstore::policy::{Role, User};
 use credstore::record::KeyKind;
@@ -353,51 +353,245 @@ pub fn budget_summary(b: &Budget) -> String {
     }
 }
 
+/// `list`: a table for people, a JSON array for scripts.
+///
+/// The table is arranged for [`table_width`]. Values (id, start, type, environment, dates,
+/// status) never wrap; names and projects wrap at words, down to [`MIN_WRAP_WIDTH`]. When
+/// the narrowest such table is still too wide, [`NARROWING`] steps in turn: dates as days,
+/// then Type and Env hidden, then Start, then Last used. With no known width (a pipe, a
+/// terminal reporting 0 columns) nothing wraps and nothing is hidden.
 pub fn print_list(keys: &[KeyInfo], as_json: bool) {
     if as_json {
         let docs: Vec<Value> = keys.iter().map(info_json).collect();
         outln!("{}", Value::Array(docs));
         return;
     }
+    let rows: Vec<[String; 9]> = keys
+        .iter()
+        .map(|info| {
+            let r = &info.record;
+            [
+                r.id.to_string(),
+                r.name.clone(),
+                format!("{}...", r.start),
+                r.kind.as_str().to_string(),
+                r.env().to_string(),
+                r.project.clone(),
+                fmt_table_time(r.created_at),
+                info.last_used_at.map_or("Never".into(), fmt_table_time),
+                info.status.label().to_string(),
+            ]
+        })
+        .collect();
+    let width = table_width();
+    let step = width.map_or(0, |w| {
+        (0..NARROWING.len())
+            .find(|&step| list_min_width(&rows, step) <= w)
+            .unwrap_or(NARROWING.len() - 1)
+    });
+    let shown: Vec<usize> = (0..LIST_COLUMNS.len()).filter(|&c| !hidden_at(step, c)).collect();
+    let days = days_at(step);
+
     let colour = std::io::stdout().is_terminal();
     let mut table = Table::new();
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header([
-            "ID",
-            "Name",
-            "Start",
-            "Type",
-            "Env",
-            "Project",
-            "Created",
-            "Last used",
-            "Status",
-        ]);
-    for info in keys {
-        let r = &info.record;
-        let mut status = Cell::new(info.status.label());
-        if colour {
-            status = status.fg(match info.status {
+        .set_header(shown.iter().filter_map(|&c| LIST_COLUMNS.get(c)).map(|col| col.header));
+    match width {
+        Some(w) => {
+            table
+                .set_content_arrangement(ContentArrangement::Dynamic)
+                .set_width(u16::try_from(w).unwrap_or(u16::MAX));
+        }
+        None => {
+            table.set_content_arrangement(ContentArrangement::Disabled);
+        }
+    }
+    for (info, row) in keys.iter().zip(&rows) {
+        let cells = shown.iter().map(|&c| {
+            let cell = Cell::new(list_cell(row, c, days));
+            if c != STATUS_COLUMN || !colour {
+                return cell;
+            }
+            cell.fg(match info.status {
                 Status::Active => Color::Green,
                 Status::Disabled | Status::Expired => Color::Yellow,
                 Status::Revoked => Color::Red,
-            });
-        }
-        table.add_row(vec![
-            Cell::new(&r.id),
-            Cell::new(&r.name),
-            Cell::new(format!("{}...", r.start)),
-            Cell::new(r.kind.as_str()),
-            Cell::new(r.env()),
-            Cell::new(&r.project),
-            Cell::new(fmt_table_time(r.created_at)),
-            Cell::new(info.last_used_at.map_or("Never".into(), fmt_table_time)),
-            status,
-        ]);
+            })
+        });
+        table.add_row(cells.collect::<Vec<_>>());
+    }
+    for (i, &c) in shown.iter().enumerate() {
+        let (Some(col), Some(column)) = (LIST_COLUMNS.get(c), table.column_mut(i)) else {
+            continue;
+        };
+        column.set_constraint(if col.wraps {
+            let min = list_column_min(&rows, c, days);
+            ColumnConstraint::LowerBoundary(Width::Fixed(u16::try_from(min).unwrap_or(u16::MAX)))
+        } else {
+            ColumnConstraint::ContentWidth
+        });
     }
     outln!("{table}");
+    let hidden: Vec<&str> = (0..LIST_COLUMNS.len())
+        .filter(|c| !shown.contains(c))
+        .filter_map(|c| LIST_COLUMNS.get(c).map(|col| col.header))
+        .collect();
+    if !hidden.is_empty() && std::io::stderr().is_terminal() {
+        eprintln!(
+            "note: {} hidden to fit the terminal; `list --json` has all",
+            hidden.join(", ")
+        );
+    }
+}
+
+/// A column of `list`'s table.
+struct ListColumn {
+    header: &'static str,
+    /// Text that may wrap at words (a name); the others are values that never wrap.
+    wraps: bool,
+}
+
+/// `list`'s columns, in order.
+const LIST_COLUMNS: [ListColumn; 9] = [
+    ListColumn {
+        header: "ID",
+        wraps: false,
+    },
+    ListColumn {
+        header: "Name",
+        wraps: true,
+    },
+    ListColumn {
+        header: "Start",
+        wraps: false,
+    },
+    ListColumn {
+        header: "Type",
+        wraps: false,
+    },
+    ListColumn {
+        header: "Env",
+        wraps: false,
+    },
+    ListColumn {
+        header: "Project",
+        wraps: true,
+    },
+    ListColumn {
+        header: "Created",
+        wraps: false,
+    },
+    ListColumn {
+        header: "Last used",
+        wraps: false,
+    },
+    ListColumn {
+        header: "Status",
+        wraps: false,
+    },
+];
+
+/// The columns that hold dates, and the status.
+const DATE_COLUMNS: [usize; 2] = [6, 7];
+const STATUS_COLUMN: usize = 8;
+
+/// A column that wraps is never narrower than this, or than its widest content when that
+/// is narrower.
+const MIN_WRAP_WIDTH: usize = 10;
+
+/// One step of narrowing `list`'s table: each step keeps what the steps before it did.
+struct Narrowing {
+    /// Dates as `YYYY-MM-DD`.
+    days: bool,
+    /// Columns hidden.
+    hides: &'static [usize],
+}
+
+/// The steps, widest table first.
+const NARROWING: [Narrowing; 5] = [
+    Narrowing {
+        days: false,
+        hides: &[],
+    },
+    Narrowing { days: true, hides: &[] },
+    Narrowing {
+        days: false,
+        hides: &[3, 4],
+    },
+    Narrowing {
+        days: false,
+        hides: &[2],
+    },
+    Narrowing {
+        days: false,
+        hides: &[7],
+    },
+];
+
+/// The text of column `c` of `row`; a date as its day when `days`.
+fn list_cell(row: &[String; 9], c: usize, days: bool) -> &str {
+    let text = row.get(c).map_or("", String::as_str);
+    if days && DATE_COLUMNS.contains(&c) {
+        // `YYYY-MM-DD HH:MM:SS`: the day is the first ten characters ("Never" has fewer).
+        return text.get(..10).unwrap_or(text);
+    }
+    text
+}
+
+/// Whether narrowing `step` has hidden column `c`.
+fn hidden_at(step: usize, c: usize) -> bool {
+    NARROWING.iter().take(step + 1).any(|n| n.hides.contains(&c))
+}
+
+/// Whether narrowing `step` shows dates as days.
+fn days_at(step: usize) -> bool {
+    NARROWING.iter().take(step + 1).any(|n| n.days)
+}
+
+/// The least width column `c` takes, padding and borders aside: a value's widest text
+/// (the header's included), a wrapping column's up to [`MIN_WRAP_WIDTH`].
+fn list_column_min(rows: &[[String; 9]], c: usize, days: bool) -> usize {
+    let Some(col) = LIST_COLUMNS.get(c) else {
+        return 0;
+    };
+    let header = col.header.chars().count();
+    let widest = rows
+        .iter()
+        .map(|row| list_cell(row, c, days).chars().count())
+        .fold(header, usize::max);
+    if col.wraps {
+        widest.min(MIN_WRAP_WIDTH.max(header))
+    } else {
+        widest
+    }
+}
+
+/// The width of the narrowest table at narrowing `step`: its columns at their least,
+/// plus a border and two spaces of padding per column, and the last border.
+fn list_min_width(rows: &[[String; 9]], step: usize) -> usize {
+    let days = days_at(step);
+    let (columns, least) = (0..LIST_COLUMNS.len())
+        .filter(|&c| !hidden_at(step, c))
+        .fold((0, 0), |(n, sum), c| (n + 1, sum + list_column_min(rows, c, days)));
+    least + 3 * columns + 1
+}
+
+/// The width the `list` table is arranged for: `COLUMNS` when it is a number above 0, else
+/// the terminal's when stdout is one that reports a width above 0; `None` otherwise (a
+/// pipe, or a terminal that reports 0 columns, as some serial consoles and CI runners do).
+fn table_width() -> Option<usize> {
+    let columns = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<u16>().ok())
+        .filter(|&c| c > 0);
+    if let Some(c) = columns {
+        return Some(usize::from(c));
+    }
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    Table::new().width().filter(|&w| w > 0).map(usize::from)
 }
 
 pub fn print_events(events: &[(u64, Event)], as_json: bool) {
