@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 mod common;
 use common::{Cli, Run, Sidecar, http};
 
+/// The name of the admin key `credstore init` issues.
+const BOOTSTRAP: &str = "bootstrap admin";
+
 fn s<'a>(v: &'a Value, field: &str) -> &'a str {
     v[field]
         .as_str()
@@ -707,4 +710,54 @@ fn list_shows_ids_and_revoke_takes_a_leaked_key_from_stdin() {
     assert_eq!(cli.run(&["revoke", s(&other, "id"), "--key", "-"]).code, Some(2));
     assert_eq!(cli.run(&["revoke"]).code, Some(2), "neither an id nor --key");
     assert_eq!(cli.json(&["show", s(&other, "id"), "--json"])["status"], "active");
+}
+
+/// Friction 17: completions offer the values of `--status`, `--env`, `--budget-period`
+/// and `--type`; the flags still take what they took.
+#[test]
+fn completions_offer_the_values_of_enumerated_flags() {
+    let cli = Cli::init();
+    let bash = cli.ok(&["completions", "bash"]).stdout;
+    let offers = |flag: &str, values: &str| {
+        let case = format!("--{flag})");
+        let lines: Vec<&str> = bash.lines().collect();
+        let answers: Vec<&str> = lines
+            .windows(2)
+            .filter(|w| w[0].trim() == case)
+            .map(|w| w[1].trim())
+            .collect();
+        assert!(!answers.is_empty(), "bash: no completion for --{flag}");
+        for answer in answers {
+            assert!(
+                answer.contains(&format!("compgen -W \"{values}\"")),
+                "bash: --{flag} offers {answer:?}, not {values:?}"
+            );
+        }
+    };
+    offers("status", "active disabled expired revoked");
+    offers("env", "live test");
+    offers("budget-period", "monthly daily total");
+    offers("type", "service personal");
+    for shell in ["zsh", "fish"] {
+        let script = cli.ok(&["completions", shell]).stdout;
+        for value in ["revoked", "personal", "monthly", "daily"] {
+            assert!(script.contains(value), "{shell} does not offer {value}");
+        }
+    }
+
+    // The values still parse as before, `monthly:DAY` included.
+    let doc = cli.create_json(&["--name", "anchored", "--budget", "10", "--budget-period", "monthly:28"]);
+    assert_eq!(doc["id"].as_str().map(str::len), Some(26));
+    let shown = cli.json(&["show", s(&doc, "id"), "--json"]);
+    assert_eq!(shown["budget"]["anchor_day"], 28, "{shown}");
+    cli.create_json(&["--name", "t", "--env", "test", "--type", "service"]);
+    assert_eq!(cli.run(&["create", "--name", "x", "--type", "robot"]).code, Some(2));
+    assert_eq!(
+        cli.run(&["create", "--name", "x", "--budget", "1", "--budget-period", "weekly"])
+            .code,
+        Some(2)
+    );
+    assert_eq!(cli.run(&["list", "--status", "sleepy"]).code, Some(2));
+    let listed = cli.json(&["list", "--status", "active", "--json"]);
+    assert!(listed.as_array().expect("array").iter().any(|k| k["name"] == BOOTSTRAP));
 }

@@ -79,7 +79,7 @@ enum Command {
         #[arg(long)]
         project: Option<String>,
         /// The environment the request is for.
-        #[arg(long)]
+        #[arg(long, value_parser = Words::<Env>::new(ENVS))]
         env: Option<Env>,
         /// Budget cost of the request (0 only checks).
         #[arg(long, default_value_t = 1)]
@@ -100,7 +100,7 @@ enum Command {
         #[arg(long)]
         prefix: Option<String>,
         /// Only this status: active, disabled, expired or revoked.
-        #[arg(long)]
+        #[arg(long, value_parser = Words::<Status>::new(STATUSES))]
         status: Option<Status>,
         /// Print JSON.
         #[arg(long)]
@@ -115,12 +115,7 @@ enum Command {
         json: bool,
     },
     /// Change a key's name, metadata, expiry, rate limits, budget, plan, role, permissions or
-    /// allowlists.
-    ///
-    /// Only what is given changes. A list given (--meta, --rate-limit, --permission,
-    /// --allow-ip, --allow-referrer, --allow-endpoint) replaces the key's whole list;
-    /// --clear-meta, --no-expiry, --clear-rate-limits, --no-budget and --no-plan remove.
-    /// A personal token takes no --role: it acts with its user's role in its project.
+    /// allowlists; only what is given changes, a list given replaces the key's.
     Update(UpdateArgs),
     /// Disable a key (reversible).
     Disable {
@@ -227,7 +222,7 @@ struct CreateArgs {
     #[arg(long)]
     prefix: Option<String>,
     /// live or test.
-    #[arg(long)]
+    #[arg(long, value_parser = Words::<Env>::new(ENVS))]
     env: Option<Env>,
     /// Random characters (at least 22).
     #[arg(long)]
@@ -253,8 +248,8 @@ struct CreateArgs {
     #[arg(long)]
     plan: Option<String>,
     /// service (its own role) or personal (acts with --user's role in the project).
-    #[arg(long = "type", default_value = "service")]
-    key_type: String,
+    #[arg(long = "type", value_name = "TYPE", value_enum, default_value_t = KeyType::Service)]
+    key_type: KeyType,
     /// The user a personal token belongs to.
     #[arg(long)]
     user: Option<String>,
@@ -265,22 +260,32 @@ struct CreateArgs {
     json: bool,
 }
 
+/// `create --type`: what kind of identity a key is (see `--type`'s help).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeyType {
+    Service,
+    Personal,
+}
+
 /// Role, permissions and restrictions, as `create` and `update` take them.
 #[derive(Args)]
 struct AccessArgs {
-    /// A service account's role (admin, member, viewer, or one of the store's roles).
+    /// A service account's role (admin, member, viewer, or one of the store's roles); a
+    /// personal token takes none: it acts with its user's role.
     #[arg(long)]
     role: Option<RoleName>,
-    /// A permission beyond the role, resource:action (repeatable).
+    /// A permission beyond the role, resource:action (repeatable; `update` replaces the list).
     #[arg(long = "permission")]
     permissions: Vec<String>,
-    /// An allowed client address or CIDR range (repeatable).
+    /// An allowed client address or CIDR range (repeatable; `update` replaces the list).
     #[arg(long = "allow-ip")]
     allow_ips: Vec<String>,
-    /// An allowed referrer host pattern, e.g. *.example.com (repeatable).
+    /// An allowed referrer host pattern, e.g. *.example.com (repeatable; `update` replaces
+    /// the list).
     #[arg(long = "allow-referrer")]
     allow_referrers: Vec<String>,
-    /// An allowed endpoint, "METHOD GLOB", e.g. "GET /v1/users/*" (repeatable).
+    /// An allowed endpoint, "METHOD GLOB", e.g. "GET /v1/users/*" (repeatable; `update`
+    /// replaces the list).
     #[arg(long = "allow-endpoint")]
     allow_endpoints: Vec<String>,
 }
@@ -288,14 +293,15 @@ struct AccessArgs {
 /// Rate limits and a budget, as `create`, `update` and `plan set` take them.
 #[derive(Args)]
 struct LimitArgs {
-    /// A rate limit N/DURATION[:name], e.g. 60/1m or 1000/1h:hourly (repeatable).
+    /// A rate limit N/DURATION[:name], e.g. 60/1m or 1000/1h:hourly (repeatable; `update`
+    /// replaces the key's own limits).
     #[arg(long = "rate-limit", value_parser = parse_rate_limit)]
     rate_limits: Vec<RateLimit>,
     /// A budget cap per period (an integer amount of cost units).
     #[arg(long)]
     budget: Option<u64>,
     /// The budget period: monthly, monthly:DAY (anchor day), daily or total.
-    #[arg(long, default_value = "monthly", requires = "budget")]
+    #[arg(long, default_value = "monthly", requires = "budget", value_parser = Words::<Period>::new(PERIODS))]
     budget_period: Period,
 }
 
@@ -756,18 +762,12 @@ fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     new.budget = args.limits.budget()?;
     new.rate_limits = args.limits.rate_limits;
     new.plan = args.plan;
-    new.kind = match (args.key_type.as_str(), args.user) {
-        ("service", None) => KeyKind::Service,
-        ("personal", Some(user)) => KeyKind::Personal { user },
-        ("personal", None) => return Err(InputError::KeyType("a personal token needs --user".into()).into()),
-        ("service", Some(_)) => {
+    new.kind = match (args.key_type, args.user) {
+        (KeyType::Service, None) => KeyKind::Service,
+        (KeyType::Personal, Some(user)) => KeyKind::Personal { user },
+        (KeyType::Personal, None) => return Err(InputError::KeyType("a personal token needs --user".into()).into()),
+        (KeyType::Service, Some(_)) => {
             return Err(InputError::KeyType("--user is for personal tokens (--type personal)".into()).into());
-        }
-        (other, _) => {
-            return Err(usage(format!(
-                "--type {}: use service or personal",
-                redact::quote(other)
-            )));
         }
     };
     let access = args.access;
@@ -1017,3 +1017,54 @@ fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
         .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
         .map_err(|e| format!("{e}: give a whole number above 0 and a unit, e.g. 500ms, 10s, 5m, 1h"))
 }
+
+/// A flag's value parsed by `T`'s `FromStr`, with the words it takes offered to shell
+/// completions and listed in help: clap's own value enums cannot say `monthly:DAY`, nor
+/// parse into the library's types.
+#[derive(Clone)]
+struct Words<T> {
+    words: &'static [&'static str],
+    parses: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Words<T> {
+    /// The words a flag offers.
+    const fn new(words: &'static [&'static str]) -> Self {
+        Words {
+            words,
+            parses: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for Words<T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        clap::builder::StringValueParser::new()
+            .try_map(|text| text.parse::<T>())
+            .parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            self.words.iter().map(|&w| clap::builder::PossibleValue::new(w)),
+        ))
+    }
+}
+
+/// `--status`.
+const STATUSES: &[&str] = &["active", "disabled", "expired", "revoked"];
+/// `--env`.
+const ENVS: &[&str] = &["live", "test"];
+/// `--budget-period`; `monthly:DAY` parses too.
+const PERIODS: &[&str] = &["monthly", "daily", "total"];
