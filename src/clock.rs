@@ -1,7 +1,9 @@
 //! Time, injected: the store asks a [`Clock`] for the time so tests can move it.
 //!
 //! Times are unix milliseconds (`i64`) inside the store; [`fmt_time`] and
-//! [`parse_time`] convert to and from RFC 3339 at the edges.
+//! [`parse_time`] convert to and from RFC 3339 at the edges. Every time the CLI, the
+//! sidecar and the audit log's JSON show is [`fmt_time`]'s one shape,
+//! `2026-12-02T13:44:00.000Z` (DESIGN.md, "The CLI contract").
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -131,11 +133,31 @@ impl Clock for ManualClock {
     }
 }
 
-/// Formats unix milliseconds as RFC 3339 in UTC (`2026-11-22T13:45:00.123Z`).
+/// Formats unix milliseconds as RFC 3339 in UTC, always with three fractional digits
+/// (`2026-11-22T13:45:00.120Z`, `2026-11-22T13:45:00.000Z`): one fixed shape, so times
+/// compare as text and parse with one pattern.
 pub fn fmt_time(ms: i64) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
-        Ok(t) => t.to_string(),
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
         Err(_) => ms.to_string(),
+    }
+}
+
+/// Serialises unix seconds as [`fmt_time`] text, for serde's `serialize_with`.
+pub(crate) fn serialize_secs<S: serde::Serializer>(secs: &u64, s: S) -> Result<S::Ok, S::Error> {
+    let ms = i64::try_from(*secs)
+        .ok()
+        .and_then(|secs| secs.checked_mul(1000))
+        .unwrap_or(i64::MAX);
+    s.serialize_str(&fmt_time(ms))
+}
+
+/// Serialises optional unix milliseconds as [`fmt_time`] text or null, for serde's
+/// `serialize_with`.
+pub(crate) fn serialize_opt_ms<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&fmt_time(*ms)),
+        None => s.serialize_none(),
     }
 }
 
@@ -270,6 +292,15 @@ mod tests {
         let ms = parse_time("2026-11-22T13:45:00.123Z").unwrap();
         assert_eq!(fmt_time(ms), "2026-11-22T13:45:00.123Z");
         assert_eq!(fmt_table_time(ms), "2026-11-22 13:45:00");
+        // One fixed precision: trailing zeros stay.
+        assert_eq!(
+            fmt_time(parse_time("2026-12-02T13:44:00Z").unwrap()),
+            "2026-12-02T13:44:00.000Z"
+        );
+        assert_eq!(
+            fmt_time(parse_time("2026-12-02T13:44:19.7Z").unwrap()),
+            "2026-12-02T13:44:19.700Z"
+        );
         assert!(parse_time("yesterday").is_err());
     }
 

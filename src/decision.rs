@@ -120,7 +120,8 @@ pub type LimitName = InlineName<MAX_LIMIT_NAME_LEN>;
 /// verify allocates nothing for them; derefs to a slice.
 pub type RateLimits = smallvec::SmallVec<[RateLimitState; 2]>;
 
-/// One rate limit as a decision reports it.
+/// One rate limit as a decision reports it. In JSON `reset` is a time
+/// ([`crate::clock::fmt_time`]), as every time is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RateLimitState {
     /// The limit's name.
@@ -132,6 +133,7 @@ pub struct RateLimitState {
     /// Requests (of weight 1) that would still pass now.
     pub remaining: u32,
     /// Unix seconds when the limit is full again.
+    #[serde(serialize_with = "crate::clock::serialize_secs")]
     pub reset: u64,
     /// When this limit denied the request: seconds until it would pass.
     pub retry_after: Option<u64>,
@@ -173,7 +175,8 @@ impl fmt::Display for RateLimited {
     }
 }
 
-/// A budget as a decision reports it.
+/// A budget as a decision reports it. In JSON `period_end` is a time
+/// ([`crate::clock::fmt_time`]) or null, as every time is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BudgetState {
     /// The cap per period.
@@ -183,6 +186,7 @@ pub struct BudgetState {
     /// `cap - spent`.
     pub remaining: u64,
     /// When the period ends, unix ms (`None`: a lifetime total).
+    #[serde(serialize_with = "crate::clock::serialize_opt_ms")]
     pub period_end: Option<i64>,
     /// Whether this request was charged (test keys never are).
     pub charged: bool,

@@ -17,7 +17,8 @@ use serde_json::Value;
 mod common;
 use common::{Cli, Run};
 
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 9] = [
+    "ID",
     "Name",
     "Start",
     "Type",
@@ -82,8 +83,8 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-/// The cells of each row of a comfy-table table (header first), trimmed.
-/// The table's rows, header first, without the admin key `init` issues.
+/// The cells of each row of a comfy-table table (header first), trimmed, without the
+/// admin key `init` issues.
 fn table_rows(text: &str) -> Vec<Vec<String>> {
     text.lines()
         .filter(|l| l.starts_with('│'))
@@ -93,7 +94,7 @@ fn table_rows(text: &str) -> Vec<Vec<String>> {
                 .map(|c| c.trim().to_string())
                 .collect::<Vec<String>>()
         })
-        .filter(|row| row.first().is_none_or(|name| name != BOOTSTRAP))
+        .filter(|row| row.get(1).is_none_or(|name| name != BOOTSTRAP))
         .collect()
 }
 
@@ -328,14 +329,15 @@ fn list_as_a_table_and_as_json() {
         (&b, "test", "globex", "Active"),
         (&c, "live", "acme", "Revoked"),
     ]) {
-        assert_eq!(row[0], s(doc, "name"));
-        assert_eq!(row[1], format!("{}...", s(doc, "start")));
-        assert_eq!(row[2], "service");
-        assert_eq!(row[3], env);
-        assert_eq!(row[4], project);
-        assert!(is_table_time(&row[5]), "Created {:?}", row[5]);
-        assert_eq!(row[6], "Never", "never used yet");
-        assert_eq!(row[7], status);
+        assert_eq!(row[0], s(doc, "id"));
+        assert_eq!(row[1], s(doc, "name"));
+        assert_eq!(row[2], format!("{}...", s(doc, "start")));
+        assert_eq!(row[3], "service");
+        assert_eq!(row[4], env);
+        assert_eq!(row[5], project);
+        assert!(is_table_time(&row[6]), "Created {:?}", row[6]);
+        assert_eq!(row[7], "Never", "never used yet");
+        assert_eq!(row[8], status);
     }
     // The table shows no secret.
     for doc in [&a, &b, &c] {
@@ -772,8 +774,8 @@ fn last_used_written_by_verify_is_seen_by_the_next_process() {
     assert!(used >= rfc3339_ms(s(&doc, "created_at")));
     assert!(list[1]["last_used_at"].is_null(), "{}", list[1]);
     let rows = table_rows(&cli.ok(&["list"]).stdout);
-    assert!(is_table_time(&rows[1][6]), "Last used {:?}", rows[1][6]);
-    assert_eq!(rows[2][6], "Never");
+    assert!(is_table_time(&rows[1][7]), "Last used {:?}", rows[1][7]);
+    assert_eq!(rows[2][7], "Never");
     let show = cli.ok(&["show", s(&doc, "id")]);
     assert!(!show.stdout.contains("Never"), "{show:?}");
     // A denied verify is not a use.

@@ -52,10 +52,13 @@ fn limits_and_budgets_are_shared_across_processes() {
     assert_eq!(doc["ratelimits"][0]["name"], "hourly");
     assert_eq!(doc["ratelimits"][0]["limit"], 3);
     assert_eq!(doc["ratelimits"][0]["remaining"], 2);
-    assert!(doc["ratelimits"][0]["reset"].as_u64().unwrap() > 1_700_000_000);
+    // Times are RFC 3339 text with milliseconds, the reset and the period end alike.
+    let reset: jiff::Timestamp = doc["ratelimits"][0]["reset"].as_str().unwrap().parse().unwrap();
+    assert!(reset.as_second() > 1_700_000_000);
     assert_eq!(doc["budget"]["cap"], 5);
     assert_eq!(doc["budget"]["spent"], 2);
-    assert!(doc["budget"]["period_end"].is_i64());
+    let period_end: jiff::Timestamp = doc["budget"]["period_end"].as_str().unwrap().parse().unwrap();
+    assert!(period_end > jiff::Timestamp::now());
 
     // The next process sees the same budget and limit.
     let second = json(&run(&data, &["verify", &key, "--cost", "2", "--json"]));

@@ -45,6 +45,8 @@ const STORED: &[(&str, &str)] = &[
     ("create", "--name"),
     ("create", "--project"),
     ("update", "--name"),
+    // A referrer pattern the key's shape passes for; `update` shows the allowlists it set.
+    ("update", "--allow-referrer"),
     // The revocation reason is part of the record shown.
     ("revoke", "--reason"),
     // "Plan NAME set", "User ID set", "Stored PROJECT/NAME version 1".
@@ -375,7 +377,8 @@ fn no_command_line_argument_or_variable_is_echoed() {
         ("create", "--allow-ip"),
         ("verify", "<KEY>"),
         ("verify", "--ip"),
-        ("revoke", "<ID>"),
+        // Optional: `revoke --key -` takes the key from stdin instead.
+        ("revoke", "[ID]"),
         ("rotate", "--grace"),
         ("plan set", "--rate-limit"),
         ("audit", "--since"),

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use credstore::{Code, Config, EventKind, ManualClock, NewKey, Pepper, Store, UseLog, VerifyRequest};
+use credstore::{Code, Config, EventKind, ManualClock, NewKey, Pepper, Status, Store, UseLog, VerifyRequest};
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -42,6 +42,31 @@ fn wait_for(store: &Store, n: usize) -> Vec<EventKind> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// `Store::find_by_key` (behind `credstore revoke --key -`) finds a key by its secret,
+/// whatever its status, and is no use of it: no use event, no last-used time.
+#[test]
+fn finding_a_key_by_its_secret_is_not_a_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::init(tmp.path().join("d"), config(UseLog::Every)).unwrap();
+    let k = store.create(NewKey::new("leaked")).unwrap();
+    let found = store.find_by_key(k.key.expose()).unwrap().unwrap();
+    assert_eq!(found.record.id, k.record.id);
+    assert_eq!(found.last_used_at, None);
+    store.revoke(&k.record.id, None).unwrap();
+    let found = store.find_by_key(k.key.expose()).unwrap().unwrap();
+    assert_eq!(found.status, Status::Revoked);
+    assert!(store.find_by_key("sk_live_nonsense").unwrap().is_none());
+    let elsewhere = Store::init(tmp.path().join("e"), config(UseLog::Every)).unwrap();
+    let stranger = elsewhere.create(NewKey::new("stranger")).unwrap();
+    assert!(store.find_by_key(stranger.key.expose()).unwrap().is_none());
+    // One use after the lookups, as a marker: it is the only use recorded.
+    assert_eq!(store.verify("sk_live_nonsense").unwrap().code, Code::Malformed);
+    wait_for(&store, 1);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(uses(&store).len(), 1, "{:?}", uses(&store));
+    assert_eq!(store.get(&k.record.id).unwrap().last_used_at, None);
 }
 
 #[test]

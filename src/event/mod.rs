@@ -479,12 +479,15 @@ impl Event {
             EventKind::KeyUpdated { id, changes } => json!({
                 "key_id": id, "name": changes.name, "metadata": changes.metadata,
                 "expires_at": changes.expires_at.map(|e| e.map(fmt_time)),
-                "rate_limits": changes.rate_limits, "budget": changes.budget, "plan": changes.plan,
+                "rate_limits": changes.rate_limits,
+                "budget": changes.budget.map(|b| b.as_ref().map(crate::limits::Budget::to_json)),
+                "plan": changes.plan,
                 "role": changes.role, "permissions": changes.permissions, "allow_ips": changes.allow_ips,
                 "allow_referrers": changes.allow_referrers, "allow_endpoints": changes.allow_endpoints,
             }),
             EventKind::PlanSet { plan } => json!({
-                "plan": plan.name, "rate_limits": plan.rate_limits, "budget": plan.budget,
+                "plan": plan.name, "rate_limits": plan.rate_limits,
+                "budget": plan.budget.as_ref().map(crate::limits::Budget::to_json),
             }),
             EventKind::PlanDeleted { name } => json!({ "plan": name }),
             EventKind::RoleSet { role } => json!({ "role": role }),

@@ -63,6 +63,14 @@ impl Period {
         }
     }
 
+    /// The anchor day of a monthly period; `None` for the others.
+    pub fn anchor_day(self) -> Option<u8> {
+        match self {
+            Period::Monthly { anchor_day } => Some(anchor_day),
+            Period::Daily | Period::Total => None,
+        }
+    }
+
     /// The period holding `now_ms`: its id and its end (unix ms; `None` for `Total`).
     pub fn at(self, now_ms: i64) -> (u32, Option<i64>) {
         let Ok(ts) = jiff::Timestamp::from_millisecond(now_ms) else {

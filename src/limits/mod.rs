@@ -96,6 +96,18 @@ impl std::fmt::Display for RateLimit {
 }
 
 impl Budget {
+    /// The budget as JSON for people and scripts (the CLI, the sidecar, the audit log's
+    /// JSON): `{"cap": 1000, "period": "monthly", "anchor_day": 1}`, the period in the
+    /// words `--budget-period` takes, `anchor_day` null unless monthly. Not its stored
+    /// form: the index and the log keep serde's encoding (FORMAT.md).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cap": self.cap,
+            "period": self.period.name(),
+            "anchor_day": self.period.anchor_day(),
+        })
+    }
+
     /// A checked budget.
     ///
     /// # Errors
@@ -154,6 +166,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The plan as JSON for people and scripts: `{"name", "rate_limits": [{"name",
+    /// "limit", "window_ms"}], "budget"}`, the budget as [`Budget::to_json`] shows it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "rate_limits": self.rate_limits,
+            "budget": self.budget.as_ref().map(Budget::to_json),
+        })
+    }
+
     /// A checked plan.
     ///
     /// # Errors
@@ -275,6 +297,26 @@ mod tests {
         assert_eq!("monthly".parse::<Period>().unwrap(), Period::Monthly { anchor_day: 1 });
         assert!("monthly:0".parse::<Period>().is_err());
         assert!("weekly".parse::<Period>().is_err());
+    }
+
+    #[test]
+    fn budgets_show_their_period_in_words() {
+        let monthly = Budget::new(10, "monthly:15".parse().unwrap()).unwrap();
+        assert_eq!(
+            monthly.to_json(),
+            serde_json::json!({"cap": 10, "period": "monthly", "anchor_day": 15})
+        );
+        let daily = Budget::new(5, Period::Daily).unwrap();
+        assert_eq!(
+            daily.to_json(),
+            serde_json::json!({"cap": 5, "period": "daily", "anchor_day": null})
+        );
+        let plan = Plan::new("pro", vec![RateLimit::parse("60/1m").unwrap()], Some(daily)).unwrap();
+        assert_eq!(
+            plan.to_json(),
+            serde_json::json!({"name": "pro", "rate_limits": [{"name": "1m", "limit": 60, "window_ms": 60_000}],
+                               "budget": {"cap": 5, "period": "daily", "anchor_day": null}})
+        );
     }
 
     #[test]

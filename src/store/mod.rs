@@ -1022,6 +1022,23 @@ impl Store {
         self.info(stored.record, &stored.tag)
     }
 
+    /// The key a presented secret belongs to, whatever its status, found without verifying
+    /// it: no use is recorded, no rate limit or budget is touched, the last-used time stays.
+    /// For acting on a leaked key (`credstore revoke --key -`). `None` when the text is not
+    /// a key of a registered format, or no key of this store has it.
+    ///
+    /// # Errors
+    /// [`Error::Index`] if sled fails.
+    pub fn find_by_key(&self, presented: &str) -> Result<Option<KeyInfo>> {
+        let Ok(tag) = self.shared.tag_of_presented(presented) else {
+            return Ok(None);
+        };
+        let Some(stored) = self.shared.index.get_by_tag(&tag)? else {
+            return Ok(None);
+        };
+        self.info(stored.record, &tag).map(Some)
+    }
+
     /// Keys matching `filter`, in creation order.
     ///
     /// # Errors

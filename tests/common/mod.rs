@@ -134,6 +134,9 @@ impl Cli {
             .env_remove("CREDSTORE_REQUEST_TIMEOUT")
             .env_remove("CREDSTORE_MAX_CONNECTIONS")
             .env_remove("CREDSTORE_LOCK_WAIT")
+            // The `list` table's width follows COLUMNS: the caller's terminal must not
+            // reach the tests.
+            .env_remove("COLUMNS")
             .current_dir(self.tmp.path())
             .stdin(Stdio::null());
         c

@@ -37,9 +37,9 @@ pub fn run() -> Result<(), Failure> {
 fn walk(dir: &std::path::Path) -> Result<(), Failure> {
     let clock = Arc::new(ManualClock::new(jiff::Timestamp::now().as_millisecond()));
     let store = Store::init(dir, Config::new().clock(clock.clone()))?;
-    println!("== A throwaway store in {}\n", dir.display());
+    outln!("== A throwaway store in {}\n", dir.display());
 
-    println!("== Issuing keys (each is shown once; only a keyed hash is stored)");
+    outln!("== Issuing keys (each is shown once; only a keyed hash is stored)");
     let live = store.create(
         NewKey::new("Production backend")
             .project("acme")
@@ -52,7 +52,7 @@ fn walk(dir: &std::path::Path) -> Result<(), Failure> {
     )?;
     let comp = store.create(NewKey::new("Compresh client").format(Format::new("comp_", Env::Live, 27, false)?))?;
     for k in [&live, &test, &comp] {
-        println!("  {:<20} {}  -> {}", k.record.name, k.record.id, k.key.expose());
+        outln!("  {:<20} {}  -> {}", k.record.name, k.record.id, k.key.expose());
     }
 
     let show = |label: &str, key: &str| -> Result<(), Failure> {
@@ -60,12 +60,12 @@ fn walk(dir: &std::path::Path) -> Result<(), Failure> {
         output::print_decision(&store.verify(key)?, false);
         Ok(())
     };
-    println!("\n== Verifying");
+    outln!("\n== Verifying");
     show("live key", live.key.expose())?;
     show("test key", test.key.expose())?;
     show("comp_ key (32 characters, no checksum)", comp.key.expose())?;
 
-    println!("\n== Rejected before any lookup (MALFORMED)");
+    outln!("\n== Rejected before any lookup (MALFORMED)");
     let live_text = live.key.expose();
     let swapped = if live_text.get(10..11) == Some("a") { "b" } else { "a" };
     let mut typo = live_text.to_string();
@@ -74,43 +74,43 @@ fn walk(dir: &std::path::Path) -> Result<(), Failure> {
     show("an unknown prefix", &live_text.replacen("sk_live_", "pk_live_", 1))?;
     show("a comp_ key one character short", &comp.key.expose()[..31])?;
 
-    println!("\n== Well-formed but never issued (NOT_FOUND)");
+    outln!("\n== Well-formed but never issued (NOT_FOUND)");
     show(
         "a forged key with a valid checksum",
         Format::default_for(Env::Live).generate().expose(),
     )?;
 
-    println!("\n== Disable and enable (reversible)");
+    outln!("\n== Disable and enable (reversible)");
     store.disable(&live.record.id)?;
     show("after disable", live.key.expose())?;
     store.enable(&live.record.id)?;
     show("after enable", live.key.expose())?;
 
-    println!("\n== Expiry");
+    outln!("\n== Expiry");
     let short = store.create(NewKey::new("One-hour token").expires(Expiry::In(HOUR_MS)))?;
     show("fresh one-hour token", short.key.expose())?;
     clock.advance(2 * HOUR_MS);
-    println!("  (two hours pass)");
+    outln!("  (two hours pass)");
     show("the same token", short.key.expose())?;
 
-    println!("\n== Rotation with a 10-minute grace period");
+    outln!("\n== Rotation with a 10-minute grace period");
     let rotated = store.rotate(&test.record.id, Some(Duration::from_secs(600)))?;
     show("old key, during the grace period", test.key.expose())?;
     show("new key", rotated.new.key.expose())?;
     clock.advance(11 * 60_000);
-    println!("  (eleven minutes pass)");
+    outln!("  (eleven minutes pass)");
     show("old key, after the grace period", test.key.expose())?;
 
-    println!("\n== Rate limits: 3 per minute (a burst of 3, then one every 20 s)");
+    outln!("\n== Rate limits: 3 per minute (a burst of 3, then one every 20 s)");
     let limited = store.create(NewKey::new("Rate-limited script").rate_limit(RateLimit::parse("3/1m:minute")?))?;
     for i in 1..=4 {
         show(&format!("request {i}"), limited.key.expose())?;
     }
     clock.advance(20_000);
-    println!("  (20 seconds pass)");
+    outln!("  (20 seconds pass)");
     show("request 5", limited.key.expose())?;
 
-    println!("\n== Plans and budgets: the starter plan allows 5 units a month");
+    outln!("\n== Plans and budgets: the starter plan allows 5 units a month");
     store.set_plan(Plan::new(
         "starter",
         vec![RateLimit::parse("100/1m:minute")?],
@@ -139,14 +139,14 @@ fn walk(dir: &std::path::Path) -> Result<(), Failure> {
         vec![RateLimit::parse("100/1m:minute")?],
         Some(Budget::new(50, Period::Monthly { anchor_day: 1 })?),
     )?)?;
-    println!("  (the starter plan is raised to 50 units: every key on it follows at once)");
+    outln!("  (the starter plan is raised to 50 units: every key on it follows at once)");
     print!("  {:<38} ", "request 4, cost 2");
     output::print_decision(
         &store.verify_with(&VerifyRequest::new(metered.key.expose()).cost(2))?,
         false,
     );
 
-    println!("\n== Access policy: restrictions (FORBIDDEN) and permissions (INSUFFICIENT_PERMISSIONS)");
+    outln!("\n== Access policy: restrictions (FORBIDDEN) and permissions (INSUFFICIENT_PERMISSIONS)");
     let restricted = store.create(
         NewKey::new("Office-only reporting key")
             .project("acme")
@@ -181,29 +181,30 @@ fn walk(dir: &std::path::Path) -> Result<(), Failure> {
     )?;
     dana.memberships.insert("acme".into(), RoleName::parse("viewer")?);
     store.set_user(dana)?;
-    println!("  (Dana is demoted to viewer in acme)");
+    outln!("  (Dana is demoted to viewer in acme)");
     policy(
         "the same token, the next request",
         VerifyRequest::new(token.key.expose()).require(&run),
     )?;
 
-    println!("\n== Revocation: immediate and final");
+    outln!("\n== Revocation: immediate and final");
     store.revoke(&live.record.id, Some("leaked in a screenshot"))?;
     show("after revoke", live.key.expose())?;
     match store.enable(&live.record.id) {
-        Err(e) => println!("  enable after revoke is refused: {e}"),
-        Ok(_) => println!("  BUG: a revoked key was enabled"),
+        Err(e) => outln!("  enable after revoke is refused: {e}"),
+        Ok(_) => outln!("  BUG: a revoked key was enabled"),
     }
 
-    println!("\n== The key dashboard");
+    outln!("\n== The key dashboard");
     output::print_list(&store.list(&ListFilter::default())?, false);
 
-    println!("\n== The audit log");
+    outln!("\n== The audit log");
     output::print_events(&store.events(&Default::default())?, false);
     let check = store.verify_log()?;
-    println!(
+    outln!(
         "\n  audit verify: intact, {} records, {} bytes",
-        check.records, check.bytes
+        check.records,
+        check.bytes
     );
     store.close()?;
     Ok(())

@@ -19,7 +19,7 @@ pub(super) fn run(url: String, command: Command, data: &Path) -> Result<u8, Fail
     match command {
         Command::Init => {
             let info = Fleet::connect(&url)?.init_new()?;
-            println!(
+            outln!(
                 "Fleet ready: store {}, schema version {}, log at record {}.",
                 hex(&info.store_id),
                 info.schema_version,
@@ -64,7 +64,7 @@ fn join(url: String, role: &str) -> Result<(), Failure> {
 fn status(url: &str) -> Result<u8, Failure> {
     let fleet = Fleet::connect(url)?;
     let info = fleet.info()?;
-    println!(
+    outln!(
         "fleet: store {}, schema version {}, head at record {}",
         hex(&info.store_id),
         info.schema_version,
@@ -72,10 +72,10 @@ fn status(url: &str) -> Result<u8, Failure> {
     );
     let hosts = fleet.hosts()?;
     if hosts.is_empty() {
-        println!("no host has joined yet");
+        outln!("no host has joined yet");
     }
     for h in hosts {
-        println!(
+        outln!(
             "host {}: applied record {} (lag {}), last heard {:.1} s ago",
             h.host,
             h.applied_seq,

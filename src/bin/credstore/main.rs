@@ -3,6 +3,17 @@
 //! Exit codes: 0 success (for `verify`: the key is valid), 1 `verify` denied the key,
 //! 2 bad usage or bad input (nothing was written), 3 store error (I/O, corruption, locked).
 
+/// `println!` through [`output::write_stdout`]: a closed stdout ends the printing quietly
+/// instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod demo;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;
@@ -11,7 +22,7 @@ mod serve;
 mod vault_cmd;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -69,7 +80,7 @@ enum Command {
         #[arg(long)]
         project: Option<String>,
         /// The environment the request is for.
-        #[arg(long)]
+        #[arg(long, value_parser = Words::<Env>::new(ENVS))]
         env: Option<Env>,
         /// Budget cost of the request (0 only checks).
         #[arg(long, default_value_t = 1)]
@@ -90,7 +101,7 @@ enum Command {
         #[arg(long)]
         prefix: Option<String>,
         /// Only this status: active, disabled, expired or revoked.
-        #[arg(long)]
+        #[arg(long, value_parser = Words::<Status>::new(STATUSES))]
         status: Option<Status>,
         /// Print JSON.
         #[arg(long)]
@@ -104,7 +115,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Change a key's name, metadata or expiry.
+    /// Change a key's name, metadata, expiry, rate limits, budget, plan, role, permissions or
+    /// allowlists; only what is given changes, a list given replaces the key's.
     Update(UpdateArgs),
     /// Disable a key (reversible).
     Disable {
@@ -122,10 +134,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a key, for good.
+    /// Revoke a key, for good: by id, or a leaked key itself with `--key -` (read from stdin).
     Revoke {
         /// The key id.
-        id: String,
+        #[arg(required_unless_present = "key", conflicts_with = "key")]
+        id: Option<String>,
+        /// `-`: read the key itself from stdin, never from the command line, and revoke it
+        /// (finding it records no use of it).
+        #[arg(long, value_name = "-")]
+        key: Option<String>,
         /// Why.
         #[arg(long)]
         reason: Option<String>,
@@ -206,7 +223,7 @@ struct CreateArgs {
     #[arg(long)]
     prefix: Option<String>,
     /// live or test.
-    #[arg(long)]
+    #[arg(long, value_parser = Words::<Env>::new(ENVS))]
     env: Option<Env>,
     /// Random characters (22 to 64).
     #[arg(long, conflicts_with = "total_length")]
@@ -239,8 +256,8 @@ struct CreateArgs {
     #[arg(long)]
     plan: Option<String>,
     /// service (its own role) or personal (acts with --user's role in the project).
-    #[arg(long = "type", default_value = "service")]
-    key_type: String,
+    #[arg(long = "type", value_name = "TYPE", value_enum, default_value_t = KeyType::Service)]
+    key_type: KeyType,
     /// The user a personal token belongs to.
     #[arg(long)]
     user: Option<String>,
@@ -251,22 +268,32 @@ struct CreateArgs {
     json: bool,
 }
 
+/// `create --type`: what kind of identity a key is (see `--type`'s help).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeyType {
+    Service,
+    Personal,
+}
+
 /// Role, permissions and restrictions, as `create` and `update` take them.
 #[derive(Args)]
 struct AccessArgs {
-    /// A service account's role (admin, member, viewer, or one of the store's roles).
+    /// A service account's role (admin, member, viewer, or one of the store's roles); a
+    /// personal token takes none: it acts with its user's role.
     #[arg(long)]
     role: Option<RoleName>,
-    /// A permission beyond the role, resource:action (repeatable).
+    /// A permission beyond the role, resource:action (repeatable; `update` replaces the list).
     #[arg(long = "permission")]
     permissions: Vec<String>,
-    /// An allowed client address or CIDR range (repeatable).
+    /// An allowed client address or CIDR range (repeatable; `update` replaces the list).
     #[arg(long = "allow-ip")]
     allow_ips: Vec<String>,
-    /// An allowed referrer host pattern, e.g. *.example.com (repeatable).
+    /// An allowed referrer host pattern, e.g. *.example.com (repeatable; `update` replaces
+    /// the list).
     #[arg(long = "allow-referrer")]
     allow_referrers: Vec<String>,
-    /// An allowed endpoint, "METHOD GLOB", e.g. "GET /v1/users/*" (repeatable).
+    /// An allowed endpoint, "METHOD GLOB", e.g. "GET /v1/users/*" (repeatable; `update`
+    /// replaces the list).
     #[arg(long = "allow-endpoint")]
     allow_endpoints: Vec<String>,
 }
@@ -274,14 +301,15 @@ struct AccessArgs {
 /// Rate limits and a budget, as `create`, `update` and `plan set` take them.
 #[derive(Args)]
 struct LimitArgs {
-    /// A rate limit N/DURATION[:name], e.g. 60/1m or 1000/1h:hourly (repeatable).
+    /// A rate limit N/DURATION[:name], e.g. 60/1m or 1000/1h:hourly (repeatable; `update`
+    /// replaces the key's own limits).
     #[arg(long = "rate-limit", value_parser = parse_rate_limit)]
     rate_limits: Vec<RateLimit>,
     /// A budget cap per period (an integer amount of cost units).
     #[arg(long)]
     budget: Option<u64>,
     /// The budget period: monthly, monthly:DAY (anchor day), daily or total.
-    #[arg(long, default_value = "monthly", requires = "budget")]
+    #[arg(long, default_value = "monthly", requires = "budget", value_parser = Words::<Period>::new(PERIODS))]
     budget_period: Period,
 }
 
@@ -489,7 +517,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_failure(&e),
     };
-    match run(cli) {
+    let result = run(cli);
+    // Output cut short by anything but a closed pipe fails a command that otherwise
+    // succeeded; a failure already on its way is the one to report.
+    let result = match (result, output::stdout_failure()) {
+        (Ok(_), Some(e)) => Err(Failure {
+            code: 3,
+            message: format!("cannot write to stdout: {e}"),
+        }),
+        (result, _) => result,
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -536,23 +574,23 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             let config = Config::from_env()?;
             let dev = config.pepper.is_none();
             let store = Store::init(&data, config)?;
-            println!("Initialised a credstore store in {}", data.display());
+            outln!("Initialised a credstore store in {}", data.display());
             if dev {
-                println!(
+                outln!(
                     "Development store: its pepper is in {}. In production, set CREDSTORE_PEPPER instead.",
                     data.join("pepper.key").display()
                 );
             }
             let admin = store.create(NewKey::new("bootstrap admin").role(RoleName::parse("admin")?))?;
-            println!();
-            println!(
+            outln!();
+            outln!(
                 "Bootstrap admin key {} for `credstore serve`'s management API:",
                 admin.record.id
             );
-            println!();
-            println!("    {}", admin.key.expose());
-            println!();
-            println!("Copy it now: it is shown only once and cannot be recovered.");
+            outln!();
+            outln!("    {}", admin.key.expose());
+            outln!();
+            outln!("Copy it now: it is shown only once and cannot be recovered.");
             store.close()?;
             Ok(0)
         }
@@ -626,10 +664,37 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             output::print_info(&info, json);
             Ok(0)
         }
-        Command::Revoke { id, reason, yes, json } => {
-            let id = KeyId::parse(&id)?;
-            let store = open(&data)?;
-            let current = store.get(&id)?;
+        Command::Revoke {
+            id,
+            key,
+            reason,
+            yes,
+            json,
+        } => {
+            let (store, current) = match (id, key) {
+                (Some(id), None) => {
+                    let id = KeyId::parse(&id)?;
+                    let store = open(&data)?;
+                    let current = store.get(&id)?;
+                    (store, current)
+                }
+                (None, Some(dash)) if dash == "-" => {
+                    let presented = zeroize::Zeroizing::new(read_stdin_line()?);
+                    let store = open(&data)?;
+                    let current = store.find_by_key(presented.trim())?.ok_or_else(|| {
+                        usage("the key read from stdin is not a key of this store (malformed, or unknown)")
+                    })?;
+                    (store, current)
+                }
+                (None, Some(_)) => {
+                    return Err(usage(
+                        "--key takes only `-`: the key is read from stdin, never from the command line \
+                         (where shell history and the process list keep it)",
+                    ));
+                }
+                _ => return Err(usage("revoke takes a key id, or --key - with the key on stdin")),
+            };
+            let id = current.record.id.clone();
             if !yes && std::io::stdin().is_terminal() && !confirm(&current.record.name, &id)? {
                 return Err(usage("revocation cancelled"));
             }
@@ -649,7 +714,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         Command::Audit(args) => audit(&data, args),
         Command::Rebuild => {
             let last = Store::rebuild(&data, store_config()?)?;
-            println!("Rebuilt the index from {last} log records.");
+            outln!("Rebuilt the index from {last} log records.");
             Ok(0)
         }
         Command::ResetHead { reason, yes } => {
@@ -669,7 +734,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
                 }
             }
             let seq = Store::reset_head(&data, store_config()?, reason.as_deref())?;
-            println!("The head checkpoint now vouches for record {seq}; the index was rebuilt from the log.");
+            outln!("The head checkpoint now vouches for record {seq}; the index was rebuilt from the log.");
             Ok(0)
         }
         #[cfg(feature = "fleet")]
@@ -681,8 +746,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut cmd, "credstore", &mut script);
-            // A closed pipe leaves no one to tell.
-            let _ = std::io::stdout().write_all(&script);
+            output::write_stdout_bytes(&script);
             Ok(0)
         }
         Command::Serve(args) => serve::run(&data, args),
@@ -736,18 +800,12 @@ fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     new.budget = args.limits.budget()?;
     new.rate_limits = args.limits.rate_limits;
     new.plan = args.plan;
-    new.kind = match (args.key_type.as_str(), args.user) {
-        ("service", None) => KeyKind::Service,
-        ("personal", Some(user)) => KeyKind::Personal { user },
-        ("personal", None) => return Err(InputError::KeyType("a personal token needs --user".into()).into()),
-        ("service", Some(_)) => {
+    new.kind = match (args.key_type, args.user) {
+        (KeyType::Service, None) => KeyKind::Service,
+        (KeyType::Personal, Some(user)) => KeyKind::Personal { user },
+        (KeyType::Personal, None) => return Err(InputError::KeyType("a personal token needs --user".into()).into()),
+        (KeyType::Service, Some(_)) => {
             return Err(InputError::KeyType("--user is for personal tokens (--type personal)".into()).into());
-        }
-        (other, _) => {
-            return Err(usage(format!(
-                "--type {}: use service or personal",
-                redact::quote(other)
-            )));
         }
     };
     let access = args.access;
@@ -842,12 +900,12 @@ fn plan(data: &Path, action: PlanAction) -> Result<u8, Failure> {
             let budget = limits.budget()?;
             let plan = Plan::new(name, limits.rate_limits, budget)?;
             store.set_plan(plan.clone())?;
-            println!("Plan {} set: {}", plan.name, output::plan_summary(&plan));
+            outln!("Plan {} set: {}", plan.name, output::plan_summary(&plan));
         }
         PlanAction::List { json } => output::print_plans(&store.plans(), json),
         PlanAction::Delete { name } => {
             store.delete_plan(&name)?;
-            println!("Plan {name} deleted.");
+            outln!("Plan {name} deleted.");
         }
     }
     store.close()?;
@@ -863,11 +921,11 @@ fn user(data: &Path, action: UserAction) -> Result<u8, Failure> {
                 user.memberships.insert(project, RoleName::parse(&role)?);
             }
             store.set_user(user.clone())?;
-            println!("User {} set: {} membership(s)", user.id, user.memberships.len());
+            outln!("User {} set: {} membership(s)", user.id, user.memberships.len());
         }
         UserAction::Remove { id } => {
             store.remove_user(&id)?;
-            println!("User {id} removed: their personal tokens are refused from now on.");
+            outln!("User {id} removed: their personal tokens are refused from now on.");
         }
         UserAction::List { json } => output::print_users(&store.users(), json),
     }
@@ -881,11 +939,11 @@ fn role(data: &Path, action: RoleAction) -> Result<u8, Failure> {
         RoleAction::Set { name, permissions } => {
             let role = Role::new(RoleName::parse(&name)?, PermissionSet::parse(&permissions)?);
             store.set_role(role)?;
-            println!("Role {name} set.");
+            outln!("Role {name} set.");
         }
         RoleAction::Delete { name } => {
             store.delete_role(&name)?;
-            println!("Role {name} deleted.");
+            outln!("Role {name} deleted.");
         }
         RoleAction::List { json } => output::print_roles(&store.roles(), json),
     }
@@ -898,8 +956,8 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
     match args.action {
         Some(AuditAction::Verify) => match verify_with_bar(&store) {
             Ok(check) if check.index_differs.is_empty() => {
-                println!("log intact: {} records, {} bytes", check.records, check.bytes);
-                println!("index agrees with the log");
+                outln!("log intact: {} records, {} bytes", check.records, check.bytes);
+                outln!("index agrees with the log");
                 Ok(0)
             }
             Ok(check) => Err(Failure {
@@ -917,15 +975,10 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
             }),
         },
         Some(AuditAction::Export) => {
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
             let events = store.events(&EventFilter::default())?;
             let bar = progress_bar(events.len() as u64, "exporting");
             for (seq, event) in &events {
-                // A closed pipe ends the export; there is no one left to tell.
-                if writeln!(out, "{}", event.to_json(*seq)).is_err() {
-                    break;
-                }
+                outln!("{}", event.to_json(*seq));
                 bar.inc(1);
             }
             bar.finish_and_clear();
@@ -1011,3 +1064,54 @@ fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
         .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
         .map_err(|e| format!("{e}: give a whole number above 0 and a unit, e.g. 500ms, 10s, 5m, 1h"))
 }
+
+/// A flag's value parsed by `T`'s `FromStr`, with the words it takes offered to shell
+/// completions and listed in help: clap's own value enums cannot say `monthly:DAY`, nor
+/// parse into the library's types.
+#[derive(Clone)]
+struct Words<T> {
+    words: &'static [&'static str],
+    parses: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Words<T> {
+    /// The words a flag offers.
+    const fn new(words: &'static [&'static str]) -> Self {
+        Words {
+            words,
+            parses: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for Words<T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        clap::builder::StringValueParser::new()
+            .try_map(|text| text.parse::<T>())
+            .parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            self.words.iter().map(|&w| clap::builder::PossibleValue::new(w)),
+        ))
+    }
+}
+
+/// `--status`.
+const STATUSES: &[&str] = &["active", "disabled", "expired", "revoked"];
+/// `--env`.
+const ENVS: &[&str] = &["live", "test"];
+/// `--budget-period`; `monthly:DAY` parses too.
+const PERIODS: &[&str] = &["monthly", "daily", "total"];

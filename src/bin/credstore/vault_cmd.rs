@@ -72,13 +72,13 @@ pub fn run(data: &Path, action: VaultAction) -> Result<u8, Failure> {
             let secret = read_secret()?;
             let info = store.vault_put(project.as_deref(), &name, secret.as_bytes())?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     json!({"project": info.project, "name": info.name, "version": info.version,
                            "master_version": info.master_version})
                 );
             } else {
-                println!("Stored {}/{} version {}.", info.project, info.name, info.version);
+                outln!("Stored {}/{} version {}.", info.project, info.name, info.version);
             }
         }
         VaultAction::Get { name, project, version } => {
@@ -98,10 +98,10 @@ pub fn run(data: &Path, action: VaultAction) -> Result<u8, Failure> {
                                "master_version": s.master_version})
                     })
                     .collect();
-                println!("{}", serde_json::Value::Array(docs));
+                outln!("{}", serde_json::Value::Array(docs));
             } else {
                 for s in &list {
-                    println!(
+                    outln!(
                         "{:<16} {:<24} v{:<4} {}  master v{}",
                         s.project,
                         s.name,
@@ -114,14 +114,14 @@ pub fn run(data: &Path, action: VaultAction) -> Result<u8, Failure> {
         }
         VaultAction::Delete { name, project } => {
             store.vault_delete(project.as_deref(), &name)?;
-            println!("Deleted every version of {name}.");
+            outln!("Deleted every version of {name}.");
         }
         VaultAction::RotateMaster { generate, retire_old } => {
             let version = store.vault_master_version().unwrap_or(0) + 1;
             let key = if generate {
                 let key = MasterKey::random(version).map_err(credstore::Error::from)?;
-                println!("New master key version {version} (store it where CREDSTORE_MASTER_KEY comes from):");
-                println!("    {}:{}", version, key.to_hex().as_str());
+                outln!("New master key version {version} (store it where CREDSTORE_MASTER_KEY comes from):");
+                outln!("    {}:{}", version, key.to_hex().as_str());
                 key
             } else {
                 MasterKey::from_hex(version, read_secret()?.trim())?
@@ -133,10 +133,10 @@ pub fn run(data: &Path, action: VaultAction) -> Result<u8, Failure> {
                     eprintln!("rewrapped {done}/{total}");
                 }
             })?;
-            println!("Rewrapped {n} secret version(s) under master key version {version}; no secret was decrypted.");
+            outln!("Rewrapped {n} secret version(s) under master key version {version}; no secret was decrypted.");
             if retire_old {
                 store.vault_retire_below(version)?;
-                println!("Master key versions below {version} are retired.");
+                outln!("Master key versions below {version} are retired.");
             }
         }
     }
