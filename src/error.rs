@@ -350,9 +350,6 @@ pub enum OpenError {
     /// The master key given does not match the one the vault registered for its version.
     #[error("wrong master key for version {0}: the vault was written with another key")]
     WrongMasterKey(u32),
-    /// The vault holds secrets but no master key was given.
-    #[error("the vault has master key versions {0:?} registered but none was given: set CREDSTORE_MASTER_KEY")]
-    MissingMasterKey(Vec<u32>),
     /// The index is inconsistent with the log (e.g. it has applied records the log lacks).
     #[error("index and log disagree: {0}; run `credstore rebuild`")]
     IndexAhead(String),

@@ -441,6 +441,8 @@ impl From<Error> for Failure {
             Error::Input(_) | Error::State(_) => 2,
             Error::Open(OpenError::NotAStore(_) | OpenError::AlreadyExists(_))
             | Error::Open(OpenError::MissingPepper | OpenError::WrongPepper) => 2,
+            // Like a missing pepper: configuration the command needs, nothing written.
+            Error::Vault(credstore::vault::VaultError::NoMasterKey) => 2,
             _ => 3,
         };
         Failure {
