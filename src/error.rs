@@ -299,6 +299,19 @@ pub enum StateError {
     /// No user has this id.
     #[error("no user {}", redact::quote(.0))]
     UnknownUser(String),
+    /// A personal token for a user who has no role in the token's project: it could never
+    /// verify. Make the user a member of the project first.
+    #[error(
+        "user {} is not a member of project {}: give them a role there first (user set --member PROJECT=ROLE)",
+        redact::quote(.user),
+        redact::quote(.project)
+    )]
+    NotAMember {
+        /// The user.
+        user: String,
+        /// The token's project.
+        project: String,
+    },
     /// The operation is sensitive and the store requires an admin key for it.
     #[error("{0} requires an admin key of this store")]
     AdminRequired(&'static str),

@@ -69,10 +69,17 @@ pub enum Forbidden {
     Project,
     /// The request pinned an environment (live or test) the key does not belong to.
     Environment,
+    /// A personal token whose user was removed.
+    #[serde(rename = "user_removed")]
+    UserRemoved,
+    /// A personal token whose user is not (or no longer) a member of the token's project.
+    #[serde(rename = "not_a_member")]
+    NotAMember,
 }
 
 impl Forbidden {
-    /// `ip`, `referrer`, `endpoint`, `project` or `environment`, as serialised.
+    /// `ip`, `referrer`, `endpoint`, `project`, `environment`, `user_removed` or
+    /// `not_a_member`, as serialised.
     pub fn as_str(self) -> &'static str {
         match self {
             Forbidden::Ip => "ip",
@@ -80,6 +87,21 @@ impl Forbidden {
             Forbidden::Endpoint => "endpoint",
             Forbidden::Project => "project",
             Forbidden::Environment => "environment",
+            Forbidden::UserRemoved => "user_removed",
+            Forbidden::NotAMember => "not_a_member",
+        }
+    }
+
+    /// The reason in a few words, for people: `ip not allowed`, `user removed`, ...
+    pub fn explain(self) -> &'static str {
+        match self {
+            Forbidden::Ip => "ip not allowed",
+            Forbidden::Referrer => "referrer not allowed",
+            Forbidden::Endpoint => "endpoint not allowed",
+            Forbidden::Project => "project not allowed",
+            Forbidden::Environment => "environment not allowed",
+            Forbidden::UserRemoved => "user removed",
+            Forbidden::NotAMember => "user not a member of the project",
         }
     }
 }
@@ -118,6 +140,8 @@ mod tests {
             (Forbidden::Endpoint, "endpoint"),
             (Forbidden::Project, "project"),
             (Forbidden::Environment, "environment"),
+            (Forbidden::UserRemoved, "user_removed"),
+            (Forbidden::NotAMember, "not_a_member"),
         ] {
             assert_eq!(f.as_str(), s);
             assert_eq!(f.to_string(), s);

@@ -640,7 +640,10 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Input`] for a bad name, project, metadata, expiry or format (nothing is
-    /// written); [`Error::Log`] / [`Error::Index`] if the change could not be made durable.
+    /// written); [`Error::State`] for an unknown plan, role or user, or
+    /// [`StateError::NotAMember`] for a personal token whose user has no role in the
+    /// token's project; [`Error::Log`] / [`Error::Index`] if the change could not be made
+    /// durable.
     pub fn create(&self, new: NewKey) -> Result<CreatedKey> {
         if self.require_admin && new.role.as_ref().is_some_and(|r| r.as_str() == "admin") {
             return Err(StateError::AdminRequired("creating an admin key").into());
@@ -804,7 +807,14 @@ impl Store {
         } else if req.env.is_some_and(|e| e != record.env()) {
             Some(Forbidden::Environment)
         } else if role.is_none() {
-            Some(Forbidden::Project)
+            // The real reason: a personal token's user is gone, or has no role here.
+            Some(match &state.grants {
+                Grants::Personal { user } if dir.as_ref().is_none_or(|d| !d.users.contains_key(user)) => {
+                    Forbidden::UserRemoved
+                }
+                Grants::Personal { .. } => Forbidden::NotAMember,
+                Grants::Service { .. } => Forbidden::Project,
+            })
         } else {
             None
         };
@@ -1148,7 +1158,8 @@ impl Store {
         self.submit(Op::SetUser(user)).map(drop)
     }
 
-    /// Removes a user: their personal tokens are refused (`FORBIDDEN`) from the next verify.
+    /// Removes a user: their personal tokens are refused (`FORBIDDEN`, `user_removed`) from
+    /// the next verify.
     ///
     /// # Errors
     /// [`crate::StateError::UnknownUser`].

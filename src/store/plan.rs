@@ -89,8 +89,16 @@ pub(super) fn plan(
             if let Some(role) = &record.role {
                 state.role(role.as_str())?;
             }
-            if let KeyKind::Personal { user } = &record.kind {
-                state.user(user)?;
+            // A personal token acts with its user's role in its project: one for a user
+            // without a role there would be refused at every verify.
+            if let KeyKind::Personal { user } = &record.kind
+                && state.user(user)?.role_in(&record.project).is_none()
+            {
+                return Err(StateError::NotAMember {
+                    user: user.clone(),
+                    project: record.project.clone(),
+                }
+                .into());
             }
             let planned = Planned::Created(record.id.clone(), key.secret.clone());
             events.push(event(EventKind::KeyCreated { record, tag: key.tag }));
