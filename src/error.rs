@@ -264,6 +264,16 @@ pub enum InputError {
     /// A master key version of 0 (versions start at 1).
     #[error("master key versions start at 1")]
     InvalidMasterKeyVersion,
+    /// The admin keys' prefix ([`crate::token::ADMIN_PREFIX`]) in a customer format, in
+    /// another shape than [`crate::Format::admin`], or among the prefixes customer
+    /// verification accepts.
+    #[error("prefix {} is reserved for admin keys (csa_, 32 random characters, checksum): {}", redact::quote(.prefix), .why)]
+    ReservedPrefix {
+        /// The prefix.
+        prefix: String,
+        /// What was asked of it.
+        why: &'static str,
+    },
 }
 
 /// The request does not fit the key's current state.

@@ -30,6 +30,9 @@ pub const DEFAULT_RANDOM_LEN: usize = 32;
 pub const MAX_PREFIX_LEN: usize = 24;
 /// Random characters shown in a key's `start`.
 const START_RANDOM_CHARS: usize = 4;
+/// The prefix of admin keys ("credstore admin"): keys for the management API, never
+/// accepted by customer verification. No customer format may use it.
+pub const ADMIN_PREFIX: &str = "csa_";
 
 /// The environment a key belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -130,6 +133,23 @@ impl Format {
             random_len: DEFAULT_RANDOM_LEN as u8,
             checksum: true,
         }
+    }
+
+    /// The admin keys' format: [`ADMIN_PREFIX`], live, 32 random characters and a
+    /// checksum. A key in it is an admin key: a service account with the `admin` role,
+    /// for the management API only.
+    pub fn admin() -> Self {
+        Format {
+            prefix: ADMIN_PREFIX.to_string(),
+            env: Env::Live,
+            random_len: DEFAULT_RANDOM_LEN as u8,
+            checksum: true,
+        }
+    }
+
+    /// Whether this is a format of admin keys (its prefix is [`ADMIN_PREFIX`]).
+    pub fn is_admin(&self) -> bool {
+        self.prefix == ADMIN_PREFIX
     }
 
     /// The prefix.
@@ -353,6 +373,13 @@ impl FormatSet {
         self.formats.iter()
     }
 
+    /// The formats customer verification accepts: every format but the admin keys', and
+    /// of those only the ones whose prefix `allowed` names, when it is given.
+    pub fn for_customers(&self, allowed: Option<&[String]>) -> FormatSet {
+        let accepted = |f: &&Format| !f.is_admin() && allowed.is_none_or(|a| a.contains(&f.prefix));
+        FormatSet::new(self.formats.iter().filter(accepted).cloned())
+    }
+
     /// Parses `text` against the registered formats.
     ///
     /// # Errors
@@ -482,6 +509,24 @@ mod tests {
         assert!(
             set.choose(Some("x"), None, Some(1), true).is_err(),
             "too few random characters"
+        );
+    }
+
+    #[test]
+    fn customers_never_get_the_admin_format_and_may_be_restricted_by_prefix() {
+        let comp = Format::new("comp_", Env::Live, 27, false).unwrap();
+        let all = FormatSet::new([Format::admin(), Format::default_for(Env::Live), comp.clone()]);
+        let prefixes = |set: &FormatSet| set.iter().map(|f| f.prefix().to_string()).collect::<Vec<_>>();
+        assert_eq!(prefixes(&all.for_customers(None)), ["sk_live_", "comp_"]);
+        let only = ["comp_".to_string(), ADMIN_PREFIX.to_string()];
+        assert_eq!(prefixes(&all.for_customers(Some(&only))), ["comp_"]);
+        assert!(Format::admin().is_admin() && !comp.is_admin());
+        // `choose` gives the admin format for its prefix, registered or not.
+        assert_eq!(
+            FormatSet::default()
+                .choose(Some(ADMIN_PREFIX), None, None, true)
+                .unwrap(),
+            Format::admin()
         );
     }
 

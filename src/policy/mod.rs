@@ -51,7 +51,7 @@ pub use ip::IpAllowlist;
 pub use permission::{MAX_PERMISSION_LEN, Permission, PermissionSet};
 pub use query::{MAX_QUERY_ATOMS, MAX_QUERY_DEPTH, MAX_QUERY_LEN, PermissionQuery};
 pub use referrer::{MAX_HOST_LEN, ReferrerAllowlist, referrer_host};
-pub use role::{BUILTIN_ROLES, MAX_ROLE_NAME_LEN, Role, RoleName, builtin_role};
+pub use role::{ADMIN_ROLE, BUILTIN_ROLES, MAX_ROLE_NAME_LEN, Role, RoleName, builtin_role};
 pub use user::{User, validate_user_id};
 
 /// Which restriction refused a request (a `FORBIDDEN` decision names it).
@@ -75,11 +75,18 @@ pub enum Forbidden {
     /// A personal token whose user is not (or no longer) a member of the token's project.
     #[serde(rename = "not_a_member")]
     NotAMember,
+    /// An admin key presented for a customer request: admin keys are for the management
+    /// API only.
+    #[serde(rename = "admin_key")]
+    AdminKey,
+    /// A key that is not an admin key presented to the management API.
+    #[serde(rename = "not_admin_key")]
+    NotAdminKey,
 }
 
 impl Forbidden {
-    /// `ip`, `referrer`, `endpoint`, `project`, `environment`, `user_removed` or
-    /// `not_a_member`, as serialised.
+    /// `ip`, `referrer`, `endpoint`, `project`, `environment`, `user_removed`,
+    /// `not_a_member`, `admin_key` or `not_admin_key`, as serialised.
     pub fn as_str(self) -> &'static str {
         match self {
             Forbidden::Ip => "ip",
@@ -89,6 +96,8 @@ impl Forbidden {
             Forbidden::Environment => "environment",
             Forbidden::UserRemoved => "user_removed",
             Forbidden::NotAMember => "not_a_member",
+            Forbidden::AdminKey => "admin_key",
+            Forbidden::NotAdminKey => "not_admin_key",
         }
     }
 
@@ -102,6 +111,8 @@ impl Forbidden {
             Forbidden::Environment => "environment not allowed",
             Forbidden::UserRemoved => "user removed",
             Forbidden::NotAMember => "user not a member of the project",
+            Forbidden::AdminKey => "an admin key: for the management API only",
+            Forbidden::NotAdminKey => "not an admin key",
         }
     }
 }
@@ -142,6 +153,8 @@ mod tests {
             (Forbidden::Environment, "environment"),
             (Forbidden::UserRemoved, "user_removed"),
             (Forbidden::NotAMember, "not_a_member"),
+            (Forbidden::AdminKey, "admin_key"),
+            (Forbidden::NotAdminKey, "not_admin_key"),
         ] {
             assert_eq!(f.as_str(), s);
             assert_eq!(f.to_string(), s);

@@ -23,7 +23,7 @@ use crate::event::Tag;
 use crate::index::Counters;
 use crate::limits::budget::{BudgetCounter, pack, unless_later, unpack};
 use crate::limits::{Budget, Gcra, Quota, RateLimit, effective};
-use crate::policy::{PermissionSet, RoleName};
+use crate::policy::{ADMIN_ROLE, PermissionSet, RoleName};
 use crate::record::KeyKind;
 
 use crate::directory::Directory;
@@ -54,6 +54,9 @@ impl Usage {
 pub(crate) struct LiveState {
     pub record: Arc<KeyRecord>,
     pub grants: Grants,
+    /// An admin key: a service account with the built-in `admin` role. Only the management
+    /// API accepts it; customer verification refuses it.
+    pub admin: bool,
     pub limits: Vec<ActiveLimit>,
     pub budget: Option<ActiveBudget>,
     pub usage: Arc<Usage>,
@@ -180,9 +183,11 @@ impl LiveState {
                 dirty: AtomicBool::new(false),
             }),
         };
+        let admin = matches!(&grants, Grants::Service { role: Some(r), .. } if r.as_str() == ADMIN_ROLE);
         LiveState {
             record,
             grants,
+            admin,
             limits,
             budget,
             usage,

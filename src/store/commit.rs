@@ -288,7 +288,7 @@ fn apply_and_publish(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
             .apply(&overlay.batch(log.durable_seq(), log.durable_hash()));
     }
     if let Some(formats) = overlay.changed_formats() {
-        shared.formats.store(Arc::new(formats.clone()));
+        shared.publish_formats(formats.clone());
     }
     if let Some((dir, reresolve)) = overlay.changed_directory() {
         let dir = Arc::new(dir);

@@ -689,11 +689,34 @@ fn open(data: &Path) -> Result<Store, Failure> {
     Ok(store)
 }
 
+/// The format of a new key, as `create` and the sidecar choose it: for a service
+/// account with the admin role and no shape asked for, the admin keys' format (the store
+/// refuses any other for it); else [`credstore::FormatSet::choose`].
+fn new_key_format(
+    formats: &credstore::FormatSet,
+    role: Option<&RoleName>,
+    prefix: Option<&str>,
+    env: Option<Env>,
+    length: Option<usize>,
+    checksum: bool,
+) -> Result<credstore::Format, InputError> {
+    let admin = role.is_some_and(|r| r.as_str() == credstore::policy::ADMIN_ROLE);
+    if admin && prefix.is_none() && env.is_none() && length.is_none() && checksum {
+        return Ok(credstore::Format::admin());
+    }
+    formats.choose(prefix, env, length, checksum)
+}
+
 fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     let store = open(data)?;
-    let format = store
-        .formats()
-        .choose(args.prefix.as_deref(), args.env, args.length, !args.no_checksum)?;
+    let format = new_key_format(
+        &store.formats(),
+        args.access.role.as_ref(),
+        args.prefix.as_deref(),
+        args.env,
+        args.length,
+        !args.no_checksum,
+    )?;
     let mut new = NewKey::new(args.name).format(format);
     new.project = args.project;
     new.metadata = args.meta.into_iter().collect();
