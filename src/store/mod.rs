@@ -403,7 +403,15 @@ impl Shared {
             mark,
             now_ns: self.clock.now_ns(),
         };
-        LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed)
+        let mut state = LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed);
+        // Like the record, read from sled a moment ago; a read error leaves the key charged
+        // on its own counters.
+        state.successor = record
+            .rotated_to
+            .as_ref()
+            .and_then(|next| self.index.get(next).ok().flatten())
+            .map(|k| k.tag);
+        state
     }
 }
 
@@ -965,12 +973,19 @@ impl Store {
                 return Ok(());
             }
         }
+        // Steps 7 and 8 charge the key's own counters; a rotated key still in its grace
+        // period is charged to the key that replaced it, so the two share one budget.
+        let successor = match state.successor {
+            Some(tag) => self.successor_state(tag)?,
+            None => None,
+        };
+        let owner: &LiveState = successor.as_deref().unwrap_or(state);
         // 7. Rate limits, all or nothing.
-        decision.ratelimits.reserve(state.limits.len());
-        for (i, limit) in state.limits.iter().enumerate() {
+        decision.ratelimits.reserve(owner.limits.len());
+        for (i, limit) in owner.limits.iter().enumerate() {
             let outcome = limit.cell.check(limit.quota, now_ns, req.weight);
             if !outcome.admitted {
-                let admitted = state.limits.get(..i).unwrap_or_default();
+                let admitted = owner.limits.get(..i).unwrap_or_default();
                 admitted.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
                 let retry = secs_ceil(outcome.retry_after_ns);
                 decision.code = Code::RateLimited;
@@ -989,14 +1004,14 @@ impl Store {
             decision.ratelimits.push(limit_state(limit, outcome, None));
         }
         // 8. Budget: charge last; test keys are never charged.
-        if let Some(active) = &state.budget {
+        if let Some(active) = &owner.budget {
             let (period, period_end) = active.period_at(now);
-            let charge = record.env() == Env::Live;
+            let charge = owner.record.env() == Env::Live;
             let cost = if charge { req.cost } else { 0 };
-            let (spent, exhausted) = match self.charge(record, active, period, cost) {
+            let (spent, exhausted) = match self.charge(&owner.record, active, period, cost) {
                 Ok(charged) => charged,
                 Err(e) => {
-                    state.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
+                    owner.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
                     return Err(e);
                 }
             };
@@ -1008,7 +1023,7 @@ impl Store {
                 charged: cost > 0 && !exhausted,
             });
             if exhausted {
-                state.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
+                owner.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
                 decision.code = Code::BudgetExhausted;
                 decision.ratelimits = state
                     .limits
@@ -1025,7 +1040,41 @@ impl Store {
             state.usage.last_used.store(now, Ordering::Relaxed);
         }
         state.usage.touch();
+        if successor.is_some() {
+            // Its counters changed: flushed under its own id.
+            owner.usage.touch();
+        }
         Ok(())
+    }
+
+    /// The live state a rotated key's requests are charged to: its successor's, or when
+    /// that key was rotated as well, the last one's (at most [`MAX_ROTATION_HOPS`] on).
+    /// `None` when the successor cannot be found, which a valid index never gives.
+    ///
+    /// # Errors
+    /// When sled cannot be read on a miss.
+    fn successor_state(&self, mut tag: Tag) -> Result<Option<Arc<LiveState>>> {
+        let shared = &*self.shared;
+        let mut found = None;
+        for _ in 0..MAX_ROTATION_HOPS {
+            let state = match shared.cache.get(&tag) {
+                Some(state) => state,
+                None => {
+                    let generation = shared.cache.generation();
+                    let Some(stored) = shared.index.get_by_tag(&tag)? else {
+                        break;
+                    };
+                    shared.cache.fill(tag, shared.load_state(&stored.record), generation)
+                }
+            };
+            let next = state.successor;
+            found = Some(state);
+            match next {
+                Some(next) => tag = next,
+                None => break,
+            }
+        }
+        Ok(found)
     }
 
     /// Charges a budget, raising its persisted mark through the log first whenever the
@@ -1178,7 +1227,9 @@ impl Store {
 
     /// Issues a new key with the same settings and revokes the old one, at once or after
     /// `grace` (never later than the old key's own expiry). The new key gets the same
-    /// lifetime the old one was given, counted from now.
+    /// lifetime the old one was given, counted from now, and takes over the old key's
+    /// budget (spend and mark) and rate-limit state; until the old key stops working, its
+    /// requests are charged to the new key's.
     ///
     /// # Errors
     /// [`Error::State`]: unknown, revoked, or already rotated.
@@ -1483,6 +1534,10 @@ fn run_flusher(shared: &Shared, every: Duration, stop: &Receiver<()>) {
         }
     }
 }
+
+/// How far [`Store::successor_state`] follows a chain of rotations made within one grace
+/// period.
+const MAX_ROTATION_HOPS: usize = 16;
 
 /// What a verification is for: a customer's request, or the management API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
