@@ -28,7 +28,8 @@ pub enum Code {
     Disabled,
     /// The key has expired.
     Expired,
-    /// The key may not act here (environment, project, IP, referrer, endpoint).
+    /// The key may not act here (environment, project, IP, referrer, endpoint), or a
+    /// personal token's user was removed or is not a member of its project.
     Forbidden,
     /// The key lacks a required permission.
     InsufficientPermissions,

@@ -301,6 +301,16 @@ pub enum InputError {
     /// A master key version of 0 (versions start at 1).
     #[error("master key versions start at 1")]
     InvalidMasterKeyVersion,
+    /// The admin keys' prefix ([`crate::token::ADMIN_PREFIX`]) in a customer format, in
+    /// another shape than [`crate::Format::admin`], or among the prefixes customer
+    /// verification accepts.
+    #[error("prefix {} is reserved for admin keys (csa_, 32 random characters, checksum): {}", redact::quote(.prefix), .why)]
+    ReservedPrefix {
+        /// The prefix.
+        prefix: String,
+        /// What was asked of it.
+        why: &'static str,
+    },
 }
 
 /// The request does not fit the key's current state.
@@ -336,6 +346,19 @@ pub enum StateError {
     /// No user has this id.
     #[error("no user {}", redact::quote(.0))]
     UnknownUser(String),
+    /// A personal token for a user who has no role in the token's project: it could never
+    /// verify. Make the user a member of the project first.
+    #[error(
+        "user {} is not a member of project {}: give them a role there first (user set --member PROJECT=ROLE)",
+        redact::quote(.user),
+        redact::quote(.project)
+    )]
+    NotAMember {
+        /// The user.
+        user: String,
+        /// The token's project.
+        project: String,
+    },
     /// The operation is sensitive and the store requires an admin key for it.
     #[error("{0} requires an admin key of this store")]
     AdminRequired(&'static str),
@@ -387,9 +410,6 @@ pub enum OpenError {
     /// The master key given does not match the one the vault registered for its version.
     #[error("wrong master key for version {0}: the vault was written with another key")]
     WrongMasterKey(u32),
-    /// The vault holds secrets but no master key was given.
-    #[error("the vault has master key versions {0:?} registered but none was given: set CREDSTORE_MASTER_KEY")]
-    MissingMasterKey(Vec<u32>),
     /// The index is inconsistent with the log (e.g. it has applied records the log lacks).
     #[error("index and log disagree: {0}; run `credstore rebuild`")]
     IndexAhead(String),

@@ -284,7 +284,8 @@ impl Expiry {
 pub struct NewKey {
     /// A human name (1 to 128 bytes, no control characters).
     pub name: String,
-    /// The format; `None` means `sk_live_`, 32 random characters, with a checksum.
+    /// The format; `None` means `sk_live_`, 32 random characters, with a checksum, or for a
+    /// service account with the `admin` role [`Format::admin`] (`csa_`): an admin key.
     pub format: Option<Format>,
     /// The project; `None` means `default`.
     pub project: Option<String>,

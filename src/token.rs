@@ -30,6 +30,9 @@ pub const DEFAULT_RANDOM_LEN: usize = 32;
 pub const MAX_PREFIX_LEN: usize = 24;
 /// Random characters shown in a key's `start`.
 const START_RANDOM_CHARS: usize = 4;
+/// The prefix of admin keys ("credstore admin"): keys for the management API, never
+/// accepted by customer verification. No customer format may use it.
+pub const ADMIN_PREFIX: &str = "csa_";
 
 /// The environment a key belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -130,6 +133,23 @@ impl Format {
             random_len: DEFAULT_RANDOM_LEN as u8,
             checksum: true,
         }
+    }
+
+    /// The admin keys' format: [`ADMIN_PREFIX`], live, 32 random characters and a
+    /// checksum. A key in it is an admin key: a service account with the `admin` role,
+    /// for the management API only.
+    pub fn admin() -> Self {
+        Format {
+            prefix: ADMIN_PREFIX.to_string(),
+            env: Env::Live,
+            random_len: DEFAULT_RANDOM_LEN as u8,
+            checksum: true,
+        }
+    }
+
+    /// Whether this is a format of admin keys (its prefix is [`ADMIN_PREFIX`]).
+    pub fn is_admin(&self) -> bool {
+        self.prefix == ADMIN_PREFIX
     }
 
     /// The prefix.
@@ -360,6 +380,17 @@ impl FormatSet {
     /// [`InputError::InvalidTotalLength`] for a total length that leaves a random part
     /// out of range; [`Format::new`]'s errors for a bad shape.
     pub fn choose(&self, request: &FormatRequest<'_>) -> Result<Format, InputError> {
+        // The admin keys' prefix has one format, whatever else is registered or asked.
+        if request.prefix == Some(ADMIN_PREFIX) {
+            let other_shape = request.length.is_some() || request.no_checksum || request.new_format;
+            if other_shape || request.env.is_some_and(|e| e != Env::Live) {
+                return Err(InputError::ReservedPrefix {
+                    prefix: ADMIN_PREFIX.to_string(),
+                    why: "no other format may use it",
+                });
+            }
+            return Ok(Format::admin());
+        }
         let env = request.env;
         let prefix = request.prefix.map_or_else(
             || Format::default_for(env.unwrap_or(Env::Live)).prefix().to_string(),
@@ -407,6 +438,13 @@ impl FormatSet {
     /// The registered formats.
     pub fn iter(&self) -> impl Iterator<Item = &Format> {
         self.formats.iter()
+    }
+
+    /// The formats customer verification accepts: every format but the admin keys', and
+    /// of those only the ones whose prefix `allowed` names, when it is given.
+    pub fn for_customers(&self, allowed: Option<&[String]>) -> FormatSet {
+        let accepted = |f: &&Format| !f.is_admin() && allowed.is_none_or(|a| a.contains(&f.prefix));
+        FormatSet::new(self.formats.iter().filter(accepted).cloned())
     }
 
     /// Parses `text` against the registered formats.
@@ -680,6 +718,27 @@ mod tests {
         ] {
             assert_eq!(set.parse(&bad).unwrap_err(), Malformed::BadAlphabet);
         }
+    }
+
+    #[test]
+    fn customers_never_get_the_admin_format_and_may_be_restricted_by_prefix() {
+        let comp = Format::new("comp_", Env::Live, 27, false).unwrap();
+        let all = FormatSet::new([Format::admin(), Format::default_for(Env::Live), comp.clone()]);
+        let prefixes = |set: &FormatSet| set.iter().map(|f| f.prefix().to_string()).collect::<Vec<_>>();
+        assert_eq!(prefixes(&all.for_customers(None)), ["sk_live_", "comp_"]);
+        let only = ["comp_".to_string(), ADMIN_PREFIX.to_string()];
+        assert_eq!(prefixes(&all.for_customers(Some(&only))), ["comp_"]);
+        assert!(Format::admin().is_admin() && !comp.is_admin());
+        // `choose` gives the admin format for its prefix, registered or not.
+        assert_eq!(
+            FormatSet::default()
+                .choose(&FormatRequest {
+                    prefix: Some(ADMIN_PREFIX),
+                    ..FormatRequest::default()
+                })
+                .unwrap(),
+            Format::admin()
+        );
     }
 
     #[test]

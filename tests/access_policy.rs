@@ -488,7 +488,11 @@ fn built_in_roles_and_extra_permissions_answer_queries() {
             ("viewer".to_string(), vec!["*:read".to_string()]),
         ]
     );
-    let (admin, _) = create(&store, NewKey::new("admin").role(role("admin")));
+    // A service account with the admin role is an admin key, which customer verification
+    // refuses (issue 17, item 14): the admin role's permissions are asked of a personal
+    // token whose user is an admin of the project.
+    store.set_user(user("root", &[("default", "admin")])).unwrap();
+    let (admin, _) = create(&store, NewKey::new("admin").personal("root"));
     let (member, _) = create(&store, NewKey::new("member").role(role("member")));
     let (default, _) = create(&store, NewKey::new("default role"));
     let (viewer, _) = create(&store, NewKey::new("viewer").role(role("viewer")));
@@ -662,26 +666,33 @@ fn a_personal_token_acts_with_its_users_current_role() {
     let d = require(&store, &token, "tickets:write");
     assert_valid(&d);
     assert_eq!(role_of(&d), Some("support"));
-    // Membership of another project only: FORBIDDEN(Project), pinned or not.
+    // Membership of another project only: FORBIDDEN, naming the membership (issue 17,
+    // item 4: it used to say `project`, as if the request had pinned another project),
+    // pinned or not.
     store.set_user(user("alice@example.com", &[("beta", "admin")])).unwrap();
     let d = check(&store, &VerifyRequest::new(&token));
-    assert_forbidden(&d, Forbidden::Project);
+    assert_forbidden(&d, Forbidden::NotAMember);
     assert_eq!(d.role, None);
     assert_forbidden(
         &check(&store, &VerifyRequest::new(&token).project("acme")),
+        Forbidden::NotAMember,
+    );
+    assert_forbidden(&require(&store, &token, "docs:read"), Forbidden::NotAMember);
+    // A pinned project that is not the key's is still `project`.
+    assert_forbidden(
+        &check(&store, &VerifyRequest::new(&token).project("beta")),
         Forbidden::Project,
     );
-    assert_forbidden(&require(&store, &token, "docs:read"), Forbidden::Project);
     // Back in the project: the token works again.
     store
         .set_user(user("alice@example.com", &[("acme", "viewer")]))
         .unwrap();
     assert_valid(&require(&store, &token, "docs:read"));
-    // The user removed: FORBIDDEN(Project).
+    // The user removed: FORBIDDEN(UserRemoved).
     store.remove_user("alice@example.com").unwrap();
     assert!(store.users().is_empty());
     let d = check(&store, &VerifyRequest::new(&token).project("acme"));
-    assert_forbidden(&d, Forbidden::Project);
+    assert_forbidden(&d, Forbidden::UserRemoved);
     assert_eq!(d.role, None);
     // A removed user cannot be removed twice.
     assert_eq!(
@@ -748,7 +759,7 @@ fn a_demotion_is_seen_by_every_thread_on_the_next_verify() {
                     }
                     // Demoted: never valid again. FORBIDDEN only once the removal began.
                     DEMOTED if d.code == Code::Forbidden && removing.load(Ordering::SeqCst) => {
-                        assert_eq!(d.forbidden, Some(Forbidden::Project), "thread {i}");
+                        assert_eq!(d.forbidden, Some(Forbidden::UserRemoved), "thread {i}");
                     }
                     DEMOTED => {
                         assert_eq!(d.code, Code::InsufficientPermissions, "thread {i} after the demotion");
@@ -758,7 +769,7 @@ fn a_demotion_is_seen_by_every_thread_on_the_next_verify() {
                         let got = (d.code, d.forbidden);
                         assert_eq!(
                             got,
-                            (Code::Forbidden, Some(Forbidden::Project)),
+                            (Code::Forbidden, Some(Forbidden::UserRemoved)),
                             "thread {i} after the removal"
                         );
                         assert_eq!(d.role, None, "thread {i}");
@@ -811,6 +822,66 @@ fn a_demotion_is_seen_by_every_thread_on_the_next_verify() {
     });
     assert!(completed, "a verifying thread stopped early");
     assert_eq!(passed_as_member.load(Ordering::SeqCst), THREADS);
+}
+
+/// Issue 17, item 4: a personal token for a user who is not a member of its project was
+/// created, then refused forever as `project`; after `remove_user`, the same misleading
+/// reason. The create is refused with a typed error and writes nothing; a verify names
+/// the real reason.
+#[test]
+fn a_personal_token_needs_a_membership_and_its_refusals_name_the_real_reason() {
+    let fx = Fixture::new();
+    let store = fx.init();
+    create(&store, NewKey::new("first"));
+    store.set_user(user("erin", &[("beta", "member")])).unwrap();
+    let before = store.events(&Default::default()).unwrap().len();
+    let keys = store.list(&ListFilter::default()).unwrap().len();
+    // Not a member of acme: refused, in every format (a refused create registers none).
+    for format in [Format::default_for(Env::Live), Format::default_for(Env::Test)] {
+        let err = state_error(&store, || {
+            store.create(
+                NewKey::new("erin's")
+                    .project("acme")
+                    .personal("erin")
+                    .format(format.clone()),
+            )
+        });
+        assert_eq!(
+            err,
+            StateError::NotAMember {
+                user: "erin".into(),
+                project: "acme".into()
+            }
+        );
+        assert!(err.to_string().contains("not a member of project \"acme\""), "{err}");
+    }
+    // The default project too, when none is given.
+    assert!(matches!(
+        state_error(&store, || store.create(NewKey::new("erin's").personal("erin"))),
+        StateError::NotAMember { .. }
+    ));
+    assert_eq!(store.events(&Default::default()).unwrap().len(), before);
+    assert_eq!(store.list(&ListFilter::default()).unwrap().len(), keys);
+    // A member may have one.
+    let (token, _) = create(&store, NewKey::new("erin's").project("beta").personal("erin"));
+    assert_valid(&check(&store, &VerifyRequest::new(&token)));
+    // Moved to another project: the token names the membership it lacks.
+    store.set_user(user("erin", &[("gamma", "member")])).unwrap();
+    let d = check(&store, &VerifyRequest::new(&token));
+    assert_forbidden(&d, Forbidden::NotAMember);
+    assert_eq!(d.forbidden.map(Forbidden::as_str), Some("not_a_member"));
+    // Removed: the token names the removal, also across a reopen and a rebuild.
+    store.remove_user("erin").unwrap();
+    assert_forbidden(&check(&store, &VerifyRequest::new(&token)), Forbidden::UserRemoved);
+    store.close().unwrap();
+    let store = fx.open();
+    assert_forbidden(&check(&store, &VerifyRequest::new(&token)), Forbidden::UserRemoved);
+    store.close().unwrap();
+    Store::rebuild(&fx.path, fx.config.clone()).unwrap();
+    let store = fx.open();
+    let d = check(&store, &VerifyRequest::new(&token));
+    assert_forbidden(&d, Forbidden::UserRemoved);
+    assert_eq!(d.forbidden.map(Forbidden::as_str), Some("user_removed"));
 }
 
 #[test]
@@ -921,11 +992,15 @@ fn admin_keys_need_an_admin_key_when_the_store_requires_one() {
             .create_as(&admin, new_admin())
             .expect("create_as with an admin key");
         assert_eq!(created.record.role, Some(role("admin")));
-        let d = require(&store, created.key.expose(), "*");
+        // An admin key verifies for the management API only (issue 17, item 14).
+        let everything = query("*");
+        let d = store
+            .verify_admin(&VerifyRequest::new(created.key.expose()).require(&everything))
+            .unwrap();
         assert_valid(&d);
         assert_eq!(role_of(&d), Some("admin"));
     }
-    let d = store.verify(&admin).unwrap();
+    let d = store.verify_admin(&VerifyRequest::new(&admin)).unwrap();
     assert_valid(&d);
     assert_eq!(
         d.ratelimits[0].remaining, 0,

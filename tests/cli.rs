@@ -527,11 +527,14 @@ fn audit_lists_filters_verifies_and_exports() {
     let events = cli.json(&["audit", "--json"]);
     let events = events.as_array().expect("array");
     let kinds: Vec<&str> = events.iter().map(|e| s(e, "kind")).collect();
+    // The bootstrap admin key registers the admin format (`csa_`), the first customer key
+    // `sk_live_` (issue 17, item 14: admin keys have a format of their own).
     assert_eq!(
         kinds,
         [
             "format.registered",
             "key.created",
+            "format.registered",
             "key.created",
             "format.registered",
             "key.created",
@@ -539,9 +542,11 @@ fn audit_lists_filters_verifies_and_exports() {
             "key.used"
         ]
     );
+    assert_eq!(events[0]["details"]["prefix"], "csa_", "{}", events[0]);
     assert_eq!(events[1]["details"]["name"], BOOTSTRAP);
-    assert_eq!(events[6]["details"]["code"], "VALID");
-    assert_eq!(events[6]["details"]["key_id"], s(&b, "id"));
+    assert_eq!(events[2]["details"]["prefix"], "sk_live_", "{}", events[2]);
+    assert_eq!(events[7]["details"]["code"], "VALID");
+    assert_eq!(events[7]["details"]["key_id"], s(&b, "id"));
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["seq"], i + 1, "{e}");
         rfc3339_ms(s(e, "at"));
@@ -555,19 +560,19 @@ fn audit_lists_filters_verifies_and_exports() {
     let of_a: Vec<&str> = of_a.as_array().expect("array").iter().map(|e| s(e, "kind")).collect();
     assert_eq!(of_a, ["key.created", "key.revoked"]);
     let human = cli.ok(&["audit"]);
-    assert_eq!(human.stdout.lines().count(), 7, "{human:?}");
+    assert_eq!(human.stdout.lines().count(), 8, "{human:?}");
     assert!(human.stdout.contains("key.revoked"), "{human:?}");
     assert_eq!(cli.run(&["audit", "--key", "nonsense"]).code, Some(2));
 
     let intact = cli.ok(&["audit", "verify"]);
     assert!(
-        intact.stdout.contains("intact") && intact.stdout.contains("7 records"),
+        intact.stdout.contains("intact") && intact.stdout.contains("8 records"),
         "{intact:?}"
     );
 
     let export = cli.ok(&["audit", "export"]);
     let lines: Vec<&str> = export.stdout.lines().collect();
-    assert_eq!(lines.len(), 7, "{export:?}");
+    assert_eq!(lines.len(), 8, "{export:?}");
     for (i, line) in lines.iter().enumerate() {
         let e: Value = serde_json::from_str(line).expect("each line is one JSON document");
         assert_eq!(e["seq"], i + 1);

@@ -151,3 +151,41 @@ fn bad_limit_flags_are_usage_errors_and_write_nothing() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "bootstrap admin");
 }
+
+/// Issue 17, item 3: `verify --cost 7` on a budgeted key, `rotate`, and the new key showed
+/// spent 0 for the same period. The new key keeps the budget and the rate limit's state.
+#[test]
+fn rotate_keeps_the_spend_and_the_requests_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    assert!(run(&data, &["init"]).status.success());
+    let created = run(
+        &data,
+        &[
+            "create",
+            "--name",
+            "metered",
+            "--rate-limit",
+            "5/1h:hourly",
+            "--budget",
+            "100",
+            "--json",
+        ],
+    );
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let created = json(&created);
+    let (key, id) = (created["key"].as_str().unwrap(), created["id"].as_str().unwrap());
+    let charged = run(&data, &["verify", key, "--cost", "7", "--json"]);
+    assert_eq!(json(&charged)["budget"]["spent"], 7);
+    let rotated = run(&data, &["rotate", id, "--json"]);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let new = json(&rotated)["key"].as_str().unwrap().to_string();
+    let checked = run(&data, &["verify", &new, "--cost", "0", "--json"]);
+    assert_eq!(checked.status.code(), Some(0));
+    let doc = json(&checked);
+    assert_eq!(doc["budget"]["spent"], 7, "{doc}");
+    assert_eq!(
+        doc["ratelimits"][0]["remaining"], 3,
+        "one request before, this one now: {doc}"
+    );
+}

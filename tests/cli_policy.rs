@@ -391,9 +391,13 @@ fn users_and_roles_round_trip_and_personal_tokens_follow_them() {
         None,
         Some("support"),
     );
-    // No longer a member of the token's project, then removed: FORBIDDEN(project).
+    // No longer a member of the token's project, then removed: FORBIDDEN, naming which
+    // (issue 17, item 4: both used to say `project`).
     cli.ok(&["user", "set", "alice", "--member", "beta=admin"]);
-    expect(cli.verify(&token, &[]), "FORBIDDEN", Some("project"), None);
+    expect(cli.verify(&token, &[]), "FORBIDDEN", Some("not_a_member"), None);
+    let text = cli.run(&["verify", &token]);
+    assert_eq!(text.code, Some(1), "{text:?}");
+    assert!(text.stdout.contains("[user not a member of the project]"), "{text:?}");
     cli.ok(&["user", "set", "alice", "--member", "acme=viewer"]);
     expect(cli.verify(&token, &[]), "VALID", None, Some("viewer"));
     cli.ok(&["user", "remove", "alice"]);
@@ -401,9 +405,11 @@ fn users_and_roles_round_trip_and_personal_tokens_follow_them() {
     expect(
         cli.verify(&token, &["--project", "acme"]),
         "FORBIDDEN",
-        Some("project"),
+        Some("user_removed"),
         None,
     );
+    let text = cli.run(&["verify", &token]);
+    assert!(text.stdout.contains("[user removed]"), "{text:?}");
     // A role nothing has any more can be deleted.
     cli.ok(&["role", "delete", "support"]);
     let roles = cli.json(&["role", "list", "--json"]);
@@ -423,7 +429,7 @@ fn users_and_roles_round_trip_and_personal_tokens_follow_them() {
         None,
         Some("ops"),
     );
-    expect(cli.verify(&token, &[]), "FORBIDDEN", Some("project"), None);
+    expect(cli.verify(&token, &[]), "FORBIDDEN", Some("user_removed"), None);
 }
 
 #[test]
@@ -456,6 +462,15 @@ fn bad_policy_input_exits_2_and_writes_nothing() {
         ),
         (&["--user", "alice"], "personal"),
         (&["--type", "robot"], "robot"),
+        // Issue 17, item 4: a token that could never verify is not created.
+        (
+            &["--type", "personal", "--user", "alice", "--project", "beta"],
+            "\"alice\" is not a member of project \"beta\"",
+        ),
+        (
+            &["--type", "personal", "--user", "alice"],
+            "not a member of project \"default\"",
+        ),
     ];
     for (extra, needle) in cases {
         let mut args = vec!["create", "--name", "x"];

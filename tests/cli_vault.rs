@@ -6,9 +6,14 @@
     reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
 )]
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+use common::{Cli, Sidecar, http};
+use serde_json::json;
 
 const SECRET: &str = "sk-provider-VAULT-CLI-7f3a9c1e5b";
 const ROTATED: &str = "sk-provider-VAULT-CLI-rotated-2d8e";
@@ -128,6 +133,60 @@ fn vault_round_trip_rotation_and_no_plaintext() {
             .code(),
         Some(2)
     );
+}
+
+/// Issue 17, item 2: once the vault held a secret, every command failed without the
+/// master key, so a verifying sidecar had to hold the vault key. Only the vault's own
+/// operations need it.
+#[test]
+fn only_vault_commands_need_the_master_key() {
+    let cli = Cli::init();
+    let created = cli.json(&["create", "--name", "svc", "--json"]);
+    let key = created["key"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    let put = cli.run_with_stdin(&["vault", "put", "openai"], SECRET);
+    assert_eq!(put.code, Some(0), "{put:?}");
+    // The host that verifies keys holds no vault key: the development store's
+    // `master.key` is taken away, and CREDSTORE_MASTER_KEY is not set.
+    let kept = cli.tmp.path().join("master.key.kept");
+    std::fs::rename(cli.data.join("master.key"), &kept).unwrap();
+    for args in [
+        &["list", "--json"][..],
+        &["show", id.as_str()],
+        &["verify", key.as_str()],
+        &["role", "set", "support", "--permission", "tickets:read"],
+        &["user", "set", "dana", "--member", "default=support"],
+        &["plan", "list"],
+        &["audit", "--json"],
+        &["vault", "list", "--json"],
+    ] {
+        cli.ok(args);
+    }
+    let sidecar = Sidecar::start(&cli);
+    let reply = http(
+        sidecar.addr,
+        "POST",
+        "/v1/keys.verify",
+        None,
+        Some(&json!({ "key": key })),
+    )
+    .unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body["data"]["valid"], true, "{reply:?}");
+    let (status, stderr) = sidecar.stop();
+    assert!(status.success(), "{stderr}");
+    // The vault's own operations refuse with a clear error (exit 2, nothing written).
+    for (args, input) in [
+        (&["vault", "get", "openai"][..], ""),
+        (&["vault", "put", "openai"], "v2"),
+    ] {
+        let run = cli.run_with_stdin(args, input);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert!(run.stderr.contains("CREDSTORE_MASTER_KEY"), "{args:?}: {run:?}");
+    }
+    // With the key back, the vault opens as before.
+    std::fs::rename(&kept, cli.data.join("master.key")).unwrap();
+    assert_eq!(cli.ok(&["vault", "get", "openai"]).stdout.trim_end(), SECRET);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

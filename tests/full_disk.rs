@@ -48,7 +48,7 @@ fn commands_fail_cleanly_on_a_full_disk_and_all_work_again_once_it_is_freed() {
         .stdout
         .lines()
         .map(str::trim)
-        .find(|l| l.starts_with("sk_live_"))
+        .find(|l| l.starts_with("csa_"))
         .expect("init prints the admin key")
         .to_string();
     let bearer = format!("Bearer {admin}");

@@ -1259,7 +1259,7 @@ fn the_mirrored_request_types_decode_as_the_sidecar_does() {
     let admin = init
         .lines()
         .map(str::trim)
-        .find(|l| l.starts_with("sk_live_"))
+        .find(|l| l.starts_with("csa_"))
         .unwrap_or_else(|| panic!("init printed no admin key: {init}"))
         .to_string();
     let mut child = Command::new(bin)

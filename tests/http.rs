@@ -854,7 +854,7 @@ async fn the_sidecar_verifies_manages_keys_for_admins_and_flushes_on_shutdown() 
     let admin = init
         .lines()
         .map(str::trim)
-        .find(|l| l.starts_with("sk_live_"))
+        .find(|l| l.starts_with("csa_"))
         .unwrap_or_else(|| panic!("init printed no admin key: {init}"))
         .to_string();
     let listed = cli(&data, &["list", "--json"]);

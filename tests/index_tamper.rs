@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{Cli, Fixture, copy_dir};
 use credstore::policy::RoleName;
-use credstore::{Code, KeyUpdate, NewKey, Store};
+use credstore::{Code, KeyUpdate, NewKey, Store, VerifyRequest};
 
 /// The format byte and MAC before a sealed value's payload.
 const SEAL_LEN: usize = 17;
@@ -123,13 +123,22 @@ fn an_admin_key_demoted_and_put_back_stays_demoted() {
     put_raw(&fx.path, "keys", id.as_bytes(), &admin);
 
     let store = open_expecting_rebuild(&fx, "do not add up", &id);
-    let decision = store.verify(key.key.expose()).expect("verify");
+    // An admin key is checked by the management API's verification (issue 17, item 14:
+    // customer verification never accepts one).
+    let decision = store
+        .verify_admin(&VerifyRequest::new(key.key.expose()))
+        .expect("verify");
     let role = decision
         .key
         .as_ref()
         .and_then(|k| k.role.as_ref())
         .map(|r| r.as_str().to_string());
     assert_eq!(role.as_deref(), Some("viewer"));
+    assert!(
+        !decision.is_valid(),
+        "a demoted admin key manages nothing: {decision:?}"
+    );
+    assert!(store.authorize_admin(key.key.expose(), "test").is_err());
     store.close().expect("close");
 }
 

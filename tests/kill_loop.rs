@@ -252,7 +252,7 @@ impl Loop {
             .stdout
             .lines()
             .map(str::trim)
-            .find(|l| l.starts_with("sk_live_"))
+            .find(|l| l.starts_with("csa_"))
             .unwrap_or_else(|| panic!("init printed no admin key: {init:?}"))
             .to_string();
         let mut run = Loop {
@@ -672,6 +672,17 @@ impl Loop {
             .expect("verify through the sidecar");
             assert_eq!(reply.status, 200, "{reply:?}");
             let decision = &reply.body["data"];
+            if key.admin {
+                // An admin key is never a customer key (issue 17, item 14): it still opens
+                // the management API.
+                assert_eq!(decision["code"], "MALFORMED", "{id}: {decision}");
+                let auth = format!("Bearer {secret}");
+                let path = format!("/v1/api-keys/{id}");
+                let shown = http(sidecar.addr, "GET", &path, Some(&auth), None).expect("show");
+                assert_eq!(shown.status, 200, "{shown:?}");
+                checked += 1;
+                continue;
+            }
             assert_eq!(decision["key_id"], id.as_str(), "{decision}");
             let expected = if key.revoked { "REVOKED" } else { "VALID" };
             assert_eq!(decision["code"], expected, "{id}: {decision}");

@@ -477,6 +477,92 @@ fn counters_survive_a_clean_restart_exactly() {
     assert_eq!(d.ratelimits[0].remaining, 6);
 }
 
+/// Issue 17, item 3: `verify --cost 7`, `rotate`, and the new key showed spent 0 for the
+/// same period: rotating was a way around a cap. The new key takes over the old key's
+/// budget (spend and mark) and rate-limit state: in memory, after a clean restart, after a
+/// rebuild, when the old key was not in the live map, and, from the marks the log carried,
+/// after a rebuild from the log alone. In a grace period the old key is charged to the
+/// same budget as its successor, also after a restart.
+#[test]
+fn a_rotation_keeps_the_budget_and_the_rate_limits() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let (dir, store, config) = store_with(clock.clone());
+    let path = dir.path().join("data");
+    let reopen = |store: Store| {
+        store.close().unwrap();
+        Store::open(&path, config.clone()).unwrap()
+    };
+    let limits = NewKey::new("metered")
+        .rate_limit(RateLimit::parse("10/1h").unwrap())
+        .budget(Budget::new(100, Period::Monthly { anchor_day: 1 }).unwrap());
+    let old = store.create(limits).unwrap();
+    // (spent, requests left), by a request that costs and takes nothing.
+    let state = |store: &Store, key: &credstore::CreatedKey| {
+        let d = store
+            .verify_with(&VerifyRequest::new(key.key.expose()).cost(0).weight(0))
+            .unwrap();
+        assert!(d.is_valid(), "{d:?}");
+        (d.budget.unwrap().spent, d.ratelimits[0].remaining)
+    };
+    let charge = |store: &Store, key: &credstore::CreatedKey, cost: u64| {
+        let d = store
+            .verify_with(&VerifyRequest::new(key.key.expose()).cost(cost))
+            .unwrap();
+        assert!(d.is_valid(), "{d:?}");
+    };
+    charge(&store, &old, 7);
+    assert_eq!(state(&store, &old), (7, 9));
+    let new = store.rotate(&old.record.id, None).unwrap().new;
+    assert_eq!(state(&store, &new), (7, 9), "in memory");
+    assert_eq!(store.verify(old.key.expose()).unwrap().code, Code::Revoked);
+    let store = reopen(store);
+    assert_eq!(state(&store, &new), (7, 9), "after a clean restart");
+    store.close().unwrap();
+    Store::rebuild(&path, config.clone()).unwrap();
+    let store = Store::open(&path, config.clone()).unwrap();
+    assert_eq!(state(&store, &new), (7, 9), "after a rebuild");
+    // Rotated while not in the live map: carried from sled.
+    store.clear_cache().unwrap();
+    let newer = store
+        .rotate(&new.record.id, Some(std::time::Duration::from_secs(3600)))
+        .unwrap()
+        .new;
+    assert_eq!(state(&store, &newer), (7, 9), "rotated from sled");
+    // In the grace period, the old key spends the successor's budget and requests.
+    charge(&store, &new, 5);
+    assert_eq!(state(&store, &newer), (12, 8));
+    assert_eq!(state(&store, &new), (12, 8), "the old key reports the budget it spends");
+    let store = reopen(store);
+    charge(&store, &new, 1);
+    assert_eq!(
+        state(&store, &newer),
+        (13, 7),
+        "shared after a restart in the grace period"
+    );
+    // The cap holds across the two keys.
+    let d = store
+        .verify_with(&VerifyRequest::new(new.key.expose()).cost(88))
+        .unwrap();
+    assert_eq!(d.code, Code::BudgetExhausted, "{d:?}");
+    charge(&store, &newer, 87);
+    let d = store
+        .verify_with(&VerifyRequest::new(new.key.expose()).cost(1))
+        .unwrap();
+    assert_eq!(d.code, Code::BudgetExhausted, "{d:?}");
+    // After the grace period the old key is revoked; the spend stays with the new one.
+    clock.advance(3_600_001);
+    assert_eq!(store.verify(new.key.expose()).unwrap().code, Code::Revoked);
+    assert_eq!(state(&store, &newer).0, 100);
+    // From the log alone (the index and its counters gone), spend restarts at the mark,
+    // which the rotations carried: never below what was spent.
+    store.close().unwrap();
+    std::fs::remove_dir_all(path.join("index")).unwrap();
+    Store::rebuild(&path, config.clone()).unwrap();
+    let store = Store::open(&path, config.clone()).unwrap();
+    assert_eq!(state(&store, &newer).0, 100, "from the log alone");
+    store.close().unwrap();
+}
+
 #[test]
 fn bad_limits_budgets_and_plans_are_refused_and_write_nothing() {
     let clock = Arc::new(ManualClock::new(T0));

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use credstore::vault::{MasterKey, MasterKeyring, data_decryptions_on_this_thread};
+use credstore::vault::{MasterKey, MasterKeyring, VaultError, data_decryptions_on_this_thread};
 use credstore::{Config, Error, InputError, OpenError, Pepper, StateError, Store};
 
 const SECRETS: [&str; 3] = [
@@ -140,11 +140,23 @@ fn master_keys_are_checked_at_open() {
     store.close().unwrap();
     let wrong = Store::open(&path, config(ring(1, 0x22))).unwrap_err();
     assert!(matches!(wrong, Error::Open(OpenError::WrongMasterKey(1))), "{wrong}");
-    let missing = Store::open(&path, Config::new().pepper(Pepper::from_bytes([3; 32]))).unwrap_err();
-    assert!(
-        matches!(missing, Error::Open(OpenError::MissingMasterKey(_))),
-        "{missing}"
-    );
+    // Without a master key the store opens (only the vault's operations need one: issue
+    // 17, item 2); they refuse, and nothing is written.
+    let store = Store::open(&path, Config::new().pepper(Pepper::from_bytes([3; 32]))).unwrap();
+    let before = store.events(&Default::default()).unwrap().len();
+    for refused in [
+        store.vault_get(None, "openai", None).map(drop),
+        store.vault_put(None, "openai", b"v2").map(drop),
+        store
+            .vault_rotate_master(MasterKey::from_bytes(2, [0x33; 32]).unwrap(), |_, _| {})
+            .map(drop),
+    ] {
+        let err = refused.unwrap_err();
+        assert!(matches!(err, Error::Vault(VaultError::NoMasterKey)), "{err}");
+    }
+    assert_eq!(store.vault_list(None).unwrap().len(), 1, "listing needs no key");
+    assert_eq!(store.events(&Default::default()).unwrap().len(), before);
+    store.close().unwrap();
     let store = Store::open(&path, config(ring(1, 0x11))).unwrap();
     assert_eq!(store.vault_get(None, "openai", None).unwrap().expose(), SECRETS[0]);
 }

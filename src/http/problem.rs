@@ -357,6 +357,10 @@ fn forbidden_detail(why: Option<Forbidden>) -> &'static str {
         Some(Forbidden::Endpoint) => "The API key may not call this endpoint.",
         Some(Forbidden::Project) => "The API key does not belong to this project.",
         Some(Forbidden::Environment) => "The API key belongs to another environment (live or test).",
+        Some(Forbidden::UserRemoved) => "The API key's user was removed.",
+        Some(Forbidden::NotAMember) => "The API key's user is not a member of its project.",
+        Some(Forbidden::AdminKey) => "An admin key is for the management API only.",
+        Some(Forbidden::NotAdminKey) => "The management API requires an admin key.",
         None => "The API key may not make this request.",
     }
 }

@@ -51,7 +51,7 @@ pub use ip::IpAllowlist;
 pub use permission::{MAX_PERMISSION_LEN, Permission, PermissionSet};
 pub use query::{MAX_QUERY_ATOMS, MAX_QUERY_DEPTH, MAX_QUERY_LEN, PermissionQuery};
 pub use referrer::{MAX_HOST_LEN, ReferrerAllowlist, referrer_host};
-pub use role::{BUILTIN_ROLES, MAX_ROLE_NAME_LEN, Role, RoleName, builtin_role};
+pub use role::{ADMIN_ROLE, BUILTIN_ROLES, MAX_ROLE_NAME_LEN, Role, RoleName, builtin_role};
 pub use user::{User, validate_user_id};
 
 /// Which restriction refused a request (a `FORBIDDEN` decision names it).
@@ -69,10 +69,24 @@ pub enum Forbidden {
     Project,
     /// The request pinned an environment (live or test) the key does not belong to.
     Environment,
+    /// A personal token whose user was removed.
+    #[serde(rename = "user_removed")]
+    UserRemoved,
+    /// A personal token whose user is not (or no longer) a member of the token's project.
+    #[serde(rename = "not_a_member")]
+    NotAMember,
+    /// An admin key presented for a customer request: admin keys are for the management
+    /// API only.
+    #[serde(rename = "admin_key")]
+    AdminKey,
+    /// A key that is not an admin key presented to the management API.
+    #[serde(rename = "not_admin_key")]
+    NotAdminKey,
 }
 
 impl Forbidden {
-    /// `ip`, `referrer`, `endpoint`, `project` or `environment`, as serialised.
+    /// `ip`, `referrer`, `endpoint`, `project`, `environment`, `user_removed`,
+    /// `not_a_member`, `admin_key` or `not_admin_key`, as serialised.
     pub fn as_str(self) -> &'static str {
         match self {
             Forbidden::Ip => "ip",
@@ -80,6 +94,25 @@ impl Forbidden {
             Forbidden::Endpoint => "endpoint",
             Forbidden::Project => "project",
             Forbidden::Environment => "environment",
+            Forbidden::UserRemoved => "user_removed",
+            Forbidden::NotAMember => "not_a_member",
+            Forbidden::AdminKey => "admin_key",
+            Forbidden::NotAdminKey => "not_admin_key",
+        }
+    }
+
+    /// The reason in a few words, for people: `ip not allowed`, `user removed`, ...
+    pub fn explain(self) -> &'static str {
+        match self {
+            Forbidden::Ip => "ip not allowed",
+            Forbidden::Referrer => "referrer not allowed",
+            Forbidden::Endpoint => "endpoint not allowed",
+            Forbidden::Project => "project not allowed",
+            Forbidden::Environment => "environment not allowed",
+            Forbidden::UserRemoved => "user removed",
+            Forbidden::NotAMember => "user not a member of the project",
+            Forbidden::AdminKey => "an admin key: for the management API only",
+            Forbidden::NotAdminKey => "not an admin key",
         }
     }
 }
@@ -118,6 +151,10 @@ mod tests {
             (Forbidden::Endpoint, "endpoint"),
             (Forbidden::Project, "project"),
             (Forbidden::Environment, "environment"),
+            (Forbidden::UserRemoved, "user_removed"),
+            (Forbidden::NotAMember, "not_a_member"),
+            (Forbidden::AdminKey, "admin_key"),
+            (Forbidden::NotAdminKey, "not_admin_key"),
         ] {
             assert_eq!(f.as_str(), s);
             assert_eq!(f.to_string(), s);

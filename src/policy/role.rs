@@ -12,7 +12,11 @@ use crate::name::InlineName;
 pub const MAX_ROLE_NAME_LEN: usize = 32;
 
 /// The names of the built-in roles, see [`builtin_role`].
-pub const BUILTIN_ROLES: [&str; 3] = ["admin", "member", "viewer"];
+pub const BUILTIN_ROLES: [&str; 3] = [ADMIN_ROLE, "member", "viewer"];
+
+/// The built-in role of admin keys (everything). A service account with it is an admin
+/// key: for the management API, never for customer verification.
+pub const ADMIN_ROLE: &str = "admin";
 
 /// A role name: 1 to [`MAX_ROLE_NAME_LEN`] characters of `[a-z0-9_-]`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use crate::event::Tag;
 use crate::index::Counters;
 use crate::limits::budget::{BudgetCounter, pack, unless_later, unpack};
 use crate::limits::{Budget, Gcra, Quota, RateLimit, effective};
-use crate::policy::{PermissionSet, RoleName};
+use crate::policy::{ADMIN_ROLE, PermissionSet, RoleName};
 use crate::record::KeyKind;
 
 use crate::directory::Directory;
@@ -54,6 +54,13 @@ impl Usage {
 pub(crate) struct LiveState {
     pub record: Arc<KeyRecord>,
     pub grants: Grants,
+    /// An admin key: a service account with the built-in `admin` role. Only the management
+    /// API accepts it; customer verification refuses it.
+    pub admin: bool,
+    /// A rotated key's successor (its tag): while the rotated key is still valid (a grace
+    /// period), its requests are charged to the successor's rate limits and budget, so the
+    /// two keys never hold two budgets.
+    pub successor: Option<Tag>,
     pub limits: Vec<ActiveLimit>,
     pub budget: Option<ActiveBudget>,
     pub usage: Arc<Usage>,
@@ -142,6 +149,9 @@ pub(crate) enum Seed<'a> {
     /// The state it replaces, at `now_ns`: counters carry over by limit name (rescaled
     /// when the quota changed) and budget period kind.
     Previous(&'a LiveState, i64),
+    /// The state of the key it was rotated from, at `now_ns`: rate-limit and budget
+    /// counters are shared with it as with [`Seed::Previous`]; the last use is its own.
+    Inherit(&'a LiveState, i64),
     /// Persisted counters and budget mark (a fill from sled). After an unclean stop, open
     /// has already raised persisted spend to the mark.
     Persisted {
@@ -175,14 +185,22 @@ impl LiveState {
         };
         let usage = match seed {
             Seed::Previous(prev, _) => Arc::clone(&prev.usage),
+            Seed::Inherit(..) => Arc::new(Usage::default()),
             Seed::Persisted { counters, .. } => Arc::new(Usage {
                 last_used: AtomicI64::new(counters.map_or(0, |c| c.last_used)),
                 dirty: AtomicBool::new(false),
             }),
         };
+        let successor = match seed {
+            Seed::Previous(prev, _) => prev.successor,
+            Seed::Inherit(..) | Seed::Persisted { .. } => None,
+        };
+        let admin = matches!(&grants, Grants::Service { role: Some(r), .. } if r.as_str() == ADMIN_ROLE);
         LiveState {
             record,
             grants,
+            admin,
+            successor,
             limits,
             budget,
             usage,
@@ -193,18 +211,20 @@ impl LiveState {
 fn active_limit(spec: &RateLimit, seed: &Seed<'_>) -> ActiveLimit {
     let quota = spec.quota();
     let cell = match seed {
-        Seed::Previous(prev, now_ns) => prev.limits.iter().find(|l| *l.name == *spec.name).map(|l| {
-            if l.quota == quota {
-                Arc::clone(&l.cell)
-            } else {
-                Arc::new(Gcra::new(rescale(
-                    l.cell.tat(),
-                    l.quota.interval_ns,
-                    quota.interval_ns,
-                    *now_ns,
-                )))
-            }
-        }),
+        Seed::Previous(prev, now_ns) | Seed::Inherit(prev, now_ns) => {
+            prev.limits.iter().find(|l| *l.name == *spec.name).map(|l| {
+                if l.quota == quota {
+                    Arc::clone(&l.cell)
+                } else {
+                    Arc::new(Gcra::new(rescale(
+                        l.cell.tat(),
+                        l.quota.interval_ns,
+                        quota.interval_ns,
+                        *now_ns,
+                    )))
+                }
+            })
+        }
         Seed::Persisted { counters, now_ns, .. } => counters
             .and_then(|c| c.limits.iter().find(|(n, _, _)| *n == spec.name))
             .map(|(_, tat, interval)| Arc::new(Gcra::new(rescale(*tat, *interval, quota.interval_ns, *now_ns)))),
@@ -231,7 +251,7 @@ fn rescale(tat: i64, from: i64, to: i64, now_ns: i64) -> i64 {
 
 fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
     let counter = match seed {
-        Seed::Previous(prev, _) => prev
+        Seed::Previous(prev, _) | Seed::Inherit(prev, _) => prev
             .budget
             .as_ref()
             .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period))
@@ -369,13 +389,23 @@ impl Cache {
         }
     }
 
-    /// Replaces the record for `tag` (keeping its counters), or inserts a state for it;
-    /// called after the change is in sled.
-    pub fn upsert(&self, tag: Tag, record: KeyRecord, dir: &Directory, now_ns: i64, load: impl FnOnce() -> LiveState) {
+    /// Replaces the record for `tag` (keeping its counters; `successor`: the tag of the
+    /// key it was rotated to, if any), or inserts a state for it; called after the change
+    /// is in sled.
+    pub fn upsert(
+        &self,
+        tag: Tag,
+        record: KeyRecord,
+        successor: Option<Tag>,
+        dir: &Directory,
+        now_ns: i64,
+        load: impl FnOnce() -> LiveState,
+    ) {
         let record = Arc::new(record);
         match self.map.entry(tag) {
             dashmap::Entry::Occupied(mut e) => {
-                let next = LiveState::build(record, dir, &Seed::Previous(e.get(), now_ns));
+                let mut next = LiveState::build(record, dir, &Seed::Previous(e.get(), now_ns));
+                next.successor = successor;
                 e.insert(Arc::new(next));
             }
             dashmap::Entry::Vacant(e) => {
@@ -399,6 +429,13 @@ impl Cache {
             let next = LiveState::build(Arc::clone(&prev.record), dir, &Seed::Previous(prev, now_ns));
             *entry.value_mut() = Arc::new(next);
         }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Puts a state for a key just created (a rotation's new key, sharing its
+    /// predecessor's counters) in the map, replacing any; called after the key is in sled.
+    pub fn insert(&self, tag: Tag, state: LiveState) {
+        self.map.insert(tag, Arc::new(state));
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 

@@ -22,10 +22,13 @@ use crate::token::Format;
 use crate::vault::SealedSecret;
 
 use super::Shared;
+use super::cache::{LiveState, Seed};
 use super::fleet_host::{Appended, FleetLink, Poll};
 use super::plan::plan;
 use super::state_machine::Overlay;
 use super::uses::Gathered;
+use crate::directory::Directory;
+use crate::index::{Counters, StoredKey};
 
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 1024;
@@ -288,7 +291,7 @@ fn apply_and_publish(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
             .apply(&overlay.batch(log.durable_seq(), log.durable_hash()));
     }
     if let Some(formats) = overlay.changed_formats() {
-        shared.formats.store(Arc::new(formats.clone()));
+        shared.publish_formats(formats.clone());
     }
     if let Some((dir, reresolve)) = overlay.changed_directory() {
         let dir = Arc::new(dir);
@@ -298,14 +301,55 @@ fn apply_and_publish(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
         }
     }
     let dir = shared.directory.load();
+    // Before the old keys' states change: requests in flight on them still count.
+    for (old, new) in &overlay.rotations {
+        if let (Some(old), Some(new)) = (overlay.keys.get(old), overlay.keys.get(new)) {
+            carry_counters(shared, &dir, old, new);
+        }
+    }
     for id in &overlay.touched {
         if let Some(stored) = overlay.keys.get(id) {
-            shared
-                .cache
-                .upsert(stored.tag, stored.record.clone(), &dir, shared.clock.now_ns(), || {
-                    shared.load_state(&stored.record)
-                });
+            let successor = stored
+                .record
+                .rotated_to
+                .as_ref()
+                .and_then(|next| overlay.get(next).ok().flatten())
+                .map(|k| k.tag);
+            shared.cache.upsert(
+                stored.tag,
+                stored.record.clone(),
+                successor,
+                &dir,
+                shared.clock.now_ns(),
+                || shared.load_state(&stored.record),
+            );
         }
+    }
+}
+
+/// A rotation's new key takes over the old key's rate-limit and budget counters (not its
+/// last use). In sled it starts from them, for the next open (the log carried the budget
+/// mark already, for an open after a crash); in the live map, when the old key is there,
+/// it shares them, so a request in flight on the old key counts for the new one too.
+fn carry_counters(shared: &Shared, dir: &Directory, old: &StoredKey, new: &StoredKey) {
+    let previous = shared.cache.get(&old.tag);
+    let counters = match &previous {
+        Some(state) => Some(state.counters()),
+        // A read error leaves the new key with the mark the log carried.
+        None => shared.index.counters(&old.record.id).ok().flatten(),
+    };
+    if let Some(counters) = counters {
+        let carried = Counters {
+            last_used: 0,
+            ..counters
+        };
+        // As for the flusher: a failed write leaves spend at the mark after a restart.
+        let _ = shared.index.write_counters(&[(new.record.id.clone(), carried)]);
+    }
+    if let Some(previous) = previous {
+        let seed = Seed::Inherit(&previous, shared.clock.now_ns());
+        let state = LiveState::build(Arc::new(new.record.clone()), dir, &seed);
+        shared.cache.insert(new.tag, state);
     }
 }
 

@@ -43,7 +43,7 @@ use crate::index::Index;
 use crate::limits::budget::Charge;
 use crate::limits::{Plan, check_limits};
 use crate::log::{DEFAULT_SEGMENT_SIZE, LogError, LogReader, LogWriter, RecoveryReport};
-use crate::policy::{Forbidden, PermissionQuery, Role, RoleName, User};
+use crate::policy::{ADMIN_ROLE, Forbidden, PermissionQuery, Role, RoleName, User};
 use crate::record::KeyKind;
 use crate::record::{
     DEFAULT_PROJECT, Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status, validate_metadata, validate_name,
@@ -91,6 +91,13 @@ pub struct Config {
     /// How long opening waits for the store's lock while another process (or another
     /// `Store` of this one) holds it, before [`OpenError::Locked`]; zero fails at once.
     pub lock_wait: Duration,
+    /// The key prefixes customer verification ([`Store::verify_with`], and so `credstore
+    /// verify`, the layer and the sidecar's `keys.verify`) accepts, of the registered
+    /// formats: a key of another registered format is `MALFORMED` (unknown prefix), as
+    /// one of an unregistered format is. `None`: every registered format. Admin keys
+    /// ([`Format::admin`]) are never accepted there, whatever this says; naming their
+    /// prefix is refused at open.
+    pub verify_prefixes: Option<Vec<String>>,
 }
 
 /// [`Config::lock_wait`]'s default: long enough for a queue of CLI commands on one store
@@ -115,12 +122,15 @@ impl Config {
             fleet_max_staleness: Duration::from_secs(30),
             fleet_fail_open: false,
             lock_wait: DEFAULT_LOCK_WAIT,
+            verify_prefixes: None,
         }
     }
 
     /// [`Config::new`], with the pepper from `CREDSTORE_PEPPER`, the vault's master keys from
-    /// `CREDSTORE_MASTER_KEY`, the witness from `CREDSTORE_WITNESS` and the lock wait from
-    /// `CREDSTORE_LOCK_WAIT` (a duration, `0` not to wait) when they are set.
+    /// `CREDSTORE_MASTER_KEY`, the witness from `CREDSTORE_WITNESS`, the lock wait from
+    /// `CREDSTORE_LOCK_WAIT` (a duration, `0` not to wait) and the prefixes customer
+    /// verification accepts from `CREDSTORE_VERIFY_PREFIXES` (separated by commas) when
+    /// they are set.
     ///
     /// # Errors
     /// [`InputError::InvalidPepper`] when the variable is set but not 64 hex characters;
@@ -138,6 +148,15 @@ impl Config {
         }
         if let Ok(text) = std::env::var("CREDSTORE_LOCK_WAIT") {
             config.lock_wait = parse_lock_wait(&text)?;
+        }
+        if let Ok(list) = std::env::var("CREDSTORE_VERIFY_PREFIXES") {
+            config.verify_prefixes = Some(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            );
         }
         Ok(config)
     }
@@ -220,6 +239,29 @@ impl Config {
         self.lock_wait = wait;
         self
     }
+
+    /// Restricts customer verification to keys with these prefixes
+    /// ([`Config::verify_prefixes`]).
+    pub fn verify_prefixes<S: Into<String>>(mut self, prefixes: impl IntoIterator<Item = S>) -> Self {
+        self.verify_prefixes = Some(prefixes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Checks [`Config::verify_prefixes`]: each a well-formed prefix, none the admin keys'.
+    fn check_verify_prefixes(&self) -> Result<()> {
+        for prefix in self.verify_prefixes.iter().flatten() {
+            if prefix == crate::token::ADMIN_PREFIX {
+                return Err(InputError::ReservedPrefix {
+                    prefix: prefix.clone(),
+                    why: "admin keys are never accepted by customer verification",
+                }
+                .into());
+            }
+            // The prefix rules are the formats': a format with it must be possible.
+            Format::new(prefix, Env::Live, crate::token::DEFAULT_RANDOM_LEN, true)?;
+        }
+        Ok(())
+    }
 }
 
 /// `CREDSTORE_LOCK_WAIT`: a duration (`10s`, `500ms`), or `0`.
@@ -248,6 +290,7 @@ impl std::fmt::Debug for Config {
             .field("master_keys", &self.master_keys)
             .field("witness", &self.witness)
             .field("lock_wait", &self.lock_wait)
+            .field("verify_prefixes", &self.verify_prefixes)
             .finish_non_exhaustive()
     }
 }
@@ -325,9 +368,14 @@ pub struct LogCheck {
 pub(crate) struct Shared {
     index: Index,
     cache: Cache,
-    /// In an `Arc` so that each thread's cache of it (see [`Shared::tag_of_presented`]) can
-    /// hold it.
-    formats: Arc<ArcSwap<FormatSet>>,
+    /// Every registered format (admin keys' included).
+    formats: ArcSwap<FormatSet>,
+    /// The formats customer verification accepts: `formats` without the admin format,
+    /// restricted to [`Config::verify_prefixes`]. In an `Arc` so that each thread's cache of
+    /// it (see [`Shared::tag_of_presented`]) can hold it.
+    customer_formats: Arc<ArcSwap<FormatSet>>,
+    /// [`Config::verify_prefixes`].
+    verify_prefixes: Option<Vec<String>>,
     directory: ArcSwap<Directory>,
     pepper: Pepper,
     clock: Arc<dyn Clock>,
@@ -347,10 +395,25 @@ impl Shared {
         Tag(*blake3::keyed_hash(self.pepper.bytes(), key).as_bytes())
     }
 
-    /// Steps 1 and 2's first half: parses a presented key under the registered formats and
-    /// returns its tag. The formats are read through a per-thread [`arc_swap::Cache`]: one
-    /// atomic load checks that it is current, where an `ArcSwap` guard would cost two
-    /// read-modify-writes on every verify.
+    /// Publishes the registered formats, and the customer formats drawn from them.
+    fn publish_formats(&self, formats: FormatSet) {
+        let customer = formats.for_customers(self.verify_prefixes.as_deref());
+        self.formats.store(Arc::new(formats));
+        self.customer_formats.store(Arc::new(customer));
+    }
+
+    /// Steps 1 and 2's first half for the management API: parses a presented key under
+    /// every registered format (admin keys issued before [`Format::admin`] existed are in
+    /// customer formats) and returns its tag.
+    fn tag_of_admin(&self, key: &str) -> std::result::Result<Tag, Malformed> {
+        let formats = self.formats.load();
+        formats.parse(key).map(|token| self.tag_of(token.as_bytes()))
+    }
+
+    /// Steps 1 and 2's first half: parses a presented key under the formats customer
+    /// verification accepts and returns its tag. The formats are read through a per-thread
+    /// [`arc_swap::Cache`]: one atomic load checks that it is current, where an `ArcSwap`
+    /// guard would cost two read-modify-writes on every verify.
     #[inline]
     fn tag_of_presented(&self, key: &str) -> std::result::Result<Tag, Malformed> {
         type FormatsCache = arc_swap::Cache<Arc<ArcSwap<FormatSet>>, Arc<FormatSet>>;
@@ -364,15 +427,15 @@ impl Shared {
                 let mut slot = slot.borrow_mut();
                 if slot
                     .as_ref()
-                    .is_some_and(|c| !std::ptr::eq(c.arc_swap(), &*self.formats))
+                    .is_some_and(|c| !std::ptr::eq(c.arc_swap(), &*self.customer_formats))
                 {
                     *slot = None;
                 }
-                let cache = slot.get_or_insert_with(|| arc_swap::Cache::new(Arc::clone(&self.formats)));
+                let cache = slot.get_or_insert_with(|| arc_swap::Cache::new(Arc::clone(&self.customer_formats)));
                 parse(cache.load())
             })
             // The thread is exiting and its cache is gone: read the formats directly.
-            .unwrap_or_else(|_| parse(&self.formats.load()))
+            .unwrap_or_else(|_| parse(&self.customer_formats.load()))
     }
 
     fn flush_counters(&self) -> Result<()> {
@@ -390,7 +453,15 @@ impl Shared {
             mark,
             now_ns: self.clock.now_ns(),
         };
-        LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed)
+        let mut state = LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed);
+        // Like the record, read from sled a moment ago; a read error leaves the key charged
+        // on its own counters.
+        state.successor = record
+            .rotated_to
+            .as_ref()
+            .and_then(|next| self.index.get(next).ok().flatten())
+            .map(|k| k.tag);
+        state
     }
 }
 
@@ -526,6 +597,7 @@ impl Store {
     /// [`OpenError::AlreadyExists`] when `path` holds anything; I/O errors.
     pub fn init(path: impl AsRef<Path>, config: Config) -> Result<Store> {
         let path = path.as_ref();
+        config.check_verify_prefixes()?;
         if !files::is_missing_or_empty(path)? {
             return Err(OpenError::AlreadyExists(path.to_path_buf()).into());
         }
@@ -566,6 +638,7 @@ impl Store {
     /// [`OpenError::MissingPepper`], [`LogError::Corrupt`] for a damaged log, I/O errors.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Store> {
         let path = path.as_ref();
+        config.check_verify_prefixes()?;
         let marker = files::Marker::read(path)?;
         let lock = files::lock(path, config.lock_wait)?;
         let pepper = resolve_pepper(path, &config)?;
@@ -588,8 +661,13 @@ impl Store {
         };
         let vault_ring = vault_ops::load_ring(path, &config, &index)?;
         let use_sink = uses::UseSink::new(config.use_log);
+        let formats = index.formats()?;
         let shared = Arc::new(Shared {
-            formats: Arc::new(ArcSwap::from_pointee(index.formats()?)),
+            customer_formats: Arc::new(ArcSwap::from_pointee(
+                formats.for_customers(config.verify_prefixes.as_deref()),
+            )),
+            formats: ArcSwap::from_pointee(formats),
+            verify_prefixes: config.verify_prefixes.clone(),
             directory: ArcSwap::from_pointee(index.directory()?),
             index,
             cache: Cache::default(),
@@ -691,17 +769,22 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Input`] for a bad name, project, metadata, expiry or format (nothing is
-    /// written); [`Error::Log`] / [`Error::Index`] if the change could not be made durable.
+    /// written); [`Error::State`] for an unknown plan, role or user, or
+    /// [`StateError::NotAMember`] for a personal token whose user has no role in the
+    /// token's project; [`Error::Log`] / [`Error::Index`] if the change could not be made
+    /// durable.
     pub fn create(&self, new: NewKey) -> Result<CreatedKey> {
-        if self.require_admin && new.role.as_ref().is_some_and(|r| r.as_str() == "admin") {
+        let admin = new.role.as_ref().is_some_and(|r| r.as_str() == ADMIN_ROLE)
+            || new.format.as_ref().is_some_and(Format::is_admin);
+        if self.require_admin && admin {
             return Err(StateError::AdminRequired("creating an admin key").into());
         }
         self.create_unchecked(new)
     }
 
-    /// Issues a key on the authority of `admin_key`, which must verify as a key of this
-    /// store with the `admin` role. Stores opened with [`Config::require_admin`] need this
-    /// to create admin keys.
+    /// Issues a key on the authority of `admin_key`, which must be an admin key of this
+    /// store ([`Store::verify_admin`]). Stores opened with [`Config::require_admin`] need
+    /// this to create admin keys.
     ///
     /// # Errors
     /// [`crate::StateError::AdminRequired`] when `admin_key` is not a valid admin key; as
@@ -711,8 +794,8 @@ impl Store {
         self.create_unchecked(new)
     }
 
-    /// Checks that `key` is a valid key of this store acting with the built-in `admin`
-    /// role (a personal token: its user is admin in the key's project). Extra permissions
+    /// Checks that `key` is a valid admin key of this store ([`Store::verify_admin`]): a
+    /// service account with the built-in `admin` role. Personal tokens, extra permissions
     /// or a custom role granting `*` do not make a key an admin. The check charges no
     /// budget and takes nothing from rate limits; it gives no client address, so an admin
     /// key with an IP allowlist is refused here.
@@ -720,11 +803,9 @@ impl Store {
     /// # Errors
     /// [`crate::StateError::AdminRequired`] naming `what`.
     pub fn authorize_admin(&self, key: &str, what: &'static str) -> Result<Arc<KeyRecord>> {
-        // Requiring `*` stops a key that is not even all-powerful at step 6, before it is
-        // marked used; the role check then refuses keys whose `*` is not the admin role.
         let everything = PermissionQuery::parse("*")?;
-        let d = self.verify_with(&VerifyRequest::new(key).cost(0).weight(0).require(&everything))?;
-        let is_admin = d.role.as_ref().is_some_and(|r| r.as_str() == "admin");
+        let d = self.verify_admin(&VerifyRequest::new(key).cost(0).weight(0).require(&everything))?;
+        let is_admin = d.role.as_ref().is_some_and(|r| r.as_str() == ADMIN_ROLE);
         match d.key {
             Some(record) if d.is_valid() && is_admin => Ok(record),
             _ => Err(StateError::AdminRequired(what).into()),
@@ -750,9 +831,21 @@ impl Store {
                     InputError::KeyType("a personal token acts with its user's role; give it none".into()).into(),
                 );
             }
+            (KeyKind::Service, None) if new.format.as_ref().is_some_and(Format::is_admin) => {
+                Some(RoleName::parse(ADMIN_ROLE)?)
+            }
             (KeyKind::Service, role) => Some(role.map_or_else(|| RoleName::parse("member"), Ok)?),
         };
-        let format = new.format.take().unwrap_or_else(|| Format::default_for(Env::Live));
+        let is_admin_role = new.role.as_ref().is_some_and(|r| r.as_str() == ADMIN_ROLE);
+        // A service account with the admin role is an admin key, issued in the admin format.
+        let format = new.format.take().unwrap_or_else(|| {
+            if is_admin_role {
+                Format::admin()
+            } else {
+                Format::default_for(Env::Live)
+            }
+        });
+        check_admin_format(&format, &new.kind, new.role.as_ref())?;
         let secret = format.generate();
         let prepared = PreparedKey {
             tag: self.shared.tag_of(secret.expose().as_bytes()),
@@ -785,11 +878,29 @@ impl Store {
     /// When the index cannot be read on a cache miss, or a budget mark cannot be written
     /// (then nothing was charged). Every outcome for the key itself is a [`Decision`].
     pub fn verify_with(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
+        self.verify_for(req, Purpose::Customer)
+    }
+
+    /// Verifies a request to the management API (the sidecar's admin endpoints,
+    /// [`Store::authorize_admin`]): only an admin key, a service account with the built-in
+    /// `admin` role, can be `VALID` here; any other key that is found is `FORBIDDEN`
+    /// (`not_admin_key`) at step 4. Step 1 parses against every registered format, the
+    /// admin keys' ([`Format::admin`]) included, which [`Store::verify_with`] never accepts;
+    /// [`Config::verify_prefixes`] does not apply. The other steps are the same.
+    ///
+    /// # Errors
+    /// As [`Store::verify_with`].
+    pub fn verify_admin(&self, req: &VerifyRequest<'_>) -> Result<Decision> {
+        self.verify_for(req, Purpose::Management)
+    }
+
+    #[inline]
+    fn verify_for(&self, req: &VerifyRequest<'_>, purpose: Purpose) -> Result<Decision> {
         // The decision is built where it is returned from, and recorded there: moved out of
         // a function of its own and wrapped again, its 350 bytes would be copied each time.
         let mut decided = Ok(Decision::not_found());
         if let Ok(decision) = &mut decided {
-            match self.decide(req, decision) {
+            match self.decide(req, decision, purpose) {
                 Ok(()) => self.shared.uses.record(decision, req.ip, req.endpoint),
                 Err(e) => decided = Err(e),
             }
@@ -798,14 +909,20 @@ impl Store {
     }
 
     /// Steps 1 to 9 of the verification order, without recording the use.
-    fn decide(&self, req: &VerifyRequest<'_>, decision: &mut Decision) -> Result<()> {
+    #[inline]
+    fn decide(&self, req: &VerifyRequest<'_>, decision: &mut Decision, purpose: Purpose) -> Result<()> {
         let shared = &*self.shared;
         if shared.fleet_stale.load(Ordering::Relaxed) {
             return Err(Error::Stale);
         }
-        // 1. Parse: prefix, length, alphabet, checksum.
+        // 1. Parse: prefix, length, alphabet, checksum, against the formats the purpose
+        //    accepts (customers: never the admin keys').
         // 2. Tag and lookup: the live map, or sled once.
-        let tag = match shared.tag_of_presented(req.key) {
+        let parsed = match purpose {
+            Purpose::Customer => shared.tag_of_presented(req.key),
+            Purpose::Management => shared.tag_of_admin(req.key),
+        };
+        let tag = match parsed {
             Ok(tag) => tag,
             Err(why) => {
                 decision.code = Code::Malformed;
@@ -813,7 +930,10 @@ impl Store {
                 return Ok(());
             }
         };
-        if let Some(decided) = shared.cache.with(&tag, |state| self.decide_live(req, decision, state)) {
+        if let Some(decided) = shared
+            .cache
+            .with(&tag, |state| self.decide_live(req, decision, state, purpose))
+        {
             return decided;
         }
         let generation = shared.cache.generation();
@@ -821,12 +941,18 @@ impl Store {
             return Ok(());
         };
         let state = shared.cache.fill(tag, shared.load_state(&stored.record), generation);
-        self.decide_live(req, decision, &state)
+        self.decide_live(req, decision, &state, purpose)
     }
 
     /// Steps 3 to 9, for a key whose live state was found.
     #[inline]
-    fn decide_live(&self, req: &VerifyRequest<'_>, decision: &mut Decision, state: &LiveState) -> Result<()> {
+    fn decide_live(
+        &self,
+        req: &VerifyRequest<'_>,
+        decision: &mut Decision,
+        state: &LiveState,
+        purpose: Purpose,
+    ) -> Result<()> {
         let shared = &*self.shared;
         let record = &state.record;
         // 3. Status and time.
@@ -839,8 +965,9 @@ impl Store {
             return Ok(());
         }
         decision.code = Code::Valid;
-        // 4. The project and environment the request pins; a personal token's user must
-        //    still belong to the key's project.
+        // 4. The key's purpose (admin keys for management only); the project and
+        //    environment the request pins; a personal token's user must still belong to
+        //    the key's project.
         // The directory only matters to personal tokens; service accounts resolved theirs.
         let dir = match &state.grants {
             Grants::Personal { .. } => Some(shared.directory.load()),
@@ -853,12 +980,26 @@ impl Store {
                 .and_then(|d| d.users.get(user))
                 .and_then(|u| u.role_in(&record.project)),
         };
-        let pinned = if req.project.is_some_and(|p| p != record.project) {
+        let pinned = if state.admin != (purpose == Purpose::Management) {
+            // An admin key is for the management API only, and only it is.
+            Some(if state.admin {
+                Forbidden::AdminKey
+            } else {
+                Forbidden::NotAdminKey
+            })
+        } else if req.project.is_some_and(|p| p != record.project) {
             Some(Forbidden::Project)
         } else if req.env.is_some_and(|e| e != record.env()) {
             Some(Forbidden::Environment)
         } else if role.is_none() {
-            Some(Forbidden::Project)
+            // The real reason: a personal token's user is gone, or has no role here.
+            Some(match &state.grants {
+                Grants::Personal { user } if dir.as_ref().is_none_or(|d| !d.users.contains_key(user)) => {
+                    Forbidden::UserRemoved
+                }
+                Grants::Personal { .. } => Forbidden::NotAMember,
+                Grants::Service { .. } => Forbidden::Project,
+            })
         } else {
             None
         };
@@ -886,12 +1027,19 @@ impl Store {
                 return Ok(());
             }
         }
+        // Steps 7 and 8 charge the key's own counters; a rotated key still in its grace
+        // period is charged to the key that replaced it, so the two share one budget.
+        let successor = match state.successor {
+            Some(tag) => self.successor_state(tag)?,
+            None => None,
+        };
+        let owner: &LiveState = successor.as_deref().unwrap_or(state);
         // 7. Rate limits, all or nothing.
-        decision.ratelimits.reserve(state.limits.len());
-        for (i, limit) in state.limits.iter().enumerate() {
+        decision.ratelimits.reserve(owner.limits.len());
+        for (i, limit) in owner.limits.iter().enumerate() {
             let outcome = limit.cell.check(limit.quota, now_ns, req.weight);
             if !outcome.admitted {
-                let admitted = state.limits.get(..i).unwrap_or_default();
+                let admitted = owner.limits.get(..i).unwrap_or_default();
                 admitted.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
                 decision.code = Code::RateLimited;
                 // A request heavier than a limit's capacity is denied by some limit (that
@@ -921,14 +1069,14 @@ impl Store {
             decision.ratelimits.push(limit_state(limit, outcome, None));
         }
         // 8. Budget: charge last; test keys are never charged.
-        if let Some(active) = &state.budget {
+        if let Some(active) = &owner.budget {
             let (period, period_end) = active.period_at(now);
-            let charge = record.env() == Env::Live;
+            let charge = owner.record.env() == Env::Live;
             let cost = if charge { req.cost } else { 0 };
-            let (spent, exhausted) = match self.charge(record, active, period, cost) {
+            let (spent, exhausted) = match self.charge(&owner.record, active, period, cost) {
                 Ok(charged) => charged,
                 Err(e) => {
-                    state.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
+                    owner.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
                     return Err(e);
                 }
             };
@@ -940,7 +1088,7 @@ impl Store {
                 charged: cost > 0 && !exhausted,
             });
             if exhausted {
-                state.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
+                owner.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
                 decision.code = Code::BudgetExhausted;
                 decision.ratelimits = state
                     .limits
@@ -957,7 +1105,41 @@ impl Store {
             state.usage.last_used.store(now, Ordering::Relaxed);
         }
         state.usage.touch();
+        if successor.is_some() {
+            // Its counters changed: flushed under its own id.
+            owner.usage.touch();
+        }
         Ok(())
+    }
+
+    /// The live state a rotated key's requests are charged to: its successor's, or when
+    /// that key was rotated as well, the last one's (at most [`MAX_ROTATION_HOPS`] on).
+    /// `None` when the successor cannot be found, which a valid index never gives.
+    ///
+    /// # Errors
+    /// When sled cannot be read on a miss.
+    fn successor_state(&self, mut tag: Tag) -> Result<Option<Arc<LiveState>>> {
+        let shared = &*self.shared;
+        let mut found = None;
+        for _ in 0..MAX_ROTATION_HOPS {
+            let state = match shared.cache.get(&tag) {
+                Some(state) => state,
+                None => {
+                    let generation = shared.cache.generation();
+                    let Some(stored) = shared.index.get_by_tag(&tag)? else {
+                        break;
+                    };
+                    shared.cache.fill(tag, shared.load_state(&stored.record), generation)
+                }
+            };
+            let next = state.successor;
+            found = Some(state);
+            match next {
+                Some(next) => tag = next,
+                None => break,
+            }
+        }
+        Ok(found)
     }
 
     /// Charges a budget, raising its persisted mark through the log first whenever the
@@ -1127,7 +1309,9 @@ impl Store {
 
     /// Issues a new key with the same settings and revokes the old one, at once or after
     /// `grace` (never later than the old key's own expiry). The new key gets the same
-    /// lifetime the old one was given, counted from now.
+    /// lifetime the old one was given, counted from now, and takes over the old key's
+    /// budget (spend and mark) and rate-limit state; until the old key stops working, its
+    /// requests are charged to the new key's.
     ///
     /// # Errors
     /// [`Error::State`]: unknown, revoked, or already rotated.
@@ -1230,7 +1414,8 @@ impl Store {
         self.submit(Op::SetUser(user)).map(drop)
     }
 
-    /// Removes a user: their personal tokens are refused (`FORBIDDEN`) from the next verify.
+    /// Removes a user: their personal tokens are refused (`FORBIDDEN`, `user_removed`) from
+    /// the next verify.
     ///
     /// # Errors
     /// [`crate::StateError::UnknownUser`].
@@ -1432,6 +1617,43 @@ fn run_flusher(shared: &Shared, every: Duration, stop: &Receiver<()>) {
     }
 }
 
+/// How far [`Store::successor_state`] follows a chain of rotations made within one grace
+/// period.
+const MAX_ROTATION_HOPS: usize = 16;
+
+/// What a verification is for: a customer's request, or the management API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Customer,
+    Management,
+}
+
+/// The admin format is for admin keys only, and admin keys (service accounts with the
+/// `admin` role) are issued in it: `csa_` keys stay out of customer verification, and
+/// customer formats hold no admin key.
+fn check_admin_format(format: &Format, kind: &KeyKind, role: Option<&RoleName>) -> Result<(), InputError> {
+    let admin_role = role.is_some_and(|r| r.as_str() == ADMIN_ROLE);
+    if format.is_admin() {
+        if *format != Format::admin() {
+            return Err(InputError::ReservedPrefix {
+                prefix: format.prefix().to_string(),
+                why: "no other format may use it",
+            });
+        }
+        if matches!(kind, KeyKind::Personal { .. }) || role.is_some_and(|r| r.as_str() != ADMIN_ROLE) {
+            return Err(InputError::KeyType(
+                "a csa_ key is an admin key: a service account with the admin role".into(),
+            ));
+        }
+    } else if admin_role && matches!(kind, KeyKind::Service) {
+        return Err(InputError::KeyType(format!(
+            "a service account with the admin role is an admin key, issued with the {} prefix: give no other prefix or format",
+            crate::token::ADMIN_PREFIX
+        )));
+    }
+    Ok(())
+}
+
 /// Step 5: the first allowlist of `record` the request misses, if any.
 fn restriction(record: &KeyRecord, req: &VerifyRequest<'_>) -> Option<Forbidden> {
     if !record.allow_ips.is_empty() && !req.ip.is_some_and(|ip| record.allow_ips.allows(ip)) {
@@ -1501,4 +1723,41 @@ pub fn parse_expiry(text: &str) -> Result<Expiry, InputError> {
     crate::clock::parse_duration(text)
         .map(Expiry::In)
         .or_else(|_| crate::clock::parse_time(text).map(Expiry::At))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds before admin keys had a format of their own issued them in a customer format
+    /// (`create` refuses that now): such a key is still an admin key, refused to customers,
+    /// and a rotation moves it into the admin format.
+    #[test]
+    fn an_admin_key_in_a_customer_format_is_refused_to_customers_and_rotates_into_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(dir.path().join("data"), Config::new()).unwrap();
+        let format = Format::default_for(Env::Live);
+        let secret = format.generate();
+        let prepared = PreparedKey {
+            tag: store.shared.tag_of(secret.expose().as_bytes()),
+            start: format.start_of(secret.expose()).to_string(),
+            secret: secret.clone(),
+            format,
+            project: DEFAULT_PROJECT.into(),
+            new: NewKey::new("old bootstrap").role(RoleName::parse(ADMIN_ROLE).unwrap()),
+        };
+        let Ok(Outcome::Created(record, _)) = store.submit(Op::Create(prepared)) else {
+            panic!("the old admin key was not created");
+        };
+        let key = secret.expose();
+        let d = store.verify(key).unwrap();
+        assert_eq!((d.code, d.forbidden), (Code::Forbidden, Some(Forbidden::AdminKey)));
+        assert!(store.authorize_admin(key, "test").is_ok());
+        let rotated = store.rotate(&record.id, None).unwrap();
+        assert!(rotated.new.record.format.is_admin(), "{:?}", rotated.new.record.format);
+        assert!(rotated.new.key.expose().starts_with(crate::token::ADMIN_PREFIX));
+        assert!(store.authorize_admin(rotated.new.key.expose(), "test").is_ok());
+        assert_eq!(store.verify(rotated.new.key.expose()).unwrap().code, Code::Malformed);
+        assert_eq!(store.verify(key).unwrap().code, Code::Revoked);
+    }
 }

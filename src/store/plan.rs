@@ -5,10 +5,10 @@
 
 use crate::error::{InputError, Result, StateError};
 use crate::event::{Event, EventKind, KeyChanges};
-use crate::policy::BUILTIN_ROLES;
+use crate::policy::{ADMIN_ROLE, BUILTIN_ROLES};
 use crate::record::{KeyId, KeyKind, KeyRecord, LATEST_EXPIRY_MS};
 use crate::secret::Secret;
-use crate::token::Format;
+use crate::token::{ADMIN_PREFIX, Format};
 use crate::vault::VaultError;
 
 use super::Shared;
@@ -89,8 +89,16 @@ pub(super) fn plan(
             if let Some(role) = &record.role {
                 state.role(role.as_str())?;
             }
-            if let KeyKind::Personal { user } = &record.kind {
-                state.user(user)?;
+            // A personal token acts with its user's role in its project: one for a user
+            // without a role there would be refused at every verify.
+            if let KeyKind::Personal { user } = &record.kind
+                && state.user(user)?.role_in(&record.project).is_none()
+            {
+                return Err(StateError::NotAMember {
+                    user: user.clone(),
+                    project: record.project.clone(),
+                }
+                .into());
             }
             let planned = Planned::Created(record.id.clone(), key.secret.clone());
             events.push(event(EventKind::KeyCreated { record, tag: key.tag }));
@@ -109,6 +117,14 @@ pub(super) fn plan(
                     .into());
                 }
                 state.role(role.as_str())?;
+                // Admin keys are issued as such, in their own format (`create`): a key in a
+                // customer format does not become one.
+                if role.as_str() == ADMIN_ROLE && !current.record.format.is_admin() {
+                    return Err(InputError::KeyType(format!(
+                        "the admin role makes an admin key, issued with the {ADMIN_PREFIX} prefix: create one instead"
+                    ))
+                    .into());
+                }
             }
             let expires_at = match expires {
                 Some(Some(e)) => Some(Some(e.resolve(now)?)),
@@ -295,14 +311,26 @@ pub(super) fn plan(
             if let Some(next) = &old.rotated_to {
                 return Err(StateError::AlreadyRotated(id.to_string(), next.to_string()).into());
             }
+            // An admin key issued in a customer format, before admin keys had their own,
+            // is rotated into the admin format.
+            let legacy_admin = matches!(old.kind, KeyKind::Service)
+                && old.role.as_ref().is_some_and(|r| r.as_str() == ADMIN_ROLE)
+                && !old.format.is_admin();
+            let format = if legacy_admin {
+                Format::admin()
+            } else {
+                old.format.clone()
+            };
+            let mut events = register_format(state, &format, now)?;
             // The grace period never outlives the old key's own expiry.
             let grace_end = now.saturating_add(grace_ms.unwrap_or(0));
             let old_revoked_at = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
-            let secret = old.format.generate();
+            let secret = format.generate();
             let tag = shared.tag_of(secret.expose().as_bytes());
             let record = KeyRecord {
                 id: KeyId::next(now, last_id),
-                start: old.format.start_of(secret.expose()).to_string(),
+                start: format.start_of(secret.expose()).to_string(),
+                format,
                 created_at: now,
                 // The same lifetime the old key was given, counted from now, and no later
                 // than any expiry may be.
@@ -316,13 +344,13 @@ pub(super) fn plan(
                 ..old
             };
             let planned = Planned::Rotated(id.clone(), record.id.clone(), secret);
-            let kind = EventKind::KeyRotated {
+            events.push(event(EventKind::KeyRotated {
                 old: id.clone(),
                 old_revoked_at,
                 record,
                 tag,
-            };
-            Ok((vec![event(kind)], planned))
+            }));
+            Ok((events, planned))
         }
     }
 }

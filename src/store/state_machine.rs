@@ -29,6 +29,9 @@ pub(crate) struct Overlay<'a> {
     pub keys: BTreeMap<KeyId, StoredKey>,
     /// Keys that existed before the batch and changed in it (the live map must learn).
     pub touched: BTreeSet<KeyId>,
+    /// Rotations in this batch: (old key, new key). The live map carries the old key's
+    /// counters over to the new one.
+    pub rotations: Vec<(KeyId, KeyId)>,
     formats: Option<FormatSet>,
     /// Plans, roles and users set (`Some`) or deleted (`None`) in this batch.
     dir: BTreeMap<DirKey, Option<DirEntry>>,
@@ -49,6 +52,7 @@ impl<'a> Overlay<'a> {
             base_dir,
             keys: BTreeMap::new(),
             touched: BTreeSet::new(),
+            rotations: Vec::new(),
             formats: None,
             dir: BTreeMap::new(),
             marks: BTreeMap::new(),
@@ -349,6 +353,14 @@ impl<'a> Overlay<'a> {
             } => {
                 self.modify(old, |r| apply_rotation(r, *old_revoked_at, &record.id))?;
                 self.insert_new(record, *tag);
+                // The new key takes over the old one's budget: its mark starts at the old
+                // key's (same budget, so same period), so after a crash its spend restarts
+                // no lower than what the old key had spent.
+                let mark = self.current_mark(old, event.at)?;
+                if mark > 0 {
+                    self.marks.insert(record.id.clone(), mark);
+                }
+                self.rotations.push((old.clone(), record.id.clone()));
             }
         }
         Ok(())

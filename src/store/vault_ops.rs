@@ -168,7 +168,8 @@ impl Store {
     /// called as it goes. Returns how many secret versions were rewrapped.
     ///
     /// # Errors
-    /// [`VaultError`] (a duplicate or lower version, no current key), log errors.
+    /// [`VaultError`] (a duplicate or lower version; [`VaultError::NoMasterKey`] when the
+    /// vault registered a master key but the store was opened without it), log errors.
     pub fn vault_rotate_master(&self, new: MasterKey, mut progress: impl FnMut(usize, usize)) -> Result<usize> {
         let (version, check) = (new.version(), new.check_value());
         {
@@ -179,6 +180,10 @@ impl Store {
                         return Err(VaultError::DuplicateMasterKey(version).into());
                     }
                     r.insert(new)?;
+                }
+                // Secrets already sealed need the current key to be rewrapped.
+                None if !self.shared.index.vault_masters()?.0.is_empty() => {
+                    return Err(VaultError::NoMasterKey.into());
                 }
                 None => *ring = Some(MasterKeyring::new(new)),
             }
@@ -253,20 +258,21 @@ impl Store {
 /// store's `master.key`; checked against the check values the vault registered, with the
 /// vault's minimum decryption version applied.
 ///
+/// No master key is `Ok(None)`, even when the vault holds secrets: only the vault's own
+/// operations need the key (they answer [`VaultError::NoMasterKey`]), so a store opened to
+/// list, verify or serve keys never has to hold it.
+///
 /// # Errors
-/// [`OpenError::WrongMasterKey`], [`OpenError::MissingMasterKey`].
+/// [`OpenError::WrongMasterKey`] for a key given that is not the one the vault registered.
 pub(crate) fn load_ring(path: &std::path::Path, config: &Config, index: &Index) -> Result<Option<MasterKeyring>> {
     let ring = match &config.master_keys {
         Some(ring) => Some(ring.clone()),
         None => files::read_master_file(path)?,
     };
-    let (registered, min) = index.vault_masters()?;
     let Some(mut ring) = ring else {
-        if registered.is_empty() {
-            return Ok(None);
-        }
-        return Err(OpenError::MissingMasterKey(registered.keys().copied().collect()).into());
+        return Ok(None);
     };
+    let (registered, min) = index.vault_masters()?;
     for version in ring.versions() {
         let key = ring.get(version)?;
         if registered

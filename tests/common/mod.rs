@@ -129,6 +129,7 @@ impl Cli {
         let mut c = Command::new(BIN);
         c.env_remove("CREDSTORE_DATA")
             .env_remove("CREDSTORE_PEPPER")
+            .env_remove("CREDSTORE_MASTER_KEY")
             .env_remove("CREDSTORE_HEADER_TIMEOUT")
             .env_remove("CREDSTORE_IDLE_TIMEOUT")
             .env_remove("CREDSTORE_REQUEST_TIMEOUT")

@@ -478,6 +478,8 @@ impl From<Error> for Failure {
             Error::Input(_) | Error::State(_) => 2,
             Error::Open(OpenError::NotAStore(_) | OpenError::AlreadyExists(_))
             | Error::Open(OpenError::MissingPepper | OpenError::WrongPepper) => 2,
+            // Like a missing pepper: configuration the command needs, nothing written.
+            Error::Vault(credstore::vault::VaultError::NoMasterKey) => 2,
             _ => 3,
         };
         let mut message = e.to_string();
@@ -780,6 +782,26 @@ fn open(data: &Path) -> Result<Store, Failure> {
     Ok(store)
 }
 
+/// The format of a new key, as `create` and the sidecar choose it: for a service
+/// account with the admin role and no shape asked for, the admin keys' format (the store
+/// refuses any other for it); else [`credstore::FormatSet::choose`].
+fn new_key_format(
+    formats: &credstore::FormatSet,
+    role: Option<&RoleName>,
+    request: &FormatRequest<'_>,
+) -> Result<credstore::Format, InputError> {
+    let admin = role.is_some_and(|r| r.as_str() == credstore::policy::ADMIN_ROLE);
+    let asks_nothing = request.prefix.is_none()
+        && request.env.is_none()
+        && request.length.is_none()
+        && !request.no_checksum
+        && !request.new_format;
+    if admin && asks_nothing {
+        return Ok(credstore::Format::admin());
+    }
+    formats.choose(request)
+}
+
 fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     let store = open(data)?;
     let length = match (args.length, args.total_length) {
@@ -787,13 +809,17 @@ fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
         (None, Some(n)) => Some(FormatLength::Total(n)),
         (None, None) => None,
     };
-    let format = store.formats().choose(&FormatRequest {
-        prefix: args.prefix.as_deref(),
-        env: args.env,
-        length,
-        no_checksum: args.no_checksum,
-        new_format: args.new_format,
-    })?;
+    let format = new_key_format(
+        &store.formats(),
+        args.access.role.as_ref(),
+        &FormatRequest {
+            prefix: args.prefix.as_deref(),
+            env: args.env,
+            length,
+            no_checksum: args.no_checksum,
+            new_format: args.new_format,
+        },
+    )?;
     let mut new = NewKey::new(args.name).format(format);
     new.project = args.project;
     new.metadata = args.meta.into_iter().collect();

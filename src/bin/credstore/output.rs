@@ -220,7 +220,7 @@ pub fn print_decision(decision: &Decision, as_json: bool) {
         extra.push_str(&format!(" [budget {}/{} spent]", b.spent, b.cap));
     }
     if let Some(f) = decision.forbidden {
-        extra.push_str(&format!(" [{f} not allowed]"));
+        extra.push_str(&format!(" [{}]", f.explain()));
     }
     if let Some(r) = decision.retry_after {
         extra.push_str(&format!(" retry after {r}s"));

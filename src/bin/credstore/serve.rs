@@ -470,13 +470,22 @@ mod imp {
             (None, Some(n)) => Some(FormatLength::Total(n)),
             (None, None) => None,
         };
-        let format = store.formats().choose(&FormatRequest {
-            prefix: body.prefix.as_deref(),
-            env,
-            length,
-            no_checksum: !body.checksum,
-            new_format: body.new_format,
-        })?;
+        let role = body
+            .role
+            .as_deref()
+            .map(credstore::policy::RoleName::parse)
+            .transpose()?;
+        let format = crate::new_key_format(
+            &store.formats(),
+            role.as_ref(),
+            &FormatRequest {
+                prefix: body.prefix.as_deref(),
+                env,
+                length,
+                no_checksum: !body.checksum,
+                new_format: body.new_format,
+            },
+        )?;
         let mut new = NewKey::new(body.name).format(format);
         new.project = body.project;
         new.metadata = body.metadata;
@@ -503,11 +512,7 @@ mod imp {
                 )));
             }
         };
-        new.role = body
-            .role
-            .as_deref()
-            .map(credstore::policy::RoleName::parse)
-            .transpose()?;
+        new.role = role;
         new.permissions = PermissionSet::parse(&body.permissions)?;
         new.allow_ips = IpAllowlist::new(&body.allow_ips)?;
         new.allow_referrers = ReferrerAllowlist::new(&body.allow_referrers)?;
@@ -635,7 +640,8 @@ mod imp {
         }
     }
 
-    /// 401 for a key that is no valid key at all, 403 for a valid key without the admin role.
+    /// 401 for a key that is no valid key at all, 403 for a valid key that is not an admin
+    /// key.
     fn not_admin(store: &Store, key: &str) -> ApiError {
         // The same request `authorize_admin` makes: cost 0, weight 0, requiring `*`; it has
         // no side effect unless the key is an admin key, which it just was not.
@@ -644,7 +650,7 @@ mod imp {
             .ok()
             .and_then(|q| {
                 store
-                    .verify_with(&VerifyRequest::new(key).cost(0).weight(0).require(&q))
+                    .verify_admin(&VerifyRequest::new(key).cost(0).weight(0).require(&q))
                     .ok()
             })
             .map_or(401, |d| d.http_status());
