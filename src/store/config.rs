@@ -1,0 +1,253 @@
+//! How to open a store: [`Config`], and what `CREDSTORE_*` variables set in it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{InputError, Result};
+use crate::log::DEFAULT_SEGMENT_SIZE;
+use crate::secret::Pepper;
+use crate::token::{Env, Format};
+
+use super::UseLog;
+use super::parse_master_keys;
+
+/// How to open a store.
+#[derive(Clone)]
+pub struct Config {
+    /// The pepper. `None`: a development store's `pepper.key` (created by `init`).
+    pub pepper: Option<Pepper>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// How often in-memory counters (last used, rate limits, budget spend) are flushed to sled.
+    pub flush_interval: Duration,
+    /// The size at which a log segment is sealed.
+    pub segment_size: u64,
+    /// Sensitive operations (creating admin keys, vault writes) need an admin key.
+    pub require_admin: bool,
+    /// The vault's master keys. `None`: a development store's `master.key`, if any.
+    pub master_keys: Option<crate::vault::MasterKeyring>,
+    /// How verification outcomes are recorded in the log.
+    pub use_log: UseLog,
+    /// A file outside the data directory that keeps a copy of every head checkpoint: a
+    /// rollback of the whole data directory (a restored copy, a snapshot put back) is
+    /// found against it at open. `None`: no witness.
+    pub witness: Option<PathBuf>,
+    /// Fleet mode: the PostgreSQL URL of the fleet this store is a host of. Every change
+    /// commits there first; other hosts' changes arrive within a poll interval. `None`: a
+    /// local store. Never shown in `Debug` (it may hold a password).
+    pub fleet: Option<String>,
+    /// Fleet mode: this host's name in the fleet (default: `$HOSTNAME` and the process id).
+    pub host: Option<String>,
+    /// Fleet mode: how long a host that cannot reach the fleet keeps verifying from its
+    /// replica before it refuses ([`crate::Error::Stale`]), unless `fleet_fail_open`.
+    pub fleet_max_staleness: Duration,
+    /// Fleet mode: keep verifying from the replica however stale it is (fail open).
+    pub fleet_fail_open: bool,
+    /// How long opening waits for the store's lock while another process (or another
+    /// `Store` of this one) holds it, before [`crate::OpenError::Locked`]; zero fails at once.
+    pub lock_wait: Duration,
+    /// The key prefixes customer verification ([`super::Store::verify_with`], and so `credstore
+    /// verify`, the layer and the sidecar's `keys.verify`) accepts, of the registered
+    /// formats: a key of another registered format is `MALFORMED` (unknown prefix), as
+    /// one of an unregistered format is. `None`: every registered format. Admin keys
+    /// ([`Format::admin`]) are never accepted there, whatever this says; naming their
+    /// prefix is refused at open.
+    pub verify_prefixes: Option<Vec<String>>,
+}
+
+/// [`Config::lock_wait`]'s default: long enough for a queue of CLI commands on one store
+/// to take turns, short enough that a store held for good (by `credstore serve`) is
+/// reported soon.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+impl Config {
+    /// System clock, counters flushed every second, 64 MiB segments, no pepper given.
+    pub fn new() -> Self {
+        Config {
+            pepper: None,
+            clock: Arc::new(SystemClock),
+            flush_interval: Duration::from_secs(1),
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            require_admin: false,
+            master_keys: None,
+            use_log: UseLog::Every,
+            witness: None,
+            fleet: None,
+            host: None,
+            fleet_max_staleness: Duration::from_secs(30),
+            fleet_fail_open: false,
+            lock_wait: DEFAULT_LOCK_WAIT,
+            verify_prefixes: None,
+        }
+    }
+
+    /// [`Config::new`], with the pepper from `CREDSTORE_PEPPER`, the vault's master keys from
+    /// `CREDSTORE_MASTER_KEY`, the witness from `CREDSTORE_WITNESS`, the lock wait from
+    /// `CREDSTORE_LOCK_WAIT` (a duration, `0` not to wait) and the prefixes customer
+    /// verification accepts from `CREDSTORE_VERIFY_PREFIXES` (separated by commas) when
+    /// they are set.
+    ///
+    /// # Errors
+    /// [`InputError::InvalidPepper`] when the variable is set but not 64 hex characters;
+    /// [`InputError::InvalidLockWait`].
+    pub fn from_env() -> Result<Self> {
+        let mut config = Config::new();
+        if let Ok(hex) = std::env::var("CREDSTORE_PEPPER") {
+            config.pepper = Some(Pepper::from_hex(&hex)?);
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_MASTER_KEY") {
+            config.master_keys = Some(parse_master_keys(&text)?);
+        }
+        if let Some(path) = std::env::var_os("CREDSTORE_WITNESS") {
+            config.witness = Some(PathBuf::from(path));
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_LOCK_WAIT") {
+            config.lock_wait = parse_lock_wait(&text)?;
+        }
+        if let Ok(list) = std::env::var("CREDSTORE_VERIFY_PREFIXES") {
+            config.verify_prefixes = Some(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            );
+        }
+        Ok(config)
+    }
+
+    /// Makes the store a host of the fleet at `url` ([`Config::fleet`]).
+    pub fn fleet(mut self, url: impl Into<String>, host: impl Into<String>) -> Self {
+        self.fleet = Some(url.into());
+        self.host = Some(host.into());
+        self
+    }
+
+    /// How long a fleet host cut off from its fleet keeps verifying from its replica
+    /// (`max`), and whether it then keeps on anyway (`fail_open`) instead of refusing.
+    pub fn fleet_staleness(mut self, max: Duration, fail_open: bool) -> Self {
+        self.fleet_max_staleness = max;
+        self.fleet_fail_open = fail_open;
+        self
+    }
+
+    /// This host's name in its fleet.
+    #[cfg(feature = "fleet")]
+    pub(crate) fn host_name(&self) -> String {
+        self.host.clone().unwrap_or_else(|| {
+            let name = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+            format!("{name}-{}", std::process::id())
+        })
+    }
+
+    /// Keeps a copy of every head checkpoint in `path`, outside the data directory
+    /// ([`Config::witness`]).
+    pub fn witness(mut self, path: impl Into<PathBuf>) -> Self {
+        self.witness = Some(path.into());
+        self
+    }
+
+    /// Sets the pepper.
+    pub fn pepper(mut self, pepper: Pepper) -> Self {
+        self.pepper = Some(pepper);
+        self
+    }
+
+    /// Sets the clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the counter flush interval.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// Requires an admin key for sensitive operations ([`super::Store::create_as`]).
+    pub fn require_admin(mut self, on: bool) -> Self {
+        self.require_admin = on;
+        self
+    }
+
+    /// Sets how verification outcomes are recorded.
+    pub fn use_log(mut self, mode: UseLog) -> Self {
+        self.use_log = mode;
+        self
+    }
+
+    /// Sets the vault's master keys.
+    pub fn master_keys(mut self, ring: crate::vault::MasterKeyring) -> Self {
+        self.master_keys = Some(ring);
+        self
+    }
+
+    /// Sets the segment size.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Sets how long opening waits for the store's lock ([`Config::lock_wait`]).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Restricts customer verification to keys with these prefixes
+    /// ([`Config::verify_prefixes`]).
+    pub fn verify_prefixes<S: Into<String>>(mut self, prefixes: impl IntoIterator<Item = S>) -> Self {
+        self.verify_prefixes = Some(prefixes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Checks [`Config::verify_prefixes`]: each a well-formed prefix, none the admin keys'.
+    pub(super) fn check_verify_prefixes(&self) -> Result<()> {
+        for prefix in self.verify_prefixes.iter().flatten() {
+            if prefix == crate::token::ADMIN_PREFIX {
+                return Err(InputError::ReservedPrefix {
+                    prefix: prefix.clone(),
+                    why: "admin keys are never accepted by customer verification",
+                }
+                .into());
+            }
+            // The prefix rules are the formats': a format with it must be possible.
+            Format::new(prefix, Env::Live, crate::token::DEFAULT_RANDOM_LEN, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// `CREDSTORE_LOCK_WAIT`: a duration (`10s`, `500ms`), or `0`.
+fn parse_lock_wait(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    crate::clock::parse_duration(text)
+        .map(|ms| Duration::from_millis(ms.unsigned_abs()))
+        .map_err(|_| InputError::InvalidLockWait(text.to_string()).into())
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("pepper", &self.pepper)
+            .field("flush_interval", &self.flush_interval)
+            .field("segment_size", &self.segment_size)
+            .field("master_keys", &self.master_keys)
+            .field("witness", &self.witness)
+            .field("lock_wait", &self.lock_wait)
+            .field("verify_prefixes", &self.verify_prefixes)
+            .finish_non_exhaustive()
+    }
+}
