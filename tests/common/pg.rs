@@ -21,9 +21,21 @@ pub struct PgServer {
 }
 
 impl PgServer {
+    /// Whether PostgreSQL's server programs are installed (`initdb`, `pg_ctl`).
+    pub fn available() -> bool {
+        find_bin().is_some()
+    }
+
     /// Starts a fresh cluster, or `None` (with the reason on stderr) when PostgreSQL is not
-    /// installed and this is not CI.
+    /// installed and this is not CI. It runs with `fsync=off`: the tests check behaviour,
+    /// not durability of the database's own files.
     pub fn start() -> Option<PgServer> {
+        PgServer::start_with(false)
+    }
+
+    /// [`PgServer::start`], with `fsync` on (as a production server runs) when `fsync`:
+    /// the benchmarks measure what a commit costs.
+    pub fn start_with(fsync: bool) -> Option<PgServer> {
         let Some(bin) = find_bin() else {
             let why = "PostgreSQL is not installed (run scripts/install-test-deps.sh)";
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -59,8 +71,9 @@ impl PgServer {
             &["-D", &data, "-A", "trust", "-U", "credstore", "--no-sync", "-E", "UTF8"],
         );
         let options = format!(
-            "-k {} -c listen_addresses='' -c fsync=off -c max_connections=200",
-            server.dir.display()
+            "-k {} -c listen_addresses='' -c fsync={} -c max_connections=200",
+            server.dir.display(),
+            if fsync { "on" } else { "off" }
         );
         let log = server.dir.join("server.log").display().to_string();
         server.run_pg(
