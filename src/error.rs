@@ -229,6 +229,14 @@ pub enum InputError {
     /// `CREDSTORE_LOCK_WAIT` that is neither a duration nor `0`.
     #[error("invalid CREDSTORE_LOCK_WAIT {}: give a duration such as 10s or 500ms, or 0 not to wait", redact::quote(.0))]
     InvalidLockWait(String),
+    /// A fleet setting from the environment that does not parse: its variable and value.
+    #[error("invalid {variable} {}: give a duration such as 30s for the staleness bound, or true/false for fail-open", redact::quote(.value))]
+    InvalidFleetSetting {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// A pepper that is not 32 bytes written as 64 hex characters.
     #[error("the pepper must be 64 hex characters (32 bytes)")]
     InvalidPepper,

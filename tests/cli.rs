@@ -909,3 +909,25 @@ fn serve_refuses_bad_limits_naming_the_flag() {
         assert!(help.contains(default), "{default} not in\n{help}");
     }
 }
+
+#[test]
+fn the_fleet_settings_from_the_environment_are_checked() {
+    let cli = Cli::init();
+    for (var, value) in [
+        ("CREDSTORE_FLEET_MAX_STALENESS", "soon"),
+        ("CREDSTORE_FLEET_MAX_STALENESS", "0s"),
+        ("CREDSTORE_FLEET_FAIL_OPEN", "maybe"),
+    ] {
+        let run = Run::from(cli.command(&["list"]).env(var, value).output().expect("run"));
+        assert_eq!(run.code, Some(2), "{var}={value}: {run:?}");
+        assert!(run.stderr.contains(var), "{var}={value}: {run:?}");
+    }
+    let run = Run::from(
+        cli.command(&["list"])
+            .env("CREDSTORE_FLEET_MAX_STALENESS", "5s")
+            .env("CREDSTORE_FLEET_FAIL_OPEN", "true")
+            .output()
+            .expect("run"),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+}

@@ -85,9 +85,10 @@ impl Config {
 
     /// [`Config::new`], with the pepper from `CREDSTORE_PEPPER`, the vault's master keys from
     /// `CREDSTORE_MASTER_KEY`, the witness from `CREDSTORE_WITNESS`, the lock wait from
-    /// `CREDSTORE_LOCK_WAIT` (a duration, `0` not to wait) and the prefixes customer
-    /// verification accepts from `CREDSTORE_VERIFY_PREFIXES` (separated by commas) when
-    /// they are set.
+    /// `CREDSTORE_LOCK_WAIT` (a duration, `0` not to wait), the prefixes customer
+    /// verification accepts from `CREDSTORE_VERIFY_PREFIXES` (separated by commas), and a
+    /// fleet host's staleness bound and fail-open from `CREDSTORE_FLEET_MAX_STALENESS` (a
+    /// duration) and `CREDSTORE_FLEET_FAIL_OPEN` (`true`/`false`) when they are set.
     ///
     /// # Errors
     /// [`InputError::InvalidPepper`] when the variable is set but not 64 hex characters;
@@ -105,6 +106,29 @@ impl Config {
         }
         if let Ok(text) = std::env::var("CREDSTORE_LOCK_WAIT") {
             config.lock_wait = parse_lock_wait(&text)?;
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_FLEET_MAX_STALENESS") {
+            let ms = crate::clock::parse_duration(text.trim())
+                .ok()
+                .filter(|&ms| ms > 0)
+                .ok_or_else(|| InputError::InvalidFleetSetting {
+                    variable: "CREDSTORE_FLEET_MAX_STALENESS",
+                    value: text.clone(),
+                })?;
+            config.fleet_max_staleness = Duration::from_millis(ms.unsigned_abs());
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_FLEET_FAIL_OPEN") {
+            config.fleet_fail_open = match text.trim() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" => false,
+                _ => {
+                    return Err(InputError::InvalidFleetSetting {
+                        variable: "CREDSTORE_FLEET_FAIL_OPEN",
+                        value: text,
+                    }
+                    .into());
+                }
+            };
         }
         if let Ok(list) = std::env::var("CREDSTORE_VERIFY_PREFIXES") {
             config.verify_prefixes = Some(

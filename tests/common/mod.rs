@@ -135,6 +135,8 @@ impl Cli {
             .env_remove("CREDSTORE_REQUEST_TIMEOUT")
             .env_remove("CREDSTORE_MAX_CONNECTIONS")
             .env_remove("CREDSTORE_LOCK_WAIT")
+            .env_remove("CREDSTORE_FLEET_MAX_STALENESS")
+            .env_remove("CREDSTORE_FLEET_FAIL_OPEN")
             // The `list` table's width follows COLUMNS: the caller's terminal must not
             // reach the tests.
             .env_remove("COLUMNS")
