@@ -305,7 +305,7 @@ impl Store {
         marker.check_pepper(&pepper)?;
         // The index is a cache of the log: one that cannot be opened or read (a crash in the
         // middle of a sled snapshot, a full disk) is set aside and rebuilt, never fatal.
-        let (index, log, recovery, fleet) = match open_index(path, &marker, &config, &pepper) {
+        let opened = match open_index(path, &marker, &config, &pepper) {
             Err(Error::Index(why)) => {
                 let mut why = why.to_string();
                 let rebuilt = rebuild_index(path, &marker, &config, &pepper, true)?;
@@ -313,22 +313,29 @@ impl Store {
                     why.push_str("; keys whose indexed state the log does not produce: ");
                     why.push_str(&rebuilt.differing.join(", "));
                 }
-                let (index, log, mut recovery, fleet) = open_index(path, &marker, &config, &pepper)?;
-                recovery.index_rebuilt = Some(why);
-                (index, log, recovery, fleet)
+                let mut opened = open_index(path, &marker, &config, &pepper)?;
+                opened.recovery.index_rebuilt = Some(why);
+                opened
             }
             opened => opened?,
         };
+        let open::Opened {
+            index,
+            log,
+            recovery,
+            fleet,
+            formats,
+            directory,
+        } = opened;
         let vault_ring = vault_ops::load_ring(path, &config, &index)?;
         let use_sink = uses::UseSink::new(config.use_log);
-        let formats = index.formats()?;
         let shared = Arc::new(Shared {
             customer_formats: Arc::new(ArcSwap::from_pointee(
                 formats.for_customers(config.verify_prefixes.as_deref()),
             )),
             formats: ArcSwap::from_pointee(formats),
             verify_prefixes: config.verify_prefixes.clone(),
-            directory: ArcSwap::from_pointee(index.directory()?),
+            directory: ArcSwap::from_pointee(directory),
             index,
             cache: Cache::default(),
             pepper,

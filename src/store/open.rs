@@ -49,15 +49,21 @@ fn replay_through(index: &Index, log_dir: &Path, store_id: [u8; 16], from_seq: u
     }
 }
 
+/// What opening the index against the log gives `Store::open`.
+pub(super) struct Opened {
+    pub index: Index,
+    pub log: LogWriter,
+    pub recovery: RecoveryReport,
+    pub fleet: Option<FleetLink>,
+    /// The registered formats and the directory, read (and so checked) once, here.
+    pub formats: crate::token::FormatSet,
+    pub directory: crate::directory::Directory,
+}
+
 /// Opens the index and the log, checks them against each other and catches the index up
 /// with the log. Every failure of the index itself is an [`Error::Index`], which
 /// [`Store::open`] answers with a rebuild.
-pub(super) fn open_index(
-    path: &Path,
-    marker: &files::Marker,
-    config: &Config,
-    pepper: &Pepper,
-) -> Result<(Index, LogWriter, RecoveryReport, Option<FleetLink>)> {
+pub(super) fn open_index(path: &Path, marker: &files::Marker, config: &Config, pepper: &Pepper) -> Result<Opened> {
     let index = Index::open(&path.join("index"), pepper, marker.store_id)?;
     let applied = index.applied_seq()?;
     let (log, recovery) = LogWriter::open(&path.join("log"), marker.store_id, config.segment_size, applied)?;
@@ -93,10 +99,17 @@ pub(super) fn open_index(
         index.restore_spend_to_marks()?;
     }
     index.set_clean(false)?;
-    // Read once here so that an unreadable directory or format list is found now.
-    index.formats()?;
-    index.directory()?;
-    Ok((index, log, recovery, fleet))
+    // Read here, so that an unreadable directory or format list is an index failure.
+    let formats = index.formats()?;
+    let directory = index.directory()?;
+    Ok(Opened {
+        index,
+        log,
+        recovery,
+        fleet,
+        formats,
+        directory,
+    })
 }
 
 /// A fleet host's link, its local log brought up to the fleet's head first.

@@ -37,7 +37,7 @@ pub(super) fn run(url: String, command: Command, data: &Path) -> Result<u8, Fail
         }
         other => {
             join(url, "cli")?;
-            let replica = Replica::new()?;
+            let replica = Replica::new();
             Store::init(&replica.0, store_config()?)?.close()?;
             run_on(replica.0.clone(), other)
         }
@@ -90,12 +90,12 @@ fn status(url: &str) -> Result<u8, Failure> {
 struct Replica(PathBuf);
 
 impl Replica {
-    fn new() -> Result<Replica, Failure> {
+    fn new() -> Replica {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let dir = std::env::temp_dir().join(format!("credstore-replica-{}-{nanos}", std::process::id()));
-        Ok(Replica(dir))
+        Replica(dir)
     }
 }
 
