@@ -11,8 +11,10 @@
 //! [`Fleet`] is blocking: it owns a small tokio runtime and a connection pool, for the CLI
 //! and for a host's own threads. Do not call it from inside another tokio runtime.
 
+mod lease;
 mod schema;
 
+pub use lease::{BudgetAccount, LeaseAsk, Returned};
 pub use schema::SCHEMA_VERSION;
 
 use std::str::FromStr;

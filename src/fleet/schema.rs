@@ -10,7 +10,7 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 pub(super) const MIGRATION_LOCK: i64 = 0x6372_6564_7374_6f72; // "credstor"
 
 /// The migrations, version 1 first.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: the fleet's identity, its log with the head row, the keys' current state,
 /// budget leases, and the hosts with their heartbeats.
@@ -85,5 +85,92 @@ begin
     perform pg_notify('credstore_log', (prev_seq + n)::text);
     return prev_seq + n;
 end
+$$;
+"#;
+
+/// Version 2: budget leases. A budget's fleet-wide account is one row per budget and
+/// period (`settled`: spend no host holds any more) plus a lease per host (`granted`: what
+/// that host may spend); `settled` plus every lease never passes the cap. Version 1's
+/// `credstore_leases` had no period and was never written: it is replaced.
+const V2: &str = r#"
+drop table credstore_leases;
+
+create table credstore_budgets (
+    budget_id text not null,
+    period    bigint not null,
+    settled   bigint not null default 0 check (settled >= 0),
+    primary key (budget_id, period)
+);
+
+create table credstore_leases (
+    budget_id  text not null,
+    period     bigint not null,
+    host       text not null,
+    granted    bigint not null check (granted >= 0),
+    expires_at timestamptz not null,
+    primary key (budget_id, period, host)
+);
+create index credstore_leases_host on credstore_leases (host);
+
+-- Leases up to `want` (at least `need`) of budget `b` in period `p` to host `h`, under
+-- `cap`; returns what was granted, 0 when less than `need` is left. The budget's row is
+-- locked for the call, so leases of one budget are granted one at a time. Expired leases
+-- (of hosts that died or lost the database) are settled first, counted as spent: what
+-- such a host spent is not known, so the fleet assumes all of it. A grant is at most half
+-- of what is left, so chunks shrink as the cap nears and other hosts still find some.
+create function credstore_lease(b text, p bigint, h text, cap bigint, need bigint, want bigint, ttl_ms bigint)
+returns bigint language plpgsql as $$
+declare
+    reclaimed bigint;
+    held bigint;
+    left_over bigint;
+    amount bigint;
+begin
+    insert into credstore_budgets (budget_id, period) values (b, p) on conflict do nothing;
+    perform 1 from credstore_budgets where budget_id = b and period = p for update;
+    with gone as (
+        delete from credstore_leases
+        where budget_id = b and period = p and expires_at < clock_timestamp()
+        returning granted
+    )
+    select coalesce(sum(granted), 0) into reclaimed from gone;
+    update credstore_budgets set settled = settled + reclaimed where budget_id = b and period = p;
+    select coalesce(sum(granted), 0) into held from credstore_leases where budget_id = b and period = p;
+    select cap - settled - held into left_over from credstore_budgets where budget_id = b and period = p;
+    if left_over <= 0 or left_over < need then
+        return 0;
+    end if;
+    amount := least(want, greatest(need, left_over / 2), left_over);
+    insert into credstore_leases (budget_id, period, host, granted, expires_at)
+    values (b, p, h, amount, clock_timestamp() + ttl_ms * interval '1 millisecond')
+    on conflict (budget_id, period, host) do update
+        set granted = credstore_leases.granted + excluded.granted, expires_at = excluded.expires_at;
+    return amount;
+end
+$$;
+
+-- Ends host `h`'s leases of the budgets `bs` in periods `ps`; `unused[i]` of each was not
+-- spent and goes back to the budget, the rest is settled.
+create function credstore_release(h text, bs text[], ps bigint[], unused bigint[])
+returns void language sql as $$
+    with ended as (
+        delete from credstore_leases l
+        using unnest(bs, ps, unused) as u(b, p, n)
+        where l.budget_id = u.b and l.period = u.p and l.host = h
+        returning l.budget_id, l.period, l.granted - least(greatest(u.n, 0), l.granted) as spent
+    )
+    update credstore_budgets t set settled = t.settled + ended.spent
+    from ended where t.budget_id = ended.budget_id and t.period = ended.period;
+$$;
+
+-- Settles every lease host `h` holds, as spent: a host starting again does not know what
+-- it spent before it stopped.
+create function credstore_settle_host(h text)
+returns void language sql as $$
+    with ended as (
+        delete from credstore_leases where host = h returning budget_id, period, granted
+    )
+    update credstore_budgets t set settled = t.settled + ended.granted
+    from ended where t.budget_id = ended.budget_id and t.period = ended.period;
 $$;
 "#;

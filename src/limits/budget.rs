@@ -270,6 +270,47 @@ impl BudgetCounter {
         *last = Some((now_ns, spend));
     }
 
+    /// The amount in `period` that a fleet lease builds on: the mark, or the spend when a
+    /// counter restored from disk is past it (whatever the host held then is not its to
+    /// spend again). A lease of `g` units moves the mark to this plus `g`.
+    pub fn lease_base(&self, period: u32) -> u64 {
+        let in_period = |word: u64| match unpack(word) {
+            (p, amount) if p == period => amount,
+            _ => 0,
+        };
+        in_period(self.mark.load(Ordering::Acquire)).max(in_period(self.spend.load(Ordering::Acquire)))
+    }
+
+    /// Gives up what is left under the mark: moves spend up to the mark, in one
+    /// compare-and-swap, so no charge can use it afterwards, and returns how much that was.
+    /// A fleet host does this before it returns a lease's unspent part, and when a lease
+    /// may have expired (spend never passes the mark, so after this nothing of the lease
+    /// is spent here any more).
+    pub fn forfeit(&self) -> u64 {
+        let mut current = self.spend.load(Ordering::Acquire);
+        loop {
+            let (p, s) = unpack(current);
+            let (mp, m) = unpack(self.mark.load(Ordering::Acquire));
+            // A mark of another period leaves nothing of this one to spend; in the mark's
+            // own period, spend that has not started counts as zero.
+            let spent = match p.cmp(&mp) {
+                std::cmp::Ordering::Equal => s,
+                std::cmp::Ordering::Less => 0,
+                std::cmp::Ordering::Greater => return 0,
+            };
+            if m <= spent {
+                return 0;
+            }
+            match self
+                .spend
+                .compare_exchange_weak(current, pack(mp, m), Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return m - spent,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
     /// Charges `cost` in `period` against `budget`, unless that would pass the cap, or the
     /// persisted mark (then the caller raises the mark through the log and retries).
     ///
@@ -361,6 +402,28 @@ mod tests {
         assert_eq!(unless_later(pack(8, 40), 8), pack(8, 40));
         // A monthly id (24,324) seen by a daily budget (day 20,414): dropped.
         assert_eq!(unless_later(pack(24_324, 40), 20_414), 0);
+    }
+
+    #[test]
+    fn a_forfeited_lease_cannot_be_spent() {
+        let b = Budget {
+            cap: 100,
+            period: Period::Daily,
+        };
+        let c = BudgetCounter::new(pack(3, 4), pack(3, 10));
+        assert_eq!(c.lease_base(3), 10);
+        assert_eq!(c.forfeit(), 6, "10 held, 4 spent");
+        assert_eq!(c.spent(3), 10);
+        assert!(matches!(c.charge(&b, 3, 1), Charge::NeedsMark(_)));
+        assert_eq!(c.forfeit(), 0, "nothing left to give up");
+        // Restored from disk past its mark: the lease builds on the spend.
+        let restored = BudgetCounter::new(pack(3, 7), pack(3, 2));
+        assert_eq!(restored.lease_base(3), 7);
+        assert_eq!(restored.lease_base(4), 0, "another period starts from zero");
+        // Spend of an older period than the mark: all of the mark is unspent.
+        let older = BudgetCounter::new(pack(2, 50), pack(3, 5));
+        assert_eq!(older.forfeit(), 5);
+        assert_eq!(unpack(older.spend_word()), (3, 5));
     }
 
     #[test]

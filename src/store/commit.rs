@@ -95,6 +95,10 @@ pub(crate) enum Op {
         id: KeyId,
         mark: u64,
     },
+    /// A fleet host's charge needs more of a budget: lease it from the fleet (nothing is
+    /// logged; the fleet keeps the account).
+    #[cfg(feature = "fleet")]
+    Lease(super::leases::LeaseRequest),
 }
 
 /// One rewrapped secret version: the blob it replaces and the new one.
@@ -131,6 +135,9 @@ pub(crate) enum Outcome {
     Done,
     /// A secret version stored, or the number of blobs rewrapped.
     Count(u32),
+    /// Budget units leased from the fleet (0: none left).
+    #[cfg(feature = "fleet")]
+    Leased(u64),
 }
 
 /// Runs the commit loop until every sender is dropped. Between requests it wakes every
@@ -164,6 +171,7 @@ pub(crate) fn run(
             Err(RecvTimeoutError::Disconnected) => (Vec::new(), true),
         };
         last_drain = Instant::now();
+        let batch = lease(&shared, batch, fleet.as_mut());
         dropped += shared.uses.drain_into(&mut pending);
         let write_uses =
             closing || !batch.is_empty() || pending.len() >= super::uses::WRITE_USES_AT || last_uses.elapsed() >= every;
@@ -181,6 +189,10 @@ pub(crate) fn run(
             follow(&shared, &mut log, &mut last_id, fleet.as_mut());
         }
         if closing {
+            // Nothing charges any more: the leases' unspent parts go back to the fleet.
+            if let Some(link) = fleet.as_mut() {
+                link.release_leases();
+            }
             // The last head checkpoint; an error here has no caller left to tell, and the
             // next open checks the head against the log anyway.
             let _ = log.checkpoint_head();
@@ -369,6 +381,29 @@ fn follow(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, fleet: Optio
         .fleet_stale
         .store(link.stale(), std::sync::atomic::Ordering::Relaxed);
     link.heartbeat_every_second(log.durable_seq());
+    link.tend_leases();
+}
+
+/// Answers the lease requests of `batch` (one round trip to the fleet each) and returns
+/// the rest. Leases are not changes to the log: they never wait for a batch to commit.
+#[cfg(feature = "fleet")]
+fn lease(shared: &Shared, batch: Vec<Request>, mut fleet: Option<&mut FleetLink>) -> Vec<Request> {
+    let (leases, rest): (Vec<Request>, Vec<Request>) = batch.into_iter().partition(|r| matches!(r.op, Op::Lease(_)));
+    for req in leases {
+        let Op::Lease(ask) = &req.op else { continue };
+        let result = match fleet.as_deref_mut() {
+            Some(link) => link.lease(ask, shared.clock.now_ns()).map(Outcome::Leased),
+            None => Err(Error::NotCommitted("a budget lease needs a fleet".to_string())),
+        };
+        let _ = req.reply.send(result);
+    }
+    rest
+}
+
+/// Without a fleet there are no leases.
+#[cfg(not(feature = "fleet"))]
+fn lease(_: &Shared, batch: Vec<Request>, _: Option<&mut FleetLink>) -> Vec<Request> {
+    batch
 }
 
 /// Appends what the fleet committed past the local log, applies it to the index and the

@@ -45,6 +45,10 @@ pub struct Config {
     pub fleet_max_staleness: Duration,
     /// Fleet mode: keep verifying from the replica however stale it is (fail open).
     pub fleet_fail_open: bool,
+    /// Fleet mode: how long a budget lease lasts unless the host renews it (it renews every
+    /// second). A host that dies holding leases blocks their units this long; a host that
+    /// cannot renew stops spending them 30% of this before they expire.
+    pub fleet_lease_ttl: Duration,
     /// How long opening waits for the store's lock while another process (or another
     /// `Store` of this one) holds it, before [`crate::OpenError::Locked`]; zero fails at once.
     pub lock_wait: Duration,
@@ -55,6 +59,15 @@ pub struct Config {
     /// ([`Format::admin`]) are never accepted there, whatever this says; naming their
     /// prefix is refused at open.
     pub verify_prefixes: Option<Vec<String>>,
+}
+
+/// A positive duration (`500ms`, `30s`) from a fleet setting's variable.
+fn fleet_duration(variable: &'static str, text: String) -> Result<Duration> {
+    let ms = crate::clock::parse_duration(text.trim())
+        .ok()
+        .filter(|&ms| ms > 0)
+        .ok_or(InputError::InvalidFleetSetting { variable, value: text })?;
+    Ok(Duration::from_millis(ms.unsigned_abs()))
 }
 
 /// [`Config::lock_wait`]'s default: long enough for a queue of CLI commands on one store
@@ -78,6 +91,7 @@ impl Config {
             host: None,
             fleet_max_staleness: Duration::from_secs(30),
             fleet_fail_open: false,
+            fleet_lease_ttl: Duration::from_secs(10),
             lock_wait: DEFAULT_LOCK_WAIT,
             verify_prefixes: None,
         }
@@ -108,14 +122,10 @@ impl Config {
             config.lock_wait = parse_lock_wait(&text)?;
         }
         if let Ok(text) = std::env::var("CREDSTORE_FLEET_MAX_STALENESS") {
-            let ms = crate::clock::parse_duration(text.trim())
-                .ok()
-                .filter(|&ms| ms > 0)
-                .ok_or_else(|| InputError::InvalidFleetSetting {
-                    variable: "CREDSTORE_FLEET_MAX_STALENESS",
-                    value: text.clone(),
-                })?;
-            config.fleet_max_staleness = Duration::from_millis(ms.unsigned_abs());
+            config.fleet_max_staleness = fleet_duration("CREDSTORE_FLEET_MAX_STALENESS", text)?;
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_FLEET_LEASE_TTL") {
+            config.fleet_lease_ttl = fleet_duration("CREDSTORE_FLEET_LEASE_TTL", text)?;
         }
         if let Ok(text) = std::env::var("CREDSTORE_FLEET_FAIL_OPEN") {
             config.fleet_fail_open = match text.trim() {

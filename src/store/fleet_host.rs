@@ -20,6 +20,8 @@ pub(crate) use crate::fleet::Appended;
 use crate::fleet::{Fleet, FleetError, FleetRecord};
 use crate::log::{LogWriter, genesis_hash};
 
+use super::leases::{LeaseRequest, Leases};
+
 /// How often an idle commit thread asks the fleet whether its head moved.
 pub(crate) const POLL_EVERY: Duration = Duration::from_millis(20);
 /// Records fetched per round trip when catching up.
@@ -35,6 +37,8 @@ pub(crate) struct FleetLink {
     synced_at: Instant,
     max_staleness: Duration,
     fail_open: bool,
+    /// The budget leases this host holds.
+    leases: Leases,
 }
 
 /// What a poll of the fleet's head found.
@@ -59,6 +63,8 @@ impl FleetLink {
         if fleet.info()?.store_id != store_id {
             return Err(FleetError::OtherStore.into());
         }
+        // Leases this host held before it stopped: what it spent of them is not known here.
+        fleet.settle_host(&host)?;
         Ok(FleetLink {
             fleet,
             host,
@@ -67,6 +73,7 @@ impl FleetLink {
             synced_at: Instant::now(),
             max_staleness: config.fleet_max_staleness,
             fail_open: config.fleet_fail_open,
+            leases: Leases::new(config.fleet_lease_ttl),
         })
     }
 
@@ -163,6 +170,27 @@ impl FleetLink {
         self.last_heartbeat = Some(Instant::now());
         // A missed heartbeat is only a stale line in `status`.
         let _ = self.fleet.heartbeat(&self.host, applied_seq);
+    }
+}
+
+impl FleetLink {
+    /// Leases units of a budget for a charge; returns the units granted (0: the budget is
+    /// spent fleet-wide).
+    ///
+    /// # Errors
+    /// PostgreSQL's errors (the charge fails: nothing was granted).
+    pub fn lease(&mut self, req: &LeaseRequest, now_ns: i64) -> Result<u64> {
+        self.leases.acquire(&self.fleet, &self.host, req, now_ns)
+    }
+
+    /// Renews leases, returns idle ones, forfeits those that may expire.
+    pub fn tend_leases(&mut self) {
+        self.leases.tend(&self.fleet, &self.host);
+    }
+
+    /// Gives every lease back: the host is stopping.
+    pub fn release_leases(&mut self) {
+        self.leases.release_all(&self.fleet, &self.host);
     }
 }
 

@@ -14,6 +14,8 @@ mod fleet_host;
 #[cfg(not(feature = "fleet"))]
 #[path = "no_fleet.rs"]
 mod fleet_host;
+#[cfg(feature = "fleet")]
+mod leases;
 mod open;
 mod plan;
 mod request;
@@ -150,6 +152,8 @@ pub(crate) struct Shared {
     /// A fleet host that has not reached the fleet for longer than its staleness bound
     /// (and fails closed): every verify refuses. Set by the commit thread.
     fleet_stale: std::sync::atomic::AtomicBool,
+    /// A fleet host: its budgets are spent from leases of the fleet, not raised marks.
+    fleet_host: bool,
 }
 
 impl Shared {
@@ -218,6 +222,13 @@ impl Shared {
             now_ns: self.clock.now_ns(),
         };
         let mut state = LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed);
+        // On a fleet host only a lease from the fleet may be spent: whatever a counter
+        // restored from disk held under its mark is not this host's any more.
+        if self.fleet_host
+            && let Some(budget) = &state.budget
+        {
+            budget.counter.forfeit();
+        }
         // Like the record, read from sled a moment ago; a read error leaves the key charged
         // on its own counters.
         state.successor = record
@@ -343,6 +354,7 @@ impl Store {
             vault_ring: std::sync::RwLock::new(vault_ring),
             uses: use_sink,
             fleet_stale: std::sync::atomic::AtomicBool::new(false),
+            fleet_host: config.fleet.is_some(),
         });
         // New ids must sort after every id already issued, whatever the clock says.
         let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
@@ -816,6 +828,12 @@ impl Store {
             match active.counter.charge(&active.budget, period, cost) {
                 Charge::Charged(spent) => return Ok((spent, false)),
                 Charge::Exhausted(spent) => return Ok((spent, true)),
+                #[cfg(feature = "fleet")]
+                Charge::NeedsMark(mark) if self.shared.fleet_host => {
+                    if !self.lease(record, active, mark, cost)? {
+                        return Ok((active.counter.spent(period), true));
+                    }
+                }
                 Charge::NeedsMark(mark) => {
                     self.submit(Op::RaiseMark {
                         id: record.id.clone(),
@@ -825,6 +843,43 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// A fleet host's charge needs units past the counter's mark (`mark`: the packed
+    /// period and the amount the charge would like the mark at): lease them from the fleet.
+    /// `false` when the fleet has fewer than the charge needs left.
+    #[cfg(feature = "fleet")]
+    fn lease(&self, record: &KeyRecord, active: &cache::ActiveBudget, mark: u64, cost: u64) -> Result<bool> {
+        let (period, wanted_mark) = crate::limits::budget::unpack(mark);
+        let counter = &active.counter;
+        let base = counter.lease_base(period);
+        let need = counter.spent(period).saturating_add(cost).saturating_sub(base).max(1);
+        let request = leases::LeaseRequest {
+            budget_id: self.budget_id(record)?.to_string(),
+            period,
+            cap: active.budget.cap,
+            need,
+            want: wanted_mark.saturating_sub(base).max(need),
+            counter: Arc::clone(counter),
+        };
+        match self.submit(Op::Lease(request))? {
+            Outcome::Leased(granted) => Ok(granted > 0),
+            _ => Err(Error::UnexpectedReply { request: "lease" }),
+        }
+    }
+
+    /// The id a key's budget has in the fleet: its rotation chain's first key's, since a
+    /// rotated key's successor carries on its budget.
+    #[cfg(feature = "fleet")]
+    fn budget_id(&self, record: &KeyRecord) -> Result<KeyId> {
+        let mut id = record.id.clone();
+        let mut from = record.rotated_from.clone();
+        for _ in 0..MAX_ROTATION_HOPS {
+            let Some(previous) = from else { break };
+            from = self.shared.index.get(&previous)?.and_then(|k| k.record.rotated_from);
+            id = previous;
+        }
+        Ok(id)
     }
 
     /// The verify path without the live map: parse, tag, two sled reads, decode, status.

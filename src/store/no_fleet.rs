@@ -53,4 +53,12 @@ impl FleetLink {
     pub fn heartbeat_every_second(&mut self, _: u64) {
         match *self {}
     }
+
+    pub fn tend_leases(&mut self) {
+        match *self {}
+    }
+
+    pub fn release_leases(&mut self) {
+        match *self {}
+    }
 }

@@ -268,6 +268,11 @@ pub(super) fn plan(
                 Planned::Done,
             ))
         }
+        // Leases are answered before a batch is planned; none reaches here.
+        #[cfg(feature = "fleet")]
+        Op::Lease(_) => Err(crate::Error::NotCommitted(
+            "a budget lease is not a change to plan".to_string(),
+        )),
         Op::RaiseMark { id, mark } => {
             state.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
             if state.current_mark(id, now)? >= *mark {
