@@ -16,6 +16,8 @@ pub(crate) struct Directory {
     pub plans: BTreeMap<String, Arc<Plan>>,
     pub roles: BTreeMap<String, Role>,
     pub users: BTreeMap<String, User>,
+    /// This host's share of every rate limit (all of it but on a fleet host).
+    pub share: crate::limits::Shares,
 }
 
 impl Default for Directory {
@@ -29,6 +31,7 @@ impl Default for Directory {
             plans: BTreeMap::new(),
             roles,
             users: BTreeMap::new(),
+            share: crate::limits::Shares::default(),
         }
     }
 }

@@ -166,7 +166,7 @@ fn the_cli_makes_a_fleet_and_reports_its_status() {
 
     let fleet = Fleet::connect(&server.url()).expect("connect");
     let info = fleet.info().expect("info");
-    fleet.heartbeat("host-a", 0).expect("heartbeat");
+    fleet.heartbeat("host-a", 0, 1).expect("heartbeat");
     let payloads = vec![b"x".to_vec(), b"y".to_vec()];
     fleet.append(0, info.head_hash, &payloads, "host-a").expect("append");
     let (code, status, stderr) = run(&["status"]);

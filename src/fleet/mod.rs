@@ -124,6 +124,8 @@ pub struct HostStatus {
     pub applied_seq: u64,
     /// Seconds since its last heartbeat.
     pub silent_for_secs: f64,
+    /// How many live hosts it divides rate limits by.
+    pub sees: u32,
 }
 
 /// A connection to a fleet's PostgreSQL.
@@ -405,20 +407,37 @@ impl Fleet {
         })
     }
 
-    /// Records that `host` is alive and has applied record `applied_seq`.
+    /// Records that `host` is alive, has applied record `applied_seq`, and divides rate
+    /// limits by `sees` live hosts.
     ///
     /// # Errors
     /// PostgreSQL's errors.
-    pub fn heartbeat(&self, host: &str, applied_seq: u64) -> Result<()> {
+    pub fn heartbeat(&self, host: &str, applied_seq: u64, sees: u32) -> Result<()> {
         let applied = i64::try_from(applied_seq).unwrap_or(i64::MAX);
+        let sees = i32::try_from(sees).unwrap_or(i32::MAX);
         self.run(async {
             let client = self.client().await?;
             client
                 .execute(
-                    "insert into credstore_hosts (host, applied_seq) values ($1, $2)
-                     on conflict (host) do update set heartbeat_at = now(), applied_seq = excluded.applied_seq",
-                    &[&host, &applied],
+                    "insert into credstore_hosts (host, applied_seq, sees) values ($1, $2, $3)
+                     on conflict (host) do update
+                     set heartbeat_at = now(), applied_seq = excluded.applied_seq, sees = excluded.sees",
+                    &[&host, &applied, &sees],
                 )
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Takes `host` off the fleet's list of hosts: it has stopped.
+    ///
+    /// # Errors
+    /// PostgreSQL's errors.
+    pub fn leave(&self, host: &str) -> Result<()> {
+        self.run(async {
+            let client = self.client().await?;
+            client
+                .execute("delete from credstore_hosts where host = $1", &[&host])
                 .await?;
             Ok(())
         })
@@ -433,7 +452,7 @@ impl Fleet {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "select host, applied_seq, extract(epoch from now() - heartbeat_at)::float8
+                    "select host, applied_seq, extract(epoch from now() - heartbeat_at)::float8, sees
                      from credstore_hosts order by host",
                     &[],
                 )
@@ -444,6 +463,7 @@ impl Fleet {
                     host: row.get(0),
                     applied_seq: seq_of(row.get(1)),
                     silent_for_secs: row.get(2),
+                    sees: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
                 })
                 .collect())
         })

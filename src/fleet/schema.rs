@@ -88,12 +88,16 @@ end
 $$;
 "#;
 
-/// Version 2: budget leases. A budget's fleet-wide account is one row per budget and
+/// Version 2: budget leases, and the number of live hosts each host divides rate limits
+/// by (`credstore_hosts.sees`). A budget's fleet-wide account is one row per budget and
 /// period (`settled`: spend no host holds any more) plus a lease per host (`granted`: what
 /// that host may spend); `settled` plus every lease never passes the cap. Version 1's
 /// `credstore_leases` had no period and was never written: it is replaced.
 const V2: &str = r#"
 drop table credstore_leases;
+
+-- How many live hosts this host divides every rate limit by, as of its last heartbeat.
+alter table credstore_hosts add column sees int not null default 0;
 
 create table credstore_budgets (
     budget_id text not null,

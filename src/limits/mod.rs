@@ -9,6 +9,7 @@
 
 pub mod budget;
 pub mod gcra;
+pub mod share;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use budget::{Budget, BudgetCounter, MAX_BUDGET, Period};
 pub use gcra::{Gcra, Quota};
+pub use share::{Share, Shares};
 
 use crate::error::InputError;
 use crate::redact::quote;

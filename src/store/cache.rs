@@ -166,7 +166,7 @@ impl LiveState {
     pub fn build(record: Arc<KeyRecord>, dir: &Directory, seed: &Seed<'_>) -> LiveState {
         let plan = record.plan.as_ref().and_then(|p| dir.plans.get(p));
         let (specs, budget) = effective(&record.rate_limits, record.budget, plan.map(Arc::as_ref));
-        let limits = specs.iter().map(|spec| active_limit(spec, seed)).collect();
+        let limits = specs.iter().map(|spec| active_limit(spec, dir, seed)).collect();
         let budget = budget.map(|b| active_budget(b, seed));
         let grants = match &record.kind {
             KeyKind::Personal { user } => Grants::Personal { user: user.clone() },
@@ -208,20 +208,21 @@ impl LiveState {
     }
 }
 
-fn active_limit(spec: &RateLimit, seed: &Seed<'_>) -> ActiveLimit {
-    let quota = spec.quota();
+fn active_limit(spec: &RateLimit, dir: &Directory, seed: &Seed<'_>) -> ActiveLimit {
+    let quota = dir.share.quota(spec.limit, spec.window_ms);
     let cell = match seed {
         Seed::Previous(prev, now_ns) | Seed::Inherit(prev, now_ns) => {
             prev.limits.iter().find(|l| *l.name == *spec.name).map(|l| {
                 if l.quota == quota {
                     Arc::clone(&l.cell)
                 } else {
-                    Arc::new(Gcra::new(rescale(
-                        l.cell.tat(),
-                        l.quota.interval_ns,
-                        quota.interval_ns,
-                        *now_ns,
-                    )))
+                    let tat = rescale(l.cell.tat(), l.quota.interval_ns, quota.interval_ns, *now_ns);
+                    let tat = if dir.share.is_whole() {
+                        tat
+                    } else {
+                        grown(tat, l.quota, quota, *now_ns)
+                    };
+                    Arc::new(Gcra::new(tat))
                 }
             })
         }
@@ -236,6 +237,17 @@ fn active_limit(spec: &RateLimit, seed: &Seed<'_>) -> ActiveLimit {
         quota,
         cell: cell.unwrap_or_default(),
     }
+}
+
+/// A fleet host's share of a limit that grows (a host left, or this one joined, or the
+/// limit was raised) takes the new part as consumed, to refill at the new rate: the host
+/// that held it may have spent it within the window.
+fn grown(tat: i64, from: Quota, to: Quota, now_ns: i64) -> i64 {
+    if to.limit <= from.limit {
+        return tat;
+    }
+    let extra = i64::from(to.limit - from.limit).saturating_mul(to.interval_ns);
+    tat.max(now_ns).saturating_add(extra)
 }
 
 /// Carries what a limit has consumed (requests, not time) over to a new interval: an

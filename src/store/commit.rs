@@ -192,6 +192,7 @@ pub(crate) fn run(
             // Nothing charges any more: the leases' unspent parts go back to the fleet.
             if let Some(link) = fleet.as_mut() {
                 link.release_leases();
+                link.leave();
             }
             // The last head checkpoint; an error here has no caller left to tell, and the
             // next open checks the head against the log anyway.
@@ -380,7 +381,15 @@ fn follow(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, fleet: Optio
     shared
         .fleet_stale
         .store(link.stale(), std::sync::atomic::Ordering::Relaxed);
-    link.heartbeat_every_second(log.durable_seq());
+    if let Some(shares) = link.refresh_shares() {
+        let mut dir = Directory::clone(&shared.directory.load());
+        dir.share = shares;
+        let dir = Arc::new(dir);
+        shared.directory.store(Arc::clone(&dir));
+        shared.cache.reresolve(&dir, shared.clock.now_ns());
+    }
+    // After the shares are in force: the heartbeat tells the others they are.
+    link.heartbeat(log.durable_seq());
     link.tend_leases();
 }
 

@@ -21,6 +21,7 @@ use crate::fleet::{Fleet, FleetError, FleetRecord};
 use crate::log::{LogWriter, genesis_hash};
 
 use super::leases::{LeaseRequest, Leases};
+use crate::limits::{Share, Shares};
 
 /// How often an idle commit thread asks the fleet whether its head moved.
 pub(crate) const POLL_EVERY: Duration = Duration::from_millis(20);
@@ -39,6 +40,10 @@ pub(crate) struct FleetLink {
     fail_open: bool,
     /// The budget leases this host holds.
     leases: Leases,
+    /// Its shares of the rate limits now.
+    shares: Shares,
+    /// When the last heartbeat that reached the fleet was sent.
+    beat_ok: Option<Instant>,
 }
 
 /// What a poll of the fleet's head found.
@@ -74,6 +79,8 @@ impl FleetLink {
             max_staleness: config.fleet_max_staleness,
             fail_open: config.fleet_fail_open,
             leases: Leases::new(config.fleet_lease_ttl),
+            shares: Shares::all(Share::NOTHING),
+            beat_ok: None,
         })
     }
 
@@ -158,18 +165,55 @@ impl FleetLink {
         !self.fail_open && self.synced_at.elapsed() > self.max_staleness
     }
 
-    /// Tells the fleet this host is alive and has applied `applied_seq`, at most once a
-    /// second.
-    pub fn heartbeat_every_second(&mut self, applied_seq: u64) {
+    /// About once a second: reads the hosts' list and returns this host's shares of the
+    /// rate limits when they changed ([`super::fleet_shares`]); the caller puts them in
+    /// force, then calls [`FleetLink::heartbeat`], which tells the fleet this host did.
+    /// A host that has not sent a heartbeat for half of `HOST_LIVE` takes nothing.
+    pub fn refresh_shares(&mut self) -> Option<Shares> {
+        if self
+            .last_heartbeat
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return None;
+        }
+        let cut_off = self
+            .beat_ok
+            .is_none_or(|at| at.elapsed() >= super::fleet_shares::HOST_LIVE / 2);
+        let next = match self.fleet.hosts() {
+            Ok(hosts) => super::fleet_shares::next(&self.host, &hosts, self.shares),
+            Err(_) if cut_off => Shares::all(Share::NOTHING),
+            Err(_) => self.shares,
+        };
+        (next != self.shares).then(|| {
+            self.shares = next;
+            next
+        })
+    }
+
+    /// Tells the fleet this host is alive, has applied `applied_seq` and divides rate limits
+    /// by the hosts of its newest view, at most once a second.
+    pub fn heartbeat(&mut self, applied_seq: u64) {
         if self
             .last_heartbeat
             .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
         {
             return;
         }
-        self.last_heartbeat = Some(Instant::now());
-        // A missed heartbeat is only a stale line in `status`.
-        let _ = self.fleet.heartbeat(&self.host, applied_seq);
+        let sent = Instant::now();
+        self.last_heartbeat = Some(sent);
+        if self
+            .fleet
+            .heartbeat(&self.host, applied_seq, self.shares.next.hosts)
+            .is_ok()
+        {
+            self.beat_ok = Some(sent);
+        }
+    }
+
+    /// Takes this host off the fleet's list: it has stopped (the others' shares grow).
+    pub fn leave(&mut self) {
+        // If the fleet does not hear it, the host is dropped after `HOST_LIVE` of silence.
+        let _ = self.fleet.leave(&self.host);
     }
 }
 

@@ -15,6 +15,8 @@ mod fleet_host;
 #[path = "no_fleet.rs"]
 mod fleet_host;
 #[cfg(feature = "fleet")]
+mod fleet_shares;
+#[cfg(feature = "fleet")]
 mod leases;
 mod open;
 mod plan;
@@ -346,7 +348,16 @@ impl Store {
             )),
             formats: ArcSwap::from_pointee(formats),
             verify_prefixes: config.verify_prefixes.clone(),
-            directory: ArcSwap::from_pointee(directory),
+            directory: ArcSwap::from_pointee(Directory {
+                // A fleet host enforces no part of any rate limit until the fleet agrees on
+                // its share (`fleet_shares`): the others may still count on the whole.
+                share: if config.fleet.is_some() {
+                    crate::limits::Shares::all(crate::limits::Share::NOTHING)
+                } else {
+                    crate::limits::Shares::default()
+                },
+                ..directory
+            }),
             index,
             cache: Cache::default(),
             pepper,

@@ -50,7 +50,15 @@ impl FleetLink {
         match *self {}
     }
 
-    pub fn heartbeat_every_second(&mut self, _: u64) {
+    pub fn refresh_shares(&mut self) -> Option<crate::limits::Shares> {
+        match *self {}
+    }
+
+    pub fn heartbeat(&mut self, _: u64) {
+        match *self {}
+    }
+
+    pub fn leave(&mut self) {
         match *self {}
     }
 
