@@ -18,7 +18,14 @@ pub(crate) struct Directory {
     pub users: BTreeMap<String, User>,
     /// This host's share of every rate limit (all of it but on a fleet host).
     pub share: crate::limits::Shares,
+    /// The latest changes of `share` (when, in ns, and the share before), newest last, at
+    /// most [`SHARE_CHANGES_KEPT`]: a limit's part that grew since is taken as consumed
+    /// then, to refill, for a key this host meets afresh.
+    pub share_changes: Vec<(i64, crate::limits::Shares)>,
 }
+
+/// How many changes of a host's share [`Directory::share_changes`] keeps.
+pub const SHARE_CHANGES_KEPT: usize = 8;
 
 impl Default for Directory {
     /// An empty directory with the built-in roles.
@@ -32,6 +39,7 @@ impl Default for Directory {
             roles,
             users: BTreeMap::new(),
             share: crate::limits::Shares::default(),
+            share_changes: Vec::new(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Rate limits across the hosts of a fleet, against a real PostgreSQL: each live host
-//! enforces its share of every limit, so with the same hosts the fleet never admits more
-//! than the limit; a joining host adds at most its own burst; when a host stops, the
-//! others grow into its share.
+//! enforces its share of every limit, so the fleet never admits more than the limit, also
+//! while hosts join and leave; when a host stops, the others grow into its share.
+//!
+//! The hosts share a manual clock, so no limit refills unless a test moves time on: every
+//! count below is exact. (The fleet's own timing, heartbeats and polls, runs on real time.)
 
 #![expect(
     clippy::expect_used,
@@ -17,19 +19,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use credstore::{Code, Config, NewKey, Pepper, RateLimit, Store};
+use credstore::fleet::Fleet;
+use credstore::{Code, Config, ManualClock, NewKey, Pepper, RateLimit, Store};
 
-fn host(dir: &Path, url: &str, name: &str) -> Store {
+const MINUTE_MS: i64 = 60_000;
+
+fn host(dir: &Path, url: &str, name: &str, clock: &Arc<ManualClock>) -> Store {
     let config = Config::new()
         .pepper(Pepper::from_bytes([5; 32]))
         .flush_interval(Duration::from_millis(100))
+        .clock(Arc::clone(clock) as Arc<dyn credstore::Clock>)
         .fleet(url, name);
     Store::init(dir.join(name), config).expect("init host")
 }
 
-/// A key limited to `limit` requests a minute, known to every host.
-fn limited(hosts: &[Store], limit: u32) -> String {
-    let new = NewKey::new("limited").rate_limit(RateLimit::new("per_minute", limit, 60_000).expect("limit"));
+/// A key limited to 30 requests a minute, known to every host.
+fn limited(hosts: &[Store]) -> String {
+    let new = NewKey::new("limited").rate_limit(RateLimit::new("per_minute", 30, 60_000).expect("limit"));
     let created = hosts[0].create(new).expect("create");
     let key = created.key.expose().to_string();
     // Known everywhere, found without a verify (which would spend the limit).
@@ -55,22 +61,21 @@ fn drain(store: &Store, key: &str) -> u32 {
     }
 }
 
-/// Waits until every host has agreed on its share: each admits one request of a key with
-/// a limit of one per host.
-fn agreed(hosts: &[Store]) {
+/// Waits until the `count` live hosts all say they divide by `count`, then for each to
+/// take its grown share (its next heartbeat round, about a second).
+fn agreed(url: &str, count: u32) {
+    let fleet = Fleet::connect(url).expect("connect");
     let deadline = Instant::now() + Duration::from_secs(15);
-    'again: loop {
-        assert!(Instant::now() < deadline, "the hosts never agreed on their shares");
-        let probe = limited(hosts, u32::try_from(hosts.len()).expect("hosts"));
-        for h in hosts {
-            let got = drain(h, &probe);
-            if got != 1 {
-                std::thread::sleep(Duration::from_millis(200));
-                continue 'again;
-            }
+    loop {
+        let hosts = fleet.hosts().expect("hosts");
+        let live: Vec<_> = hosts.iter().filter(|h| h.silent_for_secs < 3.0).collect();
+        if live.len() == count as usize && live.iter().all(|h| h.sees == count) {
+            break;
         }
-        return;
+        assert!(Instant::now() < deadline, "the hosts never agreed: {hosts:?}");
+        std::thread::sleep(Duration::from_millis(50));
     }
+    std::thread::sleep(Duration::from_millis(1_500));
 }
 
 #[test]
@@ -78,13 +83,19 @@ fn hosts_together_never_admit_more_than_the_limit() {
     let Some(server) = pg::PgServer::start() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let url = server.url();
-    let hosts: Vec<Store> = ["a", "b", "c"].iter().map(|n| host(dir.path(), &url, n)).collect();
-    agreed(&hosts);
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let hosts: Vec<Store> = ["a", "b", "c"]
+        .iter()
+        .map(|n| host(dir.path(), &url, n, &clock))
+        .collect();
+    agreed(&url, 3);
+    // Each host's part grew from nothing when it joined: taken as spent then, refilled
+    // a window later.
+    clock.advance(2 * MINUTE_MS);
 
     // Everyone at once: two threads per host, each until refused 50 times.
-    let key = limited(&hosts, 30);
+    let key = limited(&hosts);
     let admitted = Arc::new(AtomicU32::new(0));
-    let started = Instant::now();
     std::thread::scope(|scope| {
         for h in &hosts {
             for _ in 0..2 {
@@ -103,16 +114,15 @@ fn hosts_together_never_admit_more_than_the_limit() {
             }
         }
     });
-    // 30 a minute, a burst of 30: in `elapsed`, at most 30 plus what refills.
-    let elapsed = started.elapsed().as_secs_f64();
-    let bound = 30 + (elapsed * 30.0 / 60.0).floor() as u32;
-    let total = admitted.load(Ordering::Relaxed);
-    assert!(total <= bound, "the fleet admitted {total}, over {bound}");
-    assert!(total >= 30 - 3, "each host admits its share: {total} of 30");
+    assert_eq!(
+        admitted.load(Ordering::Relaxed),
+        30,
+        "the fleet admits the limit, no more"
+    );
 
     // All traffic on one host: the fleet admits that host's share only (the price of
-    // shares fixed ahead of traffic; docs/LIMITS.md).
-    let uneven = limited(&hosts, 30);
+    // parts fixed ahead of traffic; docs/LIMITS.md).
+    let uneven = limited(&hosts);
     let one = drain(&hosts[0], &uneven);
     assert_eq!(one, 10, "one host of three holds a third");
     println!("uneven traffic: {one} of 30 admitted with all requests on one host of three");
@@ -123,51 +133,49 @@ fn when_a_host_stops_the_others_grow_into_its_share() {
     let Some(server) = pg::PgServer::start() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let url = server.url();
-    let mut hosts: Vec<Store> = ["a", "b", "c"].iter().map(|n| host(dir.path(), &url, n)).collect();
-    agreed(&hosts);
-    let key = limited(&hosts, 30);
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let mut hosts: Vec<Store> = ["a", "b", "c"]
+        .iter()
+        .map(|n| host(dir.path(), &url, n, &clock))
+        .collect();
+    agreed(&url, 3);
+    clock.advance(2 * MINUTE_MS);
+    let key = limited(&hosts);
     assert_eq!(drain(&hosts[0], &key), 10);
 
     hosts.pop().expect("c").close().expect("close c");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let key = limited(&hosts, 30);
-        let admitted = drain(&hosts[0], &key);
-        assert!(admitted <= 15, "a holds at most half of 30 with b alive: {admitted}");
-        if admitted == 15 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "a never grew into c's share: {admitted}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    agreed(&url, 2);
+    // The 5 that a gained came from c, which may have spent them: they refill first.
+    let fresh = limited(&hosts);
+    assert_eq!(drain(&hosts[0], &fresh), 10, "a's gain is taken as spent at first");
+    assert_eq!(drain(&hosts[0], &key), 0, "a spent its 10 of this key already");
+    clock.advance(2 * MINUTE_MS);
+    let later = limited(&hosts);
+    assert_eq!(drain(&hosts[0], &later), 15, "a window later a holds half");
 }
 
 #[test]
-fn a_joining_host_admits_at_most_its_own_burst_beyond_the_limit() {
+fn a_joining_host_keeps_the_fleet_within_the_limit() {
     let Some(server) = pg::PgServer::start() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let url = server.url();
-    let mut hosts: Vec<Store> = ["a", "b"].iter().map(|n| host(dir.path(), &url, n)).collect();
-    agreed(&hosts);
-    let key = limited(&hosts, 30);
-    // c joins while a and b hold 15 each and have spent them. a and b shrink to 10 at
-    // once, their spent 15 carried as debt; c starts from nothing, and once the fleet
-    // agrees, takes a fresh burst of its 10 for a key it had not seen: the one excess a
-    // change of membership allows (docs/LIMITS.md).
-    let spent: u32 = hosts.iter().map(|h| drain(h, &key)).sum();
-    assert_eq!(spent, 30);
-    let started = Instant::now();
-    hosts.push(host(dir.path(), &url, "c"));
-    agreed(&hosts);
-    let mut total = spent;
-    while started.elapsed() < Duration::from_secs(3) {
-        total += hosts.iter().map(|h| drain(h, &key)).sum::<u32>();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let refill = (started.elapsed().as_secs_f64() * 30.0 / 60.0).ceil() as u32;
-    println!("joining: {total} admitted of 30 (+{refill} refilled) across the join");
-    assert!(
-        total <= 30 + 10 + refill,
-        "admitted {total}: over 30, c's burst and the refill"
-    );
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let mut hosts: Vec<Store> = ["a", "b"].iter().map(|n| host(dir.path(), &url, n, &clock)).collect();
+    agreed(&url, 2);
+    clock.advance(2 * MINUTE_MS);
+    let key = limited(&hosts);
+    assert_eq!(drain(&hosts[0], &key) + drain(&hosts[1], &key), 30);
+
+    // c joins while a and b have spent their 15 each: they shrink to 10, their spent 15
+    // kept; c's 10 came from them and is taken as spent: no one admits more.
+    hosts.push(host(dir.path(), &url, "c", &clock));
+    agreed(&url, 3);
+    let after: u32 = hosts.iter().map(|h| drain(h, &key)).sum();
+    assert_eq!(after, 0, "30 of 30 were spent before c joined");
+    // A minute on: the fleet refills 30, of which a and b still owe 5 each.
+    clock.advance(MINUTE_MS);
+    let next: Vec<u32> = hosts.iter().map(|h| drain(h, &key)).collect();
+    println!("a minute after c joined: {next:?} admitted");
+    assert!(next.iter().sum::<u32>() <= 30, "{next:?}");
+    assert_eq!(next[2], 10, "c's part refilled in a window");
 }

@@ -161,6 +161,15 @@ pub(crate) enum Seed<'a> {
     },
 }
 
+impl Seed<'_> {
+    /// The time the seed was taken at.
+    fn now_ns(&self) -> i64 {
+        match self {
+            Seed::Previous(_, now_ns) | Seed::Inherit(_, now_ns) | Seed::Persisted { now_ns, .. } => *now_ns,
+        }
+    }
+}
+
 impl LiveState {
     /// Resolves `record` against the directory (plan, role), seeding counters from `seed`.
     pub fn build(record: Arc<KeyRecord>, dir: &Directory, seed: &Seed<'_>) -> LiveState {
@@ -235,8 +244,25 @@ fn active_limit(spec: &RateLimit, dir: &Directory, seed: &Seed<'_>) -> ActiveLim
         name: crate::decision::LimitName::lossy(&spec.name),
         window_ms: spec.window_ms,
         quota,
-        cell: cell.unwrap_or_default(),
+        cell: cell.unwrap_or_else(|| Arc::new(Gcra::new(fresh_tat(spec, quota, dir, seed.now_ns())))),
     }
+}
+
+/// Where a limit starts on a key this host has no counters for: empty, except on a fleet
+/// host whose part of the limit grew lately. The part it gained came from another host,
+/// which may have spent it: it is taken as consumed at the change, refilling since.
+fn fresh_tat(spec: &RateLimit, quota: Quota, dir: &Directory, now_ns: i64) -> i64 {
+    dir.share_changes
+        .iter()
+        .map(|(at, before)| {
+            let gained = quota
+                .limit
+                .saturating_sub(before.quota(spec.limit, spec.window_ms).limit);
+            at.saturating_add(i64::from(gained).saturating_mul(quota.interval_ns))
+        })
+        .filter(|tat| *tat > now_ns)
+        .max()
+        .unwrap_or(0)
 }
 
 /// A fleet host's share of a limit that grows (a host left, or this one joined, or the

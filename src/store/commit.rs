@@ -383,7 +383,11 @@ fn follow(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, fleet: Optio
         .store(link.stale(), std::sync::atomic::Ordering::Relaxed);
     if let Some(shares) = link.refresh_shares() {
         let mut dir = Directory::clone(&shared.directory.load());
-        dir.share = shares;
+        let before = std::mem::replace(&mut dir.share, shares);
+        dir.share_changes.push((shared.clock.now_ns(), before));
+        if dir.share_changes.len() > crate::directory::SHARE_CHANGES_KEPT {
+            dir.share_changes.remove(0);
+        }
         let dir = Arc::new(dir);
         shared.directory.store(Arc::clone(&dir));
         shared.cache.reresolve(&dir, shared.clock.now_ns());
