@@ -149,6 +149,13 @@ fn hosts_hammering_one_budget_never_pass_its_cap_and_spend_it_to_the_last_unit()
     );
     for store in &hosts {
         assert_eq!(spend(store, &key, 1), None, "nothing past the cap");
+        // Each host shows the fleet's spend, not its own.
+        let shown = store
+            .verify_with(&VerifyRequest::new(&key).cost(1))
+            .expect("verify")
+            .budget
+            .expect("a budget");
+        assert_eq!((shown.spent, shown.remaining), (CAP, 0), "{shown:?}");
     }
     drop(hosts);
     let closed = account_after_close(&url, info.id.as_str());

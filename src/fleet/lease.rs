@@ -28,6 +28,16 @@ pub struct Returned {
     pub unused: u64,
 }
 
+/// What the fleet answered a lease request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The units granted (0: the budget has less left than was needed).
+    pub granted: u64,
+    /// The budget's units settled or leased to any host, this grant included: what the
+    /// fleet counts as used.
+    pub used: u64,
+}
+
 /// What a host asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseAsk<'a> {
@@ -54,13 +64,13 @@ fn ttl_ms(ttl: std::time::Duration) -> i64 {
 
 impl Fleet {
     /// Leases `host` up to `ask.want` units (at least `ask.need`) of a budget for `ttl`, in
-    /// one round trip; returns the units granted, 0 when the budget has less than
-    /// `ask.need` left in the fleet.
+    /// one round trip; grants nothing when the budget has less than `ask.need` left in the
+    /// fleet.
     ///
     /// # Errors
     /// PostgreSQL's errors.
-    pub fn lease(&self, host: &str, ask: &LeaseAsk<'_>, ttl: std::time::Duration) -> Result<u64> {
-        let granted: i64 = self.run(async {
+    pub fn lease(&self, host: &str, ask: &LeaseAsk<'_>, ttl: std::time::Duration) -> Result<Lease> {
+        let answer: Vec<i64> = self.run(async {
             let client = self.client().await?;
             let row = client
                 .query_one(
@@ -76,9 +86,13 @@ impl Fleet {
                     ],
                 )
                 .await?;
-            Ok::<i64, FleetError>(row.get(0))
+            Ok::<Vec<i64>, FleetError>(row.get(0))
         })?;
-        Ok(u64::try_from(granted).unwrap_or(0))
+        let unsigned = |i: usize| answer.get(i).and_then(|v| u64::try_from(*v).ok()).unwrap_or(0);
+        Ok(Lease {
+            granted: unsigned(0),
+            used: unsigned(1),
+        })
     }
 
     /// Extends every unexpired lease of `host` by `ttl` from now; returns the leases that

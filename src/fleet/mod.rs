@@ -14,7 +14,7 @@
 mod lease;
 mod schema;
 
-pub use lease::{BudgetAccount, LeaseAsk, Returned};
+pub use lease::{BudgetAccount, Lease, LeaseAsk, Returned};
 pub use schema::SCHEMA_VERSION;
 
 use std::str::FromStr;

@@ -117,13 +117,14 @@ create table credstore_leases (
 create index credstore_leases_host on credstore_leases (host);
 
 -- Leases up to `want` (at least `need`) of budget `b` in period `p` to host `h`, under
--- `cap`; returns what was granted, 0 when less than `need` is left. The budget's row is
+-- `cap`; returns what was granted (0 when less than `need` is left) and how much of the
+-- budget is settled or leased now (what the fleet counts as used). The budget's row is
 -- locked for the call, so leases of one budget are granted one at a time. Expired leases
 -- (of hosts that died or lost the database) are settled first, counted as spent: what
 -- such a host spent is not known, so the fleet assumes all of it. A grant is at most half
 -- of what is left, so chunks shrink as the cap nears and other hosts still find some.
 create function credstore_lease(b text, p bigint, h text, cap bigint, need bigint, want bigint, ttl_ms bigint)
-returns bigint language plpgsql as $$
+returns bigint[] language plpgsql as $$
 declare
     reclaimed bigint;
     held bigint;
@@ -142,14 +143,14 @@ begin
     select coalesce(sum(granted), 0) into held from credstore_leases where budget_id = b and period = p;
     select cap - settled - held into left_over from credstore_budgets where budget_id = b and period = p;
     if left_over <= 0 or left_over < need then
-        return 0;
+        return array[0, cap - left_over];
     end if;
     amount := least(want, greatest(need, left_over / 2), left_over);
     insert into credstore_leases (budget_id, period, host, granted, expires_at)
     values (b, p, h, amount, clock_timestamp() + ttl_ms * interval '1 millisecond')
     on conflict (budget_id, period, host) do update
         set granted = credstore_leases.granted + excluded.granted, expires_at = excluded.expires_at;
-    return amount;
+    return array[amount, cap - left_over + amount];
 end
 $$;
 

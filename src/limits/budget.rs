@@ -214,6 +214,9 @@ pub struct BudgetCounter {
     /// When the mark was last raised (ns) and the packed spend then; `None` before the
     /// first raise. Only the thread whose raise moved the mark takes it.
     last_raise: Mutex<Option<(i64, u64)>>,
+    /// On a fleet host: what the fleet counted as used at this counter's last lease (packed
+    /// like spend), for showing spend fleet-wide; 0 elsewhere.
+    fleet_used: AtomicU64,
 }
 
 impl BudgetCounter {
@@ -279,6 +282,23 @@ impl BudgetCounter {
             _ => 0,
         };
         in_period(self.mark.load(Ordering::Acquire)).max(in_period(self.spend.load(Ordering::Acquire)))
+    }
+
+    /// Records what the fleet counted as used at a lease (a packed period and amount).
+    pub fn note_fleet_used(&self, word: u64) {
+        self.fleet_used.store(word, Ordering::Release);
+    }
+
+    /// The budget's spend fleet-wide in `period` as this host knows it: what the fleet
+    /// counted as used at the last lease, less what this host has not spent of its lease.
+    /// `None` before a lease in this period.
+    pub fn fleet_spent(&self, period: u32) -> Option<u64> {
+        let (p, used) = unpack(self.fleet_used.load(Ordering::Acquire));
+        if p != period || used == 0 {
+            return None;
+        }
+        let unspent = self.lease_base(period).saturating_sub(self.spent(period));
+        Some(used.saturating_sub(unspent))
     }
 
     /// Gives up what is left under the mark: moves spend up to the mark, in one

@@ -96,8 +96,10 @@ impl Leases {
         // The base is stable while the call runs: only this thread moves marks, and
         // charges never take spend past the mark.
         let base = req.counter.lease_base(req.period);
-        let granted = fleet.lease(host, &ask, self.ttl)?;
+        let lease = fleet.lease(host, &ask, self.ttl)?;
+        let granted = lease.granted;
         if granted == 0 {
+            req.counter.note_fleet_used(pack(req.period, lease.used));
             return Ok(0);
         }
         if self.held.is_empty() {
@@ -105,6 +107,7 @@ impl Leases {
         }
         req.counter
             .raise_mark(pack(req.period, base.saturating_add(granted)), now_ns);
+        req.counter.note_fleet_used(pack(req.period, lease.used));
         let spend_seen = req.counter.spend_word();
         match self.held.entry((req.budget_id.clone(), req.period)) {
             Entry::Vacant(slot) => {

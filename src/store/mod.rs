@@ -770,6 +770,11 @@ impl Store {
                     return Err(e);
                 }
             };
+            // A fleet host shows the fleet's spend as of its last lease, not its own.
+            let spent = match self.shared.fleet_host {
+                true => active.counter.fleet_spent(period).unwrap_or(spent),
+                false => spent,
+            };
             decision.budget = Some(BudgetState {
                 cap: active.budget.cap,
                 spent,
