@@ -18,9 +18,10 @@ pub(crate) struct Directory {
     pub users: BTreeMap<String, User>,
     /// This host's share of every rate limit (all of it but on a fleet host).
     pub share: crate::limits::Shares,
-    /// The latest changes of `share` (when, in ns, and the share before), newest last, at
-    /// most [`SHARE_CHANGES_KEPT`]: a limit's part that grew since is taken as consumed
-    /// then, to refill, for a key this host meets afresh.
+    /// The latest changes of `share` that may have handed this host parts other hosts had
+    /// (when those hosts were last seen alive, in ns, and the share before), newest last,
+    /// at most [`SHARE_CHANGES_KEPT`]: a part gained is taken as consumed then, to refill,
+    /// for a key this host meets afresh.
     pub share_changes: Vec<(i64, crate::limits::Shares)>,
 }
 

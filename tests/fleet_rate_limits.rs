@@ -179,3 +179,16 @@ fn a_joining_host_keeps_the_fleet_within_the_limit() {
     assert!(next.iter().sum::<u32>() <= 30, "{next:?}");
     assert_eq!(next[2], 10, "c's part refilled in a window");
 }
+
+#[test]
+fn a_host_alone_in_its_fleet_holds_every_limit_at_once() {
+    let Some(server) = pg::PgServer::start() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = server.url();
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let hosts = [host(dir.path(), &url, "solo", &clock)];
+    agreed(&url, 1);
+    // No other host ever held a part: nothing is taken as spent, no time has to pass.
+    let key = limited(&hosts);
+    assert_eq!(drain(&hosts[0], &key), 30);
+}

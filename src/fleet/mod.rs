@@ -126,6 +126,8 @@ pub struct HostStatus {
     pub silent_for_secs: f64,
     /// How many live hosts it divides rate limits by.
     pub sees: u32,
+    /// Whether it has left the fleet (stopped cleanly).
+    pub left: bool,
 }
 
 /// A connection to a fleet's PostgreSQL.
@@ -421,7 +423,8 @@ impl Fleet {
                 .execute(
                     "insert into credstore_hosts (host, applied_seq, sees) values ($1, $2, $3)
                      on conflict (host) do update
-                     set heartbeat_at = now(), applied_seq = excluded.applied_seq, sees = excluded.sees",
+                     set heartbeat_at = now(), applied_seq = excluded.applied_seq, sees = excluded.sees,
+                         left_at = null",
                     &[&host, &applied, &sees],
                 )
                 .await?;
@@ -429,7 +432,8 @@ impl Fleet {
         })
     }
 
-    /// Takes `host` off the fleet's list of hosts: it has stopped.
+    /// Marks `host` as gone from the fleet: it has stopped. Its row stays (its last
+    /// heartbeat says how recently it may have admitted requests).
     ///
     /// # Errors
     /// PostgreSQL's errors.
@@ -437,7 +441,7 @@ impl Fleet {
         self.run(async {
             let client = self.client().await?;
             client
-                .execute("delete from credstore_hosts where host = $1", &[&host])
+                .execute("update credstore_hosts set left_at = now() where host = $1", &[&host])
                 .await?;
             Ok(())
         })
@@ -452,7 +456,8 @@ impl Fleet {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "select host, applied_seq, extract(epoch from now() - heartbeat_at)::float8, sees
+                    "select host, applied_seq, extract(epoch from now() - heartbeat_at)::float8, sees,
+                            left_at is not null
                      from credstore_hosts order by host",
                     &[],
                 )
@@ -464,6 +469,7 @@ impl Fleet {
                     applied_seq: seq_of(row.get(1)),
                     silent_for_secs: row.get(2),
                     sees: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
+                    left: row.get(4),
                 })
                 .collect())
         })

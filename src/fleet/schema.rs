@@ -96,8 +96,11 @@ $$;
 const V2: &str = r#"
 drop table credstore_leases;
 
--- How many live hosts this host divides every rate limit by, as of its last heartbeat.
+-- How many live hosts this host divides every rate limit by, as of its last heartbeat,
+-- and when it left the fleet (stopped), if it did: its row stays, so the others know how
+-- recently it may have admitted requests.
 alter table credstore_hosts add column sees int not null default 0;
+alter table credstore_hosts add column left_at timestamptz;
 
 create table credstore_budgets (
     budget_id text not null,

@@ -22,7 +22,7 @@ use dashmap::DashMap;
 use crate::event::Tag;
 use crate::index::Counters;
 use crate::limits::budget::{BudgetCounter, pack, unless_later, unpack};
-use crate::limits::{Budget, Gcra, Quota, RateLimit, effective};
+use crate::limits::{Budget, Gcra, Quota, RateLimit, Shares, effective};
 use crate::policy::{ADMIN_ROLE, PermissionSet, RoleName};
 use crate::record::KeyKind;
 
@@ -226,10 +226,13 @@ fn active_limit(spec: &RateLimit, dir: &Directory, seed: &Seed<'_>) -> ActiveLim
                     Arc::clone(&l.cell)
                 } else {
                     let tat = rescale(l.cell.tat(), l.quota.interval_ns, quota.interval_ns, *now_ns);
-                    let tat = if dir.share.is_whole() {
-                        tat
-                    } else {
-                        grown(tat, l.quota, quota, *now_ns)
+                    // The quota changed with the share (or the limit): what the part gained
+                    // may have been spent, on top of what this host spent.
+                    let latest = dir.share_changes.last().map(std::slice::from_ref).unwrap_or_default();
+                    let gained = gained_tat(spec, quota, latest, *now_ns);
+                    let tat = match gained {
+                        0 => tat,
+                        gained => tat.max(*now_ns).saturating_add(gained - *now_ns),
                     };
                     Arc::new(Gcra::new(tat))
                 }
@@ -249,31 +252,26 @@ fn active_limit(spec: &RateLimit, dir: &Directory, seed: &Seed<'_>) -> ActiveLim
 }
 
 /// Where a limit starts on a key this host has no counters for: empty, except on a fleet
-/// host whose part of the limit grew lately. The part it gained came from another host,
-/// which may have spent it: it is taken as consumed at the change, refilling since.
+/// host whose part of the limit grew lately (see [`gained_tat`]).
 fn fresh_tat(spec: &RateLimit, quota: Quota, dir: &Directory, now_ns: i64) -> i64 {
-    dir.share_changes
+    gained_tat(spec, quota, &dir.share_changes, now_ns)
+}
+
+/// A part of a limit that a fleet host gained in a change of its share came from other
+/// hosts, which may have spent it until they were last seen alive: taken as consumed then,
+/// refilling since. The latest such time of `changes` (0 when all is refilled).
+fn gained_tat(spec: &RateLimit, quota: Quota, changes: &[(i64, Shares)], now_ns: i64) -> i64 {
+    changes
         .iter()
-        .map(|(at, before)| {
+        .map(|(seen, before)| {
             let gained = quota
                 .limit
                 .saturating_sub(before.quota(spec.limit, spec.window_ms).limit);
-            at.saturating_add(i64::from(gained).saturating_mul(quota.interval_ns))
+            seen.saturating_add(i64::from(gained).saturating_mul(quota.interval_ns))
         })
         .filter(|tat| *tat > now_ns)
         .max()
         .unwrap_or(0)
-}
-
-/// A fleet host's share of a limit that grows (a host left, or this one joined, or the
-/// limit was raised) takes the new part as consumed, to refill at the new rate: the host
-/// that held it may have spent it within the window.
-fn grown(tat: i64, from: Quota, to: Quota, now_ns: i64) -> i64 {
-    if to.limit <= from.limit {
-        return tat;
-    }
-    let extra = i64::from(to.limit - from.limit).saturating_mul(to.interval_ns);
-    tat.max(now_ns).saturating_add(extra)
 }
 
 /// Carries what a limit has consumed (requests, not time) over to a new interval: an

@@ -166,10 +166,11 @@ impl FleetLink {
     }
 
     /// About once a second: reads the hosts' list and returns this host's shares of the
-    /// rate limits when they changed ([`super::fleet_shares`]); the caller puts them in
-    /// force, then calls [`FleetLink::heartbeat`], which tells the fleet this host did.
+    /// rate limits when they changed ([`super::fleet_shares`]), with how long ago another
+    /// host was last alive (what it held may have been spent until then); the caller puts
+    /// them in force, then calls [`FleetLink::heartbeat`], which tells the fleet it did.
     /// A host that has not sent a heartbeat for half of `HOST_LIVE` takes nothing.
-    pub fn refresh_shares(&mut self) -> Option<Shares> {
+    pub fn refresh_shares(&mut self) -> Option<(Shares, Option<Duration>)> {
         if self
             .last_heartbeat
             .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
@@ -179,14 +180,17 @@ impl FleetLink {
         let cut_off = self
             .beat_ok
             .is_none_or(|at| at.elapsed() >= super::fleet_shares::HOST_LIVE / 2);
-        let next = match self.fleet.hosts() {
-            Ok(hosts) => super::fleet_shares::next(&self.host, &hosts, self.shares),
-            Err(_) if cut_off => Shares::all(Share::NOTHING),
-            Err(_) => self.shares,
+        let (next, others_seen) = match self.fleet.hosts() {
+            Ok(hosts) => (
+                super::fleet_shares::next(&self.host, &hosts, self.shares),
+                super::fleet_shares::others_last_seen(&self.host, &hosts).map(Duration::from_secs_f64),
+            ),
+            Err(_) if cut_off => (Shares::all(Share::NOTHING), None),
+            Err(_) => (self.shares, None),
         };
         (next != self.shares).then(|| {
             self.shares = next;
-            next
+            (next, others_seen)
         })
     }
 

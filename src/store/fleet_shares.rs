@@ -20,7 +20,7 @@ pub(crate) const HOST_LIVE: Duration = Duration::from_secs(3);
 
 /// The shares host `me` enforces next, having enforced `current`, given the hosts' list.
 pub(crate) fn next(me: &str, hosts: &[HostStatus], current: Shares) -> Shares {
-    let live = |h: &&HostStatus| h.host != me && h.silent_for_secs < HOST_LIVE.as_secs_f64();
+    let live = |h: &&HostStatus| h.host != me && !h.left && h.silent_for_secs < HOST_LIVE.as_secs_f64();
     let others: Vec<&HostStatus> = hosts.iter().filter(live).collect();
     let mut names: Vec<&str> = others.iter().map(|h| h.host.as_str()).collect();
     names.push(me);
@@ -48,6 +48,16 @@ pub(crate) fn next(me: &str, hosts: &[HostStatus], current: Shares) -> Shares {
     Shares { settled, next: view }
 }
 
+/// How long ago (seconds) another host last said it was alive, `None` if none ever did:
+/// what a part this host gains may have been spent by then at the latest.
+pub(crate) fn others_last_seen(me: &str, hosts: &[HostStatus]) -> Option<f64> {
+    hosts
+        .iter()
+        .filter(|h| h.host != me)
+        .map(|h| h.silent_for_secs.max(0.0))
+        .min_by(f64::total_cmp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +68,7 @@ mod tests {
             applied_seq: 0,
             silent_for_secs: silent,
             sees,
+            left: false,
         }
     }
 

@@ -50,7 +50,7 @@ impl FleetLink {
         match *self {}
     }
 
-    pub fn refresh_shares(&mut self) -> Option<crate::limits::Shares> {
+    pub fn refresh_shares(&mut self) -> Option<(crate::limits::Shares, Option<std::time::Duration>)> {
         match *self {}
     }
 
