@@ -172,7 +172,10 @@ fn the_cli_makes_a_fleet_and_reports_its_status() {
     let (code, status, stderr) = run(&["status"]);
     assert_eq!(code, Some(0), "{status}{stderr}");
     assert!(status.contains("head at record 2"), "{status}");
-    assert!(status.contains("host host-a: applied record 0 (lag 2)"), "{status}");
+    assert!(
+        status.contains("host host-a (serving): applied record 0 (lag 2)"),
+        "{status}"
+    );
 
     // Commands that open a store need the fleet's shared pepper.
     let (code, _, stderr) = run(&["list"]);

@@ -192,3 +192,29 @@ fn a_host_alone_in_its_fleet_holds_every_limit_at_once() {
     let key = limited(&hosts);
     assert_eq!(drain(&hosts[0], &key), 30);
 }
+
+#[test]
+fn the_cli_takes_no_part_of_the_serving_hosts_limits() {
+    let Some(server) = pg::PgServer::start() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = server.url();
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let hosts = [host(dir.path(), &url, "a", &clock), host(dir.path(), &url, "b", &clock)];
+    agreed(&url, 2);
+    // A CLI command opens a throwaway replica of the fleet: a passive host, never counted.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_credstore"))
+        .args(["--fleet", &url, "list", "--json"])
+        .env("CREDSTORE_PEPPER", "05".repeat(32))
+        .env_remove("CREDSTORE_DATA")
+        .current_dir(dir.path())
+        .output()
+        .expect("run credstore");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = Fleet::connect(&url).expect("connect").hosts().expect("hosts");
+    let names: Vec<&str> = listed.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(names, ["a", "b"], "{listed:?}");
+    assert!(listed.iter().all(|h| h.sees == 2), "{listed:?}");
+    clock.advance(2 * MINUTE_MS);
+    let key = limited(&hosts);
+    assert_eq!(drain(&hosts[0], &key) + drain(&hosts[1], &key), 30);
+}

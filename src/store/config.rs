@@ -49,6 +49,11 @@ pub struct Config {
     /// second). A host that dies holding leases blocks their units this long; a host that
     /// cannot renew stops spending them 30% of this before they expire.
     pub fleet_lease_ttl: Duration,
+    /// Fleet mode: a passive host (the CLI's throwaway replica) is not counted among the
+    /// hosts that share rate limits: it sends no heartbeat and holds no part of any limit,
+    /// so it refuses requests on rate-limited keys (`RATE_LIMITED`) rather than take a part
+    /// from the serving hosts for a moment. Budgets it spends from leases as any host.
+    pub fleet_passive: bool,
     /// How long opening waits for the store's lock while another process (or another
     /// `Store` of this one) holds it, before [`crate::OpenError::Locked`]; zero fails at once.
     pub lock_wait: Duration,
@@ -92,6 +97,7 @@ impl Config {
             fleet_max_staleness: Duration::from_secs(30),
             fleet_fail_open: false,
             fleet_lease_ttl: Duration::from_secs(10),
+            fleet_passive: false,
             lock_wait: DEFAULT_LOCK_WAIT,
             verify_prefixes: None,
         }

@@ -44,6 +44,8 @@ pub(crate) struct FleetLink {
     shares: Shares,
     /// When the last heartbeat that reached the fleet was sent.
     beat_ok: Option<Instant>,
+    /// Not counted among the hosts ([`super::Config::fleet_passive`]).
+    passive: bool,
 }
 
 /// What a poll of the fleet's head found.
@@ -81,6 +83,7 @@ impl FleetLink {
             leases: Leases::new(config.fleet_lease_ttl),
             shares: Shares::all(Share::NOTHING),
             beat_ok: None,
+            passive: config.fleet_passive,
         })
     }
 
@@ -171,9 +174,10 @@ impl FleetLink {
     /// them in force, then calls [`FleetLink::heartbeat`], which tells the fleet it did.
     /// A host that has not sent a heartbeat for half of `HOST_LIVE` takes nothing.
     pub fn refresh_shares(&mut self) -> Option<(Shares, Option<Duration>)> {
-        if self
-            .last_heartbeat
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        if self.passive
+            || self
+                .last_heartbeat
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
         {
             return None;
         }
@@ -197,9 +201,10 @@ impl FleetLink {
     /// Tells the fleet this host is alive, has applied `applied_seq` and divides rate limits
     /// by the hosts of its newest view, at most once a second.
     pub fn heartbeat(&mut self, applied_seq: u64) {
-        if self
-            .last_heartbeat
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        if self.passive
+            || self
+                .last_heartbeat
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
         {
             return;
         }
@@ -216,6 +221,9 @@ impl FleetLink {
 
     /// Takes this host off the fleet's list: it has stopped (the others' shares grow).
     pub fn leave(&mut self) {
+        if self.passive {
+            return;
+        }
         // If the fleet does not hear it, the host is dropped after `HOST_LIVE` of silence.
         let _ = self.fleet.leave(&self.host);
     }

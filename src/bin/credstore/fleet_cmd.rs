@@ -11,8 +11,10 @@ use credstore::{Config, Store};
 
 use super::{Command, Failure, run_on, store_config};
 
-/// The fleet URL and this process's host name, once `--fleet` is given.
-pub(super) static FLEET: OnceLock<(String, String)> = OnceLock::new();
+/// The fleet URL, this process's host name, and whether it is a passive host (the CLI's
+/// throwaway replica: not counted among the hosts that share rate limits), once `--fleet`
+/// is given.
+pub(super) static FLEET: OnceLock<(String, String, bool)> = OnceLock::new();
 
 /// Runs `command` against the fleet at `url`.
 pub(super) fn run(url: String, command: Command, data: &Path) -> Result<u8, Failure> {
@@ -29,14 +31,14 @@ pub(super) fn run(url: String, command: Command, data: &Path) -> Result<u8, Fail
         }
         Command::Status => status(&url),
         Command::Serve { .. } => {
-            join(url, "serve")?;
+            join(url, "serve", false)?;
             if !data.exists() {
                 Store::init(data, store_config()?)?.close()?;
             }
             run_on(data.to_path_buf(), command)
         }
         other => {
-            join(url, "cli")?;
+            join(url, "cli", true)?;
             let replica = Replica::new();
             Store::init(&replica.0, store_config()?)?.close()?;
             run_on(replica.0.clone(), other)
@@ -45,7 +47,7 @@ pub(super) fn run(url: String, command: Command, data: &Path) -> Result<u8, Fail
 }
 
 /// Makes this process a host of the fleet at `url` for the commands that open a store.
-fn join(url: String, role: &str) -> Result<(), Failure> {
+fn join(url: String, role: &str, passive: bool) -> Result<(), Failure> {
     let host = match std::env::var("CREDSTORE_HOST") {
         Ok(name) => name,
         Err(_) => {
@@ -57,7 +59,7 @@ fn join(url: String, role: &str) -> Result<(), Failure> {
     if Config::from_env()?.pepper.is_none() {
         return Err(super::usage("fleet mode needs the fleet's pepper in CREDSTORE_PEPPER"));
     }
-    let _ = FLEET.set((url, host));
+    let _ = FLEET.set((url, host, passive));
     Ok(())
 }
 
@@ -74,14 +76,21 @@ fn status(url: &str) -> Result<u8, Failure> {
     if hosts.is_empty() {
         outln!("no host has joined yet");
     }
-    for h in hosts {
+    // Hosts that left over a day ago are only counted.
+    let (shown, old): (Vec<_>, Vec<_>) = hosts.into_iter().partition(|h| !h.left || h.silent_for_secs < 86_400.0);
+    for h in shown {
+        let state = if h.left { "left" } else { "serving" };
         outln!(
-            "host {}: applied record {} (lag {}), last heard {:.1} s ago",
+            "host {} ({state}): applied record {} (lag {}), last heard {:.1} s ago, divides rate limits by {}",
             h.host,
             h.applied_seq,
             info.head_seq.saturating_sub(h.applied_seq),
-            h.silent_for_secs
+            h.silent_for_secs,
+            h.sees
         );
+    }
+    if !old.is_empty() {
+        outln!("{} hosts left over a day ago", old.len());
     }
     Ok(0)
 }
