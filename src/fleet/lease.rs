@@ -14,6 +14,8 @@ pub struct BudgetAccount {
     pub leased: u64,
     /// How many hosts hold a lease.
     pub holders: u32,
+    /// How many leases were granted in the period.
+    pub grants: u64,
 }
 
 /// One lease a host gives back: the budget, the period, and how much of it it did not
@@ -168,7 +170,8 @@ impl Fleet {
             let row = client
                 .query_one(
                     "select coalesce((select settled from credstore_budgets where budget_id = $1 and period = $2), 0),
-                            coalesce(sum(granted), 0)::bigint, count(*)
+                            coalesce(sum(granted), 0)::bigint, count(*),
+                            coalesce((select grants from credstore_budgets where budget_id = $1 and period = $2), 0)
                      from credstore_leases where budget_id = $1 and period = $2",
                     &[&budget_id, &i64::from(period)],
                 )
@@ -178,6 +181,7 @@ impl Fleet {
                 settled: unsigned(row.get(0)),
                 leased: unsigned(row.get(1)),
                 holders: u32::try_from(row.get::<_, i64>(2)).unwrap_or(u32::MAX),
+                grants: unsigned(row.get(3)),
             })
         })
     }

@@ -106,6 +106,7 @@ create table credstore_budgets (
     budget_id text not null,
     period    bigint not null,
     settled   bigint not null default 0 check (settled >= 0),
+    grants    bigint not null default 0,
     primary key (budget_id, period)
 );
 
@@ -149,6 +150,7 @@ begin
         return array[0, cap - left_over];
     end if;
     amount := least(want, greatest(need, left_over / 2), left_over);
+    update credstore_budgets set grants = grants + 1 where budget_id = b and period = p;
     insert into credstore_leases (budget_id, period, host, granted, expires_at)
     values (b, p, h, amount, clock_timestamp() + ttl_ms * interval '1 millisecond')
     on conflict (budget_id, period, host) do update
