@@ -46,6 +46,25 @@ impl Default for Directory {
 }
 
 impl Directory {
+    /// Puts `share` in force. When another host was last seen alive `others_seen` ago, a
+    /// part gained may have been spent by it until then: the change is kept (at most
+    /// [`SHARE_CHANGES_KEPT`]) so that the gain starts as consumed at that time.
+    pub fn change_share(
+        &mut self,
+        share: crate::limits::Shares,
+        others_seen: Option<std::time::Duration>,
+        now_ns: i64,
+    ) {
+        let before = std::mem::replace(&mut self.share, share);
+        if let Some(ago) = others_seen {
+            let ago = i64::try_from(ago.as_nanos()).unwrap_or(i64::MAX);
+            self.share_changes.push((now_ns.saturating_sub(ago), before));
+            if self.share_changes.len() > SHARE_CHANGES_KEPT {
+                self.share_changes.remove(0);
+            }
+        }
+    }
+
     /// Builds a directory from stored entries.
     pub fn from_entries(entries: impl IntoIterator<Item = DirEntry>) -> Self {
         let mut dir = Directory::default();

@@ -187,8 +187,8 @@ fn a_host_alone_in_its_fleet_holds_every_limit_at_once() {
     let url = server.url();
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
     let hosts = [host(dir.path(), &url, "solo", &clock)];
-    agreed(&url, 1);
-    // No other host ever held a part: nothing is taken as spent, no time has to pass.
+    // Right after open, no waiting: no other host ever held a part, nothing is taken as
+    // spent, no time has to pass.
     let key = limited(&hosts);
     assert_eq!(drain(&hosts[0], &key), 30);
 }

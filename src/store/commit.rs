@@ -383,17 +383,7 @@ fn follow(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, fleet: Optio
         .store(link.stale(), std::sync::atomic::Ordering::Relaxed);
     if let Some((shares, others_seen)) = link.refresh_shares() {
         let mut dir = Directory::clone(&shared.directory.load());
-        let before = std::mem::replace(&mut dir.share, shares);
-        // A part this host gains was another host's, which may have spent it until it was
-        // last seen alive; with no other host ever seen, it was no one's.
-        if let Some(ago) = others_seen {
-            let ago = i64::try_from(ago.as_nanos()).unwrap_or(i64::MAX);
-            dir.share_changes
-                .push((shared.clock.now_ns().saturating_sub(ago), before));
-            if dir.share_changes.len() > crate::directory::SHARE_CHANGES_KEPT {
-                dir.share_changes.remove(0);
-            }
-        }
+        dir.change_share(shares, others_seen, shared.clock.now_ns());
         let dir = Arc::new(dir);
         shared.directory.store(Arc::clone(&dir));
         shared.cache.reresolve(&dir, shared.clock.now_ns());

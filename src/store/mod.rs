@@ -348,16 +348,8 @@ impl Store {
             )),
             formats: ArcSwap::from_pointee(formats),
             verify_prefixes: config.verify_prefixes.clone(),
-            directory: ArcSwap::from_pointee(Directory {
-                // A fleet host enforces no part of any rate limit until the fleet agrees on
-                // its share (`fleet_shares`): the others may still count on the whole.
-                share: if config.fleet.is_some() {
-                    crate::limits::Shares::all(crate::limits::Share::NOTHING)
-                } else {
-                    crate::limits::Shares::default()
-                },
-                ..directory
-            }),
+            // A fleet host's first share of the rate limits is in it (`open::first_shares`).
+            directory: ArcSwap::from_pointee(directory),
             index,
             cache: Cache::default(),
             pepper,

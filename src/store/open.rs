@@ -80,7 +80,7 @@ pub(super) fn open_index(path: &Path, marker: &files::Marker, config: &Config, p
         }
         None => log,
     };
-    let fleet = connect_fleet(config, &mut log, marker.store_id)?;
+    let mut fleet = connect_fleet(config, &mut log, marker.store_id)?;
     if applied > log.durable_seq() {
         return Err(OpenError::IndexAhead(format!(
             "the index reflects record {applied} but the log ends at {}",
@@ -101,7 +101,10 @@ pub(super) fn open_index(path: &Path, marker: &files::Marker, config: &Config, p
     index.set_clean(false)?;
     // Read here, so that an unreadable directory or format list is an index failure.
     let formats = index.formats()?;
-    let directory = index.directory()?;
+    let mut directory = index.directory()?;
+    if let Some(link) = fleet.as_mut() {
+        first_shares(link, &mut directory, log.durable_seq(), config);
+    }
     Ok(Opened {
         index,
         log,
@@ -121,6 +124,16 @@ fn connect_fleet(config: &Config, log: &mut LogWriter, store_id: [u8; 16]) -> Re
     let link = FleetLink::connect(url, config.host_name(), store_id, config)?;
     link.sync_log(log, store_id)?;
     Ok(Some(link))
+}
+
+/// A fleet host's first part of every rate limit, before it serves: nothing until the
+/// fleet agrees on it, except for a host alone in its fleet, which has all of it at once.
+fn first_shares(link: &mut FleetLink, directory: &mut crate::directory::Directory, applied: u64, config: &Config) {
+    directory.share = crate::limits::Shares::all(crate::limits::Share::NOTHING);
+    if let Some((shares, others_seen)) = link.refresh_shares() {
+        directory.change_share(shares, others_seen, config.clock.now_ns());
+    }
+    link.heartbeat(applied);
 }
 
 /// Without the `fleet` feature there is no fleet to connect to.
