@@ -1,7 +1,8 @@
 //! A private PostgreSQL cluster for the fleet tests: `initdb` in a temporary directory,
 //! the server on a Unix socket in it (no TCP port to collide on), run as the `postgres`
 //! system user when the tests run as root (PostgreSQL refuses to run as root), stopped
-//! when the handle drops.
+//! when the handle drops. [`PgServer::start_tcp`] also listens on a free loopback TCP
+//! port, for the tests that put a proxy (`tests/common/proxy.rs`) in front of it.
 //!
 //! PostgreSQL comes from the distribution's packages (`scripts/install-test-deps.sh`,
 //! run by `.ci/run`). Where it is missing, [`PgServer::start`] returns `None` and says
@@ -18,6 +19,10 @@ pub struct PgServer {
     bin: PathBuf,
     dir: PathBuf,
     as_postgres: bool,
+    /// The server's options (`pg_ctl -o`), the same at every (re)start.
+    options: String,
+    /// The loopback TCP port it listens on too, if any.
+    port: Option<u16>,
 }
 
 impl PgServer {
@@ -36,6 +41,16 @@ impl PgServer {
     /// [`PgServer::start`], with `fsync` on (as a production server runs) when `fsync`:
     /// the benchmarks measure what a commit costs.
     pub fn start_with(fsync: bool) -> Option<PgServer> {
+        PgServer::start_on(fsync, false)
+    }
+
+    /// [`PgServer::start`], listening on a free port of 127.0.0.1 too ([`PgServer::port`]),
+    /// besides its Unix socket.
+    pub fn start_tcp() -> Option<PgServer> {
+        PgServer::start_on(false, true)
+    }
+
+    fn start_on(fsync: bool, tcp: bool) -> Option<PgServer> {
         let Some(bin) = find_bin() else {
             let why = "PostgreSQL is not installed (run scripts/install-test-deps.sh)";
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -53,7 +68,30 @@ impl PgServer {
                 .map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {dir:?}: {e}"));
-        let server = PgServer { bin, dir, as_postgres };
+        // A port the kernel just handed out and took back: free unless another process
+        // grabs it in the moment before the server binds it.
+        let port = tcp.then(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap_or_else(|e| panic!("a free loopback port: {e}"))
+        });
+        let listen = match port {
+            Some(port) => format!("-c listen_addresses='127.0.0.1' -p {port}"),
+            None => "-c listen_addresses=''".to_string(),
+        };
+        let options = format!(
+            "-k {} {listen} -c fsync={} -c max_connections=200",
+            dir.display(),
+            if fsync { "on" } else { "off" }
+        );
+        let server = PgServer {
+            bin,
+            dir,
+            as_postgres,
+            options,
+            port,
+        };
         if as_postgres {
             server.run(
                 "chown",
@@ -70,22 +108,50 @@ impl PgServer {
             "initdb",
             &["-D", &data, "-A", "trust", "-U", "credstore", "--no-sync", "-E", "UTF8"],
         );
-        let options = format!(
-            "-k {} -c listen_addresses='' -c fsync={} -c max_connections=200",
-            server.dir.display(),
-            if fsync { "on" } else { "off" }
-        );
-        let log = server.dir.join("server.log").display().to_string();
-        server.run_pg(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"],
-        );
+        server.pg_ctl_start();
         Some(server)
     }
 
     /// The connection URL of the cluster's `postgres` database as user `credstore`.
     pub fn url(&self) -> String {
-        format!("postgresql://credstore@localhost/postgres?host={}", self.dir.display())
+        self.socket_url("postgres")
+    }
+
+    /// The loopback TCP port the server listens on; panics unless it was started with
+    /// [`PgServer::start_tcp`].
+    pub fn port(&self) -> u16 {
+        self.port
+            .unwrap_or_else(|| panic!("this server listens on its Unix socket only"))
+    }
+
+    /// The URL of the `postgres` database at 127.0.0.1:`port`: the server's own
+    /// [`PgServer::port`], or a proxy's in front of it.
+    pub fn tcp_url(&self, port: u16) -> String {
+        format!("postgresql://credstore@127.0.0.1:{port}/postgres")
+    }
+
+    /// Creates database `name` (owned by `credstore`) and returns its URL, over the Unix
+    /// socket: a fresh, empty fleet in the same cluster.
+    pub fn create_database(&self, name: &str) -> String {
+        let socket = self.dir.display().to_string();
+        let port = self.socket_port().to_string();
+        self.run_pg("createdb", &["-h", &socket, "-p", &port, "-U", "credstore", name]);
+        self.socket_url(name)
+    }
+
+    /// The URL of database `db` over the Unix socket. The socket's name carries the port
+    /// (`.s.PGSQL.PORT`), so a server on a TCP port has its socket under that port too.
+    fn socket_url(&self, db: &str) -> String {
+        let dir = self.dir.display();
+        match self.port {
+            Some(port) => format!("postgresql://credstore@localhost:{port}/{db}?host={dir}"),
+            None => format!("postgresql://credstore@localhost/{db}?host={dir}"),
+        }
+    }
+
+    /// The port in the Unix socket's name: PostgreSQL's default unless it listens on TCP.
+    fn socket_port(&self) -> u16 {
+        self.port.unwrap_or(5432)
     }
 
     /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
@@ -94,14 +160,18 @@ impl PgServer {
         self.run_pg("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
     }
 
-    /// Starts it again after [`PgServer::kill`].
+    /// Starts it again after [`PgServer::kill`], with the options it first started with
+    /// (the same socket, port and settings).
     pub fn restart(&self) {
+        self.pg_ctl_start();
+    }
+
+    fn pg_ctl_start(&self) {
         let data = self.data().display().to_string();
-        let options = format!("-k {} -c listen_addresses='' -c fsync=off", self.dir.display());
         let log = self.dir.join("server.log").display().to_string();
         self.run_pg(
             "pg_ctl",
-            &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"],
+            &["-D", &data, "-l", &log, "-o", &self.options, "-w", "-t", "60", "start"],
         );
     }
 
