@@ -15,9 +15,9 @@
 //!   hosts keep verifying, the fail-closed one refuses after its bound (the sidecar's
 //!   error envelope names the bound), writes through the CLI and the management API fail
 //!   with a clear error, and after the restart writes made through the CLI reach both.
-//! - Two tests that show bugs, ignored until they are fixed: a busy fail-closed host
-//!   behind a black hole never refuses; uses verified during a partition never reach the
-//!   fleet and are not counted as dropped.
+//! - A busy fail-closed host behind a black hole still refuses after its bound (its commit
+//!   thread, busy retrying use batches, sets the stale flag after each); uses verified
+//!   during a partition reach the fleet after it heals.
 //!
 //! Times are printed, not asserted: the only bounds are liveness bounds (and that a host
 //! does not refuse long before its bound).
@@ -327,9 +327,6 @@ fn hosts_serve_through_a_postgres_crash_and_catch_up_after_its_restart() {
 }
 
 #[test]
-#[ignore = "bug: a fail-closed host that keeps verifying and gets a write as a black-hole partition starts never \
-            refuses: its commit thread retries use batches (2 s each) and never reaches the poll that sets the \
-            stale flag (src/store/commit.rs, run: commit_batch vs follow)"]
 fn a_busy_host_behind_a_black_hole_still_fails_closed_after_its_bound() {
     let Some(server) = pg::PgServer::start_tcp() else {
         return;
@@ -392,9 +389,6 @@ fn a_busy_host_behind_a_black_hole_still_fails_closed_after_its_bound() {
 }
 
 #[test]
-#[ignore = "bug: uses verified on a host that cannot reach the fleet are lost, not written after it heals nor \
-            counted as use.dropped (src/store/commit.rs: run takes them from `pending`, commit_batch refuses and \
-            drops them)"]
 fn uses_on_a_partitioned_host_reach_the_fleet_after_it_heals() {
     let Some(server) = pg::PgServer::start_tcp() else {
         return;

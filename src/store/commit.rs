@@ -32,6 +32,10 @@ use crate::index::{Counters, StoredKey};
 
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 1024;
+/// Most use records kept for the next batch when a batch could not commit (each holds up
+/// to `MAX_USES_PER_RECORD` uses): about a minute of a busy host's uses at the default
+/// flush interval.
+const MAX_CARRIED: usize = 4096;
 /// How often a fleet host plans a batch again after another host committed first.
 const MAX_FLEET_CONFLICTS: usize = 64;
 
@@ -156,6 +160,11 @@ pub(crate) fn run(
     // with the next batch of changes, once per interval, or as soon as enough gathered.
     let mut pending = Gathered::new(shared.uses.mode());
     let mut dropped = 0;
+    // Use records a batch could not commit (a fleet out of reach, a full disk): written
+    // with the next batch, ahead of newer ones; past MAX_CARRIED records they are counted
+    // as dropped instead (`carried_uses` is how many uses they hold).
+    let mut carried: Vec<Vec<u8>> = Vec::new();
+    let mut carried_uses = 0u64;
     // Drains are BUSY_DRAIN apart, start to start: the time a write takes does not
     // lengthen the time in which a ring fills.
     let mut last_drain = Instant::now();
@@ -179,14 +188,32 @@ pub(crate) fn run(
             last_uses = Instant::now();
             let keyless = shared.uses.keyless.take();
             let lost = std::mem::take(&mut dropped);
-            pending.take(keyless, lost, shared.clock.now_ms())
+            carried_uses += pending.len() as u64 + lost + keyless.values().sum::<u64>();
+            let mut events = std::mem::take(&mut carried);
+            events.extend(pending.take(keyless, lost, shared.clock.now_ms()));
+            events
         } else {
             Vec::new()
         };
         if !batch.is_empty() || !use_events.is_empty() {
-            commit_batch(&shared, &mut log, &mut last_id, batch, &use_events, fleet.as_mut());
+            if commit_batch(&shared, &mut log, &mut last_id, batch, &use_events, fleet.as_mut()) {
+                carried_uses = 0;
+            } else if use_events.len() > MAX_CARRIED {
+                dropped += std::mem::take(&mut carried_uses);
+            } else {
+                carried = use_events;
+            }
         } else {
             follow(&shared, &mut log, &mut last_id, fleet.as_mut());
+        }
+        // Also when busy with batches, which may keep `follow` from running for as long as
+        // the fleet is out of reach: a host cut off must still stop serving at its bound,
+        // and stop spending leases before they expire.
+        if let Some(link) = fleet.as_mut() {
+            shared
+                .fleet_stale
+                .store(link.stale(), std::sync::atomic::Ordering::Relaxed);
+            link.tend_leases();
         }
         if closing {
             // Nothing charges any more: the leases' unspent parts go back to the fleet.
@@ -209,14 +236,15 @@ fn commit_batch(
     batch: Vec<Request>,
     uses: &[Vec<u8>],
     mut fleet: Option<&mut FleetLink>,
-) {
+) -> bool {
     let mut conflicts = 0;
     let results = loop {
         // A fleet host plans on the fleet's latest state: what other hosts committed first.
         if let Some(link) = fleet.as_deref()
             && let Err(e) = catch_up(shared, log, last_id, link)
         {
-            return refuse(batch, &e.to_string());
+            refuse(batch, &e.to_string());
+            return false;
         }
         let now = shared.clock.now_ms();
         let base_formats = shared.formats.load_full();
@@ -258,11 +286,13 @@ fn commit_batch(
                 }
                 Ok(Appended::Conflict) => {
                     log.discard();
-                    return refuse(batch, "the fleet's head kept moving; try again");
+                    refuse(batch, "the fleet's head kept moving; try again");
+                    return false;
                 }
                 Err(e) => {
                     log.discard();
-                    return refuse(batch, &e.to_string());
+                    refuse(batch, &unanswered(&e));
+                    return false;
                 }
             }
         }
@@ -273,7 +303,7 @@ fn commit_batch(
                 let failed = result.and(Err(Error::NotCommitted(msg.clone())));
                 let _ = req.reply.send(failed);
             }
-            return;
+            return false;
         }
         apply_and_publish(shared, log, &overlay);
         break results;
@@ -281,6 +311,20 @@ fn commit_batch(
     for (req, result) in batch.into_iter().zip(results) {
         // A caller that stopped waiting has nothing to be told.
         let _ = req.reply.send(result);
+    }
+    true
+}
+
+/// Why a fleet append failed, for the callers. A request that timed out may still have
+/// reached PostgreSQL and commit there later (the host then applies it like any other
+/// host's record): say so, so that nobody retries a create blindly.
+fn unanswered(e: &Error) -> String {
+    match e {
+        #[cfg(feature = "fleet")]
+        Error::Fleet(crate::fleet::FleetError::Timeout) => {
+            format!("{e}: the change may still commit in the fleet; check (list, audit) before trying again")
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -378,9 +422,6 @@ fn follow(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, fleet: Optio
     {
         link.mark_synced();
     }
-    shared
-        .fleet_stale
-        .store(link.stale(), std::sync::atomic::Ordering::Relaxed);
     if let Some((shares, others_seen)) = link.refresh_shares() {
         let mut dir = Directory::clone(&shared.directory.load());
         dir.change_share(shares, others_seen, shared.clock.now_ns());
@@ -390,7 +431,6 @@ fn follow(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, fleet: Optio
     }
     // After the shares are in force: the heartbeat tells the others they are.
     link.heartbeat(log.durable_seq());
-    link.tend_leases();
 }
 
 /// Answers the lease requests of `batch` (one round trip to the fleet each) and returns
