@@ -11,8 +11,10 @@ use credstore::{Config, Store};
 
 use super::{Command, Failure, run_on, store_config};
 
-/// The fleet URL and this process's host name, once `--fleet` is given.
-pub(super) static FLEET: OnceLock<(String, String)> = OnceLock::new();
+/// The fleet URL, this process's host name, and whether it listens for the fleet's
+/// announcements (only `serve` does: a one-shot command would gain nothing from it but a
+/// connection), once `--fleet` is given.
+pub(super) static FLEET: OnceLock<(String, String, bool)> = OnceLock::new();
 
 /// Runs `command` against the fleet at `url`.
 pub(super) fn run(url: String, command: Command, data: &Path) -> Result<u8, Failure> {
@@ -57,7 +59,7 @@ fn join(url: String, role: &str) -> Result<(), Failure> {
     if Config::from_env()?.pepper.is_none() {
         return Err(super::usage("fleet mode needs the fleet's pepper in CREDSTORE_PEPPER"));
     }
-    let _ = FLEET.set((url, host));
+    let _ = FLEET.set((url, host, role == "serve"));
     Ok(())
 }
 

@@ -761,8 +761,10 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
 fn store_config() -> Result<Config, Failure> {
     let config = Config::from_env()?;
     #[cfg(feature = "fleet")]
-    if let Some((url, host)) = fleet_cmd::FLEET.get() {
-        return Ok(config.fleet(url.clone(), host.clone()));
+    if let Some((url, host, listen)) = fleet_cmd::FLEET.get() {
+        let mut config = config.fleet(url.clone(), host.clone());
+        config.fleet_listen &= *listen;
+        return Ok(config);
     }
     Ok(config)
 }
