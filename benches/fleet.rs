@@ -20,7 +20,7 @@
 //!   `credstore --fleet URL serve` processes checked over HTTP (spinning). Between rounds a
 //!   random pause of 0-30 ms, so that revocations do not fall in step with the hosts' poll.
 //!   Every host listens (the default): this measures the announced path, with the poll
-//!   behind it.
+//!   behind it; `FLEET_BENCH_LISTEN=off` measures the poll alone (every 20 ms).
 //!
 //! Without PostgreSQL it prints why and exits 0. Figures are in `docs/PERFORMANCE.md`.
 
@@ -55,8 +55,13 @@ fn main() {
         return;
     };
     println!(
-        "PostgreSQL: private cluster on a Unix socket, fsync={}",
-        if fsync { "on" } else { "off" }
+        "PostgreSQL: private cluster on a Unix socket, fsync={}; hosts {}",
+        if fsync { "on" } else { "off" },
+        if listen() {
+            "listen and poll"
+        } else {
+            "only poll (FLEET_BENCH_LISTEN=off)"
+        }
     );
     let url = server.url();
     let dir = tempfile::tempdir().unwrap();
@@ -80,7 +85,15 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn base_config() -> Config {
-    Config::new().pepper(Pepper::from_bytes([7; 32]))
+    Config::new()
+        .pepper(Pepper::from_bytes([7; 32]))
+        .fleet_fan_out(Duration::from_millis(20), listen())
+}
+
+/// Whether fleet hosts listen for announcements (`FLEET_BENCH_LISTEN=off`: they only poll,
+/// every 20 ms, as before the listener, or as on an engine without LISTEN).
+fn listen() -> bool {
+    std::env::var("FLEET_BENCH_LISTEN").map_or(true, |v| v != "off")
 }
 
 /// An embedded store at `dir/name`, closed once after `init` and opened again (as
@@ -408,6 +421,7 @@ impl Sidecar {
             .arg(dir.join(name))
             .env("CREDSTORE_PEPPER", "07".repeat(32))
             .env("CREDSTORE_HOST", name)
+            .env("CREDSTORE_FLEET_LISTEN", listen().to_string())
             .env_remove("CREDSTORE_DATA")
             .stdout(std::process::Stdio::piped())
             .spawn()
