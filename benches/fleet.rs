@@ -10,13 +10,17 @@
 //!   and 8 threads on an embedded store, on one fleet host, and by 8 threads spread over
 //!   three hosts of one fleet (3, 3 and 2 threads).
 //! - Revocation propagation, printed (a latency distribution, not a criterion benchmark):
-//!   three hosts A, B, C in this process; `FLEET_PROPAGATION_ROUNDS` (default 300) times,
-//!   a thread verifies the key on B and C in turn while the main thread revokes it on A;
-//!   the time from the start of `revoke` until B, C, and both refuse it. Two variants: the
-//!   checker spinning (B and C record every use, so their commit threads write uses to
-//!   the fleet every few milliseconds) and the checker pacing itself to one verify per host
-//!   every 100 µs. Between rounds a random pause of 0-30 ms, so that revocations do not fall
-//!   in step with the hosts' 20 ms poll.
+//!   three hosts A, B, C; `FLEET_PROPAGATION_ROUNDS` (default 300) times, a thread verifies
+//!   the key on B and C in turn while the main thread revokes it on A; the time from the
+//!   start of `revoke` until B, C, and both refuse it, and from the revocation's commit in
+//!   PostgreSQL (its `credstore_log.at`, see [`CommitTimes`]) until both refuse it. Three
+//!   variants: B and C in this process with the checker spinning (B and C record every use,
+//!   so their commit threads write uses to the fleet every few milliseconds), the same with
+//!   the checker pacing itself to one verify per host every 100 µs, and B and C as
+//!   `credstore --fleet URL serve` processes checked over HTTP (spinning). Between rounds a
+//!   random pause of 0-30 ms, so that revocations do not fall in step with the hosts' poll.
+//!   Every host listens (the default): this measures the announced path, with the poll
+//!   behind it; `FLEET_BENCH_LISTEN=off` measures the poll alone (every 20 ms).
 //!
 //! Without PostgreSQL it prints why and exits 0. Figures are in `docs/PERFORMANCE.md`.
 
@@ -32,7 +36,7 @@ mod pg;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use credstore::limits::MAX_BUDGET;
 use credstore::{Budget, Code, Config, Decision, NewKey, Pepper, Period, RateLimit, Store};
@@ -51,8 +55,13 @@ fn main() {
         return;
     };
     println!(
-        "PostgreSQL: private cluster on a Unix socket, fsync={}",
-        if fsync { "on" } else { "off" }
+        "PostgreSQL: private cluster on a Unix socket, fsync={}; hosts {}",
+        if fsync { "on" } else { "off" },
+        if listen() {
+            "listen and poll"
+        } else {
+            "only poll (FLEET_BENCH_LISTEN=off)"
+        }
     );
     let url = server.url();
     let dir = tempfile::tempdir().unwrap();
@@ -65,8 +74,9 @@ fn main() {
     c.final_summary();
     let rounds = env_usize("FLEET_PROPAGATION_ROUNDS", 300);
     if rounds > 0 {
-        propagation(dir.path(), &url, rounds, None);
-        propagation(dir.path(), &url, rounds, Some(Duration::from_micros(100)));
+        propagation(dir.path(), &url, rounds, None, false);
+        propagation(dir.path(), &url, rounds, Some(Duration::from_micros(100)), false);
+        propagation(dir.path(), &url, rounds, None, true);
     }
 }
 
@@ -75,7 +85,15 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn base_config() -> Config {
-    Config::new().pepper(Pepper::from_bytes([7; 32]))
+    Config::new()
+        .pepper(Pepper::from_bytes([7; 32]))
+        .fleet_fan_out(Duration::from_millis(20), listen())
+}
+
+/// Whether fleet hosts listen for announcements (`FLEET_BENCH_LISTEN=off`: they only poll,
+/// every 20 ms, as before the listener, or as on an engine without LISTEN).
+fn listen() -> bool {
+    std::env::var("FLEET_BENCH_LISTEN").map_or(true, |v| v != "off")
 }
 
 /// An embedded store at `dir/name`, closed once after `init` and opened again (as
@@ -239,14 +257,24 @@ fn eventually(store: &Store, key: &str, code: Code) {
 
 /// Revocation propagation: see the module's documentation. `pace`: `None` spins; else the
 /// checker waits this long (spinning on the clock, not sleeping) after each pair of verifies.
-fn propagation(dir: &Path, url: &str, rounds: usize, pace: Option<Duration>) {
+/// `processes`: B and C are `credstore --fleet URL serve` processes, checked over HTTP
+/// (`POST /v1/keys.verify` on a kept-alive connection each); else stores in this process.
+fn propagation(dir: &Path, url: &str, rounds: usize, pace: Option<Duration>, processes: bool) {
     let tag = match pace {
         None => "spin".to_string(),
         Some(p) => format!("paced{}us", p.as_micros()),
+    } + if processes { "-processes" } else { "" };
+    let a_name = format!("prop-{tag}-a");
+    let a = host(dir, url, &a_name);
+    let commits = CommitTimes::connect(url);
+    let checked = |name: &str| {
+        if processes {
+            Checked::Process(Sidecar::start(dir, url, &format!("prop-{tag}-{name}")))
+        } else {
+            Checked::Store(host(dir, url, &format!("prop-{tag}-{name}")))
+        }
     };
-    let a = host(dir, url, &format!("prop-{tag}-a"));
-    let b = host(dir, url, &format!("prop-{tag}-b"));
-    let c = host(dir, url, &format!("prop-{tag}-c"));
+    let (b, c) = (checked("b"), checked("c"));
     // The keys, made on A, each checked valid on B and C (which caches it there).
     let next = AtomicUsize::new(0);
     let mut keys: Vec<(credstore::KeyId, String)> = std::thread::scope(|s| {
@@ -266,13 +294,20 @@ fn propagation(dir: &Path, url: &str, rounds: usize, pace: Option<Duration>) {
     });
     keys.sort();
     for (_, k) in &keys {
-        eventually(&b, k, Code::Valid);
-        eventually(&c, k, Code::Valid);
+        for h in [&b, &c] {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while h.code(k) != Code::Valid {
+                assert!(Instant::now() < deadline, "not valid after 10 s");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     let mut rng = Rng::seeded();
     // Milliseconds: revoke call, B refuses, C refuses, both refuse.
     let (mut call, mut on_b, mut on_c, mut both) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Milliseconds from the revocation's commit in PostgreSQL until both refuse.
+    let mut from_commit = Vec::new();
     for (id, key) in &keys {
         std::thread::sleep(Duration::from_micros(rng.below(30_000)));
         let running = AtomicBool::new(false);
@@ -284,10 +319,10 @@ fn propagation(dir: &Path, url: &str, rounds: usize, pace: Option<Duration>) {
                 while tb.is_none() || tc.is_none() {
                     for (store, seen) in [(&b, &mut tb), (&c, &mut tc)] {
                         if seen.is_none() {
-                            let code = store.verify(key).unwrap().code;
+                            let code = store.code(key);
                             if code != Code::Valid {
                                 assert_eq!(code, Code::Revoked);
-                                *seen = Some(Instant::now());
+                                *seen = Some((Instant::now(), SystemTime::now()));
                             }
                         }
                     }
@@ -311,17 +346,28 @@ fn propagation(dir: &Path, url: &str, rounds: usize, pace: Option<Duration>) {
             checker.join().unwrap()
         });
         let t0 = *start.get().unwrap();
-        let (db, dc) = (ms(tb - t0), ms(tc - t0));
+        let (db, dc) = (ms(tb.0 - t0), ms(tc.0 - t0));
         on_b.push(db);
         on_c.push(dc);
         both.push(db.max(dc));
+        let committed = commits.last_of(&a_name);
+        let since = |seen: SystemTime| ms(seen.duration_since(committed).unwrap_or_default());
+        from_commit.push(since(tb.1).max(since(tc.1)));
     }
-    println!("\nrevocation propagation, checker {tag} ({rounds} revocations on A; ms from the start of `revoke`):");
+    let hosts = if processes {
+        "B and C `credstore serve` processes, checked over HTTP"
+    } else {
+        "A, B and C in this process"
+    };
+    println!(
+        "\nrevocation propagation, checker {tag} ({hosts}; {rounds} revocations on A; ms from the start of `revoke`, last line from its commit):"
+    );
     for (name, values) in [
         ("revoke call on A", &mut call),
         ("B refuses", &mut on_b),
         ("C refuses", &mut on_c),
         ("B and C refuse", &mut both),
+        ("... from commit", &mut from_commit),
     ] {
         values.sort_by(f64::total_cmp);
         println!(
@@ -333,8 +379,141 @@ fn propagation(dir: &Path, url: &str, rounds: usize, pace: Option<Duration>) {
             values[values.len() - 1],
         );
     }
-    for store in [a, b, c] {
-        store.close().unwrap();
+    a.close().unwrap();
+    b.close();
+    c.close();
+}
+
+/// A host the checker asks: a store in this process, or a `credstore serve` process.
+enum Checked {
+    Store(Store),
+    Process(Sidecar),
+}
+
+impl Checked {
+    fn code(&self, key: &str) -> Code {
+        match self {
+            Checked::Store(store) => store.verify(key).unwrap().code,
+            Checked::Process(sidecar) => sidecar.verify(key),
+        }
+    }
+
+    fn close(self) {
+        match self {
+            Checked::Store(store) => store.close().unwrap(),
+            Checked::Process(sidecar) => sidecar.stop(),
+        }
+    }
+}
+
+/// `credstore --fleet URL serve` as host `name`, its replica at `dir/name`, on a loopback
+/// port; one kept-alive HTTP/1.1 connection to it.
+struct Sidecar {
+    child: std::process::Child,
+    connection: std::sync::Mutex<std::io::BufReader<std::net::TcpStream>>,
+}
+
+impl Sidecar {
+    fn start(dir: &Path, url: &str, name: &str) -> Sidecar {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_credstore"))
+            .args(["--fleet", url, "serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.join(name))
+            .env("CREDSTORE_PEPPER", "07".repeat(32))
+            .env("CREDSTORE_HOST", name)
+            .env("CREDSTORE_FLEET_LISTEN", listen().to_string())
+            .env_remove("CREDSTORE_DATA")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().unwrap().unwrap();
+        // The rest is drained, so that the pipe never fills.
+        std::thread::spawn(move || lines.for_each(drop));
+        let addr = line.trim().strip_prefix("Listening on http://").unwrap().to_string();
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Sidecar {
+            child,
+            connection: std::sync::Mutex::new(std::io::BufReader::new(stream)),
+        }
+    }
+
+    fn verify(&self, key: &str) -> Code {
+        use std::io::{BufRead, Read, Write};
+        let body = serde_json::json!({ "key": key }).to_string();
+        let mut conn = self.connection.lock().unwrap();
+        write!(
+            conn.get_mut(),
+            "POST /v1/keys.verify HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            conn.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut answer = vec![0; length];
+        conn.read_exact(&mut answer).unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        serde_json::from_value(answer["data"]["code"].clone()).unwrap()
+    }
+
+    /// SIGTERM: the sidecar closes its store and exits.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill").arg(&pid).status().unwrap();
+        assert!(
+            self.child.wait().unwrap().success(),
+            "credstore serve did not stop cleanly"
+        );
+    }
+}
+
+/// When PostgreSQL committed a host's last record, near enough: `credstore_log.at`, which
+/// `credstore_append` sets to `now()`, the start of its transaction; the commit follows
+/// within the append's own time (its inserts and the WAL fsync), so a delay measured from
+/// it is at most that much too long, never too short. PostgreSQL and this process read the
+/// same system clock.
+struct CommitTimes {
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl CommitTimes {
+    fn connect(url: &str) -> CommitTimes {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (client, connection) = runtime
+            .block_on(tokio_postgres::connect(url, tokio_postgres::NoTls))
+            .unwrap();
+        // Driven while a query waits in `block_on`.
+        runtime.spawn(connection);
+        CommitTimes { runtime, client }
+    }
+
+    fn last_of(&self, host: &str) -> SystemTime {
+        let seconds: f64 = self
+            .runtime
+            .block_on(self.client.query_one(
+                "select extract(epoch from at)::float8 from credstore_log where host = $1 order by seq desc limit 1",
+                &[&host],
+            ))
+            .unwrap()
+            .get(0);
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds)
     }
 }
 

@@ -230,7 +230,7 @@ pub enum InputError {
     #[error("invalid CREDSTORE_LOCK_WAIT {}: give a duration such as 10s or 500ms, or 0 not to wait", redact::quote(.0))]
     InvalidLockWait(String),
     /// A fleet setting from the environment that does not parse: its variable and value.
-    #[error("invalid {variable} {}: give a duration such as 30s for the staleness bound, or true/false for fail-open", redact::quote(.value))]
+    #[error("invalid {variable} {}: give a duration such as 30s or 20ms for the staleness bound and the poll, or true/false for fail-open and listening", redact::quote(.value))]
     InvalidFleetSetting {
         /// The variable.
         variable: &'static str,

@@ -207,10 +207,20 @@ fn a_rotated_key_spends_the_same_fleet_budget() {
     assert!(settled.settled <= 100);
 }
 
+/// A child process killed when dropped, so a failing test leaves no server behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `credstore --fleet URL serve` as host `name`, with budget leases of `ttl`; returns the
 /// child and the address it listens on.
-fn serve(cli: &common::Cli, url: &str, name: &str, ttl: &str) -> (Child, std::net::SocketAddr) {
-    let mut child = cli
+fn serve(cli: &common::Cli, url: &str, name: &str, ttl: &str) -> (Killed, std::net::SocketAddr) {
+    let child = cli
         .bare()
         .args(["--fleet", url, "--data"])
         .arg(&cli.data)
@@ -222,7 +232,8 @@ fn serve(cli: &common::Cli, url: &str, name: &str, ttl: &str) -> (Child, std::ne
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn serve");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut child = Killed(child);
+    let stdout = child.0.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).expect("first line");
     let addr = line
@@ -259,8 +270,8 @@ fn a_killed_host_holding_leases_keeps_the_fleet_within_the_cap_and_its_lease_is_
     let held = account(&url, info.id.as_str());
     assert_eq!(held.holders, 1, "the sidecar holds a lease: {held:?}");
     assert!(held.leased >= spent_there);
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().expect("reap");
 
     // Meanwhile the other host spends: never past the cap, counting the dead host's lease.
     let mut total = spent_there;

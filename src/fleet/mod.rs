@@ -12,9 +12,11 @@
 //! and for a host's own threads. Do not call it from inside another tokio runtime.
 
 mod lease;
+mod listen;
 mod schema;
 
 pub use lease::{BudgetAccount, Lease, LeaseAsk, Returned};
+pub use listen::{CHANNEL, ListenState, Listener};
 pub use schema::SCHEMA_VERSION;
 
 use std::str::FromStr;
@@ -134,6 +136,8 @@ pub struct HostStatus {
 pub struct Fleet {
     runtime: tokio::runtime::Runtime,
     pool: deadpool_postgres::Pool,
+    /// For a connection of its own ([`Fleet::listen`]).
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -157,7 +161,7 @@ impl Fleet {
     pub fn connect(url: &str) -> Result<Fleet> {
         let config = tokio_postgres::Config::from_str(url).map_err(|e| FleetError::BadUrl(e.to_string()))?;
         let manager = deadpool_postgres::Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
@@ -172,7 +176,18 @@ impl Fleet {
             .enable_all()
             .build()
             .map_err(|e| FleetError::Runtime(e.to_string()))?;
-        Ok(Fleet { runtime, pool })
+        Ok(Fleet { runtime, pool, config })
+    }
+
+    /// Starts listening for the fleet's announcements of new records ([`Listener`]), on
+    /// a connection of its own (not the pool's) and a thread of its own. A hint only: it
+    /// never replaces reading the head ([`Fleet::head`]).
+    ///
+    /// # Errors
+    /// [`FleetError::Runtime`] when its thread cannot start. Connecting is not waited
+    /// for: it happens, and happens again, in the background.
+    pub fn listen(&self) -> Result<Listener> {
+        Listener::start(self.config.clone())
     }
 
     /// [`Fleet::init`] for a new store with a random id; on a database that is already a

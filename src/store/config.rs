@@ -54,6 +54,17 @@ pub struct Config {
     /// so it refuses requests on rate-limited keys (`RATE_LIMITED`) rather than take a part
     /// from the serving hosts for a moment. Budgets it spends from leases as any host.
     pub fleet_passive: bool,
+    /// Fleet mode: how often an idle host reads the fleet's head to learn of other hosts'
+    /// changes while no listener is in effect (20 ms by default). With one in effect
+    /// (`fleet_listen`), a change is announced at once and the head is read every 100 ms
+    /// or this, whichever is longer. The poll alone is correct: the listener only hurries it.
+    pub fleet_poll: Duration,
+    /// Fleet mode: listen for the fleet's announcements of new records (PostgreSQL's
+    /// `LISTEN credstore_log`, on a connection of its own), so that a change reaches this
+    /// host without waiting for its poll. On by default; off for an engine without `LISTEN`
+    /// (CockroachDB: the listener stops by itself there) or behind a pooler in transaction
+    /// mode, which swallows notifications.
+    pub fleet_listen: bool,
     /// How long opening waits for the store's lock while another process (or another
     /// `Store` of this one) holds it, before [`crate::OpenError::Locked`]; zero fails at once.
     pub lock_wait: Duration,
@@ -98,6 +109,8 @@ impl Config {
             fleet_fail_open: false,
             fleet_lease_ttl: Duration::from_secs(10),
             fleet_passive: false,
+            fleet_poll: Duration::from_millis(20),
+            fleet_listen: true,
             lock_wait: DEFAULT_LOCK_WAIT,
             verify_prefixes: None,
         }
@@ -108,7 +121,9 @@ impl Config {
     /// `CREDSTORE_LOCK_WAIT` (a duration, `0` not to wait), the prefixes customer
     /// verification accepts from `CREDSTORE_VERIFY_PREFIXES` (separated by commas), and a
     /// fleet host's staleness bound and fail-open from `CREDSTORE_FLEET_MAX_STALENESS` (a
-    /// duration) and `CREDSTORE_FLEET_FAIL_OPEN` (`true`/`false`) when they are set.
+    /// duration) and `CREDSTORE_FLEET_FAIL_OPEN` (`true`/`false`), its poll interval from
+    /// `CREDSTORE_FLEET_POLL` (a duration) and whether it listens from
+    /// `CREDSTORE_FLEET_LISTEN` (`true`/`false`) when they are set.
     ///
     /// # Errors
     /// [`InputError::InvalidPepper`] when the variable is set but not 64 hex characters;
@@ -134,17 +149,17 @@ impl Config {
             config.fleet_lease_ttl = fleet_duration("CREDSTORE_FLEET_LEASE_TTL", text)?;
         }
         if let Ok(text) = std::env::var("CREDSTORE_FLEET_FAIL_OPEN") {
-            config.fleet_fail_open = match text.trim() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" => false,
-                _ => {
-                    return Err(InputError::InvalidFleetSetting {
-                        variable: "CREDSTORE_FLEET_FAIL_OPEN",
-                        value: text,
-                    }
-                    .into());
-                }
-            };
+            config.fleet_fail_open = parse_switch("CREDSTORE_FLEET_FAIL_OPEN", text)?;
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_FLEET_POLL") {
+            let ms = crate::clock::parse_duration(text.trim()).map_err(|_| InputError::InvalidFleetSetting {
+                variable: "CREDSTORE_FLEET_POLL",
+                value: text.clone(),
+            })?;
+            config.fleet_poll = Duration::from_millis(ms.unsigned_abs());
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_FLEET_LISTEN") {
+            config.fleet_listen = parse_switch("CREDSTORE_FLEET_LISTEN", text)?;
         }
         if let Ok(list) = std::env::var("CREDSTORE_VERIFY_PREFIXES") {
             config.verify_prefixes = Some(
@@ -170,6 +185,14 @@ impl Config {
     pub fn fleet_staleness(mut self, max: Duration, fail_open: bool) -> Self {
         self.fleet_max_staleness = max;
         self.fleet_fail_open = fail_open;
+        self
+    }
+
+    /// How often a fleet host reads the fleet's head ([`Config::fleet_poll`]) and whether
+    /// it listens for announcements ([`Config::fleet_listen`]).
+    pub fn fleet_fan_out(mut self, poll: Duration, listen: bool) -> Self {
+        self.fleet_poll = poll;
+        self.fleet_listen = listen;
         self
     }
 
@@ -258,6 +281,15 @@ impl Config {
             Format::new(prefix, Env::Live, crate::token::DEFAULT_RANDOM_LEN, true)?;
         }
         Ok(())
+    }
+}
+
+/// A `true`/`false` fleet setting from the environment (`1`/`0` and `yes`/`no` too).
+fn parse_switch(variable: &'static str, text: String) -> Result<bool> {
+    match text.trim() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(InputError::InvalidFleetSetting { variable, value: text }.into()),
     }
 }
 

@@ -6,9 +6,14 @@
 //! - The commit thread commits every batch to the fleet first ([`FleetLink::append`], a
 //!   compare-and-set on the fleet's head) and only then locally; a head that moved means
 //!   another host committed first: the thread catches up and plans the batch again.
-//! - Between batches the commit thread polls the fleet's head and applies what other hosts
-//!   committed ([`FleetLink::poll`], then `commit::catch_up`), so a revocation anywhere
-//!   reaches this host's live map within a poll interval.
+//! - Between batches the commit thread asks [`FleetLink::poll`] whether the fleet has
+//!   records the replica lacks, and applies them (`commit::catch_up`). Two ways to know:
+//!   a listener (`LISTEN credstore_log` on a connection of its own, [`Listener`]) that
+//!   PostgreSQL tells of every append, read with one atomic load and no round trip; and
+//!   a read of the fleet's head by sequence number every `Config::fleet_poll` (20 ms),
+//!   every 100 ms while the listener is in effect. The poll is the correct path and alone
+//!   suffices (no LISTEN on CockroachDB, a dropped connection, a pooler that swallows
+//!   notifications): the listener only makes a change arrive sooner.
 //! - A host that cannot reach the fleet for longer than `Config::fleet_max_staleness`
 //!   refuses to verify ([`crate::Error::Stale`]: fail closed), unless
 //!   `Config::fleet_fail_open`; writes fail at once; it catches up when the fleet answers.
@@ -17,14 +22,15 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 pub(crate) use crate::fleet::Appended;
-use crate::fleet::{Fleet, FleetError, FleetRecord};
+use crate::fleet::{Fleet, FleetError, FleetRecord, Listener};
 use crate::log::{LogWriter, genesis_hash};
 
 use super::leases::{LeaseRequest, Leases};
 use crate::limits::{Share, Shares};
 
-/// How often an idle commit thread asks the fleet whether its head moved.
-pub(crate) const POLL_EVERY: Duration = Duration::from_millis(20);
+/// The shortest interval between two reads of the fleet's head while a listener is in
+/// effect: changes are announced, the poll is the safety net.
+const POLL_WHILE_LISTENING: Duration = Duration::from_millis(100);
 /// Records fetched per round trip when catching up.
 const CATCH_UP_CHUNK: u32 = 1024;
 
@@ -32,6 +38,12 @@ const CATCH_UP_CHUNK: u32 = 1024;
 pub(crate) struct FleetLink {
     fleet: Fleet,
     host: String,
+    /// Announcements of new records; `None` when `Config::fleet_listen` is off.
+    listener: Option<Listener>,
+    /// The announced sequence number last acted on: each is acted on once.
+    chased: u64,
+    /// How often the head is read while no listener is in effect (`Config::fleet_poll`).
+    poll_every: Duration,
     last_poll: Instant,
     last_heartbeat: Option<Instant>,
     /// When the replica was last known to hold everything the fleet had.
@@ -72,9 +84,17 @@ impl FleetLink {
         }
         // Leases this host held before it stopped: what it spent of them is not known here.
         fleet.settle_host(&host)?;
+        let listener = if config.fleet_listen {
+            Some(fleet.listen()?)
+        } else {
+            None
+        };
         Ok(FleetLink {
             fleet,
             host,
+            listener,
+            chased: 0,
+            poll_every: config.fleet_poll,
             last_poll: Instant::now(),
             last_heartbeat: None,
             synced_at: Instant::now(),
@@ -140,16 +160,36 @@ impl FleetLink {
             .append(log.durable_seq(), log.durable_hash(), payloads, &self.host)?)
     }
 
-    /// Looks at the fleet's head once a poll interval has passed: is the replica, at
-    /// `local_seq`, behind it?
+    /// Is the replica, at `local_seq`, behind the fleet? Behind at once, without a round
+    /// trip, when the listener heard of a record past it (each announcement is acted on
+    /// once); otherwise the fleet's head is read once a poll interval has passed.
     pub fn poll(&mut self, local_seq: u64) -> Poll {
-        if self.last_poll.elapsed() < POLL_EVERY {
+        let mut every = self.poll_every;
+        let mut announced = None;
+        if let Some(listener) = &self.listener {
+            let notified = listener.notified();
+            if notified > local_seq && notified > self.chased {
+                self.chased = notified;
+                return Poll::Behind;
+            }
+            if listener.is_listening() {
+                every = every.max(POLL_WHILE_LISTENING);
+                announced = Some(notified);
+            }
+        }
+        if self.last_poll.elapsed() < every {
             return Poll::NotDue;
         }
         self.last_poll = Instant::now();
         match self.fleet.head() {
             Ok((seq, _)) if seq > local_seq => Poll::Behind,
-            Ok(_) => {
+            Ok((seq, _)) => {
+                // An announcement past the head was no append's: it must not hide real
+                // ones (each is acted on only if higher than the last).
+                if let (Some(listener), Some(notified)) = (&self.listener, announced) {
+                    listener.correct(notified, seq);
+                    self.chased = self.chased.min(seq);
+                }
                 self.mark_synced();
                 Poll::UpToDate
             }

@@ -11,9 +11,10 @@ use credstore::{Config, Store};
 
 use super::{Command, Failure, run_on, store_config};
 
-/// The fleet URL, this process's host name, and whether it is a passive host (the CLI's
-/// throwaway replica: not counted among the hosts that share rate limits), once `--fleet`
-/// is given.
+/// The fleet URL, this process's host name, and whether it serves (`serve`: a host proper,
+/// counted among the hosts that share rate limits, listening for the fleet's announcements;
+/// otherwise the CLI's throwaway replica, passive and not listening), once `--fleet` is
+/// given.
 pub(super) static FLEET: OnceLock<(String, String, bool)> = OnceLock::new();
 
 /// Runs `command` against the fleet at `url`.
@@ -59,7 +60,7 @@ fn join(url: String, role: &str, passive: bool) -> Result<(), Failure> {
     if Config::from_env()?.pepper.is_none() {
         return Err(super::usage("fleet mode needs the fleet's pepper in CREDSTORE_PEPPER"));
     }
-    let _ = FLEET.set((url, host, passive));
+    let _ = FLEET.set((url, host, !passive));
     Ok(())
 }
 

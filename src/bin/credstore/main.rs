@@ -761,9 +761,12 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
 fn store_config() -> Result<Config, Failure> {
     let config = Config::from_env()?;
     #[cfg(feature = "fleet")]
-    if let Some((url, host, passive)) = fleet_cmd::FLEET.get() {
+    if let Some((url, host, serving)) = fleet_cmd::FLEET.get() {
         let mut config = config.fleet(url.clone(), host.clone());
-        config.fleet_passive = *passive;
+        // Only `serve` is a host proper: a one-shot command's throwaway replica is passive
+        // (no part of the rate limits) and does not listen (nothing to gain from it).
+        config.fleet_passive = !*serving;
+        config.fleet_listen &= *serving;
         return Ok(config);
     }
     Ok(config)
