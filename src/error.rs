@@ -373,6 +373,12 @@ pub enum StateError {
     /// The key was rotated already; rotate its successor instead.
     #[error("key {0} was already rotated to {1}")]
     AlreadyRotated(String, String),
+    /// Credit for a key that has no budget (of its own or from its plan).
+    #[error("key {0} has no budget to credit: give it one (update --budget) or a plan with one")]
+    NoBudget(String),
+    /// Credit for a key that was rotated: its budget is its successor's now.
+    #[error("key {0} was rotated to {1}: its budget is that key's now; credit it instead")]
+    CreditRotated(String, String),
     /// The key is already disabled.
     #[error("key {0} is already disabled")]
     AlreadyDisabled(String),

@@ -98,6 +98,8 @@ pub(crate) struct IndexBatch<'a> {
     pub directory: &'a BTreeMap<DirKey, Option<DirEntry>>,
     /// Raised budget marks.
     pub marks: &'a BTreeMap<KeyId, u64>,
+    /// Budget credits set: (period, credit).
+    pub credits: &'a BTreeMap<KeyId, (u32, i64)>,
     /// Secret versions put (`Some`) or deleted (`None`), by `vault_key`.
     pub vault: &'a BTreeMap<Vec<u8>, Option<VaultEntry>>,
     /// Master key check values registered.
@@ -434,6 +436,21 @@ impl Index {
         Ok((masters, min))
     }
 
+    /// A key's budget credit: the period it is for and the amount, if it was ever given
+    /// one.
+    pub fn credit(&self, id: &KeyId) -> Result<Option<(u32, i64)>> {
+        self.check_current()?;
+        let key = credit_key(id);
+        let Some(sealed) = self.meta.get(&key)? else {
+            return Ok(None);
+        };
+        let value: [u8; 12] = self.number("meta", &key, &sealed)?;
+        let (period, credit) = value.split_at(4);
+        let period: [u8; 4] = crate::log::frame::to_array(period);
+        let credit: [u8; 8] = crate::log::frame::to_array(credit);
+        Ok(Some((u32::from_be_bytes(period), i64::from_be_bytes(credit))))
+    }
+
     /// A key's persisted budget mark (packed), 0 if none.
     pub fn mark(&self, id: &KeyId) -> Result<u64> {
         let id = id.as_str().as_bytes();
@@ -580,6 +597,11 @@ impl Index {
         }
         for (id, mark) in batch.marks {
             put_value(6, "marks", id.as_str().as_bytes().to_vec(), Some(&mark.to_be_bytes()));
+        }
+        for (id, (period, credit)) in batch.credits {
+            let mut value = period.to_be_bytes().to_vec();
+            value.extend_from_slice(&credit.to_be_bytes());
+            put_value(4, "meta", credit_key(id), Some(&value));
         }
         put_value(4, "meta", APPLIED_SEQ.to_vec(), Some(&batch.applied_seq.to_be_bytes()));
         put_value(4, "meta", APPLIED_HASH.to_vec(), Some(&batch.applied_hash));
@@ -776,6 +798,13 @@ fn scan_ids<'a>(tree: &'a sled::Tree, head: &str) -> impl Iterator<Item = sled::
     tree.scan_prefix(join(head, b""))
         .keys()
         .map(move |k| k.map(|k| sled::IVec::from(k.get(start..).unwrap_or_default())))
+}
+
+/// Where a key's budget credit is kept in `meta`.
+fn credit_key(id: &KeyId) -> Vec<u8> {
+    let mut key = b"credit/".to_vec();
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
 }
 
 /// The bincode payload of a value (sealed by the caller).

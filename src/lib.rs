@@ -76,13 +76,13 @@ pub mod vault;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{BudgetState, Code, Decision, LimitName, RateLimitState, RateLimited, RateLimits};
 pub use error::{Error, IndexError, InputError, OpenError, Result, StateError};
-pub use event::{Event, EventKind, KeyChanges, KeyUse, USE_BATCH_SPAN_MS, UseSummary};
+pub use event::{CreditChange, Event, EventKind, KeyChanges, KeyUse, USE_BATCH_SPAN_MS, UseSummary};
 pub use limits::{Budget, Period, Plan, RateLimit};
 pub use log::LogError;
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
 pub use secret::{Pepper, Secret};
 pub use store::{
-    Config, CreatedKey, DEFAULT_LOCK_WAIT, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo, Store,
-    UseLog, VerifyRequest, parse_expiry, parse_master_keys,
+    Config, CreatedKey, Credit, DEFAULT_LOCK_WAIT, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo,
+    Store, UseLog, VerifyRequest, parse_expiry, parse_master_keys,
 };
 pub use token::{Env, Format, FormatLength, FormatRequest, FormatSet, Malformed, Token};

@@ -229,6 +229,30 @@ pub enum EventKind {
         /// Why, as the operator said.
         reason: Option<String>,
     },
+    /// A key's budget was given credit, or had it taken away, for the current period: its
+    /// cap in period `period` is the budget's cap plus `credit` (never below zero).
+    BudgetCredited {
+        /// The key.
+        id: KeyId,
+        /// The budget period the credit is for (as the budget counter numbers periods).
+        period: u32,
+        /// The credit in that period after the change (the sum of every change in it).
+        credit: i64,
+        /// What was asked: `credits add` (an amount, negative to take away) or `credits
+        /// set` (the remaining credit wanted).
+        change: CreditChange,
+        /// Why, as the operator said.
+        reason: Option<String>,
+    },
+}
+
+/// A change of a budget's credit, as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CreditChange {
+    /// Add this much to what is left (negative: take it away).
+    Add(i64),
+    /// Make what is left exactly this.
+    Set(u64),
 }
 
 /// Encodes a value that serialises as an [`Event`] does into a log payload: the format
@@ -416,6 +440,7 @@ impl Event {
             EventKind::PlanDeleted { .. } => "plan.deleted",
             EventKind::BudgetMark { .. } => "budget.mark",
             EventKind::HeadReset { .. } => "head.reset",
+            EventKind::BudgetCredited { .. } => "budget.credited",
             EventKind::RoleSet { .. } => "role.set",
             EventKind::RoleDeleted { .. } => "role.deleted",
             EventKind::UserSet { .. } => "user.set",
@@ -453,7 +478,7 @@ impl Event {
             | EventKind::UsesDropped { .. } => vec![],
             EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } => id.iter().collect(),
             EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => uses.iter().map(|u| &u.id).collect(),
-            EventKind::BudgetMark { id, .. } => vec![id],
+            EventKind::BudgetMark { id, .. } | EventKind::BudgetCredited { id, .. } => vec![id],
             EventKind::KeyCreated { record, .. } => vec![&record.id],
             EventKind::KeyUpdated { id, .. }
             | EventKind::KeyDisabled { id }
@@ -536,6 +561,22 @@ impl Event {
             EventKind::BudgetMark { id, mark } => {
                 let (period, amount) = crate::limits::budget::unpack(*mark);
                 json!({ "key_id": id, "period": period, "mark": amount })
+            }
+            EventKind::BudgetCredited {
+                id,
+                period,
+                credit,
+                change,
+                reason,
+            } => {
+                let (asked, amount) = match change {
+                    CreditChange::Add(n) => ("add", json!(n)),
+                    CreditChange::Set(n) => ("set", json!(n)),
+                };
+                json!({
+                    "key_id": id, "period": period, "credit": credit, "change": asked,
+                    "amount": amount, "reason": reason,
+                })
             }
             EventKind::KeyDisabled { id } | EventKind::KeyEnabled { id } => json!({ "key_id": id }),
             EventKind::KeyRevoked {

@@ -111,12 +111,56 @@ pub(crate) struct ActiveBudget {
     /// `id << 32 | end`, the end in days since the epoch (`u32::MAX`: no end; the word 0:
     /// nothing computed yet). Periods end at midnight UTC.
     period: Arc<AtomicU64>,
+    /// The budget's credit (`credits add`, `credits set`): its period and amount, packed
+    /// by [`pack_credit`]; 0 when none. Shared like the counter.
+    pub credit: Arc<AtomicU64>,
+}
+
+/// Bits of a packed credit that hold the amount (two's complement); the period has the rest.
+const CREDIT_BITS: u32 = 44;
+const CREDIT_MASK: u64 = (1 << CREDIT_BITS) - 1;
+/// The largest credit, either way, a budget can hold.
+pub(crate) const MAX_CREDIT: i64 = (1 << (CREDIT_BITS - 1)) - 1;
+
+/// A credit of `amount` (clamped to [`MAX_CREDIT`] either way) in `period`, in one word.
+pub(crate) fn pack_credit(period: u32, amount: i64) -> u64 {
+    let amount = amount.clamp(-MAX_CREDIT, MAX_CREDIT);
+    (u64::from(period) << CREDIT_BITS) | (amount.cast_unsigned() & CREDIT_MASK)
+}
+
+/// `budget` in `period`, its cap moved by `credit` if that is the period's.
+#[inline]
+fn in_period(budget: Budget, credit: &AtomicU64, period: u32) -> Budget {
+    let (p, credit) = unpack_credit(credit.load(Ordering::Acquire));
+    if p != period || credit == 0 {
+        return budget;
+    }
+    let cap = i64::try_from(budget.cap).unwrap_or(i64::MAX).saturating_add(credit);
+    Budget {
+        cap: u64::try_from(cap.max(0)).unwrap_or(0).min(crate::limits::MAX_BUDGET),
+        ..budget
+    }
+}
+
+/// The period and amount of a packed credit.
+pub(crate) fn unpack_credit(word: u64) -> (u32, i64) {
+    let period = u32::try_from(word >> CREDIT_BITS).unwrap_or(u32::MAX);
+    // Sign-extend the amount's 44 bits.
+    let amount = ((word & CREDIT_MASK) << (64 - CREDIT_BITS)).cast_signed() >> (64 - CREDIT_BITS);
+    (period, amount)
 }
 
 const DAY_MS: i64 = 86_400_000;
 const NO_END: u32 = u32::MAX;
 
 impl ActiveBudget {
+    /// The budget in force in `period`: its cap moved by the period's credit, if any (never
+    /// below zero nor past the largest budget).
+    #[inline]
+    pub fn in_period(&self, period: u32) -> Budget {
+        in_period(self.budget, &self.credit, period)
+    }
+
     /// The period holding `now_ms` (id and end), computed once per period. The period never
     /// moves back: a time before the cached period's start (a clock stepped back) stays in
     /// it, as [`BudgetCounter::charge`] would.
@@ -157,6 +201,8 @@ pub(crate) enum Seed<'a> {
     Persisted {
         counters: Option<&'a Counters>,
         mark: u64,
+        /// The budget's credit: its period and amount (`credits add`, `credits set`).
+        credit: Option<(u32, i64)>,
         now_ns: i64,
     },
 }
@@ -286,17 +332,33 @@ fn rescale(tat: i64, from: i64, to: i64, now_ns: i64) -> i64 {
 }
 
 fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
+    let credit = match seed {
+        Seed::Previous(prev, _) | Seed::Inherit(prev, _) => prev
+            .budget
+            .as_ref()
+            .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period))
+            .map(|b| Arc::clone(&b.credit)),
+        Seed::Persisted { credit, .. } => {
+            credit.map(|(period, amount)| Arc::new(AtomicU64::new(pack_credit(period, amount))))
+        }
+    };
+    let credit = credit.unwrap_or_default();
     let counter = match seed {
         Seed::Previous(prev, _) | Seed::Inherit(prev, _) => prev
             .budget
             .as_ref()
             .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period))
             .map(|b| Arc::clone(&b.counter)),
-        Seed::Persisted { counters, mark, now_ns } => {
+        Seed::Persisted {
+            counters, mark, now_ns, ..
+        } => {
             let (current, _) = budget.period.at(now_ns.div_euclid(1_000_000));
             let (period, amount) = unpack(unless_later(counters.map_or(0, |c| c.spend), current));
-            // Never restore above the cap.
-            let word = pack(period, amount.min(budget.cap));
+            // Never restore above the cap (a crash restores spend to the mark, which may run
+            // past it), counting a credit that raised it; one that lowered it may have come
+            // after the spend.
+            let cap = in_period(budget, &credit, period).cap.max(budget.cap);
+            let word = pack(period, amount.min(cap));
             Some(Arc::new(BudgetCounter::new(word, unless_later(*mark, current))))
         }
     };
@@ -305,6 +367,7 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
         counter: counter.unwrap_or_default(),
         // Nothing computed: the first request computes the period.
         period: Arc::new(AtomicU64::new(0)),
+        credit,
     }
 }
 

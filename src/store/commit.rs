@@ -94,6 +94,12 @@ pub(crate) enum Op {
     /// Replace sealed blobs by their rewrapped forms, each only if still the same blob.
     VaultRewrap(Vec<Rewrap>),
     VaultMinVersion(u32),
+    /// Give a key's budget credit for the current period, or take it away.
+    Credit {
+        id: KeyId,
+        change: crate::event::CreditChange,
+        reason: Option<String>,
+    },
     /// Raise a key's budget mark to at least `mark` (packed period and amount).
     RaiseMark {
         id: KeyId,
@@ -139,6 +145,8 @@ pub(crate) enum Outcome {
     Done,
     /// A secret version stored, or the number of blobs rewrapped.
     Count(u32),
+    /// A budget's credit changed: what is left of it in the current period now.
+    Credited(super::Credit),
     /// Budget units leased from the fleet (0: none left).
     #[cfg(feature = "fleet")]
     Leased(u64),
@@ -358,6 +366,23 @@ fn apply_and_publish(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
         }
     }
     let dir = shared.directory.load();
+    // Credits given in the batch reach the live states that hold the keys' budgets.
+    for (id, (period, credit)) in &overlay.credits {
+        let tag = overlay
+            .keys
+            .get(id)
+            .map(|k| k.tag)
+            .or_else(|| overlay.get(id).ok().flatten().map(|k| k.tag));
+        if let Some(budget) = tag
+            .and_then(|tag| shared.cache.get(&tag))
+            .and_then(|s| s.budget.clone())
+        {
+            budget.credit.store(
+                super::cache::pack_credit(*period, *credit),
+                std::sync::atomic::Ordering::Release,
+            );
+        }
+    }
     // Before the old keys' states change: requests in flight on them still count.
     for (old, new) in &overlay.rotations {
         if let (Some(old), Some(new)) = (overlay.keys.get(old), overlay.keys.get(new)) {

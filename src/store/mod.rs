@@ -46,7 +46,7 @@ use crate::directory::Directory;
 use crate::error::{Error, IndexError, InputError, OpenError, Result, StateError};
 use crate::event::KeyChanges;
 use crate::event::{Event, Tag};
-use crate::index::Index;
+use crate::index::{Index, StoredKey};
 use crate::limits::budget::Charge;
 use crate::limits::{Plan, check_limits};
 use crate::log::{LogError, LogReader, LogWriter, RecoveryReport};
@@ -79,6 +79,17 @@ pub struct Rotated {
     pub new: CreatedKey,
     /// The old key's record after the rotation (revoked now, or at the end of the grace).
     pub old: KeyRecord,
+}
+
+/// A budget's credit after `credits add` or `credits set`, in the current period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credit {
+    /// The credit: what was added to (or, negative, taken from) the budget's cap.
+    pub credit: i64,
+    /// The cap in force this period: the budget's, moved by the credit.
+    pub cap: u64,
+    /// What is left to spend this period.
+    pub remaining: u64,
 }
 
 /// A key's record with its status and last use, as `show` and `list` give it.
@@ -213,14 +224,41 @@ impl Shared {
     }
 
     /// A key's live state, built from what sled holds.
+    /// What key `stored` has spent of its budget in `period`: its live counter's, or the
+    /// last flushed when the key is not in the live map.
+    fn spent(&self, stored: &StoredKey, period: u32) -> u64 {
+        if let Some(budget) = self.cache.get(&stored.tag).and_then(|s| s.budget.clone()) {
+            return match self.fleet_host {
+                true => budget
+                    .counter
+                    .fleet_spent(period)
+                    .unwrap_or(budget.counter.spent(period)),
+                false => budget.counter.spent(period),
+            };
+        }
+        let flushed = self
+            .index
+            .counters(&stored.record.id)
+            .ok()
+            .flatten()
+            .map_or(0, |c| c.spend);
+        match crate::limits::budget::unpack(flushed) {
+            (p, spent) if p == period => spent,
+            _ => 0,
+        }
+    }
+
     fn load_state(&self, record: &KeyRecord) -> LiveState {
         // A read error here leaves counters at zero; the key's record itself came from
         // sled a moment ago, so sled is readable and this is not expected.
         let counters = self.index.counters(&record.id).ok().flatten();
         let mark = self.index.mark(&record.id).unwrap_or(0);
+        // Like the counters: a read error leaves the budget without its credit.
+        let credit = self.index.credit(&record.id).ok().flatten();
         let seed = Seed::Persisted {
             counters: counters.as_ref(),
             mark,
+            credit,
             now_ns: self.clock.now_ns(),
         };
         let mut state = LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed);
@@ -767,10 +805,12 @@ impl Store {
                 true => active.counter.fleet_spent(period).unwrap_or(spent),
                 false => spent,
             };
+            // The cap in force this period: the budget's, moved by any credit given.
+            let cap = active.in_period(period).cap;
             decision.budget = Some(BudgetState {
-                cap: active.budget.cap,
+                cap,
                 spent,
-                remaining: active.budget.cap.saturating_sub(spent),
+                remaining: cap.saturating_sub(spent),
                 period_end,
                 charged: cost > 0 && !exhausted,
             });
@@ -833,7 +873,7 @@ impl Store {
     /// charge would pass it. Returns the spend and whether the budget was exhausted.
     fn charge(&self, record: &KeyRecord, active: &cache::ActiveBudget, period: u32, cost: u64) -> Result<(u64, bool)> {
         loop {
-            match active.counter.charge(&active.budget, period, cost) {
+            match active.counter.charge(&active.in_period(period), period, cost) {
                 Charge::Charged(spent) => return Ok((spent, false)),
                 Charge::Exhausted(spent) => return Ok((spent, true)),
                 #[cfg(feature = "fleet")]
@@ -865,7 +905,7 @@ impl Store {
         let request = leases::LeaseRequest {
             budget_id: self.budget_id(record)?.to_string(),
             period,
-            cap: active.budget.cap,
+            cap: active.in_period(period).cap,
             need,
             want: wanted_mark.saturating_sub(base).max(need),
             counter: Arc::clone(counter),
@@ -1007,6 +1047,39 @@ impl Store {
             },
             expires: update.expires,
         })
+    }
+
+    /// Adds `amount` to what key `id` has left of its budget this period (a negative amount
+    /// takes credit away, never below nothing left), logged with `reason`. The credit lasts
+    /// until the period ends; the next starts from the budget's cap again.
+    ///
+    /// # Errors
+    /// [`Error::State`]: an unknown key, one without a budget
+    /// ([`crate::StateError::NoBudget`]), one rotated to another
+    /// ([`crate::StateError::CreditRotated`]).
+    pub fn credits_add(&self, id: &KeyId, amount: i64, reason: Option<String>) -> Result<Credit> {
+        self.credit(id, crate::event::CreditChange::Add(amount), reason)
+    }
+
+    /// Makes what key `id` has left of its budget this period exactly `remaining`, logged
+    /// with `reason`.
+    ///
+    /// # Errors
+    /// As [`Store::credits_add`].
+    pub fn credits_set(&self, id: &KeyId, remaining: u64, reason: Option<String>) -> Result<Credit> {
+        self.credit(id, crate::event::CreditChange::Set(remaining), reason)
+    }
+
+    fn credit(&self, id: &KeyId, change: crate::event::CreditChange, reason: Option<String>) -> Result<Credit> {
+        crate::record::validate_reason(reason.as_deref())?;
+        match self.submit(Op::Credit {
+            id: id.clone(),
+            change,
+            reason,
+        })? {
+            Outcome::Credited(credit) => Ok(credit),
+            _ => Err(Error::UnexpectedReply { request: "credit" }),
+        }
     }
 
     /// Disables a key (reversible with [`Store::enable`]).

@@ -10,7 +10,7 @@ pub(crate) enum FleetLink {}
 /// What an append did (never made without a fleet).
 #[expect(dead_code, reason = "the commit thread matches on it; without a fleet none is made")]
 pub(crate) enum Appended {
-    Committed,
+    Committed { seq: u64 },
     Conflict,
 }
 

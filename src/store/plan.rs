@@ -22,6 +22,7 @@ pub(super) enum Planned {
     Rotated(KeyId, KeyId, Secret),
     Done,
     Count(u32),
+    Credited(super::Credit),
 }
 
 impl Planned {
@@ -43,6 +44,7 @@ impl Planned {
             },
             Self::Done => Outcome::Done,
             Self::Count(n) => Outcome::Count(n),
+            Self::Credited(c) => Outcome::Credited(c),
         })
     }
 }
@@ -267,6 +269,47 @@ pub(super) fn plan(
                 vec![event(EventKind::PlanDeleted { name: name.clone() })],
                 Planned::Done,
             ))
+        }
+        Op::Credit { id, change, reason } => {
+            let stored = state.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
+            let record = &stored.record;
+            if let Some(next) = &record.rotated_to {
+                return Err(StateError::CreditRotated(id.to_string(), next.to_string()).into());
+            }
+            let plan = match &record.plan {
+                Some(name) => Some(state.plan(name)?),
+                None => None,
+            };
+            let (_, budget) = crate::limits::effective(&record.rate_limits, record.budget, plan.as_ref());
+            let budget = budget.ok_or_else(|| StateError::NoBudget(id.to_string()))?;
+            let (period, _) = budget.period.at(now);
+            let spent = shared.spent(&stored, period);
+            let cap = i64::try_from(budget.cap).unwrap_or(i64::MAX);
+            let spent_i = i64::try_from(spent).unwrap_or(i64::MAX);
+            let credit = match change {
+                crate::event::CreditChange::Add(n) => state.credit(id, period)?.saturating_add(*n),
+                crate::event::CreditChange::Set(left) => {
+                    spent_i.saturating_add(i64::try_from(*left).unwrap_or(i64::MAX)) - cap
+                }
+            };
+            // Never a cap below zero; never more credit than a budget can count.
+            let credit = credit
+                .max(-cap)
+                .clamp(-super::cache::MAX_CREDIT, super::cache::MAX_CREDIT);
+            let cap_now = u64::try_from(cap.saturating_add(credit)).unwrap_or(0);
+            let kind = EventKind::BudgetCredited {
+                id: id.clone(),
+                period,
+                credit,
+                change: *change,
+                reason: reason.clone(),
+            };
+            let outcome = super::Credit {
+                credit,
+                cap: cap_now,
+                remaining: cap_now.saturating_sub(spent),
+            };
+            Ok((vec![event(kind)], Planned::Credited(outcome)))
         }
         // Leases are answered before a batch is planned; none reaches here.
         #[cfg(feature = "fleet")]

@@ -37,6 +37,8 @@ pub(crate) struct Overlay<'a> {
     dir: BTreeMap<DirKey, Option<DirEntry>>,
     /// Budget marks raised in this batch.
     marks: BTreeMap<KeyId, u64>,
+    /// Budget credits set in this batch: (period, credit).
+    pub credits: BTreeMap<KeyId, (u32, i64)>,
     /// Secret versions put or deleted in this batch.
     vault: BTreeMap<Vec<u8>, Option<VaultEntry>>,
     /// Master keys registered in this batch.
@@ -56,6 +58,7 @@ impl<'a> Overlay<'a> {
             formats: None,
             dir: BTreeMap::new(),
             marks: BTreeMap::new(),
+            credits: BTreeMap::new(),
             vault: BTreeMap::new(),
             masters: BTreeMap::new(),
             vault_min: None,
@@ -67,6 +70,7 @@ impl<'a> Overlay<'a> {
             && self.formats.is_none()
             && self.dir.is_empty()
             && self.marks.is_empty()
+            && self.credits.is_empty()
             && self.vault.is_empty()
             && self.masters.is_empty()
             && self.vault_min.is_none()
@@ -79,6 +83,7 @@ impl<'a> Overlay<'a> {
             formats: self.formats.as_ref(),
             directory: &self.dir,
             marks: &self.marks,
+            credits: &self.credits,
             vault: &self.vault,
             masters: &self.masters,
             vault_min: self.vault_min,
@@ -213,6 +218,15 @@ impl<'a> Overlay<'a> {
             .count())
     }
 
+    /// The key's budget credit in `period` as of this batch (0 when none was given in it).
+    pub(super) fn credit(&self, id: &KeyId, period: u32) -> Result<i64> {
+        let current = match self.credits.get(id) {
+            Some(c) => Some(*c),
+            None => self.index.credit(id)?,
+        };
+        Ok(current.filter(|(p, _)| *p == period).map_or(0, |(_, c)| c))
+    }
+
     fn mark(&self, id: &KeyId) -> Result<u64> {
         match self.marks.get(id) {
             Some(m) => Ok(*m),
@@ -332,6 +346,10 @@ impl<'a> Overlay<'a> {
             EventKind::BudgetMark { id, mark } => {
                 let current = self.current_mark(id, event.at)?;
                 self.marks.insert(id.clone(), current.max(*mark));
+            }
+            // Not a change of the record: the live map learns it from `credits`.
+            EventKind::BudgetCredited { id, period, credit, .. } => {
+                self.credits.insert(id.clone(), (*period, *credit));
             }
             EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
             EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,
