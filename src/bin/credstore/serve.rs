@@ -157,6 +157,8 @@ mod imp {
     }
 
     async fn serve(store: Shared, args: &ServeArgs) -> Result<(), Failure> {
+        let ops = Ops::new(Arc::clone(&store));
+        let gate = Gate::new(Arc::clone(&store), &args.trusted_proxies)?;
         let listen = &args.listen;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure {
             code: if e.kind() == std::io::ErrorKind::InvalidInput {
@@ -175,8 +177,6 @@ mod imp {
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "Listening on http://{addr}");
         let _ = stdout.flush();
-        let ops = Ops::new(Arc::clone(&store));
-        let gate = Gate::new(Arc::clone(&store), &args.trusted_proxies)?;
         let router = router(store, &gate, &ops).layer(middleware::from_fn_with_state(args.request_timeout, deadline));
         let router = ops.observe(router);
         let limits = Limits {

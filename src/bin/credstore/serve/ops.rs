@@ -27,7 +27,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use credstore::{Code, Store, StoreStats, redact};
+use credstore::{Code, KeyId, Store, StoreStats, redact};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -332,8 +332,7 @@ async fn observe(State(ops): State<Arc<Ops>>, request: Request, next: Next) -> R
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    // A path can hold anything a client typed, a key included.
-    let path = redact::scrub(request.uri().path()).into_owned();
+    let path = loggable_path(request.uri().path());
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -354,9 +353,37 @@ async fn observe(State(ops): State<Arc<Ops>>, request: Request, next: Next) -> R
     response
 }
 
+/// A request's path for the log: a path can hold anything a client typed, a key
+/// included, so each segment is scrubbed of secret-shaped tokens, except key ids (public,
+/// and what an operator looks for).
+fn loggable_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if KeyId::parse(segment).is_ok() {
+                segment.into()
+            } else {
+                redact::scrub(segment)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_paths_keep_key_ids_and_lose_keys() {
+        let id = "key_0358IHIpUTZNwkxp9IzYZU";
+        assert_eq!(
+            loggable_path(&format!("/v1/api-keys/{id}/rotate")),
+            format!("/v1/api-keys/{id}/rotate")
+        );
+        let logged = loggable_path("/v1/api-keys/sk_live_XQMzAPIvGNXyobmWrzDzvTK7JBLgzlJK4V6CNP");
+        assert!(logged.starts_with("/v1/api-keys/sk_live_XQMz"), "{logged}");
+        assert!(!logged.contains("XQMzAPIvGNXyobmWrzDzvTK7"), "{logged}");
+    }
 
     #[test]
     fn counters_move_with_what_is_recorded() {
