@@ -102,8 +102,7 @@ async fn forward_auth(State(gate): State<Arc<Gate>>, request: Request) -> Respon
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| peer.ip());
     let mut response = match decide(&gate, &parts.method, parts.uri.path(), headers, peer) {
-        Ok(Answer { response, decided }) => {
-            let mut response = response;
+        Ok(Answer { mut response, decided }) => {
             if let Some(decided) = decided {
                 response.extensions_mut().insert(decided);
             }
