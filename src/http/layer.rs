@@ -14,6 +14,7 @@ use tower::{Layer, Service};
 
 use super::client_ip::TrustedProxies;
 use super::problem::{DEFAULT_PROBLEM_TYPE_BASE, Problems, RateFields, RateLimitFields};
+use crate::decision::Decision;
 use crate::policy::PermissionQuery;
 use crate::store::{Store, VerifyRequest};
 use crate::token::Env;
@@ -192,6 +193,48 @@ impl ApiKeyLayer {
     pub fn store(&self) -> &Arc<Store> {
         &self.config.store
     }
+
+    /// The layer's answer to `decision` where no handler follows it: forward auth, where a
+    /// gateway asks and the decision is the whole answer (`credstore serve`'s `/v1/auth`).
+    ///
+    /// `None` is a request without a key: the 401. A denial is answered exactly as the
+    /// layer answers it (problem document, rate-limit fields, `Retry-After` on a 429, with
+    /// this layer's [`require`](Self::require) named in an `INSUFFICIENT_PERMISSIONS`
+    /// document); a valid key gets an empty 200 with its rate-limit fields.
+    pub fn answer(&self, decision: Option<&Decision>) -> Response {
+        let config = &*self.config;
+        let Some(decision) = decision else {
+            return config.problems.unauthorized();
+        };
+        let rate = config.rate_fields(decision);
+        if !decision.is_valid() {
+            return config.problems.denied(decision, self.route.require.as_deref(), rate);
+        }
+        let mut response = Response::default();
+        if let Some(rate) = rate {
+            rate.apply(response.headers_mut());
+        }
+        response
+    }
+
+    /// The layer's answer when the store could not be read (a verify returned an error):
+    /// a 500 problem document.
+    pub fn answer_unavailable(&self) -> Response {
+        self.config.problems.unavailable()
+    }
+}
+
+impl LayerConfig {
+    /// The rate-limit fields an answer to `decision` carries, if any.
+    #[inline]
+    fn rate_fields(&self, decision: &Decision) -> Option<RateFields> {
+        if decision.ratelimits.is_empty() {
+            return None;
+        }
+        // `t` counts from the time the store decided at: no second clock read.
+        let now_secs = u64::try_from(decision.at.div_euclid(1000)).unwrap_or(0);
+        RateFields::of(decision, now_secs, self.rate_fields)
+    }
 }
 
 impl<S> Layer<S> for ApiKeyLayer {
@@ -264,13 +307,7 @@ impl<S> ApiKeyService<S> {
             Ok(decision) => decision,
             Err(_) => return Checked::Answer(config.problems.unavailable()),
         };
-        let rate = if decision.ratelimits.is_empty() {
-            None
-        } else {
-            // `t` counts from the time the store decided at: no second clock read.
-            let now_secs = u64::try_from(decision.at.div_euclid(1000)).unwrap_or(0);
-            RateFields::of(&decision, now_secs, config.rate_fields)
-        };
+        let rate = config.rate_fields(&decision);
         if decision.is_valid() {
             req.extensions_mut().insert(decision);
             Checked::Pass(rate)

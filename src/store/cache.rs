@@ -467,6 +467,11 @@ impl Cache {
         self.map.get(tag).map(|e| Arc::clone(e.value()))
     }
 
+    /// How many keys' live states are held (a monitoring figure: it locks each shard in turn).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     /// The generation to pass to [`Cache::fill`]; read it before reading sled.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)

@@ -143,6 +143,17 @@ pub struct LogCheck {
     pub index_differs: Vec<String>,
 }
 
+/// What [`Store::stats`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Keys whose live state (record, counters) is held in memory.
+    pub cached_keys: usize,
+    /// A fleet host that has not reached its fleet for longer than its staleness bound and
+    /// fails closed: every verify answers [`Error::Stale`] until it catches up.
+    pub fleet_stale: bool,
+}
+
 /// State shared by the caller threads, the commit thread and the flusher.
 pub(crate) struct Shared {
     index: Index,
@@ -483,6 +494,14 @@ impl Store {
     /// What log recovery did when the store was opened (a truncated torn tail, say).
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery
+    }
+
+    /// Figures for monitoring (`credstore serve`'s `/metrics` and `/readyz`); no I/O.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            cached_keys: self.shared.cache.len(),
+            fleet_stale: self.shared.fleet_stale.load(Ordering::Relaxed),
+        }
     }
 
     /// Issues a key. The secret is in the result, once; only its tag is stored.

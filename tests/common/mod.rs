@@ -197,8 +197,13 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(cli: &Cli) -> Sidecar {
+        Sidecar::start_with(cli, &[])
+    }
+
+    /// [`Sidecar::start`] with more arguments for `serve`.
+    pub fn start_with(cli: &Cli, args: &[&str]) -> Sidecar {
         let mut child = cli
-            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .command(&[&["serve", "--listen", "127.0.0.1:0"], args].concat())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -8,6 +8,11 @@
 //!   `POST /v1/api-keys` (create; the key is in the answer, once), `GET /v1/api-keys/{id}`,
 //!   `DELETE /v1/api-keys/{id}[?reason=]` (revoke), `POST /v1/api-keys/{id}/rotate`
 //!   (`{grace?: "24h"}`), `GET /v1/audit[?key=&kind=&since=&until=]`.
+//! - Forward auth for gateways, `GET|POST /v1/auth` and `ANY /v1/auth/{*path}`: the
+//!   decision as the answer's status, with an RFC 9457 problem document on a denial
+//!   (`serve/auth.rs`).
+//! - Operations: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text), and one
+//!   log line per request on stderr (`serve/ops.rs`).
 //!
 //! Answers are `{"success": true, "data": ...}` or `{"success": false, "error": {"code",
 //! "message"}}`. SIGINT or SIGTERM stops accepting, lets requests in flight finish, then
@@ -26,7 +31,11 @@ use std::time::Duration;
 use crate::Failure;
 
 #[cfg(feature = "http")]
+mod auth;
+#[cfg(feature = "http")]
 mod connections;
+#[cfg(feature = "http")]
+mod ops;
 
 /// `credstore serve`'s arguments.
 #[derive(clap::Args)]
@@ -55,6 +64,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CREDSTORE_MAX_CONNECTIONS", value_name = "N", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// A gateway whose X-Forwarded-For (else X-Real-IP) forward auth believes: an address
+    /// or CIDR range (repeatable). Default: loopback (127.0.0.0/8, ::1); `none` trusts none.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<String>,
+    /// The request log on stderr: human (coloured on a terminal) or json (JSON Lines).
+    /// CREDSTORE_LOG filters it (default info; debug adds /v1/auth and /v1/keys.verify).
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
 }
 
 /// Serves the store in `data` until SIGINT or SIGTERM.
@@ -93,7 +110,7 @@ mod imp {
     use axum::response::{IntoResponse, Response};
     use axum::routing::{get, post};
     use axum::{Json, Router};
-    use credstore::http::KeySource;
+    use credstore::http::{KeySource, PROBLEM_JSON};
     use credstore::policy::{EndpointAllowlist, IpAllowlist, PermissionQuery, PermissionSet, ReferrerAllowlist};
     use credstore::record::KeyKind;
     use credstore::redact;
@@ -106,7 +123,9 @@ mod imp {
     use serde_json::{Value, json};
 
     use super::ServeArgs;
+    use super::auth::Gate;
     use super::connections::{self, Limits};
+    use super::ops::{Decided, Ops};
     use crate::{Failure, output};
 
     type Shared = Arc<Store>;
@@ -115,6 +134,7 @@ mod imp {
     const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
     pub fn run(data: &Path, args: ServeArgs) -> Result<u8, Failure> {
+        super::ops::init_logging(&args.log_format);
         let store = Arc::new(crate::open(data)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -137,6 +157,8 @@ mod imp {
     }
 
     async fn serve(store: Shared, args: &ServeArgs) -> Result<(), Failure> {
+        let ops = Ops::new(Arc::clone(&store));
+        let gate = Gate::new(Arc::clone(&store), &args.trusted_proxies)?;
         let listen = &args.listen;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure {
             code: if e.kind() == std::io::ErrorKind::InvalidInput {
@@ -155,7 +177,8 @@ mod imp {
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "Listening on http://{addr}");
         let _ = stdout.flush();
-        let router = router(store).layer(middleware::from_fn_with_state(args.request_timeout, deadline));
+        let router = router(store, &gate, &ops).layer(middleware::from_fn_with_state(args.request_timeout, deadline));
+        let router = ops.observe(router);
         let limits = Limits {
             header_timeout: args.header_timeout,
             idle_timeout: args.idle_timeout,
@@ -166,8 +189,10 @@ mod imp {
     }
 
     /// The sidecar's routes.
-    fn router(store: Shared) -> Router {
+    fn router(store: Shared, gate: &Arc<Gate>, ops: &Arc<Ops>) -> Router {
         Router::new()
+            .merge(gate.routes())
+            .merge(ops.routes())
             .route("/v1/keys.verify", post(verify))
             .route("/v1/api-keys", get(list_keys).post(create_key))
             .route("/v1/api-keys/{id}", get(show_key).delete(revoke_key))
@@ -191,6 +216,7 @@ mod imp {
 
     /// Puts every error answer that is not the envelope yet into it: axum's own rejections
     /// (a body over [`MAX_BODY_BYTES`], a path that does not decode) are `text/plain`.
+    /// Forward auth's problem documents (`application/problem+json`) are answers already.
     /// Their text is scrubbed of secret-shaped tokens, as [`parse_json`]'s messages are.
     async fn envelope_errors(request: Request, next: Next) -> Response {
         let response = next.run(request).await;
@@ -198,7 +224,7 @@ mod imp {
         let json = response
             .headers()
             .get(CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json") || v.as_bytes() == PROBLEM_JSON.as_bytes());
         if json || !(status.is_client_error() || status.is_server_error()) {
             return response;
         }
@@ -385,8 +411,13 @@ mod imp {
         req.project = body.project.as_deref();
         req.env = env;
         // Inline: a verify is sub-microsecond on a cached key (see credstore::http).
-        let decision = store.verify_with(&req)?;
-        Ok(success(StatusCode::OK, output::decision_json(&decision)))
+        let (decision, decided) = Decided::measure(|| store.verify_with(&req), |d| d.code);
+        let mut response = match decision {
+            Ok(decision) => success(StatusCode::OK, output::decision_json(&decision)),
+            Err(e) => ApiError::from(e).into_response(),
+        };
+        response.extensions_mut().insert(decided);
+        Ok(response)
     }
 
     #[derive(Deserialize)]

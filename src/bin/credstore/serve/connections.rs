@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,6 +33,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -67,9 +69,9 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
     let open = Arc::new(Open::default());
     let mut shutdown = pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     pause_after(&e).await;
                     continue;
@@ -89,7 +91,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
             }
         };
         let registration = open.register();
-        tokio::spawn(connection(stream, router.clone(), limits, registration, slot));
+        tokio::spawn(connection(stream, peer, router.clone(), limits, registration, slot));
     }
     drop(listener);
     open.drain();
@@ -132,9 +134,11 @@ async fn pause_after(e: &io::Error) {
 }
 
 /// Serves one connection until the client closes it, a timeout or an eviction closes it,
-/// or the sidecar drains. `_slot` is given back when it returns.
+/// or the sidecar drains. `_slot` is given back when it returns. Each request carries the
+/// peer's address as axum's [`ConnectInfo`] (forward auth reads it).
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     router: Router,
     limits: Limits,
     registration: Registration,
@@ -144,7 +148,8 @@ async fn connection(
     let open = Arc::clone(&registration.open);
     let service = {
         let watch = Arc::clone(&watch);
-        service_fn(move |request: hyper::Request<Incoming>| {
+        service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
             let answering = Answering::start(&watch, &open);
             let answer = router.clone().oneshot(request);
             async move {
