@@ -496,7 +496,8 @@ impl From<Error> for Failure {
         if matches!(e, Error::Open(OpenError::Locked(_))) {
             message.push_str(&format!(
                 " for longer than the lock wait (CREDSTORE_LOCK_WAIT, {}s by default); \
-                 `credstore serve` holds it for as long as it runs",
+                 `credstore serve` holds it for as long as it runs, and takes the CLI's commands \
+                 on DATA/serve.sock once it has opened the store",
                 credstore::DEFAULT_LOCK_WAIT.as_secs()
             ));
         }
