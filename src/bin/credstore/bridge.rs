@@ -17,7 +17,8 @@
 //! 1. server: `H` hello, `[PROTOCOL: u32 BE][pid: u32 BE]`;
 //! 2. CLI: `A` per argument after the program's name (raw bytes), `T` the CLI's terminal
 //!    (`[stdout is one: u8][stderr is one: u8][table width: u32 BE, 0 for none]`), `I` what
-//!    the command reads from stdin (only a command that reads it), then `R` run;
+//!    the command reads from stdin (only a command that reads it: the CLI reads it after
+//!    `T`, and the server waits for it without a time limit), then `R` run;
 //! 3. server: `O` stdout and `E` stderr bytes as the command writes them (each at most
 //!    [`CHUNK`] bytes), then `X` exit, `[failed: u8][code: u8][message, UTF-8]`.
 //!
@@ -448,12 +449,17 @@ fn run_through(
     }
     // A broken environment (CREDSTORE_LOCK_WAIT, ...) is refused as it is without a server.
     crate::store_config()?;
-    let stdin = read_input(input)?;
+    // The command and the terminal first: the server then waits for stdin as long as a
+    // person at this terminal takes to type it.
     let sent = (|| {
         for arg in std::env::args_os().skip(1) {
             write_frame(&mut stream, kind::ARG, arg.as_bytes())?;
         }
-        write_frame(&mut stream, kind::TERMINAL, &Terminal::here().encode())?;
+        write_frame(&mut stream, kind::TERMINAL, &Terminal::here().encode())
+    })();
+    sent.map_err(|e| broken(Some(pid), &e))?;
+    let stdin = read_input(input)?;
+    let sent = (|| {
         if let Some(stdin) = &stdin {
             write_frame(&mut stream, kind::STDIN, stdin)?;
         }

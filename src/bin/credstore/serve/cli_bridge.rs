@@ -32,7 +32,8 @@ use crate::{Failure, run_on};
 
 /// How long a stop waits for commands in flight.
 const GRACE: Duration = Duration::from_secs(10);
-/// How long a CLI has to send its command once connected.
+/// How long a CLI has to send its arguments and terminal once connected (what it reads
+/// from stdin, perhaps from a person typing, has no time limit).
 const REQUEST_WAIT: Duration = Duration::from_secs(10);
 
 /// The socket and the task that accepts on it; inactive when the socket could not be made
@@ -141,15 +142,18 @@ async fn accept(listener: UnixListener, owner: u32, data: PathBuf, store: Arc<St
 
 /// One CLI's command, start to end. A CLI that goes away ends it quietly.
 fn session(mut stream: UnixStream, data: &Path, store: Arc<Store>) {
-    if let Err(e) = converse(&mut stream, data, store)
-        && !matches!(
-            e.kind(),
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-        )
-    {
-        // The error is the conversation's own (a timeout, a malformed frame), never a
-        // command's argument or output.
-        eprintln!("credstore serve: CLI socket: {e}");
+    let Err(e) = converse(&mut stream, data, store) else {
+        return;
+    };
+    // The error is the conversation's own (a timeout, a malformed frame), never a
+    // command's argument or output.
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {}
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => eprintln!(
+            "credstore serve: CLI socket: a connection sent no command within {}s: closed",
+            REQUEST_WAIT.as_secs()
+        ),
+        _ => eprintln!("credstore serve: CLI socket: {e}"),
     }
 }
 
@@ -160,7 +164,6 @@ fn converse(stream: &mut UnixStream, data: &Path, store: Arc<Store>) -> io::Resu
     bridge::write_frame(stream, kind::HELLO, &hello)?;
     stream.set_read_timeout(Some(REQUEST_WAIT))?;
     let request = Request::read(stream)?;
-    stream.set_read_timeout(None)?;
     let result = match parse(request.argv) {
         Ok(command) => {
             let served = Served {
@@ -211,6 +214,8 @@ impl Request {
                 kind::TERMINAL => {
                     request.terminal =
                         Terminal::decode(&payload).ok_or_else(|| invalid("a malformed terminal frame"))?;
+                    // A CLI: it may now read its stdin from a person.
+                    stream.set_read_timeout(None)?;
                 }
                 kind::RUN => return Ok(request),
                 _ => return Err(invalid("an unknown frame")),
