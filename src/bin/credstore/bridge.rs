@@ -153,6 +153,10 @@ impl Terminal {
     }
 
     /// From a `T` frame's payload.
+    #[cfg_attr(
+        not(feature = "http"),
+        expect(dead_code, reason = "the server's side: only `serve` (feature `http`) uses it")
+    )]
     pub fn decode(payload: &[u8]) -> Option<Terminal> {
         let &[stdout, stderr, a, b, c, d] = payload else {
             return None;
@@ -205,6 +209,10 @@ pub fn read_frame(input: &mut impl Read, max: usize) -> io::Result<(u8, Zeroizin
 }
 
 /// An `X` frame's payload for a command's result.
+#[cfg_attr(
+    not(feature = "http"),
+    expect(dead_code, reason = "the server's side: only `serve` (feature `http`) uses it")
+)]
 pub fn encode_exit(result: &Result<u8, Failure>) -> Vec<u8> {
     match result {
         Ok(code) => vec![0, *code],
@@ -254,6 +262,10 @@ pub struct Served {
 impl Served {
     /// Runs `command` on this thread as a command for the CLI: [`store`], [`write`],
     /// [`with_stdin`] and [`terminal`] answer for the CLI until it returns (or panics).
+    #[cfg_attr(
+        not(feature = "http"),
+        expect(dead_code, reason = "the server's side: only `serve` (feature `http`) uses it")
+    )]
     pub fn run<R>(self, command: impl FnOnce() -> R) -> R {
         /// Clears the thread's context however `command` ends.
         struct Leave;
