@@ -14,6 +14,15 @@ macro_rules! outln {
     };
 }
 
+/// `eprintln!` through [`output::write_stderr`]: to the CLI's stderr when `credstore serve`
+/// runs the command for a CLI.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+mod bridge;
 mod demo;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;
@@ -25,6 +34,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use credstore::policy::{
@@ -486,7 +496,8 @@ impl From<Error> for Failure {
         if matches!(e, Error::Open(OpenError::Locked(_))) {
             message.push_str(&format!(
                 " for longer than the lock wait (CREDSTORE_LOCK_WAIT, {}s by default); \
-                 `credstore serve` holds it for as long as it runs",
+                 `credstore serve` holds it for as long as it runs, and takes the CLI's commands \
+                 on DATA/serve.sock once it has opened the store",
                 credstore::DEFAULT_LOCK_WAIT.as_secs()
             ));
         }
@@ -566,6 +577,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     if let Some(url) = cli.fleet {
         return fleet_cmd::run(url, cli.command, &cli.data);
     }
+    // A running `credstore serve` holds the store: it runs the command (bridge.rs).
+    if let Some(result) = bridge::through_server(&cli.data, &cli.command) {
+        return result;
+    }
     run_on(cli.data, cli.command)
 }
 
@@ -626,7 +641,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             req.require = require.as_ref();
             req.project = project.as_deref();
             req.env = env;
-            let store = open(&data)?;
+            let store = command_store(&data)?;
             let decision = store.verify_with(&req)?;
             output::print_decision(&decision, json);
             store.close()?;
@@ -638,7 +653,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             status,
             json,
         } => {
-            let store = open(&data)?;
+            let store = command_store(&data)?;
             let keys = store.list(&ListFilter {
                 project,
                 prefix,
@@ -648,20 +663,20 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Show { id, json } => {
-            let store = open(&data)?;
+            let store = command_store(&data)?;
             let info = store.get(&KeyId::parse(&id)?)?;
             output::print_info(&info, json);
             Ok(0)
         }
         Command::Update(args) => update(&data, args),
         Command::Disable { id, json } => {
-            let store = open(&data)?;
+            let store = command_store(&data)?;
             let info = store.disable(&KeyId::parse(&id)?)?;
             output::print_info(&info, json);
             Ok(0)
         }
         Command::Enable { id, json } => {
-            let store = open(&data)?;
+            let store = command_store(&data)?;
             let info = store.enable(&KeyId::parse(&id)?)?;
             output::print_info(&info, json);
             Ok(0)
@@ -676,13 +691,13 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             let (store, current) = match (id, key) {
                 (Some(id), None) => {
                     let id = KeyId::parse(&id)?;
-                    let store = open(&data)?;
+                    let store = command_store(&data)?;
                     let current = store.get(&id)?;
                     (store, current)
                 }
                 (None, Some(dash)) if dash == "-" => {
                     let presented = zeroize::Zeroizing::new(read_stdin_line()?);
-                    let store = open(&data)?;
+                    let store = command_store(&data)?;
                     let current = store.find_by_key(presented.trim())?.ok_or_else(|| {
                         usage("the key read from stdin is not a key of this store (malformed, or unknown)")
                     })?;
@@ -697,7 +712,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
                 _ => return Err(usage("revoke takes a key id, or --key - with the key on stdin")),
             };
             let id = current.record.id.clone();
-            if !yes && std::io::stdin().is_terminal() && !confirm(&current.record.name, &id)? {
+            if !yes && stdin_is_terminal() && !confirm(&current.record.name, &id)? {
                 return Err(usage("revocation cancelled"));
             }
             let info = store.revoke(&id, reason.as_deref())?;
@@ -705,7 +720,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Rotate { id, grace, json } => {
-            let store = open(&data)?;
+            let store = command_store(&data)?;
             let rotated = store.rotate(&KeyId::parse(&id)?, grace)?;
             output::print_created(&rotated.new, json, Some(&rotated.old));
             Ok(0)
@@ -721,15 +736,15 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         }
         Command::ResetHead { reason, yes } => {
             if !yes {
-                if !std::io::stdin().is_terminal() {
+                if !stdin_is_terminal() {
                     return Err(usage(
                         "reset-head asks for confirmation: pass --yes when stdin is not a terminal",
                     ));
                 }
-                eprint!(
+                output::write_stderr(format_args!(
                     "Accept the log in {} as it is? This erases the evidence of a rollback or a rewrite. [y/N] ",
                     data.display()
-                );
+                ));
                 let answer = read_stdin_line()?;
                 if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
                     return Err(usage("reset-head cancelled"));
@@ -772,19 +787,59 @@ fn store_config() -> Result<Config, Failure> {
     Ok(config)
 }
 
+/// Opens the store in `data` in this process (and with it the store's lock).
 fn open(data: &Path) -> Result<Store, Failure> {
     let store = Store::open(data, store_config()?)?;
     let report = store.recovery_report();
     if report.truncated_bytes > 0 {
-        eprintln!(
+        errln!(
             "note: recovered the log: truncated a torn tail of {} bytes (an unacknowledged write)",
             report.truncated_bytes
         );
     }
     if let Some(why) = &report.index_rebuilt {
-        eprintln!("note: the index could not be read ({why}): set aside as index.broken and rebuilt from the log");
+        errln!("note: the index could not be read ({why}): set aside as index.broken and rebuilt from the log");
     }
     Ok(store)
+}
+
+/// The store a command acts on: the server's, when `credstore serve` runs the command for
+/// a CLI (`bridge.rs`); else the store in `data`, opened here.
+fn command_store(data: &Path) -> Result<CommandStore, Failure> {
+    match bridge::store() {
+        Some(served) => Ok(CommandStore::Served(served)),
+        None => open(data).map(CommandStore::Opened),
+    }
+}
+
+/// See [`command_store`].
+enum CommandStore {
+    /// Opened by this command.
+    Opened(Store),
+    /// `credstore serve`'s, open for as long as the server runs.
+    Served(Arc<Store>),
+}
+
+impl CommandStore {
+    /// Closes a store this command opened (which flushes its counters); the server's stays
+    /// open.
+    fn close(self) -> credstore::Result<()> {
+        match self {
+            CommandStore::Opened(store) => store.close(),
+            CommandStore::Served(_) => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for CommandStore {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        match self {
+            CommandStore::Opened(store) => store,
+            CommandStore::Served(store) => store,
+        }
+    }
 }
 
 /// The format of a new key, as `create` and the sidecar choose it: for a service
@@ -808,7 +863,7 @@ fn new_key_format(
 }
 
 fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
-    let store = open(data)?;
+    let store = command_store(data)?;
     let length = match (args.length, args.total_length) {
         (Some(n), _) => Some(FormatLength::Random(n)),
         (None, Some(n)) => Some(FormatLength::Total(n)),
@@ -918,14 +973,14 @@ fn update(data: &Path, args: UpdateArgs) -> Result<u8, Failure> {
     if nothing {
         return Err(usage("nothing to update: see `credstore update --help`"));
     }
-    let store = open(data)?;
+    let store = command_store(data)?;
     let info = store.update(&id, update)?;
     output::print_info(&info, args.json);
     Ok(0)
 }
 
 fn plan(data: &Path, action: PlanAction) -> Result<u8, Failure> {
-    let store = open(data)?;
+    let store = command_store(data)?;
     match action {
         PlanAction::Set { name, limits } => {
             let budget = limits.budget()?;
@@ -944,7 +999,7 @@ fn plan(data: &Path, action: PlanAction) -> Result<u8, Failure> {
 }
 
 fn user(data: &Path, action: UserAction) -> Result<u8, Failure> {
-    let store = open(data)?;
+    let store = command_store(data)?;
     match action {
         UserAction::Set { id, memberships } => {
             let mut user = User::new(id)?;
@@ -965,7 +1020,7 @@ fn user(data: &Path, action: UserAction) -> Result<u8, Failure> {
 }
 
 fn role(data: &Path, action: RoleAction) -> Result<u8, Failure> {
-    let store = open(data)?;
+    let store = command_store(data)?;
     match action {
         RoleAction::Set { name, permissions } => {
             let role = Role::new(RoleName::parse(&name)?, PermissionSet::parse(&permissions)?);
@@ -983,7 +1038,7 @@ fn role(data: &Path, action: RoleAction) -> Result<u8, Failure> {
 }
 
 fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
-    let store = open(data)?;
+    let store = command_store(data)?;
     match args.action {
         Some(AuditAction::Verify) => match verify_with_bar(&store) {
             Ok(check) if check.index_differs.is_empty() => {
@@ -1039,9 +1094,10 @@ fn audit(data: &Path, args: AuditArgs) -> Result<u8, Failure> {
     }
 }
 
-/// A progress bar on stderr when it is a terminal and the work is large; hidden otherwise.
+/// A progress bar on stderr when it is a terminal and the work is large; hidden otherwise,
+/// and for a command the server runs for a CLI (the bar would draw on the server's stderr).
 fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() || total < 10_000 {
+    if bridge::is_served() || !std::io::stderr().is_terminal() || total < 10_000 {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
@@ -1066,18 +1122,24 @@ fn verify_with_bar(store: &Store) -> Result<credstore::LogCheck, Error> {
 }
 
 fn confirm(name: &str, id: &KeyId) -> Result<bool, Failure> {
-    eprint!("Revoke key {id} ({name})? This cannot be undone. [y/N] ");
+    output::write_stderr(format_args!("Revoke key {id} ({name})? This cannot be undone. [y/N] "));
     let answer = read_stdin_line()?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }
 
+/// Reads a line from stdin (the CLI's, for a command the server runs for it).
 fn read_stdin_line() -> Result<String, Failure> {
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| usage(format!("cannot read stdin: {e}")))?;
+    let read = bridge::with_stdin(|input| input.read_line(&mut line))
+        .unwrap_or_else(|| std::io::stdin().lock().read_line(&mut line));
+    read.map_err(|e| usage(format!("cannot read stdin: {e}")))?;
     Ok(line)
+}
+
+/// Whether stdin is a terminal; never for a command the server runs for a CLI (the CLI
+/// sent what the command reads).
+fn stdin_is_terminal() -> bool {
+    !bridge::is_served() && std::io::stdin().is_terminal()
 }
 
 fn parse_meta(text: &str) -> Result<(String, String), String> {

@@ -2,7 +2,10 @@
 //!
 //! Everything goes to stdout through [`write_stdout`] (the `outln!` macro): a closed pipe
 //! (`credstore list | head -1`) ends the printing quietly and the command ends with its
-//! usual exit code; `println!` would panic instead.
+//! usual exit code; `println!` would panic instead. Notes and prompts go to stderr through
+//! [`write_stderr`] (the `errln!` macro). For a command `credstore serve` runs for a CLI
+//! (`bridge.rs`) both go to that CLI, and the terminal that colours and widths follow is
+//! the CLI's.
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
@@ -34,7 +37,7 @@ pub fn write_stdout(args: fmt::Arguments<'_>) {
 
 /// Bytes to stdout, as [`write_stdout`] writes text.
 pub fn write_stdout_bytes(bytes: &[u8]) {
-    if STDOUT_DONE.load(Ordering::Relaxed) {
+    if crate::bridge::write(crate::bridge::kind::STDOUT, bytes) || STDOUT_DONE.load(Ordering::Relaxed) {
         return;
     }
     let mut out = std::io::stdout().lock();
@@ -47,6 +50,32 @@ pub fn write_stdout_bytes(bytes: &[u8]) {
     {
         slot.get_or_insert(e);
     }
+}
+
+/// Writes `args` to stderr. A failure is ignored: there is nowhere left to report it.
+pub fn write_stderr(args: fmt::Arguments<'_>) {
+    match args.as_str() {
+        Some(text) => write_stderr_bytes(text.as_bytes()),
+        None => write_stderr_bytes(args.to_string().as_bytes()),
+    }
+}
+
+/// Bytes to stderr, as [`write_stderr`] writes text.
+pub fn write_stderr_bytes(bytes: &[u8]) {
+    if crate::bridge::write(crate::bridge::kind::STDERR, bytes) {
+        return;
+    }
+    let _ = std::io::stderr().lock().write_all(bytes);
+}
+
+/// Whether stdout is a terminal (the CLI's, for a command the server runs for it).
+pub fn stdout_is_terminal() -> bool {
+    crate::bridge::terminal().map_or_else(|| std::io::stdout().is_terminal(), |t| t.stdout)
+}
+
+/// Whether stderr is a terminal (the CLI's, for a command the server runs for it).
+pub fn stderr_is_terminal() -> bool {
+    crate::bridge::terminal().map_or_else(|| std::io::stderr().is_terminal(), |t| t.stderr)
 }
 
 /// The first failure writing stdout, other than a closed pipe: the command's output is
@@ -402,7 +431,7 @@ pub fn print_list(keys: &[KeyInfo], as_json: bool) {
     let shown: Vec<usize> = (0..LIST_COLUMNS.len()).filter(|&c| !hidden_at(step, c)).collect();
     let days = days_at(step);
 
-    let colour = std::io::stdout().is_terminal();
+    let colour = stdout_is_terminal();
     let mut table = Table::new();
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
@@ -447,8 +476,8 @@ pub fn print_list(keys: &[KeyInfo], as_json: bool) {
         .filter(|c| !shown.contains(c))
         .filter_map(|c| LIST_COLUMNS.get(c).map(|col| col.header))
         .collect();
-    if !hidden.is_empty() && std::io::stderr().is_terminal() {
-        eprintln!(
+    if !hidden.is_empty() && stderr_is_terminal() {
+        errln!(
             "note: {} hidden to fit the terminal; `list --json` has all",
             hidden.join(", ")
         );
@@ -590,7 +619,11 @@ fn list_min_width(rows: &[[String; 9]], step: usize) -> usize {
 /// The width the `list` table is arranged for: `COLUMNS` when it is a number above 0, else
 /// the terminal's when stdout is one that reports a width above 0; `None` otherwise (a
 /// pipe, or a terminal that reports 0 columns, as some serial consoles and CI runners do).
-fn table_width() -> Option<usize> {
+/// For a command the server runs for a CLI, the CLI's.
+pub fn table_width() -> Option<usize> {
+    if let Some(terminal) = crate::bridge::terminal() {
+        return terminal.width;
+    }
     let columns = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.trim().parse::<u16>().ok())

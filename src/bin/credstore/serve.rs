@@ -32,6 +32,8 @@ use crate::Failure;
 
 #[cfg(feature = "http")]
 mod auth;
+#[cfg(all(feature = "http", unix))]
+mod cli_bridge;
 #[cfg(feature = "http")]
 mod connections;
 #[cfg(feature = "http")]
@@ -143,7 +145,11 @@ mod imp {
                 code: 3,
                 message: format!("cannot start the HTTP runtime: {e}"),
             })?;
+        #[cfg(unix)]
+        let bridge = runtime.block_on(super::cli_bridge::Bridge::start(data, Arc::clone(&store)));
         let served = runtime.block_on(serve(Arc::clone(&store), &args));
+        #[cfg(unix)]
+        runtime.block_on(bridge.stop());
         runtime.shutdown_timeout(SHUTDOWN_GRACE);
         // The server and its connections are gone, so this is normally the last handle.
         let closed = match Arc::try_unwrap(store) {

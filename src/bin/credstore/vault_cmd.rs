@@ -1,7 +1,7 @@
 //! `credstore vault ...`: provider secrets, read from stdin (never from an argument),
 //! listed without values, rotated by a put; the master key rotated by rewrapping.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 
 use clap::Subcommand;
@@ -9,7 +9,7 @@ use credstore::vault::MasterKey;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::{Failure, open, usage};
+use crate::{Failure, command_store, usage};
 
 #[derive(Subcommand)]
 pub enum VaultAction {
@@ -66,7 +66,7 @@ pub enum VaultAction {
 }
 
 pub fn run(data: &Path, action: VaultAction) -> Result<u8, Failure> {
-    let store = open(data)?;
+    let store = command_store(data)?;
     match action {
         VaultAction::Put { name, project, json } => {
             let secret = read_secret()?;
@@ -83,9 +83,8 @@ pub fn run(data: &Path, action: VaultAction) -> Result<u8, Failure> {
         }
         VaultAction::Get { name, project, version } => {
             let secret = store.vault_get(project.as_deref(), &name, version)?;
-            let mut out = std::io::stdout().lock();
-            // A closed pipe leaves nothing to tell.
-            let _ = writeln!(out, "{}", secret.expose());
+            crate::output::write_stdout_bytes(secret.expose().as_bytes());
+            crate::output::write_stdout_bytes(b"\n");
         }
         VaultAction::List { project, json } => {
             let list = store.vault_list(project.as_deref())?;
@@ -130,7 +129,7 @@ pub fn run(data: &Path, action: VaultAction) -> Result<u8, Failure> {
             let n = store.vault_rotate_master(key, |done, total| {
                 if total > 0 && (done == total || done >= last_shown + total.div_ceil(20)) {
                     last_shown = done;
-                    eprintln!("rewrapped {done}/{total}");
+                    errln!("rewrapped {done}/{total}");
                 }
             })?;
             outln!("Rewrapped {n} secret version(s) under master key version {version}; no secret was decrypted.");
@@ -144,15 +143,23 @@ pub fn run(data: &Path, action: VaultAction) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// Reads a secret from stdin: the whole input, one trailing newline dropped.
+/// Reads a secret from stdin (the CLI's, for a command the server runs for it): the whole
+/// input, one trailing newline dropped.
 fn read_secret() -> Result<Zeroizing<String>, Failure> {
-    if std::io::stdin().is_terminal() {
-        eprint!("Secret (then Enter, Ctrl-D): ");
-    }
     let mut text = Zeroizing::new(String::new());
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(|e| usage(format!("cannot read the secret from stdin: {e}")))?;
+    let read = crate::bridge::with_stdin(|input| input.read_to_string(&mut text)).unwrap_or_else(|| {
+        prompt_on_terminal();
+        std::io::stdin().read_to_string(&mut text)
+    });
+    read.map_err(|e| usage(format!("cannot read the secret from stdin: {e}")))?;
     let trimmed = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t));
     Ok(Zeroizing::new(trimmed.unwrap_or(&text).to_string()))
+}
+
+/// Asks for the secret when stdin is a terminal (the CLI asks before it sends a command to
+/// the server: the server's stdin is never one).
+pub fn prompt_on_terminal() {
+    if std::io::stdin().is_terminal() {
+        crate::output::write_stderr(format_args!("Secret (then Enter, Ctrl-D): "));
+    }
 }
