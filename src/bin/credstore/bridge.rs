@@ -118,6 +118,7 @@ pub fn route(command: &Command) -> Route {
         | Command::User { .. }
         | Command::Role { .. }
         | Command::Audit(_)
+        | Command::Credits { .. }
         | Command::Vault { .. } => Route::Through(Input::Nothing),
     }
 }

@@ -23,6 +23,7 @@ macro_rules! errln {
 }
 
 mod bridge;
+mod credits_cmd;
 mod demo;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;
@@ -215,6 +216,11 @@ enum Command {
     /// Walk through issuing, verifying, every denial, revoking and auditing on a
     /// throwaway store.
     Demo,
+    /// A budget's credit this period: add (or take away), or set what is left; logged.
+    Credits {
+        #[command(subcommand)]
+        action: credits_cmd::CreditsAction,
+    },
     /// Provider secrets, encrypted at rest: put (from stdin), get, list, delete, rotate-master.
     Vault {
         #[command(subcommand)]
@@ -767,6 +773,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Serve(args) => serve::run(&data, args),
+        Command::Credits { action } => credits_cmd::run(&data, action),
         Command::Vault { action } => vault_cmd::run(&data, action),
     }
 }

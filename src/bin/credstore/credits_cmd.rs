@@ -1,0 +1,89 @@
+//! `credstore credits add|set ID AMOUNT [--reason TEXT]`: give a key's budget credit for
+//! the current period, take it away, or set what is left, each logged with its reason.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use credstore::{Credit, KeyId};
+use serde_json::json;
+
+use crate::{Failure, command_store};
+
+#[derive(Subcommand)]
+pub enum CreditsAction {
+    /// Add AMOUNT to what the key has left of its budget this period (negative: take it
+    /// away, never below nothing left).
+    Add {
+        /// The key's id.
+        id: String,
+        /// The credit to add (e.g. 500, or -200 to take 200 away).
+        #[arg(allow_negative_numbers = true)]
+        amount: i64,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make what the key has left of its budget this period exactly AMOUNT.
+    Set {
+        /// The key's id.
+        id: String,
+        /// What is left to spend this period.
+        amount: u64,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(data: &Path, action: CreditsAction) -> Result<u8, Failure> {
+    let (id, credit, json) = match action {
+        CreditsAction::Add {
+            id,
+            amount,
+            reason,
+            json,
+        } => {
+            let id = KeyId::parse(&id)?;
+            let store = command_store(data)?;
+            let credit = store.credits_add(&id, amount, reason)?;
+            store.close()?;
+            (id, credit, json)
+        }
+        CreditsAction::Set {
+            id,
+            amount,
+            reason,
+            json,
+        } => {
+            let id = KeyId::parse(&id)?;
+            let store = command_store(data)?;
+            let credit = store.credits_set(&id, amount, reason)?;
+            store.close()?;
+            (id, credit, json)
+        }
+    };
+    print(&id, &credit, json);
+    Ok(0)
+}
+
+fn print(id: &KeyId, credit: &Credit, as_json: bool) {
+    if as_json {
+        outln!(
+            "{}",
+            json!({"key_id": id, "credit": credit.credit, "cap": credit.cap, "remaining": credit.remaining})
+        );
+    } else {
+        outln!(
+            "Key {id}: {} left this period (cap {}, credit {:+}).",
+            credit.remaining,
+            credit.cap,
+            credit.credit
+        );
+    }
+}
