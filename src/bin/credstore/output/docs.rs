@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use credstore::SecretInfo;
 use credstore::clock::fmt_time;
 use credstore::policy::{Role, User};
 use credstore::record::KeyKind;
-use credstore::SecretInfo;
 use credstore::{Budget, CreatedKey, Decision, Event, KeyInfo, KeyRecord, Plan, RateLimit};
 use serde::Serialize;
 use serde_json::Value;
