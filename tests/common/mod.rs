@@ -197,8 +197,14 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(cli: &Cli) -> Sidecar {
+        Sidecar::start_env(cli, &[])
+    }
+
+    /// [`Sidecar::start`] with these environment variables set (`CREDSTORE_PEPPER`, ...).
+    pub fn start_env(cli: &Cli, env: &[(&str, &str)]) -> Sidecar {
         let mut child = cli
             .command(&["serve", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
