@@ -1,6 +1,6 @@
 //! `credstore serve --listen ADDR`: the HTTP sidecar for hosts not written in Rust.
 //!
-//! [`router`](imp) is the one place its routes are listed; the handlers live beside this
+//! `router()` is the one place its routes are listed; the handlers live beside this
 //! file: `serve/verify.rs` (`POST /v1/keys.verify`, open to any caller), and the
 //! management API for admin keys of this store only (`Authorization: Bearer KEY` or
 //! `X-API-Key`; `init` prints the first one): `serve/keys.rs` (`/v1/api-keys...`),

@@ -4,7 +4,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use credstore::{Clock, EventFilter, KeyId, clock};
+use credstore::{Clock, EventFilter, KeyId, clock, redact};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -25,12 +25,15 @@ pub struct AuditQuery {
     since: Option<String>,
     /// Only events before this time, in the forms `since` takes.
     until: Option<String>,
-    /// Newest first (default: oldest first).
-    #[serde(default)]
-    newest_first: bool,
+    /// `true`: newest first (default: oldest first).
+    #[param(value_type = Option<bool>)]
+    newest_first: Option<String>,
     /// At most this many events, the first in the order asked for (default: all).
-    limit: Option<usize>,
+    #[param(value_type = Option<u64>)]
+    limit: Option<String>,
 }
+// `newest_first` and `limit` are taken as text and parsed here, so the query's fields are
+// all text, as the fuzzers' mirror of it (fuzz/http_checks.rs) has them.
 
 /// Events from the audit log, filtered (`credstore audit --json`).
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
@@ -52,9 +55,23 @@ pub async fn audit(
         kind: q.kind,
         since: q.since.as_deref().map(|t| clock::parse_instant(t, now)).transpose()?,
         until: q.until.as_deref().map(|t| clock::parse_instant(t, now)).transpose()?,
-        newest_first: q.newest_first,
+        newest_first: match q.newest_first.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(&format!(
+                    "newest_first {}: give true or false",
+                    redact::quote(other)
+                )));
+            }
+        },
     };
-    let limit = q.limit.unwrap_or(usize::MAX);
+    let limit = match q.limit.as_deref() {
+        None => usize::MAX,
+        Some(text) => text
+            .parse()
+            .map_err(|_| ApiError::bad_request(&format!("limit {}: give a whole number", redact::quote(text))))?,
+    };
     let events = blocking(&store, move |s| s.events(&filter)).await?;
     let docs: Vec<EventDoc> = events
         .iter()

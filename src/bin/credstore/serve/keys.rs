@@ -42,8 +42,10 @@ pub struct ListQuery {
     prefix: Option<String>,
     /// Only keys with this status now: `active`, `disabled`, `expired` or `revoked`.
     status: Option<String>,
-    /// Keys per page: 1 to 1000, 100 by default.
-    limit: Option<usize>,
+    /// Keys per page: 1 to 1000, 100 by default. (Taken as text and parsed here, so the
+    /// query's fields are all text, as the fuzzers' mirror of it has them.)
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
     /// The cursor: only keys created after the key with this id (the `next_cursor` of the
     /// page before).
     after: Option<String>,
@@ -70,10 +72,19 @@ pub async fn list_keys(
         .map(str::parse::<Status>)
         .transpose()
         .map_err(|e| ApiError::bad_request(&e))?;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(&format!("limit {limit}: give 1 to {MAX_PAGE}")));
-    }
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(&format!(
+                    "limit {}: give a whole number from 1 to {MAX_PAGE}",
+                    redact::quote(text)
+                ))
+            })?,
+    };
     let after = q.after.as_deref().map(KeyId::parse).transpose()?;
     let filter = ListFilter {
         project: q.project,
