@@ -94,7 +94,8 @@ impl HttpInput {
 }
 
 // ---------------------------------------------------------------------------------------
-// The sidecar's request types, mirrored from src/bin/credstore/serve.rs
+// The sidecar's request types, mirrored from src/bin/credstore/serve/ (verify.rs, keys.rs,
+// audit.rs)
 
 /// `POST /v1/keys.verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +119,8 @@ pub struct ListQuery {
     pub project: Option<String>,
     pub prefix: Option<String>,
     pub status: Option<String>,
+    pub limit: Option<String>,
+    pub after: Option<String>,
 }
 
 /// `POST /v1/api-keys`.
@@ -183,6 +186,8 @@ pub struct AuditQuery {
     pub kind: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
+    pub newest_first: Option<String>,
+    pub limit: Option<String>,
 }
 
 /// The sidecar's `parse_json`: the error message it answers 400 with.
@@ -658,11 +663,13 @@ fn check_query_string(text: &str) -> bool {
         // No server gets this far with it.
         return false;
     };
-    let list = check_query_as::<ListQuery>(&uri, &["project", "prefix", "status"], |q| {
+    let list = check_query_as::<ListQuery>(&uri, &["project", "prefix", "status", "limit", "after"], |q| {
         vec![
             ("project", q.project.clone()),
             ("prefix", q.prefix.clone()),
             ("status", q.status.clone()),
+            ("limit", q.limit.clone()),
+            ("after", q.after.clone()),
         ]
     });
     if let Some(status) = list.as_ref().and_then(|q| q.status.as_deref()) {
@@ -681,16 +688,21 @@ fn check_query_string(text: &str) -> bool {
             }
         }
     }
+    if let Some(after) = list.as_ref().and_then(|q| q.after.as_deref()) {
+        check_key_id(after);
+    }
     let revoke = check_query_as::<RevokeBody>(&uri, &["reason"], |q| vec![("reason", q.reason.clone())]);
     if let Some(reason) = revoke.as_ref().and_then(|q| q.reason.as_deref()) {
         check_reason(reason);
     }
-    let audit = check_query_as::<AuditQuery>(&uri, &["key", "kind", "since", "until"], |q| {
+    let audit = check_query_as::<AuditQuery>(&uri, &["key", "kind", "since", "until", "newest_first", "limit"], |q| {
         vec![
             ("key", q.key.clone()),
             ("kind", q.kind.clone()),
             ("since", q.since.clone()),
             ("until", q.until.clone()),
+            ("newest_first", q.newest_first.clone()),
+            ("limit", q.limit.clone()),
         ]
     });
     if let Some(q) = &audit {

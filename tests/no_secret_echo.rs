@@ -63,6 +63,12 @@ const STORED_FIELDS: &[(&str, &str)] = &[
     // A metadata key or value (`{KEY: "v"}`, `{"k": KEY}`).
     ("POST /v1/api-keys", "metadata"),
     ("DELETE /v1/api-keys/{id}", "reason"),
+    ("PATCH /v1/api-keys/{id}", "name"),
+    ("PATCH /v1/api-keys/{id}", "metadata"),
+    ("PATCH /v1/api-keys/{id}", "allow_referrers"),
+    ("POST /v1/api-keys/revoke-by-key", "reason"),
+    // A membership's project is shown with the user.
+    ("PUT /v1/users/{id}", "memberships"),
 ];
 
 /// The key fed everywhere, and how to find it in output.
@@ -267,6 +273,7 @@ impl Template {
             ("role set" | "role delete", "<NAME>") => "r".into(),
             (_, "<NAME>" | "--name") => "n".into(),
             (_, "<SHELL>") => "bash".into(),
+            (_, "<AMOUNT>") => "5".into(),
             // An address no one can listen on: `serve` fails instead of serving.
             (_, "--listen") => "127.0.0.1:99999".into(),
             _ => panic!("no harmless value for {arg} of `credstore {leaf}`: add one to default_for"),
@@ -624,10 +631,18 @@ fn no_request_field_parameter_or_header_is_echoed_by_the_sidecar() {
     let template = Template::new();
     let probe = &template.probe;
     let key = probe.key.as_str();
-    // `init`'s bootstrap admin key went to the fixture's stdout: make another admin.
-    let admin = template
-        .cli
-        .json(&["create", "--name", "admin", "--role", "admin", "--json"]);
+    // `init`'s bootstrap admin key went to the fixture's stdout: make another admin, one
+    // that may read the vault, so that reading a secret gets past its permission check.
+    let admin = template.cli.json(&[
+        "create",
+        "--name",
+        "admin",
+        "--role",
+        "admin",
+        "--permission",
+        "vault:read",
+        "--json",
+    ]);
     let admin = format!("Bearer {}", admin["key"].as_str().expect("key"));
     let sidecar = Sidecar::start(&template);
     let addr = sidecar.addr;
@@ -693,6 +708,132 @@ fn no_request_field_parameter_or_header_is_echoed_by_the_sidecar() {
             body: None,
             query: true,
         },
+        Route {
+            method: "PATCH",
+            path: "/v1/api-keys/{id}",
+            admin: true,
+            body: Some(json!({"name": "n"})),
+            query: false,
+        },
+        Route {
+            method: "POST",
+            path: "/v1/api-keys/{id}/disable",
+            admin: true,
+            body: None,
+            query: false,
+        },
+        Route {
+            method: "POST",
+            path: "/v1/api-keys/{id}/enable",
+            admin: true,
+            body: None,
+            query: false,
+        },
+        Route {
+            method: "POST",
+            path: "/v1/api-keys/revoke-by-key",
+            admin: true,
+            body: Some(json!({"key": template.other_key})),
+            query: false,
+        },
+        Route {
+            method: "GET",
+            path: "/v1/plans",
+            admin: true,
+            body: None,
+            query: false,
+        },
+        Route {
+            method: "PUT",
+            path: "/v1/plans/{name}",
+            admin: true,
+            body: Some(json!({})),
+            query: false,
+        },
+        Route {
+            method: "DELETE",
+            path: "/v1/plans/{name}",
+            admin: true,
+            body: None,
+            query: false,
+        },
+        Route {
+            method: "GET",
+            path: "/v1/roles",
+            admin: true,
+            body: None,
+            query: false,
+        },
+        Route {
+            method: "PUT",
+            path: "/v1/roles/{name}",
+            admin: true,
+            body: Some(json!({"permissions": []})),
+            query: false,
+        },
+        Route {
+            method: "DELETE",
+            path: "/v1/roles/{name}",
+            admin: true,
+            body: None,
+            query: false,
+        },
+        Route {
+            method: "GET",
+            path: "/v1/users",
+            admin: true,
+            body: None,
+            query: false,
+        },
+        Route {
+            method: "PUT",
+            path: "/v1/users/{id}",
+            admin: true,
+            body: Some(json!({})),
+            query: false,
+        },
+        Route {
+            method: "DELETE",
+            path: "/v1/users/{id}",
+            admin: true,
+            body: None,
+            query: false,
+        },
+        Route {
+            method: "GET",
+            path: "/v1/vault/secrets",
+            admin: true,
+            body: None,
+            query: true,
+        },
+        Route {
+            method: "PUT",
+            path: "/v1/vault/secrets/{name}",
+            admin: true,
+            body: Some(json!({"secret": "v"})),
+            query: true,
+        },
+        Route {
+            method: "GET",
+            path: "/v1/vault/secrets/{name}",
+            admin: true,
+            body: None,
+            query: true,
+        },
+        Route {
+            method: "DELETE",
+            path: "/v1/vault/secrets/{name}",
+            admin: true,
+            body: None,
+            query: true,
+        },
+        Route {
+            method: "POST",
+            path: "/v1/vault/rotate-master",
+            admin: true,
+            body: Some(json!({})),
+            query: false,
+        },
     ];
 
     let mut leaks = Vec::new();
@@ -707,21 +848,24 @@ fn no_request_field_parameter_or_header_is_echoed_by_the_sidecar() {
     };
     for route in &routes {
         let headers: &[(&str, &str)] = if route.admin { &as_admin } else { &[] };
-        let path = |id: &str| route.path.replace("{id}", id);
-        // A fresh key for each call of a route that changes it (revoke, rotate).
+        let path = |id: &str| route.path.replace("{id}", id).replace("{name}", id);
+        // A fresh key for each call of a route that changes it (revoke, rotate); a name
+        // for a plan, role, user or secret.
         let path_of = || {
-            if route.path.contains("{id}") {
+            if route.path.starts_with("/v1/api-keys/{id}") {
                 path(&fresh_id())
             } else {
-                route.path.to_string()
+                path("probe")
             }
         };
 
-        // The key in the path, in place of the id.
-        if route.path.contains("{id}") {
+        // The key in the path, in place of the id or name. A plan, role, user or secret
+        // the caller names by it is stored under it: a 2xx answer names it.
+        if route.path.contains('{') {
             let body = route.body.as_ref().map(Value::to_string);
             let answer = send(addr, route.method, &path(key), headers, body.as_deref());
-            scan(format!("{} with the key as {{id}}", route.name()), &answer, false);
+            let named = !route.path.starts_with("/v1/api-keys/");
+            scan(format!("{} with the key in the path", route.name()), &answer, named);
         }
 
         // Every field of the body, as a string, a list, a map key and a map value.
@@ -796,6 +940,16 @@ fn no_request_field_parameter_or_header_is_echoed_by_the_sidecar() {
         "grace",
         "status",
         "since",
+        "after",
+        "limit",
+        "rate_limits",
+        "permissions",
+        "memberships",
+        "secret",
+        "project",
+        "version",
+        "master_key",
+        "generate",
     ] {
         assert!(found_fields.contains(field), "no field {field} found: {found_fields:?}");
     }

@@ -197,13 +197,24 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(cli: &Cli) -> Sidecar {
-        Sidecar::start_with(cli, &[])
+        Sidecar::start_full(cli, &[], &[])
     }
 
     /// [`Sidecar::start`] with more arguments for `serve`.
     pub fn start_with(cli: &Cli, args: &[&str]) -> Sidecar {
+        Sidecar::start_full(cli, args, &[])
+    }
+
+    /// [`Sidecar::start`] with these environment variables set (`CREDSTORE_PEPPER`, ...).
+    pub fn start_env(cli: &Cli, env: &[(&str, &str)]) -> Sidecar {
+        Sidecar::start_full(cli, &[], env)
+    }
+
+    /// [`Sidecar::start`] with more arguments and environment variables.
+    pub fn start_full(cli: &Cli, args: &[&str], env: &[(&str, &str)]) -> Sidecar {
         let mut child = cli
             .command(&[&["serve", "--listen", "127.0.0.1:0"], args].concat())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

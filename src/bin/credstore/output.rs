@@ -7,6 +7,8 @@
 //! (`bridge.rs`) both go to that CLI, and the terminal that colours and widths follow is
 //! the CLI's.
 
+pub mod docs;
+
 use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -17,7 +19,7 @@ use credstore::clock::{fmt_table_time, fmt_time};
 use credstore::policy::{Role, User};
 use credstore::record::KeyKind;
 use credstore::{Budget, CreatedKey, Decision, Event, KeyInfo, KeyRecord, Period, Plan, RateLimit, Status};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Set once a write to stdout failed: every later write is dropped.
 static STDOUT_DONE: AtomicBool = AtomicBool::new(false);
@@ -84,40 +86,21 @@ pub fn stdout_failure() -> Option<std::io::Error> {
     STDOUT_ERROR.lock().ok().and_then(|mut slot| slot.take())
 }
 
-/// A key's public fields as JSON.
+/// A key's public fields as JSON ([`docs::KeyDoc`]).
 pub fn info_json(info: &KeyInfo) -> Value {
-    let r = &info.record;
-    json!({
-        "id": r.id,
-        "name": r.name,
-        "start": r.start,
-        "env": r.env(),
-        "project": r.project,
-        "status": info.status.label().to_lowercase(),
-        "created_at": fmt_time(r.created_at),
-        "last_used_at": info.last_used_at.map(fmt_time),
-        "expires_at": r.expires_at.map(fmt_time),
-        "metadata": r.metadata,
-        "revoked_at": r.revoked.as_ref().map(|v| fmt_time(v.at)),
-        "revoke_reason": r.revoked.as_ref().and_then(|v| v.reason.clone()),
-        "rotated_from": r.rotated_from,
-        "rotated_to": r.rotated_to,
-        "rate_limits": r.rate_limits,
-        "budget": r.budget.as_ref().map(Budget::to_json),
-        "plan": r.plan,
-        "type": r.kind.as_str(),
-        "user": match &r.kind { KeyKind::Personal { user } => Some(user), KeyKind::Service => None },
-        "role": r.role,
-        "permissions": r.permissions,
-        "allow_ips": r.allow_ips,
-        "allow_referrers": r.allow_referrers,
-        "allow_endpoints": r.allow_endpoints,
-    })
+    to_json(&docs::KeyDoc::from(info))
+}
+
+/// A document as a JSON value. The documents are plain data (strings, numbers, lists,
+/// maps with string keys), which serde_json always represents.
+pub fn to_json(doc: &impl serde::Serialize) -> Value {
+    serde_json::to_value(doc).unwrap_or(Value::Null)
 }
 
 pub fn print_users(users: &[User], as_json: bool) {
     if as_json {
-        outln!("{}", json!(users));
+        let docs: Vec<_> = users.iter().map(docs::UserDoc::from).collect();
+        outln!("{}", to_json(&docs));
         return;
     }
     for u in users {
@@ -128,7 +111,8 @@ pub fn print_users(users: &[User], as_json: bool) {
 
 pub fn print_roles(roles: &[Role], as_json: bool) {
     if as_json {
-        outln!("{}", json!(roles));
+        let docs: Vec<_> = roles.iter().map(docs::RoleDoc::from).collect();
+        outln!("{}", to_json(&docs));
         return;
     }
     for r in roles {
@@ -152,7 +136,8 @@ pub fn plan_summary(plan: &Plan) -> String {
 
 pub fn print_plans(plans: &[Plan], as_json: bool) {
     if as_json {
-        outln!("{}", Value::Array(plans.iter().map(Plan::to_json).collect()));
+        let docs: Vec<_> = plans.iter().map(docs::PlanDoc::from).collect();
+        outln!("{}", to_json(&docs));
         return;
     }
     for p in plans {
@@ -160,28 +145,10 @@ pub fn print_plans(plans: &[Plan], as_json: bool) {
     }
 }
 
-/// A key just issued (or rotated from `replaced`) as JSON, the key included.
+/// A key just issued (or rotated from `replaced`) as JSON, the key included
+/// ([`docs::CreatedDoc`]).
 pub fn created_json(created: &CreatedKey, replaced: Option<&KeyRecord>) -> Value {
-    let r = &created.record;
-    let mut doc = json!({
-        "id": r.id,
-        "key": created.key.expose(),
-        "name": r.name,
-        "start": r.start,
-        "env": r.env(),
-        "project": r.project,
-        "created_at": fmt_time(r.created_at),
-        "expires_at": r.expires_at.map(fmt_time),
-        "metadata": r.metadata,
-    });
-    if let (Some(old), Some(obj)) = (replaced, doc.as_object_mut()) {
-        obj.insert("replaces".into(), json!(old.id));
-        obj.insert(
-            "old_revoked_at".into(),
-            json!(old.revoked.as_ref().map(|v| fmt_time(v.at))),
-        );
-    }
-    doc
+    to_json(&docs::CreatedDoc::from(created, replaced))
 }
 
 pub fn print_created(created: &CreatedKey, as_json: bool, replaced: Option<&KeyRecord>) {
@@ -207,29 +174,10 @@ pub fn print_created(created: &CreatedKey, as_json: bool, replaced: Option<&KeyR
     outln!("Copy it now: it is shown only once and cannot be recovered.");
 }
 
-/// A decision as JSON (`verify --json`, and the sidecar's `POST /v1/keys.verify`).
+/// A decision as JSON (`verify --json`, and the sidecar's `POST /v1/keys.verify`):
+/// [`docs::DecisionDoc`].
 pub fn decision_json(decision: &Decision) -> Value {
-    let key = decision.key.as_deref();
-    json!({
-        "valid": decision.is_valid(),
-        "code": decision.code,
-        "status": decision.http_status(),
-        "reason": decision
-            .malformed
-            .map(|m| m.to_string())
-            .or_else(|| decision.rate_limited.map(|r| r.to_string())),
-        "key_id": key.map(|k| &k.id),
-        "name": key.map(|k| &k.name),
-        "project": key.map(|k| &k.project),
-        "env": key.map(KeyRecord::env),
-        "metadata": key.map(|k| &k.metadata),
-        "role": decision.role,
-        "forbidden": decision.forbidden,
-        "ratelimits": decision.ratelimits,
-        "budget": decision.budget,
-        "rate_limited": decision.rate_limited,
-        "retry_after": decision.retry_after,
-    })
+    to_json(&docs::DecisionDoc::from(decision))
 }
 
 pub fn print_decision(decision: &Decision, as_json: bool) {
@@ -639,8 +587,8 @@ pub fn table_width() -> Option<usize> {
 
 pub fn print_events(events: &[(u64, Event)], as_json: bool) {
     if as_json {
-        let docs: Vec<Value> = events.iter().map(|(seq, e)| e.to_json(*seq)).collect();
-        outln!("{}", Value::Array(docs));
+        let docs: Vec<_> = events.iter().map(|(seq, e)| docs::EventDoc::from(*seq, e)).collect();
+        outln!("{}", to_json(&docs));
         return;
     }
     for (seq, e) in events {

@@ -1,18 +1,18 @@
 //! `credstore serve --listen ADDR`: the HTTP sidecar for hosts not written in Rust.
 //!
-//! - `POST /v1/keys.verify`, body `{key, cost?, weight?, ip?, endpoint? ("METHOD PATH"),
-//!   referrer?, require?, project?, env?}`: the decision, shaped as `verify --json`. Open to
-//!   any caller that can reach the address: it tells the holder of a key about that key.
-//! - The management API, for admin keys of this store only (`Authorization: Bearer KEY` or
-//!   `X-API-Key`; `init` prints the first one): `GET /v1/api-keys[?project=&prefix=&status=]`,
-//!   `POST /v1/api-keys` (create; the key is in the answer, once), `GET /v1/api-keys/{id}`,
-//!   `DELETE /v1/api-keys/{id}[?reason=]` (revoke), `POST /v1/api-keys/{id}/rotate`
-//!   (`{grace?: "24h"}`), `GET /v1/audit[?key=&kind=&since=&until=]`.
-//! - Forward auth for gateways, `GET|POST /v1/auth` and `ANY /v1/auth/{*path}`: the
-//!   decision as the answer's status, with an RFC 9457 problem document on a denial
-//!   (`serve/auth.rs`).
-//! - Operations: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text), and one
-//!   log line per request on stderr (`serve/ops.rs`).
+//! `router()` is the one place its routes are listed; the handlers live beside this
+//! file: `serve/verify.rs` (`POST /v1/keys.verify`, open to any caller), and the
+//! management API for admin keys of this store only (`Authorization: Bearer KEY` or
+//! `X-API-Key`; `init` prints the first one): `serve/keys.rs` (`/v1/api-keys...`),
+//! `serve/directory.rs` (`/v1/plans`, `/v1/roles`, `/v1/users`), `serve/vault.rs`
+//! (`/v1/vault/...`), `serve/audit.rs` (`/v1/audit`); `serve/openapi.rs` serves the
+//! OpenAPI document derived from them (`GET /openapi.json`), and `serve/api.rs` holds what
+//! they share (the admin extractor, envelopes, errors). Beside them: forward auth for
+//! gateways, `GET|POST /v1/auth` and `ANY /v1/auth/{*path}`, the decision as the answer's
+//! status with an RFC 9457 problem document on a denial (`serve/auth.rs`); operations,
+//! `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text) and one log line per
+//! request on stderr (`serve/ops.rs`); and the CLI's bridge, `DATA/serve.sock`
+//! (`serve/cli_bridge.rs`). Those keep their routes in their own `routes()`, merged here.
 //!
 //! Answers are `{"success": true, "data": ...}` or `{"success": false, "error": {"code",
 //! "message"}}`. SIGINT or SIGTERM stops accepting, lets requests in flight finish, then
@@ -31,13 +31,27 @@ use std::time::Duration;
 use crate::Failure;
 
 #[cfg(feature = "http")]
+mod api;
+#[cfg(feature = "http")]
+mod audit;
+#[cfg(feature = "http")]
 mod auth;
 #[cfg(all(feature = "http", unix))]
 mod cli_bridge;
 #[cfg(feature = "http")]
 mod connections;
 #[cfg(feature = "http")]
+mod directory;
+#[cfg(feature = "http")]
+mod keys;
+#[cfg(feature = "http")]
+mod openapi;
+#[cfg(feature = "http")]
 mod ops;
+#[cfg(feature = "http")]
+mod vault;
+#[cfg(feature = "http")]
+mod verify;
 
 /// `credstore serve`'s arguments.
 #[derive(clap::Args)]
@@ -92,9 +106,7 @@ pub fn run(_data: &Path, _args: ServeArgs) -> Result<u8, Failure> {
 
 #[cfg(feature = "http")]
 mod imp {
-    use std::collections::BTreeMap;
     use std::io::Write;
-    use std::net::IpAddr;
     use std::path::Path;
     use std::pin::{Pin, pin};
     use std::sync::Arc;
@@ -102,35 +114,24 @@ mod imp {
     use std::task::{Context, Poll};
     use std::time::Duration;
 
+    use axum::Router;
     use axum::body::{Body, Bytes, HttpBody};
-    use axum::extract::rejection::QueryRejection;
-    use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, Query, Request, State};
-    use axum::http::header::{CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-    use axum::http::request::Parts;
+    use axum::extract::{DefaultBodyLimit, Request, State};
+    use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
     use axum::http::{HeaderValue, StatusCode};
     use axum::middleware::{self, Next};
     use axum::response::{IntoResponse, Response};
-    use axum::routing::{get, post};
-    use axum::{Json, Router};
-    use credstore::http::{KeySource, PROBLEM_JSON};
-    use credstore::policy::{EndpointAllowlist, IpAllowlist, PermissionQuery, PermissionSet, ReferrerAllowlist};
-    use credstore::record::KeyKind;
+    use axum::routing::{get, post, put};
+    use credstore::http::PROBLEM_JSON;
     use credstore::redact;
-    use credstore::{
-        Budget, Clock, Env, Error, EventFilter, Expiry, FormatLength, FormatRequest, InputError, KeyId, ListFilter,
-        NewKey, Period, RateLimit, Secret, StateError, Status, Store, VerifyRequest, clock,
-    };
-    use serde::Deserialize;
-    use serde::de::DeserializeOwned;
-    use serde_json::{Value, json};
 
     use super::ServeArgs;
+    use super::api::{ApiError, Shared};
     use super::auth::Gate;
     use super::connections::{self, Limits};
-    use super::ops::{Decided, Ops};
-    use crate::{Failure, output};
-
-    type Shared = Arc<Store>;
+    use super::ops::Ops;
+    use super::{audit, directory, keys, openapi, vault, verify};
+    use crate::Failure;
 
     /// How long a shutdown waits for blocking work (a commit, a log scan) to end.
     const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -194,16 +195,48 @@ mod imp {
         Ok(())
     }
 
-    /// The sidecar's routes.
+    /// The sidecar's routes: the one list of them. Each handler carries `#[utoipa::path]`
+    /// and is named in `openapi::ApiDoc` too (`tests/management_api.rs` checks the two
+    /// agree).
     fn router(store: Shared, gate: &Arc<Gate>, ops: &Arc<Ops>) -> Router {
         Router::new()
             .merge(gate.routes())
             .merge(ops.routes())
-            .route("/v1/keys.verify", post(verify))
-            .route("/v1/api-keys", get(list_keys).post(create_key))
-            .route("/v1/api-keys/{id}", get(show_key).delete(revoke_key))
-            .route("/v1/api-keys/{id}/rotate", post(rotate_key))
-            .route("/v1/audit", get(audit))
+            .route("/openapi.json", get(openapi::openapi_json))
+            .route("/v1/keys.verify", post(verify::verify))
+            .route("/v1/api-keys", get(keys::list_keys).post(keys::create_key))
+            .route("/v1/api-keys/revoke-by-key", post(keys::revoke_by_key))
+            .route(
+                "/v1/api-keys/{id}",
+                get(keys::show_key).patch(keys::update_key).delete(keys::revoke_key),
+            )
+            .route("/v1/api-keys/{id}/disable", post(keys::disable_key))
+            .route("/v1/api-keys/{id}/enable", post(keys::enable_key))
+            .route("/v1/api-keys/{id}/rotate", post(keys::rotate_key))
+            .route("/v1/plans", get(directory::list_plans))
+            .route(
+                "/v1/plans/{name}",
+                put(directory::set_plan).delete(directory::delete_plan),
+            )
+            .route("/v1/roles", get(directory::list_roles))
+            .route(
+                "/v1/roles/{name}",
+                put(directory::set_role).delete(directory::delete_role),
+            )
+            .route("/v1/users", get(directory::list_users))
+            .route(
+                "/v1/users/{id}",
+                put(directory::set_user).delete(directory::remove_user),
+            )
+            .route("/v1/vault/secrets", get(vault::list_secrets))
+            .route(
+                "/v1/vault/secrets/{name}",
+                get(vault::read_secret)
+                    .put(vault::put_secret)
+                    .delete(vault::delete_secret),
+            )
+            .route("/v1/vault/rotate-master", post(vault::rotate_master))
+            .route("/v1/audit", get(audit::audit))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
             .method_not_allowed_fallback(|| async {
                 ApiError::new(
@@ -371,448 +404,11 @@ mod imp {
         }
     }
 
-    // -----------------------------------------------------------------------------------
-    // Handlers
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct VerifyBody {
-        #[serde(deserialize_with = "secret")]
-        key: Secret,
-        cost: Option<u64>,
-        weight: Option<u32>,
-        ip: Option<IpAddr>,
-        endpoint: Option<String>,
-        referrer: Option<String>,
-        require: Option<String>,
-        project: Option<String>,
-        env: Option<String>,
-    }
-
-    fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
-        String::deserialize(d).map(Secret::new)
-    }
-
-    async fn verify(State(store): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
-        let body: VerifyBody = parse_json(&body)?;
-        let require = body.require.as_deref().map(PermissionQuery::parse).transpose()?;
-        let env = body.env.as_deref().map(str::parse::<Env>).transpose()?;
-        let endpoint = body
-            .endpoint
-            .as_deref()
-            .map(|e| {
-                e.trim()
-                    .split_once(' ')
-                    .map(|(method, path)| (method, path.trim()))
-                    .ok_or_else(|| ApiError::bad_request("endpoint takes \"METHOD PATH\""))
-            })
-            .transpose()?;
-        let mut req = VerifyRequest::new(body.key.expose().trim())
-            .cost(body.cost.unwrap_or(1))
-            .weight(body.weight.unwrap_or(1));
-        req.ip = body.ip;
-        req.referrer = body.referrer.as_deref();
-        req.endpoint = endpoint;
-        req.require = require.as_ref();
-        req.project = body.project.as_deref();
-        req.env = env;
-        // Inline: a verify is sub-microsecond on a cached key (see credstore::http).
-        let (decision, decided) = Decided::measure(|| store.verify_with(&req), |d| d.code);
-        let mut response = match decision {
-            Ok(decision) => success(StatusCode::OK, output::decision_json(&decision)),
-            Err(e) => ApiError::from(e).into_response(),
-        };
-        response.extensions_mut().insert(decided);
-        Ok(response)
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ListQuery {
-        project: Option<String>,
-        prefix: Option<String>,
-        status: Option<String>,
-    }
-
-    async fn list_keys(
-        _admin: Admin,
-        State(store): State<Shared>,
-        query: Result<Query<ListQuery>, QueryRejection>,
-    ) -> Result<Response, ApiError> {
-        let Query(q) = query.map_err(ApiError::bad_query)?;
-        let status = q
-            .status
-            .as_deref()
-            .map(str::parse::<Status>)
-            .transpose()
-            .map_err(|e| ApiError::bad_request(&e))?;
-        let filter = ListFilter {
-            project: q.project,
-            prefix: q.prefix,
-            status,
-        };
-        let keys = blocking(&store, move |s| s.list(&filter)).await?;
-        let docs: Vec<Value> = keys.iter().map(output::info_json).collect();
-        Ok(success(StatusCode::OK, Value::Array(docs)))
-    }
-
-    /// `POST /v1/api-keys`: the fields of `credstore create`.
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct CreateBody {
-        name: String,
-        prefix: Option<String>,
-        env: Option<String>,
-        length: Option<usize>,
-        total_length: Option<usize>,
-        #[serde(default = "yes")]
-        checksum: bool,
-        #[serde(default)]
-        new_format: bool,
-        project: Option<String>,
-        expires_in: Option<String>,
-        expires_at: Option<String>,
-        #[serde(default)]
-        metadata: BTreeMap<String, String>,
-        /// `N/DURATION[:name]`, as `--rate-limit`.
-        #[serde(default)]
-        rate_limits: Vec<String>,
-        budget: Option<u64>,
-        budget_period: Option<String>,
-        plan: Option<String>,
-        #[serde(rename = "type")]
-        key_type: Option<String>,
-        user: Option<String>,
-        role: Option<String>,
-        #[serde(default)]
-        permissions: Vec<String>,
-        #[serde(default)]
-        allow_ips: Vec<String>,
-        #[serde(default)]
-        allow_referrers: Vec<String>,
-        #[serde(default)]
-        allow_endpoints: Vec<String>,
-    }
-
-    fn yes() -> bool {
-        true
-    }
-
-    async fn create_key(Admin(admin): Admin, State(store): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
-        let body: CreateBody = parse_json(&body)?;
-        let env = body.env.as_deref().map(str::parse::<Env>).transpose()?;
-        let length = match (body.length, body.total_length) {
-            (Some(_), Some(_)) => return Err(ApiError::bad_request("give length or total_length, not both")),
-            (Some(n), None) => Some(FormatLength::Random(n)),
-            (None, Some(n)) => Some(FormatLength::Total(n)),
-            (None, None) => None,
-        };
-        let role = body
-            .role
-            .as_deref()
-            .map(credstore::policy::RoleName::parse)
-            .transpose()?;
-        let format = crate::new_key_format(
-            &store.formats(),
-            role.as_ref(),
-            &FormatRequest {
-                prefix: body.prefix.as_deref(),
-                env,
-                length,
-                no_checksum: !body.checksum,
-                new_format: body.new_format,
-            },
-        )?;
-        let mut new = NewKey::new(body.name).format(format);
-        new.project = body.project;
-        new.metadata = body.metadata;
-        new.rate_limits = body
-            .rate_limits
-            .iter()
-            .map(|r| RateLimit::parse(r))
-            .collect::<Result<_, _>>()?;
-        let period = body.budget_period.as_deref().unwrap_or("monthly");
-        let period: Period = period.parse().map_err(|e: InputError| ApiError::from(e))?;
-        new.budget = body.budget.map(|cap| Budget::new(cap, period)).transpose()?;
-        new.plan = body.plan;
-        new.kind = match (body.key_type.as_deref().unwrap_or("service"), body.user) {
-            ("service", None) => KeyKind::Service,
-            ("personal", Some(user)) => KeyKind::Personal { user },
-            ("personal", None) => return Err(InputError::KeyType("a personal token needs a user".into()).into()),
-            ("service", Some(_)) => {
-                return Err(InputError::KeyType("user is for personal tokens (type personal)".into()).into());
-            }
-            (other, _) => {
-                return Err(ApiError::bad_request(&format!(
-                    "type {}: use service or personal",
-                    redact::quote(other)
-                )));
-            }
-        };
-        new.role = role;
-        new.permissions = PermissionSet::parse(&body.permissions)?;
-        new.allow_ips = IpAllowlist::new(&body.allow_ips)?;
-        new.allow_referrers = ReferrerAllowlist::new(&body.allow_referrers)?;
-        new.allow_endpoints = EndpointAllowlist::new(&body.allow_endpoints)?;
-        new.expires = match (body.expires_in, body.expires_at) {
-            (Some(_), Some(_)) => return Err(ApiError::bad_request("give expires_in or expires_at, not both")),
-            (Some(d), None) => Some(Expiry::In(clock::parse_duration(&d)?)),
-            (None, Some(t)) => Some(Expiry::At(clock::parse_time(&t)?)),
-            (None, None) => None,
-        };
-        let created = blocking(&store, move |s| s.create_as(admin.expose(), new)).await?;
-        Ok(success(StatusCode::CREATED, output::created_json(&created, None)))
-    }
-
-    async fn show_key(
-        _admin: Admin,
-        State(store): State<Shared>,
-        UrlPath(id): UrlPath<String>,
-    ) -> Result<Response, ApiError> {
-        let id = KeyId::parse(&id)?;
-        let info = blocking(&store, move |s| s.get(&id)).await?;
-        Ok(success(StatusCode::OK, output::info_json(&info)))
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    struct RevokeBody {
-        reason: Option<String>,
-    }
-
-    async fn revoke_key(
-        _admin: Admin,
-        State(store): State<Shared>,
-        UrlPath(id): UrlPath<String>,
-        query: Result<Query<RevokeBody>, QueryRejection>,
-        body: Bytes,
-    ) -> Result<Response, ApiError> {
-        let id = KeyId::parse(&id)?;
-        let Query(from_query) = query.map_err(ApiError::bad_query)?;
-        let from_body: RevokeBody = parse_optional_json(&body)?;
-        let reason = from_body.reason.or(from_query.reason);
-        let info = blocking(&store, move |s| s.revoke(&id, reason.as_deref())).await?;
-        Ok(success(StatusCode::OK, output::info_json(&info)))
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    struct RotateBody {
-        /// Keep the old key valid this long, e.g. `24h`.
-        grace: Option<String>,
-    }
-
-    async fn rotate_key(
-        _admin: Admin,
-        State(store): State<Shared>,
-        UrlPath(id): UrlPath<String>,
-        body: Bytes,
-    ) -> Result<Response, ApiError> {
-        let id = KeyId::parse(&id)?;
-        let body: RotateBody = parse_optional_json(&body)?;
-        let grace = body
-            .grace
-            .as_deref()
-            .map(clock::parse_duration)
-            .transpose()?
-            .map(|ms| Duration::from_millis(ms.unsigned_abs()));
-        let rotated = blocking(&store, move |s| s.rotate(&id, grace)).await?;
-        Ok(success(
-            StatusCode::OK,
-            output::created_json(&rotated.new, Some(&rotated.old)),
-        ))
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct AuditQuery {
-        key: Option<String>,
-        kind: Option<String>,
-        since: Option<String>,
-        until: Option<String>,
-    }
-
-    async fn audit(
-        _admin: Admin,
-        State(store): State<Shared>,
-        query: Result<Query<AuditQuery>, QueryRejection>,
-    ) -> Result<Response, ApiError> {
-        let Query(q) = query.map_err(ApiError::bad_query)?;
-        let now = clock::SystemClock.now_ms();
-        let filter = EventFilter {
-            key: q.key.as_deref().map(KeyId::parse).transpose()?,
-            kind: q.kind,
-            since: q.since.as_deref().map(|t| clock::parse_instant(t, now)).transpose()?,
-            until: q.until.as_deref().map(|t| clock::parse_instant(t, now)).transpose()?,
-            newest_first: false,
-        };
-        let events = blocking(&store, move |s| s.events(&filter)).await?;
-        let docs: Vec<Value> = events.iter().map(|(seq, e)| e.to_json(*seq)).collect();
-        Ok(success(StatusCode::OK, Value::Array(docs)))
-    }
-
-    // -----------------------------------------------------------------------------------
-    // Admin keys, envelopes, errors
-
-    /// An admin key of this store, checked with [`Store::authorize_admin`].
-    struct Admin(Secret);
-
-    impl FromRequestParts<Shared> for Admin {
-        type Rejection = ApiError;
-
-        async fn from_request_parts(parts: &mut Parts, store: &Shared) -> Result<Self, Self::Rejection> {
-            let sources = [KeySource::Bearer, KeySource::x_api_key()];
-            let Some(key) = sources.iter().find_map(|s| s.find(&parts.headers)) else {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    "the management API needs an admin key of this store: Authorization: Bearer <key>, or X-API-Key",
-                ));
-            };
-            match store.authorize_admin(key, "the management API") {
-                Ok(_) => Ok(Admin(Secret::new(key.to_string()))),
-                Err(Error::State(StateError::AdminRequired(_))) => Err(not_admin(store, key)),
-                Err(e) => Err(e.into()),
-            }
-        }
-    }
-
-    /// 401 for a key that is no valid key at all, 403 for a valid key that is not an admin
-    /// key.
-    fn not_admin(store: &Store, key: &str) -> ApiError {
-        // The same request `authorize_admin` makes: cost 0, weight 0, requiring `*`; it has
-        // no side effect unless the key is an admin key, which it just was not.
-        let everything = PermissionQuery::parse("*");
-        let status = everything
-            .ok()
-            .and_then(|q| {
-                store
-                    .verify_admin(&VerifyRequest::new(key).cost(0).weight(0).require(&q))
-                    .ok()
-            })
-            .map_or(401, |d| d.http_status());
-        if status == 401 {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "not a valid key of this store",
-            )
-        } else {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "ADMIN_REQUIRED",
-                "the management API requires an admin key of this store",
-            )
-        }
-    }
-
-    /// Runs store work that may wait on disk (a commit's fsync, a log scan) off the
-    /// async workers.
-    async fn blocking<T, F>(store: &Shared, work: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> credstore::Result<T> + Send + 'static,
-    {
-        let store = Arc::clone(store);
-        tokio::task::spawn_blocking(move || work(&store))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", &e.to_string()))?
-            .map_err(ApiError::from)
-    }
-
-    /// serde's messages repeat a value of the wrong type (`invalid type: string "..."`):
-    /// scrubbed of secret-shaped tokens.
-    ///
-    /// A body must be a JSON object: serde's derive would also take an array of the fields
-    /// in order (`["sk_live_...", null, ...]`), a shape no client means to send.
-    fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::bad_request("invalid JSON body: expected a JSON object"));
-        }
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(&format!("invalid JSON body: {}", redact::scrub(&e.to_string()))))
-    }
-
-    /// An empty body is the default.
-    fn parse_optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(T::default());
-        }
-        parse_json(body)
-    }
-
-    /// `{"success": true, "data": data}`, never cached (it may hold a key).
-    fn success(status: StatusCode, data: Value) -> Response {
-        let mut response = (status, Json(json!({ "success": true, "data": data }))).into_response();
-        response
-            .headers_mut()
-            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
-    }
-
-    /// `{"success": false, "error": {"code", "message"}}` with a status.
-    #[derive(Debug)]
-    struct ApiError {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-    }
-
-    impl ApiError {
-        fn new(status: StatusCode, code: &'static str, message: &str) -> Self {
-            ApiError {
-                status,
-                code,
-                message: message.to_string(),
-            }
-        }
-
-        fn bad_request(message: &str) -> Self {
-            ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
-        }
-
-        /// Scrubbed as [`parse_json`]'s messages are.
-        fn bad_query(rejection: QueryRejection) -> Self {
-            ApiError::bad_request(&redact::scrub(&rejection.body_text()))
-        }
-    }
-
-    impl IntoResponse for ApiError {
-        fn into_response(self) -> Response {
-            let body = json!({
-                "success": false,
-                "error": { "code": self.code, "message": self.message },
-            });
-            let mut response = (self.status, Json(body)).into_response();
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-    }
-
-    impl From<Error> for ApiError {
-        fn from(e: Error) -> Self {
-            let (status, code) = match &e {
-                Error::Input(_) => (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
-                Error::State(StateError::UnknownKey(_)) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-                Error::State(StateError::AdminRequired(_)) => (StatusCode::FORBIDDEN, "ADMIN_REQUIRED"),
-                Error::State(_) => (StatusCode::CONFLICT, "CONFLICT"),
-                _ => (StatusCode::INTERNAL_SERVER_ERROR, "STORE_ERROR"),
-            };
-            ApiError::new(status, code, &e.to_string())
-        }
-    }
-
-    impl From<InputError> for ApiError {
-        fn from(e: InputError) -> Self {
-            ApiError::from(Error::from(e))
-        }
-    }
-
     #[cfg(test)]
     mod tests {
         use axum::http::HeaderMap;
+        use axum::http::header::CACHE_CONTROL;
+        use serde_json::Value;
         use tower::ServiceExt;
 
         use super::*;

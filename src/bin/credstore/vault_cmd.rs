@@ -6,10 +6,10 @@ use std::path::Path;
 
 use clap::Subcommand;
 use credstore::vault::MasterKey;
-use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::{Failure, command_store, usage};
+use crate::output::docs::{SecretDoc, StoredSecretDoc};
+use crate::{Failure, command_store, output, usage};
 
 #[derive(Subcommand)]
 pub enum VaultAction {
@@ -72,11 +72,7 @@ pub fn run(data: &Path, action: VaultAction) -> Result<u8, Failure> {
             let secret = read_secret()?;
             let info = store.vault_put(project.as_deref(), &name, secret.as_bytes())?;
             if json {
-                outln!(
-                    "{}",
-                    json!({"project": info.project, "name": info.name, "version": info.version,
-                           "master_version": info.master_version})
-                );
+                outln!("{}", output::to_json(&StoredSecretDoc::from(&info)));
             } else {
                 outln!("Stored {}/{} version {}.", info.project, info.name, info.version);
             }
@@ -89,15 +85,8 @@ pub fn run(data: &Path, action: VaultAction) -> Result<u8, Failure> {
         VaultAction::List { project, json } => {
             let list = store.vault_list(project.as_deref())?;
             if json {
-                let docs: Vec<_> = list
-                    .iter()
-                    .map(|s| {
-                        json!({"project": s.project, "name": s.name, "version": s.version,
-                               "created_at": credstore::clock::fmt_time(s.created_at),
-                               "master_version": s.master_version})
-                    })
-                    .collect();
-                outln!("{}", serde_json::Value::Array(docs));
+                let docs: Vec<_> = list.iter().map(SecretDoc::from).collect();
+                outln!("{}", output::to_json(&docs));
             } else {
                 for s in &list {
                     outln!(

@@ -265,14 +265,24 @@ impl Metrics {
     }
 }
 
-async fn healthz() -> Response {
+/// `GET /healthz`: 200 while the sidecar serves.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive: {\"success\": true, \"data\": {\"status\": \"alive\"}}")))]
+pub(super) async fn healthz() -> Response {
     envelope(
         StatusCode::OK,
         json!({ "success": true, "data": { "status": "alive" } }),
     )
 }
 
-async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
+/// `GET /readyz`: 200 while the store can verify; 503 on a fleet host past its staleness
+/// bound.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the store can verify"),
+        (status = 503, description = "NOT_READY: a fleet host past its staleness bound"),
+    ))]
+pub(super) async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
     let stats = ops.store.stats();
     if stats.fleet_stale {
         return envelope(
@@ -292,7 +302,10 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
     )
 }
 
-async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
+/// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
+pub(super) async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
     ops.metrics.read_store(ops.store.stats());
     match ops.metrics.encode() {
         Ok(text) => {
