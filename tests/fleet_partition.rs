@@ -284,6 +284,10 @@ fn hosts_serve_through_a_postgres_crash_and_catch_up_after_its_restart() {
         message.contains("not committed") && message.contains("PostgreSQL"),
         "{reply:?}"
     );
+    assert_eq!(
+        (reply.status, &reply.body["error"]["code"]),
+        (503, &serde_json::json!("NOT_COMMITTED"))
+    );
 
     // The fail-closed host refuses after its bound, with an error that names it; the
     // fail-open host serves on.
@@ -293,7 +297,8 @@ fn hosts_serve_through_a_postgres_crash_and_catch_up_after_its_restart() {
     let refused_after = killed_at.elapsed();
     let refused = closed.verify(&kept_key);
     println!("while PostgreSQL is down the fail-closed host answers {refused:?}");
-    assert!(refused.is_err());
+    let refused = refused.expect_err("refused");
+    assert_eq!((refused.status, refused.code.as_str()), (503, "STALE"), "{refused:?}");
     assert_eq!(open.verify(&kept_key), Ok(Code::Valid));
     assert_eq!(open.verify(&revoked_key), Ok(Code::Valid));
 

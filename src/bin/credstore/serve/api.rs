@@ -286,6 +286,10 @@ impl From<Error> for ApiError {
                 | VaultError::UnknownMasterKey { .. }
                 | VaultError::RetiredMasterKey { .. },
             ) => (StatusCode::CONFLICT, "CONFLICT"),
+            // A fleet host past its staleness bound, or a change the fleet did not take:
+            // this host cannot answer now; another (or a retry) may.
+            Error::Stale => (StatusCode::SERVICE_UNAVAILABLE, "STALE"),
+            Error::NotCommitted(_) => (StatusCode::SERVICE_UNAVAILABLE, "NOT_COMMITTED"),
             // Configuration the sidecar was started without: CREDSTORE_MASTER_KEY.
             Error::Vault(VaultError::NoMasterKey) => (StatusCode::SERVICE_UNAVAILABLE, "NO_MASTER_KEY"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "STORE_ERROR"),
