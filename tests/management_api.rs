@@ -253,6 +253,7 @@ fn every_management_route_answers_admin_keys_only() {
             Some(json!({ "master_key": MASTER_2 })),
         ),
         route("GET", "/v1/audit", "/v1/audit", None),
+        route("GET", "/v1/events", "/v1/events", None),
     ];
 
     // The table is every management route: every route of the OpenAPI document but those

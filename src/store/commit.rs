@@ -346,6 +346,12 @@ fn refuse(batch: Vec<Request>, why: &str) {
 /// Applies a durable batch's changes to the index, and publishes them: formats, the
 /// directory, and the live map's keys.
 fn apply_and_publish(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
+    apply(shared, log, overlay);
+    // After the live map: a reader of the feed woken now sees the state the records made.
+    shared.publish_seq(log.durable_seq());
+}
+
+fn apply(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
     // The batch is durable: from here on it is acknowledged, whatever the index does. An
     // index that fails to take it (a full disk) marks itself behind: it refuses reads and
     // later batches, so it never records an applied_seq past a batch it lacks, and the next

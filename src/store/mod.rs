@@ -178,6 +178,9 @@ pub(crate) struct Shared {
     fleet_stale: std::sync::atomic::AtomicBool,
     /// A fleet host: its budgets are spent from leases of the fleet, not raised marks.
     fleet_host: bool,
+    /// The last durable record, for the change feed ([`Store::wait_for_record`]): moved by
+    /// the commit thread after every commit, waited on by readers of the feed.
+    published: (Mutex<u64>, std::sync::Condvar),
 }
 
 impl Shared {
@@ -188,6 +191,16 @@ impl Shared {
     }
 
     /// Publishes the registered formats, and the customer formats drawn from them.
+    /// Records that the log is durable up to `seq` and wakes the feed's readers.
+    fn publish_seq(&self, seq: u64) {
+        let (last, changed) = &self.published;
+        let mut last = lock(last);
+        if seq > *last {
+            *last = seq;
+            changed.notify_all();
+        }
+    }
+
     fn publish_formats(&self, formats: FormatSet) {
         let customer = formats.for_customers(self.verify_prefixes.as_deref());
         self.formats.store(Arc::new(formats));
@@ -407,6 +420,7 @@ impl Store {
             uses: use_sink,
             fleet_stale: std::sync::atomic::AtomicBool::new(false),
             fleet_host: config.fleet.is_some(),
+            published: (Mutex::new(log.durable_seq()), std::sync::Condvar::new()),
         });
         // New ids must sort after every id already issued, whatever the clock says.
         let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
@@ -1099,6 +1113,52 @@ impl Store {
             Outcome::Credited(credit) => Ok(credit),
             _ => Err(Error::UnexpectedReply { request: "credit" }),
         }
+    }
+
+    /// The change feed: the events of the records after record `after`, oldest first, each
+    /// with its record's sequence number, from at most `max_records` records (a `key.uses`
+    /// record gives one `key.used` event per use). Empty when there is nothing new: wait
+    /// with [`Store::wait_for_record`]. Follow the feed by passing the last sequence number
+    /// seen.
+    ///
+    /// # Errors
+    /// When the log cannot be read.
+    pub fn events_after(&self, after: u64, max_records: usize) -> Result<Vec<(u64, Event)>> {
+        // Only what is durable: the writer may be appending past it.
+        let last = *lock(&self.shared.published.0);
+        let mut out = Vec::new();
+        if after >= last || max_records == 0 {
+            return Ok(out);
+        }
+        let reader = LogReader::open(&self.path.join("log"), self.store_id, after + 1)?;
+        for record in reader.take(max_records) {
+            let record = record?;
+            if record.seq > last {
+                break;
+            }
+            let event = Event::decode(&record.payload).map_err(|reason| LogError::BadPayload {
+                seq: record.seq,
+                reason,
+            })?;
+            out.extend(event.into_uses().into_iter().map(|e| (record.seq, e)));
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of the last durable record of the log.
+    pub fn last_seq(&self) -> u64 {
+        *lock(&self.shared.published.0)
+    }
+
+    /// Waits until the log holds a durable record after record `after`, at most `timeout`;
+    /// returns the last durable record's sequence number (`after` or less: none came).
+    pub fn wait_for_record(&self, after: u64, timeout: Duration) -> u64 {
+        let (last, changed) = &self.shared.published;
+        let guard = lock(last);
+        let (guard, _) = changed
+            .wait_timeout_while(guard, timeout, |seq| *seq <= after)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard
     }
 
     /// Disables a key (reversible with [`Store::enable`]).

@@ -25,6 +25,7 @@ macro_rules! errln {
 mod bridge;
 mod credits_cmd;
 mod demo;
+mod events_cmd;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;
 mod output;
@@ -216,6 +217,9 @@ enum Command {
     /// Walk through issuing, verifying, every denial, revoking and auditing on a
     /// throwaway store.
     Demo,
+    /// The change feed: the events after record SEQ, and with --follow the new ones as
+    /// they commit.
+    Events(events_cmd::EventsArgs),
     /// A budget's credit this period: add (or take away), or set what is left; logged.
     Credits {
         #[command(subcommand)]
@@ -774,6 +778,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         }
         Command::Serve(args) => serve::run(&data, args),
         Command::Credits { action } => credits_cmd::run(&data, action),
+        Command::Events(args) => events_cmd::run(&data, args),
         Command::Vault { action } => vault_cmd::run(&data, action),
     }
 }

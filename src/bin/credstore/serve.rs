@@ -237,6 +237,7 @@ mod imp {
             )
             .route("/v1/vault/rotate-master", post(vault::rotate_master))
             .route("/v1/audit", get(audit::audit))
+            .route("/v1/events", get(audit::events))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
             .method_not_allowed_fallback(|| async {
                 ApiError::new(

@@ -46,6 +46,7 @@ use super::{audit, auth, directory, keys, ops, vault, verify};
         vault::delete_secret,
         vault::rotate_master,
         audit::audit,
+        audit::events,
         auth::forward_auth,
         auth::forward_auth_under_prefix,
         ops::healthz,

@@ -1,0 +1,169 @@
+//! The change feed of the log: `Store::events_after` and `Store::wait_for_record` in
+//! process, `credstore events [--after SEQ] [--follow] [--json]`, and the sidecar's
+//! `GET /v1/events?after=SEQ&wait=...` long poll; each gives every event once, in order,
+//! and a waiting reader wakes when a record commits.
+
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Cli, Sidecar, http};
+use credstore::{Config, NewKey, Pepper, Store};
+use serde_json::Value;
+
+fn store(dir: &std::path::Path) -> Store {
+    Store::init(dir.join("s"), Config::new().pepper(Pepper::from_bytes([8; 32]))).expect("init")
+}
+
+#[test]
+fn the_feed_gives_every_event_once_in_order_and_wakes_a_waiting_reader() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store(dir.path());
+    let a = store.create(NewKey::new("a")).expect("create");
+    store.verify(a.key.expose()).expect("verify");
+    store.revoke(&a.record.id, None).expect("revoke");
+    // Everything so far, one record at a time, then nothing.
+    let mut after = 0;
+    let mut kinds = Vec::new();
+    loop {
+        let events = store.events_after(after, 1).expect("events");
+        let Some((seq, _)) = events.last() else { break };
+        assert!(*seq > after, "in order");
+        after = *seq;
+        kinds.extend(events.iter().map(|(_, e)| e.kind_name()));
+    }
+    assert_eq!(after, store.last_seq());
+    assert_eq!(
+        kinds,
+        ["format.registered", "key.created", "key.used", "key.revoked"],
+        "every event once"
+    );
+    assert!(store.events_after(after, 100).expect("events").is_empty());
+
+    // A reader waiting at the end wakes when a record commits.
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            let started = Instant::now();
+            let last = store.wait_for_record(after, Duration::from_secs(20));
+            (last, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        store.create(NewKey::new("b")).expect("create");
+        let (last, waited) = waiter.join().expect("waiter");
+        assert!(last > after, "woken by the new record");
+        assert!(waited < Duration::from_secs(20), "not by the timeout");
+    });
+    let new = store.events_after(after, 100).expect("events");
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].1.kind_name(), "key.created");
+    // With nothing new, a wait ends at its timeout and says so.
+    let last = store.last_seq();
+    assert_eq!(store.wait_for_record(last, Duration::from_millis(50)), last);
+}
+
+#[test]
+fn credstore_events_prints_the_feed_and_follows_it() {
+    let cli = Cli::init();
+    let all = cli.ok(&["events", "--json"]);
+    let lines: Vec<Value> = all
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "init's admin key: {}", all.stdout);
+    assert_eq!(lines[1]["kind"], "key.created");
+    let after = lines[1]["seq"].as_u64().expect("seq").to_string();
+    assert_eq!(
+        cli.ok(&["events", "--after", &after]).stdout,
+        "",
+        "nothing after the last"
+    );
+
+    // --follow prints what commits after it started.
+    let mut follower = cli
+        .command(&["events", "--follow", "--json", "--after", &after])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn events --follow");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.expect("a line")).is_err() {
+                break;
+            }
+        }
+    });
+    cli.ok(&["create", "--name", "followed"]);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = rx.recv_timeout(Duration::from_secs(20)).expect("the followed events");
+        seen.push(serde_json::from_str::<Value>(&line).expect("JSON"));
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(seen[0]["kind"], "format.registered", "{seen:?}");
+    assert_eq!(seen[1]["kind"], "key.created");
+    assert_eq!(seen[1]["details"]["name"], "followed");
+}
+
+#[test]
+fn the_sidecar_long_polls_the_feed() {
+    let cli = Cli::empty();
+    let init = cli.ok(&["init"]);
+    let admin = init
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("csa_"))
+        .expect("the admin key")
+        .to_string();
+    let sidecar = Sidecar::start(&cli);
+    let auth = format!("Bearer {admin}");
+    let get = |path: &str| http(sidecar.addr, "GET", path, Some(&auth), None).expect("an answer");
+    let first = get("/v1/events");
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.body["data"].as_array().expect("events").len(), 2);
+    let cursor = first.body["next_cursor"].as_str().expect("a cursor").to_string();
+    let empty = get(&format!("/v1/events?after={cursor}"));
+    assert_eq!(empty.body["data"].as_array().expect("events").len(), 0);
+    assert_eq!(
+        empty.body["next_cursor"],
+        cursor.as_str(),
+        "nothing read: the same cursor"
+    );
+
+    // A long poll answers when a record commits, before its wait is over.
+    std::thread::scope(|scope| {
+        let poll = scope.spawn(|| {
+            let started = Instant::now();
+            (get(&format!("/v1/events?after={cursor}&wait=20s")), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        cli.ok(&["create", "--name", "polled"]);
+        let (reply, took) = poll.join().expect("poll");
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        let kinds: Vec<&str> = reply.body["data"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["kind"].as_str().expect("kind"))
+            .collect();
+        assert!(kinds.contains(&"key.created"), "{kinds:?}");
+        assert!(took < Duration::from_secs(20), "woken, not timed out");
+    });
+
+    for bad in ["/v1/events?after=x", "/v1/events?wait=2h", "/v1/events?limit=0"] {
+        let reply = get(bad);
+        assert_eq!(reply.status, 400, "{bad}: {:?}", reply.body);
+    }
+    let none = http(sidecar.addr, "GET", "/v1/events", None, None).expect("an answer");
+    assert_eq!(none.status, 401);
+}
