@@ -63,3 +63,50 @@ fn credits_for_a_key_without_a_budget_or_an_unknown_key_change_nothing() {
     assert_eq!(bad.code, Some(2), "a negative remaining is a usage error: {bad:?}");
     assert_eq!(cli.ok(&["audit", "export"]).stdout, before, "nothing was written");
 }
+
+#[test]
+fn the_sidecar_gives_credit_as_the_cli_does() {
+    let cli = Cli::empty();
+    let init = cli.ok(&["init"]);
+    let admin = init
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("csa_"))
+        .expect("the admin key")
+        .to_string();
+    let (id, _) = created(&cli, &["--budget", "100"]);
+    let (plain, _) = created(&cli, &[]);
+    let sidecar = common::Sidecar::start(&cli);
+    let auth = format!("Bearer {admin}");
+    let post = |id: &str, body: serde_json::Value| {
+        common::http(
+            sidecar.addr,
+            "POST",
+            &format!("/v1/api-keys/{id}/credits"),
+            Some(&auth),
+            Some(&body),
+        )
+        .expect("an answer")
+    };
+    let added = post(&id, serde_json::json!({ "add": 25, "reason": "goodwill" }));
+    assert_eq!(added.status, 200, "{:?}", added.body);
+    assert_eq!(added.body["data"]["remaining"], 125);
+    let set = post(&id, serde_json::json!({ "set": 10 }));
+    assert_eq!(
+        (
+            set.body["data"]["remaining"].as_u64(),
+            set.body["data"]["credit"].as_i64()
+        ),
+        (Some(10), Some(-90))
+    );
+    let both = post(&id, serde_json::json!({ "add": 1, "set": 1 }));
+    assert_eq!(both.status, 400, "{:?}", both.body);
+    let no_budget = post(&plain, serde_json::json!({ "add": 1 }));
+    assert_eq!(
+        (no_budget.status, &no_budget.body["error"]["code"]),
+        (409, &serde_json::json!("CONFLICT"))
+    );
+    let unknown = post("key_0000000000000000000000", serde_json::json!({ "add": 1 }));
+    assert_eq!(unknown.status, 404);
+}

@@ -172,6 +172,7 @@ fn every_management_route_answers_admin_keys_only() {
     let (_, target) = store.key(&["--name", "target"]);
     let (_, doomed) = store.key(&["--name", "doomed"]);
     let (leaked, _) = store.key(&["--name", "leaked"]);
+    let (_, metered) = store.key(&["--name", "metered", "--budget", "100"]);
     let unknown = format!("csa_{}", "A".repeat(32));
     let api = store.serve();
 
@@ -254,6 +255,12 @@ fn every_management_route_answers_admin_keys_only() {
         ),
         route("GET", "/v1/audit", "/v1/audit", None),
         route("GET", "/v1/events", "/v1/events", None),
+        route(
+            "POST",
+            "/v1/api-keys/{id}/credits",
+            &format!("/v1/api-keys/{metered}/credits"),
+            Some(json!({ "add": 5, "reason": "test" })),
+        ),
     ];
 
     // The table is every management route: every route of the OpenAPI document but those

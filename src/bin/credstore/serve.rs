@@ -213,6 +213,7 @@ mod imp {
             .route("/v1/api-keys/{id}/disable", post(keys::disable_key))
             .route("/v1/api-keys/{id}/enable", post(keys::enable_key))
             .route("/v1/api-keys/{id}/rotate", post(keys::rotate_key))
+            .route("/v1/api-keys/{id}/credits", post(keys::credit_key))
             .route("/v1/plans", get(directory::list_plans))
             .route(
                 "/v1/plans/{name}",

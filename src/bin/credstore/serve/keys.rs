@@ -541,3 +541,69 @@ pub fn budget(cap: Option<u64>, period: Option<&str>) -> Result<Option<Budget>, 
     let period: Period = period.unwrap_or("monthly").parse()?;
     Ok(Some(Budget::new(cap, period)?))
 }
+
+/// `POST /v1/api-keys/{id}/credits`: a change of the key's budget credit this period, as
+/// `credstore credits add|set` takes it: exactly one of `add` (negative: take away) and
+/// `set` (what is left).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsBody {
+    /// Add this much to what is left this period (negative: take it away).
+    add: Option<i64>,
+    /// Make what is left this period exactly this.
+    set: Option<u64>,
+    /// Why (kept in the audit log).
+    reason: Option<String>,
+}
+
+/// A budget's credit after a change (`credstore credits ... --json`).
+#[derive(serde::Serialize, ToSchema)]
+pub struct CreditDoc {
+    /// The key.
+    key_id: String,
+    /// The credit this period: what was added to (negative: taken from) the cap.
+    credit: i64,
+    /// The cap in force this period.
+    cap: u64,
+    /// What is left to spend this period.
+    remaining: u64,
+}
+
+/// Gives the key's budget credit this period, takes it away, or sets what is left
+/// (`credstore credits add|set --json`); logged as `budget.credited` with the reason.
+#[utoipa::path(post, path = "/v1/api-keys/{id}/credits", tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = CreditsBody,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The budget's credit, cap and what is left this period", body = Success<CreditDoc>),
+        (status = 400, description = "Not exactly one of add and set, or a bad reason", body = Failure),
+        (status = 401, body = Failure), (status = 403, body = Failure),
+        (status = 404, description = "No such key", body = Failure),
+        (status = 409, description = "The key has no budget, or was rotated", body = Failure),
+    ))]
+pub async fn credit_key(
+    _admin: Admin,
+    State(store): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = KeyId::parse(&id)?;
+    let body: CreditsBody = parse_json(&body)?;
+    let reason = body.reason;
+    let key_id = id.to_string();
+    let credit = match (body.add, body.set) {
+        (Some(amount), None) => blocking(&store, move |s| s.credits_add(&id, amount, reason)).await?,
+        (None, Some(left)) => blocking(&store, move |s| s.credits_set(&id, left, reason)).await?,
+        _ => return Err(ApiError::bad_request("give exactly one of add and set")),
+    };
+    Ok(success(
+        StatusCode::OK,
+        CreditDoc {
+            key_id,
+            credit: credit.credit,
+            cap: credit.cap,
+            remaining: credit.remaining,
+        },
+    ))
+}

@@ -31,6 +31,7 @@ use super::{audit, auth, directory, keys, ops, vault, verify};
         keys::disable_key,
         keys::enable_key,
         keys::rotate_key,
+        keys::credit_key,
         directory::list_plans,
         directory::set_plan,
         directory::delete_plan,
