@@ -3,8 +3,10 @@
 # - PostgreSQL, for the fleet tests (they start a private cluster of their own, as the
 #   `postgres` user, on a Unix socket in a temporary directory, and stop it);
 # - nginx, for tests/gateway_nginx.rs (it starts its own nginx with a generated
-#   configuration on free loopback ports, in the foreground, and kills it).
-# Idempotent: what is installed is skipped. Neither is started as a system service.
+#   configuration on free loopback ports, in the foreground, and kills it);
+# - python3, for tests/python_client.rs (the Python client's unittest suite, standard
+#   library only: no pip packages).
+# Idempotent: what is installed is skipped. Nothing is started as a system service.
 set -euo pipefail
 
 need=()
@@ -17,6 +19,9 @@ fi
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   # The package of that name is nginx itself on Debian 12 and later (with auth_request).
   need+=(nginx)
+fi
+if ! command -v python3 >/dev/null; then
+  need+=(python3)
 fi
 
 if ((${#need[@]})); then
