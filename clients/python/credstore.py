@@ -14,7 +14,8 @@ One module, the standard library only (Python 3.9 or later), typed throughout::
 
 - ``verify`` needs no admin key: it asks about the key it is given. It answers a
   :class:`Decision` for valid and denied keys alike (the denial is ``decision.code``);
-  only a request the sidecar cannot read raises.
+  only a request the sidecar cannot read, or a sidecar that cannot verify (a stale fleet
+  host), raises.
 - Every management call needs an admin key of the store (``credstore init`` prints the
   first one). A call the sidecar refuses raises a :class:`CredstoreError` (a subclass of
   it by HTTP status) carrying the envelope's ``code``, the HTTP ``status`` and the
@@ -23,8 +24,8 @@ One module, the standard library only (Python 3.9 or later), typed throughout::
   the ``repr`` of a client, of a new key and of a secret's value leaves them out.
 
 The routes and documents are those of ``credstore serve`` (``GET /openapi.json`` on a
-running sidecar describes them). Fields the sidecar adds later are kept in each result's
-``raw`` document.
+running sidecar describes them). A decision, a key and a new key keep the whole document
+they were read from in ``raw``, fields the sidecar adds later included.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ __all__ = [
     "Client",
     "ConflictError",
     "CreatedKey",
+    "Credit",
     "CredstoreConnectionError",
     "CredstoreError",
     "Decision",
     "Event",
+    "EventPage",
     "ForbiddenError",
     "KeyInfo",
     "KeyPage",
@@ -544,7 +547,8 @@ class MasterKeyRotation:
 
 @dataclass(frozen=True)
 class Event:
-    """One record of the audit log."""
+    """An event of the log (``audit``, ``events``). A record of uses gives one ``key.used``
+    event per use, all with the record's ``seq``."""
 
     seq: int
     at: str
@@ -560,6 +564,37 @@ class Event:
             at=str(doc.get("at", "")),
             kind=str(doc.get("kind", "")),
             details=details if isinstance(details, dict) else {},
+        )
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """Part of the change feed (``events``): pass ``next_cursor`` as ``after`` to read on
+    (it is the last record read, or ``after`` again when nothing came)."""
+
+    events: list[Event]
+    next_cursor: int
+
+
+@dataclass(frozen=True)
+class Credit:
+    """A key's budget credit this period, after ``credits_add`` or ``credits_set``."""
+
+    key_id: str
+    credit: int
+    """What was added to the cap this period (negative: taken from it)."""
+    cap: int
+    """The cap in force this period."""
+    remaining: int
+    """What is left to spend this period."""
+
+    @classmethod
+    def from_json(cls, doc: JSON) -> Credit:
+        return cls(
+            key_id=str(doc.get("key_id", "")),
+            credit=int(doc.get("credit", 0)),
+            cap=int(doc.get("cap", 0)),
+            remaining=int(doc.get("remaining", 0)),
         )
 
 
@@ -809,6 +844,22 @@ class Client:
         body: JSON | None = {"grace": grace} if grace is not None else None
         return CreatedKey.from_json(self._object("POST", f"/v1/api-keys/{_seg(key_id)}/rotate", body=body))
 
+    def credits_add(self, key_id: str, amount: int, reason: str | None = None) -> Credit:
+        """Adds ``amount`` to what the key's budget has left this period (negative: takes
+        it away, never below nothing), logged with ``reason`` (``credstore credits add``).
+        ``POST /v1/api-keys/{id}/credits``; a key without a budget raises
+        :class:`ConflictError`."""
+        body: JSON = {"add": amount}
+        _put(body, "reason", reason)
+        return Credit.from_json(self._object("POST", f"/v1/api-keys/{_seg(key_id)}/credits", body=body))
+
+    def credits_set(self, key_id: str, remaining: int, reason: str | None = None) -> Credit:
+        """Makes what the key's budget has left this period exactly ``remaining``
+        (``credstore credits set``). ``POST /v1/api-keys/{id}/credits``."""
+        body: JSON = {"set": remaining}
+        _put(body, "reason", reason)
+        return Credit.from_json(self._object("POST", f"/v1/api-keys/{_seg(key_id)}/credits", body=body))
+
     # -- plans, roles, users ----------------------------------------------------------
 
     def list_plans(self) -> list[Plan]:
@@ -917,6 +968,27 @@ class Client:
         query = _query(key=key, kind=kind, since=since, until=until, newest_first=newest_first, limit=limit)
         return [Event.from_json(e) for e in self._list("GET", "/v1/audit", query=query)]
 
+    def events(self, after: int = 0, *, wait: float | None = None, limit: int | None = None) -> EventPage:
+        """The change feed: the events of the records after record ``after``, oldest first
+        (``credstore events``). With ``wait`` (seconds, at most 25) and nothing new yet, the
+        sidecar holds the request until a record commits or the wait is over (a long
+        poll); this request's timeout is the client's plus ``wait``. ``limit`` records at
+        most (the sidecar's default 1,000). ``GET /v1/events``."""
+        wait_ms = round(wait * 1000) if wait is not None else 0
+        query = _query(after=after, wait=f"{wait_ms}ms" if wait_ms > 0 else None, limit=limit)
+        answer = self._call("GET", "/v1/events", query=query, timeout=self.timeout + wait_ms / 1000)
+        events = [Event.from_json(e) for e in _objects(answer.get("data"))]
+        cursor = answer.get("next_cursor")
+        return EventPage(events=events, next_cursor=int(cursor) if cursor is not None else after)
+
+    def follow_events(self, after: int = 0, *, wait: float = 25.0) -> Iterator[Event]:
+        """Every event after record ``after``, then each one as it commits, for ever: long
+        polls of :meth:`events` of ``wait`` seconds each. Stop by leaving the loop."""
+        while True:
+            page = self.events(after, wait=wait)
+            yield from page.events
+            after = page.next_cursor
+
     def healthy(self) -> bool:
         """The sidecar serves HTTP (``GET /healthz``)."""
         return self._probe("/healthz")
@@ -969,9 +1041,10 @@ class Client:
         query: Mapping[str, str] | None = None,
         body: JSON | None = None,
         admin: bool = True,
+        timeout: float | None = None,
     ) -> JSON:
         """One request; the whole envelope of a success, or the error it holds raised."""
-        status, doc = self._send(method, path, query, body, admin=admin)
+        status, doc = self._send(method, path, query, body, admin=admin, timeout=timeout)
         if 200 <= status < 300 and doc.get("success") is True:
             return doc
         raise _failure(status, doc)
@@ -984,6 +1057,7 @@ class Client:
         body: JSON | None,
         *,
         admin: bool,
+        timeout: float | None = None,
     ) -> tuple[int, JSON]:
         """Sends a request and reads its answer as a JSON object (``{}`` when it is not
         one). The request (which may hold a key) appears in no error raised here."""
@@ -999,7 +1073,7 @@ class Client:
             headers["Authorization"] = f"Bearer {self._admin_key}"
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=timeout or self.timeout) as response:
                 return int(response.status), _json_object(response.read())
         except urllib.error.HTTPError as error:
             with error:

@@ -14,6 +14,7 @@ Run: ``CREDSTORE_BIN=target/debug/credstore python3 -m unittest -v clients/pytho
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import re
@@ -40,6 +41,8 @@ from credstore import (
     CredstoreConnectionError,
     CredstoreError,
     Decision,
+    Event,
+    EventPage,
     ForbiddenError,
     NotFoundError,
     RateLimit,
@@ -596,6 +599,62 @@ class ManageKeysTest(Case):
             self.admin.list_keys(after="not an id")
 
 
+class CreditsTest(Case):
+    def test_credits_move_what_is_left_this_period(self) -> None:
+        created = self.create("credited", budget=100, budget_period="total")
+        client = Client(self.url)
+        added = self.admin.credits_add(created.id, 50, reason="goodwill")
+        self.assertEqual((added.key_id, added.credit, added.cap, added.remaining), (created.id, 50, 150, 150))
+        spent = client.verify(created.key, cost=10)
+        assert spent.budget is not None
+        self.assertEqual((spent.code, spent.budget.cap, spent.budget.remaining), ("VALID", 150, 140))
+        self.assertEqual(self.admin.credits_set(created.id, 5, reason="trial over").remaining, 5)
+        self.assertEqual(client.verify(created.key, cost=6).code, "BUDGET_EXHAUSTED")
+        self.assertEqual(client.verify(created.key, cost=5).code, "VALID")
+        self.assertEqual(self.admin.credits_add(created.id, -1000).remaining, 0, "never below nothing")
+        reasons = [e.details.get("reason") for e in self.admin.audit(key=created.id, kind="budget.credited")]
+        self.assertIn("goodwill", reasons)
+        self.assertIn("trial over", reasons)
+        with self.assertRaises(ConflictError):
+            self.admin.credits_add(self.create("no budget").id, 10)
+        with self.assertRaises(NotFoundError):
+            self.admin.credits_set("key_0000000000000000000000", 10)
+
+
+class EventsTest(Case):
+    def test_the_change_feed_pages_follows_and_long_polls(self) -> None:
+        whole = self.admin.events(0, limit=10_000)
+        self.assertTrue(whole.events)
+        seqs = [e.seq for e in whole.events]
+        self.assertEqual(seqs, sorted(seqs), "oldest first")
+        self.assertEqual(whole.next_cursor, seqs[-1])
+        first = self.admin.events(0, limit=1)
+        self.assertEqual(first.next_cursor, whole.events[0].seq)
+        beyond = whole.next_cursor + 1_000_000
+        self.assertEqual(self.admin.events(beyond), EventPage(events=[], next_cursor=beyond))
+        # Following from the tail: a key created while a long poll waits arrives.
+        tail = whole.next_cursor
+        seen: queue.Queue[Event] = queue.Queue()
+
+        def follow() -> None:
+            for event in itertools.islice(self.admin.follow_events(tail, wait=20), 10_000):
+                seen.put(event)
+                if event.kind == "key.created":
+                    return
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        created = self.create("fed")
+        follower.join(timeout=START_STOP_LIMIT)
+        self.assertFalse(follower.is_alive(), "the feed never brought the new key")
+        kinds = {(e.kind, e.details.get("key_id")) for e in list(seen.queue)}
+        self.assertIn(("key.created", created.id), kinds)
+        with self.assertRaises(BadRequestError):
+            self.admin.events(0, wait=60)
+        with self.assertRaises(BadRequestError):
+            self.admin.events(0, limit=0)
+
+
 class DirectoryTest(Case):
     def test_plans_are_set_listed_followed_and_deleted(self) -> None:
         name = "py-plan-" + uuid.uuid4().hex[:8]
@@ -752,7 +811,9 @@ class AuditOrderTest(Case):
             "/v1/vault/secrets",
             "/v1/vault/secrets/{name}",
             "/v1/vault/rotate-master",
+            "/v1/api-keys/{id}/credits",
             "/v1/audit",
+            "/v1/events",
         ]:
             self.assertIn(path, paths)
 
