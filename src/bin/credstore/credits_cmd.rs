@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use clap::Subcommand;
-use credstore::{Credit, KeyId};
+use credstore::{Credit, CreditChange, KeyId};
 use serde_json::json;
 
 use crate::{Failure, command_store};
@@ -42,32 +42,27 @@ pub enum CreditsAction {
 }
 
 pub fn run(data: &Path, action: CreditsAction) -> Result<u8, Failure> {
-    let (id, credit, json) = match action {
+    let (id, change, reason, json) = match action {
         CreditsAction::Add {
             id,
             amount,
             reason,
             json,
-        } => {
-            let id = KeyId::parse(&id)?;
-            let store = command_store(data)?;
-            let credit = store.credits_add(&id, amount, reason)?;
-            store.close()?;
-            (id, credit, json)
-        }
+        } => (id, CreditChange::Add(amount), reason, json),
         CreditsAction::Set {
             id,
             amount,
             reason,
             json,
-        } => {
-            let id = KeyId::parse(&id)?;
-            let store = command_store(data)?;
-            let credit = store.credits_set(&id, amount, reason)?;
-            store.close()?;
-            (id, credit, json)
-        }
+        } => (id, CreditChange::Set(amount), reason, json),
     };
+    let id = KeyId::parse(&id)?;
+    let store = command_store(data)?;
+    let credit = match change {
+        CreditChange::Add(amount) => store.credits_add(&id, amount, reason)?,
+        CreditChange::Set(left) => store.credits_set(&id, left, reason)?,
+    };
+    store.close()?;
     print(&id, &credit, json);
     Ok(0)
 }
