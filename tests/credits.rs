@@ -217,3 +217,23 @@ fn credits_need_a_budget_and_the_current_key_of_a_rotation() {
         Err(credstore::Error::Input(_))
     ));
 }
+
+#[test]
+fn spend_past_a_credit_later_taken_away_is_kept_across_a_reopen() {
+    // Found by the proptest in CI: 101 spent under a cap raised to 101, then lowered to 99,
+    // and the store reopened: spend is still 101, not clamped to a cap.
+    use Op::{Add, Reopen, Spend};
+    run(&[
+        Spend(24),
+        Spend(18),
+        Spend(25),
+        Spend(18),
+        Add(1),
+        Spend(16),
+        Spend(1),
+        Spend(1),
+        Add(-2),
+        Reopen,
+        Spend(25),
+    ]);
+}

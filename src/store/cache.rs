@@ -355,9 +355,15 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
             let (current, _) = budget.period.at(now_ns.div_euclid(1_000_000));
             let (period, amount) = unpack(unless_later(counters.map_or(0, |c| c.spend), current));
             // Never restore above the cap (a crash restores spend to the mark, which may run
-            // past it), counting a credit that raised it; one that lowered it may have come
-            // after the spend.
-            let cap = in_period(budget, &credit, period).cap.max(budget.cap);
+            // past it), unless the period had credit: spend may then have gone up to a cap
+            // an earlier credit raised, before a later one lowered it.
+            let credited = unpack_credit(credit.load(Ordering::Acquire)).0 == period
+                && unpack_credit(credit.load(Ordering::Acquire)).1 != 0;
+            let cap = if credited {
+                crate::limits::MAX_BUDGET
+            } else {
+                budget.cap
+            };
             let word = pack(period, amount.min(cap));
             Some(Arc::new(BudgetCounter::new(word, unless_later(*mark, current))))
         }
