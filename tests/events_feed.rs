@@ -101,6 +101,9 @@ fn credstore_events_prints_the_feed_and_follows_it() {
             }
         }
     });
+    // The follower has opened the store by now: it must not hold it (the create would wait
+    // for its lock for ever).
+    std::thread::sleep(Duration::from_millis(500));
     cli.ok(&["create", "--name", "followed"]);
     let mut seen = Vec::new();
     while seen.len() < 2 {

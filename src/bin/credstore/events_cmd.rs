@@ -1,11 +1,13 @@
 //! `credstore events [--after SEQ] [--follow] [--json]`: the change feed of the log, from
 //! the record after SEQ on; with `--follow`, waiting for new records as they commit (a
-//! `tail -f` of the audit log). `--json` prints JSON Lines, one event a line.
+//! `tail -f` of the audit log). `--json` prints JSON Lines, one event a line. Beside a
+//! running server it waits on the server's store; on the store itself it looks once a
+//! second, opening the store only to read, so other commands are not locked out.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{Failure, command_store};
+use crate::{CommandStore, Failure, command_store};
 
 /// Records read per round.
 const BATCH: usize = 1_000;
@@ -26,7 +28,7 @@ pub struct EventsArgs {
 }
 
 pub fn run(data: &Path, args: EventsArgs) -> Result<u8, Failure> {
-    let store = command_store(data)?;
+    let mut store = command_store(data)?;
     let mut after = args.after;
     loop {
         let events = store.events_after(after, BATCH)?;
@@ -43,13 +45,6 @@ pub fn run(data: &Path, args: EventsArgs) -> Result<u8, Failure> {
                 );
             }
         }
-        match events.last() {
-            Some((seq, _)) => after = *seq,
-            None if args.follow => {
-                store.wait_for_record(after, WAIT);
-            }
-            None => break,
-        }
         if let Some(e) = crate::output::stdout_failure() {
             // A closed pipe (`events --follow | head`): stop quietly.
             if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -59,6 +54,21 @@ pub fn run(data: &Path, args: EventsArgs) -> Result<u8, Failure> {
                 code: 3,
                 message: format!("cannot write the events: {e}"),
             });
+        }
+        match events.last() {
+            Some((seq, _)) => after = *seq,
+            None if !args.follow => break,
+            // Through a running server: wait on its store, woken as a record commits.
+            None if matches!(store, CommandStore::Served(_)) => {
+                store.wait_for_record(after, WAIT);
+            }
+            // On the store itself: it must not stay locked while waiting (every other
+            // command would wait for it), so close it, wait, and open it again.
+            None => {
+                store.close()?;
+                std::thread::sleep(WAIT);
+                store = command_store(data)?;
+            }
         }
     }
     store.close()?;
