@@ -28,7 +28,7 @@
 #   gov_ip           tower_governor, counted by peer address (its default), its two fields
 #
 # Prints the load average, one line per run (round, cell, req/s, non-2xx answers, requests,
-# CPU ticks, CPU ns), then for each cell the median and quartiles of: req/s against the
+# CPU ticks, CPU ns, the 1-minute load average after it), then for each cell the median and quartiles of: req/s against the
 # paired no-layer run; requests per CPU-second against it; CPU per request (ns); CPU per
 # request added to the paired no-layer run's (ns); and, when a gov_* cell ran, each
 # cell's CPU per request against that cell's run in the same round.
@@ -87,15 +87,16 @@ done
 
 ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 ns() { { cat /proc/"$1"/task/*/schedstat 2>/dev/null || true; } | awk '{s += $1} END {printf "%.0f\n", s}'; }
-run() { # round cell: prints "round cell req/s non2xx requests ticks ns"
+run() { # round cell: prints "round cell req/s non2xx requests ticks ns load"
   local t0 t1 n0 n1 out
   t0=$(ticks "${PID[$2]}") n0=$(ns "${PID[$2]}")
   out=$(taskset -c 1 wrk -t1 -c16 -d"${DUR}"s -H "Authorization: Bearer ${KEY[$2]}" \
     "http://127.0.0.1:${PORT[$2]}/v1/ping" 2>&1)
   t1=$(ticks "${PID[$2]}") n1=$(ns "${PID[$2]}")
-  echo "$out" | awk -v round="$1" -v cell="$2" -v ticks=$((t1 - t0)) -v ns=$((n1 - n0)) '
+  echo "$out" | awk -v round="$1" -v cell="$2" -v ticks=$((t1 - t0)) -v ns=$((n1 - n0)) \
+    -v load="$(cut -d' ' -f1 /proc/loadavg)" '
     /requests in/ { n = $1 } /Requests\/sec/ { rps = $2 } /Non-2xx/ { bad = $4 }
-    END { print round, cell, rps, bad + 0, n, ticks, ns }'
+    END { print round, cell, rps, bad + 0, n, ticks, ns, load }'
 }
 
 echo "start $(date -u +%H:%M:%S) UTC, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
