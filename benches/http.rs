@@ -28,6 +28,12 @@
 //!   is a lower bound of the part of `layer/limited - layer/plain` that comes with the
 //!   fields themselves (static values need no allocation or reference count).
 //!
+//! - `http/governor/authorization`, `http/governor/peer_ip`: the router behind
+//!   tower_governor's `GovernorLayer` instead (as the example server's `--governor`: a
+//!   quota nothing reaches, its two `x-ratelimit-*` fields), counting requests by the
+//!   `Authorization` header or by the peer's address: the peer `layer/limited` is compared
+//!   with (rate limits and fields, but no key checked and no budget).
+//!
 //! The store logs no uses (`UseLog::Off`): the use log is the store's cost, not the layer's.
 //!
 //! On a shared, noisy machine criterion's estimates wander; with `HTTP_PROBE=ROUNDS` set the
@@ -60,6 +66,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tower::ServiceExt;
 use tower::layer::util::Identity;
 use tower::util::MapResponseLayer;
+use tower_governor::GovernorLayer;
+use tower_governor::key_extractor::PeerIpKeyExtractor;
 
 #[path = "../examples/axum_server.rs"]
 #[allow(dead_code)]
@@ -149,6 +157,18 @@ fn bench(c: &mut Criterion) {
         "/v1/ping",
         get(|| async { "pong\n" }).layer(MapResponseLayer::new(example::fixed_rate_fields)),
     );
+    let governed_key = Router::new().route(
+        "/v1/ping",
+        get(|| async { "pong\n" }).layer(GovernorLayer::new(
+            example::governor_config(example::AuthorizationKey).unwrap(),
+        )),
+    );
+    let governed_ip = Router::new().route(
+        "/v1/ping",
+        get(|| async { "pong\n" }).layer(GovernorLayer::new(
+            example::governor_config(PeerIpKeyExtractor).unwrap(),
+        )),
+    );
     let plain = format!("Bearer {}", fx.plain);
     let limited = format!("Bearer {}", fx.limited);
     let mut head = Vec::with_capacity(512);
@@ -169,13 +189,29 @@ fn bench(c: &mut Criterion) {
     assert_eq!(call(&rt, &passed, &plain, &mut head), 200);
     assert_eq!(call(&rt, &fielded, &plain, &mut head), 200);
     assert_eq!(head.windows(9).filter(|w| *w == b"ratelimit").count(), 5, "five fields");
+    for governed in [&governed_key, &governed_ip] {
+        assert_eq!(call(&rt, governed, &limited, &mut head), 200);
+        assert_eq!(
+            head.windows(11).filter(|w| *w == b"x-ratelimit").count(),
+            2,
+            "governor's two fields"
+        );
+    }
 
     if let Some(rounds) = std::env::var("HTTP_PROBE").ok().and_then(|r| r.parse::<usize>().ok()) {
         probe(
             rounds,
             &fx,
             &rt,
-            [&bare, &passed, &fielded, &guarded, &guarded_x],
+            [
+                &bare,
+                &passed,
+                &fielded,
+                &guarded,
+                &guarded_x,
+                &governed_key,
+                &governed_ip,
+            ],
             [&plain, &limited],
         );
         return;
@@ -200,6 +236,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("layer/limited_x_ratelimit", |b| {
         b.iter(|| black_box(call(&rt, &guarded_x, &limited, &mut head)))
     });
+    g.bench_function("governor/authorization", |b| {
+        b.iter(|| black_box(call(&rt, &governed_key, &limited, &mut head)))
+    });
+    g.bench_function("governor/peer_ip", |b| {
+        b.iter(|| black_box(call(&rt, &governed_ip, &limited, &mut head)))
+    });
     for (name, key) in [("verify/plain", &fx.plain), ("verify/limited", &fx.limited)] {
         let req = VerifyRequest::new(key).endpoint("GET", "/v1/ping").ip(PEER.ip());
         assert_eq!(fx.store.verify_with(&req).unwrap().code, Code::Valid);
@@ -212,9 +254,9 @@ fn bench(c: &mut Criterion) {
 
 /// Every variant in turn, `rounds` times; prints the fastest batch of each and what the
 /// layer adds over the router without it.
-fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&Router; 5], auths: [&String; 2]) {
+fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&Router; 7], auths: [&String; 2]) {
     const BATCH: u32 = 20_000;
-    let [bare, passed, fielded, guarded, guarded_x] = routers;
+    let [bare, passed, fielded, guarded, guarded_x, governed_key, governed_ip] = routers;
     let [plain, limited] = auths;
     let plain_req = VerifyRequest::new(&fx.plain).endpoint("GET", "/v1/ping").ip(PEER.ip());
     let limited_req = VerifyRequest::new(&fx.limited)
@@ -230,9 +272,11 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
         "layer/limited_x_ratelimit",
         "verify/plain",
         "verify/limited",
+        "governor/authorization",
+        "governor/peer_ip",
     ];
     let only = std::env::var("HTTP_PROBE_ONLY").ok();
-    let mut best = [f64::MAX; 8];
+    let mut best = [f64::MAX; 10];
     for _ in 0..rounds {
         for (i, slot) in best.iter_mut().enumerate() {
             if only.as_deref().is_some_and(|only| only != names[i]) {
@@ -248,7 +292,9 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
                     4 => black_box(call(rt, guarded, limited, &mut head)),
                     5 => black_box(call(rt, guarded_x, limited, &mut head)),
                     6 => black_box(fx.store.verify_with(black_box(&plain_req)).unwrap().http_status()),
-                    _ => black_box(fx.store.verify_with(black_box(&limited_req)).unwrap().http_status()),
+                    7 => black_box(fx.store.verify_with(black_box(&limited_req)).unwrap().http_status()),
+                    8 => black_box(call(rt, governed_key, limited, &mut head)),
+                    _ => black_box(call(rt, governed_ip, limited, &mut head)),
                 };
             }
             let ns = start.elapsed().as_secs_f64() * 1e9 / f64::from(BATCH);
@@ -258,7 +304,18 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
     for (name, ns) in names.iter().zip(best) {
         println!("{name:<26} {ns:>8.1} ns");
     }
-    let [bare, pass, fields, plain, limited, limited_x, v_plain, v_limited] = best;
+    let [
+        bare,
+        pass,
+        fields,
+        plain,
+        limited,
+        limited_x,
+        v_plain,
+        v_limited,
+        gov_key,
+        gov_ip,
+    ] = best;
     println!("axum's cost of any route layer: {:.1} ns", pass - bare);
     println!("setting five fixed rate-limit fields: {:.1} ns", fields - pass);
     println!(
@@ -269,6 +326,11 @@ fn probe(rounds: usize, fx: &Fixture, rt: &tokio::runtime::Runtime, routers: [&R
         limited - bare - v_limited
     );
     println!("limited, X-RateLimit-* only: {:.1} ns", limited_x - bare);
+    println!(
+        "tower_governor adds: by Authorization {:.1} ns, by peer address {:.1} ns",
+        gov_key - bare,
+        gov_ip - bare
+    );
 }
 
 criterion_group!(benches, bench);

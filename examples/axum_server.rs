@@ -19,21 +19,29 @@
 //! `Retry-After`. `--no-auth` serves the same routes without the layer: the baseline of the
 //! load figures in `docs/PERFORMANCE.md` (with `--fixed-rate-fields`, also five rate-limit
 //! fields of fixed values on every answer: what sending them costs without credstore).
+//! `--governor` serves them behind tower_governor's `GovernorLayer` instead (no store: rate
+//! limits and their `x-ratelimit-*` fields only, no key checked), the peer those figures
+//! compare the layer with.
 
 use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use credstore::http::{ApiKeyLayer, RateLimitFields, TrustedProxies};
 use credstore::policy::{PermissionQuery, PermissionSet, RoleName};
 use credstore::{Budget, Config, Decision, InputError, NewKey, Period, RateLimit, Store, UseLog};
+use governor::middleware::StateInformationMiddleware;
 use serde_json::{Value, json};
+use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
+use tower_governor::key_extractor::{KeyExtractor, PeerIpKeyExtractor};
+use tower_governor::{GovernorError, GovernorLayer};
 
 /// What `POST /v1/render` costs, in budget units.
 pub const RENDER_COST: u64 = 10;
@@ -60,6 +68,17 @@ struct Args {
     /// without credstore: a baseline of the load figures in `docs/PERFORMANCE.md`.
     #[arg(long, requires = "no_auth")]
     fixed_rate_fields: bool,
+    /// Serve the same routes behind tower_governor's `GovernorLayer` instead (no store is
+    /// opened): a rate limit of 10^9 a second (burst 10^9, so nothing is refused) and its
+    /// `x-ratelimit-limit` and `x-ratelimit-remaining` fields. The peer of the load figures
+    /// in `docs/PERFORMANCE.md`.
+    #[arg(long, conflicts_with = "no_auth")]
+    governor: bool,
+    /// With `--governor`: what requests are counted by, the `Authorization` header's whole
+    /// value (one limit per key, as credstore's) or the peer's address (tower_governor's
+    /// default).
+    #[arg(long, value_enum, default_value = "authorization", requires = "governor")]
+    governor_key: GovernorKey,
     /// Async worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -70,6 +89,15 @@ struct Args {
     /// How verifications are logged: every (one event per request), summary or off.
     #[arg(long, default_value = "every", value_parser = parse_use_log)]
     use_log: UseLog,
+}
+
+/// What `--governor` counts requests by.
+#[derive(Clone, Copy, ValueEnum)]
+enum GovernorKey {
+    /// The `Authorization` header's whole value ([`AuthorizationKey`]).
+    Authorization,
+    /// The peer's address (tower_governor's `PeerIpKeyExtractor`).
+    PeerIp,
 }
 
 fn parse_rate_limit_fields(text: &str) -> Result<RateLimitFields, String> {
@@ -99,22 +127,73 @@ fn parse_use_log(text: &str) -> Result<UseLog, String> {
 /// Never for the permission this example requires; a bad query would be refused here.
 pub fn app(auth: Option<&ApiKeyLayer>) -> Result<Router, InputError> {
     let docs_query = PermissionQuery::parse(DOCS_PERMISSION)?;
-    let protect = |route: MethodRouter, layer: Option<ApiKeyLayer>| match layer {
-        Some(layer) => route.layer(layer),
-        None => route,
-    };
-    Ok(Router::new()
+    Ok(routes(|route, guard| match (auth, guard) {
+        (None, _) => route,
+        (Some(auth), Guard::Any) => route.layer(auth.clone()),
+        (Some(auth), Guard::Docs) => route.layer(auth.clone().require(docs_query.clone())),
+        (Some(auth), Guard::Render) => route.layer(auth.clone().cost(RENDER_COST)),
+    }))
+}
+
+/// The same API with every route but `/health` behind tower_governor's `GovernorLayer`
+/// configured by `config` (one limiter shared by the routes; no key is checked).
+pub fn governed_app<K>(config: GovernorConfig<K, StateInformationMiddleware>) -> Router
+where
+    K: KeyExtractor + Send + Sync + 'static,
+    K::Key: Send + Sync + 'static,
+{
+    let layer = GovernorLayer::new(config);
+    routes(|route, _| route.layer(layer.clone()))
+}
+
+/// tower_governor's quota for the load runs: 10^9 requests a second (one per nanosecond),
+/// a burst of 10^9, with its rate-limit fields: nothing is refused, as with the limited
+/// key of the credstore runs (`--rate-limit 1000000000/1s`).
+pub fn governor_config<K: KeyExtractor>(key: K) -> Option<GovernorConfig<K, StateInformationMiddleware>> {
+    GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(1_000_000_000)
+        .key_extractor(key)
+        .use_headers()
+        .finish()
+}
+
+/// A key extractor for tower_governor: the `Authorization` header's whole value, so that
+/// requests are counted per API key, as credstore's layer counts them (without checking
+/// the key). The value itself is the key (a reference-counted slice of the request's
+/// bytes: no copy), the cheapest key a header can give.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthorizationKey;
+
+impl KeyExtractor for AuthorizationKey {
+    type Key = HeaderValue;
+
+    fn extract<T>(&self, req: &Request<T>) -> Result<HeaderValue, GovernorError> {
+        req.headers()
+            .get(AUTHORIZATION)
+            .cloned()
+            .ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
+/// Which layer a route gets, in [`routes`].
+enum Guard {
+    /// Any valid key.
+    Any,
+    /// A key with [`DOCS_PERMISSION`].
+    Docs,
+    /// A key, charged [`RENDER_COST`].
+    Render,
+}
+
+/// The routes, each but `/health` passed through `protect` with what it asks of its layer.
+fn routes(protect: impl Fn(MethodRouter, Guard) -> MethodRouter) -> Router {
+    Router::new()
         .route("/health", get(|| async { "ok\n" }))
-        .route("/v1/hello", protect(get(hello), auth.cloned()))
-        .route("/v1/ping", protect(get(|| async { "pong\n" }), auth.cloned()))
-        .route(
-            "/v1/docs",
-            protect(post(write_doc), auth.map(|a| a.clone().require(docs_query))),
-        )
-        .route(
-            "/v1/render",
-            protect(post(render), auth.map(|a| a.clone().cost(RENDER_COST))),
-        ))
+        .route("/v1/hello", protect(get(hello), Guard::Any))
+        .route("/v1/ping", protect(get(|| async { "pong\n" }), Guard::Any))
+        .route("/v1/docs", protect(post(write_doc), Guard::Docs))
+        .route("/v1/render", protect(post(render), Guard::Render))
 }
 
 /// Greets the key by name: the layer hands the handler its decision.
@@ -196,6 +275,12 @@ async fn serve(args: Args) -> Result<(), Box<dyn Error>> {
             router
         };
         (router, None)
+    } else if args.governor {
+        let router = match args.governor_key {
+            GovernorKey::Authorization => governor_config(AuthorizationKey).map(governed_app),
+            GovernorKey::PeerIp => governor_config(PeerIpKeyExtractor).map(governed_app),
+        };
+        (router.ok_or("tower_governor refused the quota")?, None)
     } else {
         let store = Arc::new(open_or_init(&args.data, args.use_log)?);
         let auth = ApiKeyLayer::new(Arc::clone(&store))
