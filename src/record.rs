@@ -440,6 +440,37 @@ pub struct KeyUpdate {
     pub allow_endpoints: Option<EndpointAllowlist>,
 }
 
+impl KeyUpdate {
+    /// Whether it changes nothing (every field left as it is).
+    pub fn is_empty(&self) -> bool {
+        // Destructured, so that a field added later cannot be forgotten here.
+        let KeyUpdate {
+            name,
+            metadata,
+            expires,
+            rate_limits,
+            budget,
+            plan,
+            role,
+            permissions,
+            allow_ips,
+            allow_referrers,
+            allow_endpoints,
+        } = self;
+        name.is_none()
+            && metadata.is_none()
+            && expires.is_none()
+            && rate_limits.is_none()
+            && budget.is_none()
+            && plan.is_none()
+            && role.is_none()
+            && permissions.is_none()
+            && allow_ips.is_none()
+            && allow_referrers.is_none()
+            && allow_endpoints.is_none()
+    }
+}
+
 /// Checks a key name.
 ///
 /// # Errors

@@ -293,14 +293,10 @@ fn active_limit(spec: &RateLimit, dir: &Directory, seed: &Seed<'_>) -> ActiveLim
         name: crate::decision::LimitName::lossy(&spec.name),
         window_ms: spec.window_ms,
         quota,
-        cell: cell.unwrap_or_else(|| Arc::new(Gcra::new(fresh_tat(spec, quota, dir, seed.now_ns())))),
+        // A key this host has no counters for starts empty, except for a part of the limit
+        // the host gained lately.
+        cell: cell.unwrap_or_else(|| Arc::new(Gcra::new(gained_tat(spec, quota, &dir.share_changes, seed.now_ns())))),
     }
-}
-
-/// Where a limit starts on a key this host has no counters for: empty, except on a fleet
-/// host whose part of the limit grew lately (see [`gained_tat`]).
-fn fresh_tat(spec: &RateLimit, quota: Quota, dir: &Directory, now_ns: i64) -> i64 {
-    gained_tat(spec, quota, &dir.share_changes, now_ns)
 }
 
 /// A part of a limit that a fleet host gained in a change of its share came from other
@@ -332,23 +328,28 @@ fn rescale(tat: i64, from: i64, to: i64, now_ns: i64) -> i64 {
 }
 
 fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
-    let credit = match seed {
+    // The state replaced, or rotated from, carries its counter and credit over when its
+    // budget has the same kind of period.
+    let carried = match seed {
         Seed::Previous(prev, _) | Seed::Inherit(prev, _) => prev
             .budget
             .as_ref()
-            .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period))
-            .map(|b| Arc::clone(&b.credit)),
-        Seed::Persisted { credit, .. } => {
-            credit.map(|(period, amount)| Arc::new(AtomicU64::new(pack_credit(period, amount))))
-        }
+            .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period)),
+        Seed::Persisted { .. } => None,
     };
-    let credit = credit.unwrap_or_default();
+    let credit = match (carried, seed) {
+        (Some(prev), _) => Arc::clone(&prev.credit),
+        (
+            None,
+            Seed::Persisted {
+                credit: Some((period, amount)),
+                ..
+            },
+        ) => Arc::new(AtomicU64::new(pack_credit(*period, *amount))),
+        (None, _) => Arc::default(),
+    };
     let counter = match seed {
-        Seed::Previous(prev, _) | Seed::Inherit(prev, _) => prev
-            .budget
-            .as_ref()
-            .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period))
-            .map(|b| Arc::clone(&b.counter)),
+        Seed::Previous(..) | Seed::Inherit(..) => carried.map(|b| Arc::clone(&b.counter)),
         Seed::Persisted {
             counters, mark, now_ns, ..
         } => {
@@ -357,9 +358,8 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
             // Never restore above the cap (a crash restores spend to the mark, which may run
             // past it), unless the period had credit: spend may then have gone up to a cap
             // an earlier credit raised, before a later one lowered it.
-            let credited = unpack_credit(credit.load(Ordering::Acquire)).0 == period
-                && unpack_credit(credit.load(Ordering::Acquire)).1 != 0;
-            let cap = if credited {
+            let (credit_period, credit_amount) = unpack_credit(credit.load(Ordering::Acquire));
+            let cap = if credit_period == period && credit_amount != 0 {
                 crate::limits::MAX_BUDGET
             } else {
                 budget.cap

@@ -351,6 +351,7 @@ fn apply_and_publish(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
     shared.publish_seq(log.durable_seq());
 }
 
+/// [`apply_and_publish`]'s first part: the index, formats, the directory, the live map.
 fn apply(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
     // The batch is durable: from here on it is acknowledged, whatever the index does. An
     // index that fails to take it (a full disk) marks itself behind: it refuses reads and
@@ -374,11 +375,7 @@ fn apply(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
     let dir = shared.directory.load();
     // Credits given in the batch reach the live states that hold the keys' budgets.
     for (id, (period, credit)) in &overlay.credits {
-        let tag = overlay
-            .keys
-            .get(id)
-            .map(|k| k.tag)
-            .or_else(|| overlay.get(id).ok().flatten().map(|k| k.tag));
+        let tag = overlay.get(id).ok().flatten().map(|k| k.tag);
         if let Some(budget) = tag
             .and_then(|tag| shared.cache.get(&tag))
             .and_then(|s| s.budget.clone())
@@ -468,6 +465,10 @@ fn follow(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, fleet: Optio
 /// the rest. Leases are not changes to the log: they never wait for a batch to commit.
 #[cfg(feature = "fleet")]
 fn lease(shared: &Shared, batch: Vec<Request>, mut fleet: Option<&mut FleetLink>) -> Vec<Request> {
+    // Most batches hold none: they pass through untouched.
+    if !batch.iter().any(|r| matches!(r.op, Op::Lease(_))) {
+        return batch;
+    }
     let (leases, rest): (Vec<Request>, Vec<Request>) = batch.into_iter().partition(|r| matches!(r.op, Op::Lease(_)));
     for req in leases {
         let Op::Lease(ask) = &req.op else { continue };

@@ -214,11 +214,7 @@ impl FleetLink {
     /// them in force, then calls [`FleetLink::heartbeat`], which tells the fleet it did.
     /// A host that has not sent a heartbeat for half of `HOST_LIVE` takes nothing.
     pub fn refresh_shares(&mut self) -> Option<(Shares, Option<Duration>)> {
-        if self.passive
-            || self
-                .last_heartbeat
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
-        {
+        if !self.heartbeat_due() {
             return None;
         }
         let cut_off = self
@@ -238,14 +234,19 @@ impl FleetLink {
         })
     }
 
+    /// Whether a heartbeat round (the hosts' list, then a heartbeat) is due: about once a
+    /// second, never for a passive host.
+    fn heartbeat_due(&self) -> bool {
+        !self.passive
+            && self
+                .last_heartbeat
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+    }
+
     /// Tells the fleet this host is alive, has applied `applied_seq` and divides rate limits
     /// by the hosts of its newest view, at most once a second.
     pub fn heartbeat(&mut self, applied_seq: u64) {
-        if self.passive
-            || self
-                .last_heartbeat
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
-        {
+        if !self.heartbeat_due() {
             return;
         }
         let sent = Instant::now();

@@ -47,7 +47,7 @@ use crate::error::{Error, IndexError, InputError, OpenError, Result, StateError}
 use crate::event::KeyChanges;
 use crate::event::{Event, Tag};
 use crate::index::{Index, StoredKey};
-use crate::limits::budget::Charge;
+use crate::limits::budget::{BudgetCounter, Charge};
 use crate::limits::{Plan, check_limits};
 use crate::log::{LogError, LogReader, LogWriter, RecoveryReport};
 use crate::policy::{ADMIN_ROLE, Forbidden, PermissionQuery, Role, RoleName, User};
@@ -190,7 +190,6 @@ impl Shared {
         Tag(*blake3::keyed_hash(self.pepper.bytes(), key).as_bytes())
     }
 
-    /// Publishes the registered formats, and the customer formats drawn from them.
     /// Records that the log is durable up to `seq` and wakes the feed's readers.
     fn publish_seq(&self, seq: u64) {
         let (last, changed) = &self.published;
@@ -201,6 +200,7 @@ impl Shared {
         }
     }
 
+    /// Publishes the registered formats, and the customer formats drawn from them.
     fn publish_formats(&self, formats: FormatSet) {
         let customer = formats.for_customers(self.verify_prefixes.as_deref());
         self.formats.store(Arc::new(formats));
@@ -247,18 +247,22 @@ impl Shared {
         self.index.write_counters(&self.cache.take_dirty())
     }
 
-    /// A key's live state, built from what sled holds.
-    /// What key `stored` has spent of its budget in `period`: its live counter's, or the
-    /// last flushed when the key is not in the live map.
+    /// The spend a decision shows, `local` being what `counter` has spent in `period`: on
+    /// a fleet host the fleet's as of its last lease (when it has one), not its own.
+    #[inline]
+    fn shown_spent(&self, counter: &BudgetCounter, period: u32, local: u64) -> u64 {
+        if self.fleet_host {
+            counter.fleet_spent(period).unwrap_or(local)
+        } else {
+            local
+        }
+    }
+
+    /// What key `stored` has spent of its budget in `period`, as a decision would show it:
+    /// its live counter's, or the last flushed when the key is not in the live map.
     fn spent(&self, stored: &StoredKey, period: u32) -> u64 {
         if let Some(budget) = self.cache.get(&stored.tag).and_then(|s| s.budget.clone()) {
-            return match self.fleet_host {
-                true => budget
-                    .counter
-                    .fleet_spent(period)
-                    .unwrap_or(budget.counter.spent(period)),
-                false => budget.counter.spent(period),
-            };
+            return self.shown_spent(&budget.counter, period, budget.counter.spent(period));
         }
         let flushed = self
             .index
@@ -272,6 +276,7 @@ impl Shared {
         }
     }
 
+    /// A key's live state, built from what sled holds.
     fn load_state(&self, record: &KeyRecord) -> LiveState {
         // A read error here leaves counters at zero; the key's record itself came from
         // sled a moment ago, so sled is readable and this is not expected.
@@ -824,22 +829,19 @@ impl Store {
         // 8. Budget: charge last; test keys are never charged.
         if let Some(active) = &owner.budget {
             let (period, period_end) = active.period_at(now);
+            // The budget in force this period: its cap moved by any credit given.
+            let budget = active.in_period(period);
             let charge = owner.record.env() == Env::Live;
             let cost = if charge { req.cost } else { 0 };
-            let (spent, exhausted) = match self.charge(&owner.record, active, period, cost) {
+            let (spent, exhausted) = match self.charge(&owner.record, active, &budget, period, cost) {
                 Ok(charged) => charged,
                 Err(e) => {
                     owner.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
                     return Err(e);
                 }
             };
-            // A fleet host shows the fleet's spend as of its last lease, not its own.
-            let spent = match self.shared.fleet_host {
-                true => active.counter.fleet_spent(period).unwrap_or(spent),
-                false => spent,
-            };
-            // The cap in force this period: the budget's, moved by any credit given.
-            let cap = active.in_period(period).cap;
+            let spent = self.shared.shown_spent(&active.counter, period, spent);
+            let cap = budget.cap;
             decision.budget = Some(BudgetState {
                 cap,
                 spent,
@@ -904,14 +906,21 @@ impl Store {
 
     /// Charges a budget, raising its persisted mark through the log first whenever the
     /// charge would pass it. Returns the spend and whether the budget was exhausted.
-    fn charge(&self, record: &KeyRecord, active: &cache::ActiveBudget, period: u32, cost: u64) -> Result<(u64, bool)> {
+    fn charge(
+        &self,
+        record: &KeyRecord,
+        active: &cache::ActiveBudget,
+        budget: &crate::limits::Budget,
+        period: u32,
+        cost: u64,
+    ) -> Result<(u64, bool)> {
         loop {
-            match active.counter.charge(&active.in_period(period), period, cost) {
+            match active.counter.charge(budget, period, cost) {
                 Charge::Charged(spent) => return Ok((spent, false)),
                 Charge::Exhausted(spent) => return Ok((spent, true)),
                 #[cfg(feature = "fleet")]
                 Charge::NeedsMark(mark) if self.shared.fleet_host => {
-                    if !self.lease(record, active, mark, cost)? {
+                    if !self.lease(record, &active.counter, budget.cap, mark, cost)? {
                         return Ok((active.counter.spent(period), true));
                     }
                 }
@@ -930,15 +939,14 @@ impl Store {
     /// period and the amount the charge would like the mark at): lease them from the fleet.
     /// `false` when the fleet has fewer than the charge needs left.
     #[cfg(feature = "fleet")]
-    fn lease(&self, record: &KeyRecord, active: &cache::ActiveBudget, mark: u64, cost: u64) -> Result<bool> {
+    fn lease(&self, record: &KeyRecord, counter: &Arc<BudgetCounter>, cap: u64, mark: u64, cost: u64) -> Result<bool> {
         let (period, wanted_mark) = crate::limits::budget::unpack(mark);
-        let counter = &active.counter;
         let base = counter.lease_base(period);
         let need = counter.spent(period).saturating_add(cost).saturating_sub(base).max(1);
         let request = leases::LeaseRequest {
             budget_id: self.budget_id(record)?.to_string(),
             period,
-            cap: active.in_period(period).cap,
+            cap,
             need,
             want: wanted_mark.saturating_sub(base).max(need),
             counter: Arc::clone(counter),

@@ -971,18 +971,7 @@ fn update(data: &Path, args: UpdateArgs) -> Result<u8, Failure> {
         allow_referrers: list(&access.allow_referrers).map(ReferrerAllowlist::new).transpose()?,
         allow_endpoints: list(&access.allow_endpoints).map(EndpointAllowlist::new).transpose()?,
     };
-    let nothing = update.name.is_none()
-        && update.metadata.is_none()
-        && update.expires.is_none()
-        && update.rate_limits.is_none()
-        && update.budget.is_none()
-        && update.plan.is_none()
-        && update.role.is_none()
-        && update.permissions.is_none()
-        && update.allow_ips.is_none()
-        && update.allow_referrers.is_none()
-        && update.allow_endpoints.is_none();
-    if nothing {
+    if update.is_empty() {
         return Err(usage("nothing to update: see `credstore update --help`"));
     }
     let store = command_store(data)?;

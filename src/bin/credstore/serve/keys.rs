@@ -352,18 +352,7 @@ pub async fn update_key(
             .map(EndpointAllowlist::new)
             .transpose()?,
     };
-    let nothing = update.name.is_none()
-        && update.metadata.is_none()
-        && update.expires.is_none()
-        && update.rate_limits.is_none()
-        && update.budget.is_none()
-        && update.plan.is_none()
-        && update.role.is_none()
-        && update.permissions.is_none()
-        && update.allow_ips.is_none()
-        && update.allow_referrers.is_none()
-        && update.allow_endpoints.is_none();
-    if nothing {
+    if update.is_empty() {
         return Err(ApiError::bad_request("nothing to update: give at least one field"));
     }
     let info = blocking(&store, move |s| s.update(&id, update)).await?;
