@@ -66,15 +66,7 @@ fn credits_for_a_key_without_a_budget_or_an_unknown_key_change_nothing() {
 
 #[test]
 fn the_sidecar_gives_credit_as_the_cli_does() {
-    let cli = Cli::empty();
-    let init = cli.ok(&["init"]);
-    let admin = init
-        .stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("csa_"))
-        .expect("the admin key")
-        .to_string();
+    let (cli, admin) = Cli::init_with_admin();
     let (id, _) = created(&cli, &["--budget", "100"]);
     let (plain, _) = created(&cli, &[]);
     let sidecar = common::Sidecar::start(&cli);

@@ -119,15 +119,7 @@ fn credstore_events_prints_the_feed_and_follows_it() {
 
 #[test]
 fn the_sidecar_long_polls_the_feed() {
-    let cli = Cli::empty();
-    let init = cli.ok(&["init"]);
-    let admin = init
-        .stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("csa_"))
-        .expect("the admin key")
-        .to_string();
+    let (cli, admin) = Cli::init_with_admin();
     let sidecar = Sidecar::start(&cli);
     let auth = format!("Bearer {admin}");
     let get = |path: &str| http(sidecar.addr, "GET", path, Some(&auth), None).expect("an answer");

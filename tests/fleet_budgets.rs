@@ -14,9 +14,10 @@ mod pg;
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+#[path = "common/fleet.rs"]
+mod fleet;
+
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +25,8 @@ use std::time::{Duration, Instant};
 use credstore::fleet::{BudgetAccount, Fleet};
 use credstore::{Budget, Code, Config, Env, Format, KeyRecord, NewKey, Pepper, Period, Store, VerifyRequest};
 
-const PEPPER: [u8; 32] = [9; 32];
+/// The fleet's pepper: `common/fleet.rs`'s, which its serve hosts use.
+const PEPPER: [u8; 32] = [7; 32];
 
 fn host(dir: &Path, url: &str, name: &str) -> Store {
     let mut config = Config::new()
@@ -207,48 +209,6 @@ fn a_rotated_key_spends_the_same_fleet_budget() {
     assert!(settled.settled <= 100);
 }
 
-/// A child process killed when dropped, so a failing test leaves no server behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `credstore --fleet URL serve` as host `name`, with budget leases of `ttl`; returns the
-/// child and the address it listens on.
-fn serve(cli: &common::Cli, url: &str, name: &str, ttl: &str) -> (Killed, std::net::SocketAddr) {
-    let child = cli
-        .bare()
-        .args(["--fleet", url, "--data"])
-        .arg(&cli.data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("CREDSTORE_PEPPER", hex(&PEPPER))
-        .env("CREDSTORE_HOST", name)
-        .env("CREDSTORE_FLEET_LEASE_TTL", ttl)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
-    let mut child = Killed(child);
-    let stdout = child.0.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("first line");
-    let addr = line
-        .trim()
-        .strip_prefix("Listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .expect("address");
-    (child, addr)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn a_killed_host_holding_leases_keeps_the_fleet_within_the_cap_and_its_lease_is_settled_after_expiry() {
     let Some(server) = pg::PgServer::start() else { return };
@@ -258,8 +218,9 @@ fn a_killed_host_holding_leases_keeps_the_fleet_within_the_cap_and_its_lease_is_
     const CAP: u64 = 1_000;
     let (info, key) = budget_key(&a, CAP, Env::Live);
 
-    let cli = common::Cli::empty();
-    let (mut child, addr) = serve(&cli, &url, "doomed", "2s");
+    let data = dir.path().join("doomed");
+    let doomed = fleet::Host::start(&url, "doomed", &data, &[("CREDSTORE_FLEET_LEASE_TTL", "2s")]);
+    let addr = doomed.addr;
     let body = serde_json::json!({ "key": key, "cost": 3 });
     let mut spent_there = 0;
     for _ in 0..20 {
@@ -270,8 +231,8 @@ fn a_killed_host_holding_leases_keeps_the_fleet_within_the_cap_and_its_lease_is_
     let held = account(&url, info.id.as_str());
     assert_eq!(held.holders, 1, "the sidecar holds a lease: {held:?}");
     assert!(held.leased >= spent_there);
-    child.0.kill().expect("SIGKILL");
-    child.0.wait().expect("reap");
+    // Dropping the host kills it (SIGKILL): no clean stop gives its lease back.
+    drop(doomed);
 
     // Meanwhile the other host spends: never past the cap, counting the dead host's lease.
     let mut total = spent_there;

@@ -124,6 +124,20 @@ impl Cli {
         cli
     }
 
+    /// A fresh development store and the bootstrap admin key `init` printed.
+    pub fn init_with_admin() -> (Cli, String) {
+        let cli = Cli::empty();
+        let init = cli.ok(&["init"]);
+        let admin = init
+            .stdout
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("csa_"))
+            .expect("init prints the admin key")
+            .to_string();
+        (cli, admin)
+    }
+
     /// The binary with a clean environment: no CREDSTORE_* from the caller.
     pub fn bare(&self) -> Command {
         let mut c = Command::new(BIN);
