@@ -289,16 +289,22 @@ impl BudgetCounter {
         self.fleet_used.store(word, Ordering::Release);
     }
 
-    /// The budget's spend fleet-wide in `period` as this host knows it: what the fleet
-    /// counted as used at the last lease, less what this host has not spent of its lease.
-    /// `None` before a lease in this period.
-    pub fn fleet_spent(&self, period: u32) -> Option<u64> {
+    /// The budget's spend fleet-wide in `period` as this host knows it, `spent` being this
+    /// counter's own spend in it (the caller has it already: verify, from its charge): what
+    /// the fleet counted as used at the last lease, less what this host has not spent of its
+    /// lease. `None` before a lease in this period. Two loads, on the verify path of a
+    /// fleet host.
+    #[inline]
+    pub fn fleet_spent(&self, period: u32, spent: u64) -> Option<u64> {
         let (p, used) = unpack(self.fleet_used.load(Ordering::Acquire));
         if p != period || used == 0 {
             return None;
         }
-        let unspent = self.lease_base(period).saturating_sub(self.spent(period));
-        Some(used.saturating_sub(unspent))
+        let mark = match unpack(self.mark.load(Ordering::Acquire)) {
+            (mp, m) if mp == period => m,
+            _ => 0,
+        };
+        Some(used.saturating_sub(mark.saturating_sub(spent)))
     }
 
     /// Gives up what is left under the mark: moves spend up to the mark, in one

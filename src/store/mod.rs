@@ -252,7 +252,7 @@ impl Shared {
     #[inline]
     fn shown_spent(&self, counter: &BudgetCounter, period: u32, local: u64) -> u64 {
         if self.fleet_host {
-            counter.fleet_spent(period).unwrap_or(local)
+            counter.fleet_spent(period, local).unwrap_or(local)
         } else {
             local
         }
