@@ -242,6 +242,13 @@ fn a_host_cut_off_from_the_fleet_fails_closed_after_its_bound_then_catches_up() 
         assert!(Instant::now() < deadline, "never refused");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Its lag, as `/metrics` shows it, is past the bound too.
+    let lagging = |store: &Store| store.stats().fleet_lag.expect("a fleet host has a lag");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lagging(&closed) < bound {
+        assert!(Instant::now() < deadline, "the lag stayed at {:?}", lagging(&closed));
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(bound);
     assert_eq!(open.verify(&secret).expect("fail open").code, Code::Valid);
 
@@ -251,6 +258,7 @@ fn a_host_cut_off_from_the_fleet_fails_closed_after_its_bound_then_catches_up() 
         assert!(Instant::now() < deadline, "never came back");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(lagging(&closed) < bound, "{:?}", lagging(&closed));
     // And it writes again, and the other host sees it.
     let after = closed.create(NewKey::new("after")).expect("create after");
     eventually(&open, after.key.expose(), Code::Valid);

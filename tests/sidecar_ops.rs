@@ -126,6 +126,8 @@ fn healthz_readyz_and_metrics_answer_and_the_counters_follow_the_requests() {
     assert_eq!(verify.body["data"]["code"], "MALFORMED", "{verify:?}");
     // No key: answered, but nothing was verified.
     assert_eq!(get("/v1/auth", &[]).status, 401);
+    // A change made through the running sidecar (the CLI acts through its socket) commits.
+    key(&cli, &[]);
 
     let after = parse_metrics(&get("/metrics", &[]));
     assert_eq!(metric(&after, valid_auth) - metric(&before, valid_auth), 1.0);
@@ -145,6 +147,17 @@ fn healthz_readyz_and_metrics_answer_and_the_counters_follow_the_requests() {
         1.0
     );
     assert!(metric(&after, "credstore_cached_keys") >= 1.0, "{after:?}");
+    // The key was created before the sidecar opened the store: its first verify missed the
+    // live map, the second did not; the malformed key never reached it.
+    let misses = "credstore_cache_misses_total";
+    assert_eq!(metric(&after, misses) - metric(&before, misses), 1.0);
+    let ratio = metric(&after, "credstore_cache_hit_ratio");
+    assert!((ratio - 2.0 / 3.0).abs() < 1e-9, "{ratio}");
+    let commits = "credstore_commit_duration_seconds_count";
+    assert!(metric(&after, commits) > metric(&before, commits), "{after:?}");
+    assert!(metric(&after, r#"credstore_commit_duration_seconds_bucket{le="+Inf"}"#) >= metric(&after, commits));
+    assert_eq!(metric(&after, "credstore_use_log_dropped_total"), 0.0);
+    assert_eq!(metric(&after, "credstore_fleet_lag_seconds"), 0.0);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! the state it will change; two racing requests on one key cannot both pass.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -189,7 +190,9 @@ pub(crate) fn run(
         };
         last_drain = Instant::now();
         let batch = lease(&shared, batch, fleet.as_mut());
-        dropped += shared.uses.drain_into(&mut pending);
+        let lost_now = shared.uses.drain_into(&mut pending);
+        shared.counters.uses_dropped.fetch_add(lost_now, Ordering::Relaxed);
+        dropped += lost_now;
         let write_uses =
             closing || !batch.is_empty() || pending.len() >= super::uses::WRITE_USES_AT || last_uses.elapsed() >= every;
         let use_events = if write_uses {
@@ -207,7 +210,9 @@ pub(crate) fn run(
             if commit_batch(&shared, &mut log, &mut last_id, batch, &use_events, fleet.as_mut()) {
                 carried_uses = 0;
             } else if use_events.len() > MAX_CARRIED {
-                dropped += std::mem::take(&mut carried_uses);
+                let lost_now = std::mem::take(&mut carried_uses);
+                shared.counters.uses_dropped.fetch_add(lost_now, Ordering::Relaxed);
+                dropped += lost_now;
             } else {
                 carried = use_events;
             }
@@ -218,9 +223,10 @@ pub(crate) fn run(
         // the fleet is out of reach: a host cut off must still stop serving at its bound,
         // and stop spending leases before they expire.
         if let Some(link) = fleet.as_mut() {
-            shared
-                .fleet_stale
-                .store(link.stale(), std::sync::atomic::Ordering::Relaxed);
+            shared.fleet_stale.store(link.stale(), Ordering::Relaxed);
+            let synced_ago = i64::try_from(link.synced_ago().as_millis()).unwrap_or(i64::MAX);
+            let synced_at = shared.clock.now_ms().saturating_sub(synced_ago).max(1);
+            shared.counters.fleet_synced_at_ms.store(synced_at, Ordering::Relaxed);
             link.tend_leases();
         }
         if closing {
@@ -246,6 +252,7 @@ fn commit_batch(
     mut fleet: Option<&mut FleetLink>,
 ) -> bool {
     let mut conflicts = 0;
+    let started = Instant::now();
     let results = loop {
         // A fleet host plans on the fleet's latest state: what other hosts committed first.
         if let Some(link) = fleet.as_deref()
@@ -314,6 +321,7 @@ fn commit_batch(
             return false;
         }
         apply_and_publish(shared, log, &overlay);
+        shared.counters.commit_took(started.elapsed());
         break results;
     };
     for (req, result) in batch.into_iter().zip(results) {

@@ -208,6 +208,11 @@ impl FleetLink {
         !self.fail_open && self.synced_at.elapsed() > self.max_staleness
     }
 
+    /// How long since the host was last in step with the fleet.
+    pub fn synced_ago(&self) -> Duration {
+        self.synced_at.elapsed()
+    }
+
     /// About once a second: reads the hosts' list and returns this host's shares of the
     /// rate limits when they changed ([`super::fleet_shares`]), with how long ago another
     /// host was last alive (what it held may have been spent until then); the caller puts

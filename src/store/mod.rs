@@ -8,6 +8,7 @@
 mod cache;
 mod commit;
 mod config;
+mod counters;
 mod files;
 #[cfg(feature = "fleet")]
 mod fleet_host;
@@ -26,6 +27,7 @@ mod uses;
 mod vault_ops;
 
 pub use config::{Config, DEFAULT_LOCK_WAIT};
+pub use counters::LatencyHistogram;
 pub use request::VerifyRequest;
 pub use uses::UseLog;
 pub use vault_ops::{SecretInfo, parse_master_keys};
@@ -144,7 +146,7 @@ pub struct LogCheck {
 }
 
 /// What [`Store::stats`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct StoreStats {
     /// Keys whose live state (record, counters) is held in memory.
@@ -152,6 +154,18 @@ pub struct StoreStats {
     /// A fleet host that has not reached its fleet for longer than its staleness bound and
     /// fails closed: every verify answers [`Error::Stale`] until it catches up.
     pub fleet_stale: bool,
+    /// Verifies whose key was not in the live map (cold or unknown keys), since the store
+    /// opened: with the number of verifies, the live map's hit rate.
+    pub cache_misses: u64,
+    /// Uses that could not be recorded (the hand-off queue was full), since the store
+    /// opened; each batch of them is also logged (`use.dropped`).
+    pub uses_dropped: u64,
+    /// How long commits (log append, fsync, index update; on a fleet host also the append to
+    /// PostgreSQL) took, since the store opened.
+    pub commit_latency: LatencyHistogram,
+    /// A fleet host: how long since it was last in step with the fleet (its poll or its
+    /// last commit). `None` for a local store.
+    pub fleet_lag: Option<std::time::Duration>,
 }
 
 /// State shared by the caller threads, the commit thread and the flusher.
@@ -176,6 +190,8 @@ pub(crate) struct Shared {
     /// A fleet host that has not reached the fleet for longer than its staleness bound
     /// (and fails closed): every verify refuses. Set by the commit thread.
     fleet_stale: std::sync::atomic::AtomicBool,
+    /// What [`Store::stats`] reports beyond the live map's size.
+    counters: counters::Counters,
     /// A fleet host: its budgets are spent from leases of the fleet, not raised marks.
     fleet_host: bool,
     /// The last durable record, for the change feed ([`Store::wait_for_record`]): moved by
@@ -424,6 +440,7 @@ impl Store {
             vault_ring: std::sync::RwLock::new(vault_ring),
             uses: use_sink,
             fleet_stale: std::sync::atomic::AtomicBool::new(false),
+            counters: counters::Counters::default(),
             fleet_host: config.fleet.is_some(),
             published: (Mutex::new(log.durable_seq()), std::sync::Condvar::new()),
         });
@@ -517,9 +534,19 @@ impl Store {
 
     /// Figures for monitoring (`credstore serve`'s `/metrics` and `/readyz`); no I/O.
     pub fn stats(&self) -> StoreStats {
+        let counters = &self.shared.counters;
         StoreStats {
             cached_keys: self.shared.cache.len(),
             fleet_stale: self.shared.fleet_stale.load(Ordering::Relaxed),
+            cache_misses: counters.cache_misses.load(Ordering::Relaxed),
+            uses_dropped: counters.uses_dropped.load(Ordering::Relaxed),
+            commit_latency: counters.commit_latency(),
+            fleet_lag: match counters.fleet_synced_at_ms.load(Ordering::Relaxed) {
+                0 => None,
+                at => Some(std::time::Duration::from_millis(
+                    u64::try_from(self.shared.clock.now_ms().saturating_sub(at)).unwrap_or(0),
+                )),
+            },
         }
     }
 
@@ -694,6 +721,7 @@ impl Store {
         {
             return decided;
         }
+        shared.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
         let generation = shared.cache.generation();
         let Some(stored) = shared.index.get_by_tag(&tag)? else {
             return Ok(());

@@ -50,6 +50,10 @@ impl FleetLink {
         match *self {}
     }
 
+    pub fn synced_ago(&self) -> std::time::Duration {
+        match *self {}
+    }
+
     pub fn refresh_shares(&mut self) -> Option<(crate::limits::Shares, Option<std::time::Duration>)> {
         match *self {}
     }

@@ -7,7 +7,8 @@
 //!   when every verify answers `Error::Stale`); else 503 `NOT_READY`.
 //! - `/metrics`: the Prometheus text format (version 0.0.4), written by `prometheus-client`:
 //!   requests by route and status, decisions by route and code, verify errors, the verify
-//!   latency, and what the store reports ([`Store::stats`]): keys cached, fleet staleness.
+//!   latency, and what the store reports ([`Store::stats`]): keys cached, live-map misses
+//!   and hit rate, uses dropped, commit latency, fleet staleness and lag.
 //! - The log: one line per request on stderr through `tracing`, human-readable (coloured
 //!   on a terminal) or JSON Lines (`--log-format json`); `CREDSTORE_LOG` filters it
 //!   (`info` by default; `debug` adds the hot-path routes). A line names the method, the
@@ -17,7 +18,8 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -27,9 +29,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use credstore::{Code, KeyId, Store, StoreStats, redact};
-use prometheus_client::encoding::EncodeLabelSet;
+use credstore::{Code, KeyId, LatencyHistogram, Store, StoreStats, redact};
 use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -149,7 +151,41 @@ pub struct Metrics {
     verify_errors: Family<RouteLabel, Counter>,
     verify_seconds: Histogram,
     cached_keys: Gauge,
+    cache_misses: Counter,
+    cache_hit_ratio: Gauge<f64, AtomicU64>,
+    /// Verifies the sidecar made (with the store's misses, the hit rate).
+    verifies: AtomicU64,
+    uses_dropped: Counter,
+    commit_seconds: StoreHistogram,
     fleet_stale: Gauge,
+    fleet_lag_seconds: Gauge<f64, AtomicU64>,
+}
+
+/// A histogram the store keeps ([`LatencyHistogram`]), shown as it was last read.
+#[derive(Debug, Clone, Default)]
+struct StoreHistogram(Arc<Mutex<Option<LatencyHistogram>>>);
+
+impl StoreHistogram {
+    fn set(&self, h: LatencyHistogram) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(h);
+        }
+    }
+}
+
+impl EncodeMetric for StoreHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let slot = self.0.lock().map_err(|_| std::fmt::Error)?;
+        let (sum, count, buckets) = match &*slot {
+            Some(h) => (h.sum_secs, h.count, h.buckets.as_slice()),
+            None => (0.0, 0, &[][..]),
+        };
+        encoder.encode_histogram::<NoLabelSet>(sum, count, buckets, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,7 +215,12 @@ impl Metrics {
         // budget mark waits for an fsync.
         let verify_seconds = Histogram::new(exponential_buckets(1e-6, 4.0, 10));
         let cached_keys = Gauge::default();
+        let cache_misses = Counter::default();
+        let cache_hit_ratio = Gauge::<f64, AtomicU64>::default();
+        let uses_dropped = Counter::default();
+        let commit_seconds = StoreHistogram::default();
         let fleet_stale = Gauge::default();
+        let fleet_lag_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "http_requests",
             "Requests answered, by route (the route's pattern; \"unmatched\" for none) and status",
@@ -206,6 +247,31 @@ impl Metrics {
             cached_keys.clone(),
         );
         registry.register(
+            "cache_misses",
+            "Verifies whose key was not in the live map (cold or unknown keys), since the store opened",
+            cache_misses.clone(),
+        );
+        registry.register(
+            "cache_hit_ratio",
+            "Share of the sidecar's verifies answered from the live map (1 until the first verify)",
+            cache_hit_ratio.clone(),
+        );
+        registry.register(
+            "use_log_dropped",
+            "Uses that could not be recorded because the hand-off queue was full (each batch also logged as use.dropped)",
+            uses_dropped.clone(),
+        );
+        registry.register(
+            "commit_duration_seconds",
+            "Time a commit took: log append, fsync, index update (on a fleet host also the append to PostgreSQL)",
+            commit_seconds.clone(),
+        );
+        registry.register(
+            "fleet_lag_seconds",
+            "A fleet host: time since it was last in step with the fleet (0 for a local store)",
+            fleet_lag_seconds.clone(),
+        );
+        registry.register(
             "fleet_stale",
             "1 while a fleet host is past its staleness bound and refuses to verify, else 0",
             fleet_stale.clone(),
@@ -217,7 +283,13 @@ impl Metrics {
             verify_errors,
             verify_seconds,
             cached_keys,
+            cache_misses,
+            cache_hit_ratio,
+            verifies: AtomicU64::new(0),
+            uses_dropped,
+            commit_seconds,
             fleet_stale,
+            fleet_lag_seconds,
         }
     }
 
@@ -233,6 +305,7 @@ impl Metrics {
             return;
         };
         self.verify_seconds.observe(decided.took.as_secs_f64());
+        self.verifies.fetch_add(1, Ordering::Relaxed);
         match decided.code {
             Some(code) => self
                 .decisions
@@ -255,6 +328,20 @@ impl Metrics {
         self.cached_keys
             .set(i64::try_from(stats.cached_keys).unwrap_or(i64::MAX));
         self.fleet_stale.set(i64::from(stats.fleet_stale));
+        // Counters the store keeps since it opened, which is when the sidecar started.
+        self.cache_misses.inner().store(stats.cache_misses, Ordering::Relaxed);
+        self.uses_dropped.inner().store(stats.uses_dropped, Ordering::Relaxed);
+        let verifies = self.verifies.load(Ordering::Relaxed);
+        #[expect(clippy::cast_precision_loss, reason = "a ratio of two counts")]
+        let ratio = if verifies == 0 {
+            1.0
+        } else {
+            1.0 - (stats.cache_misses.min(verifies) as f64 / verifies as f64)
+        };
+        self.cache_hit_ratio.set(ratio);
+        self.commit_seconds.set(stats.commit_latency);
+        self.fleet_lag_seconds
+            .set(stats.fleet_lag.map_or(0.0, |lag| lag.as_secs_f64()));
     }
 
     /// The text format.
@@ -424,6 +511,7 @@ mod tests {
             r#"credstore_verify_duration_seconds_count 3"#,
             "credstore_cached_keys 0",
             "credstore_fleet_stale 0",
+            "credstore_commit_duration_seconds_count 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
