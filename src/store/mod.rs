@@ -24,11 +24,13 @@ mod request;
 mod state_machine;
 mod uses;
 mod vault_ops;
+mod webhooks;
 
 pub use config::{Config, DEFAULT_LOCK_WAIT};
 pub use request::VerifyRequest;
 pub use uses::UseLog;
 pub use vault_ops::{SecretInfo, parse_master_keys};
+pub use webhooks::{Attempt, Subscription};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -842,6 +844,9 @@ impl Store {
             };
             let spent = self.shared.shown_spent(&active.counter, period, spent);
             let cap = budget.cap;
+            if cost > 0 {
+                self.note_thresholds(&owner.record.id, active, period, spent, cap, exhausted);
+            }
             decision.budget = Some(BudgetState {
                 cap,
                 spent,
@@ -931,6 +936,44 @@ impl Store {
                     })?;
                     active.counter.raise_mark(mark, self.shared.clock.now_ns());
                 }
+            }
+        }
+    }
+
+    /// Asks the commit thread, without waiting, to log the budget thresholds a charge
+    /// reached: 80% of `cap`, and 100% (spent at the cap, or a charge refused for the
+    /// budget), each once per key and period. One atomic load per charge below them.
+    fn note_thresholds(
+        &self,
+        id: &KeyId,
+        active: &cache::ActiveBudget,
+        period: u32,
+        spent: u64,
+        cap: u64,
+        exhausted: bool,
+    ) {
+        let reached: u8 = if exhausted || spent >= cap {
+            100
+        } else if u128::from(spent) * 100 >= u128::from(cap) * 80 {
+            80
+        } else {
+            return;
+        };
+        let word = |percent: u8| u64::from(period) << 8 | u64::from(percent);
+        let noted = &active.threshold_noted;
+        if noted.load(Ordering::Acquire) >= word(reached) {
+            return;
+        }
+        let before = noted.fetch_max(word(reached), Ordering::AcqRel);
+        for percent in [80, 100] {
+            if percent <= reached && word(percent) > before {
+                self.submit_detached(Op::BudgetThreshold {
+                    id: id.clone(),
+                    period,
+                    percent,
+                    spent,
+                    cap,
+                });
             }
         }
     }
