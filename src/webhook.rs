@@ -19,7 +19,6 @@ use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
-use crate::redact;
 
 /// What the text form of a signing secret starts with.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -52,9 +51,10 @@ impl WebhookId {
             hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         });
         if !ok {
+            // Not repeated: an id is short, and a key pasted here must not reach a log.
             return Err(InputError::InvalidWebhook(format!(
-                "id {}: a webhook id is wh_ and 16 hex digits",
-                redact::quote(text)
+                "id ({} bytes): a webhook id is wh_ and 16 hex digits",
+                text.len()
             )));
         }
         Ok(WebhookId(text.to_string()))
@@ -85,10 +85,10 @@ impl WebhookUrl {
     /// Parses `http://HOST[:PORT][/PATH][?QUERY]`.
     ///
     /// # Errors
-    /// [`InputError::InvalidWebhook`] saying what is wrong (the URL is quoted with any
-    /// secret-shaped token scrubbed: a URL may carry a token in its query).
+    /// [`InputError::InvalidWebhook`] saying what is wrong, never repeating the URL (a URL
+    /// may carry a token, in its path or its query).
     pub fn parse(text: &str) -> Result<WebhookUrl, InputError> {
-        let bad = |why: &str| InputError::InvalidWebhook(format!("url {}: {why}", redact::quote(text)));
+        let bad = |why: &str| InputError::InvalidWebhook(format!("url ({} bytes): {why}", text.len()));
         if text.len() > MAX_URL_LEN {
             return Err(bad(&format!("longer than {MAX_URL_LEN} bytes")));
         }
@@ -167,7 +167,8 @@ impl EventKinds {
     /// at most [`MAX_KINDS`], none of them `webhook.*`. Duplicates are dropped.
     ///
     /// # Errors
-    /// [`InputError::InvalidWebhook`] naming the kind.
+    /// [`InputError::InvalidWebhook`] naming the kind by its place in the list (never
+    /// repeating it: a key pasted there must not reach a log).
     pub fn parse<S: AsRef<str>>(kinds: &[S]) -> Result<EventKinds, InputError> {
         if kinds.is_empty() {
             return Err(InputError::InvalidWebhook(
@@ -178,8 +179,9 @@ impl EventKinds {
             return Err(InputError::InvalidWebhook(format!("at most {MAX_KINDS} event kinds")));
         }
         let mut out: Vec<String> = Vec::new();
-        for kind in kinds {
+        for (place, kind) in kinds.iter().enumerate() {
             let kind = kind.as_ref();
+            let place = place + 1;
             let word = |w: &str| {
                 !w.is_empty()
                     && w.bytes()
@@ -188,13 +190,12 @@ impl EventKinds {
             let valid = kind == "*" || (kind.len() <= 64 && kind.split('.').count() >= 2 && kind.split('.').all(word));
             if !valid {
                 return Err(InputError::InvalidWebhook(format!(
-                    "event kind {}: give * or a kind such as key.created, key.revoked, budget.threshold",
-                    redact::quote(kind)
+                    "event kind number {place}: give * or a kind such as key.created, key.revoked, budget.threshold"
                 )));
             }
             if kind.starts_with(NEVER_DELIVERED) {
                 return Err(InputError::InvalidWebhook(format!(
-                    "event kind {kind}: webhook.* events are never delivered (a delivery would make another)"
+                    "event kind number {place}: webhook.* events are never delivered (a delivery would make another)"
                 )));
             }
             if !out.iter().any(|k| k == kind) {
@@ -249,17 +250,6 @@ pub struct Webhook {
     pub delivered: Position,
     /// Failed attempts at the event after `delivered` so far (0 after a delivery).
     pub failed_attempts: u32,
-}
-
-impl Webhook {
-    /// The webhook as JSON for people and scripts (never its secret).
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id, "url": redact::scrub(&self.url), "events": self.kinds.as_slice(),
-            "created_at": crate::clock::fmt_time(self.created_at),
-            "delivered_seq": self.delivered.seq, "failed_attempts": self.failed_attempts,
-        })
-    }
 }
 
 /// The `webhook-id` of the event at `at` for webhook `id`: the same for every attempt, so
