@@ -107,6 +107,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CREDSTORE_WEBHOOK_MAX_BACKOFF", value_name = "DURATION", default_value = "10m",
           value_parser = crate::parse_duration_arg)]
     webhook_max_backoff: Duration,
+    /// Do not deliver webhooks from this server (in a fleet, let one host deliver: each
+    /// host that delivers sends every event, deduplicated only by the receiver).
+    #[arg(long)]
+    no_webhook_delivery: bool,
 }
 
 /// Serves the store in `data` until SIGINT or SIGTERM.
@@ -172,9 +176,12 @@ mod imp {
             backoff: args.webhook_backoff,
             max_backoff: args.webhook_max_backoff.max(args.webhook_backoff),
         };
-        let delivery = runtime.spawn(super::delivery::run(Arc::clone(&store), settings));
+        let delivery =
+            (!args.no_webhook_delivery).then(|| runtime.spawn(super::delivery::run(Arc::clone(&store), settings)));
         let served = runtime.block_on(serve(Arc::clone(&store), &args));
-        delivery.abort();
+        if let Some(delivery) = delivery {
+            delivery.abort();
+        }
         #[cfg(unix)]
         runtime.block_on(bridge.stop());
         runtime.shutdown_timeout(SHUTDOWN_GRACE);
