@@ -1,7 +1,8 @@
 //! The derived `budget.threshold` events: a key's spend passing 80% and 100% of its
 //! budget's cap in a period is logged once per key, period and threshold (100% also when
 //! a charge is refused for the budget), across restarts, again in the next period; test
-//! keys and keys below 80% log nothing.
+//! keys and keys below 80% log nothing; and a property test against a ledger of what
+//! each random sequence of charges and days should log.
 
 #![expect(
     clippy::expect_used,
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{Fixture, T0};
 use credstore::{Budget, Code, Env, EventFilter, Format, NewKey, Period, Store, VerifyRequest};
+use proptest::prelude::*;
 
 /// The `budget.threshold` events so far: (key id, period, percent, spent, cap).
 fn thresholds(store: &Store) -> Vec<(String, u64, u64, u64, u64)> {
@@ -153,4 +155,100 @@ fn a_refusal_for_the_budget_is_the_hundred_percent_and_test_keys_log_nothing() {
     settle(&store);
     assert_eq!(thresholds(&store).len(), 2);
     store.close().expect("close");
+}
+
+/// One step of the property test.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A verify of this cost.
+    Spend(u64),
+    /// The clock moves to the next day: a new period of a daily budget.
+    NextDay,
+}
+
+fn step(cap: u64) -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (1..=cap.div_ceil(2) + 1).prop_map(Step::Spend),
+        1 => Just(Step::NextDay),
+    ]
+}
+
+/// What the log should hold, by a ledger: each (period, percent) once, at the first
+/// charge that reaches it (80: spent at 80% of the cap; 100: spent at the cap, or a charge
+/// refused), 80 before 100, with the spend and cap then.
+fn model(cap: u64, steps: &[Step]) -> Vec<(u64, u64, u64, u64)> {
+    let mut out = Vec::new();
+    let (mut day, mut spent, mut logged) = (0u64, 0u64, 0u64);
+    for s in steps {
+        match s {
+            Step::NextDay => (day, spent, logged) = (day + 1, 0, 0),
+            Step::Spend(cost) => {
+                let refused = spent + cost > cap;
+                if !refused {
+                    spent += cost;
+                }
+                let reached = if refused || spent >= cap {
+                    100
+                } else if spent * 100 >= cap * 80 {
+                    80
+                } else {
+                    0
+                };
+                for percent in [80, 100] {
+                    if percent <= reached && percent > logged {
+                        out.push((day, percent, spent, cap));
+                    }
+                }
+                logged = logged.max(reached);
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn thresholds_follow_a_ledger(
+        (cap, steps) in (1u64..40).prop_flat_map(|cap| (Just(cap), proptest::collection::vec(step(cap), 1..40)))
+    ) {
+        let fx = Fixture::new();
+        let store = fx.init();
+        let key = store
+            .create(NewKey::new("k").budget(Budget::new(cap, Period::Daily).expect("budget")))
+            .expect("create");
+        let mut day = 0;
+        for s in &steps {
+            match s {
+                Step::NextDay => {
+                    day += 1;
+                    fx.clock.set(T0 + day * 86_400_000);
+                }
+                Step::Spend(cost) => {
+                    spend(&store, key.key.expose(), *cost);
+                }
+            }
+        }
+        settle(&store);
+        let found = thresholds(&store);
+        let first = found.first().map_or(0, |t| t.1);
+        let found: Vec<(u64, u64, u64, u64)> = found
+            .iter()
+            .map(|(id, period, percent, spent, cap)| {
+                assert_eq!(id, &key.record.id.to_string());
+                (period - first, *percent, *spent, *cap)
+            })
+            .collect();
+        let expected = model(cap, &steps);
+        // Periods are compared relative to the first logged one.
+        let base = expected.first().map_or(0, |t| t.0);
+        let expected: Vec<(u64, u64, u64, u64)> =
+            expected.iter().map(|(d, p, s, c)| (d - base, *p, *s, *c)).collect();
+        prop_assert_eq!(found, expected);
+        store.close().expect("close");
+    }
 }
