@@ -112,6 +112,11 @@ fn a_webhook_is_added_listed_and_removed_its_secret_shown_once() {
         .filter(|k| k.starts_with("webhook."))
         .collect();
     assert_eq!(kinds, ["webhook.added", "webhook.added", "webhook.removed"]);
+
+    // The index is a cache of the log: rebuilt from it, the webhooks are the same.
+    cli.ok(&["audit", "verify"]);
+    cli.ok(&["rebuild"]);
+    assert_eq!(cli.json(&["webhook", "list", "--json"]), list);
 }
 
 #[test]
