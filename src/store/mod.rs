@@ -942,7 +942,8 @@ impl Store {
 
     /// Asks the commit thread, without waiting, to log the budget thresholds a charge
     /// reached: 80% of `cap`, and 100% (spent at the cap, or a charge refused for the
-    /// budget), each once per key and period. One atomic load per charge below them.
+    /// budget), each once per key and period. Below 80% it costs two comparisons; past a
+    /// threshold this process noted already, one atomic load more.
     fn note_thresholds(
         &self,
         id: &KeyId,
@@ -1492,6 +1493,16 @@ impl Store {
             sender.send(Request { op, reply }).map_err(|_| Error::Closed)?;
         }
         answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Hands `op` to the commit thread without waiting for its answer (the verify path
+    /// noting a budget threshold must not wait for a commit).
+    fn submit_detached(&self, op: Op) {
+        let (reply, _answer) = mpsc::sync_channel(1);
+        if let Some(sender) = lock(&self.commits).as_ref() {
+            // A closed store has nobody left to log it for.
+            let _ = sender.send(Request { op, reply });
+        }
     }
 
     fn change(&self, op: Op) -> Result<KeyInfo> {

@@ -17,8 +17,8 @@ use crate::event::Event;
 use crate::secret::Secret;
 use crate::webhook::{self, EventKinds, Position, Webhook, WebhookId, WebhookUrl};
 
+use super::Store;
 use super::commit::{Op, Outcome};
-use super::{Store, lock};
 
 /// What derives the webhook signing key from the pepper (BLAKE3 `derive_key` context).
 const SECRET_CONTEXT: &str = "credstore 2026 webhook signing secret v1";
@@ -159,16 +159,6 @@ impl Store {
         match self.submit(op)? {
             Outcome::Done => Ok(()),
             _ => Err(Error::UnexpectedReply { request: "webhook" }),
-        }
-    }
-
-    /// Hands `op` to the commit thread without waiting for its answer (the verify path
-    /// noting a budget threshold must not wait for a commit).
-    pub(super) fn submit_detached(&self, op: Op) {
-        let (reply, _answer) = std::sync::mpsc::sync_channel(1);
-        if let Some(sender) = lock(&self.commits).as_ref() {
-            // A closed store has nobody left to log it for.
-            let _ = sender.send(super::commit::Request { op, reply });
         }
     }
 }
