@@ -303,6 +303,10 @@ pub enum InputError {
         /// Its length in bytes.
         len: usize,
     },
+    /// A webhook's URL, event kinds, id or secret that cannot be used; the message says
+    /// which and why (a URL is quoted with secret-shaped tokens scrubbed).
+    #[error("invalid webhook {0}")]
+    InvalidWebhook(String),
     /// A master key that is not 32 bytes written as 64 hex characters.
     #[error("the master key must be 64 hex characters (32 bytes)")]
     InvalidMasterKey,
@@ -385,6 +389,9 @@ pub enum StateError {
     /// The key is not disabled.
     #[error("key {0} is not disabled")]
     NotDisabled(String),
+    /// No webhook has this id (never added, or removed).
+    #[error("no webhook {0}")]
+    UnknownWebhook(String),
 }
 
 /// Why a data directory could not be opened as a store.

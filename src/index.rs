@@ -13,6 +13,7 @@
 //! | `marks`      | key id                    | budget mark, packed u64 BE    |
 //! | `vault`      | project, 0, name, 0, version u32 BE | [`VaultEntry`]      |
 //! | `meta`       | `applied_seq`, `formats`, `clean` | u64 BE; format list; 0/1 |
+//! | `meta`       | `webhook/` + id; `threshold/` + key id | [`Webhook`]; period u32 BE, percent u8 |
 //!
 //! Every batch of log records is applied in one sled transaction across the trees,
 //! together with `applied_seq`, the sequence number of the last record it reflects.
@@ -44,6 +45,7 @@ use crate::record::{KeyId, KeyRecord};
 use crate::secret::Pepper;
 use crate::token::{Format, FormatSet};
 use crate::vault::SealedSecret;
+use crate::webhook::{Webhook, WebhookId};
 
 /// The format byte of values this build writes (1 was unsealed).
 const VALUE_FORMAT: u8 = 2;
@@ -58,6 +60,8 @@ const APPLIED_SEQ: &[u8] = b"applied_seq";
 const APPLIED_HASH: &[u8] = b"applied_hash";
 const FORMATS: &[u8] = b"formats";
 const CLEAN: &[u8] = b"clean";
+/// What the `meta` keys of webhooks start with.
+const WEBHOOK_PREFIX: &[u8] = b"webhook/";
 const VAULT_MIN: &[u8] = b"vault_min";
 
 /// A key's in-memory counters as the flusher persists them.
@@ -106,6 +110,10 @@ pub(crate) struct IndexBatch<'a> {
     pub masters: &'a BTreeMap<u32, [u8; 32]>,
     /// A new minimum decryption version.
     pub vault_min: Option<u32>,
+    /// Webhooks added or changed (`Some`) or removed (`None`).
+    pub webhooks: &'a BTreeMap<WebhookId, Option<Webhook>>,
+    /// Budget thresholds logged: (period, percent).
+    pub thresholds: &'a BTreeMap<KeyId, (u32, u8)>,
     pub applied_seq: u64,
     /// The chain hash of record `applied_seq`.
     pub applied_hash: [u8; 32],
@@ -451,6 +459,39 @@ impl Index {
         Ok(Some((u32::from_be_bytes(period), i64::from_be_bytes(credit))))
     }
 
+    /// Every registered webhook, by id.
+    pub fn webhooks(&self) -> Result<Vec<Webhook>> {
+        self.check_current()?;
+        let mut out = Vec::new();
+        for item in self.meta.scan_prefix(WEBHOOK_PREFIX) {
+            let (k, v) = item?;
+            out.push(self.decode("meta", &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// A registered webhook.
+    pub fn webhook(&self, id: &WebhookId) -> Result<Option<Webhook>> {
+        self.check_current()?;
+        let key = webhook_key(id);
+        match self.meta.get(&key)? {
+            Some(v) => Ok(Some(self.decode("meta", &key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The last budget threshold logged for a key: (period, percent).
+    pub fn threshold(&self, id: &KeyId) -> Result<Option<(u32, u8)>> {
+        self.check_current()?;
+        let key = threshold_key(id);
+        let Some(sealed) = self.meta.get(&key)? else {
+            return Ok(None);
+        };
+        let value: [u8; 5] = self.number("meta", &key, &sealed)?;
+        let [a, b, c, d, percent] = value;
+        Ok(Some((u32::from_be_bytes([a, b, c, d]), percent)))
+    }
+
     /// A key's persisted budget mark (packed), 0 if none.
     pub fn mark(&self, id: &KeyId) -> Result<u64> {
         let id = id.as_str().as_bytes();
@@ -602,6 +643,14 @@ impl Index {
             let mut value = period.to_be_bytes().to_vec();
             value.extend_from_slice(&credit.to_be_bytes());
             put_value(4, "meta", credit_key(id), Some(&value));
+        }
+        for (id, webhook) in batch.webhooks {
+            put_value(4, "meta", webhook_key(id), webhook.as_ref().map(encode).as_deref());
+        }
+        for (id, (period, percent)) in batch.thresholds {
+            let mut value = period.to_be_bytes().to_vec();
+            value.push(*percent);
+            put_value(4, "meta", threshold_key(id), Some(&value));
         }
         put_value(4, "meta", APPLIED_SEQ.to_vec(), Some(&batch.applied_seq.to_be_bytes()));
         put_value(4, "meta", APPLIED_HASH.to_vec(), Some(&batch.applied_hash));
@@ -803,6 +852,20 @@ fn scan_ids<'a>(tree: &'a sled::Tree, head: &str) -> impl Iterator<Item = sled::
 /// Where a key's budget credit is kept in `meta`.
 fn credit_key(id: &KeyId) -> Vec<u8> {
     let mut key = b"credit/".to_vec();
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
+
+/// Where a webhook is kept in `meta`.
+fn webhook_key(id: &WebhookId) -> Vec<u8> {
+    let mut key = WEBHOOK_PREFIX.to_vec();
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
+
+/// Where the last budget threshold logged for a key is kept in `meta`.
+fn threshold_key(id: &KeyId) -> Vec<u8> {
+    let mut key = b"threshold/".to_vec();
     key.extend_from_slice(id.as_str().as_bytes());
     key
 }

@@ -72,6 +72,7 @@ pub mod secret;
 mod store;
 pub mod token;
 pub mod vault;
+pub mod webhook;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{BudgetState, Code, Decision, LimitName, RateLimitState, RateLimited, RateLimits};
@@ -82,7 +83,8 @@ pub use log::LogError;
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
 pub use secret::{Pepper, Secret};
 pub use store::{
-    Config, CreatedKey, Credit, DEFAULT_LOCK_WAIT, EventFilter, KeyInfo, LatencyHistogram, ListFilter, LogCheck,
-    Rotated, SecretInfo, Store, StoreStats, UseLog, VerifyRequest, parse_expiry, parse_master_keys,
+    Attempt, Config, CreatedKey, Credit, DEFAULT_LOCK_WAIT, EventFilter, KeyInfo, LatencyHistogram, ListFilter,
+    LogCheck, Rotated, SecretInfo, Store, StoreStats, Subscription, UseLog, VerifyRequest, parse_expiry,
+    parse_master_keys,
 };
 pub use token::{Env, Format, FormatLength, FormatRequest, FormatSet, Malformed, Token};

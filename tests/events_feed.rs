@@ -162,3 +162,63 @@ fn the_sidecar_long_polls_the_feed() {
     let none = http(sidecar.addr, "GET", "/v1/events", None, None).expect("an answer");
     assert_eq!(none.status, 401);
 }
+
+#[test]
+fn a_subscription_gives_every_event_once_in_order_and_waits_for_new_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store(dir.path());
+    let a = store.create(NewKey::new("a")).expect("create");
+    store.verify(a.key.expose()).expect("verify");
+    store.verify(a.key.expose()).expect("verify");
+    // The uses are written with the next commit, ahead of it.
+    store.create(NewKey::new("b")).expect("create");
+
+    // From the start: each event once, in order (both uses from one `key.uses` record).
+    let mut sub = store.subscribe(0);
+    let mut seen = Vec::new();
+    while let Some((seq, event)) = sub.next_timeout(Duration::from_millis(50)).expect("next") {
+        seen.push((seq, event.kind_name()));
+    }
+    let kinds: Vec<&str> = seen.iter().map(|(_, k)| *k).collect();
+    assert_eq!(
+        kinds,
+        [
+            "format.registered",
+            "key.created",
+            "key.used",
+            "key.used",
+            "key.created"
+        ]
+    );
+    assert_eq!(seen[2].0, seen[3].0, "both uses are of one record");
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "in order: {seen:?}");
+    assert_eq!(sub.position().seq, store.last_seq(), "at the end");
+
+    // Waiting: an event committed by another thread arrives, through the iterator too.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            store.revoke(&a.record.id, Some("done")).expect("revoke");
+        });
+        let (seq, event) = sub.next().expect("an event").expect("read");
+        assert_eq!(event.kind_name(), "key.revoked");
+        assert_eq!(seq, store.last_seq());
+    });
+    assert!(sub.next_timeout(Duration::from_millis(50)).expect("next").is_none());
+
+    // A subscription after a record starts after it.
+    let mut later = store.subscribe(seen[1].0);
+    let first = later
+        .next_timeout(Duration::from_millis(50))
+        .expect("next")
+        .expect("an event");
+    assert_eq!(first.1.kind_name(), "key.used");
+    // By event: after the first use of the record, the second, then the next record.
+    let after_first_use = credstore::webhook::Position {
+        seq: seen[2].0,
+        part: 0,
+    };
+    let rest = store.events_from(after_first_use, 10).expect("events");
+    let places: Vec<(u64, u32, &str)> = rest.iter().map(|(at, e)| (at.seq, at.part, e.kind_name())).collect();
+    assert_eq!(places[..2], [(seen[2].0, 1, "key.used"), (seen[4].0, 0, "key.created")]);
+}

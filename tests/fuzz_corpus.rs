@@ -10,7 +10,9 @@
 //! - `log_meta` (`log_meta_checks.rs`): `HEAD`, time index sidecars and `STORE` decode as
 //!   their formats say, and the audit, writer, reader and `Store::open` agree with that;
 //! - `http_input` (`http_checks.rs`): key headers, `X-Forwarded-For`, the sidecar's query
-//!   strings and JSON bodies, down to the decision a verify comes to.
+//!   strings and JSON bodies, down to the decision a verify comes to;
+//! - `webhook_input` (`webhook_checks.rs`): a webhook's URL, event kinds, id and signing
+//!   secret, as `webhook add` and `POST /v1/webhooks` are given them.
 //!
 //! The input seeds are named `accept-…` or `refuse-…` and their tests check that too;
 //! `secret_echo.rs` records which parsers repeat a pasted key in their errors today.
@@ -42,6 +44,8 @@ mod policy_checks;
 mod secret_echo;
 #[path = "../fuzz/time_checks.rs"]
 mod time_checks;
+#[path = "../fuzz/webhook_checks.rs"]
+mod webhook_checks;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -219,6 +223,9 @@ fn write_seed_corpus() {
     if wanted("time_parsers") {
         write_seeds(&root.join("time_parsers"), &time_seeds());
     }
+    if wanted("webhook_input") {
+        write_seeds(&root.join("webhook_input"), &webhook_seeds());
+    }
     if wanted("log_meta") {
         write_seeds(&root.join("log_meta"), &meta_seeds(&log_meta_checks::Scratch::new()));
     }
@@ -319,6 +326,12 @@ fn the_policy_checks_catch_what_they_claim_to() {
 #[test]
 fn the_policy_echo_table_is_current() {
     let repeating = secret_echo::check_echo_table(&policy_checks::text_parsers());
+    assert!(repeating.is_empty(), "{repeating:?}");
+}
+
+#[test]
+fn the_webhook_echo_table_is_current() {
+    let repeating = secret_echo::check_echo_table(&webhook_checks::text_parsers());
     assert!(repeating.is_empty(), "{repeating:?}");
 }
 
@@ -712,6 +725,97 @@ fn time_seeds() -> Vec<(String, Vec<u8>)> {
         ("refuse-f-smallest".to_string(), ms(i64::MIN)),
     ]);
     seeds
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks
+
+#[test]
+fn webhook_input_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let seeds = corpus("webhook_input");
+    assert!(seeds.len() >= 12, "only {} webhook seeds", seeds.len());
+    let mut selectors = std::collections::BTreeSet::new();
+    for (name, data) in &seeds {
+        let accepted = webhook_checks::check_webhook_input(data);
+        assert_named_outcome("webhook_input", name, accepted);
+        selectors.insert(data[0]);
+    }
+    for letter in *b"ukis" {
+        assert!(selectors.contains(&letter), "no seed for selector {}", letter as char);
+    }
+    assert_seeds_current("webhook_input", &seeds, &webhook_seeds());
+}
+
+#[test]
+fn the_webhook_checks_catch_what_they_claim_to() {
+    use webhook_checks::WebhookInput;
+    assert!(webhook_checks::check_webhook_text(
+        WebhookInput::Url,
+        "http://[::1]:8080/x?y"
+    ));
+    assert!(!webhook_checks::check_webhook_text(
+        WebhookInput::Kinds,
+        "key.created,webhook.added"
+    ));
+    assert!(webhook_checks::check_webhook_text(
+        WebhookInput::Id,
+        "wh_0123456789abcdef"
+    ));
+    assert!(!webhook_checks::check_webhook_text(
+        WebhookInput::Secret,
+        "whsec_not base64"
+    ));
+    let reached: std::collections::BTreeSet<String> = (0..=255u8)
+        .map(|b| format!("{:?}", WebhookInput::from_selector(b)))
+        .collect();
+    assert_eq!(reached.len(), 4);
+}
+
+/// The webhook seeds: the selector letter, then the text.
+fn webhook_seeds() -> Vec<(String, Vec<u8>)> {
+    let key = secret_echo::PROBE_KEY;
+    let text: Vec<(&str, String)> = vec![
+        ("accept-u-loopback-port-path", "uhttp://127.0.0.1:9000/hooks".into()),
+        ("accept-u-no-path", "uhttp://example.com".into()),
+        ("accept-u-query-only", "uhttp://example.com?x=1".into()),
+        ("accept-u-ipv6", "uhttp://[::1]:8080/x".into()),
+        ("accept-u-upper-case-scheme", "uHTTP://example.com/".into()),
+        ("accept-u-key-in-path", format!("uhttp://example.com/{key}")),
+        ("refuse-u-https", "uhttps://example.com/".into()),
+        ("refuse-u-ftp", "uftp://example.com/".into()),
+        ("refuse-u-user-info", "uhttp://u:p@example.com/".into()),
+        ("refuse-u-port-zero", "uhttp://example.com:0/".into()),
+        ("refuse-u-port-too-big", "uhttp://example.com:65536/".into()),
+        ("refuse-u-no-host", "uhttp://:80/".into()),
+        ("refuse-u-unclosed-bracket", "uhttp://[::1/".into()),
+        ("refuse-u-space", "uhttp://example.com/a b".into()),
+        ("refuse-u-fragment", "uhttp://example.com/#top".into()),
+        ("refuse-u-pasted-key", format!("u{key}")),
+        ("refuse-u-key-and-fragment", format!("uhttp://example.com/{key}#f")),
+        ("refuse-u-too-long", format!("uhttp://example.com/{}", "a".repeat(2048))),
+        ("accept-k-all", "k*".into()),
+        ("accept-k-two", "kkey.created,key.revoked".into()),
+        ("accept-k-duplicates", "kbudget.threshold,budget.threshold".into()),
+        ("refuse-k-none", "k".into()),
+        ("refuse-k-webhook-event", "kwebhook.attempt".into()),
+        ("refuse-k-upper-case", "kKey.created".into()),
+        ("refuse-k-one-word", "kkey".into()),
+        ("refuse-k-empty-word", "kkey..created".into()),
+        ("refuse-k-pasted-key", format!("kkey.created,{key}")),
+        ("refuse-k-33-kinds", format!("k{}", vec!["key.created"; 33].join(","))),
+        ("accept-i-made", "iwh_0123456789abcdef".into()),
+        ("refuse-i-short", "iwh_0123".into()),
+        ("refuse-i-upper-case", "iwh_0123456789ABCDEF".into()),
+        ("refuse-i-pasted-key", format!("i{key}")),
+        (
+            "accept-s-spec-example",
+            "swhsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        ),
+        ("accept-s-without-prefix", "sMfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        ("refuse-s-not-base64", "swhsec_not base64!".into()),
+        ("refuse-s-pasted-key", format!("s{key}")),
+    ];
+    text.into_iter().map(|(n, t)| (n.to_string(), t.into_bytes())).collect()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -118,6 +118,7 @@ impl Api {
             "roles": self.data(200, "GET", "/v1/roles", admin, None),
             "users": self.data(200, "GET", "/v1/users", admin, None),
             "secrets": self.data(200, "GET", "/v1/vault/secrets", admin, None),
+            "webhooks": self.data(200, "GET", "/v1/webhooks", admin, None),
         })
     }
 
@@ -174,6 +175,16 @@ fn every_management_route_answers_admin_keys_only() {
     let (leaked, _) = store.key(&["--name", "leaked"]);
     let (_, metered) = store.key(&["--name", "metered", "--budget", "100"]);
     let unknown = format!("csa_{}", "A".repeat(32));
+    let hook: Value = serde_json::from_str(&store.ok(&[
+        "webhook",
+        "add",
+        "http://127.0.0.1:9/hook",
+        "--event",
+        "key.revoked",
+        "--json",
+    ]))
+    .expect("webhook add --json");
+    let hook = hook["id"].as_str().expect("webhook id").to_string();
     let api = store.serve();
 
     let routes = [
@@ -255,6 +266,14 @@ fn every_management_route_answers_admin_keys_only() {
         ),
         route("GET", "/v1/audit", "/v1/audit", None),
         route("GET", "/v1/events", "/v1/events", None),
+        route("GET", "/v1/webhooks", "/v1/webhooks", None),
+        route(
+            "POST",
+            "/v1/webhooks",
+            "/v1/webhooks",
+            Some(json!({ "url": "http://127.0.0.1:9/other", "events": ["key.created"] })),
+        ),
+        route("DELETE", "/v1/webhooks/{id}", &format!("/v1/webhooks/{hook}"), None),
         route(
             "POST",
             "/v1/api-keys/{id}/credits",

@@ -274,6 +274,9 @@ impl Template {
             (_, "<NAME>" | "--name") => "n".into(),
             (_, "<SHELL>") => "bash".into(),
             (_, "<AMOUNT>") => "5".into(),
+            // A port nothing listens on: no delivery reaches anyone.
+            ("webhook add", "<URL>") => "http://127.0.0.1:9/hook".into(),
+            ("webhook add", "--event") => "key.created".into(),
             // An address no one can listen on: `serve` fails instead of serving.
             (_, "--listen") => "127.0.0.1:99999".into(),
             _ => panic!("no harmless value for {arg} of `credstore {leaf}`: add one to default_for"),

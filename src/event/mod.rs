@@ -17,6 +17,7 @@ use crate::policy::{EndpointAllowlist, IpAllowlist, PermissionSet, ReferrerAllow
 use crate::record::{KeyId, KeyRecord};
 use crate::token::Format;
 use crate::vault::SealedSecret;
+use crate::webhook::{EventKinds, Position, WebhookId};
 
 mod packed;
 mod use_summary;
@@ -244,6 +245,54 @@ pub enum EventKind {
         /// Why, as the operator said.
         reason: Option<String>,
     },
+    /// A webhook was registered: the events after record `after` whose kind it lists are
+    /// delivered to it. Its signing secret is derived, never recorded.
+    WebhookAdded {
+        /// Its id.
+        id: WebhookId,
+        /// Where deliveries go.
+        url: String,
+        /// The kinds delivered.
+        kinds: EventKinds,
+        /// The last durable record when it was added: delivery starts after it.
+        after: u64,
+    },
+    /// A webhook was removed: nothing more is delivered to it.
+    WebhookRemoved {
+        /// Its id.
+        id: WebhookId,
+    },
+    /// One attempt to deliver an event to a webhook. A delivered attempt moves the
+    /// webhook's delivery position to the event: after a restart delivery resumes there.
+    WebhookAttempt {
+        /// The webhook.
+        id: WebhookId,
+        /// The event delivered (or tried).
+        event: Position,
+        /// The attempt's number for this event (1 for the first).
+        attempt: u32,
+        /// The receiver's HTTP status, when it answered.
+        status: Option<u16>,
+        /// What went wrong, when the attempt failed (a timeout, a refused connection).
+        error: Option<String>,
+        /// The receiver took it (a 2xx answer).
+        delivered: bool,
+    },
+    /// A key's spend passed a share of its budget's cap in a period (80 or 100 percent;
+    /// 100 also when a charge was refused for the budget): logged once per key, period
+    /// and threshold.
+    BudgetThreshold {
+        /// The key whose budget it is.
+        id: KeyId,
+        /// The budget period (as the budget counter numbers periods).
+        period: u32,
+        /// The threshold passed, in percent of the cap.
+        percent: u8,
+        /// What the key had spent when it was noticed.
+        spent: u64,
+        /// The cap in force then (the budget's, moved by any credit).
+        cap: u64,
+    },
 }
 
 /// A change of a budget's credit, as asked.
@@ -455,6 +504,10 @@ impl Event {
             EventKind::SecretDeleted { .. } => "vault.deleted",
             EventKind::SecretRead { .. } => "vault.read",
             EventKind::KeysUsed { .. } | EventKind::KeysUsedUnpacked { .. } => "key.uses",
+            EventKind::WebhookAdded { .. } => "webhook.added",
+            EventKind::WebhookRemoved { .. } => "webhook.removed",
+            EventKind::WebhookAttempt { .. } => "webhook.attempt",
+            EventKind::BudgetThreshold { .. } => "budget.threshold",
         }
     }
 
@@ -475,10 +528,15 @@ impl Event {
             | EventKind::SecretRewrapped { .. }
             | EventKind::SecretDeleted { .. }
             | EventKind::SecretRead { .. }
-            | EventKind::UsesDropped { .. } => vec![],
+            | EventKind::UsesDropped { .. }
+            | EventKind::WebhookAdded { .. }
+            | EventKind::WebhookRemoved { .. }
+            | EventKind::WebhookAttempt { .. } => vec![],
             EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } => id.iter().collect(),
             EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => uses.iter().map(|u| &u.id).collect(),
-            EventKind::BudgetMark { id, .. } | EventKind::BudgetCredited { id, .. } => vec![id],
+            EventKind::BudgetMark { id, .. }
+            | EventKind::BudgetCredited { id, .. }
+            | EventKind::BudgetThreshold { id, .. } => vec![id],
             EventKind::KeyCreated { record, .. } => vec![&record.id],
             EventKind::KeyUpdated { id, .. }
             | EventKind::KeyDisabled { id }
@@ -579,6 +637,31 @@ impl Event {
                 })
             }
             EventKind::KeyDisabled { id } | EventKind::KeyEnabled { id } => json!({ "key_id": id }),
+            EventKind::WebhookAdded { id, url, kinds, after } => json!({
+                "webhook_id": id, "url": crate::redact::scrub(url), "events": kinds.as_slice(), "after": after,
+            }),
+            EventKind::WebhookRemoved { id } => json!({ "webhook_id": id }),
+            EventKind::WebhookAttempt {
+                id,
+                event,
+                attempt,
+                status,
+                error,
+                delivered,
+            } => json!({
+                "webhook_id": id, "event_seq": event.seq, "event_part": event.part,
+                "message_id": crate::webhook::message_id(id, *event), "attempt": attempt,
+                "status": status, "error": error, "delivered": delivered,
+            }),
+            EventKind::BudgetThreshold {
+                id,
+                period,
+                percent,
+                spent,
+                cap,
+            } => json!({
+                "key_id": id, "period": period, "percent": percent, "spent": spent, "cap": cap,
+            }),
             EventKind::KeyRevoked {
                 id,
                 effective_at,

@@ -114,6 +114,11 @@ pub(crate) struct ActiveBudget {
     /// The budget's credit (`credits add`, `credits set`): its period and amount, packed
     /// by [`pack_credit`]; 0 when none. Shared like the counter.
     pub credit: Arc<AtomicU64>,
+    /// The highest budget threshold this process asked the commit thread to log, packed
+    /// `period << 8 | percent`: verify asks once per threshold, not at every request past
+    /// it (the commit thread's own check against the index makes it once per key, period
+    /// and threshold across restarts). Shared like the counter.
+    pub threshold_noted: Arc<AtomicU64>,
 }
 
 /// Bits of a packed credit that hold the amount (two's complement); the period has the rest.
@@ -373,6 +378,7 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
         counter: counter.unwrap_or_default(),
         // Nothing computed: the first request computes the period.
         period: Arc::new(AtomicU64::new(0)),
+        threshold_noted: carried.map_or_else(Arc::default, |b| Arc::clone(&b.threshold_noted)),
         credit,
     }
 }

@@ -106,6 +106,31 @@ pub(crate) enum Op {
         id: KeyId,
         mark: u64,
     },
+    /// Register a webhook (its id made by the caller).
+    WebhookAdd {
+        id: crate::webhook::WebhookId,
+        url: String,
+        kinds: crate::webhook::EventKinds,
+    },
+    WebhookRemove(crate::webhook::WebhookId),
+    /// Record one delivery attempt (and, delivered, the webhook's new position).
+    WebhookAttempt {
+        id: crate::webhook::WebhookId,
+        event: crate::webhook::Position,
+        attempt: u32,
+        status: Option<u16>,
+        error: Option<String>,
+        delivered: bool,
+    },
+    /// Log that a key's spend passed `percent` of its cap in `period`, unless it was
+    /// logged already.
+    BudgetThreshold {
+        id: KeyId,
+        period: u32,
+        percent: u8,
+        spent: u64,
+        cap: u64,
+    },
     /// A fleet host's charge needs more of a budget: lease it from the fleet (nothing is
     /// logged; the fleet keeps the account).
     #[cfg(feature = "fleet")]

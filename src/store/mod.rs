@@ -25,12 +25,14 @@ mod request;
 mod state_machine;
 mod uses;
 mod vault_ops;
+mod webhooks;
 
 pub use config::{Config, DEFAULT_LOCK_WAIT};
 pub use counters::LatencyHistogram;
 pub use request::VerifyRequest;
 pub use uses::UseLog;
 pub use vault_ops::{SecretInfo, parse_master_keys};
+pub use webhooks::{Attempt, Subscription};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -870,6 +872,9 @@ impl Store {
             };
             let spent = self.shared.shown_spent(&active.counter, period, spent);
             let cap = budget.cap;
+            if cost > 0 {
+                self.note_thresholds(&owner.record.id, active, period, spent, cap, exhausted);
+            }
             decision.budget = Some(BudgetState {
                 cap,
                 spent,
@@ -959,6 +964,45 @@ impl Store {
                     })?;
                     active.counter.raise_mark(mark, self.shared.clock.now_ns());
                 }
+            }
+        }
+    }
+
+    /// Asks the commit thread, without waiting, to log the budget thresholds a charge
+    /// reached: 80% of `cap`, and 100% (spent at the cap, or a charge refused for the
+    /// budget), each once per key and period. Below 80% it costs two comparisons; past a
+    /// threshold this process noted already, one atomic load more.
+    fn note_thresholds(
+        &self,
+        id: &KeyId,
+        active: &cache::ActiveBudget,
+        period: u32,
+        spent: u64,
+        cap: u64,
+        exhausted: bool,
+    ) {
+        let reached: u8 = if exhausted || spent >= cap {
+            100
+        } else if u128::from(spent) * 100 >= u128::from(cap) * 80 {
+            80
+        } else {
+            return;
+        };
+        let word = |percent: u8| u64::from(period) << 8 | u64::from(percent);
+        let noted = &active.threshold_noted;
+        if noted.load(Ordering::Acquire) >= word(reached) {
+            return;
+        }
+        let before = noted.fetch_max(word(reached), Ordering::AcqRel);
+        for percent in [80, 100] {
+            if percent <= reached && word(percent) > before {
+                self.submit_detached(Op::BudgetThreshold {
+                    id: id.clone(),
+                    period,
+                    percent,
+                    spent,
+                    cap,
+                });
             }
         }
     }
@@ -1477,6 +1521,16 @@ impl Store {
             sender.send(Request { op, reply }).map_err(|_| Error::Closed)?;
         }
         answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Hands `op` to the commit thread without waiting for its answer (the verify path
+    /// noting a budget threshold must not wait for a commit).
+    fn submit_detached(&self, op: Op) {
+        let (reply, _answer) = mpsc::sync_channel(1);
+        if let Some(sender) = lock(&self.commits).as_ref() {
+            // A closed store has nobody left to log it for.
+            let _ = sender.send(Request { op, reply });
+        }
     }
 
     fn change(&self, op: Op) -> Result<KeyInfo> {

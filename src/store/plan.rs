@@ -327,6 +327,68 @@ pub(super) fn plan(
             };
             Ok((vec![event(kind)], Planned::Done))
         }
+        Op::WebhookAdd { id, url, kinds } => {
+            if state.webhook(id)?.is_some() {
+                return Err(InputError::InvalidWebhook(format!("id {id} is taken")).into());
+            }
+            // Delivery starts after what is durable now: the webhook gets what commits
+            // from here on, not the store's history.
+            let after = *super::lock(&shared.published.0);
+            let kind = EventKind::WebhookAdded {
+                id: id.clone(),
+                url: url.clone(),
+                kinds: kinds.clone(),
+                after,
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
+        Op::WebhookRemove(id) => {
+            state
+                .webhook(id)?
+                .ok_or_else(|| StateError::UnknownWebhook(id.to_string()))?;
+            Ok((vec![event(EventKind::WebhookRemoved { id: id.clone() })], Planned::Done))
+        }
+        Op::WebhookAttempt {
+            id,
+            event: at,
+            attempt,
+            status,
+            error,
+            delivered,
+        } => {
+            state
+                .webhook(id)?
+                .ok_or_else(|| StateError::UnknownWebhook(id.to_string()))?;
+            let kind = EventKind::WebhookAttempt {
+                id: id.clone(),
+                event: *at,
+                attempt: *attempt,
+                status: *status,
+                error: error.clone(),
+                delivered: *delivered,
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
+        Op::BudgetThreshold {
+            id,
+            period,
+            percent,
+            spent,
+            cap,
+        } => {
+            state.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
+            if state.threshold(id)?.is_some_and(|logged| logged >= (*period, *percent)) {
+                return Ok((vec![], Planned::Done));
+            }
+            let kind = EventKind::BudgetThreshold {
+                id: id.clone(),
+                period: *period,
+                percent: *percent,
+                spent: *spent,
+                cap: *cap,
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
         Op::Disable(id) => {
             if state.live(id, now)?.record.disabled_at.is_some() {
                 return Err(StateError::AlreadyDisabled(id.to_string()).into());

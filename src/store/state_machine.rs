@@ -19,6 +19,7 @@ use crate::log::LogError;
 use crate::policy::{Role, User};
 use crate::record::{KeyId, KeyRecord, Revocation, Status};
 use crate::token::FormatSet;
+use crate::webhook::{Position, Webhook, WebhookId};
 
 /// The state as of the records applied so far in a batch: sled plus the batch's changes.
 pub(crate) struct Overlay<'a> {
@@ -44,6 +45,10 @@ pub(crate) struct Overlay<'a> {
     /// Master keys registered in this batch.
     masters: BTreeMap<u32, [u8; 32]>,
     vault_min: Option<u32>,
+    /// Webhooks added or changed (`Some`) or removed (`None`) in this batch.
+    webhooks: BTreeMap<WebhookId, Option<Webhook>>,
+    /// Budget thresholds logged in this batch: (period, percent).
+    thresholds: BTreeMap<KeyId, (u32, u8)>,
 }
 
 impl<'a> Overlay<'a> {
@@ -62,6 +67,8 @@ impl<'a> Overlay<'a> {
             vault: BTreeMap::new(),
             masters: BTreeMap::new(),
             vault_min: None,
+            webhooks: BTreeMap::new(),
+            thresholds: BTreeMap::new(),
         }
     }
 
@@ -74,6 +81,8 @@ impl<'a> Overlay<'a> {
             && self.vault.is_empty()
             && self.masters.is_empty()
             && self.vault_min.is_none()
+            && self.webhooks.is_empty()
+            && self.thresholds.is_empty()
     }
 
     /// The batch's changes, for the index.
@@ -87,6 +96,8 @@ impl<'a> Overlay<'a> {
             vault: &self.vault,
             masters: &self.masters,
             vault_min: self.vault_min,
+            webhooks: &self.webhooks,
+            thresholds: &self.thresholds,
             applied_seq,
             applied_hash,
         }
@@ -227,6 +238,22 @@ impl<'a> Overlay<'a> {
         Ok(current.filter(|(p, _)| *p == period).map_or(0, |(_, c)| c))
     }
 
+    /// A webhook as of this batch.
+    pub(super) fn webhook(&self, id: &WebhookId) -> Result<Option<Webhook>> {
+        match self.webhooks.get(id) {
+            Some(w) => Ok(w.clone()),
+            None => self.index.webhook(id),
+        }
+    }
+
+    /// The last budget threshold logged for a key as of this batch: (period, percent).
+    pub(super) fn threshold(&self, id: &KeyId) -> Result<Option<(u32, u8)>> {
+        match self.thresholds.get(id) {
+            Some(t) => Ok(Some(*t)),
+            None => self.index.threshold(id),
+        }
+    }
+
     fn mark(&self, id: &KeyId) -> Result<u64> {
         match self.marks.get(id) {
             Some(m) => Ok(*m),
@@ -350,6 +377,47 @@ impl<'a> Overlay<'a> {
             // Not a change of the record: the live map learns it from `credits`.
             EventKind::BudgetCredited { id, period, credit, .. } => {
                 self.credits.insert(id.clone(), (*period, *credit));
+            }
+            EventKind::WebhookAdded { id, url, kinds, after } => {
+                let webhook = Webhook {
+                    id: id.clone(),
+                    url: url.clone(),
+                    kinds: kinds.clone(),
+                    created_at: event.at,
+                    delivered: Position::end_of(*after),
+                    failed_attempts: 0,
+                };
+                self.webhooks.insert(id.clone(), Some(webhook));
+            }
+            EventKind::WebhookRemoved { id } => {
+                self.webhooks.insert(id.clone(), None);
+            }
+            // An attempt for a webhook removed since changes nothing.
+            EventKind::WebhookAttempt {
+                id,
+                event: at,
+                delivered,
+                ..
+            } => {
+                if let Some(mut webhook) = self.webhook(id)? {
+                    if *delivered {
+                        if *at > webhook.delivered {
+                            webhook.delivered = *at;
+                            webhook.failed_attempts = 0;
+                        }
+                    } else if *at > webhook.delivered {
+                        webhook.failed_attempts = webhook.failed_attempts.saturating_add(1);
+                    }
+                    self.webhooks.insert(id.clone(), Some(webhook));
+                }
+            }
+            EventKind::BudgetThreshold {
+                id, period, percent, ..
+            } => {
+                let now = self
+                    .threshold(id)?
+                    .map_or((*period, *percent), |t| t.max((*period, *percent)));
+                self.thresholds.insert(id.clone(), now);
             }
             EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
             EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,

@@ -149,6 +149,9 @@ impl Cli {
             .env_remove("CREDSTORE_REQUEST_TIMEOUT")
             .env_remove("CREDSTORE_MAX_CONNECTIONS")
             .env_remove("CREDSTORE_LOCK_WAIT")
+            .env_remove("CREDSTORE_WEBHOOK_TIMEOUT")
+            .env_remove("CREDSTORE_WEBHOOK_BACKOFF")
+            .env_remove("CREDSTORE_WEBHOOK_MAX_BACKOFF")
             .env_remove("CREDSTORE_FLEET_MAX_STALENESS")
             .env_remove("CREDSTORE_FLEET_FAIL_OPEN")
             // The `list` table's width follows COLUMNS: the caller's terminal must not

@@ -120,6 +120,7 @@ pub fn route(command: &Command) -> Route {
         | Command::Audit(_)
         | Command::Credits { .. }
         | Command::Events(_)
+        | Command::Webhook { .. }
         | Command::Vault { .. } => Route::Through(Input::Nothing),
     }
 }

@@ -31,6 +31,7 @@ mod fleet_cmd;
 mod output;
 mod serve;
 mod vault_cmd;
+mod webhook_cmd;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal};
@@ -224,6 +225,12 @@ enum Command {
     Credits {
         #[command(subcommand)]
         action: credits_cmd::CreditsAction,
+    },
+    /// Webhooks: endpoints `serve` delivers events to, signed (Standard Webhooks); add
+    /// prints the signing secret once.
+    Webhook {
+        #[command(subcommand)]
+        action: webhook_cmd::WebhookAction,
     },
     /// Provider secrets, encrypted at rest: put (from stdin), get, list, delete, rotate-master.
     Vault {
@@ -780,6 +787,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         Command::Credits { action } => credits_cmd::run(&data, action),
         Command::Events(args) => events_cmd::run(&data, args),
         Command::Vault { action } => vault_cmd::run(&data, action),
+        Command::Webhook { action } => webhook_cmd::run(&data, action),
     }
 }
 

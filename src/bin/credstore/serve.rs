@@ -5,7 +5,8 @@
 //! management API for admin keys of this store only (`Authorization: Bearer KEY` or
 //! `X-API-Key`; `init` prints the first one): `serve/keys.rs` (`/v1/api-keys...`),
 //! `serve/directory.rs` (`/v1/plans`, `/v1/roles`, `/v1/users`), `serve/vault.rs`
-//! (`/v1/vault/...`), `serve/audit.rs` (`/v1/audit`); `serve/openapi.rs` serves the
+//! (`/v1/vault/...`), `serve/audit.rs` (`/v1/audit`, `/v1/events`), `serve/webhooks.rs`
+//! (`/v1/webhooks`, delivered by `serve/delivery.rs`); `serve/openapi.rs` serves the
 //! OpenAPI document derived from them (`GET /openapi.json`), and `serve/api.rs` holds what
 //! they share (the admin extractor, envelopes, errors). Beside them: forward auth for
 //! gateways, `GET|POST /v1/auth` and `ANY /v1/auth/{*path}`, the decision as the answer's
@@ -41,6 +42,8 @@ mod cli_bridge;
 #[cfg(feature = "http")]
 mod connections;
 #[cfg(feature = "http")]
+mod delivery;
+#[cfg(feature = "http")]
 mod directory;
 #[cfg(feature = "http")]
 mod keys;
@@ -52,6 +55,8 @@ mod ops;
 mod vault;
 #[cfg(feature = "http")]
 mod verify;
+#[cfg(feature = "http")]
+mod webhooks;
 
 /// `credstore serve`'s arguments.
 #[derive(clap::Args)]
@@ -88,6 +93,24 @@ pub struct ServeArgs {
     /// CREDSTORE_LOG filters it (default info; debug adds /v1/auth and /v1/keys.verify).
     #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
+    /// How long one webhook delivery attempt may take (connecting included) before it
+    /// counts as failed.
+    #[arg(long, env = "CREDSTORE_WEBHOOK_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          value_parser = crate::parse_duration_arg)]
+    webhook_timeout: Duration,
+    /// The wait after a failed webhook delivery attempt; it doubles after each failure in
+    /// a row, up to --webhook-max-backoff.
+    #[arg(long, env = "CREDSTORE_WEBHOOK_BACKOFF", value_name = "DURATION", default_value = "1s",
+          value_parser = crate::parse_duration_arg)]
+    webhook_backoff: Duration,
+    /// The longest wait between two attempts at one webhook delivery.
+    #[arg(long, env = "CREDSTORE_WEBHOOK_MAX_BACKOFF", value_name = "DURATION", default_value = "10m",
+          value_parser = crate::parse_duration_arg)]
+    webhook_max_backoff: Duration,
+    /// Do not deliver webhooks from this server (in a fleet, let one host deliver: each
+    /// host that delivers sends every event, deduplicated only by the receiver).
+    #[arg(long)]
+    no_webhook_delivery: bool,
 }
 
 /// Serves the store in `data` until SIGINT or SIGTERM.
@@ -121,7 +144,7 @@ mod imp {
     use axum::http::{HeaderValue, StatusCode};
     use axum::middleware::{self, Next};
     use axum::response::{IntoResponse, Response};
-    use axum::routing::{get, post, put};
+    use axum::routing::{delete, get, post, put};
     use credstore::http::PROBLEM_JSON;
     use credstore::redact;
 
@@ -130,7 +153,7 @@ mod imp {
     use super::auth::Gate;
     use super::connections::{self, Limits};
     use super::ops::Ops;
-    use super::{audit, directory, keys, openapi, vault, verify};
+    use super::{audit, directory, keys, openapi, vault, verify, webhooks};
     use crate::Failure;
 
     /// How long a shutdown waits for blocking work (a commit, a log scan) to end.
@@ -148,7 +171,17 @@ mod imp {
             })?;
         #[cfg(unix)]
         let bridge = runtime.block_on(super::cli_bridge::Bridge::start(data, Arc::clone(&store)));
+        let settings = super::delivery::Settings {
+            timeout: args.webhook_timeout,
+            backoff: args.webhook_backoff,
+            max_backoff: args.webhook_max_backoff.max(args.webhook_backoff),
+        };
+        let delivery =
+            (!args.no_webhook_delivery).then(|| runtime.spawn(super::delivery::run(Arc::clone(&store), settings)));
         let served = runtime.block_on(serve(Arc::clone(&store), &args));
+        if let Some(delivery) = delivery {
+            delivery.abort();
+        }
         #[cfg(unix)]
         runtime.block_on(bridge.stop());
         runtime.shutdown_timeout(SHUTDOWN_GRACE);
@@ -239,6 +272,8 @@ mod imp {
             .route("/v1/vault/rotate-master", post(vault::rotate_master))
             .route("/v1/audit", get(audit::audit))
             .route("/v1/events", get(audit::events))
+            .route("/v1/webhooks", get(webhooks::list_webhooks).post(webhooks::add_webhook))
+            .route("/v1/webhooks/{id}", delete(webhooks::remove_webhook))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
             .method_not_allowed_fallback(|| async {
                 ApiError::new(

@@ -12,6 +12,7 @@ use credstore::SecretInfo;
 use credstore::clock::fmt_time;
 use credstore::policy::{Role, User};
 use credstore::record::KeyKind;
+use credstore::webhook::Webhook;
 use credstore::{Budget, CreatedKey, Decision, Event, KeyInfo, KeyRecord, Plan, RateLimit};
 use serde::Serialize;
 use serde_json::Value;
@@ -335,6 +336,51 @@ impl StoredSecretDoc {
             master_version: info.master_version,
         }
     }
+}
+
+/// A registered webhook (`webhook list --json`, `GET /v1/webhooks`). Never its secret.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub struct WebhookDoc {
+    /// Its id (`wh_` and 16 hex digits).
+    pub id: String,
+    /// Where deliveries go (secret-shaped tokens in it scrubbed).
+    pub url: String,
+    /// The event kinds delivered (`*`: all but `webhook.*`).
+    pub events: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Every matching event up to this log record was delivered.
+    pub delivered_seq: u64,
+    /// Failed attempts at the next event so far (0 after a delivery).
+    pub failed_attempts: u32,
+}
+
+impl WebhookDoc {
+    /// The document of a webhook.
+    pub fn from(webhook: &Webhook) -> WebhookDoc {
+        WebhookDoc {
+            id: webhook.id.to_string(),
+            url: credstore::redact::scrub(&webhook.url).into_owned(),
+            events: webhook.kinds.as_slice().to_vec(),
+            created_at: fmt_time(webhook.created_at),
+            delivered_seq: webhook.delivered.seq,
+            failed_attempts: webhook.failed_attempts,
+        }
+    }
+}
+
+/// A webhook just added (`webhook add --json`, `POST /v1/webhooks`): the webhook and its
+/// signing secret, shown this once.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub struct AddedWebhookDoc {
+    /// The webhook.
+    #[serde(flatten)]
+    pub webhook: WebhookDoc,
+    /// The signing secret, `whsec_` + base64: verify `webhook-signature` with it. Shown
+    /// once.
+    pub secret: String,
 }
 
 /// One event of the audit log (`audit --json`).

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::api::ApiError;
-use super::{audit, auth, directory, keys, ops, vault, verify};
+use super::{audit, auth, directory, keys, ops, vault, verify, webhooks};
 
 /// The document: every route of the sidecar.
 #[derive(OpenApi)]
@@ -48,6 +48,9 @@ use super::{audit, auth, directory, keys, ops, vault, verify};
         vault::rotate_master,
         audit::audit,
         audit::events,
+        webhooks::list_webhooks,
+        webhooks::add_webhook,
+        webhooks::remove_webhook,
         auth::forward_auth,
         auth::forward_auth_under_prefix,
         ops::healthz,
@@ -63,6 +66,7 @@ use super::{audit, auth, directory, keys, ops, vault, verify};
         (name = "users", description = "Users, the owners of personal tokens (admin keys only)"),
         (name = "vault", description = "Provider secrets (admin keys only; reading a value needs vault:read)"),
         (name = "audit", description = "The audit log (admin keys only)"),
+        (name = "webhooks", description = "Webhooks the sidecar delivers events to, signed per Standard Webhooks (admin keys only)"),
         (name = "meta", description = "This document"),
         (name = "gateways", description = "Forward auth for nginx, Envoy and Traefik (docs/GATEWAYS.md)"),
         (name = "operations", description = "Health, readiness and Prometheus metrics"),
