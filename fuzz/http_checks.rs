@@ -119,6 +119,7 @@ pub struct ListQuery {
     pub project: Option<String>,
     pub prefix: Option<String>,
     pub status: Option<String>,
+    pub owner: Option<String>,
     pub limit: Option<String>,
     pub after: Option<String>,
 }
@@ -146,6 +147,7 @@ pub struct CreateBody {
     pub budget: Option<u64>,
     pub budget_period: Option<String>,
     pub plan: Option<String>,
+    pub owner: Option<String>,
     #[serde(rename = "type")]
     pub key_type: Option<String>,
     pub user: Option<String>,
