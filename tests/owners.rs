@@ -400,6 +400,8 @@ fn owner_credits_move_the_owners_cap() {
 fn bad_owner_requests_are_refused_and_write_nothing() {
     let fx = Fixture::without_use_log();
     let store = fx.init();
+    // A key to paste where an owner id goes.
+    let pasted = store.create(NewKey::new("pasted")).expect("create").key;
     let before = store.events(&EventFilter::default()).expect("events").len();
     assert!(matches!(
         store.create(NewKey::new("k").owner("nobody")),
@@ -413,6 +415,12 @@ fn bad_owner_requests_are_refused_and_write_nothing() {
         store.set_owner("a b", OwnerUpdate::default()),
         Err(Error::Input(InputError::InvalidOwner(_)))
     ));
+    // A key pasted as an owner id is refused, and the error does not show it.
+    let refused = store
+        .set_owner(pasted.expose(), OwnerUpdate::default())
+        .expect_err("a key as an owner id");
+    assert!(matches!(refused, Error::Input(InputError::InvalidOwner(_))));
+    assert!(!refused.to_string().contains(pasted.expose()), "{refused}");
     let empty_name = OwnerUpdate {
         name: Some(String::new()),
         ..OwnerUpdate::default()
@@ -431,5 +439,9 @@ fn bad_owner_requests_are_refused_and_write_nothing() {
     ));
     assert_eq!(store.events(&EventFilter::default()).expect("events").len(), before);
     assert!(store.owners().is_empty());
-    assert!(store.list(&ListFilter::default()).expect("list").is_empty());
+    assert_eq!(
+        store.list(&ListFilter::default()).expect("list").len(),
+        1,
+        "the pasted key only"
+    );
 }

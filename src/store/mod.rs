@@ -1351,10 +1351,14 @@ impl Store {
     /// and for a budget with the same kind of period).
     ///
     /// # Errors
-    /// [`InputError::InvalidOwner`] and the other [`Error::Input`]s for a bad setting
-    /// (nothing is written).
+    /// [`InputError::InvalidOwner`] (also for an id that is a key of a registered format)
+    /// and the other [`Error::Input`]s for a bad setting (nothing is written).
     pub fn set_owner(&self, id: &str, update: crate::owner::OwnerUpdate) -> Result<crate::owner::Owner> {
         crate::owner::validate_owner_id(id)?;
+        // A key pasted where an owner id goes is refused, not kept and shown as one.
+        if self.shared.formats.load().parse(id).is_ok() {
+            return Err(InputError::InvalidOwner(id.to_string()).into());
+        }
         update.check()?;
         match self.submit(Op::SetOwner {
             id: id.to_string(),
