@@ -319,12 +319,9 @@ pub(super) fn plan(
             let mut ids = Vec::new();
             for id in state.keys_of_owner(owner)? {
                 let Some(stored) = state.get(&id)? else { continue };
-                let status = stored.record.status_at(now);
-                let acts = match revoke {
-                    true => status != crate::record::Status::Revoked,
-                    false => status != crate::record::Status::Revoked && stored.record.disabled_at.is_none(),
-                };
-                if acts {
+                // Revoke: every key not revoked yet; disable: those not disabled either.
+                let live = stored.record.status_at(now) != crate::record::Status::Revoked;
+                if live && (*revoke || stored.record.disabled_at.is_none()) {
                     ids.push(id);
                 }
             }
