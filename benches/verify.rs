@@ -3,6 +3,8 @@
 //! - `verify/floor`: keyed BLAKE3 of a 46-byte token plus one `std` `HashMap` lookup, the
 //!   least any verify must do.
 //! - `verify/cached`: `Store::verify` of a key already in the live map.
+//! - `verify/cached_owned`: the same for a key with an owner that has a rate limit and a
+//!   budget of its own (as the key does): the owner's checks on top of the key's.
 //! - `verify/uncached`: `Store::verify` of a key not in the live map: the map is cleared,
 //!   then each iteration verifies the next of `UNCACHED_KEYS` distinct keys (clearing again,
 //!   off the clock, when they run out), so every timed verify misses and reads sled.
@@ -35,7 +37,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use credstore::limits::MAX_BUDGET;
-use credstore::{Budget, Code, Config, Decision, Malformed, NewKey, Pepper, Period, RateLimit, Store, UseLog};
+use credstore::{
+    Budget, Code, Config, Decision, Malformed, NewKey, OwnerUpdate, Pepper, Period, RateLimit, Store, UseLog,
+};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Distinct keys the uncached benchmark cycles through between two clears of the live map.
@@ -152,6 +156,35 @@ fn verify(c: &mut Criterion) {
     assert_valid(&store.verify(&key).unwrap());
     group.bench_function("cached", |b| b.iter(|| store.verify(black_box(&key)).unwrap()));
     assert_valid(&store.verify(&key).unwrap());
+
+    // An owned key: its owner's rate limit and budget (set like the key's, far from running
+    // out) are checked and charged after the key's, reached from the key's live state.
+    let owner = OwnerUpdate {
+        rate_limits: Some(vec![RateLimit::new("per_second", 1_000_000_000, 1_000).unwrap()]),
+        budget: Some(Some(
+            Budget::new(MAX_BUDGET, Period::Monthly { anchor_day: 1 }).unwrap(),
+        )),
+        ..OwnerUpdate::default()
+    };
+    store.set_owner("bench", owner).unwrap();
+    let owned = store
+        .create(limited_key().owner("bench"))
+        .unwrap()
+        .key
+        .expose()
+        .to_string();
+    let assert_owned = |d: &Decision| {
+        assert_eq!(d.code, Code::Valid);
+        assert_eq!(d.ratelimits.len(), 2, "the key's rate limit and its owner's");
+        assert!(d.budget.as_ref().is_some_and(|b| b.charged), "the key's budget charged");
+        assert!(
+            d.owner_budget.as_ref().is_some_and(|b| b.charged),
+            "the owner's budget charged"
+        );
+    };
+    assert_owned(&store.verify(&owned).unwrap());
+    group.bench_function("cached_owned", |b| b.iter(|| store.verify(black_box(&owned)).unwrap()));
+    assert_owned(&store.verify(&owned).unwrap());
 
     // Every timed verify misses: the map is cleared (off the clock) before the keys run out.
     group.bench_function("uncached", |b| {

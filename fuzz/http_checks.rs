@@ -14,6 +14,7 @@
 //! | `v` | a `POST /v1/keys.verify` body | its JSON decoding, then `PermissionQuery`, `Env`, the endpoint split and `Store::verify_with` on a fixture store |
 //! | `c` | a `POST /v1/api-keys` body | its JSON decoding, then every parser `create` calls before it writes |
 //! | `r` | a `DELETE` (revoke) or `rotate` body | the optional-JSON rule, then `validate_reason`, `parse_duration` |
+//! | `o` | an owner id, then `\n` and a `PUT /v1/owners/{id}` body | `validate_owner_id` against a reference reading of its rule, the body's JSON decoding, then `OwnerUpdate::check` against the parsers of each field |
 //!
 //! The sidecar's request types are private to the binary (`src/bin/credstore/serve.rs`),
 //! so [`VerifyBody`], [`CreateBody`] and the others here mirror them field for field, with
@@ -67,16 +68,18 @@ pub enum HttpInput {
     VerifyBody,
     CreateBody,
     RevokeOrRotateBody,
+    OwnerBody,
 }
 
 impl HttpInput {
-    const ALL: [HttpInput; 6] = [
+    const ALL: [HttpInput; 7] = [
         HttpInput::KeyHeaders,
         HttpInput::ForwardedFor,
         HttpInput::QueryString,
         HttpInput::VerifyBody,
         HttpInput::CreateBody,
         HttpInput::RevokeOrRotateBody,
+        HttpInput::OwnerBody,
     ];
 
     /// The kind a selector byte picks.
@@ -88,6 +91,7 @@ impl HttpInput {
             b'v' => HttpInput::VerifyBody,
             b'c' => HttpInput::CreateBody,
             b'r' => HttpInput::RevokeOrRotateBody,
+            b'o' => HttpInput::OwnerBody,
             other => HttpInput::ALL[usize::from(other) % HttpInput::ALL.len()],
         }
     }
@@ -119,6 +123,7 @@ pub struct ListQuery {
     pub project: Option<String>,
     pub prefix: Option<String>,
     pub status: Option<String>,
+    pub owner: Option<String>,
     pub limit: Option<String>,
     pub after: Option<String>,
 }
@@ -146,6 +151,7 @@ pub struct CreateBody {
     pub budget: Option<u64>,
     pub budget_period: Option<String>,
     pub plan: Option<String>,
+    pub owner: Option<String>,
     #[serde(rename = "type")]
     pub key_type: Option<String>,
     pub user: Option<String>,
@@ -176,6 +182,19 @@ pub struct RevokeBody {
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     pub grace: Option<String>,
+}
+
+/// `PUT /v1/owners/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerBody {
+    pub name: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub rate_limits: Option<Vec<String>>,
+    pub budget: Option<u64>,
+    pub budget_period: Option<String>,
+    #[serde(default)]
+    pub no_budget: bool,
 }
 
 /// `GET /v1/audit` query.
@@ -271,6 +290,11 @@ pub fn text_parsers() -> Vec<TextParser> {
                 let uri = Uri::from_str(&format!("/v1/api-keys?{}", percent_encode(s))).ok()?;
                 Query::<ListQuery>::try_from_uri(&uri).err().map(|e| e.body_text())
             },
+        },
+        TextParser {
+            name: "validate_owner_id",
+            echo: Echo::Never,
+            refuse: |s| message(credstore::owner::validate_owner_id(s)),
         },
         TextParser {
             name: "Env::from_str",
@@ -413,6 +437,7 @@ pub fn check_http_input(scratch: &Scratch, data: &[u8]) -> bool {
         HttpInput::VerifyBody => check_verify_body(scratch, rest),
         HttpInput::CreateBody => check_create_body(scratch, rest),
         HttpInput::RevokeOrRotateBody => check_revoke_or_rotate_body(rest),
+        HttpInput::OwnerBody => check_owner_body(rest),
     }
 }
 
@@ -1162,6 +1187,88 @@ fn check_create_body(scratch: &Scratch, body: &[u8]) -> bool {
         ok &= want;
     }
     ok
+}
+
+/// An owner id by the rule's words: 1 to 64 characters of `A-Z a-z 0-9 _ . : @ -`, and
+/// not `key_` followed by 22 base62 characters (a key id, which `credits` takes too).
+fn reference_owner_id(id: &str) -> bool {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_.:@-".contains(&b);
+    let key_id = id.len() == 26 && id.starts_with("key_") && id.bytes().skip(4).all(|b| BASE62.contains(&b));
+    (1..=64).contains(&id.len()) && id.bytes().all(allowed) && !key_id
+}
+
+fn check_owner_body(data: &[u8]) -> bool {
+    let (id, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &b""[..]),
+    };
+    let id = String::from_utf8_lossy(id);
+    let id_ok = credstore::owner::validate_owner_id(&id).is_ok();
+    assert_eq!(id_ok, reference_owner_id(&id), "owner id {id:?}");
+    if !id_ok {
+        secret_echo::refuses(&parser("validate_owner_id"), &id);
+    }
+    let shape = Shape {
+        names: &[
+            "name",
+            "metadata",
+            "rate_limits",
+            "budget",
+            "budget_period",
+            "no_budget",
+        ],
+        required: &[],
+        positional: 5,
+    };
+    let Ok(owner) = check_body::<OwnerBody>(body, &shape) else {
+        return false;
+    };
+    // The handler's reading of the body, field by field, as `owner set` reads its flags.
+    let mut ok = true;
+    let limits: Option<Vec<credstore::RateLimit>> = owner.rate_limits.as_ref().map(|texts| {
+        texts
+            .iter()
+            .filter_map(|t| credstore::RateLimit::parse(t).ok())
+            .collect()
+    });
+    if let (Some(texts), Some(parsed)) = (&owner.rate_limits, &limits) {
+        ok &= texts.len() == parsed.len();
+    }
+    let budget = match (owner.budget, owner.budget_period.as_deref()) {
+        (Some(cap), period) => match period.unwrap_or("monthly").parse::<Period>() {
+            Ok(period) => Budget::new(cap, period).ok(),
+            Err(_) => None,
+        },
+        (None, _) => None,
+    };
+    ok &= owner.budget.is_none_or(|_| budget.is_some());
+    ok &= owner.budget.is_some() || owner.budget_period.is_none();
+    ok &= !(owner.budget.is_some() && owner.no_budget);
+    if !ok {
+        return false;
+    }
+    let update = credstore::OwnerUpdate {
+        name: owner.name.clone(),
+        metadata: owner.metadata.clone(),
+        rate_limits: limits,
+        budget: match (budget, owner.no_budget) {
+            (Some(b), _) => Some(Some(b)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
+    };
+    // `OwnerUpdate::check` refuses exactly what one of the parsers of its fields refuses.
+    let fields_ok = owner.name.as_deref().is_none_or(|n| validate_name(n).is_ok())
+        && owner
+            .metadata
+            .as_ref()
+            .is_none_or(|m| credstore::record::validate_metadata(m).is_ok())
+        && update
+            .rate_limits
+            .as_deref()
+            .is_none_or(|l| credstore::limits::check_limits(l).is_ok());
+    assert_eq!(update.check().is_ok(), fields_ok, "{owner:?}");
+    fields_ok && id_ok
 }
 
 fn check_revoke_or_rotate_body(body: &[u8]) -> bool {

@@ -111,6 +111,11 @@ pub struct Decision {
     /// When the store decided, unix ms: the one time the verify read, which the rate
     /// limits' `reset` and the budget's period count from (0 when no key was found).
     pub at: i64,
+    /// The key's owner, for a key that has one (once its checks reached step 7). Its rate
+    /// limits are among [`Decision::ratelimits`], named `owner:` and the limit's name.
+    pub owner: Option<Arc<crate::owner::Owner>>,
+    /// The owner's budget, after this request (`None`: no owner, no budget, or not reached).
+    pub owner_budget: Option<BudgetState>,
 }
 
 /// A rate limit's name, inline (at most [`MAX_LIMIT_NAME_LEN`] bytes): a decision copies
@@ -240,6 +245,8 @@ impl Decision {
             forbidden: None,
             role: None,
             at: 0,
+            owner: None,
+            owner_budget: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::Plan;
+use crate::owner::Owner;
 use crate::policy::{BUILTIN_ROLES, Role, User, builtin_role};
 
 /// Plans, roles (the built-ins and the store's own) and users, by name.
@@ -16,6 +17,8 @@ pub(crate) struct Directory {
     pub plans: BTreeMap<String, Arc<Plan>>,
     pub roles: BTreeMap<String, Role>,
     pub users: BTreeMap<String, User>,
+    /// Owners, by id.
+    pub owners: BTreeMap<String, Arc<Owner>>,
     /// This host's share of every rate limit (all of it but on a fleet host).
     pub share: crate::limits::Shares,
     /// The latest changes of `share` that may have handed this host parts other hosts had
@@ -39,6 +42,7 @@ impl Default for Directory {
             plans: BTreeMap::new(),
             roles,
             users: BTreeMap::new(),
+            owners: BTreeMap::new(),
             share: crate::limits::Shares::default(),
             share_changes: Vec::new(),
         }
@@ -83,6 +87,7 @@ impl Directory {
                     DirKind::Plan => self.plans.remove(&key.name).map(drop),
                     DirKind::Role => self.roles.remove(&key.name).map(drop),
                     DirKind::User => self.users.remove(&key.name).map(drop),
+                    DirKind::Owner => self.owners.remove(&key.name).map(drop),
                 };
             }
         }
@@ -99,6 +104,9 @@ impl Directory {
             DirEntry::User(u) => {
                 self.users.insert(u.id.clone(), u);
             }
+            DirEntry::Owner(o) => {
+                self.owners.insert(o.id.clone(), Arc::new(o));
+            }
         }
     }
 }
@@ -109,6 +117,7 @@ pub(crate) enum DirKind {
     Plan,
     Role,
     User,
+    Owner,
 }
 
 /// A directory entry's key: its kind and name.
@@ -125,6 +134,7 @@ impl DirKey {
             DirKind::Plan => b'p',
             DirKind::Role => b'r',
             DirKind::User => b'u',
+            DirKind::Owner => b'o',
         };
         let mut out = vec![letter, b'/'];
         out.extend_from_slice(self.name.as_bytes());
@@ -138,6 +148,8 @@ pub(crate) enum DirEntry {
     Plan(Plan),
     Role(Role),
     User(User),
+    /// Appended last: bincode numbers variants.
+    Owner(Owner),
 }
 
 impl DirEntry {
@@ -155,6 +167,10 @@ impl DirEntry {
             DirEntry::User(u) => DirKey {
                 kind: DirKind::User,
                 name: u.id.clone(),
+            },
+            DirEntry::Owner(o) => DirKey {
+                kind: DirKind::Owner,
+                name: o.id.clone(),
             },
         }
     }

@@ -171,6 +171,10 @@ pub enum InputError {
     /// A project name is not 1 to 64 characters of `[A-Za-z0-9_.-]`.
     #[error("invalid project {}: use 1 to 64 characters of A-Z a-z 0-9 _ . -", redact::quote(.0))]
     InvalidProject(String),
+    /// An owner id that is not 1 to 64 characters of `[A-Za-z0-9_.:@-]`, or that has the
+    /// shape of a key id (`key_` and 22 digits), which `credits` could not tell apart.
+    #[error("invalid owner id {}: use 1 to 64 characters of A-Z a-z 0-9 _ . : @ -, not shaped like a key id", redact::quote(.0))]
+    InvalidOwner(String),
     /// An expiry that is not in the future.
     #[error("expiry {0} is not in the future")]
     ExpiryInPast(String),
@@ -392,6 +396,12 @@ pub enum StateError {
     /// No webhook has this id (never added, or removed).
     #[error("no webhook {0}")]
     UnknownWebhook(String),
+    /// No owner has this id.
+    #[error("no owner {}", redact::quote(.0))]
+    UnknownOwner(String),
+    /// Credit for an owner that has no budget.
+    #[error("owner {} has no budget to credit: give it one (owner set --budget)", redact::quote(.0))]
+    OwnerNoBudget(String),
 }
 
 /// Why a data directory could not be opened as a store.

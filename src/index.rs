@@ -14,6 +14,11 @@
 //! | `vault`      | project, 0, name, 0, version u32 BE | [`VaultEntry`]      |
 //! | `meta`       | `applied_seq`, `formats`, `clean` | u64 BE; format list; 0/1 |
 //! | `meta`       | `webhook/` + id; `threshold/` + key id | [`Webhook`]; period u32 BE, percent u8 |
+//! | `meta`       | `owner_of/` + key id      | the key's owner id            |
+//! | `meta`       | `owned/` + owner, 0, key id | empty                       |
+//! | `meta`       | `owner_credit/` + owner   | period u32 BE, credit i64 BE  |
+//! | `counters`   | `o/` + owner id           | the owner's [`Counters`]      |
+//! | `marks`      | `o/` + owner id           | the owner's budget mark       |
 //!
 //! Every batch of log records is applied in one sled transaction across the trees,
 //! together with `applied_seq`, the sequence number of the last record it reflects.
@@ -104,6 +109,12 @@ pub(crate) struct IndexBatch<'a> {
     pub marks: &'a BTreeMap<KeyId, u64>,
     /// Budget credits set: (period, credit).
     pub credits: &'a BTreeMap<KeyId, (u32, i64)>,
+    /// Keys given to an owner.
+    pub owned: &'a BTreeMap<KeyId, String>,
+    /// Owners' raised budget marks.
+    pub owner_marks: &'a BTreeMap<String, u64>,
+    /// Owners' budget credits set: (period, credit).
+    pub owner_credits: &'a BTreeMap<String, (u32, i64)>,
     /// Secret versions put (`Some`) or deleted (`None`), by `vault_key`.
     pub vault: &'a BTreeMap<Vec<u8>, Option<VaultEntry>>,
     /// Master key check values registered.
@@ -470,6 +481,33 @@ impl Index {
         Ok(out)
     }
 
+    /// The owner of a key, if it has one.
+    pub fn owner_of(&self, id: &KeyId) -> Result<Option<String>> {
+        self.check_current()?;
+        let key = owner_of_key(id);
+        let Some(sealed) = self.meta.get(&key)? else {
+            return Ok(None);
+        };
+        let owner = self.unseal("meta", &key, &sealed)?;
+        Ok(Some(String::from_utf8_lossy(owner).into_owned()))
+    }
+
+    /// The ids of an owner's keys, in id (creation) order.
+    pub fn keys_of_owner(&self, owner: &str) -> Result<Vec<KeyId>> {
+        self.check_current()?;
+        let prefix = owned_key(owner, None);
+        let mut out = Vec::new();
+        for item in self.meta.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            self.unseal("meta", &k, &v)?;
+            let id = std::str::from_utf8(k.get(prefix.len()..).unwrap_or_default()).unwrap_or_default();
+            if let Ok(id) = KeyId::parse(id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// A registered webhook.
     pub fn webhook(&self, id: &WebhookId) -> Result<Option<Webhook>> {
         self.check_current()?;
@@ -490,6 +528,54 @@ impl Index {
         let value: [u8; 5] = self.number("meta", &key, &sealed)?;
         let [a, b, c, d, percent] = value;
         Ok(Some((u32::from_be_bytes([a, b, c, d]), percent)))
+    }
+
+    /// An owner's budget credit: the period it is for and the amount, if ever given one.
+    pub fn owner_credit(&self, owner: &str) -> Result<Option<(u32, i64)>> {
+        self.check_current()?;
+        let key = owner_credit_key(owner);
+        let Some(sealed) = self.meta.get(&key)? else {
+            return Ok(None);
+        };
+        let value: [u8; 12] = self.number("meta", &key, &sealed)?;
+        let (period, credit) = value.split_at(4);
+        let period: [u8; 4] = crate::log::frame::to_array(period);
+        let credit: [u8; 8] = crate::log::frame::to_array(credit);
+        Ok(Some((u32::from_be_bytes(period), i64::from_be_bytes(credit))))
+    }
+
+    /// An owner's persisted budget mark (packed), 0 if none.
+    pub fn owner_mark(&self, owner: &str) -> Result<u64> {
+        let key = owner_counter_key(owner);
+        match self.marks.get(&key)? {
+            Some(v) => Ok(u64::from_be_bytes(self.number("marks", &key, &v)?)),
+            None => Ok(0),
+        }
+    }
+
+    /// An owner's persisted counters.
+    pub fn owner_counters(&self, owner: &str) -> Result<Option<Counters>> {
+        let key = owner_counter_key(owner);
+        self.counters
+            .get(&key)?
+            .map(|v| self.decode("counters", &key, &v))
+            .transpose()
+    }
+
+    /// Writes owners' counters in one transaction.
+    pub fn write_owner_counters(&self, entries: &[(String, Counters)]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let sealed: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .iter()
+            .map(|(owner, counters)| {
+                let key = owner_counter_key(owner);
+                let value = self.seal("counters", &key, &encode(counters));
+                (key, value)
+            })
+            .collect();
+        self.write_sealed(false, &sealed)
     }
 
     /// A key's persisted budget mark (packed), 0 if none.
@@ -530,9 +616,20 @@ impl Index {
     /// restore spend from the counters alone.
     pub fn restore_spend_to_marks(&self) -> Result<()> {
         let mut raised = Vec::new();
+        let mut raised_owners = Vec::new();
         for item in self.marks.iter() {
             let (id, mark) = item?;
             let mark = u64::from_be_bytes(self.number("marks", &id, &mark)?);
+            if let Some(owner) = id.strip_prefix(OWNER_COUNTER_PREFIX) {
+                let owner = String::from_utf8_lossy(owner).into_owned();
+                let mut counters = self.owner_counters(&owner)?.unwrap_or_default();
+                let other_period = unpack(mark).0 != unpack(counters.spend).0;
+                if mark > counters.spend || (other_period && mark != 0) {
+                    counters.spend = mark;
+                    raised_owners.push((owner, counters));
+                }
+                continue;
+            }
             let Some(id) = std::str::from_utf8(&id).ok().and_then(|s| KeyId::parse(s).ok()) else {
                 continue;
             };
@@ -547,6 +644,7 @@ impl Index {
             }
         }
         self.write_counters(&raised)?;
+        self.write_owner_counters(&raised_owners)?;
         self.db.flush()?;
         Ok(())
     }
@@ -651,6 +749,18 @@ impl Index {
             let mut value = period.to_be_bytes().to_vec();
             value.push(*percent);
             put_value(4, "meta", threshold_key(id), Some(&value));
+        }
+        for (id, owner) in batch.owned {
+            put_value(4, "meta", owner_of_key(id), Some(owner.as_bytes()));
+            put_value(4, "meta", owned_key(owner, Some(id)), Some(&[]));
+        }
+        for (owner, mark) in batch.owner_marks {
+            put_value(6, "marks", owner_counter_key(owner), Some(&mark.to_be_bytes()));
+        }
+        for (owner, (period, credit)) in batch.owner_credits {
+            let mut value = period.to_be_bytes().to_vec();
+            value.extend_from_slice(&credit.to_be_bytes());
+            put_value(4, "meta", owner_credit_key(owner), Some(&value));
         }
         put_value(4, "meta", APPLIED_SEQ.to_vec(), Some(&batch.applied_seq.to_be_bytes()));
         put_value(4, "meta", APPLIED_HASH.to_vec(), Some(&batch.applied_hash));
@@ -863,10 +973,46 @@ fn webhook_key(id: &WebhookId) -> Vec<u8> {
     key
 }
 
+/// Where a key's owner is kept in `meta`.
+fn owner_of_key(id: &KeyId) -> Vec<u8> {
+    let mut key = b"owner_of/".to_vec();
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
+
 /// Where the last budget threshold logged for a key is kept in `meta`.
 fn threshold_key(id: &KeyId) -> Vec<u8> {
     let mut key = b"threshold/".to_vec();
     key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
+
+/// Where an owner's key is listed in `meta` (`None`: the prefix of all its keys).
+fn owned_key(owner: &str, id: Option<&KeyId>) -> Vec<u8> {
+    let mut key = b"owned/".to_vec();
+    key.extend_from_slice(owner.as_bytes());
+    key.push(0);
+    if let Some(id) = id {
+        key.extend_from_slice(id.as_str().as_bytes());
+    }
+    key
+}
+
+/// Where an owner's budget credit is kept in `meta`.
+fn owner_credit_key(owner: &str) -> Vec<u8> {
+    let mut key = b"owner_credit/".to_vec();
+    key.extend_from_slice(owner.as_bytes());
+    key
+}
+
+/// What an owner's entries in `counters` and `marks` start with (key ids never do: they
+/// start with `key_`).
+const OWNER_COUNTER_PREFIX: &[u8] = b"o/";
+
+/// An owner's entry in `counters` and `marks`.
+fn owner_counter_key(owner: &str) -> Vec<u8> {
+    let mut key = OWNER_COUNTER_PREFIX.to_vec();
+    key.extend_from_slice(owner.as_bytes());
     key
 }
 

@@ -65,6 +65,7 @@ pub mod limits;
 pub mod log;
 mod modes;
 pub mod name;
+pub mod owner;
 pub mod policy;
 pub mod record;
 pub mod redact;
@@ -80,6 +81,7 @@ pub use error::{Error, IndexError, InputError, OpenError, Result, StateError};
 pub use event::{CreditChange, Event, EventKind, KeyChanges, KeyUse, USE_BATCH_SPAN_MS, UseSummary};
 pub use limits::{Budget, Period, Plan, RateLimit};
 pub use log::LogError;
+pub use owner::{Owner, OwnerUpdate};
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
 pub use secret::{Pepper, Secret};
 pub use store::{

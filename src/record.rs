@@ -311,6 +311,8 @@ pub struct NewKey {
     pub allow_referrers: ReferrerAllowlist,
     /// Endpoints the key may call (empty: any).
     pub allow_endpoints: EndpointAllowlist,
+    /// The owner the key belongs to (an existing owner's id); `None`: none.
+    pub owner: Option<String>,
 }
 
 impl NewKey {
@@ -331,7 +333,14 @@ impl NewKey {
             allow_ips: IpAllowlist::default(),
             allow_referrers: ReferrerAllowlist::default(),
             allow_endpoints: EndpointAllowlist::default(),
+            owner: None,
         }
+    }
+
+    /// The key belongs to owner `owner` (which must exist).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
     }
 
     /// Sets a service account's role.

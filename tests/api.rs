@@ -488,6 +488,7 @@ fn list_filters_by_project_prefix_and_status_in_creation_order() {
                 project: project.map(str::to_string),
                 prefix: prefix.map(str::to_string),
                 status,
+                ..ListFilter::default()
             })
             .expect("list"))
     };

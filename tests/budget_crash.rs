@@ -3,6 +3,9 @@
 //! the persisted spend is never below the acknowledged spend, never above it plus one
 //! chunk, and never above the cap.
 //!
+//! `an_owners_spend_survives_sigkill` does the same for an owner's budget, spent through two
+//! of its keys.
+//!
 //! `crashes_over_count_at_most_a_second_of_spend` runs its child on a manual clock, so the
 //! key spends at a known pace: each kill may over-count at most one second of that spend
 //! (or `cap/1000`, whichever is larger), and 64 kills leave the key far from exhausted
@@ -31,21 +34,33 @@ fn config() -> Config {
         .flush_interval(Duration::from_millis(50))
 }
 
-/// Runs only as the child of `spend_survives_sigkill`.
+/// The spend a decision shows: its owner's when `owned`, else the key's own.
+fn shown_spend(d: &credstore::Decision, owned: bool) -> u64 {
+    if owned {
+        d.owner_budget.as_ref().unwrap().spent
+    } else {
+        d.budget.as_ref().unwrap().spent
+    }
+}
+
+/// Runs only as the child of `spend_survives_sigkill` and `an_owners_spend_survives_sigkill`:
+/// spends 1 a request, in turn on each key of `CREDSTORE_CRASH_KEY` (comma-separated).
 #[test]
 #[ignore = "the child process of spend_survives_sigkill"]
 fn budget_child() {
-    let (Ok(dir), Ok(key)) = (
+    let (Ok(dir), Ok(keys)) = (
         std::env::var("CREDSTORE_CRASH_DIR"),
         std::env::var("CREDSTORE_CRASH_KEY"),
     ) else {
         return;
     };
+    let owned = std::env::var("CREDSTORE_CRASH_OWNED").is_ok();
+    let keys: Vec<&str> = keys.split(',').collect();
     let store = Store::open(&dir, config()).unwrap();
     let out = std::io::stdout();
-    loop {
-        let d = store.verify_with(&VerifyRequest::new(&key).cost(1)).unwrap();
-        let spent = d.budget.as_ref().unwrap().spent;
+    for key in keys.iter().cycle() {
+        let d = store.verify_with(&VerifyRequest::new(key).cost(1)).unwrap();
+        let spent = shown_spend(&d, owned);
         let mut lock = out.lock();
         if d.is_valid() {
             writeln!(lock, "ACK {spent}").unwrap();
@@ -57,10 +72,11 @@ fn budget_child() {
     }
 }
 
-fn persisted_spend(dir: &std::path::Path, key: &str) -> u64 {
+fn persisted_spend(dir: &std::path::Path, keys: &str, owned: bool) -> u64 {
     let store = Store::open(dir, config()).unwrap();
+    let key = keys.split(',').next().unwrap();
     let d = store.verify_with(&VerifyRequest::new(key).cost(0)).unwrap();
-    let spent = d.budget.unwrap().spent;
+    let spent = shown_spend(&d, owned);
     store.close().unwrap();
     spent
 }
@@ -70,14 +86,49 @@ fn spend_survives_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let budget = Budget::new(CAP, Period::Total).unwrap();
-    // The clock is the system's: the pace is unknown, so the bound is the largest chunk.
-    let chunk = budget.max_chunk();
     let key = {
         let store = Store::init(&dir, config()).unwrap();
         let k = store.create(NewKey::new("metered").budget(budget)).unwrap();
         store.close().unwrap();
         k.key.expose().to_string()
     };
+    kill_and_check(&dir, &key, false, budget);
+}
+
+#[test]
+fn an_owners_spend_survives_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let budget = Budget::new(CAP, Period::Total).unwrap();
+    let keys = {
+        let store = Store::init(&dir, config()).unwrap();
+        let update = credstore::OwnerUpdate {
+            budget: Some(Some(budget)),
+            ..credstore::OwnerUpdate::default()
+        };
+        store.set_owner("acme", update).unwrap();
+        let a = store.create(NewKey::new("a").owner("acme")).unwrap();
+        let b = store.create(NewKey::new("b").owner("acme")).unwrap();
+        store.close().unwrap();
+        format!("{},{}", a.key.expose(), b.key.expose())
+    };
+    kill_and_check(&dir, &keys, true, budget);
+    let store = Store::open(&dir, config()).unwrap();
+    let marks = store
+        .events(&EventFilter {
+            kind: Some("owner.budget_mark".into()),
+            ..EventFilter::default()
+        })
+        .unwrap();
+    assert!(!marks.is_empty(), "the owner's spend was marked through the log");
+}
+
+/// Kills a child spending on `key` (comma-separated keys: in turn) at random moments,
+/// [`ROUNDS`] times; after each, the spend a reopen restores (the owner's when `owned`) is
+/// never below what the child saw acknowledged, never above it plus a chunk.
+fn kill_and_check(dir: &std::path::Path, key: &str, owned: bool, budget: Budget) {
+    // The clock is the system's: the pace is unknown, so the bound is the largest chunk.
+    let chunk = budget.max_chunk();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
     let mut acknowledged = 0u64;
     for round in 0..ROUNDS {
@@ -93,8 +144,9 @@ fn spend_survives_sigkill() {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env("CREDSTORE_CRASH_DIR", &dir)
-            .env("CREDSTORE_CRASH_KEY", &key)
+            .env("CREDSTORE_CRASH_DIR", dir)
+            .env("CREDSTORE_CRASH_KEY", key)
+            .envs(owned.then_some(("CREDSTORE_CRASH_OWNED", "1")))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -125,7 +177,7 @@ fn spend_survives_sigkill() {
         if let Some(last) = reader.join().unwrap() {
             acknowledged = acknowledged.max(last);
         }
-        let persisted = persisted_spend(&dir, &key);
+        let persisted = persisted_spend(dir, key, owned);
         assert!(
             persisted >= acknowledged,
             "round {round}: persisted {persisted} < acknowledged {acknowledged}"
@@ -139,7 +191,7 @@ fn spend_survives_sigkill() {
         acknowledged = persisted;
     }
     assert!(acknowledged > 0, "the child never got to spend");
-    let store = Store::open(&dir, config()).unwrap();
+    let store = Store::open(dir, config()).unwrap();
     store.verify_log().unwrap();
 }
 

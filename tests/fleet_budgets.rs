@@ -257,3 +257,67 @@ fn a_killed_host_holding_leases_keeps_the_fleet_within_the_cap_and_its_lease_is_
         held.leased - spent_there
     );
 }
+
+/// An owner's budget in a fleet is leased like a key's, under the id `owner/OWNER`: hosts
+/// spending it through several of its keys never pass its cap, and what they settle is
+/// what they admitted.
+#[test]
+fn hosts_spending_an_owners_budget_through_its_keys_never_pass_its_cap() {
+    let Some(server) = pg::PgServer::start() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = server.url();
+    let hosts: Vec<Arc<Store>> = ["a", "b", "c"]
+        .iter()
+        .map(|name| Arc::new(host(dir.path(), &url, name)))
+        .collect();
+    const CAP: u64 = 600;
+    let update = credstore::OwnerUpdate {
+        budget: Some(Some(Budget::new(CAP, Period::Total).expect("budget"))),
+        ..credstore::OwnerUpdate::default()
+    };
+    hosts[0].set_owner("acme", update).expect("owner set");
+    let keys: Vec<String> = (0..3)
+        .map(|i| {
+            let created = hosts[0]
+                .create(NewKey::new(format!("k{i}")).owner("acme"))
+                .expect("create");
+            created.key.expose().to_string()
+        })
+        .collect();
+    for h in &hosts {
+        keys.iter().for_each(|k| known(h, k));
+    }
+    let admitted = Arc::new(AtomicU64::new(0));
+    std::thread::scope(|scope| {
+        for (i, store) in hosts.iter().enumerate() {
+            let (store, keys, admitted) = (Arc::clone(store), keys.clone(), Arc::clone(&admitted));
+            scope.spawn(move || {
+                let mut refused = 0;
+                let mut n = i;
+                while refused < 20 {
+                    n += 1;
+                    let d = store
+                        .verify_with(&VerifyRequest::new(&keys[n % keys.len()]).cost(3))
+                        .expect("verify");
+                    match d.code {
+                        Code::Valid => {
+                            assert_eq!(d.owner.as_ref().map(|o| o.id.as_str()), Some("acme"));
+                            admitted.fetch_add(3, Ordering::Relaxed);
+                            refused = 0;
+                        }
+                        Code::BudgetExhausted => refused += 1,
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            });
+        }
+    });
+    let hammered = admitted.load(Ordering::Relaxed);
+    assert!(
+        hammered <= CAP,
+        "the fleet admitted {hammered} of the owner's cap of {CAP}"
+    );
+    assert!(hammered > 0, "nothing was admitted");
+    let account = settled(&url, "owner/acme");
+    assert_eq!(account.settled, hammered, "what was settled is what was admitted");
+}

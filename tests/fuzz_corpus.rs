@@ -990,7 +990,7 @@ fn http_input_seeds_pass_the_fuzz_checks_and_do_as_named() {
         assert_named_outcome("http_input", name, accepted);
         selectors.insert(data[0]);
     }
-    assert_eq!(selectors, std::collections::BTreeSet::from(*b"ckqrvx"));
+    assert_eq!(selectors, std::collections::BTreeSet::from(*b"ckoqrvx"));
     assert_seeds_current("http_input", &seeds, &http_seeds());
 }
 
@@ -1091,6 +1091,33 @@ fn http_seeds() -> Vec<(String, Vec<u8>)> {
             text("x10.0.0.0/8\n10.0.0.2\n6.6.6.6, nonsense"),
         ),
         ("refuse-x-no-trusted-proxy", text("x\n10.0.0.1\n1.2.3.4")),
+        (
+            "accept-o-every-field",
+            format!(
+                "oacme\n{}",
+                json!({ "name": "Acme", "metadata": { "tier": "gold" }, "rate_limits": ["10/1m", "1000/1h:hourly"],
+                        "budget": 500, "budget_period": "monthly:15" })
+            )
+            .into_bytes(),
+        ),
+        ("accept-o-empty-body", text("ocus_123:eu@x.y-z\n{}")),
+        ("accept-o-no-budget", text("oacme\n{\"no_budget\": true}")),
+        ("refuse-o-key-shaped-id", text("okey_0000000000000000000001\n{}")),
+        ("refuse-o-slash-in-id", text("oa/b\n{}")),
+        ("refuse-o-unknown-field", text("oacme\n{\"plan\": \"gold\"}")),
+        (
+            "refuse-o-budget-and-no-budget",
+            text("oacme\n{\"budget\": 5, \"no_budget\": true}"),
+        ),
+        (
+            "refuse-o-period-without-budget",
+            text("oacme\n{\"budget_period\": \"daily\"}"),
+        ),
+        ("refuse-o-empty-name", text("oacme\n{\"name\": \"\"}")),
+        (
+            "refuse-o-duplicate-limits",
+            text("oacme\n{\"rate_limits\": [\"1/1m\", \"2/1m\"]}"),
+        ),
         ("accept-q-empty", text("q")),
         (
             "accept-q-list-filters",

@@ -117,6 +117,7 @@ impl Api {
             "plans": self.data(200, "GET", "/v1/plans", admin, None),
             "roles": self.data(200, "GET", "/v1/roles", admin, None),
             "users": self.data(200, "GET", "/v1/users", admin, None),
+            "owners": self.data(200, "GET", "/v1/owners", admin, None),
             "secrets": self.data(200, "GET", "/v1/vault/secrets", admin, None),
             "webhooks": self.data(200, "GET", "/v1/webhooks", admin, None),
         })
@@ -221,6 +222,26 @@ fn every_management_route_answers_admin_keys_only() {
             "/v1/api-keys/revoke-by-key",
             "/v1/api-keys/revoke-by-key",
             Some(json!({ "key": leaked })),
+        ),
+        route(
+            "PUT",
+            "/v1/owners/{id}",
+            "/v1/owners/acme",
+            Some(json!({ "name": "Acme", "rate_limits": ["100/1m"], "budget": 10 })),
+        ),
+        route("GET", "/v1/owners", "/v1/owners", None),
+        route("GET", "/v1/owners/{id}", "/v1/owners/acme", None),
+        route(
+            "POST",
+            "/v1/owners/{id}/disable-keys",
+            "/v1/owners/acme/disable-keys",
+            None,
+        ),
+        route(
+            "POST",
+            "/v1/owners/{id}/revoke-keys",
+            "/v1/owners/acme/revoke-keys",
+            Some(json!({ "reason": "test" })),
         ),
         route("GET", "/v1/plans", "/v1/plans", None),
         route(
@@ -1332,4 +1353,97 @@ fn routes_in(source: &str, from: &str, to: &str) -> BTreeSet<(String, String)> {
         rest = &rest[end..];
     }
     routes
+}
+
+#[test]
+fn owners_are_set_shown_and_their_keys_listed_verified_and_revoked_over_http() {
+    let store = Store::new();
+    let (admin, _) = store.key(&["--name", "admin", "--role", "admin"]);
+    let api = store.serve();
+
+    let set = api.data(
+        200,
+        "PUT",
+        "/v1/owners/acme",
+        &admin,
+        Some(
+            json!({ "name": "Acme", "metadata": { "tier": "gold" }, "rate_limits": ["2/1h"],
+                     "budget": 100, "budget_period": "total" }),
+        ),
+    );
+    assert_eq!(set["id"], "acme");
+    assert_eq!(set["budget_state"]["remaining"], 100);
+    // What is not given stays.
+    let renamed = api.data(
+        200,
+        "PUT",
+        "/v1/owners/acme",
+        &admin,
+        Some(json!({ "name": "Acme Corp" })),
+    );
+    assert_eq!(renamed["metadata"], json!({ "tier": "gold" }));
+    assert_eq!(renamed["rate_limits"][0]["limit"], 2);
+    api.error(
+        400,
+        "INVALID_INPUT",
+        "PUT",
+        "/v1/owners/a%20b",
+        Some(&admin),
+        Some(json!({})),
+    );
+    api.error(404, "NOT_FOUND", "GET", "/v1/owners/nobody", Some(&admin), None);
+    api.error(
+        404,
+        "NOT_FOUND",
+        "POST",
+        "/v1/api-keys",
+        Some(&admin),
+        Some(json!({ "name": "k", "owner": "nobody" })),
+    );
+
+    let created = api.data(
+        201,
+        "POST",
+        "/v1/api-keys",
+        &admin,
+        Some(json!({ "name": "k1", "owner": "acme" })),
+    );
+    let key = created["key"].as_str().expect("key").to_string();
+    api.data(
+        201,
+        "POST",
+        "/v1/api-keys",
+        &admin,
+        Some(json!({ "name": "k2", "owner": "acme" })),
+    );
+    api.data(201, "POST", "/v1/api-keys", &admin, Some(json!({ "name": "unowned" })));
+    let listed = api.data(200, "GET", "/v1/api-keys?owner=acme", &admin, None);
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert_eq!(names, ["k1", "k2"]);
+    assert!(listed.as_array().expect("array").iter().all(|k| k["owner"] == "acme"));
+
+    let reply = api.call("POST", "/v1/keys.verify", None, Some(&json!({ "key": key })));
+    let decision = &reply.body["data"];
+    assert_eq!(decision["code"], "VALID", "{reply:?}");
+    assert_eq!(decision["owner"]["id"], "acme");
+    assert_eq!(decision["owner"]["name"], "Acme Corp");
+    assert_eq!(decision["owner"]["metadata"]["tier"], "gold");
+    assert_eq!(decision["owner"]["budget"]["spent"], 1);
+    assert_eq!(decision["ratelimits"][0]["name"], "owner:1h");
+
+    let revoked = api.data(
+        200,
+        "POST",
+        "/v1/owners/acme/revoke-keys",
+        &admin,
+        Some(json!({ "reason": "churned" })),
+    );
+    assert_eq!(revoked["key_ids"].as_array().expect("array").len(), 2);
+    assert_eq!(api.code(&key), "REVOKED");
+    api.stop();
 }

@@ -52,6 +52,9 @@ const STORED: &[(&str, &str)] = &[
     // "Plan NAME set", "User ID set", "Stored PROJECT/NAME version 1".
     ("plan set", "<NAME>"),
     ("user set", "<ID>"),
+    // "id OWNER", "name NAME": an owner is shown as it was set.
+    ("owner set", "<OWNER>"),
+    ("owner set", "--name"),
     ("vault put", "<NAME>"),
     ("vault put", "--project"),
 ];
@@ -254,6 +257,7 @@ impl Template {
         cli.ok(&["plan", "set", "n", "--rate-limit", "10/1m"]);
         cli.ok(&["role", "set", "r", "--permission", "docs:read"]);
         cli.ok(&["user", "set", "u", "--member", "acme=viewer"]);
+        cli.ok(&["owner", "set", "o"]);
         let put = cli.run_with_stdin(&["vault", "put", "n"], "provider secret");
         assert_eq!(put.code, Some(0), "{put:?}");
         Template {
@@ -277,6 +281,7 @@ impl Template {
             // A port nothing listens on: no delivery reaches anyone.
             ("webhook add", "<URL>") => "http://127.0.0.1:9/hook".into(),
             ("webhook add", "--event") => "key.created".into(),
+            (_, "<OWNER>") => "o".into(),
             // An address no one can listen on: `serve` fails instead of serving.
             (_, "--listen") => "127.0.0.1:99999".into(),
             _ => panic!("no harmless value for {arg} of `credstore {leaf}`: add one to default_for"),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::fmt_time;
 use crate::decision::Code;
 use crate::limits::{Budget, Plan, RateLimit};
+use crate::owner::Owner;
 use crate::policy::{EndpointAllowlist, IpAllowlist, PermissionSet, ReferrerAllowlist, Role, RoleName, User};
 use crate::record::{KeyId, KeyRecord};
 use crate::token::Format;
@@ -293,6 +294,56 @@ pub enum EventKind {
         /// The cap in force then (the budget's, moved by any credit).
         cap: u64,
     },
+    /// An owner was created or changed.
+    OwnerSet {
+        /// The owner as it now is.
+        owner: Owner,
+    },
+    /// A key was given to an owner: written in the commit that creates the key (a
+    /// rotation's new key keeps its predecessor's owner without one).
+    KeyOwned {
+        /// The key.
+        id: KeyId,
+        /// The owner's id.
+        owner: String,
+    },
+    /// Every key of an owner that was not revoked yet was revoked, in one operation.
+    OwnerKeysRevoked {
+        /// The owner's id.
+        owner: String,
+        /// The keys revoked.
+        ids: Vec<KeyId>,
+        /// The reason given.
+        reason: Option<String>,
+    },
+    /// Every enabled, unrevoked key of an owner was disabled, in one operation.
+    OwnerKeysDisabled {
+        /// The owner's id.
+        owner: String,
+        /// The keys disabled.
+        ids: Vec<KeyId>,
+    },
+    /// An owner's budget high-water mark was raised: after a crash, its spend restarts here.
+    OwnerBudgetMark {
+        /// The owner's id.
+        owner: String,
+        /// The mark: period id and amount, packed as the budget counter packs them.
+        mark: u64,
+    },
+    /// An owner's budget was given credit, or had it taken away, for the current period
+    /// (as [`EventKind::BudgetCredited`] for a key's).
+    OwnerBudgetCredited {
+        /// The owner's id.
+        owner: String,
+        /// The budget period the credit is for.
+        period: u32,
+        /// The credit in that period after the change.
+        credit: i64,
+        /// What was asked.
+        change: CreditChange,
+        /// Why, as the operator said.
+        reason: Option<String>,
+    },
 }
 
 /// A change of a budget's credit, as asked.
@@ -508,6 +559,12 @@ impl Event {
             EventKind::WebhookRemoved { .. } => "webhook.removed",
             EventKind::WebhookAttempt { .. } => "webhook.attempt",
             EventKind::BudgetThreshold { .. } => "budget.threshold",
+            EventKind::OwnerSet { .. } => "owner.set",
+            EventKind::KeyOwned { .. } => "key.owned",
+            EventKind::OwnerKeysRevoked { .. } => "owner.keys_revoked",
+            EventKind::OwnerKeysDisabled { .. } => "owner.keys_disabled",
+            EventKind::OwnerBudgetMark { .. } => "owner.budget_mark",
+            EventKind::OwnerBudgetCredited { .. } => "owner.budget_credited",
         }
     }
 
@@ -531,7 +588,12 @@ impl Event {
             | EventKind::UsesDropped { .. }
             | EventKind::WebhookAdded { .. }
             | EventKind::WebhookRemoved { .. }
-            | EventKind::WebhookAttempt { .. } => vec![],
+            | EventKind::WebhookAttempt { .. }
+            | EventKind::OwnerSet { .. }
+            | EventKind::OwnerBudgetMark { .. }
+            | EventKind::OwnerBudgetCredited { .. } => vec![],
+            EventKind::KeyOwned { id, .. } => vec![id],
+            EventKind::OwnerKeysRevoked { ids, .. } | EventKind::OwnerKeysDisabled { ids, .. } => ids.iter().collect(),
             EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } => id.iter().collect(),
             EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => uses.iter().map(|u| &u.id).collect(),
             EventKind::BudgetMark { id, .. }
@@ -662,6 +724,32 @@ impl Event {
             } => json!({
                 "key_id": id, "period": period, "percent": percent, "spent": spent, "cap": cap,
             }),
+            EventKind::OwnerSet { owner } => json!({ "owner": owner.to_json() }),
+            EventKind::KeyOwned { id, owner } => json!({ "key_id": id, "owner": owner }),
+            EventKind::OwnerKeysRevoked { owner, ids, reason } => json!({
+                "owner": owner, "key_ids": ids, "reason": reason,
+            }),
+            EventKind::OwnerKeysDisabled { owner, ids } => json!({ "owner": owner, "key_ids": ids }),
+            EventKind::OwnerBudgetMark { owner, mark } => {
+                let (period, amount) = crate::limits::budget::unpack(*mark);
+                json!({ "owner": owner, "period": period, "mark": amount })
+            }
+            EventKind::OwnerBudgetCredited {
+                owner,
+                period,
+                credit,
+                change,
+                reason,
+            } => {
+                let (asked, amount) = match change {
+                    CreditChange::Add(n) => ("add", json!(n)),
+                    CreditChange::Set(n) => ("set", json!(n)),
+                };
+                json!({
+                    "owner": owner, "period": period, "credit": credit, "change": asked,
+                    "amount": amount, "reason": reason,
+                })
+            }
             EventKind::KeyRevoked {
                 id,
                 effective_at,

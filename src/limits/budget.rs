@@ -345,15 +345,23 @@ impl BudgetCounter {
     /// next period, is charged in the newer one. (Moving back would start the older
     /// period's spend from zero and then the newer one's again: a budget spent twice.)
     pub fn charge(&self, budget: &Budget, period: u32, cost: u64) -> Charge {
+        self.charge_in(budget, period, cost).0
+    }
+
+    /// [`BudgetCounter::charge`], also saying which period the charge was made in (a
+    /// later one than `period` when the counter has moved on), for
+    /// [`BudgetCounter::refund`].
+    pub fn charge_in(&self, budget: &Budget, period: u32, cost: u64) -> (Charge, u32) {
         if cost == 0 {
             // Cost 0 only checks: spend + 0 <= cap unless spend is already past the cap
             // (a cap lowered below spend).
             let spent = self.spent(period);
-            return if spent <= budget.cap {
+            let outcome = if spent <= budget.cap {
                 Charge::Charged(spent)
             } else {
                 Charge::Exhausted(spent)
             };
+            return (outcome, period);
         }
         let mut current = self.spend.load(Ordering::Acquire);
         loop {
@@ -361,7 +369,7 @@ impl BudgetCounter {
             let period = period.max(p);
             let spent = if p == period { s } else { 0 };
             let Some(new) = spent.checked_add(cost).filter(|n| *n <= budget.cap) else {
-                return Charge::Exhausted(spent);
+                return (Charge::Exhausted(spent), period);
             };
             let (mp, m) = unpack(self.mark.load(Ordering::Acquire));
             let mark = if mp == period { m } else { 0 };
@@ -369,13 +377,36 @@ impl BudgetCounter {
                 // The pace moves only when a raise is made, so the threads that need a raise
                 // at this spend ask for the same word, and the log gets one event for them.
                 let chunk = budget.chunk(self.per_span.load(Ordering::Relaxed)).max(cost);
-                return Charge::NeedsMark(pack(period, spent.saturating_add(chunk)));
+                return (Charge::NeedsMark(pack(period, spent.saturating_add(chunk))), period);
             }
             match self
                 .spend
                 .compare_exchange_weak(current, pack(period, new), Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Charge::Charged(new),
+                Ok(_) => return (Charge::Charged(new), period),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Gives back `cost` charged in `period` (the period [`BudgetCounter::charge_in`]
+    /// named), for a request another check refused after the charge: all or nothing. A
+    /// counter that has moved on to a later period since keeps its spend (the charge
+    /// belongs to a period that is over).
+    pub fn refund(&self, period: u32, cost: u64) {
+        let mut current = self.spend.load(Ordering::Acquire);
+        loop {
+            let (p, s) = unpack(current);
+            if p != period || cost == 0 {
+                return;
+            }
+            match self.spend.compare_exchange_weak(
+                current,
+                pack(p, s.saturating_sub(cost)),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
                 Err(seen) => current = seen,
             }
         }

@@ -23,6 +23,7 @@ use crate::event::Tag;
 use crate::index::Counters;
 use crate::limits::budget::{BudgetCounter, pack, unless_later, unpack};
 use crate::limits::{Budget, Gcra, Quota, RateLimit, Shares, effective};
+use crate::owner::Owner;
 use crate::policy::{ADMIN_ROLE, PermissionSet, RoleName};
 use crate::record::KeyKind;
 
@@ -64,6 +65,63 @@ pub(crate) struct LiveState {
     pub limits: Vec<ActiveLimit>,
     pub budget: Option<ActiveBudget>,
     pub usage: Arc<Usage>,
+    /// The key's owner, whose limits and budget apply on top of the key's own: held here
+    /// so that verify reaches it without a lookup.
+    pub owner: Option<Arc<OwnerLive>>,
+}
+
+/// An owner with its limits and budget resolved, and their counters, shared by the live
+/// states of all its keys.
+#[derive(Debug)]
+pub(crate) struct OwnerLive {
+    pub owner: Arc<Owner>,
+    pub limits: Vec<ActiveLimit>,
+    /// Each limit's name as decisions report it: `owner:` and the limit's name.
+    pub names: Vec<crate::decision::LimitName>,
+    pub budget: Option<ActiveBudget>,
+    /// Only its `dirty` flag is used: set when a counter changed since the last flush.
+    pub usage: Arc<Usage>,
+}
+
+impl OwnerLive {
+    /// Resolves `owner` (its limits under this host's share), seeding counters from `seed`
+    /// ([`Seed::Carried`] from the owner's previous state, or [`Seed::Persisted`]).
+    pub fn build(owner: Arc<Owner>, dir: &Directory, seed: &Seed<'_>) -> OwnerLive {
+        let limits: Vec<ActiveLimit> = owner
+            .rate_limits
+            .iter()
+            .map(|spec| active_limit(spec, dir, seed))
+            .collect();
+        let names = limits
+            .iter()
+            .map(|l| crate::decision::LimitName::lossy(&format!("owner:{}", l.name)))
+            .collect();
+        let budget = owner.budget.map(|b| active_budget(b, seed));
+        let usage = match seed {
+            Seed::Carried { usage: Some(u), .. } => Arc::clone(u),
+            _ => Arc::new(Usage::default()),
+        };
+        OwnerLive {
+            owner,
+            limits,
+            names,
+            budget,
+            usage,
+        }
+    }
+
+    /// A snapshot of the counters for persisting.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            last_used: 0,
+            limits: self
+                .limits
+                .iter()
+                .map(|l| (l.name.to_string(), l.cell.tat(), l.quota.interval_ns))
+                .collect(),
+            spend: self.budget.as_ref().map_or(0, |b| b.counter.spend_word()),
+        }
+    }
 }
 
 impl LiveState {
@@ -210,13 +268,38 @@ pub(crate) enum Seed<'a> {
         credit: Option<(u32, i64)>,
         now_ns: i64,
     },
+    /// An owner's previous counters, at `now_ns`: carried over as [`Seed::Previous`]
+    /// carries a key's.
+    Carried {
+        limits: &'a [ActiveLimit],
+        budget: Option<&'a ActiveBudget>,
+        usage: Option<&'a Arc<Usage>>,
+        now_ns: i64,
+    },
 }
 
 impl Seed<'_> {
     /// The time the seed was taken at.
     fn now_ns(&self) -> i64 {
         match self {
-            Seed::Previous(_, now_ns) | Seed::Inherit(_, now_ns) | Seed::Persisted { now_ns, .. } => *now_ns,
+            Seed::Previous(_, now_ns)
+            | Seed::Inherit(_, now_ns)
+            | Seed::Persisted { now_ns, .. }
+            | Seed::Carried { now_ns, .. } => *now_ns,
+        }
+    }
+
+    /// The counters a seed carries over from a previous state, if it does: its limits,
+    /// its budget and the time.
+    fn carried(&self) -> Option<(&[ActiveLimit], Option<&ActiveBudget>, i64)> {
+        match self {
+            Seed::Previous(prev, now_ns) | Seed::Inherit(prev, now_ns) => {
+                Some((&prev.limits, prev.budget.as_ref(), *now_ns))
+            }
+            Seed::Carried {
+                limits, budget, now_ns, ..
+            } => Some((limits, *budget, *now_ns)),
+            Seed::Persisted { .. } => None,
         }
     }
 }
@@ -245,7 +328,7 @@ impl LiveState {
         };
         let usage = match seed {
             Seed::Previous(prev, _) => Arc::clone(&prev.usage),
-            Seed::Inherit(..) => Arc::new(Usage::default()),
+            Seed::Inherit(..) | Seed::Carried { .. } => Arc::new(Usage::default()),
             Seed::Persisted { counters, .. } => Arc::new(Usage {
                 last_used: AtomicI64::new(counters.map_or(0, |c| c.last_used)),
                 dirty: AtomicBool::new(false),
@@ -253,7 +336,13 @@ impl LiveState {
         };
         let successor = match seed {
             Seed::Previous(prev, _) => prev.successor,
-            Seed::Inherit(..) | Seed::Persisted { .. } => None,
+            Seed::Inherit(..) | Seed::Persisted { .. } | Seed::Carried { .. } => None,
+        };
+        // A rotation's new key keeps its predecessor's owner; a key read from sled is
+        // given its owner by the caller.
+        let owner = match seed {
+            Seed::Previous(prev, _) | Seed::Inherit(prev, _) => prev.owner.clone(),
+            Seed::Persisted { .. } | Seed::Carried { .. } => None,
         };
         let admin = matches!(&grants, Grants::Service { role: Some(r), .. } if r.as_str() == ADMIN_ROLE);
         LiveState {
@@ -264,15 +353,17 @@ impl LiveState {
             limits,
             budget,
             usage,
+            owner,
         }
     }
 }
 
 fn active_limit(spec: &RateLimit, dir: &Directory, seed: &Seed<'_>) -> ActiveLimit {
     let quota = dir.share.quota(spec.limit, spec.window_ms);
-    let cell = match seed {
-        Seed::Previous(prev, now_ns) | Seed::Inherit(prev, now_ns) => {
-            prev.limits.iter().find(|l| *l.name == *spec.name).map(|l| {
+    let cell = match (seed.carried(), seed) {
+        (Some((prev_limits, _, now_ns)), _) => {
+            let now_ns = &now_ns;
+            prev_limits.iter().find(|l| *l.name == *spec.name).map(|l| {
                 if l.quota == quota {
                     Arc::clone(&l.cell)
                 } else {
@@ -289,9 +380,10 @@ fn active_limit(spec: &RateLimit, dir: &Directory, seed: &Seed<'_>) -> ActiveLim
                 }
             })
         }
-        Seed::Persisted { counters, now_ns, .. } => counters
+        (None, Seed::Persisted { counters, now_ns, .. }) => counters
             .and_then(|c| c.limits.iter().find(|(n, _, _)| *n == spec.name))
             .map(|(_, tat, interval)| Arc::new(Gcra::new(rescale(*tat, *interval, quota.interval_ns, *now_ns)))),
+        (None, _) => None,
     };
     ActiveLimit {
         // Names are checked to fit when a limit is made.
@@ -335,13 +427,10 @@ fn rescale(tat: i64, from: i64, to: i64, now_ns: i64) -> i64 {
 fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
     // The state replaced, or rotated from, carries its counter and credit over when its
     // budget has the same kind of period.
-    let carried = match seed {
-        Seed::Previous(prev, _) | Seed::Inherit(prev, _) => prev
-            .budget
-            .as_ref()
-            .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period)),
-        Seed::Persisted { .. } => None,
-    };
+    let carried = seed
+        .carried()
+        .and_then(|(_, prev, _)| prev)
+        .filter(|b| std::mem::discriminant(&b.budget.period) == std::mem::discriminant(&budget.period));
     let credit = match (carried, seed) {
         (Some(prev), _) => Arc::clone(&prev.credit),
         (
@@ -354,7 +443,7 @@ fn active_budget(budget: Budget, seed: &Seed<'_>) -> ActiveBudget {
         (None, _) => Arc::default(),
     };
     let counter = match seed {
-        Seed::Previous(..) | Seed::Inherit(..) => carried.map(|b| Arc::clone(&b.counter)),
+        Seed::Previous(..) | Seed::Inherit(..) | Seed::Carried { .. } => carried.map(|b| Arc::clone(&b.counter)),
         Seed::Persisted {
             counters, mark, now_ns, ..
         } => {
@@ -401,6 +490,9 @@ pub(crate) struct Cache {
     generation: AtomicU64,
     /// Tells caches apart in a thread's front (a process may open several stores).
     id: u64,
+    /// Owners' live states, by id: filled on the first verify of one of their keys, and
+    /// replaced (counters carried over) when an owner changes.
+    owners: DashMap<String, Arc<OwnerLive>>,
 }
 
 /// States each thread keeps in front of the map, chosen by a tag's first byte.
@@ -427,6 +519,7 @@ impl Default for Cache {
             map: DashMap::default(),
             generation: AtomicU64::new(0),
             id: NEXT_CACHE.fetch_add(1, Ordering::Relaxed),
+            owners: DashMap::default(),
         }
     }
 }
@@ -515,7 +608,7 @@ impl Cache {
         successor: Option<Tag>,
         dir: &Directory,
         now_ns: i64,
-        load: impl FnOnce() -> LiveState,
+        load: impl FnOnce() -> Option<LiveState>,
     ) {
         let record = Arc::new(record);
         match self.map.entry(tag) {
@@ -525,7 +618,10 @@ impl Cache {
                 e.insert(Arc::new(next));
             }
             dashmap::Entry::Vacant(e) => {
-                e.insert(Arc::new(load()));
+                // A state that could not be loaded is left out: the next verify reads sled.
+                if let Some(state) = load() {
+                    e.insert(Arc::new(state));
+                }
             }
         }
         // The map holds the new state: fronts holding an older one are out of date. Also
@@ -535,17 +631,92 @@ impl Cache {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Re-resolves every cached key against a directory whose plans or roles the store
-    /// has just changed and published. Bumping the generation first keeps a fill that
-    /// resolved against the old directory from inserting afterwards.
+    /// Re-resolves every cached key against a directory whose plans, roles or owners the
+    /// store has just changed and published (owners' live states first: see
+    /// [`Cache::set_owner`]). Bumping the generation first keeps a fill that resolved
+    /// against the old directory from inserting afterwards.
     pub fn reresolve(&self, dir: &Directory, now_ns: i64) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         for mut entry in self.map.iter_mut() {
             let prev = entry.value();
-            let next = LiveState::build(Arc::clone(&prev.record), dir, &Seed::Previous(prev, now_ns));
+            let mut next = LiveState::build(Arc::clone(&prev.record), dir, &Seed::Previous(prev, now_ns));
+            next.owner = prev.owner.as_ref().map(|o| {
+                self.owners
+                    .get(&o.owner.id)
+                    .map_or_else(|| Arc::clone(o), |e| Arc::clone(e.value()))
+            });
             *entry.value_mut() = Arc::new(next);
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The live state of owner `id`, built by `load` (from the directory and sled) on the
+    /// first call; a racing fill keeps the first.
+    pub fn owner(&self, id: &str, load: impl FnOnce() -> Option<OwnerLive>) -> Option<Arc<OwnerLive>> {
+        if let Some(found) = self.owners.get(id) {
+            return Some(Arc::clone(found.value()));
+        }
+        let built = load()?;
+        Some(Arc::clone(
+            self.owners
+                .entry(id.to_string())
+                .or_insert_with(|| Arc::new(built))
+                .value(),
+        ))
+    }
+
+    /// The live state of owner `id`, if held.
+    pub fn owner_if_held(&self, id: &str) -> Option<Arc<OwnerLive>> {
+        self.owners.get(id).map(|e| Arc::clone(e.value()))
+    }
+
+    /// Puts owner `owner`'s new settings in force (after they are in sled): its live state
+    /// is rebuilt with the counters it had, or built by `load` when none was held. The
+    /// caller then re-resolves the keys ([`Cache::reresolve`]), which picks it up.
+    pub fn set_owner(&self, owner: Arc<Owner>, dir: &Directory, now_ns: i64, load: impl FnOnce() -> OwnerLive) {
+        match self.owners.entry(owner.id.clone()) {
+            dashmap::Entry::Occupied(mut e) => {
+                let prev = e.get();
+                let seed = Seed::Carried {
+                    limits: &prev.limits,
+                    budget: prev.budget.as_ref(),
+                    usage: Some(&prev.usage),
+                    now_ns,
+                };
+                let next = OwnerLive::build(owner, dir, &seed);
+                e.insert(Arc::new(next));
+            }
+            dashmap::Entry::Vacant(e) => {
+                e.insert(Arc::new(load()));
+            }
+        }
+    }
+
+    /// Re-resolves every owner's live state against a directory whose shares changed.
+    pub fn reresolve_owners(&self, dir: &Directory, now_ns: i64) {
+        for mut entry in self.owners.iter_mut() {
+            let prev = entry.value();
+            let seed = Seed::Carried {
+                limits: &prev.limits,
+                budget: prev.budget.as_ref(),
+                usage: Some(&prev.usage),
+                now_ns,
+            };
+            let next = OwnerLive::build(Arc::clone(&prev.owner), dir, &seed);
+            *entry.value_mut() = Arc::new(next);
+        }
+    }
+
+    /// Owners' counters changed since the last flush, marking them flushed.
+    pub fn take_dirty_owners(&self) -> Vec<(String, Counters)> {
+        let mut out = Vec::new();
+        for entry in &self.owners {
+            let live = entry.value();
+            if live.usage.dirty.swap(false, Ordering::AcqRel) {
+                out.push((live.owner.id.clone(), live.counters()));
+            }
+        }
+        out
     }
 
     /// Puts a state for a key just created (a rotation's new key, sharing its
@@ -555,7 +726,7 @@ impl Cache {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Empties the map.
+    /// Empties the map (owners' live states stay: keys read again find them).
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.map.clear();

@@ -101,6 +101,28 @@ pub(crate) enum Op {
         change: crate::event::CreditChange,
         reason: Option<String>,
     },
+    /// Create or change an owner.
+    SetOwner {
+        id: String,
+        update: crate::owner::OwnerUpdate,
+    },
+    /// Revoke (or disable) every key of an owner, in one event.
+    OwnerKeys {
+        owner: String,
+        revoke: bool,
+        reason: Option<String>,
+    },
+    /// Give an owner's budget credit for the current period, or take it away.
+    OwnerCredit {
+        owner: String,
+        change: crate::event::CreditChange,
+        reason: Option<String>,
+    },
+    /// Raise an owner's budget mark to at least `mark`.
+    RaiseOwnerMark {
+        owner: String,
+        mark: u64,
+    },
     /// Raise a key's budget mark to at least `mark` (packed period and amount).
     RaiseMark {
         id: KeyId,
@@ -173,6 +195,10 @@ pub(crate) enum Outcome {
     Count(u32),
     /// A budget's credit changed: what is left of it in the current period now.
     Credited(super::Credit),
+    /// An owner as it now is.
+    Owner(Box<crate::owner::Owner>),
+    /// The keys an operation on an owner's keys changed.
+    Keys(Vec<KeyId>),
     /// Budget units leased from the fleet (0: none left).
     #[cfg(feature = "fleet")]
     Leased(u64),
@@ -401,6 +427,16 @@ fn apply(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
     if let Some((dir, reresolve)) = overlay.changed_directory() {
         let dir = Arc::new(dir);
         shared.directory.store(Arc::clone(&dir));
+        // Owners first: re-resolving the keys points them at their owners' new states.
+        for id in overlay.changed_owners() {
+            if let Some(owner) = dir.owners.get(id) {
+                shared
+                    .cache
+                    .set_owner(Arc::clone(owner), &dir, shared.clock.now_ns(), || {
+                        shared.build_owner(Arc::clone(owner), &dir)
+                    });
+            }
+        }
         if reresolve {
             shared.cache.reresolve(&dir, shared.clock.now_ns());
         }
@@ -413,6 +449,15 @@ fn apply(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
             .and_then(|tag| shared.cache.get(&tag))
             .and_then(|s| s.budget.clone())
         {
+            budget.credit.store(
+                super::cache::pack_credit(*period, *credit),
+                std::sync::atomic::Ordering::Release,
+            );
+        }
+    }
+    // Owners' credits likewise reach their live states.
+    for (owner, (period, credit)) in &overlay.owner_credits {
+        if let Some(budget) = shared.cache.owner_if_held(owner).and_then(|o| o.budget.clone()) {
             budget.credit.store(
                 super::cache::pack_credit(*period, *credit),
                 std::sync::atomic::Ordering::Release,
@@ -439,7 +484,7 @@ fn apply(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
                 successor,
                 &dir,
                 shared.clock.now_ns(),
-                || shared.load_state(&stored.record),
+                || shared.load_state(&stored.record).ok(),
             );
         }
     }
@@ -488,6 +533,7 @@ fn follow(shared: &Shared, log: &mut LogWriter, last_id: &mut u128, fleet: Optio
         dir.change_share(shares, others_seen, shared.clock.now_ns());
         let dir = Arc::new(dir);
         shared.directory.store(Arc::clone(&dir));
+        shared.cache.reresolve_owners(&dir, shared.clock.now_ns());
         shared.cache.reresolve(&dir, shared.clock.now_ns());
     }
     // After the shares are in force: the heartbeat tells the others they are.

@@ -105,6 +105,8 @@ pub struct KeyInfo {
     pub status: Status,
     /// Last successful verification, unix ms; `None`: never.
     pub last_used_at: Option<i64>,
+    /// The key's owner's id, if it has one.
+    pub owner: Option<String>,
 }
 
 /// Which keys [`Store::list`] returns.
@@ -116,6 +118,8 @@ pub struct ListFilter {
     pub prefix: Option<String>,
     /// Only keys with this status now.
     pub status: Option<Status>,
+    /// Only keys of this owner.
+    pub owner: Option<String>,
 }
 
 /// Which events [`Store::events`] returns.
@@ -262,7 +266,48 @@ impl Shared {
     }
 
     fn flush_counters(&self) -> Result<()> {
-        self.index.write_counters(&self.cache.take_dirty())
+        self.index.write_counters(&self.cache.take_dirty())?;
+        self.index.write_owner_counters(&self.cache.take_dirty_owners())
+    }
+
+    /// An owner's live state built from what sled holds (its counters, mark and credit).
+    fn build_owner(&self, owner: Arc<crate::owner::Owner>, dir: &Directory) -> cache::OwnerLive {
+        // As for a key's state: a read error leaves the counters at zero (and the mark at
+        // zero, so the first charge raises it through the log before spending).
+        let counters = self.index.owner_counters(&owner.id).ok().flatten();
+        let mark = self.index.owner_mark(&owner.id).unwrap_or(0);
+        let credit = self.index.owner_credit(&owner.id).ok().flatten();
+        let seed = Seed::Persisted {
+            counters: counters.as_ref(),
+            mark,
+            credit,
+            now_ns: self.clock.now_ns(),
+        };
+        let live = cache::OwnerLive::build(owner, dir, &seed);
+        // On a fleet host only a lease from the fleet may be spent (as for a key's).
+        if self.fleet_host
+            && let Some(budget) = &live.budget
+        {
+            budget.counter.forfeit();
+        }
+        live
+    }
+
+    /// Owner `id`'s live state, from the live map's owners or built from sled.
+    fn owner_live(&self, id: &str) -> Option<Arc<cache::OwnerLive>> {
+        self.cache.owner(id, || {
+            let dir = self.directory.load();
+            let owner = dir.owners.get(id)?;
+            Some(self.build_owner(Arc::clone(owner), &dir))
+        })
+    }
+
+    /// What owner `id` has spent of its budget in `period`, as a decision would show it.
+    fn owner_spent(&self, id: &str, period: u32) -> u64 {
+        if let Some(budget) = self.owner_live(id).and_then(|o| o.budget.clone()) {
+            return self.shown_spent(&budget.counter, period, budget.counter.spent(period));
+        }
+        0
     }
 
     /// The spend a decision shows, `local` being what `counter` has spent in `period`: on
@@ -294,8 +339,12 @@ impl Shared {
         }
     }
 
-    /// A key's live state, built from what sled holds.
-    fn load_state(&self, record: &KeyRecord) -> LiveState {
+    /// A key's live state, built from what sled holds, with its owner's.
+    ///
+    /// # Errors
+    /// When the key's owner cannot be read: verify fails closed rather than pass a key
+    /// without its owner's limits.
+    fn load_state(&self, record: &KeyRecord) -> Result<LiveState> {
         // A read error here leaves counters at zero; the key's record itself came from
         // sled a moment ago, so sled is readable and this is not expected.
         let counters = self.index.counters(&record.id).ok().flatten();
@@ -323,7 +372,13 @@ impl Shared {
             .as_ref()
             .and_then(|next| self.index.get(next).ok().flatten())
             .map(|k| k.tag);
-        state
+        if let Some(owner) = self.index.owner_of(&record.id)? {
+            let live = self
+                .owner_live(&owner)
+                .ok_or_else(|| IndexError::MissingKey(format!("owner {owner} of key {}", record.id)))?;
+            state.owner = Some(live);
+        }
+        Ok(state)
     }
 }
 
@@ -601,6 +656,9 @@ impl Store {
 
     fn create_unchecked(&self, mut new: NewKey) -> Result<CreatedKey> {
         validate_name(&new.name)?;
+        if let Some(owner) = &new.owner {
+            crate::owner::validate_owner_id(owner)?;
+        }
         validate_metadata(&new.metadata)?;
         check_limits(&new.rate_limits)?;
         if let Some(plan) = &new.plan {
@@ -728,7 +786,7 @@ impl Store {
         let Some(stored) = shared.index.get_by_tag(&tag)? else {
             return Ok(());
         };
-        let state = shared.cache.fill(tag, shared.load_state(&stored.record), generation);
+        let state = shared.cache.fill(tag, shared.load_state(&stored.record)?, generation);
         self.decide_live(req, decision, &state, purpose)
     }
 
@@ -747,6 +805,7 @@ impl Store {
         let now_ns = shared.clock.now_ns();
         let now = now_ns.div_euclid(1_000_000);
         decision.key = Some(Arc::clone(record));
+        decision.owner = state.owner.as_ref().map(|o| Arc::clone(&o.owner));
         decision.at = now;
         if let Some(code) = Code::for_status(record.status_at(now)) {
             decision.code = code;
@@ -821,19 +880,25 @@ impl Store {
             Some(tag) => self.successor_state(tag)?,
             None => None,
         };
-        let owner: &LiveState = successor.as_deref().unwrap_or(state);
-        // 7. Rate limits, all or nothing.
-        decision.ratelimits.reserve(owner.limits.len());
-        for (i, limit) in owner.limits.iter().enumerate() {
+        let charged: &LiveState = successor.as_deref().unwrap_or(state);
+        // The key's owner: its limits and budget apply on top of the key's own.
+        let owner = charged.owner.as_deref();
+        // 7. Rate limits, all or nothing: the key's, then its owner's.
+        let owner_limits = owner.map_or(&[][..], |o| &o.limits[..]);
+        decision.ratelimits.reserve(charged.limits.len() + owner_limits.len());
+        let all_limits = charged.limits.iter().chain(owner_limits);
+        for (i, limit) in all_limits.clone().enumerate() {
             let outcome = limit.cell.check(limit.quota, now_ns, req.weight);
             if !outcome.admitted {
-                let admitted = owner.limits.get(..i).unwrap_or_default();
-                admitted.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
+                all_limits
+                    .clone()
+                    .take(i)
+                    .for_each(|l| l.cell.refund(l.quota, req.weight));
                 decision.code = Code::RateLimited;
                 // A request heavier than a limit's capacity is denied by some limit (that
                 // one, or one before it): say it can never pass, with no retry time.
                 let over = |l: &cache::ActiveLimit| req.weight > l.quota.limit;
-                let retry = if state.limits.iter().any(over) {
+                let retry = if state.limits.iter().chain(owner_limits).any(over) {
                     decision.rate_limited = Some(RateLimited::OverCapacity);
                     None
                 } else {
@@ -841,39 +906,63 @@ impl Store {
                     Some(secs_ceil(outcome.retry_after_ns))
                 };
                 decision.retry_after = retry;
-                decision.ratelimits = state
-                    .limits
-                    .iter()
-                    .map(|l| {
-                        let o = l.cell.peek(l.quota, now_ns);
-                        let denied_here = Arc::ptr_eq(&l.cell, &limit.cell);
-                        let mut reported = limit_state(l, o, retry.filter(|_| denied_here));
-                        reported.over_capacity = over(l);
-                        reported
-                    })
-                    .collect();
+                let report = |l: &cache::ActiveLimit| {
+                    let o = l.cell.peek(l.quota, now_ns);
+                    let denied_here = Arc::ptr_eq(&l.cell, &limit.cell);
+                    let mut reported = limit_state(l, o, retry.filter(|_| denied_here));
+                    reported.over_capacity = over(l);
+                    reported
+                };
+                decision.ratelimits = state.limits.iter().map(report).collect();
+                if let Some(o) = owner {
+                    decision
+                        .ratelimits
+                        .extend(o.limits.iter().zip(&o.names).map(|(l, name)| RateLimitState {
+                            name: *name,
+                            ..report(l)
+                        }));
+                }
                 return Ok(());
             }
-            decision.ratelimits.push(limit_state(limit, outcome, None));
+            let mut reported = limit_state(limit, outcome, None);
+            if let Some(name) = (i >= charged.limits.len())
+                .then(|| owner.and_then(|o| o.names.get(i - charged.limits.len())))
+                .flatten()
+            {
+                reported.name = *name;
+            }
+            decision.ratelimits.push(reported);
         }
-        // 8. Budget: charge last; test keys are never charged.
-        if let Some(active) = &owner.budget {
+        let refund_limits = || {
+            charged
+                .limits
+                .iter()
+                .chain(owner_limits)
+                .for_each(|l| l.cell.refund(l.quota, req.weight));
+        };
+        // 8. Budgets, the key's then its owner's: charge last, all or nothing; test keys
+        //    are never charged.
+        let live = charged.record.env() == Env::Live;
+        let cost = if live { req.cost } else { 0 };
+        // The key's charge, to give back if the owner's budget refuses: its counter and
+        // the period it was charged in.
+        let mut key_charge: Option<(&BudgetCounter, u32)> = None;
+        if let Some(active) = &charged.budget {
             let (period, period_end) = active.period_at(now);
             // The budget in force this period: its cap moved by any credit given.
             let budget = active.in_period(period);
-            let charge = owner.record.env() == Env::Live;
-            let cost = if charge { req.cost } else { 0 };
-            let (spent, exhausted) = match self.charge(&owner.record, active, &budget, period, cost) {
+            let charge = self.charge(Account::Key(&charged.record), active, &budget, period, cost);
+            let (spent, exhausted, charged_in) = match charge {
                 Ok(charged) => charged,
                 Err(e) => {
-                    owner.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
+                    refund_limits();
                     return Err(e);
                 }
             };
             let spent = self.shared.shown_spent(&active.counter, period, spent);
             let cap = budget.cap;
             if cost > 0 {
-                self.note_thresholds(&owner.record.id, active, period, spent, cap, exhausted);
+                self.note_thresholds(&charged.record.id, active, period, spent, cap, exhausted);
             }
             decision.budget = Some(BudgetState {
                 cap,
@@ -883,15 +972,53 @@ impl Store {
                 charged: cost > 0 && !exhausted,
             });
             if exhausted {
-                owner.limits.iter().for_each(|l| l.cell.refund(l.quota, req.weight));
-                decision.code = Code::BudgetExhausted;
-                decision.ratelimits = state
-                    .limits
-                    .iter()
-                    .map(|l| limit_state(l, l.cell.peek(l.quota, now_ns), None))
-                    .collect();
+                refund_limits();
+                self.refuse_budget(decision, state, owner, now_ns);
                 return Ok(());
             }
+            if cost > 0 {
+                key_charge = Some((&active.counter, charged_in));
+            }
+        }
+        if let Some((o, active)) = owner.and_then(|o| o.budget.as_ref().map(|b| (o, b))) {
+            let (period, period_end) = active.period_at(now);
+            let budget = active.in_period(period);
+            let give_back = |decision: &mut Decision| {
+                if let Some((counter, period)) = key_charge {
+                    counter.refund(period, cost);
+                    if let Some(b) = &mut decision.budget {
+                        b.spent = b.spent.saturating_sub(cost);
+                        b.remaining = b.cap.saturating_sub(b.spent);
+                        b.charged = false;
+                    }
+                }
+            };
+            let (spent, exhausted, _) = match self.charge(Account::Owner(&o.owner), active, &budget, period, cost) {
+                Ok(charged) => charged,
+                Err(e) => {
+                    give_back(decision);
+                    refund_limits();
+                    return Err(e);
+                }
+            };
+            let spent = self.shared.shown_spent(&active.counter, period, spent);
+            decision.owner_budget = Some(BudgetState {
+                cap: budget.cap,
+                spent,
+                remaining: budget.cap.saturating_sub(spent),
+                period_end,
+                charged: cost > 0 && !exhausted,
+            });
+            if exhausted {
+                give_back(decision);
+                refund_limits();
+                self.refuse_budget(decision, state, owner, now_ns);
+                return Ok(());
+            }
+        }
+        if let Some(o) = owner {
+            // Its counters changed: flushed under its own id.
+            o.usage.touch();
         }
         // 9. Valid: last used.
         // A load and a plain store, not a read-modify-write: concurrent verifies of one key
@@ -902,9 +1029,28 @@ impl Store {
         state.usage.touch();
         if successor.is_some() {
             // Its counters changed: flushed under its own id.
-            owner.usage.touch();
+            charged.usage.touch();
         }
         Ok(())
+    }
+
+    /// A request a budget refused (the key's or its owner's): `BUDGET_EXHAUSTED`, with
+    /// every limit as it stands after the request's weight was given back.
+    fn refuse_budget(&self, decision: &mut Decision, state: &LiveState, owner: Option<&cache::OwnerLive>, now_ns: i64) {
+        decision.code = Code::BudgetExhausted;
+        decision.ratelimits = state
+            .limits
+            .iter()
+            .map(|l| limit_state(l, l.cell.peek(l.quota, now_ns), None))
+            .collect();
+        if let Some(o) = owner {
+            decision
+                .ratelimits
+                .extend(o.limits.iter().zip(&o.names).map(|(l, name)| RateLimitState {
+                    name: *name,
+                    ..limit_state(l, l.cell.peek(l.quota, now_ns), None)
+                }));
+        }
     }
 
     /// The live state a rotated key's requests are charged to: its successor's, or when
@@ -924,7 +1070,7 @@ impl Store {
                     let Some(stored) = shared.index.get_by_tag(&tag)? else {
                         break;
                     };
-                    shared.cache.fill(tag, shared.load_state(&stored.record), generation)
+                    shared.cache.fill(tag, shared.load_state(&stored.record)?, generation)
                 }
             };
             let next = state.successor;
@@ -937,31 +1083,39 @@ impl Store {
         Ok(found)
     }
 
-    /// Charges a budget, raising its persisted mark through the log first whenever the
-    /// charge would pass it. Returns the spend and whether the budget was exhausted.
+    /// Charges a budget (a key's or an owner's), raising its persisted mark through the
+    /// log first whenever the charge would pass it. Returns the spend, whether the budget
+    /// was exhausted, and the period the charge was made in.
     fn charge(
         &self,
-        record: &KeyRecord,
+        account: Account<'_>,
         active: &cache::ActiveBudget,
         budget: &crate::limits::Budget,
         period: u32,
         cost: u64,
-    ) -> Result<(u64, bool)> {
+    ) -> Result<(u64, bool, u32)> {
         loop {
-            match active.counter.charge(budget, period, cost) {
-                Charge::Charged(spent) => return Ok((spent, false)),
-                Charge::Exhausted(spent) => return Ok((spent, true)),
+            match active.counter.charge_in(budget, period, cost) {
+                (Charge::Charged(spent), charged_in) => return Ok((spent, false, charged_in)),
+                (Charge::Exhausted(spent), charged_in) => return Ok((spent, true, charged_in)),
                 #[cfg(feature = "fleet")]
-                Charge::NeedsMark(mark) if self.shared.fleet_host => {
-                    if !self.lease(record, &active.counter, budget.cap, mark, cost)? {
-                        return Ok((active.counter.spent(period), true));
+                (Charge::NeedsMark(mark), _) if self.shared.fleet_host => {
+                    if !self.lease(account, &active.counter, budget.cap, mark, cost)? {
+                        return Ok((active.counter.spent(period), true, period));
                     }
                 }
-                Charge::NeedsMark(mark) => {
-                    self.submit(Op::RaiseMark {
-                        id: record.id.clone(),
-                        mark,
-                    })?;
+                (Charge::NeedsMark(mark), _) => {
+                    let op = match account {
+                        Account::Key(record) => Op::RaiseMark {
+                            id: record.id.clone(),
+                            mark,
+                        },
+                        Account::Owner(owner) => Op::RaiseOwnerMark {
+                            owner: owner.id.clone(),
+                            mark,
+                        },
+                    };
+                    self.submit(op)?;
                     active.counter.raise_mark(mark, self.shared.clock.now_ns());
                 }
             }
@@ -1011,12 +1165,22 @@ impl Store {
     /// period and the amount the charge would like the mark at): lease them from the fleet.
     /// `false` when the fleet has fewer than the charge needs left.
     #[cfg(feature = "fleet")]
-    fn lease(&self, record: &KeyRecord, counter: &Arc<BudgetCounter>, cap: u64, mark: u64, cost: u64) -> Result<bool> {
+    fn lease(
+        &self,
+        account: Account<'_>,
+        counter: &Arc<BudgetCounter>,
+        cap: u64,
+        mark: u64,
+        cost: u64,
+    ) -> Result<bool> {
         let (period, wanted_mark) = crate::limits::budget::unpack(mark);
         let base = counter.lease_base(period);
         let need = counter.spent(period).saturating_add(cost).saturating_sub(base).max(1);
         let request = leases::LeaseRequest {
-            budget_id: self.budget_id(record)?.to_string(),
+            budget_id: match account {
+                Account::Key(record) => self.budget_id(record)?.to_string(),
+                Account::Owner(owner) => owner.budget_id(),
+            },
             period,
             cap,
             need,
@@ -1110,11 +1274,24 @@ impl Store {
     /// [`Error::Index`] if sled fails.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
+        let of_owner = match &filter.owner {
+            Some(owner) => {
+                self.owner(owner)?;
+                Some(self.shared.index.keys_of_owner(owner)?)
+            }
+            None => None,
+        };
         for stored in self
             .shared
             .index
             .list(filter.project.as_deref(), filter.prefix.as_deref())?
         {
+            if of_owner
+                .as_ref()
+                .is_some_and(|ids| ids.binary_search(&stored.record.id).is_err())
+            {
+                continue;
+            }
             let info = self.info(stored.record, &stored.tag)?;
             if filter.status.is_none_or(|s| s == info.status) {
                 out.push(info);
@@ -1239,6 +1416,144 @@ impl Store {
             .wait_timeout_while(guard, timeout, |seq| *seq <= after)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *guard
+    }
+
+    /// Creates owner `id` with `update`'s settings, or changes it; returns it as it now is.
+    /// Its keys follow new limits and budget at once; counters carry over (by limit name,
+    /// and for a budget with the same kind of period).
+    ///
+    /// # Errors
+    /// [`InputError::InvalidOwner`] (also for an id that is a key of a registered format)
+    /// and the other [`Error::Input`]s for a bad setting (nothing is written).
+    pub fn set_owner(&self, id: &str, update: crate::owner::OwnerUpdate) -> Result<crate::owner::Owner> {
+        crate::owner::validate_owner_id(id)?;
+        // A key pasted where an owner id goes is refused, not kept and shown as one.
+        if self.shared.formats.load().parse(id).is_ok() {
+            return Err(InputError::InvalidOwner(id.to_string()).into());
+        }
+        update.check()?;
+        match self.submit(Op::SetOwner {
+            id: id.to_string(),
+            update,
+        })? {
+            Outcome::Owner(owner) => Ok(*owner),
+            _ => Err(Error::UnexpectedReply { request: "owner set" }),
+        }
+    }
+
+    /// Owner `id`.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownOwner`].
+    pub fn owner(&self, id: &str) -> Result<crate::owner::Owner> {
+        self.shared
+            .directory
+            .load()
+            .owners
+            .get(id)
+            .map(|o| crate::owner::Owner::clone(o))
+            .ok_or_else(|| StateError::UnknownOwner(id.to_string()).into())
+    }
+
+    /// Every owner, by id.
+    pub fn owners(&self) -> Vec<crate::owner::Owner> {
+        self.shared
+            .directory
+            .load()
+            .owners
+            .values()
+            .map(|o| crate::owner::Owner::clone(o))
+            .collect()
+    }
+
+    /// What owner `id` has spent of its budget in the current period, and the cap in
+    /// force (moved by any credit): `None` when it has no budget.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownOwner`].
+    pub fn owner_budget(&self, id: &str) -> Result<Option<BudgetState>> {
+        let owner = self.owner(id)?;
+        let Some(live) = self.shared.owner_live(&owner.id) else {
+            return Ok(None);
+        };
+        let Some(active) = &live.budget else {
+            return Ok(None);
+        };
+        let now = self.shared.clock.now_ms();
+        let (period, period_end) = active.period_at(now);
+        let cap = active.in_period(period).cap;
+        let spent = self.shared.owner_spent(id, period);
+        Ok(Some(BudgetState {
+            cap,
+            spent,
+            remaining: cap.saturating_sub(spent),
+            period_end,
+            charged: false,
+        }))
+    }
+
+    /// Revokes every key of owner `id` not revoked yet, at once and for good, in one
+    /// logged operation (`owner.keys_revoked`); returns the keys revoked (none: nothing
+    /// is logged).
+    ///
+    /// # Errors
+    /// [`StateError::UnknownOwner`]; [`Error::Input`] for an overlong reason.
+    pub fn revoke_owner_keys(&self, id: &str, reason: Option<&str>) -> Result<Vec<KeyId>> {
+        validate_reason(reason)?;
+        self.owner_keys(id, true, reason.map(str::to_string))
+    }
+
+    /// Disables every enabled, unrevoked key of owner `id` in one logged operation
+    /// (`owner.keys_disabled`); each can be enabled again on its own. Returns the keys
+    /// disabled.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownOwner`].
+    pub fn disable_owner_keys(&self, id: &str) -> Result<Vec<KeyId>> {
+        self.owner_keys(id, false, None)
+    }
+
+    fn owner_keys(&self, owner: &str, revoke: bool, reason: Option<String>) -> Result<Vec<KeyId>> {
+        match self.submit(Op::OwnerKeys {
+            owner: owner.to_string(),
+            revoke,
+            reason,
+        })? {
+            Outcome::Keys(ids) => Ok(ids),
+            _ => Err(Error::UnexpectedReply { request: "owner keys" }),
+        }
+    }
+
+    /// Adds `amount` to what owner `id` has left of its budget this period (negative takes
+    /// credit away, never below nothing left), logged with `reason`; as
+    /// [`Store::credits_add`] for a key.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownOwner`], [`StateError::OwnerNoBudget`].
+    pub fn owner_credits_add(&self, id: &str, amount: i64, reason: Option<String>) -> Result<Credit> {
+        self.owner_credit(id, crate::event::CreditChange::Add(amount), reason)
+    }
+
+    /// Makes what owner `id` has left of its budget this period exactly `remaining`.
+    ///
+    /// # Errors
+    /// As [`Store::owner_credits_add`].
+    pub fn owner_credits_set(&self, id: &str, remaining: u64, reason: Option<String>) -> Result<Credit> {
+        self.owner_credit(id, crate::event::CreditChange::Set(remaining), reason)
+    }
+
+    fn owner_credit(&self, owner: &str, change: crate::event::CreditChange, reason: Option<String>) -> Result<Credit> {
+        crate::record::validate_reason(reason.as_deref())?;
+        match self.submit(Op::OwnerCredit {
+            owner: owner.to_string(),
+            change,
+            reason,
+        })? {
+            Outcome::Credited(credit) => Ok(credit),
+            _ => Err(Error::UnexpectedReply {
+                request: "owner credit",
+            }),
+        }
     }
 
     /// Disables a key (reversible with [`Store::enable`]).
@@ -1557,6 +1872,7 @@ impl Store {
         Ok(KeyInfo {
             status: record.status_at(self.shared.clock.now_ms()),
             last_used_at: (last > 0).then_some(last),
+            owner: self.shared.index.owner_of(&record.id)?,
             record,
         })
     }
@@ -1592,6 +1908,13 @@ fn run_flusher(shared: &Shared, every: Duration, stop: &Receiver<()>) {
 /// How far [`Store::successor_state`] follows a chain of rotations made within one grace
 /// period.
 const MAX_ROTATION_HOPS: usize = 16;
+
+/// Whose budget a charge is made to.
+#[derive(Clone, Copy)]
+enum Account<'a> {
+    Key(&'a KeyRecord),
+    Owner(&'a crate::owner::Owner),
+}
 
 /// What a verification is for: a customer's request, or the management API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

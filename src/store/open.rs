@@ -248,6 +248,7 @@ pub(super) fn rebuild_index(
     // An index that cannot be read carries nothing over: the rebuild needs only the log.
     let Carried {
         counters,
+        owner_counters,
         was_clean,
         applied,
     } = carried_over(&index_dir, pepper, marker.store_id).unwrap_or_default();
@@ -263,7 +264,7 @@ pub(super) fn rebuild_index(
         &index_dir,
         marker.store_id,
         pepper,
-        &counters,
+        (&counters, &owner_counters),
         was_clean,
     ) {
         Ok(differing) => differing,
@@ -287,6 +288,11 @@ pub(super) fn rebuild_index(
     Ok(Rebuilt { last, differing })
 }
 
+/// Every key's counters, by id.
+type KeyCounters = [(KeyId, Counters)];
+/// Every owner's counters, by id.
+type OwnerCounters = [(String, Counters)];
+
 /// Builds the index in `fresh` from the log, with the counters carried over; returns the
 /// keys whose state in the old index (if sled can still read it) the log does not give.
 fn build_fresh(
@@ -295,12 +301,13 @@ fn build_fresh(
     index_dir: &Path,
     store_id: [u8; 16],
     pepper: &Pepper,
-    counters: &[(KeyId, Counters)],
+    (counters, owner_counters): (&KeyCounters, &OwnerCounters),
     was_clean: bool,
 ) -> Result<Vec<String>> {
     let index = Index::open(fresh, pepper, store_id)?;
     replay(&index, log_dir, store_id, 1)?;
     index.write_counters(counters)?;
+    index.write_owner_counters(owner_counters)?;
     index.set_clean(was_clean)?;
     match index_dir
         .exists()
@@ -359,6 +366,8 @@ fn differing_keys(indexed: &BTreeMap<String, Option<StoredKey>>, rebuilt: &[Stor
 struct Carried {
     /// Every key's counters, which the log does not hold.
     counters: Vec<(KeyId, Counters)>,
+    /// Every owner's counters, likewise.
+    owner_counters: Vec<(String, Counters)>,
     /// Whether it was closed cleanly (its counters are exact).
     was_clean: bool,
     /// Its applied sequence number: log recovery never truncates at or before it.
@@ -377,8 +386,15 @@ fn carried_over(dir: &Path, pepper: &Pepper, store_id: [u8; 16]) -> Result<Carri
             counters.push((k.record.id, c));
         }
     }
+    let mut owner_counters = Vec::new();
+    for id in old.directory()?.owners.keys() {
+        if let Some(c) = old.owner_counters(id)? {
+            owner_counters.push((id.clone(), c));
+        }
+    }
     Ok(Carried {
         counters,
+        owner_counters,
         was_clean: old.was_clean()?,
         applied: old.applied_seq()?,
     })

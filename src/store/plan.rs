@@ -23,6 +23,8 @@ pub(super) enum Planned {
     Done,
     Count(u32),
     Credited(super::Credit),
+    Owner(crate::owner::Owner),
+    Keys(Vec<KeyId>),
 }
 
 impl Planned {
@@ -45,6 +47,8 @@ impl Planned {
             Self::Done => Outcome::Done,
             Self::Count(n) => Outcome::Count(n),
             Self::Credited(c) => Outcome::Credited(c),
+            Self::Owner(o) => Outcome::Owner(Box::new(o)),
+            Self::Keys(ids) => Outcome::Keys(ids),
         })
     }
 }
@@ -102,8 +106,19 @@ pub(super) fn plan(
                 }
                 .into());
             }
+            if let Some(owner) = &new.owner {
+                state.owner(owner)?;
+            }
             let planned = Planned::Created(record.id.clone(), key.secret.clone());
+            let id = record.id.clone();
             events.push(event(EventKind::KeyCreated { record, tag: key.tag }));
+            // In the same commit as the key: a key never exists without its owner.
+            if let Some(owner) = &new.owner {
+                events.push(event(EventKind::KeyOwned {
+                    id,
+                    owner: owner.clone(),
+                }));
+            }
             Ok((events, planned))
         }
         Op::Update { id, changes, expires } => {
@@ -284,19 +299,7 @@ pub(super) fn plan(
             let budget = budget.ok_or_else(|| StateError::NoBudget(id.to_string()))?;
             let (period, _) = budget.period.at(now);
             let spent = shared.spent(&stored, period);
-            let cap = i64::try_from(budget.cap).unwrap_or(i64::MAX);
-            let spent_i = i64::try_from(spent).unwrap_or(i64::MAX);
-            let credit = match change {
-                crate::event::CreditChange::Add(n) => state.credit(id, period)?.saturating_add(*n),
-                crate::event::CreditChange::Set(left) => {
-                    spent_i.saturating_add(i64::try_from(*left).unwrap_or(i64::MAX)) - cap
-                }
-            };
-            // Never a cap below zero; never more credit than a budget can count.
-            let credit = credit
-                .max(-cap)
-                .clamp(-super::cache::MAX_CREDIT, super::cache::MAX_CREDIT);
-            let cap_now = u64::try_from(cap.saturating_add(credit)).unwrap_or(0);
+            let (credit, outcome) = credit_of(budget.cap, spent, state.credit(id, period)?, *change);
             let kind = EventKind::BudgetCredited {
                 id: id.clone(),
                 period,
@@ -304,12 +307,68 @@ pub(super) fn plan(
                 change: *change,
                 reason: reason.clone(),
             };
-            let outcome = super::Credit {
+            Ok((vec![event(kind)], Planned::Credited(outcome)))
+        }
+        Op::SetOwner { id, update } => {
+            let owner = update.apply(id, state.owner_if_any(id)?);
+            let planned = Planned::Owner(owner.clone());
+            Ok((vec![event(EventKind::OwnerSet { owner })], planned))
+        }
+        Op::OwnerKeys { owner, revoke, reason } => {
+            state.owner(owner)?;
+            let mut ids = Vec::new();
+            for id in state.keys_of_owner(owner)? {
+                let Some(stored) = state.get(&id)? else { continue };
+                // Revoke: every key not revoked yet; disable: those not disabled either.
+                let live = stored.record.status_at(now) != crate::record::Status::Revoked;
+                if live && (*revoke || stored.record.disabled_at.is_none()) {
+                    ids.push(id);
+                }
+            }
+            if ids.is_empty() {
+                return Ok((vec![], Planned::Keys(ids)));
+            }
+            let kind = if *revoke {
+                EventKind::OwnerKeysRevoked {
+                    owner: owner.clone(),
+                    ids: ids.clone(),
+                    reason: reason.clone(),
+                }
+            } else {
+                EventKind::OwnerKeysDisabled {
+                    owner: owner.clone(),
+                    ids: ids.clone(),
+                }
+            };
+            Ok((vec![event(kind)], Planned::Keys(ids)))
+        }
+        Op::OwnerCredit { owner, change, reason } => {
+            let budget = state
+                .owner(owner)?
+                .budget
+                .ok_or_else(|| StateError::OwnerNoBudget(owner.clone()))?;
+            let (period, _) = budget.period.at(now);
+            let spent = shared.owner_spent(owner, period);
+            let (credit, outcome) = credit_of(budget.cap, spent, state.owner_credit(owner, period)?, *change);
+            let kind = EventKind::OwnerBudgetCredited {
+                owner: owner.clone(),
+                period,
                 credit,
-                cap: cap_now,
-                remaining: cap_now.saturating_sub(spent),
+                change: *change,
+                reason: reason.clone(),
             };
             Ok((vec![event(kind)], Planned::Credited(outcome)))
+        }
+        Op::RaiseOwnerMark { owner, mark } => {
+            state.owner(owner)?;
+            if state.current_owner_mark(owner, now)? >= *mark {
+                return Ok((vec![], Planned::Done));
+            }
+            let kind = EventKind::OwnerBudgetMark {
+                owner: owner.clone(),
+                mark: *mark,
+            };
+            Ok((vec![event(kind)], Planned::Done))
         }
         // Leases are answered before a batch is planned; none reaches here.
         #[cfg(feature = "fleet")]
@@ -463,6 +522,28 @@ pub(super) fn plan(
             Ok((events, planned))
         }
     }
+}
+
+/// A budget's credit after `change`, given its `cap`, what it has `spent` this period and
+/// the credit it had (`before`); and what is left then.
+fn credit_of(cap: u64, spent: u64, before: i64, change: crate::event::CreditChange) -> (i64, super::Credit) {
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let spent_i = i64::try_from(spent).unwrap_or(i64::MAX);
+    let credit = match change {
+        crate::event::CreditChange::Add(n) => before.saturating_add(n),
+        crate::event::CreditChange::Set(left) => spent_i.saturating_add(i64::try_from(left).unwrap_or(i64::MAX)) - cap,
+    };
+    // Never a cap below zero; never more credit than a budget can count.
+    let credit = credit
+        .max(-cap)
+        .clamp(-super::cache::MAX_CREDIT, super::cache::MAX_CREDIT);
+    let cap_now = u64::try_from(cap.saturating_add(credit)).unwrap_or(0);
+    let outcome = super::Credit {
+        credit,
+        cap: cap_now,
+        remaining: cap_now.saturating_sub(spent),
+    };
+    (credit, outcome)
 }
 
 fn register_format(state: &Overlay<'_>, format: &Format, now: i64) -> Result<Vec<Event>> {

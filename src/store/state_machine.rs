@@ -16,6 +16,7 @@ use crate::index::{Index, IndexBatch, StoredKey, VaultEntry, vault_key};
 use crate::limits::Plan;
 use crate::limits::budget::unless_later;
 use crate::log::LogError;
+use crate::owner::Owner;
 use crate::policy::{Role, User};
 use crate::record::{KeyId, KeyRecord, Revocation, Status};
 use crate::token::FormatSet;
@@ -40,6 +41,12 @@ pub(crate) struct Overlay<'a> {
     marks: BTreeMap<KeyId, u64>,
     /// Budget credits set in this batch: (period, credit).
     pub credits: BTreeMap<KeyId, (u32, i64)>,
+    /// Keys given to an owner in this batch.
+    pub owned: BTreeMap<KeyId, String>,
+    /// Owners' budget marks raised in this batch.
+    owner_marks: BTreeMap<String, u64>,
+    /// Owners' budget credits set in this batch: (period, credit).
+    pub owner_credits: BTreeMap<String, (u32, i64)>,
     /// Secret versions put or deleted in this batch.
     vault: BTreeMap<Vec<u8>, Option<VaultEntry>>,
     /// Master keys registered in this batch.
@@ -64,6 +71,9 @@ impl<'a> Overlay<'a> {
             dir: BTreeMap::new(),
             marks: BTreeMap::new(),
             credits: BTreeMap::new(),
+            owned: BTreeMap::new(),
+            owner_marks: BTreeMap::new(),
+            owner_credits: BTreeMap::new(),
             vault: BTreeMap::new(),
             masters: BTreeMap::new(),
             vault_min: None,
@@ -78,6 +88,9 @@ impl<'a> Overlay<'a> {
             && self.dir.is_empty()
             && self.marks.is_empty()
             && self.credits.is_empty()
+            && self.owned.is_empty()
+            && self.owner_marks.is_empty()
+            && self.owner_credits.is_empty()
             && self.vault.is_empty()
             && self.masters.is_empty()
             && self.vault_min.is_none()
@@ -93,6 +106,9 @@ impl<'a> Overlay<'a> {
             directory: &self.dir,
             marks: &self.marks,
             credits: &self.credits,
+            owned: &self.owned,
+            owner_marks: &self.owner_marks,
+            owner_credits: &self.owner_credits,
             vault: &self.vault,
             masters: &self.masters,
             vault_min: self.vault_min,
@@ -163,6 +179,75 @@ impl<'a> Overlay<'a> {
             None => self.base_dir.users.get(id).cloned(),
         };
         found.ok_or_else(|| StateError::UnknownUser(id.to_string()).into())
+    }
+
+    /// An owner as of this batch.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownOwner`].
+    pub(super) fn owner(&self, id: &str) -> Result<Owner> {
+        self.owner_if_any(id)?
+            .ok_or_else(|| StateError::UnknownOwner(id.to_string()).into())
+    }
+
+    /// An owner as of this batch, if it exists.
+    pub(super) fn owner_if_any(&self, id: &str) -> Result<Option<Owner>> {
+        Ok(match self.entry(DirKind::Owner, id) {
+            Some(Some(DirEntry::Owner(o))) => Some(o.clone()),
+            Some(_) => None,
+            None => self.base_dir.owners.get(id).map(|o| Owner::clone(o)),
+        })
+    }
+
+    /// The ids of the owners set in this batch.
+    pub fn changed_owners(&self) -> impl Iterator<Item = &str> + '_ {
+        self.dir
+            .keys()
+            .filter(|k| k.kind == DirKind::Owner)
+            .map(|k| k.name.as_str())
+    }
+
+    /// A key's owner as of this batch.
+    pub(super) fn owner_of(&self, id: &KeyId) -> Result<Option<String>> {
+        match self.owned.get(id) {
+            Some(owner) => Ok(Some(owner.clone())),
+            None => self.index.owner_of(id),
+        }
+    }
+
+    /// An owner's keys as of this batch, in id order.
+    pub(super) fn keys_of_owner(&self, owner: &str) -> Result<Vec<KeyId>> {
+        let mut ids: BTreeSet<KeyId> = self.index.keys_of_owner(owner)?.into_iter().collect();
+        ids.extend(
+            self.owned
+                .iter()
+                .filter(|(_, o)| o.as_str() == owner)
+                .map(|(id, _)| id.clone()),
+        );
+        Ok(ids.into_iter().collect())
+    }
+
+    /// An owner's budget credit in `period` as of this batch (0 when none was given in it).
+    pub(super) fn owner_credit(&self, owner: &str, period: u32) -> Result<i64> {
+        let current = match self.owner_credits.get(owner) {
+            Some(c) => Some(*c),
+            None => self.index.owner_credit(owner)?,
+        };
+        Ok(current.filter(|(p, _)| *p == period).map_or(0, |(_, c)| c))
+    }
+
+    /// An owner's persisted mark as its budget at `at_ms` sees it (as
+    /// [`Overlay::current_mark`] for a key's).
+    pub(super) fn current_owner_mark(&self, owner: &str, at_ms: i64) -> Result<u64> {
+        let mark = match self.owner_marks.get(owner) {
+            Some(m) => *m,
+            None => self.index.owner_mark(owner)?,
+        };
+        let current = self
+            .owner_if_any(owner)?
+            .and_then(|o| o.budget)
+            .map_or(0, |b| b.period.at(at_ms).0);
+        Ok(unless_later(mark, current))
     }
 
     pub(super) fn master_registered(&self, version: u32) -> Result<bool> {
@@ -419,6 +504,34 @@ impl<'a> Overlay<'a> {
                     .map_or((*period, *percent), |t| t.max((*period, *percent)));
                 self.thresholds.insert(id.clone(), now);
             }
+            EventKind::OwnerSet { owner } => self.set(DirEntry::Owner(owner.clone())),
+            EventKind::KeyOwned { id, owner } => {
+                self.owned.insert(id.clone(), owner.clone());
+            }
+            EventKind::OwnerKeysRevoked { ids, reason, .. } => {
+                for id in ids {
+                    self.modify(id, |r| {
+                        r.revoked = Some(Revocation {
+                            at: event.at,
+                            reason: reason.clone(),
+                        });
+                    })?;
+                }
+            }
+            EventKind::OwnerKeysDisabled { ids, .. } => {
+                for id in ids {
+                    self.modify(id, |r| r.disabled_at = Some(event.at))?;
+                }
+            }
+            EventKind::OwnerBudgetMark { owner, mark } => {
+                let current = self.current_owner_mark(owner, event.at)?;
+                self.owner_marks.insert(owner.clone(), current.max(*mark));
+            }
+            EventKind::OwnerBudgetCredited {
+                owner, period, credit, ..
+            } => {
+                self.owner_credits.insert(owner.clone(), (*period, *credit));
+            }
             EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
             EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,
             EventKind::KeyRevoked {
@@ -439,6 +552,10 @@ impl<'a> Overlay<'a> {
             } => {
                 self.modify(old, |r| apply_rotation(r, *old_revoked_at, &record.id))?;
                 self.insert_new(record, *tag);
+                // The new key keeps the old key's owner.
+                if let Some(owner) = self.owner_of(old)? {
+                    self.owned.insert(record.id.clone(), owner);
+                }
                 // The new key takes over the old one's budget: its mark starts at the old
                 // key's (same budget, so same period), so after a crash its spend restarts
                 // no lower than what the old key had spent.

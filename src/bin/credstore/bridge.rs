@@ -119,6 +119,7 @@ pub fn route(command: &Command) -> Route {
         | Command::Role { .. }
         | Command::Audit(_)
         | Command::Credits { .. }
+        | Command::Owner { .. }
         | Command::Events(_)
         | Command::Webhook { .. }
         | Command::Vault { .. } => Route::Through(Input::Nothing),

@@ -29,6 +29,7 @@ mod events_cmd;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;
 mod output;
+mod owner_cmd;
 mod serve;
 mod vault_cmd;
 mod webhook_cmd;
@@ -116,6 +117,9 @@ enum Command {
         /// Only this status: active, disabled, expired or revoked.
         #[arg(long, value_parser = Words::<Status>::new(STATUSES))]
         status: Option<Status>,
+        /// Only the keys of this owner.
+        #[arg(long)]
+        owner: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -221,7 +225,14 @@ enum Command {
     /// The change feed: the events after record SEQ, and with --follow the new ones as
     /// they commit.
     Events(events_cmd::EventsArgs),
-    /// A budget's credit this period: add (or take away), or set what is left; logged.
+    /// Owners (customers, teams, tenants): their limits and budget, shared by their keys;
+    /// revoke or disable all their keys at once.
+    Owner {
+        #[command(subcommand)]
+        action: owner_cmd::OwnerAction,
+    },
+    /// A budget's credit this period (a key's or an owner's): add (or take away), or set
+    /// what is left; logged.
     Credits {
         #[command(subcommand)]
         action: credits_cmd::CreditsAction,
@@ -282,6 +293,10 @@ struct CreateArgs {
     /// A plan to follow.
     #[arg(long)]
     plan: Option<String>,
+    /// The owner (customer, team or tenant) the key belongs to: its limits and budget
+    /// apply on top of the key's own (`owner set` first).
+    #[arg(long)]
+    owner: Option<String>,
     /// service (its own role) or personal (acts with --user's role in the project).
     #[arg(long = "type", value_name = "TYPE", value_enum, default_value_t = KeyType::Service)]
     key_type: KeyType,
@@ -668,6 +683,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             project,
             prefix,
             status,
+            owner,
             json,
         } => {
             let store = command_store(&data)?;
@@ -675,6 +691,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
                 project,
                 prefix,
                 status,
+                owner,
             })?;
             output::print_list(&keys, json);
             Ok(0)
@@ -785,6 +802,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         }
         Command::Serve(args) => serve::run(&data, args),
         Command::Credits { action } => credits_cmd::run(&data, action),
+        Command::Owner { action } => owner_cmd::run(&data, action),
         Command::Events(args) => events_cmd::run(&data, args),
         Command::Vault { action } => vault_cmd::run(&data, action),
         Command::Webhook { action } => webhook_cmd::run(&data, action),
@@ -906,6 +924,7 @@ fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
     new.budget = args.limits.budget()?;
     new.rate_limits = args.limits.rate_limits;
     new.plan = args.plan;
+    new.owner = args.owner;
     new.kind = match (args.key_type, args.user) {
         (KeyType::Service, None) => KeyKind::Service,
         (KeyType::Personal, Some(user)) => KeyKind::Personal { user },

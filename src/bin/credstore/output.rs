@@ -190,11 +190,17 @@ pub fn print_decision(decision: &Decision, as_json: bool) {
     if let Some(role) = &decision.role {
         extra.push_str(&format!(" role={role}"));
     }
+    if let Some(owner) = &decision.owner {
+        extra.push_str(&format!(" owner={}", owner.id));
+    }
     for l in &decision.ratelimits {
         extra.push_str(&format!(" [{} {}/{} left]", l.name, l.remaining, l.limit));
     }
     if let Some(b) = &decision.budget {
         extra.push_str(&format!(" [budget {}/{} spent]", b.spent, b.cap));
+    }
+    if let Some(b) = &decision.owner_budget {
+        extra.push_str(&format!(" [owner budget {}/{} spent]", b.spent, b.cap));
     }
     if let Some(f) = decision.forbidden {
         extra.push_str(&format!(" [{}]", f.explain()));
@@ -252,6 +258,9 @@ pub fn print_info(info: &KeyInfo, as_json: bool) {
     ];
     if let KeyKind::Personal { user } = &r.kind {
         rows.push(("user", user.clone()));
+    }
+    if let Some(owner) = &info.owner {
+        rows.push(("owner", owner.clone()));
     }
     rows.extend([
         ("env", r.env().to_string()),

@@ -4,9 +4,10 @@
 //! file: `serve/verify.rs` (`POST /v1/keys.verify`, open to any caller), and the
 //! management API for admin keys of this store only (`Authorization: Bearer KEY` or
 //! `X-API-Key`; `init` prints the first one): `serve/keys.rs` (`/v1/api-keys...`),
-//! `serve/directory.rs` (`/v1/plans`, `/v1/roles`, `/v1/users`), `serve/vault.rs`
-//! (`/v1/vault/...`), `serve/audit.rs` (`/v1/audit`, `/v1/events`), `serve/webhooks.rs`
-//! (`/v1/webhooks`, delivered by `serve/delivery.rs`); `serve/openapi.rs` serves the
+//! `serve/directory.rs` (`/v1/plans`, `/v1/roles`, `/v1/users`), `serve/owners.rs`
+//! (`/v1/owners`), `serve/vault.rs` (`/v1/vault/...`), `serve/audit.rs` (`/v1/audit`,
+//! `/v1/events`), `serve/webhooks.rs` (`/v1/webhooks`, delivered by `serve/delivery.rs`);
+//! `serve/openapi.rs` serves the
 //! OpenAPI document derived from them (`GET /openapi.json`), and `serve/api.rs` holds what
 //! they share (the admin extractor, envelopes, errors). Beside them: forward auth for
 //! gateways, `GET|POST /v1/auth` and `ANY /v1/auth/{*path}`, the decision as the answer's
@@ -51,6 +52,8 @@ mod keys;
 mod openapi;
 #[cfg(feature = "http")]
 mod ops;
+#[cfg(feature = "http")]
+mod owners;
 #[cfg(feature = "http")]
 mod vault;
 #[cfg(feature = "http")]
@@ -153,7 +156,7 @@ mod imp {
     use super::auth::Gate;
     use super::connections::{self, Limits};
     use super::ops::Ops;
-    use super::{audit, directory, keys, openapi, vault, verify, webhooks};
+    use super::{audit, directory, keys, openapi, owners, vault, verify, webhooks};
     use crate::Failure;
 
     /// How long a shutdown waits for blocking work (a commit, a log scan) to end.
@@ -247,6 +250,10 @@ mod imp {
             .route("/v1/api-keys/{id}/enable", post(keys::enable_key))
             .route("/v1/api-keys/{id}/rotate", post(keys::rotate_key))
             .route("/v1/api-keys/{id}/credits", post(keys::credit_key))
+            .route("/v1/owners", get(owners::list_owners))
+            .route("/v1/owners/{id}", get(owners::show_owner).put(owners::set_owner))
+            .route("/v1/owners/{id}/revoke-keys", post(owners::revoke_owner_keys))
+            .route("/v1/owners/{id}/disable-keys", post(owners::disable_owner_keys))
             .route("/v1/plans", get(directory::list_plans))
             .route(
                 "/v1/plans/{name}",

@@ -13,7 +13,7 @@ use credstore::clock::fmt_time;
 use credstore::policy::{Role, User};
 use credstore::record::KeyKind;
 use credstore::webhook::Webhook;
-use credstore::{Budget, CreatedKey, Decision, Event, KeyInfo, KeyRecord, Plan, RateLimit};
+use credstore::{Budget, BudgetState, CreatedKey, Decision, Event, KeyInfo, KeyRecord, Owner, Plan, RateLimit};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -71,6 +71,8 @@ pub struct KeyDoc {
     pub allow_referrers: Vec<String>,
     /// Allowed endpoints, `METHOD GLOB` (empty: any).
     pub allow_endpoints: Vec<String>,
+    /// The id of the owner the key belongs to; null: none.
+    pub owner: Option<String>,
 }
 
 impl KeyDoc {
@@ -110,6 +112,7 @@ impl KeyDoc {
             allow_ips: r.allow_ips.sources().to_vec(),
             allow_referrers: r.allow_referrers.sources().to_vec(),
             allow_endpoints: r.allow_endpoints.sources().to_vec(),
+            owner: info.owner.clone(),
         }
     }
 }
@@ -232,6 +235,65 @@ impl PlanDoc {
             budget: plan.budget.as_ref().map(BudgetDoc::from),
         }
     }
+}
+
+/// An owner (`owner list --json`, `owner show --json`, the sidecar's `/v1/owners`): a
+/// customer, team or tenant whose limits and budget all its keys share.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub struct OwnerDoc {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Free-form metadata, shown in every decision of its keys.
+    pub metadata: BTreeMap<String, String>,
+    /// Rate limits its keys share, on top of their own.
+    pub rate_limits: Vec<RateLimitDoc>,
+    /// The budget its keys share, on top of their own.
+    pub budget: Option<BudgetDoc>,
+    /// The budget this period: cap in force, spent, left (`owner show` and the sidecar's
+    /// `GET /v1/owners/{id}`; null in lists, or without a budget).
+    pub budget_state: Option<BudgetStateDoc>,
+}
+
+impl OwnerDoc {
+    /// `owner` as the document shows it, with its budget's state when given.
+    pub fn from(owner: &Owner, state: Option<&BudgetState>) -> OwnerDoc {
+        OwnerDoc {
+            id: owner.id.clone(),
+            name: owner.name.clone(),
+            metadata: owner.metadata.clone(),
+            rate_limits: owner.rate_limits.iter().map(RateLimitDoc::from).collect(),
+            budget: owner.budget.as_ref().map(BudgetDoc::from),
+            budget_state: state.map(BudgetStateDoc::from),
+        }
+    }
+}
+
+/// The owner of a verified key, as its decision names it.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub struct DecisionOwnerDoc {
+    /// The owner's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// The owner's budget after this request (null: none, or not reached).
+    pub budget: Option<BudgetStateDoc>,
+}
+
+/// The keys an operation on an owner's keys changed (`owner revoke-keys`,
+/// `owner disable-keys`).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub struct OwnerKeysDoc {
+    /// The owner's id.
+    pub owner: String,
+    /// The ids of the keys revoked (or disabled), in creation order.
+    pub key_ids: Vec<String>,
 }
 
 /// A role (`role list --json`): built-in (`admin`, `member`, `viewer`) or the store's own.
@@ -448,6 +510,9 @@ pub struct DecisionDoc {
     pub rate_limited: Option<String>,
     /// Seconds until a rate-limited request may pass.
     pub retry_after: Option<u64>,
+    /// The key's owner, whose limits (named `owner:...` among `ratelimits`) and budget
+    /// apply on top of the key's own; null: the key has none.
+    pub owner: Option<DecisionOwnerDoc>,
 }
 
 impl DecisionDoc {
@@ -482,15 +547,15 @@ impl DecisionDoc {
                     over_capacity: l.over_capacity,
                 })
                 .collect(),
-            budget: decision.budget.as_ref().map(|b| BudgetStateDoc {
-                cap: b.cap,
-                spent: b.spent,
-                remaining: b.remaining,
-                period_end: b.period_end.map(fmt_time),
-                charged: b.charged,
-            }),
+            budget: decision.budget.as_ref().map(BudgetStateDoc::from),
             rate_limited: decision.rate_limited.map(|r| r.as_str().to_string()),
             retry_after: decision.retry_after,
+            owner: decision.owner.as_ref().map(|o| DecisionOwnerDoc {
+                id: o.id.clone(),
+                name: o.name.clone(),
+                metadata: o.metadata.clone(),
+                budget: decision.owner_budget.as_ref().map(BudgetStateDoc::from),
+            }),
         }
     }
 }
@@ -529,6 +594,19 @@ pub struct BudgetStateDoc {
     pub period_end: Option<String>,
     /// Whether this verification was charged.
     pub charged: bool,
+}
+
+impl BudgetStateDoc {
+    /// `state` as the document shows it.
+    pub fn from(state: &BudgetState) -> BudgetStateDoc {
+        BudgetStateDoc {
+            cap: state.cap,
+            spent: state.spent,
+            remaining: state.remaining,
+            period_end: state.period_end.map(fmt_time),
+            charged: state.charged,
+        }
+    }
 }
 
 /// Unix seconds as milliseconds, saturating (as the library serialises `reset`).

@@ -276,7 +276,8 @@ impl From<Error> for ApiError {
                 | StateError::UnknownRole(_)
                 | StateError::UnknownUser(_)
                 | StateError::UnknownSecret(_)
-                | StateError::UnknownWebhook(_),
+                | StateError::UnknownWebhook(_)
+                | StateError::UnknownOwner(_),
             ) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Error::State(StateError::AdminRequired(_)) => (StatusCode::FORBIDDEN, "ADMIN_REQUIRED"),
             Error::State(_)

@@ -42,6 +42,8 @@ pub struct ListQuery {
     prefix: Option<String>,
     /// Only keys with this status now: `active`, `disabled`, `expired` or `revoked`.
     status: Option<String>,
+    /// Only keys of this owner.
+    owner: Option<String>,
     /// Keys per page: 1 to 1000, 100 by default. (Taken as text and parsed here, so the
     /// query's fields are all text, as the fuzzers' mirror of it has them.)
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
@@ -90,6 +92,7 @@ pub async fn list_keys(
         project: q.project,
         prefix: q.prefix,
         status,
+        owner: q.owner,
     };
     let keys = blocking(&store, move |s| s.list(&filter)).await?;
     // Key ids sort by creation, and `list` answers in id order: a page is the keys after
@@ -146,6 +149,8 @@ pub struct CreateBody {
     budget_period: Option<String>,
     /// A plan to follow.
     plan: Option<String>,
+    /// The owner the key belongs to (an existing owner's id).
+    owner: Option<String>,
     /// `service` (default) or `personal`.
     #[serde(rename = "type")]
     key_type: Option<String>,
@@ -208,6 +213,7 @@ pub async fn create_key(admin: Admin, State(store): State<Shared>, body: Bytes) 
     new.rate_limits = rate_limits(&body.rate_limits)?;
     new.budget = budget(body.budget, body.budget_period.as_deref())?;
     new.plan = body.plan;
+    new.owner = body.owner;
     new.kind = match (body.key_type.as_deref().unwrap_or("service"), body.user) {
         ("service", None) => KeyKind::Service,
         ("personal", Some(user)) => KeyKind::Personal { user },

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::api::ApiError;
-use super::{audit, auth, directory, keys, ops, vault, verify, webhooks};
+use super::{audit, auth, directory, keys, ops, owners, vault, verify, webhooks};
 
 /// The document: every route of the sidecar.
 #[derive(OpenApi)]
@@ -32,6 +32,11 @@ use super::{audit, auth, directory, keys, ops, vault, verify, webhooks};
         keys::enable_key,
         keys::rotate_key,
         keys::credit_key,
+        owners::list_owners,
+        owners::show_owner,
+        owners::set_owner,
+        owners::revoke_owner_keys,
+        owners::disable_owner_keys,
         directory::list_plans,
         directory::set_plan,
         directory::delete_plan,
@@ -61,6 +66,7 @@ use super::{audit, auth, directory, keys, ops, vault, verify, webhooks};
     tags(
         (name = "verify", description = "Deciding on a key"),
         (name = "keys", description = "API keys (admin keys only)"),
+        (name = "owners", description = "Owners: customers, teams or tenants whose limits and budget their keys share (admin keys only)"),
         (name = "plans", description = "Plans: rate limits and budgets keys follow (admin keys only)"),
         (name = "roles", description = "Roles: named permission sets (admin keys only)"),
         (name = "users", description = "Users, the owners of personal tokens (admin keys only)"),
