@@ -60,6 +60,7 @@ pub mod event;
 pub mod fleet;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod import;
 mod index;
 pub mod limits;
 pub mod log;
@@ -82,7 +83,7 @@ pub use log::LogError;
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
 pub use secret::{Pepper, Secret};
 pub use store::{
-    Config, CreatedKey, Credit, DEFAULT_LOCK_WAIT, EventFilter, KeyInfo, ListFilter, LogCheck, Rotated, SecretInfo,
-    Store, StoreStats, UseLog, VerifyRequest, parse_expiry, parse_master_keys,
+    Config, CreatedKey, Credit, DEFAULT_LOCK_WAIT, EventFilter, IMPORT_BATCH, KeyInfo, ListFilter, LogCheck, Rotated,
+    SecretInfo, Store, StoreStats, UseLog, VerifyRequest, parse_expiry, parse_master_keys,
 };
 pub use token::{Env, Format, FormatLength, FormatRequest, FormatSet, Malformed, Token};
