@@ -274,6 +274,8 @@ impl Template {
             (_, "<NAME>" | "--name") => "n".into(),
             (_, "<SHELL>") => "bash".into(),
             (_, "<AMOUNT>") => "5".into(),
+            // `import -`: stdin holds a harmless line (not an import line: refused).
+            (_, "<FILE>") => "-".into(),
             // An address no one can listen on: `serve` fails instead of serving.
             (_, "--listen") => "127.0.0.1:99999".into(),
             _ => panic!("no harmless value for {arg} of `credstore {leaf}`: add one to default_for"),

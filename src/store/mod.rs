@@ -367,6 +367,8 @@ pub struct Store {
     require_admin: bool,
     /// The vault's master keys came from the development store's `master.key`.
     dev_master_file: bool,
+    /// Held by [`Store::import`] from its check of the index to its last commit.
+    import_lock: Mutex<()>,
     _lock: std::fs::File,
 }
 
@@ -502,6 +504,7 @@ impl Store {
             recovery,
             require_admin: config.require_admin,
             dev_master_file: config.master_keys.is_none() && path.join(files::MASTER_FILE).exists(),
+            import_lock: Mutex::new(()),
             _lock: lock,
         })
     }
@@ -1177,7 +1180,9 @@ impl Store {
         // The checks that depend on the state, all of them before the first write.
         let base_dir = self.shared.directory.load_full();
         let check = state_machine::Overlay::new(&self.shared.index, &formats, &base_dir);
-        plan::check_import(&check, &prepared, self.shared.clock.now_ms())?;
+        // One import at a time: the commit thread then need not look each hash up again.
+        let _importing = lock(&self.import_lock);
+        plan::check_import(&check, &prepared, self.shared.clock.now_ms(), true)?;
         let mut records = Vec::with_capacity(prepared.len());
         let mut rest = prepared.into_iter().peekable();
         while rest.peek().is_some() {

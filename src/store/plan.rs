@@ -433,7 +433,9 @@ fn plan_import(
     now: i64,
     last_id: &mut u128,
 ) -> Result<(Vec<Event>, Planned)> {
-    check_import(state, keys, now)?;
+    // The index was checked by `Store::import`, which holds the store's import lock: only
+    // imports add SHA-256 entries, so none can have come since.
+    check_import(state, keys, now, false)?;
     use crate::event::ImportedKey;
     let mut events = Vec::new();
     let mut chunk: Vec<ImportedKey> = Vec::new();
@@ -496,8 +498,14 @@ fn plan_import(
 }
 
 /// The checks of [`plan_import`] that depend on the state, for every key: its prefix's
-/// registered environment, its plan, role and user, its expiry, a SHA-256 imported once.
-pub(super) fn check_import(state: &Overlay<'_>, keys: &[super::commit::PreparedImport], now: i64) -> Result<()> {
+/// registered environment, its plan, role and user, its expiry, a SHA-256 imported once
+/// (within `keys`, and when `in_index`, among the keys already imported).
+pub(super) fn check_import(
+    state: &Overlay<'_>,
+    keys: &[super::commit::PreparedImport],
+    now: i64,
+    in_index: bool,
+) -> Result<()> {
     let mut seen = std::collections::HashSet::with_capacity(keys.len());
     let mut prefixes_checked: Vec<&str> = Vec::new();
     for key in keys {
@@ -515,7 +523,7 @@ pub(super) fn check_import(state: &Overlay<'_>, keys: &[super::commit::PreparedI
             }
             prefixes_checked.push(format.prefix());
         }
-        if !seen.insert(key.sha256.0) || state.imported_id(&key.sha256.0)?.is_some() {
+        if !seen.insert(key.sha256.0) || (in_index && state.imported_id(&key.sha256.0)?.is_some()) {
             let why = "a key with this hash is imported already".to_string();
             return Err(crate::import::bad_line(key.line, "sha256", why).into());
         }
