@@ -224,3 +224,49 @@ fn import_create_and_revoke_from_files_work_through_a_running_server() {
         assert!(!stderr.contains(key.as_str()), "the server logged a key");
     }
 }
+
+#[test]
+fn the_sidecar_imports_a_json_array_for_admin_keys_and_refuses_bad_lines_by_number() {
+    let (cli, admin) = Cli::init_with_admin();
+    let keys = vec![legacy_key(1), legacy_key(2)];
+    let items: Vec<Value> = import_lines(&keys)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let server = Sidecar::start(&cli);
+    let auth = format!("Bearer {admin}");
+    let post = |body: &Value| {
+        common::http(server.addr, "POST", "/v1/api-keys/import", Some(&auth), Some(body)).expect("answer")
+    };
+    let mut bad = items.clone();
+    bad[1]["prefix"] = Value::from("not a prefix");
+    let refused = post(&Value::from(bad));
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert!(
+        refused.body.to_string().contains("line 2: prefix"),
+        "{:?}",
+        refused.body
+    );
+
+    let done = post(&Value::from(items));
+    assert_eq!(done.status, 201, "{:?}", done.body);
+    assert_eq!(done.body["success"], true);
+    assert_eq!(
+        done.body["data"]["imported"], 2,
+        "only the good body imported: {:?}",
+        done.body
+    );
+    for key in &keys {
+        let v = common::http(
+            server.addr,
+            "POST",
+            "/v1/keys.verify",
+            None,
+            Some(&serde_json::json!({ "key": key })),
+        )
+        .expect("answer");
+        assert_eq!(v.body["data"]["code"], "VALID", "{:?}", v.body);
+    }
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+}

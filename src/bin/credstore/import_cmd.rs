@@ -11,22 +11,42 @@ use credstore::import::{RevokeTarget, is_blank, parse_create_line, parse_import_
 use credstore::{CreatedKey, KeyId, NewKey};
 use serde_json::json;
 
-use crate::output::docs::CreatedDoc;
+use crate::output::docs::{CreatedDoc, ImportedDoc};
 use crate::{Failure, bridge, command_store, progress_bar, usage};
 
 /// Threads issuing keys at once for `create --from`: their creates share commits (one
 /// fsync for all that arrive together).
 const CREATE_THREADS: usize = 8;
 
+/// The import keys of a body of JSON Lines, or of a JSON array of line objects (the
+/// sidecar's `POST /v1/api-keys/import` takes either); blank lines are skipped, counted.
+///
+/// # Errors
+/// [`credstore::InputError::BadLine`] for the first bad line (or array element).
+pub fn import_keys(text: &str) -> Result<Vec<credstore::import::ImportKey>, credstore::InputError> {
+    if text.trim_start().starts_with('[') {
+        let items: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| credstore::InputError::BadLine {
+            line: 1,
+            field: "body".into(),
+            why: credstore::redact::scrub(&e.to_string()).into_owned(),
+        })?;
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| parse_import_line(&item.to_string(), i + 1))
+            .collect();
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !is_blank(line))
+        .map(|(i, line)| parse_import_line(line, i + 1))
+        .collect()
+}
+
 /// `credstore import FILE [--json]`.
 pub fn import(data: &Path, file: &Path, json: bool) -> Result<u8, Failure> {
     let text = read_source(file)?;
-    let mut keys = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if !is_blank(line) {
-            keys.push(parse_import_line(line, i + 1)?);
-        }
-    }
+    let keys = import_keys(&text)?;
     if keys.is_empty() {
         return Err(usage("nothing to import: the file holds no lines"));
     }
@@ -36,17 +56,8 @@ pub fn import(data: &Path, file: &Path, json: bool) -> Result<u8, Failure> {
     let records = store.import(keys, |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     if json {
-        let keys: Vec<_> = records
-            .iter()
-            .zip(&lines)
-            .map(|(r, line)| {
-                json!({
-                    "line": line, "id": r.id, "name": r.name, "prefix": r.prefix(), "env": r.env(),
-                    "project": r.project,
-                })
-            })
-            .collect();
-        outln!("{}", json!({ "imported": records.len(), "keys": keys }));
+        let doc = serde_json::to_value(ImportedDoc::from(&records, &lines)).unwrap_or_default();
+        outln!("{doc}");
     } else {
         outln!(
             "Imported {} key(s): they verify as they did before, and each is re-tagged under this store's pepper on its first use.",
