@@ -318,7 +318,8 @@ pub(super) fn plan(
         Op::Lease(_) => Err(crate::Error::NotCommitted(
             "a budget lease is not a change to plan".to_string(),
         )),
-        Op::Import(keys) => plan_import(state, keys, now, last_id),
+        // A fleet host checks the index again: another host may have imported meanwhile.
+        Op::Import(keys) => plan_import(state, keys, now, last_id, shared.fleet_host),
         Op::Retag { id, tag, sha256, start } => {
             let stored = state.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
             // A racing verify re-tagged it first, or it was never imported by this hash.
@@ -432,10 +433,12 @@ fn plan_import(
     keys: &[super::commit::PreparedImport],
     now: i64,
     last_id: &mut u128,
+    in_index: bool,
 ) -> Result<(Vec<Event>, Planned)> {
     // The index was checked by `Store::import`, which holds the store's import lock: only
-    // imports add SHA-256 entries, so none can have come since.
-    check_import(state, keys, now, false)?;
+    // imports add SHA-256 entries, so none can have come since in this process (`in_index`:
+    // look again, for a fleet host).
+    check_import(state, keys, now, in_index)?;
     use crate::event::ImportedKey;
     let mut events = Vec::new();
     let mut chunk: Vec<ImportedKey> = Vec::new();
