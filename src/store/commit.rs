@@ -399,6 +399,9 @@ fn apply(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
     // After the index holds the batch: a verify that sees the count finds the keys.
     if let Some(prefixes) = overlay.changed_import_prefixes() {
         shared.import_prefixes.store(Arc::new(prefixes.clone()));
+        shared
+            .any_imports
+            .store(!prefixes.is_empty(), std::sync::atomic::Ordering::Release);
     }
     if overlay.pending_delta > 0 {
         shared.imports_pending.fetch_add(

@@ -186,6 +186,9 @@ pub(crate) struct Shared {
     /// The prefixes imported keys were declared with: a key of no registered format is
     /// looked up by its SHA-256 only when it starts with one of them.
     import_prefixes: ArcSwap<Vec<String>>,
+    /// Whether `import_prefixes` holds any: one relaxed load keeps the malformed-key path
+    /// of a store that never imported as cheap as it was.
+    any_imports: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -253,6 +256,9 @@ impl Shared {
     /// imported keys were declared with (one customer verification accepts), is at most
     /// [`MAX_IMPORTED_KEY_LEN`] bytes and printable ASCII without spaces. Its tag if so.
     fn imported_candidate(&self, key: &str) -> Option<Tag> {
+        if !self.any_imports.load(Ordering::Relaxed) {
+            return None;
+        }
         let prefixes = self.import_prefixes.load();
         if prefixes.is_empty() || key.len() > MAX_IMPORTED_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return None;
@@ -471,6 +477,7 @@ impl Store {
             fleet_host: config.fleet.is_some(),
             published: (Mutex::new(log.durable_seq()), std::sync::Condvar::new()),
             imports_pending: std::sync::atomic::AtomicU64::new(index.imports_pending()),
+            any_imports: std::sync::atomic::AtomicBool::new(!index.import_prefixes()?.is_empty()),
             import_prefixes: ArcSwap::from_pointee(index.import_prefixes()?),
             index,
         });
