@@ -327,6 +327,17 @@ pub enum InputError {
         /// What was asked of it.
         why: &'static str,
     },
+    /// A line of an import or a bulk create or revoke (JSON Lines) was refused; nothing
+    /// was written. Never quotes a key or a hash.
+    #[error("line {line}: {field}: {why}")]
+    BadLine {
+        /// The line's number, from 1.
+        line: usize,
+        /// The field at fault (`line` for the line as a whole).
+        field: String,
+        /// Why.
+        why: String,
+    },
 }
 
 /// The request does not fit the key's current state.

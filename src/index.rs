@@ -12,6 +12,7 @@
 //! | `directory`  | `p/`, `r/`, `u/` + name   | a plan, custom role or user   |
 //! | `marks`      | key id                    | budget mark, packed u64 BE    |
 //! | `vault`      | project, 0, name, 0, version u32 BE | [`VaultEntry`]      |
+//! | `by_sha256`  | SHA-256 of an imported key (32 bytes) | key id (until its re-tag) |
 //! | `meta`       | `applied_seq`, `formats`, `clean` | u64 BE; format list; 0/1 |
 //! | `meta`       | `webhook/` + id; `threshold/` + key id | [`Webhook`]; period u32 BE, percent u8 |
 //! | `meta`       | `owner_of/` + key id      | the key's owner id            |
@@ -68,6 +69,8 @@ const CLEAN: &[u8] = b"clean";
 /// What the `meta` keys of webhooks start with.
 const WEBHOOK_PREFIX: &[u8] = b"webhook/";
 const VAULT_MIN: &[u8] = b"vault_min";
+/// The prefixes imported keys were declared with (a list, bincode).
+const IMPORT_PREFIXES: &[u8] = b"import_prefixes";
 
 /// A key's in-memory counters as the flusher persists them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +128,10 @@ pub(crate) struct IndexBatch<'a> {
     pub webhooks: &'a BTreeMap<WebhookId, Option<Webhook>>,
     /// Budget thresholds logged: (period, percent).
     pub thresholds: &'a BTreeMap<KeyId, (u32, u8)>,
+    /// Imported keys' SHA-256 entries added (`Some`) or removed at their re-tag (`None`).
+    pub imported: &'a BTreeMap<[u8; 32], Option<KeyId>>,
+    /// The prefixes imported keys were declared with, when they changed.
+    pub import_prefixes: Option<&'a Vec<String>>,
     pub applied_seq: u64,
     /// The chain hash of record `applied_seq`.
     pub applied_hash: [u8; 32],
@@ -148,6 +155,7 @@ pub(crate) struct Index {
     directory: sled::Tree,
     marks: sled::Tree,
     vault: sled::Tree,
+    by_sha256: sled::Tree,
     meta: sled::Tree,
     /// Set when a batch could not be applied: why. The index then lacks a change the log
     /// holds, so it refuses reads and later batches until the store is reopened.
@@ -204,6 +212,7 @@ impl Index {
             directory: db.open_tree("directory")?,
             marks: db.open_tree("marks")?,
             vault: db.open_tree("vault")?,
+            by_sha256: db.open_tree("by_sha256")?,
             meta: db.open_tree("meta")?,
             db,
             behind: std::sync::OnceLock::new(),
@@ -249,8 +258,9 @@ impl Index {
         Ok(sum)
     }
 
-    fn trees(&self) -> [&sled::Tree; 9] {
+    fn trees(&self) -> [&sled::Tree; 10] {
         [
+            &self.by_sha256,
             &self.keys,
             &self.by_hash,
             &self.by_prefix,
@@ -376,6 +386,37 @@ impl Index {
         };
         let id = self.unseal("by_hash", &tag.0, &sealed_id)?;
         self.keys.get(id)?.map(|v| self.decode("keys", id, &v)).transpose()
+    }
+
+    /// The imported key with this SHA-256, while it is not yet re-tagged.
+    pub fn get_by_sha256(&self, sha256: &[u8; 32]) -> Result<Option<StoredKey>> {
+        match self.imported_id(sha256)? {
+            Some(id) => self.get(&id),
+            None => Ok(None),
+        }
+    }
+
+    /// The id of the imported key with this SHA-256, while it is not yet re-tagged.
+    pub fn imported_id(&self, sha256: &[u8; 32]) -> Result<Option<KeyId>> {
+        self.check_current()?;
+        let Some(sealed) = self.by_sha256.get(sha256)? else {
+            return Ok(None);
+        };
+        let id = self.unseal("by_sha256", sha256, &sealed)?;
+        Ok(std::str::from_utf8(id).ok().and_then(|s| KeyId::parse(s).ok()))
+    }
+
+    /// How many imported keys are not yet re-tagged (counts the tree: for opening).
+    pub fn imports_pending(&self) -> u64 {
+        self.by_sha256.len() as u64
+    }
+
+    /// The prefixes imported keys were declared with.
+    pub fn import_prefixes(&self) -> Result<Vec<String>> {
+        match self.meta.get(IMPORT_PREFIXES)? {
+            Some(bytes) => self.decode("meta", IMPORT_PREFIXES, &bytes),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Every key, in id (creation) order, optionally only those of one project or prefix.
@@ -708,7 +749,10 @@ impl Index {
         for (id, stored) in batch.keys {
             let id = id.as_str().as_bytes();
             put_value(0, "keys", id.to_vec(), Some(&encode(stored)));
-            put_value(1, "by_hash", stored.tag.0.to_vec(), Some(id));
+            // An imported key not yet presented is found by its SHA-256 instead.
+            if !stored.tag.is_pending() {
+                put_value(1, "by_hash", stored.tag.0.to_vec(), Some(id));
+            }
             put_value(2, "by_prefix", join(stored.record.prefix(), id), Some(&[]));
             put_value(3, "by_project", join(&stored.record.project, id), Some(&[]));
         }
@@ -762,6 +806,17 @@ impl Index {
             value.extend_from_slice(&credit.to_be_bytes());
             put_value(4, "meta", owner_credit_key(owner), Some(&value));
         }
+        for (sha256, id) in batch.imported {
+            put_value(
+                8,
+                "by_sha256",
+                sha256.to_vec(),
+                id.as_ref().map(|id| id.as_str().as_bytes()),
+            );
+        }
+        if let Some(prefixes) = batch.import_prefixes {
+            put_value(4, "meta", IMPORT_PREFIXES.to_vec(), Some(&encode(prefixes)));
+        }
         put_value(4, "meta", APPLIED_SEQ.to_vec(), Some(&batch.applied_seq.to_be_bytes()));
         put_value(4, "meta", APPLIED_HASH.to_vec(), Some(&batch.applied_hash));
         let trees = (
@@ -773,10 +828,11 @@ impl Index {
             &self.directory,
             &self.marks,
             &self.vault,
+            &self.by_sha256,
         );
         let mut sum = lock(&self.sum);
-        let result: Result<Mac, TransactionError<()>> = trees.transaction(|(k, h, pre, proj, m, d, mk, vt)| {
-            let trees = [k, h, pre, proj, m, d, mk, vt];
+        let result: Result<Mac, TransactionError<()>> = trees.transaction(|(k, h, pre, proj, m, d, mk, vt, sh)| {
+            let trees = [k, h, pre, proj, m, d, mk, vt, sh];
             let mut next = *sum;
             for (tree, key, value) in &writes {
                 let Some(tree) = trees.get(*tree) else {
@@ -852,6 +908,7 @@ fn tree_name(tree: &sled::Tree) -> &'static str {
         b"directory" => "directory",
         b"marks" => "marks",
         b"vault" => "vault",
+        b"by_sha256" => "by_sha256",
         _ => "meta",
     }
 }

@@ -60,6 +60,7 @@ pub mod event;
 pub mod fleet;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod import;
 mod index;
 pub mod limits;
 pub mod log;
@@ -85,8 +86,8 @@ pub use owner::{Owner, OwnerUpdate};
 pub use record::{Expiry, KeyId, KeyRecord, KeyUpdate, NewKey, Status};
 pub use secret::{Pepper, Secret};
 pub use store::{
-    Attempt, Config, CreatedKey, Credit, DEFAULT_LOCK_WAIT, EventFilter, KeyInfo, LatencyHistogram, ListFilter,
-    LogCheck, Rotated, SecretInfo, Store, StoreStats, Subscription, UseLog, VerifyRequest, parse_expiry,
+    Attempt, Config, CreatedKey, Credit, DEFAULT_LOCK_WAIT, EventFilter, IMPORT_BATCH, KeyInfo, LatencyHistogram,
+    ListFilter, LogCheck, Rotated, SecretInfo, Store, StoreStats, Subscription, UseLog, VerifyRequest, parse_expiry,
     parse_master_keys,
 };
 pub use token::{Env, Format, FormatLength, FormatRequest, FormatSet, Malformed, Token};

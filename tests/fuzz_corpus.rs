@@ -13,6 +13,8 @@
 //!   strings and JSON bodies, down to the decision a verify comes to;
 //! - `webhook_input` (`webhook_checks.rs`): a webhook's URL, event kinds, id and signing
 //!   secret, as `webhook add` and `POST /v1/webhooks` are given them.
+//! - `import_line` (`import_checks.rs`): the JSON Lines of `import`, `create --from` and
+//!   `revoke --from`.
 //!
 //! The input seeds are named `accept-…` or `refuse-…` and their tests check that too;
 //! `secret_echo.rs` records which parsers repeat a pasted key in their errors today.
@@ -34,6 +36,8 @@ mod checks;
 #[cfg(feature = "http")]
 #[path = "../fuzz/http_checks.rs"]
 mod http_checks;
+#[path = "../fuzz/import_checks.rs"]
+mod import_checks;
 #[path = "../fuzz/log_meta_checks.rs"]
 mod log_meta_checks;
 // The policy checks use `TrustedProxies`, of the `http` feature.
@@ -232,6 +236,9 @@ fn write_seed_corpus() {
     #[cfg(feature = "http")]
     if wanted("http_input") {
         write_seeds(&root.join("http_input"), &http_seeds());
+    }
+    if wanted("import_line") {
+        write_seeds(&root.join("import_line"), &import_seeds());
     }
 }
 
@@ -1511,4 +1518,129 @@ fn the_mirrored_request_types_decode_as_the_sidecar_does() {
         sent += 1;
     }
     assert!(sent >= 40, "only {sent} seeds sent");
+}
+
+// ---------------------------------------------------------------------------------------
+// Import, create and revoke lines
+
+#[test]
+fn import_line_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let seeds = corpus("import_line");
+    assert!(seeds.len() >= 12, "only {} import seeds", seeds.len());
+    for (name, data) in &seeds {
+        let accepted = import_checks::check_import_input(data);
+        assert_named_outcome("import_line", name, accepted);
+    }
+    assert_seeds_current("import_line", &seeds, &import_seeds());
+}
+
+/// The import seeds: the selector letter (`i`, `c`, `r`), then the line.
+fn import_seeds() -> Vec<(String, Vec<u8>)> {
+    // SHA-256 of "test", in hex and in base64.
+    let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let b64 = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=";
+    let key = secret_echo::PROBE_KEY;
+    let lines: Vec<(&str, String)> = vec![
+        (
+            "accept-i-hex",
+            format!(r#"i{{"sha256":"{hex}","prefix":"legacy_","name":"a"}}"#),
+        ),
+        (
+            "accept-i-hex-upper-case",
+            format!(
+                r#"i{{"sha256":"{}","prefix":"legacy_","name":"a"}}"#,
+                hex.to_uppercase()
+            ),
+        ),
+        (
+            "accept-i-base64",
+            format!(r#"i{{"sha256_base64":"{b64}","prefix":"legacy_","name":"a"}}"#),
+        ),
+        (
+            "accept-i-base64-url-unpadded",
+            format!(
+                r#"i{{"sha256_base64":"{}","prefix":"legacy_","name":"a"}}"#,
+                b64.replace('+', "-").replace('/', "_").replace('=', "")
+            ),
+        ),
+        (
+            "accept-i-settings",
+            format!(
+                r#"i{{"sha256":"{hex}","prefix":"old_","name":"a","env":"test","project":"p","rate_limits":["10/1m"],"budget":5,"budget_period":"daily","metadata":{{"k":"v"}},"allow_ips":["10.0.0.0/8"],"expires_in":"30d"}}"#
+            ),
+        ),
+        (
+            "refuse-i-both-hashes",
+            format!(r#"i{{"sha256":"{hex}","sha256_base64":"{b64}","prefix":"legacy_","name":"a"}}"#),
+        ),
+        ("refuse-i-no-hash", r#"i{"prefix":"legacy_","name":"a"}"#.into()),
+        (
+            "refuse-i-short-hex",
+            format!(r#"i{{"sha256":"{}","prefix":"legacy_","name":"a"}}"#, &hex[..62]),
+        ),
+        (
+            "refuse-i-base64-of-31-bytes",
+            r#"i{"sha256_base64":"n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCg==","prefix":"legacy_","name":"a"}"#.into(),
+        ),
+        (
+            "refuse-i-admin-prefix",
+            format!(r#"i{{"sha256":"{hex}","prefix":"csa_","name":"a"}}"#),
+        ),
+        (
+            "refuse-i-prefix-without-underscore",
+            format!(r#"i{{"sha256":"{hex}","prefix":"sk-","name":"a"}}"#),
+        ),
+        (
+            "refuse-i-no-name",
+            format!(r#"i{{"sha256":"{hex}","prefix":"legacy_"}}"#),
+        ),
+        (
+            "refuse-i-shape-field",
+            format!(r#"i{{"sha256":"{hex}","prefix":"legacy_","name":"a","length":40}}"#),
+        ),
+        (
+            "refuse-i-unknown-field",
+            format!(r#"i{{"sha256":"{hex}","prefix":"legacy_","name":"a","owner":"x"}}"#),
+        ),
+        (
+            "refuse-i-key-pasted-as-hash",
+            format!(r#"i{{"sha256":"{key}","prefix":"legacy_","name":"a"}}"#),
+        ),
+        ("refuse-i-array", "i[1,2]".into()),
+        ("refuse-i-not-utf8", "i\u{0}".into()),
+        ("accept-c-minimal", r#"c{"name":"a"}"#.into()),
+        (
+            "accept-c-prefix-and-env",
+            r#"c{"name":"a","prefix":"cmp_","env":"test","checksum":false}"#.into(),
+        ),
+        ("refuse-c-hash", format!(r#"c{{"name":"a","sha256":"{hex}"}}"#)),
+        (
+            "refuse-c-period-without-budget",
+            r#"c{"name":"a","budget_period":"daily"}"#.into(),
+        ),
+        (
+            "refuse-c-both-lengths",
+            r#"c{"name":"a","length":30,"total_length":40}"#.into(),
+        ),
+        (
+            "accept-r-id",
+            r#"r{"id":"key_0000000000000000000001","reason":"leak"}"#.into(),
+        ),
+        ("accept-r-key", format!(r#"r{{"key":"{key}"}}"#)),
+        (
+            "refuse-r-both",
+            format!(r#"r{{"id":"key_0000000000000000000001","key":"{key}"}}"#),
+        ),
+        ("refuse-r-neither", r#"r{"reason":"x"}"#.into()),
+        ("refuse-r-bad-id", format!(r#"r{{"id":"{key}"}}"#)),
+    ];
+    let mut seeds: Vec<(String, Vec<u8>)> = lines
+        .into_iter()
+        .map(|(name, text)| (name.to_string(), text.into_bytes()))
+        .collect();
+    // Bytes that are not UTF-8 after the selector.
+    if let Some(seed) = seeds.iter_mut().find(|(n, _)| n == "refuse-i-not-utf8") {
+        seed.1 = b"i{\"name\":\"\xff\"}".to_vec();
+    }
+    seeds
 }

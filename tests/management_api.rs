@@ -243,6 +243,15 @@ fn every_management_route_answers_admin_keys_only() {
             "/v1/owners/acme/revoke-keys",
             Some(json!({ "reason": "test" })),
         ),
+        route(
+            "POST",
+            "/v1/api-keys/import",
+            "/v1/api-keys/import",
+            Some(json!([{
+                "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                "prefix": "legacy_", "name": "imported",
+            }])),
+        ),
         route("GET", "/v1/plans", "/v1/plans", None),
         route(
             "PUT",

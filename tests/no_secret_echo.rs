@@ -282,6 +282,8 @@ impl Template {
             ("webhook add", "<URL>") => "http://127.0.0.1:9/hook".into(),
             ("webhook add", "--event") => "key.created".into(),
             (_, "<OWNER>") => "o".into(),
+            // `import -`: stdin holds a harmless line (not an import line: refused).
+            (_, "<FILE>") => "-".into(),
             // An address no one can listen on: `serve` fails instead of serving.
             (_, "--listen") => "127.0.0.1:99999".into(),
             _ => panic!("no harmless value for {arg} of `credstore {leaf}`: add one to default_for"),

@@ -344,6 +344,62 @@ pub enum EventKind {
         /// Why, as the operator said.
         reason: Option<String>,
     },
+    /// Keys of another system were imported by the unsalted SHA-256 that system kept of
+    /// each (`credstore import`): stored under [`Tag::PENDING`] and found by their SHA-256
+    /// until first presented. One record carries many keys (one frame, one chain hash).
+    KeysImported {
+        /// The keys, in import order.
+        keys: Vec<ImportedKey>,
+    },
+    /// An imported key was presented and matched its SHA-256: from now on it is stored by
+    /// its tag like any key, and its SHA-256 leaves the index.
+    KeyRetagged {
+        /// The key.
+        id: KeyId,
+        /// Its tag under the store's pepper. Never shown.
+        tag: Tag,
+        /// The SHA-256 it was imported by (to take out of the index). Never shown.
+        sha256: Sha256Hash,
+        /// Its displayable start, now that the key was seen: prefix plus four characters.
+        start: String,
+    },
+}
+
+/// One key of a [`EventKind::KeysImported`] record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedKey {
+    /// The key's record (its `start` is its prefix alone until it is first used).
+    pub record: KeyRecord,
+    /// The unsalted SHA-256 of the key, as the other system kept it. Never shown.
+    pub sha256: Sha256Hash,
+}
+
+/// The unsalted SHA-256 of a key of another system: as sensitive as a tag (an offline
+/// guess at a weak key checks against it), so compared in constant time and never printed.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub struct Sha256Hash(pub [u8; 32]);
+
+impl Sha256Hash {
+    /// The SHA-256 of `key`.
+    pub fn of(key: &[u8]) -> Sha256Hash {
+        use sha2::Digest;
+        Sha256Hash(sha2::Sha256::digest(key).into())
+    }
+}
+
+impl PartialEq for Sha256Hash {
+    fn eq(&self, other: &Self) -> bool {
+        // blake3::Hash's equality is constant-time, for any 32 bytes.
+        blake3::Hash::from_bytes(self.0) == blake3::Hash::from_bytes(other.0)
+    }
+}
+
+impl Eq for Sha256Hash {}
+
+impl std::fmt::Debug for Sha256Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sha256Hash(<redacted>)")
+    }
 }
 
 /// A change of a budget's credit, as asked.
@@ -476,6 +532,18 @@ impl PartialEq for Tag {
 
 impl Eq for Tag {}
 
+impl Tag {
+    /// The tag of an imported key not yet presented ([`EventKind::KeysImported`]): no key
+    /// hashes to it (keyed BLAKE3 gives 32 zero bytes with probability 2^-256), and the
+    /// index keeps no `by_hash` entry for it.
+    pub const PENDING: Tag = Tag([0; 32]);
+
+    /// Whether this is [`Tag::PENDING`].
+    pub fn is_pending(&self) -> bool {
+        self.0 == [0; 32]
+    }
+}
+
 impl std::fmt::Debug for Tag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Tag(<redacted>)")
@@ -565,6 +633,8 @@ impl Event {
             EventKind::OwnerKeysDisabled { .. } => "owner.keys_disabled",
             EventKind::OwnerBudgetMark { .. } => "owner.budget_mark",
             EventKind::OwnerBudgetCredited { .. } => "owner.budget_credited",
+            EventKind::KeysImported { .. } => "key.imported",
+            EventKind::KeyRetagged { .. } => "key.retagged",
         }
     }
 
@@ -605,6 +675,8 @@ impl Event {
             | EventKind::KeyEnabled { id }
             | EventKind::KeyRevoked { id, .. } => vec![id],
             EventKind::KeyRotated { old, record, .. } => vec![old, &record.id],
+            EventKind::KeysImported { keys } => keys.iter().map(|k| &k.record.id).collect(),
+            EventKind::KeyRetagged { id, .. } => vec![id],
         }
     }
 
@@ -766,6 +838,15 @@ impl Event {
                 "key_id": old, "new_key_id": record.id, "new_start": record.start,
                 "old_revoked_at": fmt_time(*old_revoked_at),
             }),
+            // Never the SHA-256 (nor, for the re-tag, the tag).
+            EventKind::KeysImported { keys } => json!({
+                "keys": keys.iter().map(|k| json!({
+                    "key_id": k.record.id, "name": k.record.name, "start": k.record.start,
+                    "env": k.record.env(), "project": k.record.project,
+                    "expires_at": k.record.expires_at.map(fmt_time),
+                })).collect::<Vec<_>>(),
+            }),
+            EventKind::KeyRetagged { id, start, .. } => json!({ "key_id": id, "start": start }),
         };
         json!({ "seq": seq, "at": fmt_time(self.at), "kind": self.kind_name(), "details": details })
     }

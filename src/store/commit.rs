@@ -157,6 +157,28 @@ pub(crate) enum Op {
     /// logged; the fleet keeps the account).
     #[cfg(feature = "fleet")]
     Lease(super::leases::LeaseRequest),
+    /// Import keys of another system by their SHA-256 (checked, in order).
+    Import(Vec<PreparedImport>),
+    /// An imported key was presented and matched: store it by its tag from now on (a
+    /// no-op when a racing verify did it first).
+    Retag {
+        id: KeyId,
+        tag: Tag,
+        sha256: crate::event::Sha256Hash,
+        start: String,
+    },
+}
+
+/// A key to import, checked for everything that does not depend on the store's state.
+pub(crate) struct PreparedImport {
+    /// Its line, for errors.
+    pub line: usize,
+    pub sha256: crate::event::Sha256Hash,
+    /// The format rotations of it issue keys in (its prefix and environment).
+    pub format: Format,
+    pub project: String,
+    /// The settings, with the role resolved.
+    pub new: NewKey,
 }
 
 /// One rewrapped secret version: the blob it replaces and the new one.
@@ -202,6 +224,8 @@ pub(crate) enum Outcome {
     /// Budget units leased from the fleet (0: none left).
     #[cfg(feature = "fleet")]
     Leased(u64),
+    /// Keys imported, in order.
+    Imported(Vec<KeyRecord>),
 }
 
 /// Runs the commit loop until every sender is dropped. Between requests it wakes every
@@ -441,6 +465,24 @@ fn apply(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
             shared.cache.reresolve(&dir, shared.clock.now_ns());
         }
     }
+    // After the index holds the batch: a verify that sees the count finds the keys.
+    if let Some(prefixes) = overlay.changed_import_prefixes() {
+        shared.import_prefixes.store(Arc::new(prefixes.clone()));
+        shared
+            .any_imports
+            .store(!prefixes.is_empty(), std::sync::atomic::Ordering::Release);
+    }
+    if overlay.pending_delta > 0 {
+        shared.imports_pending.fetch_add(
+            overlay.pending_delta.unsigned_abs(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    } else if overlay.pending_delta < 0 {
+        shared.imports_pending.fetch_sub(
+            overlay.pending_delta.unsigned_abs(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
     let dir = shared.directory.load();
     // Credits given in the batch reach the live states that hold the keys' budgets.
     for (id, (period, credit)) in &overlay.credits {
@@ -471,7 +513,8 @@ fn apply(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
         }
     }
     for id in &overlay.touched {
-        if let Some(stored) = overlay.keys.get(id) {
+        // An imported key not yet presented has no live state: it is found by its SHA-256.
+        if let Some(stored) = overlay.keys.get(id).filter(|k| !k.tag.is_pending()) {
             let successor = stored
                 .record
                 .rotated_to

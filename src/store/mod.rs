@@ -203,6 +203,14 @@ pub(crate) struct Shared {
     /// The last durable record, for the change feed ([`Store::wait_for_record`]): moved by
     /// the commit thread after every commit, waited on by readers of the feed.
     published: (Mutex<u64>, std::sync::Condvar),
+    /// Imported keys not yet re-tagged: while none are, a miss costs nothing more.
+    imports_pending: std::sync::atomic::AtomicU64,
+    /// The prefixes imported keys were declared with: a key of no registered format is
+    /// looked up by its SHA-256 only when it starts with one of them.
+    import_prefixes: ArcSwap<Vec<String>>,
+    /// Whether `import_prefixes` holds any: one relaxed load keeps the malformed-key path
+    /// of a store that never imported as cheap as it was.
+    any_imports: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -263,6 +271,39 @@ impl Shared {
             })
             // The thread is exiting and its cache is gone: read the formats directly.
             .unwrap_or_else(|_| parse(&self.customer_formats.load()))
+    }
+
+    /// Whether a presented key that parsed against no registered format may still be an
+    /// imported key (which keeps its own shape, re-tagged or not): it starts with a prefix
+    /// imported keys were declared with (one customer verification accepts), is at most
+    /// [`MAX_IMPORTED_KEY_LEN`] bytes and printable ASCII without spaces. Its tag if so.
+    fn imported_candidate(&self, key: &str) -> Option<Tag> {
+        if !self.any_imports.load(Ordering::Relaxed) {
+            return None;
+        }
+        let prefixes = self.import_prefixes.load();
+        if prefixes.is_empty() || key.len() > MAX_IMPORTED_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let accepted = |p: &String| self.verify_prefixes.as_ref().is_none_or(|allowed| allowed.contains(p));
+        prefixes
+            .iter()
+            .any(|p| key.len() > p.len() && key.starts_with(p.as_str()) && accepted(p))
+            .then(|| self.tag_of(key.as_bytes()))
+    }
+
+    /// The imported key not yet re-tagged that `key` is (its SHA-256 matches, and it starts
+    /// with the key's declared prefix), if imported keys are pending.
+    fn find_imported(&self, key: &str) -> Result<Option<(StoredKey, crate::event::Sha256Hash)>> {
+        if self.imports_pending.load(Ordering::Relaxed) == 0 {
+            return Ok(None);
+        }
+        let sha256 = crate::event::Sha256Hash::of(key.as_bytes());
+        let found = self
+            .index
+            .get_by_sha256(&sha256.0)?
+            .filter(|k| k.tag.is_pending() && key.starts_with(k.record.prefix()));
+        Ok(found.map(|k| (k, sha256)))
     }
 
     fn flush_counters(&self) -> Result<()> {
@@ -382,6 +423,14 @@ impl Shared {
     }
 }
 
+/// Keys per commit of [`Store::import`]: one fsync, one sled batch and a few log records
+/// for this many keys.
+pub const IMPORT_BATCH: usize = 4096;
+
+/// The longest presented key looked up as an imported one (keys of other systems keep
+/// their own shape, within this bound).
+pub const MAX_IMPORTED_KEY_LEN: usize = 256;
+
 /// An open store. Thread-safe: share it with `Arc<Store>`.
 ///
 /// Dropping it flushes counters and closes it; [`Store::close`] does the same and reports
@@ -397,6 +446,8 @@ pub struct Store {
     require_admin: bool,
     /// The vault's master keys came from the development store's `master.key`.
     dev_master_file: bool,
+    /// Held by [`Store::import`] from its check of the index to its last commit.
+    import_lock: Mutex<()>,
     _lock: std::fs::File,
 }
 
@@ -490,7 +541,6 @@ impl Store {
             verify_prefixes: config.verify_prefixes.clone(),
             // A fleet host's first share of the rate limits is in it (`open::first_shares`).
             directory: ArcSwap::from_pointee(directory),
-            index,
             cache: Cache::default(),
             pepper,
             clock: config.clock.clone(),
@@ -500,6 +550,10 @@ impl Store {
             counters: counters::Counters::default(),
             fleet_host: config.fleet.is_some(),
             published: (Mutex::new(log.durable_seq()), std::sync::Condvar::new()),
+            imports_pending: std::sync::atomic::AtomicU64::new(index.imports_pending()),
+            any_imports: std::sync::atomic::AtomicBool::new(!index.import_prefixes()?.is_empty()),
+            import_prefixes: ArcSwap::from_pointee(index.import_prefixes()?),
+            index,
         });
         // New ids must sort after every id already issued, whatever the clock says.
         let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
@@ -531,6 +585,7 @@ impl Store {
             recovery,
             require_admin: config.require_admin,
             dev_master_file: config.master_keys.is_none() && path.join(files::MASTER_FILE).exists(),
+            import_lock: Mutex::new(()),
             _lock: lock,
         })
     }
@@ -767,13 +822,17 @@ impl Store {
             Purpose::Customer => shared.tag_of_presented(req.key),
             Purpose::Management => shared.tag_of_admin(req.key),
         };
-        let tag = match parsed {
-            Ok(tag) => tag,
-            Err(why) => {
-                decision.code = Code::Malformed;
-                decision.malformed = Some(why);
-                return Ok(());
-            }
+        let (tag, malformed) = match parsed {
+            Ok(tag) => (tag, None),
+            // Keys imported from another system keep their own shape (see DESIGN.md).
+            Err(why) => match shared.imported_candidate(req.key) {
+                Some(tag) if purpose == Purpose::Customer => (tag, Some(why)),
+                _ => {
+                    decision.code = Code::Malformed;
+                    decision.malformed = Some(why);
+                    return Ok(());
+                }
+            },
         };
         if let Some(decided) = shared
             .cache
@@ -784,6 +843,64 @@ impl Store {
         shared.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
         let generation = shared.cache.generation();
         let Some(stored) = shared.index.get_by_tag(&tag)? else {
+            if purpose == Purpose::Customer && shared.imports_pending.load(Ordering::Relaxed) > 0 {
+                return self.decide_imported(req, decision, tag, malformed);
+            }
+            if let Some(why) = malformed {
+                decision.code = Code::Malformed;
+                decision.malformed = Some(why);
+            }
+            return Ok(());
+        };
+        let state = shared.cache.fill(tag, shared.load_state(&stored.record)?, generation);
+        self.decide_live(req, decision, &state, purpose)
+    }
+
+    /// Step 2 for a key found by neither its tag nor the live map while imported keys are
+    /// pending: looks it up by its SHA-256. An imported key that matches and is active is
+    /// re-tagged (logged; from then on it is found by its tag like any key) and decided as
+    /// any key; one revoked, disabled or expired is decided on a state kept out of the live
+    /// map, and stays as it is. No match: `NOT_FOUND`, or `MALFORMED` for a key that
+    /// parsed against no registered format (`malformed`).
+    #[cold]
+    #[inline(never)]
+    fn decide_imported(
+        &self,
+        req: &VerifyRequest<'_>,
+        decision: &mut Decision,
+        tag: Tag,
+        malformed: Option<Malformed>,
+    ) -> Result<()> {
+        let shared = &*self.shared;
+        let purpose = Purpose::Customer;
+        // Not imported, or re-tagged by a verify racing this one: then found by its tag.
+        if let Some((stored, sha256)) = shared.find_imported(req.key)? {
+            let now = shared.clock.now_ms();
+            if stored.record.status_at(now) != Status::Active {
+                let state = shared.load_state(&stored.record)?;
+                return self.decide_live(req, decision, &state, purpose);
+            }
+            let prefix_len = stored.record.prefix().len();
+            let start = req.key.get(..prefix_len + 4).unwrap_or(stored.record.prefix());
+            self.submit(Op::Retag {
+                id: stored.record.id.clone(),
+                tag,
+                sha256,
+                start: start.to_string(),
+            })?;
+        }
+        if let Some(decided) = shared
+            .cache
+            .with(&tag, |state| self.decide_live(req, decision, state, purpose))
+        {
+            return decided;
+        }
+        let generation = shared.cache.generation();
+        let Some(stored) = shared.index.get_by_tag(&tag)? else {
+            if let Some(why) = malformed {
+                decision.code = Code::Malformed;
+                decision.malformed = Some(why);
+            }
             return Ok(());
         };
         let state = shared.cache.fill(tag, shared.load_state(&stored.record)?, generation);
@@ -1259,13 +1376,122 @@ impl Store {
     /// # Errors
     /// [`Error::Index`] if sled fails.
     pub fn find_by_key(&self, presented: &str) -> Result<Option<KeyInfo>> {
-        let Ok(tag) = self.shared.tag_of_presented(presented) else {
-            return Ok(None);
+        let shared = &*self.shared;
+        let tag = match shared.tag_of_presented(presented) {
+            Ok(tag) => tag,
+            Err(_) => match shared.imported_candidate(presented) {
+                Some(tag) => tag,
+                None => return Ok(None),
+            },
         };
-        let Some(stored) = self.shared.index.get_by_tag(&tag)? else {
-            return Ok(None);
+        if let Some(stored) = shared.index.get_by_tag(&tag)? {
+            return self.info(stored.record, &tag).map(Some);
+        }
+        // An imported key not yet re-tagged (finding it does not re-tag it).
+        match shared.find_imported(presented)? {
+            Some((stored, _)) => self.info(stored.record, &stored.tag).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Imports keys of another system by the unsalted SHA-256 it kept of each
+    /// ([`crate::import`]): the plaintext keys then verify as they did there. Each key is
+    /// stored without a tag, found by its SHA-256, until it is first presented: then it is
+    /// re-tagged under the pepper (a `key.retagged` event) and its SHA-256 leaves the index.
+    ///
+    /// Every key is checked before anything is written (its settings, its prefix's
+    /// environment, its plan, role and user, a SHA-256 imported once only); then they are
+    /// written [`IMPORT_BATCH`] at a time, each batch one commit (one fsync) of
+    /// `key.imported` records. `progress` is called with the number imported so far after
+    /// each batch.
+    ///
+    /// # Errors
+    /// [`InputError::BadLine`] naming the key's line and field; nothing is written. A
+    /// failure to write (I/O) or a change of the store's state racing the import after the
+    /// check refuses that batch and the ones after it: the batches before it are imported
+    /// (the error says how many keys).
+    pub fn import(
+        &self,
+        keys: Vec<crate::import::ImportKey>,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<KeyRecord>> {
+        let formats = self.shared.formats.load_full();
+        let mut prepared = Vec::with_capacity(keys.len());
+        for key in keys {
+            prepared.push(self.prepare_import(key, &formats)?);
+        }
+        // The checks that depend on the state, all of them before the first write.
+        let base_dir = self.shared.directory.load_full();
+        let check = state_machine::Overlay::new(&self.shared.index, &formats, &base_dir);
+        // One import at a time: the commit thread then need not look each hash up again.
+        let _importing = lock(&self.import_lock);
+        plan::check_import(&check, &prepared, self.shared.clock.now_ms(), true)?;
+        let mut records = Vec::with_capacity(prepared.len());
+        let mut rest = prepared.into_iter().peekable();
+        while rest.peek().is_some() {
+            let batch: Vec<_> = rest.by_ref().take(IMPORT_BATCH).collect();
+            match self.submit(Op::Import(batch)) {
+                Ok(Outcome::Imported(done)) => records.extend(done),
+                Ok(_) => return Err(Error::UnexpectedReply { request: "import" }),
+                Err(e) if records.is_empty() => return Err(e),
+                Err(e) => {
+                    return Err(Error::NotCommitted(format!(
+                        "{e}; the first {} key(s) were imported before this",
+                        records.len()
+                    )));
+                }
+            }
+            progress(records.len());
+        }
+        Ok(records)
+    }
+
+    /// How many imported keys were never presented yet (still found by their SHA-256).
+    pub fn imports_pending(&self) -> u64 {
+        self.shared.imports_pending.load(Ordering::SeqCst)
+    }
+
+    /// The key the index holds under this SHA-256 (an imported key not yet re-tagged), as
+    /// the `by_sha256` tree has it: for tests that check an entry leaves it.
+    ///
+    /// # Errors
+    /// [`Error::Index`] if sled fails.
+    #[doc(hidden)]
+    pub fn indexed_sha256(&self, sha256: &crate::event::Sha256Hash) -> Result<Option<KeyId>> {
+        self.shared.index.imported_id(&sha256.0)
+    }
+
+    /// An import key checked for everything but the store's state, its role resolved.
+    fn prepare_import(&self, key: crate::import::ImportKey, formats: &FormatSet) -> Result<commit::PreparedImport> {
+        let line = key.line;
+        let at_line = |field: &str, e: Error| crate::import::bad_line(line, field, e.to_string());
+        let mut new = key.new;
+        let project = new.project.take().unwrap_or_else(|| DEFAULT_PROJECT.to_string());
+        new.role = match (&new.kind, new.role.take()) {
+            (KeyKind::Personal { .. }, None) => None,
+            (KeyKind::Personal { .. }, Some(_)) => {
+                let why = "a personal token acts with its user's role; give it none".to_string();
+                return Err(crate::import::bad_line(line, "role", why).into());
+            }
+            (KeyKind::Service, role) => Some(role.map_or_else(|| RoleName::parse("member"), Ok)?),
         };
-        self.info(stored.record, &tag).map(Some)
+        if new.role.as_ref().is_some_and(|r| r.as_str() == ADMIN_ROLE) {
+            let why = "admin keys cannot be imported: create them".to_string();
+            return Err(crate::import::bad_line(line, "role", why).into());
+        }
+        let env = key
+            .env
+            .or_else(|| formats.env_of_prefix(&key.prefix))
+            .unwrap_or_else(|| Env::guess_from_prefix(&key.prefix));
+        let format = Format::new(&key.prefix, env, crate::token::DEFAULT_RANDOM_LEN, true)
+            .map_err(|e| at_line("prefix", e.into()))?;
+        Ok(commit::PreparedImport {
+            line,
+            sha256: key.sha256,
+            format,
+            project,
+            new,
+        })
     }
 
     /// Keys matching `filter`, in creation order.
@@ -1775,6 +2001,9 @@ impl Store {
                             return Err(format!("rotation of {old}, which was never created"));
                         }
                         known.insert(record.id.clone());
+                    }
+                    crate::event::EventKind::KeysImported { keys } => {
+                        known.extend(keys.iter().map(|k| k.record.id.clone()));
                     }
                     _ => {
                         if let Some(id) = event.key_ids().into_iter().find(|id| !known.contains(*id)) {

@@ -25,6 +25,7 @@ pub(super) enum Planned {
     Credited(super::Credit),
     Owner(crate::owner::Owner),
     Keys(Vec<KeyId>),
+    Imported(Vec<KeyId>),
 }
 
 impl Planned {
@@ -49,6 +50,7 @@ impl Planned {
             Self::Credited(c) => Outcome::Credited(c),
             Self::Owner(o) => Outcome::Owner(Box::new(o)),
             Self::Keys(ids) => Outcome::Keys(ids),
+            Self::Imported(ids) => Outcome::Imported(ids.iter().map(record).collect::<Result<_>>()?),
         })
     }
 }
@@ -375,6 +377,22 @@ pub(super) fn plan(
         Op::Lease(_) => Err(crate::Error::NotCommitted(
             "a budget lease is not a change to plan".to_string(),
         )),
+        // A fleet host checks the index again: another host may have imported meanwhile.
+        Op::Import(keys) => plan_import(state, keys, now, last_id, shared.fleet_host),
+        Op::Retag { id, tag, sha256, start } => {
+            let stored = state.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
+            // A racing verify re-tagged it first, or it was never imported by this hash.
+            if !stored.tag.is_pending() || state.imported_id(&sha256.0)?.as_ref() != Some(id) {
+                return Ok((vec![], Planned::Done));
+            }
+            let kind = EventKind::KeyRetagged {
+                id: id.clone(),
+                tag: *tag,
+                sha256: *sha256,
+                start: start.clone(),
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
         Op::RaiseMark { id, mark } => {
             state.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
             if state.current_mark(id, now)? >= *mark {
@@ -544,6 +562,139 @@ fn credit_of(cap: u64, spent: u64, before: i64, change: crate::event::CreditChan
         remaining: cap_now.saturating_sub(spent),
     };
     (credit, outcome)
+}
+
+/// The most bytes of imported keys one `key.imported` record carries (well under the
+/// log's frame limit, whatever the keys' metadata).
+const IMPORT_RECORD_BYTES: usize = 256 * 1024;
+
+/// Plans an import: checks each key against the state (its prefix's registered
+/// environment, its plan, role and user, a SHA-256 not imported already) and records them
+/// in as few `key.imported` records as the record size allows. Any refusal refuses all.
+fn plan_import(
+    state: &Overlay<'_>,
+    keys: &[super::commit::PreparedImport],
+    now: i64,
+    last_id: &mut u128,
+    in_index: bool,
+) -> Result<(Vec<Event>, Planned)> {
+    // The index was checked by `Store::import`, which holds the store's import lock: only
+    // imports add SHA-256 entries, so none can have come since in this process (`in_index`:
+    // look again, for a fleet host).
+    check_import(state, keys, now, in_index)?;
+    use crate::event::ImportedKey;
+    let mut events = Vec::new();
+    let mut chunk: Vec<ImportedKey> = Vec::new();
+    let mut chunk_bytes = 0;
+    let mut ids = Vec::with_capacity(keys.len());
+    for key in keys {
+        let format = &key.format;
+        let new = &key.new;
+        let record = KeyRecord {
+            id: KeyId::next(now, last_id),
+            name: new.name.clone(),
+            start: format.prefix().to_string(),
+            format: format.clone(),
+            project: key.project.clone(),
+            created_at: now,
+            expires_at: new
+                .expires
+                .map(|e| e.resolve(now))
+                .transpose()
+                .map_err(|e| crate::import::bad_line(key.line, "expires_at", e.to_string()))?,
+            disabled_at: None,
+            revoked: None,
+            metadata: new.metadata.clone(),
+            rotated_from: None,
+            rotated_to: None,
+            rate_limits: new.rate_limits.clone(),
+            budget: new.budget,
+            plan: new.plan.clone(),
+            kind: new.kind.clone(),
+            role: new.role.clone(),
+            permissions: new.permissions.clone(),
+            allow_ips: new.allow_ips.clone(),
+            allow_referrers: new.allow_referrers.clone(),
+            allow_endpoints: new.allow_endpoints.clone(),
+        };
+        ids.push(record.id.clone());
+        let imported = ImportedKey {
+            record,
+            sha256: key.sha256,
+        };
+        let bytes = crate::event::encode_payload(&imported).len();
+        if !chunk.is_empty() && chunk_bytes + bytes > IMPORT_RECORD_BYTES {
+            let keys = std::mem::take(&mut chunk);
+            events.push(Event {
+                at: now,
+                kind: EventKind::KeysImported { keys },
+            });
+            chunk_bytes = 0;
+        }
+        chunk_bytes += bytes;
+        chunk.push(imported);
+    }
+    if !chunk.is_empty() {
+        events.push(Event {
+            at: now,
+            kind: EventKind::KeysImported { keys: chunk },
+        });
+    }
+    Ok((events, Planned::Imported(ids)))
+}
+
+/// The checks of [`plan_import`] that depend on the state, for every key: its prefix's
+/// registered environment, its plan, role and user, its expiry, a SHA-256 imported once
+/// (within `keys`, and when `in_index`, among the keys already imported).
+pub(super) fn check_import(
+    state: &Overlay<'_>,
+    keys: &[super::commit::PreparedImport],
+    now: i64,
+    in_index: bool,
+) -> Result<()> {
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    let mut prefixes_checked: Vec<&str> = Vec::new();
+    for key in keys {
+        let at_line = |field: &str, e: crate::Error| crate::import::bad_line(key.line, field, e.to_string());
+        let format = &key.format;
+        if !prefixes_checked.contains(&format.prefix()) {
+            if let Some(registered) = state.formats().env_of_prefix(format.prefix())
+                && registered != format.env()
+            {
+                let e = InputError::PrefixEnvironmentConflict {
+                    prefix: format.prefix().to_string(),
+                    registered,
+                };
+                return Err(at_line("env", e.into()).into());
+            }
+            prefixes_checked.push(format.prefix());
+        }
+        if !seen.insert(key.sha256.0) || (in_index && state.imported_id(&key.sha256.0)?.is_some()) {
+            let why = "a key with this hash is imported already".to_string();
+            return Err(crate::import::bad_line(key.line, "sha256", why).into());
+        }
+        let new = &key.new;
+        if let Some(plan) = &new.plan {
+            state.plan(plan).map_err(|e| at_line("plan", e))?;
+        }
+        if let Some(role) = &new.role {
+            state.role(role.as_str()).map_err(|e| at_line("role", e))?;
+        }
+        if let KeyKind::Personal { user } = &new.kind {
+            let found = state.user(user).map_err(|e| at_line("user", e))?;
+            if found.role_in(&key.project).is_none() {
+                let e = StateError::NotAMember {
+                    user: user.clone(),
+                    project: key.project.clone(),
+                };
+                return Err(at_line("user", e.into()).into());
+            }
+        }
+        if let Some(expiry) = new.expires {
+            expiry.resolve(now).map_err(|e| at_line("expires_at", e.into()))?;
+        }
+    }
+    Ok(())
 }
 
 fn register_format(state: &Overlay<'_>, format: &Format, now: i64) -> Result<Vec<Event>> {

@@ -56,6 +56,12 @@ pub(crate) struct Overlay<'a> {
     webhooks: BTreeMap<WebhookId, Option<Webhook>>,
     /// Budget thresholds logged in this batch: (period, percent).
     thresholds: BTreeMap<KeyId, (u32, u8)>,
+    /// Imported keys' SHA-256 entries added (`Some`) or taken out at their re-tag (`None`).
+    pub imported: BTreeMap<[u8; 32], Option<KeyId>>,
+    /// The prefixes imported keys were declared with, when this batch added one.
+    import_prefixes: Option<Vec<String>>,
+    /// How the number of imported keys not yet re-tagged moved in this batch.
+    pub pending_delta: i64,
 }
 
 impl<'a> Overlay<'a> {
@@ -79,6 +85,9 @@ impl<'a> Overlay<'a> {
             vault_min: None,
             webhooks: BTreeMap::new(),
             thresholds: BTreeMap::new(),
+            imported: BTreeMap::new(),
+            import_prefixes: None,
+            pending_delta: 0,
         }
     }
 
@@ -96,6 +105,8 @@ impl<'a> Overlay<'a> {
             && self.vault_min.is_none()
             && self.webhooks.is_empty()
             && self.thresholds.is_empty()
+            && self.imported.is_empty()
+            && self.import_prefixes.is_none()
     }
 
     /// The batch's changes, for the index.
@@ -114,6 +125,8 @@ impl<'a> Overlay<'a> {
             vault_min: self.vault_min,
             webhooks: &self.webhooks,
             thresholds: &self.thresholds,
+            imported: &self.imported,
+            import_prefixes: self.import_prefixes.as_ref(),
             applied_seq,
             applied_hash,
         }
@@ -364,6 +377,27 @@ impl<'a> Overlay<'a> {
         Ok(unless_later(mark, current))
     }
 
+    /// The key imported by this SHA-256 and not yet re-tagged, as of this batch.
+    pub(super) fn imported_id(&self, sha256: &[u8; 32]) -> Result<Option<KeyId>> {
+        match self.imported.get(sha256) {
+            Some(id) => Ok(id.clone()),
+            None => self.index.imported_id(sha256),
+        }
+    }
+
+    /// The prefixes imported keys were declared with, as of this batch.
+    pub fn import_prefixes(&self) -> Result<Vec<String>> {
+        match &self.import_prefixes {
+            Some(p) => Ok(p.clone()),
+            None => self.index.import_prefixes(),
+        }
+    }
+
+    /// The prefixes, when this batch changed them.
+    pub fn changed_import_prefixes(&self) -> Option<&Vec<String>> {
+        self.import_prefixes.as_ref()
+    }
+
     pub fn formats(&self) -> &FormatSet {
         self.formats.as_ref().unwrap_or(self.base_formats)
     }
@@ -564,6 +598,27 @@ impl<'a> Overlay<'a> {
                     self.marks.insert(record.id.clone(), mark);
                 }
                 self.rotations.push((old.clone(), record.id.clone()));
+            }
+            EventKind::KeysImported { keys } => {
+                let mut prefixes = self.import_prefixes()?;
+                for key in keys {
+                    self.insert_new(&key.record, Tag::PENDING);
+                    self.imported.insert(key.sha256.0, Some(key.record.id.clone()));
+                    self.pending_delta += 1;
+                    let prefix = key.record.prefix();
+                    if !prefixes.iter().any(|p| p == prefix) {
+                        prefixes.push(prefix.to_string());
+                        self.import_prefixes = Some(prefixes.clone());
+                    }
+                }
+            }
+            EventKind::KeyRetagged { id, tag, sha256, start } => {
+                self.modify(id, |r| r.start.clone_from(start))?;
+                if let Some(stored) = self.keys.get_mut(id) {
+                    stored.tag = *tag;
+                }
+                self.imported.insert(sha256.0, None);
+                self.pending_delta -= 1;
             }
         }
         Ok(())

@@ -85,6 +85,9 @@ pub enum Input {
     Line,
     /// All of it (`vault put`, `vault rotate-master` without `--generate`).
     All,
+    /// The JSON Lines the command acts on (`import FILE`, `create --from FILE`, `revoke
+    /// --from FILE`): the CLI reads the file, or stdin for `-`, and sends it as stdin.
+    Lines,
 }
 
 /// How `command` goes when a server runs on its data directory.
@@ -97,6 +100,8 @@ pub fn route(command: &Command) -> Route {
         Command::Demo | Command::Completions { .. } => Route::Local,
         #[cfg(feature = "fleet")]
         Command::Status => Route::Local,
+        Command::Import { .. } | Command::Revoke { from: Some(_), .. } => Route::Through(Input::Lines),
+        Command::Create(args) if args.from.is_some() => Route::Through(Input::Lines),
         Command::Verify { key, .. } if key == "-" => Route::Through(Input::Line),
         Command::Revoke { key: Some(dash), .. } if dash == "-" => Route::Through(Input::Line),
         Command::Vault {
@@ -474,7 +479,7 @@ fn run_through(
         write_frame(&mut stream, kind::TERMINAL, &Terminal::here().encode())
     })();
     sent.map_err(|e| broken(Some(pid), &e))?;
-    let stdin = read_input(input)?;
+    let stdin = read_input(input, lines_source(command))?;
     let sent = (|| {
         if let Some(stdin) = &stdin {
             write_frame(&mut stream, kind::STDIN, stdin)?;
@@ -501,11 +506,15 @@ fn run_through(
 /// Reads what the command reads from stdin, as it would read it: one line, or all of it
 /// (after the same prompt on a terminal).
 #[cfg(unix)]
-fn read_input(input: Input) -> Result<Option<Zeroizing<Vec<u8>>>, Failure> {
+fn read_input(input: Input, lines: Option<&Path>) -> Result<Option<Zeroizing<Vec<u8>>>, Failure> {
     let mut bytes = Zeroizing::new(Vec::new());
     let limit = u64::try_from(MAX_REQUEST).unwrap_or(u64::MAX);
     let read = match input {
         Input::Nothing => return Ok(None),
+        Input::Lines => match lines.filter(|f| *f != Path::new("-")) {
+            Some(file) => std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut bytes)),
+            None => io::stdin().lock().take(limit).read_to_end(&mut bytes),
+        },
         Input::Line => io::stdin().lock().take(limit).read_until(b'\n', &mut bytes),
         Input::All => {
             vault_cmd::prompt_on_terminal();
@@ -515,11 +524,23 @@ fn read_input(input: Input) -> Result<Option<Zeroizing<Vec<u8>>>, Failure> {
     read.map_err(|e| crate::usage(format!("cannot read stdin: {e}")))?;
     if bytes.len() >= MAX_REQUEST {
         return Err(crate::usage(format!(
-            "stdin holds more than the {} MiB a command takes through `credstore serve`",
+            "the input holds more than the {} MiB a command takes through `credstore serve`: split it, \
+             or stop the server and run the command on the store",
             MAX_REQUEST >> 20
         )));
     }
     Ok(Some(bytes))
+}
+
+/// The file of JSON Lines a command acts on, if it takes one.
+#[cfg(unix)]
+fn lines_source(command: &Command) -> Option<&Path> {
+    match command {
+        Command::Import { file, .. } => Some(file),
+        Command::Create(args) => args.from.as_deref(),
+        Command::Revoke { from, .. } => from.as_deref(),
+        _ => None,
+    }
 }
 
 /// The conversation with the server (`pid`, when it said hello) broke.
@@ -674,6 +695,12 @@ mod tests {
         assert_eq!(route_of(&["verify", "sk_x"]), Route::Through(Input::Nothing));
         assert_eq!(route_of(&["revoke", "--key", "-"]), Route::Through(Input::Line));
         assert_eq!(route_of(&["vault", "put", "n"]), Route::Through(Input::All));
+        assert_eq!(route_of(&["import", "f.jsonl"]), Route::Through(Input::Lines));
+        assert_eq!(route_of(&["create", "--from", "-"]), Route::Through(Input::Lines));
+        assert_eq!(
+            route_of(&["revoke", "--from", "f", "--yes"]),
+            Route::Through(Input::Lines)
+        );
         assert_eq!(
             route_of(&["vault", "rotate-master", "--generate"]),
             Route::Through(Input::Nothing)

@@ -28,6 +28,7 @@ mod demo;
 mod events_cmd;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;
+mod import_cmd;
 mod output;
 mod owner_cmd;
 mod serve;
@@ -72,8 +73,18 @@ enum Command {
     /// Create a store. Without CREDSTORE_PEPPER it is a development store that keeps its
     /// pepper in DATA/pepper.key.
     Init,
-    /// Issue a key; it is printed once.
+    /// Issue a key; it is printed once. `--from FILE` issues one per line of JSON Lines.
     Create(CreateArgs),
+    /// Import keys of another system by the SHA-256 it kept of each (JSON Lines, `-` for
+    /// stdin): they verify as they did there, and are re-tagged on their first use.
+    Import {
+        /// The JSON Lines file, or `-` for stdin: one key per line, {"sha256": HEX or
+        /// "sha256_base64": B64, "prefix": "legacy_", "name": ..., plus create's settings}.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify a key (`-` reads it from stdin). Exit 0 when valid, 1 when denied.
     Verify {
         /// The key, or `-` to read it from stdin.
@@ -151,11 +162,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a key, for good: by id, or a leaked key itself with `--key -` (read from stdin).
+    /// Revoke a key, for good: by id, or a leaked key itself with `--key -` (read from
+    /// stdin), or many with `--from FILE`.
     Revoke {
         /// The key id.
-        #[arg(required_unless_present = "key", conflicts_with = "key")]
+        #[arg(required_unless_present_any = ["key", "from"], conflicts_with_all = ["key", "from"])]
         id: Option<String>,
+        /// Revoke every key of a JSON Lines file (`-` for stdin): one {"id": ...} or
+        /// {"key": ...} per line, with an optional "reason". Every line is checked first.
+        #[arg(long, value_name = "FILE", conflicts_with = "key")]
+        from: Option<PathBuf>,
         /// `-`: read the key itself from stdin, never from the command line, and revoke it
         /// (finding it records no use of it).
         #[arg(long, value_name = "-")]
@@ -255,8 +271,18 @@ enum Command {
 #[derive(Args)]
 struct CreateArgs {
     /// A name for the key.
-    #[arg(long)]
-    name: String,
+    #[arg(long, required_unless_present = "from")]
+    name: Option<String>,
+    /// Issue one key per line of a JSON Lines file (`-` for stdin), each line holding
+    /// create's settings as the sidecar's POST /v1/api-keys takes them ({"name": ...,
+    /// "prefix": ..., "rate_limits": [...], ...}); each key is printed once, as a line of
+    /// JSON on stdout. The other flags do not go with it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "name", "prefix", "env", "length", "total_length", "no_checksum", "new_format", "project",
+        "expires_in", "expires_at", "meta", "rate_limits", "budget", "plan", "user", "role",
+        "permissions", "allow_ips", "allow_referrers", "allow_endpoints",
+    ])]
+    from: Option<PathBuf>,
     /// The key prefix, e.g. sk_live_, cmp_, comp_.
     #[arg(long)]
     prefix: Option<String>,
@@ -643,7 +669,11 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             store.close()?;
             Ok(0)
         }
-        Command::Create(args) => create(&data, args),
+        Command::Create(args) => match &args.from {
+            Some(file) => import_cmd::create_from(&data, file),
+            None => create(&data, args),
+        },
+        Command::Import { file, json } => import_cmd::import(&data, &file, json),
         Command::Verify {
             key,
             ip,
@@ -716,11 +746,19 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Revoke {
+            from: Some(file),
+            reason,
+            yes,
+            json,
+            ..
+        } => import_cmd::revoke_from(&data, &file, reason.as_deref(), yes, json),
+        Command::Revoke {
             id,
             key,
             reason,
             yes,
             json,
+            from: None,
         } => {
             let (store, current) = match (id, key) {
                 (Some(id), None) => {
@@ -901,6 +939,7 @@ fn new_key_format(
 }
 
 fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
+    let name = args.name.ok_or_else(|| usage("create takes --name, or --from FILE"))?;
     let store = command_store(data)?;
     let length = match (args.length, args.total_length) {
         (Some(n), _) => Some(FormatLength::Random(n)),
@@ -918,7 +957,7 @@ fn create(data: &Path, args: CreateArgs) -> Result<u8, Failure> {
             new_format: args.new_format,
         },
     )?;
-    let mut new = NewKey::new(args.name).format(format);
+    let mut new = NewKey::new(name).format(format);
     new.project = args.project;
     new.metadata = args.meta.into_iter().collect();
     new.budget = args.limits.budget()?;

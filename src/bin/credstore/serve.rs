@@ -242,6 +242,7 @@ mod imp {
             .route("/v1/keys.verify", post(verify::verify))
             .route("/v1/api-keys", get(keys::list_keys).post(keys::create_key))
             .route("/v1/api-keys/revoke-by-key", post(keys::revoke_by_key))
+            .route("/v1/api-keys/import", post(keys::import_keys))
             .route(
                 "/v1/api-keys/{id}",
                 get(keys::show_key).patch(keys::update_key).delete(keys::revoke_key),

@@ -616,3 +616,53 @@ fn secs_to_ms(secs: u64) -> i64 {
         .and_then(|s| s.checked_mul(1000))
         .unwrap_or(i64::MAX)
 }
+
+/// What an import did (`credstore import --json`, `POST /v1/api-keys/import`).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub struct ImportedDoc {
+    /// How many keys were imported.
+    pub imported: usize,
+    /// Each key, in the order of the lines.
+    pub keys: Vec<ImportedKeyDoc>,
+}
+
+/// One imported key.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+pub struct ImportedKeyDoc {
+    /// The line it came from (from 1).
+    pub line: usize,
+    /// Its id in this store.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its prefix (its start until it is first used).
+    pub prefix: String,
+    /// `live` or `test`.
+    pub env: String,
+    /// Its project.
+    pub project: String,
+}
+
+impl ImportedDoc {
+    /// The records an import returned, with the lines they came from.
+    pub fn from(records: &[KeyRecord], lines: &[usize]) -> ImportedDoc {
+        let keys = records
+            .iter()
+            .zip(lines)
+            .map(|(r, line)| ImportedKeyDoc {
+                line: *line,
+                id: r.id.to_string(),
+                name: r.name.clone(),
+                prefix: r.prefix().to_string(),
+                env: r.env().to_string(),
+                project: r.project.clone(),
+            })
+            .collect();
+        ImportedDoc {
+            imported: records.len(),
+            keys,
+        }
+    }
+}

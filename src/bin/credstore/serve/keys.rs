@@ -24,7 +24,7 @@ use super::api::{
     Admin, ApiError, Failure, Page, Shared, Success, blocking, page, parse_json, parse_optional_json, present, query,
     success,
 };
-use crate::output::docs::{CreatedDoc, KeyDoc};
+use crate::output::docs::{CreatedDoc, ImportedDoc, KeyDoc};
 
 /// A page holds this many keys unless `limit` says otherwise.
 pub const DEFAULT_PAGE: usize = 100;
@@ -477,6 +477,32 @@ pub async fn revoke_by_key(_admin: Admin, State(store): State<Shared>, body: Byt
     let reason = body.reason;
     let info = blocking(&store, move |s| s.revoke(&id, reason.as_deref())).await?;
     Ok(success(StatusCode::OK, KeyDoc::from(&info)))
+}
+
+/// Imports keys of another system by the SHA-256 it kept of each (`credstore import
+/// --json`): the body is JSON Lines, one key per line, or a JSON array of the same
+/// objects: `{"sha256": HEX | "sha256_base64": B64, "prefix": "legacy_", "name": ..., and
+/// the fields of POST /v1/api-keys but the shape's}`. Every line is checked before any key
+/// is written; a bad one is 400 naming its line and field.
+#[utoipa::path(post, path = "/v1/api-keys/import", tag = "keys",
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "JSON Lines (or a JSON array) of keys to import"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "The keys imported, in the lines' order", body = Success<ImportedDoc>),
+        (status = 400, description = "A bad line (named), or no line; nothing was written", body = Failure),
+        (status = 401, body = Failure), (status = 403, body = Failure),
+        (status = 404, description = "An unknown plan, role or user", body = Failure),
+    ))]
+pub async fn import_keys(_admin: Admin, State(store): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    let keys = crate::import_cmd::import_keys(text)?;
+    if keys.is_empty() {
+        return Err(ApiError::bad_request("nothing to import: the body holds no lines"));
+    }
+    let lines: Vec<usize> = keys.iter().map(|k| k.line).collect();
+    let records = blocking(&store, move |s| s.import(keys, |_| {})).await?;
+    Ok(success(StatusCode::CREATED, ImportedDoc::from(&records, &lines)))
 }
 
 /// `POST /v1/api-keys/{id}/rotate`.

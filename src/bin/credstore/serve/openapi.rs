@@ -25,6 +25,7 @@ use super::{audit, auth, directory, keys, ops, owners, vault, verify, webhooks};
         keys::list_keys,
         keys::create_key,
         keys::revoke_by_key,
+        keys::import_keys,
         keys::show_key,
         keys::update_key,
         keys::revoke_key,
