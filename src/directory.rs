@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::{Lifecycle, Scope};
 use crate::limits::Plan;
 use crate::policy::{BUILTIN_ROLES, Role, User, builtin_role};
 
@@ -23,6 +24,8 @@ pub(crate) struct Directory {
     /// at most [`SHARE_CHANGES_KEPT`]: a part gained is taken as consumed then, to refill,
     /// for a key this host meets afresh.
     pub share_changes: Vec<(i64, crate::limits::Shares)>,
+    /// Lifecycle policies, by scope.
+    pub lifecycle: crate::lifecycle::Policies,
 }
 
 /// How many changes of a host's share [`Directory::share_changes`] keeps.
@@ -41,6 +44,7 @@ impl Default for Directory {
             users: BTreeMap::new(),
             share: crate::limits::Shares::default(),
             share_changes: Vec::new(),
+            lifecycle: crate::lifecycle::Policies::default(),
         }
     }
 }
@@ -83,6 +87,12 @@ impl Directory {
                     DirKind::Plan => self.plans.remove(&key.name).map(drop),
                     DirKind::Role => self.roles.remove(&key.name).map(drop),
                     DirKind::User => self.users.remove(&key.name).map(drop),
+                    DirKind::Lifecycle => {
+                        if let Some(scope) = Scope::from_name(&key.name) {
+                            self.lifecycle.clear(&scope);
+                        }
+                        None
+                    }
                 };
             }
         }
@@ -99,6 +109,7 @@ impl Directory {
             DirEntry::User(u) => {
                 self.users.insert(u.id.clone(), u);
             }
+            DirEntry::Lifecycle(scope, policy) => self.lifecycle.set(scope, policy),
         }
     }
 }
@@ -109,6 +120,7 @@ pub(crate) enum DirKind {
     Plan,
     Role,
     User,
+    Lifecycle,
 }
 
 /// A directory entry's key: its kind and name.
@@ -125,6 +137,7 @@ impl DirKey {
             DirKind::Plan => b'p',
             DirKind::Role => b'r',
             DirKind::User => b'u',
+            DirKind::Lifecycle => b'l',
         };
         let mut out = vec![letter, b'/'];
         out.extend_from_slice(self.name.as_bytes());
@@ -138,6 +151,8 @@ pub(crate) enum DirEntry {
     Plan(Plan),
     Role(Role),
     User(User),
+    /// A scope's lifecycle policy (its key's name is [`Scope::name`]).
+    Lifecycle(Scope, Lifecycle),
 }
 
 impl DirEntry {
@@ -155,6 +170,10 @@ impl DirEntry {
             DirEntry::User(u) => DirKey {
                 kind: DirKind::User,
                 name: u.id.clone(),
+            },
+            DirEntry::Lifecycle(scope, _) => DirKey {
+                kind: DirKind::Lifecycle,
+                name: scope.name(),
             },
         }
     }

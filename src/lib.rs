@@ -61,6 +61,8 @@ pub mod fleet;
 #[cfg(feature = "http")]
 pub mod http;
 mod index;
+pub mod leaks;
+pub mod lifecycle;
 pub mod limits;
 pub mod log;
 mod modes;

@@ -75,6 +75,14 @@ pub struct Config {
     /// ([`Format::admin`]) are never accepted there, whatever this says; naming their
     /// prefix is refused at open.
     pub verify_prefixes: Option<Vec<String>>,
+    /// How often the lifecycle sweep runs in the background (`None`: never; call
+    /// [`super::Store::sweep_lifecycle`]). It reads every key, so it runs seldom; the
+    /// first run is one interval after open.
+    pub lifecycle_sweep: Option<Duration>,
+    /// The lifecycle sweep logs `key.expiring` for a key expiring within this long.
+    pub notice_expiring: Duration,
+    /// The lifecycle sweep logs `key.unused` for a key unused this long.
+    pub notice_unused: Duration,
 }
 
 /// A positive duration (`500ms`, `30s`) from a fleet setting's variable.
@@ -113,6 +121,9 @@ impl Config {
             fleet_listen: true,
             lock_wait: DEFAULT_LOCK_WAIT,
             verify_prefixes: None,
+            lifecycle_sweep: Some(Duration::from_secs(300)),
+            notice_expiring: Duration::from_secs(7 * 86_400),
+            notice_unused: Duration::from_secs(30 * 86_400),
         }
     }
 
@@ -221,6 +232,21 @@ impl Config {
     /// Sets the clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Sets how often the lifecycle sweep runs in the background (`None`: never).
+    pub fn lifecycle_sweep(mut self, every: Option<Duration>) -> Self {
+        self.lifecycle_sweep = every;
+        self
+    }
+
+    /// Sets the notice periods of the lifecycle sweep: `key.expiring` for keys expiring
+    /// within `expiring` (default 7 days), `key.unused` for keys unused for `unused`
+    /// (default 30 days).
+    pub fn lifecycle_notices(mut self, expiring: Duration, unused: Duration) -> Self {
+        self.notice_expiring = expiring;
+        self.notice_unused = unused;
         self
     }
 

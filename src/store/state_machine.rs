@@ -44,7 +44,16 @@ pub(crate) struct Overlay<'a> {
     /// Master keys registered in this batch.
     masters: BTreeMap<u32, [u8; 32]>,
     vault_min: Option<u32>,
+    /// Lifecycle notices logged in this batch: (kind letter, key) -> episode.
+    notices: BTreeMap<(u8, KeyId), i64>,
 }
+
+/// The kind letters of lifecycle notices, as the index keys them.
+pub(crate) const NOTICE_EXPIRING: u8 = b'x';
+/// See [`NOTICE_EXPIRING`].
+pub(crate) const NOTICE_UNUSED: u8 = b'u';
+/// See [`NOTICE_EXPIRING`].
+pub(crate) const NOTICE_EXPIRED: u8 = b'e';
 
 impl<'a> Overlay<'a> {
     pub fn new(index: &'a Index, base_formats: &'a FormatSet, base_dir: &'a Directory) -> Self {
@@ -62,6 +71,7 @@ impl<'a> Overlay<'a> {
             vault: BTreeMap::new(),
             masters: BTreeMap::new(),
             vault_min: None,
+            notices: BTreeMap::new(),
         }
     }
 
@@ -74,6 +84,7 @@ impl<'a> Overlay<'a> {
             && self.vault.is_empty()
             && self.masters.is_empty()
             && self.vault_min.is_none()
+            && self.notices.is_empty()
     }
 
     /// The batch's changes, for the index.
@@ -87,6 +98,7 @@ impl<'a> Overlay<'a> {
             vault: &self.vault,
             masters: &self.masters,
             vault_min: self.vault_min,
+            notices: &self.notices,
             applied_seq,
             applied_hash,
         }
@@ -152,6 +164,30 @@ impl<'a> Overlay<'a> {
             None => self.base_dir.users.get(id).cloned(),
         };
         found.ok_or_else(|| StateError::UnknownUser(id.to_string()).into())
+    }
+
+    /// The lifecycle policies as of this batch.
+    pub(super) fn lifecycle(&self) -> crate::lifecycle::Policies {
+        let mut policies = self.base_dir.lifecycle.clone();
+        for (key, entry) in self.dir.iter().filter(|(k, _)| k.kind == DirKind::Lifecycle) {
+            match entry {
+                Some(DirEntry::Lifecycle(scope, policy)) => policies.set(scope.clone(), *policy),
+                _ => {
+                    if let Some(scope) = crate::lifecycle::Scope::from_name(&key.name) {
+                        policies.clear(&scope);
+                    }
+                }
+            }
+        }
+        policies
+    }
+
+    /// The episode of the last notice of `kind` logged for key `id`, as of this batch.
+    pub(super) fn notice(&self, kind: u8, id: &KeyId) -> Result<Option<i64>> {
+        match self.notices.get(&(kind, id.clone())) {
+            Some(e) => Ok(Some(*e)),
+            None => self.index.notice(kind, id),
+        }
     }
 
     pub(super) fn master_registered(&self, version: u32) -> Result<bool> {
@@ -351,6 +387,19 @@ impl<'a> Overlay<'a> {
             EventKind::BudgetCredited { id, period, credit, .. } => {
                 self.credits.insert(id.clone(), (*period, *credit));
             }
+            EventKind::LifecycleSet { scope, policy } => self.set(DirEntry::Lifecycle(scope.clone(), *policy)),
+            EventKind::LifecycleCleared { scope } => self.delete(DirKind::Lifecycle, &scope.name()),
+            EventKind::KeyExpiring { id, expires_at, .. } => {
+                self.notices.insert((NOTICE_EXPIRING, id.clone()), *expires_at);
+            }
+            EventKind::KeyUnused { id, since, .. } => {
+                self.notices.insert((NOTICE_UNUSED, id.clone()), *since);
+            }
+            EventKind::KeyExpired { id, deadline, .. } => {
+                self.notices.insert((NOTICE_EXPIRED, id.clone()), *deadline);
+            }
+            // The revocation a leak brings is an event of its own.
+            EventKind::KeyLeaked { .. } => {}
             EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
             EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,
             EventKind::KeyRevoked {
