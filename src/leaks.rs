@@ -67,15 +67,27 @@ pub fn parse_reports(body: &[u8]) -> Result<Vec<LeakReport>, InputError> {
     if body.len() > MAX_LEAK_BODY_BYTES {
         return Err(bad(format!("the body is larger than {MAX_LEAK_BODY_BYTES} bytes")));
     }
-    let items: Vec<Wire> = serde_json::from_slice(body).map_err(|e| bad(describe(&e)))?;
-    if items.is_empty() {
-        return Err(bad("the list holds no token".into()));
-    }
-    if items.len() > MAX_LEAK_TOKENS {
+    // Each item as a JSON value first: serde's derive would also take an item written as
+    // an array of the four fields in order, a shape no scanner sends.
+    let values: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| bad(describe(&e)))?;
+    if values.len() > MAX_LEAK_TOKENS {
         return Err(bad(format!(
             "{} tokens; at most {MAX_LEAK_TOKENS} in one report",
-            items.len()
+            values.len()
         )));
+    }
+    let items = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if !v.is_object() {
+                return Err(bad(format!("item {i} is not an object")));
+            }
+            serde_json::from_value::<Wire>(v).map_err(|e| bad(format!("item {i}: {}", describe_field(&e))))
+        })
+        .collect::<Result<Vec<Wire>, InputError>>()?;
+    if items.is_empty() {
+        return Err(bad("the list holds no token".into()));
     }
     items
         .into_iter()
@@ -107,16 +119,20 @@ pub fn parse_reports(body: &[u8]) -> Result<Vec<LeakReport>, InputError> {
 /// serde_json's error without the value it quotes (`invalid type: string "sk_..."`): its
 /// category and position, and the field's name for a missing one.
 fn describe(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let what = if text.starts_with("missing field") {
-        text.split(" at line").next().unwrap_or("missing field").to_string()
-    } else {
-        match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not valid JSON".to_string(),
-            _ => "expected a JSON array of objects with string fields token, type, url and source".to_string(),
-        }
+    let what = match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not valid JSON",
+        _ => "expected a JSON array of objects with string fields token, type, url and source",
     };
     format!("{what} (line {}, column {})", e.line(), e.column())
+}
+
+/// An item's error: the missing field's name, or what every field must be.
+fn describe_field(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.starts_with("missing field") {
+        return text.split(" at line").next().unwrap_or("missing field").to_string();
+    }
+    "token, type, url and source must be strings".to_string()
 }
 
 #[cfg(test)]
@@ -140,6 +156,7 @@ mod tests {
             br#"[{"token":"sk_live_secretvalue","type":"t","url":"u"}]"#,
             br#"[{"token":7,"type":"sk_live_secretvalue","url":"u","source":"s"}]"#,
             br#"["sk_live_secretvalue"]"#,
+            br#"[["sk_live_secretvalue","t","u","s"]]"#,
             b"[{",
         ] {
             let e = parse_reports(bad).unwrap_err().to_string();

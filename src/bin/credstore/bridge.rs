@@ -119,6 +119,7 @@ pub fn route(command: &Command) -> Route {
         | Command::Role { .. }
         | Command::Audit(_)
         | Command::Credits { .. }
+        | Command::Policy { .. }
         | Command::Events(_)
         | Command::Vault { .. } => Route::Through(Input::Nothing),
     }

@@ -29,6 +29,7 @@ mod events_cmd;
 #[cfg(feature = "fleet")]
 mod fleet_cmd;
 mod output;
+mod policy_cmd;
 mod serve;
 mod vault_cmd;
 
@@ -224,6 +225,12 @@ enum Command {
     Credits {
         #[command(subcommand)]
         action: credits_cmd::CreditsAction,
+    },
+    /// Lifecycle policy of the store, a project or a key format: max lifetime, unused
+    /// expiry, least rotation grace; logged.
+    Policy {
+        #[command(subcommand)]
+        action: policy_cmd::PolicyAction,
     },
     /// Provider secrets, encrypted at rest: put (from stdin), get, list, delete, rotate-master.
     Vault {
@@ -732,7 +739,21 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         Command::Rotate { id, grace, json } => {
             let store = command_store(&data)?;
             let rotated = store.rotate(&KeyId::parse(&id)?, grace)?;
-            output::print_created(&rotated.new, json, Some(&rotated.old));
+            let raised = rotated
+                .grace_raised_to
+                .map(|g| credstore::lifecycle::fmt_duration(i64::try_from(g.as_millis()).unwrap_or(i64::MAX)));
+            if json {
+                let mut doc = output::created_json(&rotated.new, Some(&rotated.old));
+                if let Some(fields) = doc.as_object_mut() {
+                    fields.insert("grace_raised_to".into(), serde_json::json!(raised));
+                }
+                outln!("{doc}");
+            } else {
+                output::print_created(&rotated.new, false, Some(&rotated.old));
+                if let Some(raised) = raised {
+                    outln!("The grace asked for was below the lifecycle policy's least grace: raised to {raised}.");
+                }
+            }
             Ok(0)
         }
         Command::Plan { action } => plan(&data, action),
@@ -778,6 +799,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         }
         Command::Serve(args) => serve::run(&data, args),
         Command::Credits { action } => credits_cmd::run(&data, action),
+        Command::Policy { action } => policy_cmd::run(&data, action),
         Command::Events(args) => events_cmd::run(&data, args),
         Command::Vault { action } => vault_cmd::run(&data, action),
     }

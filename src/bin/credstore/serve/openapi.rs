@@ -10,7 +10,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::api::ApiError;
-use super::{audit, auth, directory, keys, ops, vault, verify};
+use super::{audit, auth, directory, keys, leaks, lifecycle, ops, vault, verify};
 
 /// The document: every route of the sidecar.
 #[derive(OpenApi)]
@@ -48,6 +48,10 @@ use super::{audit, auth, directory, keys, ops, vault, verify};
         vault::rotate_master,
         audit::audit,
         audit::events,
+        lifecycle::show_policy,
+        lifecycle::set_policy,
+        lifecycle::clear_policy,
+        leaks::report_leaks,
         auth::forward_auth,
         auth::forward_auth_under_prefix,
         ops::healthz,
@@ -63,6 +67,8 @@ use super::{audit, auth, directory, keys, ops, vault, verify};
         (name = "users", description = "Users, the owners of personal tokens (admin keys only)"),
         (name = "vault", description = "Provider secrets (admin keys only; reading a value needs vault:read)"),
         (name = "audit", description = "The audit log (admin keys only)"),
+        (name = "policy", description = "Lifecycle policies: max lifetime, unused expiry, least rotation grace (admin keys only)"),
+        (name = "leaks", description = "Leaked-key reports from secret scanners (no key; rate limited per address)"),
         (name = "meta", description = "This document"),
         (name = "gateways", description = "Forward auth for nginx, Envoy and Traefik (docs/GATEWAYS.md)"),
         (name = "operations", description = "Health, readiness and Prometheus metrics"),
