@@ -252,6 +252,14 @@ pub enum InputError {
     /// A bad plan name.
     #[error("invalid plan {0}")]
     InvalidPlan(String),
+    /// A lifecycle setting from the environment that does not parse: its variable and value.
+    #[error("invalid {variable} {}: give a duration such as 7d or 10m (CREDSTORE_LIFECYCLE_SWEEP also takes off)", redact::quote(.value))]
+    InvalidLifecycleSetting {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// A bad lifecycle policy (the message says what).
     #[error("invalid lifecycle policy: {0}")]
     InvalidPolicy(String),

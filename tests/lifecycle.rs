@@ -19,6 +19,7 @@ use credstore::lifecycle::{Lifecycle, Scope};
 use credstore::{
     Code, Env, Error, EventFilter, Expiry, Format, InputError, KeyId, KeyUpdate, NewKey, StateError, Status, Store,
 };
+use proptest::prelude::*;
 
 const DAY: i64 = 86_400_000;
 const HOUR: i64 = 3_600_000;
@@ -318,5 +319,89 @@ impl Now for Fixture {
     fn clock_now(&self) -> i64 {
         use credstore::Clock;
         self.clock.now_ms()
+    }
+}
+
+/// One step of the property test: move the clock, then verify the key (a use) or only
+/// look at it (no use), then sweep.
+#[derive(Debug, Clone)]
+struct Step {
+    advance_days: i64,
+    used: bool,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Against a model: the deadline is the earlier of the key's own expiry and its
+    /// creation plus the max lifetime; it is expired from then, or once unused (since its
+    /// last valid use, or creation) for the unused expiry; only a valid verify is a use; a
+    /// key created under a max lifetime gets it as its expiry and a longer one is refused;
+    /// the sweep logs `key.expired` once when the key expired.
+    #[test]
+    fn verify_and_the_sweep_agree_with_a_model_of_the_lifecycle(
+        own_days in proptest::option::of(1i64..60),
+        max_days in proptest::option::of(1i64..60),
+        unused_days in proptest::option::of(1i64..20),
+        policy_first in proptest::bool::ANY,
+        steps in proptest::collection::vec(
+            (0i64..15, proptest::bool::ANY).prop_map(|(advance_days, used)| Step { advance_days, used }),
+            1..10,
+        ),
+    ) {
+        let fx = Fixture::new();
+        let store = fx.init();
+        let policy = Lifecycle {
+            max_lifetime_ms: max_days.map(|d| d * DAY),
+            unused_expiry_ms: unused_days.map(|d| d * DAY),
+            min_grace_ms: None,
+        };
+        let has_policy = policy != Lifecycle::default();
+        if policy_first && has_policy {
+            store.set_lifecycle(Scope::Store, policy).unwrap();
+        }
+        let mut new = NewKey::new("k");
+        if let Some(d) = own_days {
+            new = new.expires(Expiry::In(d * DAY));
+        }
+        let created = store.create(new);
+        let mut expires_at = own_days.map(|d| T0 + d * DAY);
+        if policy_first && let Some(max) = max_days {
+            if own_days.is_some_and(|d| d > max) {
+                let refused = matches!(created, Err(Error::State(StateError::BeyondMaxLifetime { .. })));
+                prop_assert!(refused, "{created:?}");
+                return Ok(());
+            }
+            expires_at = Some(expires_at.unwrap_or(T0 + max * DAY));
+        }
+        let created = created.unwrap();
+        prop_assert_eq!(created.record.expires_at, expires_at);
+        if !policy_first && has_policy {
+            store.set_lifecycle(Scope::Store, policy).unwrap();
+        }
+        let deadline = expires_at
+            .unwrap_or(i64::MAX)
+            .min(max_days.map_or(i64::MAX, |d| T0 + d * DAY));
+        let mut last_used = T0;
+        let mut now = T0;
+        let mut expired_seen = false;
+        for step in &steps {
+            fx.clock.advance(step.advance_days * DAY);
+            now += step.advance_days * DAY;
+            let expired = now >= deadline || unused_days.is_some_and(|d| now - last_used >= d * DAY);
+            if step.used {
+                let expected = if expired { Code::Expired } else { Code::Valid };
+                prop_assert_eq!(store.verify(created.key.expose()).unwrap().code, expected);
+                if !expired {
+                    last_used = now;
+                }
+            } else {
+                let expected = if expired { Status::Expired } else { Status::Active };
+                prop_assert_eq!(store.get(&created.record.id).unwrap().status, expected);
+            }
+            store.sweep_lifecycle().unwrap();
+            expired_seen |= expired;
+        }
+        prop_assert_eq!(count(&store, "key.expired", &created.record.id), usize::from(expired_seen));
     }
 }

@@ -94,6 +94,13 @@ fn fleet_duration(variable: &'static str, text: String) -> Result<Duration> {
     Ok(Duration::from_millis(ms.unsigned_abs()))
 }
 
+/// A positive duration (`7d`, `10m`) from a lifecycle setting's variable.
+fn lifecycle_duration(variable: &'static str, text: String) -> Result<Duration> {
+    let ms = crate::clock::parse_duration(text.trim())
+        .map_err(|_| InputError::InvalidLifecycleSetting { variable, value: text })?;
+    Ok(Duration::from_millis(ms.unsigned_abs()))
+}
+
 /// [`Config::lock_wait`]'s default: long enough for a queue of CLI commands on one store
 /// to take turns, short enough that a store held for good (by `credstore serve`) is
 /// reported soon.
@@ -134,7 +141,10 @@ impl Config {
     /// fleet host's staleness bound and fail-open from `CREDSTORE_FLEET_MAX_STALENESS` (a
     /// duration) and `CREDSTORE_FLEET_FAIL_OPEN` (`true`/`false`), its poll interval from
     /// `CREDSTORE_FLEET_POLL` (a duration) and whether it listens from
-    /// `CREDSTORE_FLEET_LISTEN` (`true`/`false`) when they are set.
+    /// `CREDSTORE_FLEET_LISTEN` (`true`/`false`), and the lifecycle sweep's interval and
+    /// notice periods from `CREDSTORE_LIFECYCLE_SWEEP` (a duration, or `off`),
+    /// `CREDSTORE_NOTICE_EXPIRING` and `CREDSTORE_NOTICE_UNUSED` (durations) when they are
+    /// set.
     ///
     /// # Errors
     /// [`InputError::InvalidPepper`] when the variable is set but not 64 hex characters;
@@ -171,6 +181,18 @@ impl Config {
         }
         if let Ok(text) = std::env::var("CREDSTORE_FLEET_LISTEN") {
             config.fleet_listen = parse_switch("CREDSTORE_FLEET_LISTEN", text)?;
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_LIFECYCLE_SWEEP") {
+            config.lifecycle_sweep = match text.trim() {
+                "off" => None,
+                _ => Some(lifecycle_duration("CREDSTORE_LIFECYCLE_SWEEP", text)?),
+            };
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_NOTICE_EXPIRING") {
+            config.notice_expiring = lifecycle_duration("CREDSTORE_NOTICE_EXPIRING", text)?;
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_NOTICE_UNUSED") {
+            config.notice_unused = lifecycle_duration("CREDSTORE_NOTICE_UNUSED", text)?;
         }
         if let Ok(list) = std::env::var("CREDSTORE_VERIFY_PREFIXES") {
             config.verify_prefixes = Some(
