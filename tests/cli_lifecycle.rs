@@ -124,3 +124,47 @@ fn policy_commands_work_through_a_running_server() {
     let (status, stderr) = server.stop();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn the_policy_api_sets_shows_and_clears_and_an_http_rotation_says_its_grace_was_raised() {
+    let (cli, admin) = Cli::init_with_admin();
+    let created = cli.json(&["create", "--name", "svc", "--json"]);
+    let server = Sidecar::start(&cli);
+    let bearer = format!("Bearer {admin}");
+    let call = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        common::http(server.addr, method, path, Some(&bearer), body.as_ref()).expect("an answer")
+    };
+    let set = call(
+        "PUT",
+        "/v1/policy",
+        Some(json!({ "min_grace": "1h", "max_lifetime": "30d" })),
+    );
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    assert_eq!(set.body["data"]["scope"], "store");
+    let bad = call("PUT", "/v1/policy", Some(json!({ "max_lifetime": "forever" })));
+    assert_eq!(
+        (bad.status, bad.body["error"]["code"].as_str()),
+        (400, Some("INVALID_INPUT"))
+    );
+    let unknown_field = call("PUT", "/v1/policy", Some(json!({ "max_lifetimes": "1d" })));
+    assert_eq!(unknown_field.status, 400);
+    let shown = call("GET", "/v1/policy", None);
+    assert_eq!(
+        shown.body["data"]["policies"][0]["max_lifetime"], "30d",
+        "{:?}",
+        shown.body
+    );
+
+    let id = created["id"].as_str().expect("id");
+    let rotated = call("POST", &format!("/v1/api-keys/{id}/rotate"), None);
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    assert_eq!(rotated.body["data"]["grace_raised_to"], "1h");
+
+    let cleared = call("DELETE", "/v1/policy", None);
+    assert_eq!(cleared.body["data"], json!({ "scope": "store", "cleared": true }));
+    let again = call("DELETE", "/v1/policy", None);
+    assert_eq!(again.status, 409, "{:?}", again.body);
+    assert_eq!(call("GET", "/v1/policy", None).body["data"], json!({ "policies": [] }));
+    let (status, stderr) = server.stop();
+    assert!(status.success(), "{stderr}");
+}

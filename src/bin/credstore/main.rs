@@ -739,18 +739,12 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         Command::Rotate { id, grace, json } => {
             let store = command_store(&data)?;
             let rotated = store.rotate(&KeyId::parse(&id)?, grace)?;
-            let raised = rotated
-                .grace_raised_to
-                .map(|g| credstore::lifecycle::fmt_duration(i64::try_from(g.as_millis()).unwrap_or(i64::MAX)));
+            let doc = output::docs::CreatedDoc::rotated(&rotated);
             if json {
-                let mut doc = output::created_json(&rotated.new, Some(&rotated.old));
-                if let Some(fields) = doc.as_object_mut() {
-                    fields.insert("grace_raised_to".into(), serde_json::json!(raised));
-                }
-                outln!("{doc}");
+                outln!("{}", output::to_json(&doc));
             } else {
                 output::print_created(&rotated.new, false, Some(&rotated.old));
-                if let Some(raised) = raised {
+                if let Some(raised) = doc.grace_raised_to {
                     outln!("The grace asked for was below the lifecycle policy's least grace: raised to {raised}.");
                 }
             }
