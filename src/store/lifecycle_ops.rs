@@ -82,17 +82,34 @@ impl Store {
         let Some(stored) = self.shared.index.get_by_tag(&tag)? else {
             return Ok(Label::FalsePositive);
         };
+        // Scrubbed of secret-shaped text, and cut to the bounds a parsed report keeps.
+        let kept = |text: &str, max: usize| {
+            let mut text = crate::redact::scrub(text).into_owned();
+            cut(&mut text, max);
+            text
+        };
         let op = Op::Leak {
             id: stored.record.id,
-            token_type: crate::redact::scrub(&report.token_type).into_owned(),
-            url: crate::redact::scrub(&report.url).into_owned(),
-            source: crate::redact::scrub(&report.source).into_owned(),
+            token_type: kept(&report.token_type, crate::leaks::MAX_NAME_BYTES),
+            url: kept(&report.url, crate::leaks::MAX_URL_BYTES),
+            source: kept(&report.source, crate::leaks::MAX_NAME_BYTES),
         };
         match self.submit(op)? {
             Outcome::Count(1) => Ok(Label::TruePositive),
             Outcome::Count(_) => Ok(Label::FalsePositive),
             _ => Err(Error::UnexpectedReply { request: "leak report" }),
         }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+fn cut(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
 }
 
