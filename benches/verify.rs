@@ -185,6 +185,24 @@ fn verify(c: &mut Criterion) {
     assert_owned(&store.verify(&owned).unwrap());
     group.bench_function("cached_owned", |b| b.iter(|| store.verify(black_box(&owned)).unwrap()));
     assert_owned(&store.verify(&owned).unwrap());
+    // The same under a lifecycle policy with a max lifetime and an unused expiry: the
+    // deadline comparison and the last-use check (DESIGN.md, "Lifecycle policy").
+    let governed = Fixture::new();
+    let policy = credstore::lifecycle::Lifecycle {
+        max_lifetime_ms: Some(366 * 86_400_000),
+        unused_expiry_ms: Some(90 * 86_400_000),
+        min_grace_ms: None,
+    };
+    governed
+        .store
+        .set_lifecycle(credstore::lifecycle::Scope::Store, policy)
+        .unwrap();
+    let governed_key = governed.keys(1).remove(0);
+    assert_valid(&governed.store.verify(&governed_key).unwrap());
+    group.bench_function("cached_under_policy", |b| {
+        b.iter(|| governed.store.verify(black_box(&governed_key)).unwrap())
+    });
+    assert_valid(&governed.store.verify(&governed_key).unwrap());
 
     // Every timed verify misses: the map is cleared (off the clock) before the keys run out.
     group.bench_function("uncached", |b| {

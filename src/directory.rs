@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::{Lifecycle, Scope};
 use crate::limits::Plan;
 use crate::owner::Owner;
 use crate::policy::{BUILTIN_ROLES, Role, User, builtin_role};
@@ -26,6 +27,8 @@ pub(crate) struct Directory {
     /// at most [`SHARE_CHANGES_KEPT`]: a part gained is taken as consumed then, to refill,
     /// for a key this host meets afresh.
     pub share_changes: Vec<(i64, crate::limits::Shares)>,
+    /// Lifecycle policies, by scope.
+    pub lifecycle: crate::lifecycle::Policies,
 }
 
 /// How many changes of a host's share [`Directory::share_changes`] keeps.
@@ -45,6 +48,7 @@ impl Default for Directory {
             owners: BTreeMap::new(),
             share: crate::limits::Shares::default(),
             share_changes: Vec::new(),
+            lifecycle: crate::lifecycle::Policies::default(),
         }
     }
 }
@@ -88,6 +92,12 @@ impl Directory {
                     DirKind::Role => self.roles.remove(&key.name).map(drop),
                     DirKind::User => self.users.remove(&key.name).map(drop),
                     DirKind::Owner => self.owners.remove(&key.name).map(drop),
+                    DirKind::Lifecycle => {
+                        if let Some(scope) = Scope::from_name(&key.name) {
+                            self.lifecycle.clear(&scope);
+                        }
+                        None
+                    }
                 };
             }
         }
@@ -107,6 +117,7 @@ impl Directory {
             DirEntry::Owner(o) => {
                 self.owners.insert(o.id.clone(), Arc::new(o));
             }
+            DirEntry::Lifecycle(scope, policy) => self.lifecycle.set(scope, policy),
         }
     }
 }
@@ -118,6 +129,7 @@ pub(crate) enum DirKind {
     Role,
     User,
     Owner,
+    Lifecycle,
 }
 
 /// A directory entry's key: its kind and name.
@@ -135,6 +147,7 @@ impl DirKey {
             DirKind::Role => b'r',
             DirKind::User => b'u',
             DirKind::Owner => b'o',
+            DirKind::Lifecycle => b'l',
         };
         let mut out = vec![letter, b'/'];
         out.extend_from_slice(self.name.as_bytes());
@@ -150,6 +163,8 @@ pub(crate) enum DirEntry {
     User(User),
     /// Appended last: bincode numbers variants.
     Owner(Owner),
+    /// A scope's lifecycle policy (its key's name is [`Scope::name`]).
+    Lifecycle(Scope, Lifecycle),
 }
 
 impl DirEntry {
@@ -171,6 +186,10 @@ impl DirEntry {
             DirEntry::Owner(o) => DirKey {
                 kind: DirKind::Owner,
                 name: o.id.clone(),
+            },
+            DirEntry::Lifecycle(scope, _) => DirKey {
+                kind: DirKind::Lifecycle,
+                name: scope.name(),
             },
         }
     }

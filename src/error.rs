@@ -256,6 +256,20 @@ pub enum InputError {
     /// A bad plan name.
     #[error("invalid plan {0}")]
     InvalidPlan(String),
+    /// A lifecycle setting from the environment that does not parse: its variable and value.
+    #[error("invalid {variable} {}: give a duration such as 7d or 10m (CREDSTORE_LIFECYCLE_SWEEP also takes off)", redact::quote(.value))]
+    InvalidLifecycleSetting {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A bad lifecycle policy (the message says what).
+    #[error("invalid lifecycle policy: {0}")]
+    InvalidPolicy(String),
+    /// A bad leak report body (`POST /v1/leaks`; the message says what, never a token).
+    #[error("invalid leak report: {0}")]
+    InvalidLeakReport(String),
     /// A key id that is not of the form `key_` plus 22 base62 characters.
     #[error("invalid key id {}: use key_ and 22 base62 characters", redact::quote(.0))]
     InvalidKeyId(String),
@@ -413,6 +427,21 @@ pub enum StateError {
     /// Credit for an owner that has no budget.
     #[error("owner {} has no budget to credit: give it one (owner set --budget)", redact::quote(.0))]
     OwnerNoBudget(String),
+    /// An expiry later than the lifecycle policy in force allows.
+    #[error(
+        "an expiry {asked} is beyond the max lifetime of {max} that the lifecycle policy of {scope} sets: give an earlier one, or none to get the longest"
+    )]
+    BeyondMaxLifetime {
+        /// What was asked (a time, or `none`).
+        asked: String,
+        /// The max lifetime (`366d`).
+        max: String,
+        /// The scope whose policy sets it (`project "web"`).
+        scope: String,
+    },
+    /// No lifecycle policy is set for this scope.
+    #[error("no lifecycle policy is set for {0}")]
+    NoLifecyclePolicy(String),
 }
 
 /// Why a data directory could not be opened as a store.

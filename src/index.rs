@@ -132,6 +132,8 @@ pub(crate) struct IndexBatch<'a> {
     pub imported: &'a BTreeMap<[u8; 32], Option<KeyId>>,
     /// The prefixes imported keys were declared with, when they changed.
     pub import_prefixes: Option<&'a Vec<String>>,
+    /// Lifecycle notices logged: (kind letter, key) -> the episode they were for.
+    pub notices: &'a BTreeMap<(u8, KeyId), i64>,
     pub applied_seq: u64,
     /// The chain hash of record `applied_seq`.
     pub applied_hash: [u8; 32],
@@ -619,6 +621,17 @@ impl Index {
         self.write_sealed(false, &sealed)
     }
 
+    /// The episode of the last lifecycle notice of `kind` (`x` expiring, `u` unused, `e`
+    /// expired) logged for a key, if any: the deadline, or the time unused since.
+    pub fn notice(&self, kind: u8, id: &KeyId) -> Result<Option<i64>> {
+        self.check_current()?;
+        let key = notice_key(kind, id);
+        let Some(sealed) = self.meta.get(&key)? else {
+            return Ok(None);
+        };
+        Ok(Some(i64::from_be_bytes(self.number("meta", &key, &sealed)?)))
+    }
+
     /// A key's persisted budget mark (packed), 0 if none.
     pub fn mark(&self, id: &KeyId) -> Result<u64> {
         let id = id.as_str().as_bytes();
@@ -816,6 +829,9 @@ impl Index {
         }
         if let Some(prefixes) = batch.import_prefixes {
             put_value(4, "meta", IMPORT_PREFIXES.to_vec(), Some(&encode(prefixes)));
+        }
+        for ((kind, id), episode) in batch.notices {
+            put_value(4, "meta", notice_key(*kind, id), Some(&episode.to_be_bytes()));
         }
         put_value(4, "meta", APPLIED_SEQ.to_vec(), Some(&batch.applied_seq.to_be_bytes()));
         put_value(4, "meta", APPLIED_HASH.to_vec(), Some(&batch.applied_hash));
@@ -1017,6 +1033,15 @@ fn scan_ids<'a>(tree: &'a sled::Tree, head: &str) -> impl Iterator<Item = sled::
 }
 
 /// Where a key's budget credit is kept in `meta`.
+/// The `meta` key of a lifecycle notice: `notice/`, the kind letter, `/`, the key id.
+fn notice_key(kind: u8, id: &KeyId) -> Vec<u8> {
+    let mut key = b"notice/".to_vec();
+    key.push(kind);
+    key.push(b'/');
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
+
 fn credit_key(id: &KeyId) -> Vec<u8> {
     let mut key = b"credit/".to_vec();
     key.extend_from_slice(id.as_str().as_bytes());

@@ -62,6 +62,8 @@ pub mod fleet;
 pub mod http;
 pub mod import;
 mod index;
+pub mod leaks;
+pub mod lifecycle;
 pub mod limits;
 pub mod log;
 mod modes;

@@ -90,6 +90,21 @@ pub struct Format {
     checksum: bool,
 }
 
+/// Checks a key prefix: 1 to 24 characters of `[A-Za-z0-9_]` ending in `_`.
+///
+/// # Errors
+/// [`InputError::InvalidPrefix`].
+pub fn validate_prefix(prefix: &str) -> Result<(), InputError> {
+    let prefix_ok = !prefix.is_empty()
+        && prefix.len() <= MAX_PREFIX_LEN
+        && prefix.ends_with('_')
+        && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !prefix_ok {
+        return Err(InputError::InvalidPrefix(prefix.to_string()));
+    }
+    Ok(())
+}
+
 impl Format {
     /// A format, checked.
     ///
@@ -98,13 +113,7 @@ impl Format {
     /// `[A-Za-z0-9_]` ending in `_`; [`InputError::InvalidRandomLength`] for a random part
     /// under 22 characters (128 bits) or over 64.
     pub fn new(prefix: &str, env: Env, random_len: usize, checksum: bool) -> Result<Self, InputError> {
-        let prefix_ok = !prefix.is_empty()
-            && prefix.len() <= MAX_PREFIX_LEN
-            && prefix.ends_with('_')
-            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !prefix_ok {
-            return Err(InputError::InvalidPrefix(prefix.to_string()));
-        }
+        validate_prefix(prefix)?;
         if !(MIN_RANDOM_LEN..=MAX_RANDOM_LEN).contains(&random_len) {
             return Err(InputError::InvalidRandomLength {
                 len: random_len,

@@ -15,6 +15,8 @@
 //!   secret, as `webhook add` and `POST /v1/webhooks` are given them.
 //! - `import_line` (`import_checks.rs`): the JSON Lines of `import`, `create --from` and
 //!   `revoke --from`.
+//! - `leaks_body` (`leaks_checks.rs`): the body of `POST /v1/leaks` parses as its reference
+//!   says, and no refusal repeats the body.
 //!
 //! The input seeds are named `accept-…` or `refuse-…` and their tests check that too;
 //! `secret_echo.rs` records which parsers repeat a pasted key in their errors today.
@@ -38,6 +40,8 @@ mod checks;
 mod http_checks;
 #[path = "../fuzz/import_checks.rs"]
 mod import_checks;
+#[path = "../fuzz/leaks_checks.rs"]
+mod leaks_checks;
 #[path = "../fuzz/log_meta_checks.rs"]
 mod log_meta_checks;
 // The policy checks use `TrustedProxies`, of the `http` feature.
@@ -239,6 +243,9 @@ fn write_seed_corpus() {
     }
     if wanted("import_line") {
         write_seeds(&root.join("import_line"), &import_seeds());
+    }
+    if wanted("leaks_body") {
+        write_seeds(&root.join("leaks_body"), &leaks_seeds());
     }
 }
 
@@ -1642,5 +1649,85 @@ fn import_seeds() -> Vec<(String, Vec<u8>)> {
     if let Some(seed) = seeds.iter_mut().find(|(n, _)| n == "refuse-i-not-utf8") {
         seed.1 = b"i{\"name\":\"\xff\"}".to_vec();
     }
+    seeds
+}
+
+// Leak report bodies
+
+#[test]
+fn leaks_body_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let seeds = corpus("leaks_body");
+    assert!(seeds.len() >= 12, "only {} leak body seeds", seeds.len());
+    for (name, data) in &seeds {
+        let accepted = leaks_checks::check_leaks_body(data);
+        assert_named_outcome("leaks_body", name, accepted);
+    }
+    assert_seeds_current("leaks_body", &seeds, &leaks_seeds());
+}
+
+/// The leak body seeds: what scanners send, and what they must not.
+fn leaks_seeds() -> Vec<(String, Vec<u8>)> {
+    let key = secret_echo::PROBE_KEY;
+    let item = |token: &str| {
+        format!(
+            r#"{{"token":"{token}","type":"credstore_api_key","url":"https://github.com/o/r/blob/main/.env","source":"content"}}"#
+        )
+    };
+    let many = |n: usize| format!("[{}]", vec![item("sk_live_x"); n].join(","));
+    let text: Vec<(&str, String)> = vec![
+        ("accept-one-token", format!("[{}]", item(key))),
+        ("accept-two-tokens", format!("[{},{}]", item(key), item("not-a-key"))),
+        (
+            "accept-extra-fields-ignored",
+            format!(r#"[{{"token":"{key}","type":"t","url":"u","source":"s","found_at":"2026-01-01"}}]"#),
+        ),
+        (
+            "accept-empty-strings",
+            r#"[{"token":"","type":"","url":"","source":""}]"#.into(),
+        ),
+        (
+            "accept-unicode-url",
+            r#"[{"token":"t","type":"t","url":"https://x/\u00e9t\u00e9","source":"s"}]"#.into(),
+        ),
+        ("accept-most-tokens", many(credstore::leaks::MAX_LEAK_TOKENS)),
+        ("accept-whitespace", format!(" \n[ {} ]\n", item(key))),
+        ("refuse-too-many-tokens", many(credstore::leaks::MAX_LEAK_TOKENS + 1)),
+        ("refuse-empty-list", "[]".into()),
+        ("refuse-empty-body", String::new()),
+        ("refuse-object", item(key)),
+        ("refuse-positional-item", format!(r#"[["{key}","t","u","s"]]"#)),
+        (
+            "refuse-missing-url",
+            format!(r#"[{{"token":"{key}","type":"t","source":"s"}}]"#),
+        ),
+        (
+            "refuse-number-type",
+            format!(r#"[{{"token":"{key}","type":7,"url":"u","source":"s"}}]"#),
+        ),
+        (
+            "refuse-token-not-a-string",
+            format!(r#"[{{"token":["{key}"],"type":"t","url":"u","source":"s"}}]"#),
+        ),
+        ("refuse-not-json", format!("token={key}")),
+        ("refuse-truncated", format!("[{}", item(key))),
+        ("refuse-trailing-garbage", format!("[{}] {key}", item(key))),
+        (
+            "refuse-long-url",
+            format!(
+                r#"[{{"token":"{key}","type":"t","url":"{}","source":"s"}}]"#,
+                "u".repeat(credstore::leaks::MAX_URL_BYTES + 1)
+            ),
+        ),
+        ("refuse-long-token", format!("[{}]", item(&key.repeat(30)))),
+        (
+            "refuse-second-item-bad",
+            format!(r#"[{},{{"token":"{key}"}}]"#, item(key)),
+        ),
+    ];
+    let mut seeds: Vec<(String, Vec<u8>)> = text.into_iter().map(|(n, t)| (n.to_string(), t.into_bytes())).collect();
+    seeds.push((
+        "refuse-not-utf8".into(),
+        b"[{\"token\":\"\xff\xfe\",\"type\":\"t\",\"url\":\"u\",\"source\":\"s\"}]".to_vec(),
+    ));
     seeds
 }

@@ -120,6 +120,7 @@ impl Api {
             "owners": self.data(200, "GET", "/v1/owners", admin, None),
             "secrets": self.data(200, "GET", "/v1/vault/secrets", admin, None),
             "webhooks": self.data(200, "GET", "/v1/webhooks", admin, None),
+            "policies": self.data(200, "GET", "/v1/policy", admin, None),
         })
     }
 
@@ -310,6 +311,14 @@ fn every_management_route_answers_admin_keys_only() {
             &format!("/v1/api-keys/{metered}/credits"),
             Some(json!({ "add": 5, "reason": "test" })),
         ),
+        route("GET", "/v1/policy", "/v1/policy", None),
+        route(
+            "PUT",
+            "/v1/policy",
+            "/v1/policy",
+            Some(json!({ "project": "web", "unused_expiry": "90d", "min_grace": "1h" })),
+        ),
+        route("DELETE", "/v1/policy", "/v1/policy?project=web", None),
     ];
 
     // The table is every management route: every route of the OpenAPI document but those
@@ -1260,9 +1269,17 @@ fn the_openapi_document_lists_every_route_the_router_has() {
 }
 
 /// Whether a route is open to any caller (no admin key): verification, forward auth,
-/// operations and the document itself.
+/// leak reports (`tests/leaks.rs`), operations and the document itself.
 fn open_to_all(path: &str) -> bool {
-    ["/openapi.json", "/v1/keys.verify", "/healthz", "/readyz", "/metrics"].contains(&path)
+    [
+        "/openapi.json",
+        "/v1/keys.verify",
+        "/v1/leaks",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ]
+    .contains(&path)
         || path.starts_with("/v1/auth")
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::fmt_time;
 use crate::decision::Code;
+use crate::lifecycle::{ExpiredBecause, Lifecycle, Scope};
 use crate::limits::{Budget, Plan, RateLimit};
 use crate::owner::Owner;
 use crate::policy::{EndpointAllowlist, IpAllowlist, PermissionSet, ReferrerAllowlist, Role, RoleName, User};
@@ -363,6 +364,60 @@ pub enum EventKind {
         /// Its displayable start, now that the key was seen: prefix plus four characters.
         start: String,
     },
+    /// A lifecycle policy was set for a scope, replacing any it had.
+    LifecycleSet {
+        /// Where it applies.
+        scope: Scope,
+        /// The settings.
+        policy: Lifecycle,
+    },
+    /// A scope's lifecycle policy was cleared.
+    LifecycleCleared {
+        /// The scope.
+        scope: Scope,
+    },
+    /// A key expires within the notice period (`key.expiring`): logged by the lifecycle
+    /// sweep once per deadline.
+    KeyExpiring {
+        /// The key.
+        id: KeyId,
+        /// When it expires, unix ms.
+        expires_at: i64,
+        /// What sets that time: the key's own expiry, or its policy's max lifetime.
+        reason: ExpiredBecause,
+    },
+    /// A key was not used for the notice period (`key.unused`): logged by the lifecycle
+    /// sweep once per last use (a use starts a new episode).
+    KeyUnused {
+        /// The key.
+        id: KeyId,
+        /// Its last use, unix ms (`None`: never used).
+        last_used_at: Option<i64>,
+        /// Unused since, unix ms: the last use, or the key's creation.
+        since: i64,
+    },
+    /// A key expired (`key.expired`): logged by the lifecycle sweep once per deadline.
+    KeyExpired {
+        /// The key.
+        id: KeyId,
+        /// When it expired, unix ms.
+        deadline: i64,
+        /// Why.
+        reason: ExpiredBecause,
+    },
+    /// A key was reported leaked (`POST /v1/leaks`); never the token itself.
+    KeyLeaked {
+        /// The key.
+        id: KeyId,
+        /// The token's type, as the reporter named it.
+        token_type: String,
+        /// Where it was found.
+        url: String,
+        /// Who found it (`github`, ...).
+        source: String,
+        /// Whether it was live (then revoked in the same batch) or already revoked.
+        was_live: bool,
+    },
 }
 
 /// One key of a [`EventKind::KeysImported`] record.
@@ -635,6 +690,12 @@ impl Event {
             EventKind::OwnerBudgetCredited { .. } => "owner.budget_credited",
             EventKind::KeysImported { .. } => "key.imported",
             EventKind::KeyRetagged { .. } => "key.retagged",
+            EventKind::LifecycleSet { .. } => "lifecycle.set",
+            EventKind::LifecycleCleared { .. } => "lifecycle.cleared",
+            EventKind::KeyExpiring { .. } => "key.expiring",
+            EventKind::KeyUnused { .. } => "key.unused",
+            EventKind::KeyExpired { .. } => "key.expired",
+            EventKind::KeyLeaked { .. } => "key.leaked",
         }
     }
 
@@ -661,9 +722,15 @@ impl Event {
             | EventKind::WebhookAttempt { .. }
             | EventKind::OwnerSet { .. }
             | EventKind::OwnerBudgetMark { .. }
-            | EventKind::OwnerBudgetCredited { .. } => vec![],
+            | EventKind::OwnerBudgetCredited { .. }
+            | EventKind::LifecycleSet { .. }
+            | EventKind::LifecycleCleared { .. } => vec![],
             EventKind::KeyOwned { id, .. } => vec![id],
             EventKind::OwnerKeysRevoked { ids, .. } | EventKind::OwnerKeysDisabled { ids, .. } => ids.iter().collect(),
+            EventKind::KeyExpiring { id, .. }
+            | EventKind::KeyUnused { id, .. }
+            | EventKind::KeyExpired { id, .. }
+            | EventKind::KeyLeaked { id, .. } => vec![id],
             EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } => id.iter().collect(),
             EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => uses.iter().map(|u| &u.id).collect(),
             EventKind::BudgetMark { id, .. }
@@ -847,6 +914,30 @@ impl Event {
                 })).collect::<Vec<_>>(),
             }),
             EventKind::KeyRetagged { id, start, .. } => json!({ "key_id": id, "start": start }),
+            EventKind::LifecycleSet { scope, policy } => policy.to_json_in(scope),
+            EventKind::LifecycleCleared { scope } => json!({ "scope": scope.name() }),
+            EventKind::KeyExpiring { id, expires_at, reason } => json!({
+                "key_id": id, "expires_at": fmt_time(*expires_at), "reason": reason.as_str(),
+            }),
+            EventKind::KeyUnused {
+                id,
+                last_used_at,
+                since,
+            } => json!({
+                "key_id": id, "last_used_at": last_used_at.map(fmt_time), "unused_since": fmt_time(*since),
+            }),
+            EventKind::KeyExpired { id, deadline, reason } => json!({
+                "key_id": id, "expired_at": fmt_time(*deadline), "reason": reason.as_str(),
+            }),
+            EventKind::KeyLeaked {
+                id,
+                token_type,
+                url,
+                source,
+                was_live,
+            } => json!({
+                "key_id": id, "type": token_type, "url": url, "source": source, "was_live": was_live,
+            }),
         };
         json!({ "seq": seq, "at": fmt_time(self.at), "kind": self.kind_name(), "details": details })
     }

@@ -68,6 +68,13 @@ pub(crate) struct LiveState {
     /// The key's owner, whose limits and budget apply on top of the key's own: held here
     /// so that verify reaches it without a lookup.
     pub owner: Option<Arc<OwnerLive>>,
+    /// When the key expires, unix ms (`i64::MAX`: never): its own expiry or its creation
+    /// plus its lifecycle policy's max lifetime, whichever is first. Computed here, so a
+    /// verify compares once.
+    pub deadline: i64,
+    /// Its lifecycle policy's unused expiry, ms (`i64::MAX`: none): a key unused this
+    /// long since its last use (or creation) is expired.
+    pub unused_ms: i64,
 }
 
 /// An owner with its limits and budget resolved, and their counters, shared by the live
@@ -125,6 +132,20 @@ impl OwnerLive {
 }
 
 impl LiveState {
+    /// Whether the lifecycle policy expired the key by `now` (unix ms): past its deadline,
+    /// or unused for its unused expiry. Two comparisons, and a load of the last use only
+    /// under an unused expiry.
+    #[inline]
+    pub fn expired_by_policy(&self, now: i64) -> bool {
+        now >= self.deadline
+            || (self.unused_ms != i64::MAX && now.saturating_sub(self.unused_since()) >= self.unused_ms)
+    }
+
+    /// Unused since: the last use, or the key's creation when it was never used.
+    pub fn unused_since(&self) -> i64 {
+        self.usage.last_used.load(Ordering::Relaxed).max(self.record.created_at)
+    }
+
     /// A snapshot of the counters for persisting.
     pub fn counters(&self) -> Counters {
         Counters {
@@ -345,7 +366,12 @@ impl LiveState {
             Seed::Persisted { .. } | Seed::Carried { .. } => None,
         };
         let admin = matches!(&grants, Grants::Service { role: Some(r), .. } if r.as_str() == ADMIN_ROLE);
+        let policy = dir.lifecycle.for_record(&record);
+        let (deadline, _) = policy.deadline(&record);
+        let unused_ms = policy.unused_ms();
         LiveState {
+            deadline,
+            unused_ms,
             record,
             grants,
             admin,

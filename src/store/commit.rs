@@ -153,6 +153,19 @@ pub(crate) enum Op {
         spent: u64,
         cap: u64,
     },
+    /// Set a scope's lifecycle policy.
+    SetLifecycle(crate::lifecycle::Scope, crate::lifecycle::Lifecycle),
+    /// Clear a scope's lifecycle policy.
+    ClearLifecycle(crate::lifecycle::Scope),
+    /// Log the lifecycle sweep's notices, each unless already logged for its episode.
+    Notices(Vec<Notice>),
+    /// A key was reported leaked: log it, and revoke it if it is live.
+    Leak {
+        id: KeyId,
+        token_type: String,
+        url: String,
+        source: String,
+    },
     /// A fleet host's charge needs more of a budget: lease it from the fleet (nothing is
     /// logged; the fleet keeps the account).
     #[cfg(feature = "fleet")]
@@ -179,6 +192,29 @@ pub(crate) struct PreparedImport {
     pub project: String,
     /// The settings, with the role resolved.
     pub new: NewKey,
+}
+
+/// A lifecycle notice the sweep found due; the commit thread logs it once per episode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// The key expires at `expires_at`, within the notice period.
+    Expiring {
+        id: KeyId,
+        expires_at: i64,
+        reason: crate::lifecycle::ExpiredBecause,
+    },
+    /// The key was not used since `since` (its last use, or its creation).
+    Unused {
+        id: KeyId,
+        last_used_at: Option<i64>,
+        since: i64,
+    },
+    /// The key expired at `deadline`.
+    Expired {
+        id: KeyId,
+        deadline: i64,
+        reason: crate::lifecycle::ExpiredBecause,
+    },
 }
 
 /// One rewrapped secret version: the blob it replaces and the new one.

@@ -75,6 +75,14 @@ pub struct Config {
     /// ([`Format::admin`]) are never accepted there, whatever this says; naming their
     /// prefix is refused at open.
     pub verify_prefixes: Option<Vec<String>>,
+    /// How often the lifecycle sweep runs in the background (`None`: never; call
+    /// [`super::Store::sweep_lifecycle`]). It reads every key, so it runs seldom; the
+    /// first run is one interval after open.
+    pub lifecycle_sweep: Option<Duration>,
+    /// The lifecycle sweep logs `key.expiring` for a key expiring within this long.
+    pub notice_expiring: Duration,
+    /// The lifecycle sweep logs `key.unused` for a key unused this long.
+    pub notice_unused: Duration,
 }
 
 /// A positive duration (`500ms`, `30s`) from a fleet setting's variable.
@@ -83,6 +91,13 @@ fn fleet_duration(variable: &'static str, text: String) -> Result<Duration> {
         .ok()
         .filter(|&ms| ms > 0)
         .ok_or(InputError::InvalidFleetSetting { variable, value: text })?;
+    Ok(Duration::from_millis(ms.unsigned_abs()))
+}
+
+/// A positive duration (`7d`, `10m`) from a lifecycle setting's variable.
+fn lifecycle_duration(variable: &'static str, text: String) -> Result<Duration> {
+    let ms = crate::clock::parse_duration(text.trim())
+        .map_err(|_| InputError::InvalidLifecycleSetting { variable, value: text })?;
     Ok(Duration::from_millis(ms.unsigned_abs()))
 }
 
@@ -113,6 +128,9 @@ impl Config {
             fleet_listen: true,
             lock_wait: DEFAULT_LOCK_WAIT,
             verify_prefixes: None,
+            lifecycle_sweep: Some(Duration::from_secs(300)),
+            notice_expiring: Duration::from_secs(7 * 86_400),
+            notice_unused: Duration::from_secs(30 * 86_400),
         }
     }
 
@@ -123,7 +141,10 @@ impl Config {
     /// fleet host's staleness bound and fail-open from `CREDSTORE_FLEET_MAX_STALENESS` (a
     /// duration) and `CREDSTORE_FLEET_FAIL_OPEN` (`true`/`false`), its poll interval from
     /// `CREDSTORE_FLEET_POLL` (a duration) and whether it listens from
-    /// `CREDSTORE_FLEET_LISTEN` (`true`/`false`) when they are set.
+    /// `CREDSTORE_FLEET_LISTEN` (`true`/`false`), and the lifecycle sweep's interval and
+    /// notice periods from `CREDSTORE_LIFECYCLE_SWEEP` (a duration, or `off`),
+    /// `CREDSTORE_NOTICE_EXPIRING` and `CREDSTORE_NOTICE_UNUSED` (durations) when they are
+    /// set.
     ///
     /// # Errors
     /// [`InputError::InvalidPepper`] when the variable is set but not 64 hex characters;
@@ -160,6 +181,18 @@ impl Config {
         }
         if let Ok(text) = std::env::var("CREDSTORE_FLEET_LISTEN") {
             config.fleet_listen = parse_switch("CREDSTORE_FLEET_LISTEN", text)?;
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_LIFECYCLE_SWEEP") {
+            config.lifecycle_sweep = match text.trim() {
+                "off" => None,
+                _ => Some(lifecycle_duration("CREDSTORE_LIFECYCLE_SWEEP", text)?),
+            };
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_NOTICE_EXPIRING") {
+            config.notice_expiring = lifecycle_duration("CREDSTORE_NOTICE_EXPIRING", text)?;
+        }
+        if let Ok(text) = std::env::var("CREDSTORE_NOTICE_UNUSED") {
+            config.notice_unused = lifecycle_duration("CREDSTORE_NOTICE_UNUSED", text)?;
         }
         if let Ok(list) = std::env::var("CREDSTORE_VERIFY_PREFIXES") {
             config.verify_prefixes = Some(
@@ -221,6 +254,21 @@ impl Config {
     /// Sets the clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Sets how often the lifecycle sweep runs in the background (`None`: never).
+    pub fn lifecycle_sweep(mut self, every: Option<Duration>) -> Self {
+        self.lifecycle_sweep = every;
+        self
+    }
+
+    /// Sets the notice periods of the lifecycle sweep: `key.expiring` for keys expiring
+    /// within `expiring` (default 7 days), `key.unused` for keys unused for `unused`
+    /// (default 30 days).
+    pub fn lifecycle_notices(mut self, expiring: Duration, unused: Duration) -> Self {
+        self.notice_expiring = expiring;
+        self.notice_unused = unused;
         self
     }
 

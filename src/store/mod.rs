@@ -19,6 +19,7 @@ mod fleet_host;
 mod fleet_shares;
 #[cfg(feature = "fleet")]
 mod leases;
+mod lifecycle_ops;
 mod open;
 mod plan;
 mod request;
@@ -83,6 +84,9 @@ pub struct Rotated {
     pub new: CreatedKey,
     /// The old key's record after the rotation (revoked now, or at the end of the grace).
     pub old: KeyRecord,
+    /// When the grace asked for (none: zero) was below the lifecycle policy's least
+    /// grace: the grace given instead.
+    pub grace_raised_to: Option<Duration>,
 }
 
 /// A budget's credit after `credits add` or `credits set`, in the current period.
@@ -211,6 +215,8 @@ pub(crate) struct Shared {
     /// Whether `import_prefixes` holds any: one relaxed load keeps the malformed-key path
     /// of a store that never imported as cheap as it was.
     any_imports: std::sync::atomic::AtomicBool,
+    /// The lifecycle sweep's notice periods.
+    notices: lifecycle_ops::NoticePeriods,
 }
 
 impl Shared {
@@ -554,6 +560,10 @@ impl Store {
             any_imports: std::sync::atomic::AtomicBool::new(!index.import_prefixes()?.is_empty()),
             import_prefixes: ArcSwap::from_pointee(index.import_prefixes()?),
             index,
+            notices: lifecycle_ops::NoticePeriods {
+                expiring_ms: i64::try_from(config.notice_expiring.as_millis()).unwrap_or(i64::MAX),
+                unused_ms: i64::try_from(config.notice_unused.as_millis()).unwrap_or(i64::MAX),
+            },
         });
         // New ids must sort after every id already issued, whatever the clock says.
         let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
@@ -570,9 +580,10 @@ impl Store {
         let flusher = {
             let shared = Arc::clone(&shared);
             let every = config.flush_interval;
+            let sweep = config.lifecycle_sweep.map(|interval| (interval, tx.clone()));
             std::thread::Builder::new()
                 .name("credstore-flush".into())
-                .spawn(move || run_flusher(&shared, every, &stop_rx))
+                .spawn(move || run_flusher(&shared, every, &stop_rx, sweep.as_ref()))
                 .map_err(|e| Error::io(path, e))?
         };
         Ok(Store {
@@ -926,6 +937,12 @@ impl Store {
         decision.at = now;
         if let Some(code) = Code::for_status(record.status_at(now)) {
             decision.code = code;
+            return Ok(());
+        }
+        // The lifecycle policy: a deadline computed when the state was built, and the
+        // unused expiry against the last use.
+        if state.expired_by_policy(now) {
+            decision.code = Code::Expired;
             return Ok(());
         }
         decision.code = Code::Valid;
@@ -1819,9 +1836,25 @@ impl Store {
     /// # Errors
     /// [`Error::State`]: unknown, revoked, or already rotated.
     pub fn rotate(&self, id: &KeyId, grace: Option<Duration>) -> Result<Rotated> {
-        let grace_ms = grace
+        let asked_ms = grace
             .map(|g| i64::try_from(g.as_millis()).map_err(|_| InputError::InvalidTime(format!("{g:?}"))))
             .transpose()?;
+        // A grace below the lifecycle policy's least grace is raised to it, and said so.
+        let min_grace = match self.shared.index.get(id)? {
+            Some(stored) => self
+                .shared
+                .directory
+                .load()
+                .lifecycle
+                .for_record(&stored.record)
+                .min_grace
+                .map(|s| s.ms),
+            None => None,
+        };
+        let (grace_ms, grace_raised_to) = match min_grace {
+            Some(min) if asked_ms.unwrap_or(0) < min => (Some(min), Some(Duration::from_millis(min.unsigned_abs()))),
+            _ => (asked_ms, None),
+        };
         match self.submit(Op::Rotate {
             id: id.clone(),
             grace_ms,
@@ -1832,6 +1865,7 @@ impl Store {
                     record: *new,
                 },
                 old: *old,
+                grace_raised_to,
             }),
             _ => Err(Error::UnexpectedReply { request: "rotate" }),
         }
@@ -2098,8 +2132,19 @@ impl Store {
             .map_or(0, |l| l.usage.last_used.load(Ordering::Relaxed));
         let stored = self.shared.index.counters(&record.id)?.map_or(0, |c| c.last_used);
         let last = cached.max(stored);
+        let now = self.shared.clock.now_ms();
+        let mut status = record.status_at(now);
+        if status == Status::Active {
+            // Expired by the lifecycle policy, as a verify would find it.
+            let policy = self.shared.directory.load().lifecycle.for_record(&record);
+            let (deadline, _) = policy.deadline(&record);
+            let since = last.max(record.created_at);
+            if now >= deadline || now.saturating_sub(since) >= policy.unused_ms() {
+                status = Status::Expired;
+            }
+        }
         Ok(KeyInfo {
-            status: record.status_at(self.shared.clock.now_ms()),
+            status,
             last_used_at: (last > 0).then_some(last),
             owner: self.shared.index.owner_of(&record.id)?,
             record,
@@ -2122,12 +2167,31 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn run_flusher(shared: &Shared, every: Duration, stop: &Receiver<()>) {
+/// Flushes counters every `every` until stopped; with `sweep`, runs the lifecycle sweep
+/// every so often too, handing its notices to the commit thread.
+fn run_flusher(shared: &Shared, every: Duration, stop: &Receiver<()>, sweep: Option<&(Duration, Sender<Request>)>) {
+    let mut last_sweep = std::time::Instant::now();
     loop {
         match stop.recv_timeout(every) {
             Err(RecvTimeoutError::Timeout) => {
                 // A failed flush is retried at the next tick; counters stay in memory.
                 let _ = shared.flush_counters();
+                if let Some((interval, commits)) = sweep
+                    && last_sweep.elapsed() >= *interval
+                {
+                    last_sweep = std::time::Instant::now();
+                    // A failed sweep is tried again at the next interval: the notices it
+                    // would have logged are still due then.
+                    if let Ok(notices) = lifecycle_ops::due_notices(shared)
+                        && !notices.is_empty()
+                    {
+                        let (reply, answer) = mpsc::sync_channel(1);
+                        let op = Op::Notices(notices);
+                        if commits.send(Request { op, reply }).is_ok() {
+                            let _ = answer.recv();
+                        }
+                    }
+                }
             }
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }

@@ -12,8 +12,8 @@ use crate::token::{ADMIN_PREFIX, Format};
 use crate::vault::VaultError;
 
 use super::Shared;
-use super::commit::{Op, Outcome};
-use super::state_machine::Overlay;
+use super::commit::{Notice, Op, Outcome};
+use super::state_machine::{NOTICE_EXPIRED, NOTICE_EXPIRING, NOTICE_UNUSED, Overlay};
 
 /// What a planned request will return, read back from the state once its events apply.
 pub(super) enum Planned {
@@ -91,6 +91,9 @@ pub(super) fn plan(
                 allow_referrers: new.allow_referrers.clone(),
                 allow_endpoints: new.allow_endpoints.clone(),
             };
+            let mut record = record;
+            let policy = state.lifecycle().for_record(&record);
+            record.expires_at = within_max_lifetime(record.expires_at, record.created_at, &policy, now)?;
             if let Some(plan) = &record.plan {
                 state.plan(plan)?;
             }
@@ -148,6 +151,15 @@ pub(super) fn plan(
             let expires_at = match expires {
                 Some(Some(e)) => Some(Some(e.resolve(now)?)),
                 Some(None) => Some(None),
+                None => None,
+            };
+            // A new expiry, or none, is held to the key's max lifetime: asking for none
+            // under one gives the latest the policy allows.
+            let expires_at = match expires_at {
+                Some(asked) => {
+                    let policy = state.lifecycle().for_record(&current.record);
+                    Some(within_max_lifetime(asked, current.record.created_at, &policy, now)?)
+                }
                 None => None,
             };
             let kind = EventKind::KeyUpdated {
@@ -372,6 +384,96 @@ pub(super) fn plan(
             };
             Ok((vec![event(kind)], Planned::Done))
         }
+        Op::SetLifecycle(scope, policy) => Ok((
+            vec![event(EventKind::LifecycleSet {
+                scope: scope.clone(),
+                policy: *policy,
+            })],
+            Planned::Done,
+        )),
+        Op::ClearLifecycle(scope) => {
+            if state.lifecycle().get(scope).is_none() {
+                return Err(StateError::NoLifecyclePolicy(scope.to_string()).into());
+            }
+            Ok((
+                vec![event(EventKind::LifecycleCleared { scope: scope.clone() })],
+                Planned::Done,
+            ))
+        }
+        Op::Notices(notices) => {
+            let mut events = Vec::new();
+            for notice in notices {
+                let (kind, id, episode, logged) = match notice {
+                    Notice::Expiring { id, expires_at, reason } => (
+                        NOTICE_EXPIRING,
+                        id,
+                        *expires_at,
+                        EventKind::KeyExpiring {
+                            id: id.clone(),
+                            expires_at: *expires_at,
+                            reason: *reason,
+                        },
+                    ),
+                    Notice::Unused {
+                        id,
+                        last_used_at,
+                        since,
+                    } => (
+                        NOTICE_UNUSED,
+                        id,
+                        *since,
+                        EventKind::KeyUnused {
+                            id: id.clone(),
+                            last_used_at: *last_used_at,
+                            since: *since,
+                        },
+                    ),
+                    Notice::Expired { id, deadline, reason } => (
+                        NOTICE_EXPIRED,
+                        id,
+                        *deadline,
+                        EventKind::KeyExpired {
+                            id: id.clone(),
+                            deadline: *deadline,
+                            reason: *reason,
+                        },
+                    ),
+                };
+                // Once per episode; none for a key revoked since the sweep looked.
+                let live = state
+                    .get(id)?
+                    .is_some_and(|k| k.record.status_at(now) != crate::record::Status::Revoked);
+                if live && state.notice(kind, id)? != Some(episode) {
+                    events.push(event(logged));
+                }
+            }
+            let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+            Ok((events, Planned::Count(count)))
+        }
+        Op::Leak {
+            id,
+            token_type,
+            url,
+            source,
+        } => {
+            let stored = state.get(id)?.ok_or_else(|| StateError::UnknownKey(id.to_string()))?;
+            let was_live = stored.record.status_at(now) != crate::record::Status::Revoked;
+            let mut events = vec![event(EventKind::KeyLeaked {
+                id: id.clone(),
+                token_type: token_type.clone(),
+                url: url.clone(),
+                source: source.clone(),
+                was_live,
+            })];
+            if was_live {
+                events.push(event(EventKind::KeyRevoked {
+                    id: id.clone(),
+                    effective_at: now,
+                    reason: Some(leak_reason(source, url)),
+                }));
+            }
+            Ok((events, Planned::Count(u32::from(was_live))))
+        }
         // Leases are answered before a batch is planned; none reaches here.
         #[cfg(feature = "fleet")]
         Op::Lease(_) => Err(crate::Error::NotCommitted(
@@ -509,6 +611,13 @@ pub(super) fn plan(
                 old.format.clone()
             };
             let mut events = register_format(state, &format, now)?;
+            // The grace is at least the policy's least grace (`Store::rotate` raised it
+            // already; a policy set since is applied here).
+            let policy = state.lifecycle().for_record(&old);
+            let grace_ms = match (grace_ms, &policy.min_grace) {
+                (asked, Some(min)) => Some(asked.unwrap_or(0).max(min.ms)),
+                (asked, None) => *asked,
+            };
             // The grace period never outlives the old key's own expiry.
             let grace_end = now.saturating_add(grace_ms.unwrap_or(0));
             let old_revoked_at = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
@@ -523,7 +632,14 @@ pub(super) fn plan(
                 // than any expiry may be.
                 expires_at: old
                     .expires_at
-                    .map(|e| now.saturating_add(e - old.created_at).min(LATEST_EXPIRY_MS)),
+                    .map(|e| now.saturating_add(e - old.created_at).min(LATEST_EXPIRY_MS))
+                    .map(|e| {
+                        policy
+                            .max_lifetime
+                            .as_ref()
+                            .map_or(e, |m| e.min(now.saturating_add(m.ms)))
+                    })
+                    .or_else(|| policy.max_lifetime.as_ref().map(|m| now.saturating_add(m.ms))),
                 disabled_at: old.disabled_at.map(|_| now),
                 revoked: None,
                 rotated_from: Some(id.clone()),
@@ -695,6 +811,44 @@ pub(super) fn check_import(
         }
     }
     Ok(())
+}
+
+/// An expiry (`None`: none asked) held to the policy's max lifetime for a key created at
+/// `created_at`: none becomes the latest allowed; a later one is refused, naming the
+/// policy.
+fn within_max_lifetime(
+    asked: Option<i64>,
+    created_at: i64,
+    policy: &crate::lifecycle::Effective,
+    now: i64,
+) -> Result<Option<i64>> {
+    let Some(max) = &policy.max_lifetime else {
+        return Ok(asked);
+    };
+    let latest = created_at.saturating_add(max.ms).min(LATEST_EXPIRY_MS);
+    match asked {
+        None => Ok(Some(latest.max(now))),
+        Some(e) if e <= latest => Ok(Some(e)),
+        Some(e) => Err(StateError::BeyondMaxLifetime {
+            asked: crate::clock::fmt_time(e),
+            max: crate::lifecycle::fmt_duration(max.ms),
+            scope: max.scope.to_string(),
+        }
+        .into()),
+    }
+}
+
+/// The revocation reason of a leaked key: who found it where, cut to fit a reason.
+fn leak_reason(source: &str, url: &str) -> String {
+    let mut reason = format!("leaked: reported by {source} at {url}");
+    if reason.len() > crate::record::MAX_REASON_LEN {
+        let mut end = crate::record::MAX_REASON_LEN;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 fn register_format(state: &Overlay<'_>, format: &Format, now: i64) -> Result<Vec<Event>> {

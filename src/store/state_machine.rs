@@ -62,7 +62,16 @@ pub(crate) struct Overlay<'a> {
     import_prefixes: Option<Vec<String>>,
     /// How the number of imported keys not yet re-tagged moved in this batch.
     pub pending_delta: i64,
+    /// Lifecycle notices logged in this batch: (kind letter, key) -> episode.
+    notices: BTreeMap<(u8, KeyId), i64>,
 }
+
+/// The kind letters of lifecycle notices, as the index keys them.
+pub(crate) const NOTICE_EXPIRING: u8 = b'x';
+/// See [`NOTICE_EXPIRING`].
+pub(crate) const NOTICE_UNUSED: u8 = b'u';
+/// See [`NOTICE_EXPIRING`].
+pub(crate) const NOTICE_EXPIRED: u8 = b'e';
 
 impl<'a> Overlay<'a> {
     pub fn new(index: &'a Index, base_formats: &'a FormatSet, base_dir: &'a Directory) -> Self {
@@ -88,6 +97,7 @@ impl<'a> Overlay<'a> {
             imported: BTreeMap::new(),
             import_prefixes: None,
             pending_delta: 0,
+            notices: BTreeMap::new(),
         }
     }
 
@@ -107,6 +117,7 @@ impl<'a> Overlay<'a> {
             && self.thresholds.is_empty()
             && self.imported.is_empty()
             && self.import_prefixes.is_none()
+            && self.notices.is_empty()
     }
 
     /// The batch's changes, for the index.
@@ -127,6 +138,7 @@ impl<'a> Overlay<'a> {
             thresholds: &self.thresholds,
             imported: &self.imported,
             import_prefixes: self.import_prefixes.as_ref(),
+            notices: &self.notices,
             applied_seq,
             applied_hash,
         }
@@ -261,6 +273,30 @@ impl<'a> Overlay<'a> {
             .and_then(|o| o.budget)
             .map_or(0, |b| b.period.at(at_ms).0);
         Ok(unless_later(mark, current))
+    }
+
+    /// The lifecycle policies as of this batch.
+    pub(super) fn lifecycle(&self) -> crate::lifecycle::Policies {
+        let mut policies = self.base_dir.lifecycle.clone();
+        for (key, entry) in self.dir.iter().filter(|(k, _)| k.kind == DirKind::Lifecycle) {
+            match entry {
+                Some(DirEntry::Lifecycle(scope, policy)) => policies.set(scope.clone(), *policy),
+                _ => {
+                    if let Some(scope) = crate::lifecycle::Scope::from_name(&key.name) {
+                        policies.clear(&scope);
+                    }
+                }
+            }
+        }
+        policies
+    }
+
+    /// The episode of the last notice of `kind` logged for key `id`, as of this batch.
+    pub(super) fn notice(&self, kind: u8, id: &KeyId) -> Result<Option<i64>> {
+        match self.notices.get(&(kind, id.clone())) {
+            Some(e) => Ok(Some(*e)),
+            None => self.index.notice(kind, id),
+        }
     }
 
     pub(super) fn master_registered(&self, version: u32) -> Result<bool> {
@@ -566,6 +602,19 @@ impl<'a> Overlay<'a> {
             } => {
                 self.owner_credits.insert(owner.clone(), (*period, *credit));
             }
+            EventKind::LifecycleSet { scope, policy } => self.set(DirEntry::Lifecycle(scope.clone(), *policy)),
+            EventKind::LifecycleCleared { scope } => self.delete(DirKind::Lifecycle, &scope.name()),
+            EventKind::KeyExpiring { id, expires_at, .. } => {
+                self.notices.insert((NOTICE_EXPIRING, id.clone()), *expires_at);
+            }
+            EventKind::KeyUnused { id, since, .. } => {
+                self.notices.insert((NOTICE_UNUSED, id.clone()), *since);
+            }
+            EventKind::KeyExpired { id, deadline, .. } => {
+                self.notices.insert((NOTICE_EXPIRED, id.clone()), *deadline);
+            }
+            // The revocation a leak brings is an event of its own.
+            EventKind::KeyLeaked { .. } => {}
             EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
             EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,
             EventKind::KeyRevoked {

@@ -125,6 +125,7 @@ pub fn route(command: &Command) -> Route {
         | Command::Audit(_)
         | Command::Credits { .. }
         | Command::Owner { .. }
+        | Command::Policy { .. }
         | Command::Events(_)
         | Command::Webhook { .. }
         | Command::Vault { .. } => Route::Through(Input::Nothing),

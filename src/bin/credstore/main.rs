@@ -31,6 +31,7 @@ mod fleet_cmd;
 mod import_cmd;
 mod output;
 mod owner_cmd;
+mod policy_cmd;
 mod serve;
 mod vault_cmd;
 mod webhook_cmd;
@@ -258,6 +259,12 @@ enum Command {
     Webhook {
         #[command(subcommand)]
         action: webhook_cmd::WebhookAction,
+    },
+    /// Lifecycle policy of the store, a project or a key format: max lifetime, unused
+    /// expiry, least rotation grace; logged.
+    Policy {
+        #[command(subcommand)]
+        action: policy_cmd::PolicyAction,
     },
     /// Provider secrets, encrypted at rest: put (from stdin), get, list, delete, rotate-master.
     Vault {
@@ -794,7 +801,15 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         Command::Rotate { id, grace, json } => {
             let store = command_store(&data)?;
             let rotated = store.rotate(&KeyId::parse(&id)?, grace)?;
-            output::print_created(&rotated.new, json, Some(&rotated.old));
+            let doc = output::docs::CreatedDoc::rotated(&rotated);
+            if json {
+                outln!("{}", output::to_json(&doc));
+            } else {
+                output::print_created(&rotated.new, false, Some(&rotated.old));
+                if let Some(raised) = doc.grace_raised_to {
+                    outln!("The grace asked for was below the lifecycle policy's least grace: raised to {raised}.");
+                }
+            }
             Ok(0)
         }
         Command::Plan { action } => plan(&data, action),
@@ -841,6 +856,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         Command::Serve(args) => serve::run(&data, args),
         Command::Credits { action } => credits_cmd::run(&data, action),
         Command::Owner { action } => owner_cmd::run(&data, action),
+        Command::Policy { action } => policy_cmd::run(&data, action),
         Command::Events(args) => events_cmd::run(&data, args),
         Command::Vault { action } => vault_cmd::run(&data, action),
         Command::Webhook { action } => webhook_cmd::run(&data, action),

@@ -49,6 +49,10 @@ mod directory;
 #[cfg(feature = "http")]
 mod keys;
 #[cfg(feature = "http")]
+mod leaks;
+#[cfg(feature = "http")]
+mod lifecycle;
+#[cfg(feature = "http")]
 mod openapi;
 #[cfg(feature = "http")]
 mod ops;
@@ -114,6 +118,10 @@ pub struct ServeArgs {
     /// host that delivers sends every event, deduplicated only by the receiver).
     #[arg(long)]
     no_webhook_delivery: bool,
+    /// `POST /v1/leaks` (open to any caller) admits this many reports per client address,
+    /// `N/DURATION`; more are answered 429.
+    #[arg(long, value_name = "N/DURATION", default_value = "60/1m")]
+    leaks_rate_limit: String,
 }
 
 /// Serves the store in `data` until SIGINT or SIGTERM.
@@ -155,8 +163,9 @@ mod imp {
     use super::api::{ApiError, Shared};
     use super::auth::Gate;
     use super::connections::{self, Limits};
+    use super::leaks::LeakGate;
     use super::ops::Ops;
-    use super::{audit, directory, keys, openapi, owners, vault, verify, webhooks};
+    use super::{audit, directory, keys, leaks, lifecycle, openapi, owners, vault, verify, webhooks};
     use crate::Failure;
 
     /// How long a shutdown waits for blocking work (a commit, a log scan) to end.
@@ -202,6 +211,9 @@ mod imp {
     async fn serve(store: Shared, args: &ServeArgs) -> Result<(), Failure> {
         let ops = Ops::new(Arc::clone(&store));
         let gate = Gate::new(Arc::clone(&store), &args.trusted_proxies)?;
+        let limit = credstore::RateLimit::parse(&args.leaks_rate_limit)
+            .map_err(|e| crate::usage(format!("--leaks-rate-limit: {e}")))?;
+        let leak_gate = LeakGate::new(gate.proxies().clone(), &limit);
         let listen = &args.listen;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure {
             code: if e.kind() == std::io::ErrorKind::InvalidInput {
@@ -220,7 +232,8 @@ mod imp {
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "Listening on http://{addr}");
         let _ = stdout.flush();
-        let router = router(store, &gate, &ops).layer(middleware::from_fn_with_state(args.request_timeout, deadline));
+        let router = router(store, &gate, &ops, &leak_gate)
+            .layer(middleware::from_fn_with_state(args.request_timeout, deadline));
         let router = ops.observe(router);
         let limits = Limits {
             header_timeout: args.header_timeout,
@@ -234,7 +247,7 @@ mod imp {
     /// The sidecar's routes: the one list of them. Each handler carries `#[utoipa::path]`
     /// and is named in `openapi::ApiDoc` too (`tests/management_api.rs` checks the two
     /// agree).
-    fn router(store: Shared, gate: &Arc<Gate>, ops: &Arc<Ops>) -> Router {
+    fn router(store: Shared, gate: &Arc<Gate>, ops: &Arc<Ops>, leak_gate: &Arc<LeakGate>) -> Router {
         Router::new()
             .merge(gate.routes())
             .merge(ops.routes())
@@ -282,6 +295,13 @@ mod imp {
             .route("/v1/events", get(audit::events))
             .route("/v1/webhooks", get(webhooks::list_webhooks).post(webhooks::add_webhook))
             .route("/v1/webhooks/{id}", delete(webhooks::remove_webhook))
+            .route(
+                "/v1/policy",
+                get(lifecycle::show_policy)
+                    .put(lifecycle::set_policy)
+                    .delete(lifecycle::clear_policy),
+            )
+            .route("/v1/leaks", post(leaks::report_leaks))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
             .method_not_allowed_fallback(|| async {
                 ApiError::new(
@@ -291,6 +311,8 @@ mod imp {
                 )
             })
             .with_state(store)
+            // The leak endpoint's limiter (`serve/leaks.rs`).
+            .layer(axum::Extension(Arc::clone(leak_gate)))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(middleware::from_fn(envelope_errors))
     }

@@ -13,7 +13,9 @@ use credstore::clock::fmt_time;
 use credstore::policy::{Role, User};
 use credstore::record::KeyKind;
 use credstore::webhook::Webhook;
-use credstore::{Budget, BudgetState, CreatedKey, Decision, Event, KeyInfo, KeyRecord, Owner, Plan, RateLimit};
+use credstore::{
+    Budget, BudgetState, CreatedKey, Decision, Event, KeyInfo, KeyRecord, Owner, Plan, RateLimit, Rotated,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -146,6 +148,10 @@ pub struct CreatedDoc {
     /// A rotation only: when the old key stops working (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub old_revoked_at: Option<String>,
+    /// A rotation only, when the grace asked for was below the lifecycle policy's min
+    /// grace: the grace given instead (`1h`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_raised_to: Option<String>,
 }
 
 impl CreatedDoc {
@@ -164,6 +170,17 @@ impl CreatedDoc {
             metadata: r.metadata.clone(),
             replaces: replaced.map(|old| old.id.to_string()),
             old_revoked_at: replaced.and_then(|old| old.revoked.as_ref().map(|v| fmt_time(v.at))),
+            grace_raised_to: None,
+        }
+    }
+
+    /// A rotation's document, saying when its grace was raised to the min grace.
+    pub fn rotated(rotated: &Rotated) -> CreatedDoc {
+        CreatedDoc {
+            grace_raised_to: rotated
+                .grace_raised_to
+                .map(|g| credstore::lifecycle::fmt_duration(i64::try_from(g.as_millis()).unwrap_or(i64::MAX))),
+            ..CreatedDoc::from(&rotated.new, Some(&rotated.old))
         }
     }
 }

@@ -84,6 +84,11 @@ impl Gate {
         }))
     }
 
+    /// The proxies whose word on the client's address is taken (`--trusted-proxy`).
+    pub fn proxies(&self) -> &TrustedProxies {
+        &self.proxies
+    }
+
     /// `GET|POST /v1/auth`, `ANY /v1/auth/{*path}`.
     pub fn routes<S: Clone + Send + Sync + 'static>(self: &Arc<Self>) -> Router<S> {
         Router::new()

@@ -540,10 +540,7 @@ pub async fn rotate_key(
         .transpose()?
         .map(|ms| Duration::from_millis(ms.unsigned_abs()));
     let rotated = blocking(&store, move |s| s.rotate(&id, grace)).await?;
-    Ok(success(
-        StatusCode::OK,
-        CreatedDoc::from(&rotated.new, Some(&rotated.old)),
-    ))
+    Ok(success(StatusCode::OK, CreatedDoc::rotated(&rotated)))
 }
 
 /// Rate limits as `--rate-limit` takes them.

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::api::ApiError;
-use super::{audit, auth, directory, keys, ops, owners, vault, verify, webhooks};
+use super::{audit, auth, directory, keys, leaks, lifecycle, ops, owners, vault, verify, webhooks};
 
 /// The document: every route of the sidecar.
 #[derive(OpenApi)]
@@ -57,6 +57,10 @@ use super::{audit, auth, directory, keys, ops, owners, vault, verify, webhooks};
         webhooks::list_webhooks,
         webhooks::add_webhook,
         webhooks::remove_webhook,
+        lifecycle::show_policy,
+        lifecycle::set_policy,
+        lifecycle::clear_policy,
+        leaks::report_leaks,
         auth::forward_auth,
         auth::forward_auth_under_prefix,
         ops::healthz,
@@ -74,6 +78,8 @@ use super::{audit, auth, directory, keys, ops, owners, vault, verify, webhooks};
         (name = "vault", description = "Provider secrets (admin keys only; reading a value needs vault:read)"),
         (name = "audit", description = "The audit log (admin keys only)"),
         (name = "webhooks", description = "Webhooks the sidecar delivers events to, signed per Standard Webhooks (admin keys only)"),
+        (name = "policy", description = "Lifecycle policies: max lifetime, unused expiry, least rotation grace (admin keys only)"),
+        (name = "leaks", description = "Leaked-key reports from secret scanners (no key; rate limited per address)"),
         (name = "meta", description = "This document"),
         (name = "gateways", description = "Forward auth for nginx, Envoy and Traefik (docs/GATEWAYS.md)"),
         (name = "operations", description = "Health, readiness and Prometheus metrics"),
