@@ -636,3 +636,54 @@ fn a_decision_says_when_it_was_made() {
     assert_eq!(store.verify(key.key.expose()).unwrap().at, T0 + 1_250);
     assert_eq!(store.verify("sk_live_nonsense").unwrap().at, 0, "no key, no time read");
 }
+
+/// A flush writes the counters of the keys used since the last one (each key queued once
+/// when its counters change), over several flushes: after a reopen, keys used in different
+/// intervals all have the spend and the rate-limit state they had.
+#[test]
+fn every_key_used_between_flushes_keeps_its_counters_across_a_reopen() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::new()
+        .pepper(Pepper::from_bytes([7; 32]))
+        .clock(clock)
+        .flush_interval(std::time::Duration::from_millis(20));
+    let store = Store::init(dir.path().join("data"), config.clone()).unwrap();
+    let keys: Vec<String> = (0..40)
+        .map(|i| {
+            let new = NewKey::new(format!("k{i}"))
+                .rate_limit(RateLimit::new("hourly", 10, 3_600_000).unwrap())
+                .budget(Budget::new(100, Period::Total).unwrap());
+            store.create(new).unwrap().key.expose().to_string()
+        })
+        .collect();
+    let uses = |key: &str, n: usize| {
+        for _ in 0..n {
+            assert_eq!(store.verify(key).unwrap().code, Code::Valid);
+        }
+    };
+    for key in &keys {
+        uses(key, 1);
+    }
+    // Flushed (several intervals pass); then a third of the keys again, in another interval.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for key in keys.iter().step_by(3) {
+        uses(key, 2);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for key in keys.iter().skip(1).step_by(3) {
+        uses(key, 4);
+    }
+    store.close().unwrap();
+
+    let store = Store::open(dir.path().join("data"), config).unwrap();
+    for (i, key) in keys.iter().enumerate() {
+        let used = 1 + if i % 3 == 0 { 2 } else { 0 } + if i % 3 == 1 { 4 } else { 0 };
+        let d = store.verify(key).unwrap();
+        assert_eq!(d.code, Code::Valid, "key {i}");
+        // This verify is one more use.
+        assert_eq!(d.ratelimits[0].remaining, 10 - used as u32 - 1, "key {i}: rate limit");
+        assert_eq!(d.budget.unwrap().spent, used as u64 + 1, "key {i}: budget");
+    }
+    store.close().unwrap();
+}

@@ -14,8 +14,8 @@
 
 use std::cell::RefCell;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 
@@ -27,6 +27,7 @@ use crate::owner::Owner;
 use crate::policy::{ADMIN_ROLE, PermissionSet, RoleName};
 use crate::record::KeyKind;
 
+use super::lock;
 use crate::directory::Directory;
 use crate::record::{KeyId, KeyRecord};
 
@@ -65,6 +66,9 @@ pub(crate) struct LiveState {
     pub limits: Vec<ActiveLimit>,
     pub budget: Option<ActiveBudget>,
     pub usage: Arc<Usage>,
+    /// The tag the map holds this state under ([`Tag::PENDING`] until it is put in the
+    /// map): what [`Cache::touch`] queues for the next flush.
+    pub tag: Tag,
     /// The key's owner, whose limits and budget apply on top of the key's own: held here
     /// so that verify reaches it without a lookup.
     pub owner: Option<Arc<OwnerLive>>,
@@ -379,6 +383,7 @@ impl LiveState {
             limits,
             budget,
             usage,
+            tag: Tag::PENDING,
             owner,
         }
     }
@@ -519,6 +524,9 @@ pub(crate) struct Cache {
     /// Owners' live states, by id: filled on the first verify of one of their keys, and
     /// replaced (counters carried over) when an owner changes.
     owners: DashMap<String, Arc<OwnerLive>>,
+    /// Keys whose counters changed since the last flush, queued by [`Cache::touch`] as
+    /// their `dirty` flag is set: a flush visits these, not the whole map.
+    dirty: Mutex<Vec<Tag>>,
 }
 
 /// States each thread keeps in front of the map, chosen by a tag's first byte.
@@ -546,6 +554,7 @@ impl Default for Cache {
             generation: AtomicU64::new(0),
             id: NEXT_CACHE.fetch_add(1, Ordering::Relaxed),
             owners: DashMap::default(),
+            dirty: Mutex::new(Vec::new()),
         }
     }
 }
@@ -612,7 +621,8 @@ impl Cache {
     /// returns what is in the map. If the map changed since, the entry is returned
     /// uncached (and the next verify reads sled again): a change upserted and then cleared
     /// away, or a plan changed, must not be shadowed by an older read.
-    pub fn fill(&self, tag: Tag, state: LiveState, generation: u64) -> Arc<LiveState> {
+    pub fn fill(&self, tag: Tag, mut state: LiveState, generation: u64) -> Arc<LiveState> {
+        state.tag = tag;
         match self.map.entry(tag) {
             dashmap::Entry::Occupied(e) => Arc::clone(e.get()),
             // Checked under the shard lock, so a concurrent clear either sees this entry or
@@ -641,11 +651,13 @@ impl Cache {
             dashmap::Entry::Occupied(mut e) => {
                 let mut next = LiveState::build(record, dir, &Seed::Previous(e.get(), now_ns));
                 next.successor = successor;
+                next.tag = tag;
                 e.insert(Arc::new(next));
             }
             dashmap::Entry::Vacant(e) => {
                 // A state that could not be loaded is left out: the next verify reads sled.
-                if let Some(state) = load() {
+                if let Some(mut state) = load() {
+                    state.tag = tag;
                     e.insert(Arc::new(state));
                 }
             }
@@ -666,6 +678,7 @@ impl Cache {
         for mut entry in self.map.iter_mut() {
             let prev = entry.value();
             let mut next = LiveState::build(Arc::clone(&prev.record), dir, &Seed::Previous(prev, now_ns));
+            next.tag = prev.tag;
             next.owner = prev.owner.as_ref().map(|o| {
                 self.owners
                     .get(&o.owner.id)
@@ -747,7 +760,8 @@ impl Cache {
 
     /// Puts a state for a key just created (a rotation's new key, sharing its
     /// predecessor's counters) in the map, replacing any; called after the key is in sled.
-    pub fn insert(&self, tag: Tag, state: LiveState) {
+    pub fn insert(&self, tag: Tag, mut state: LiveState) {
+        state.tag = tag;
         self.map.insert(tag, Arc::new(state));
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
@@ -759,13 +773,29 @@ impl Cache {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Counters changed since the last flush, marking them flushed.
+    /// Marks a key's counters for the next flush: sets its `dirty` flag and, when the flag
+    /// was clear, queues its tag (once per key per flush; a load only when already set).
+    #[inline]
+    pub fn touch(&self, state: &LiveState) {
+        let dirty = &state.usage.dirty;
+        if !dirty.load(Ordering::Relaxed) && !dirty.swap(true, Ordering::AcqRel) {
+            lock(&self.dirty).push(state.tag);
+        }
+    }
+
+    /// Counters changed since the last flush, marking them flushed: the keys queued by
+    /// [`Cache::touch`], so a flush costs what changed, not the size of the map. A key
+    /// queued and then cleared from the map was flushed by the clear ([`Cache::clear`]'s
+    /// callers flush first); a state never put in the map has nothing to flush.
     pub fn take_dirty(&self) -> Vec<(KeyId, Counters)> {
-        let mut out = Vec::new();
-        for entry in &self.map {
-            let live = entry.value();
-            if live.usage.dirty.swap(false, Ordering::AcqRel) {
-                out.push((live.record.id.clone(), live.counters()));
+        let queued = std::mem::take(&mut *lock(&self.dirty));
+        let mut out = Vec::with_capacity(queued.len());
+        for tag in queued {
+            if let Some(entry) = self.map.get(&tag) {
+                let live = entry.value();
+                if live.usage.dirty.swap(false, Ordering::AcqRel) {
+                    out.push((live.record.id.clone(), live.counters()));
+                }
             }
         }
         out

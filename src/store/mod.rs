@@ -1160,10 +1160,10 @@ impl Store {
         if state.usage.last_used.load(Ordering::Relaxed) < now {
             state.usage.last_used.store(now, Ordering::Relaxed);
         }
-        state.usage.touch();
+        self.shared.cache.touch(state);
         if successor.is_some() {
             // Its counters changed: flushed under its own id.
-            charged.usage.touch();
+            self.shared.cache.touch(charged);
         }
         Ok(())
     }
@@ -2299,7 +2299,7 @@ fn new_store_id(config: &Config) -> Result<[u8; 16]> {
 }
 
 /// Locks `m`; a panic while it was held left valid data, so a poisoned lock is taken as is.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
