@@ -4,7 +4,8 @@
 //! is not trusted: every attempt fails, nothing reaches the receiver, and each failure is
 //! in `credstore audit` naming the certificate problem. Restarted with the CA file, the
 //! server delivers every event, signed. A receiver whose certificate is for another name is
-//! refused even with the CA trusted, and a CA file that is not PEM stops `serve` at start.
+//! refused even with the CA trusted, and a CA file that is not PEM stops `serve` at start
+//! (saying why without repeating the path or the file's text).
 
 #![expect(
     clippy::expect_used,
@@ -347,8 +348,18 @@ fn a_ca_file_that_is_not_pem_certificates_stops_serve_at_start() {
     let cli = Cli::init();
     let not_pem = cli.data.join("not-a-ca.pem");
     std::fs::write(&not_pem, "hello\n").expect("write");
+    let bad_base64 = cli.data.join("bad-base64.pem");
+    std::fs::write(
+        &bad_base64,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
     let missing = cli.data.join("missing.pem");
-    for (file, says) in [(&not_pem, "no certificate in it"), (&missing, "cannot read it")] {
+    for (file, says) in [
+        (&not_pem, "no certificate in it"),
+        (&bad_base64, "not PEM"),
+        (&missing, "cannot read it"),
+    ] {
         let path = file.to_str().expect("utf-8 path");
         let mut child = cli
             .command(&["serve", "--listen", "127.0.0.1:0", "--webhook-ca-file", path])
@@ -375,5 +386,7 @@ fn a_ca_file_that_is_not_pem_certificates_stops_serve_at_start() {
             stderr.contains("--webhook-ca-file") && stderr.contains(says),
             "{says}: {stderr}"
         );
+        // Neither the path nor the file's text: either could be a key put there by mistake.
+        assert!(!stderr.contains(path) && !stderr.contains("base64!"), "{stderr}");
     }
 }

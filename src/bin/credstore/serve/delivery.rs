@@ -76,26 +76,28 @@ impl Settings {
 ///
 /// # Errors
 /// The file cannot be read, holds something that is not a PEM certificate, no certificate
-/// at all, or one that is not a usable CA root; the message names the file and why.
+/// at all, or one that is not a usable CA root; the message says which, naming the option
+/// but repeating neither the path nor the file's text (either could be a key pasted in
+/// the wrong place).
 pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = ca_file {
-        let shown = path.display();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("--webhook-ca-file {shown}: {}", pem_error(&e)))?
+            .map_err(|e| format!("--webhook-ca-file: {}", pem_error(&e)))?
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("--webhook-ca-file {shown}: {}", pem_error(&e)))?;
+            .map_err(|e| format!("--webhook-ca-file: {}", pem_error(&e)))?;
         if certs.is_empty() {
-            return Err(format!(
-                "--webhook-ca-file {shown}: no certificate in it (give PEM: -----BEGIN CERTIFICATE-----)"
-            ));
+            return Err("--webhook-ca-file: no certificate in it (give PEM: -----BEGIN CERTIFICATE-----)".to_string());
         }
         for (place, cert) in certs.into_iter().enumerate() {
-            roots
-                .add(cert)
-                .map_err(|e| format!("--webhook-ca-file {shown}: certificate {}: {e}", place + 1))?;
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "--webhook-ca-file: certificate number {} is not a CA root: {e}",
+                    place + 1
+                )
+            })?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -331,11 +333,16 @@ fn tls_error(e: &std::io::Error) -> String {
     }
 }
 
-/// Why a `--webhook-ca-file` did not read.
+/// Why a `--webhook-ca-file` did not read: the I/O error's kind, or which PEM rule the
+/// text broke (never the text: pem's errors can quote a line of it).
 fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
     match e {
-        rustls::pki_types::pem::Error::Io(io) => format!("cannot read it: {io}"),
-        other => format!("not PEM certificates: {other:?}"),
+        Error::Io(io) => format!("cannot read it: {}", io.kind()),
+        Error::MissingSectionEnd { .. } => "not PEM: a section has no -----END line".to_string(),
+        Error::IllegalSectionStart { .. } => "not PEM: a malformed -----BEGIN line".to_string(),
+        Error::Base64Decode(_) => "not PEM: a section is not base64".to_string(),
+        _ => "not PEM certificates".to_string(),
     }
 }
 
