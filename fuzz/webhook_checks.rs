@@ -12,8 +12,9 @@
 //! | `i` | a webhook id | `WebhookId::parse` |
 //! | `s` | a signing secret (`whsec_` + base64) | `webhook::secret_bytes`, then `sign` |
 //!
-//! A URL accepted is `http://` with a host, no user info, a path from `/`, a port from 1
-//! to 65535 to connect to, and parses again to the same. Kinds accepted are `*` or dotted
+//! A URL accepted is `http://` or `https://` with a host, no user info, a path from `/`, a
+//! port from 1 to 65535 to connect to (443 by default for https), and parses again to the
+//! same; an https one has a TLS server name (its host) and an http one none. Kinds accepted are `*` or dotted
 //! lowercase words, none of them `webhook.*`, and each matches itself and no `webhook.*`
 //! kind. An id is accepted exactly when it is `wh_` and 16 lowercase hex digits. A secret
 //! accepted formats back to the same text and signs as `v1,` and 44 base64 characters. No
@@ -26,7 +27,7 @@
 #![allow(dead_code)]
 
 use credstore::InputError;
-use credstore::webhook::{self, EventKinds, WebhookId, WebhookUrl};
+use credstore::webhook::{self, EventKinds, Scheme, WebhookId, WebhookUrl};
 
 use super::secret_echo::{self, Echo, TextParser};
 
@@ -133,10 +134,13 @@ fn check_url(text: &str) -> (bool, Option<String>) {
     let parsed = WebhookUrl::parse(text);
     if let Ok(url) = &parsed {
         assert!(text.len() <= webhook::MAX_URL_LEN);
+        let https = text.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
         assert!(
-            text.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")),
+            https || text.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")),
             "{text:?}"
         );
+        assert_eq!(url.scheme() == Scheme::Https, https, "{text:?}");
+        assert_eq!(url.server_name().is_some(), https, "{text:?}");
         assert!(!text.bytes().any(|b| b.is_ascii_control() || b == b' '), "{text:?}");
         let authority = url.authority();
         assert!(
@@ -150,6 +154,9 @@ fn check_url(text: &str) -> (bool, Option<String>) {
             .unwrap_or_else(|| panic!("no port in {target:?}"));
         assert!(!host.is_empty(), "{text:?}");
         assert!(port.parse::<u16>().is_ok_and(|p| p > 0), "port {port:?} of {text:?}");
+        if !authority.ends_with(']') && !authority.contains(':') {
+            assert_eq!(port, url.scheme().default_port().to_string(), "{text:?}");
+        }
         assert_eq!(
             WebhookUrl::parse(url.as_str()).as_ref(),
             Ok(url),

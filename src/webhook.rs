@@ -72,17 +72,37 @@ impl std::fmt::Display for WebhookId {
     }
 }
 
-/// Where deliveries go: an `http://` URL, parsed. (`https://` is refused: this build has
-/// no TLS client; put a TLS-terminating proxy on the receiver's side, or a loopback one.)
+/// How a webhook's deliveries travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `http://`: in clear, for loopback and private networks (docs/SECURITY.md).
+    Http,
+    /// `https://`: over TLS, the receiver's certificate checked against the host.
+    Https,
+}
+
+impl Scheme {
+    /// The port when the URL names none: 80 or 443.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+/// Where deliveries go: an `http://` or `https://` URL, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookUrl {
     text: String,
+    scheme: Scheme,
     authority: String,
     path: String,
 }
 
 impl WebhookUrl {
-    /// Parses `http://HOST[:PORT][/PATH][?QUERY]`.
+    /// Parses `http://HOST[:PORT][/PATH][?QUERY]` or the same with `https://`. An https
+    /// host must be a name a certificate can be for: a DNS name or an IP address.
     ///
     /// # Errors
     /// [`InputError::InvalidWebhook`] saying what is wrong, never repeating the URL (a URL
@@ -95,13 +115,12 @@ impl WebhookUrl {
         if text.bytes().any(|b| b.is_ascii_control() || b == b' ') {
             return Err(bad("it holds spaces or control characters"));
         }
-        let Some(rest) = strip_prefix_ignore_case(text, "http://") else {
-            if strip_prefix_ignore_case(text, "https://").is_some() {
-                return Err(bad(
-                    "https is not supported by this build (no TLS client): use http://, through a TLS-terminating proxy if the receiver is remote",
-                ));
-            }
-            return Err(bad("give an http:// URL"));
+        let (scheme, rest) = if let Some(rest) = strip_prefix_ignore_case(text, "https://") {
+            (Scheme::Https, rest)
+        } else if let Some(rest) = strip_prefix_ignore_case(text, "http://") {
+            (Scheme::Http, rest)
+        } else {
+            return Err(bad("give an https:// or http:// URL"));
         };
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(at) => rest.split_at(at),
@@ -120,6 +139,11 @@ impl WebhookUrl {
         if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
             return Err(bad("the port is not a number from 1 to 65535"));
         }
+        if scheme == Scheme::Https && server_name_of(host).is_none() {
+            return Err(bad(
+                "an https host must be a DNS name (letters, digits, hyphens, dots) or an IP address, as certificates name them",
+            ));
+        }
         let path = if path.starts_with('?') {
             format!("/{path}")
         } else {
@@ -127,6 +151,7 @@ impl WebhookUrl {
         };
         Ok(WebhookUrl {
             text: text.to_string(),
+            scheme,
             authority: authority.to_string(),
             path,
         })
@@ -137,17 +162,34 @@ impl WebhookUrl {
         &self.text
     }
 
+    /// `http` or `https`.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
     /// `host[:port]`, for the `Host` header.
     pub fn authority(&self) -> &str {
         &self.authority
     }
 
-    /// `host:port` to connect to (port 80 when none was given).
+    /// `host:port` to connect to (port 80 or 443 when none was given).
     pub fn connect_to(&self) -> String {
         match split_host_port(&self.authority) {
             Some((host, Some(port))) => format!("{host}:{port}"),
-            _ => format!("{}:80", self.authority),
+            _ => format!("{}:{}", self.authority, self.scheme.default_port()),
         }
+    }
+
+    /// The name the receiver's certificate must be valid for (and the TLS server name
+    /// sent): the host, an IPv6 literal without its brackets. `None` for an `http://`
+    /// URL, and for a host that is neither a DNS name nor an IP address (which
+    /// [`WebhookUrl::parse`] refuses for `https://`).
+    pub fn server_name(&self) -> Option<rustls_pki_types::ServerName<'static>> {
+        if self.scheme != Scheme::Https {
+            return None;
+        }
+        let (host, _) = split_host_port(&self.authority)?;
+        server_name_of(host)
     }
 
     /// The path and query to request.
@@ -307,6 +349,17 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
+/// `host` as a TLS server name: a DNS name, an IPv4 address or an `[IPv6]` literal.
+fn server_name_of(host: &str) -> Option<rustls_pki_types::ServerName<'static>> {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if bare.len() != host.len() {
+        // Bracketed: only an IPv6 address.
+        let ip: std::net::Ipv6Addr = bare.parse().ok()?;
+        return Some(rustls_pki_types::ServerName::IpAddress(std::net::IpAddr::V6(ip).into()));
+    }
+    rustls_pki_types::ServerName::try_from(bare.to_string()).ok()
+}
+
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let head = text.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
@@ -347,10 +400,31 @@ mod tests {
             WebhookUrl::parse("http://[::1]/x").expect("url").connect_to(),
             "[::1]:80"
         );
+        let u = WebhookUrl::parse("HTTPS://hooks.example.com/in").expect("url");
+        assert_eq!(
+            (u.scheme(), u.connect_to().as_str(), u.path()),
+            (Scheme::Https, "hooks.example.com:443", "/in")
+        );
+        assert_eq!(
+            u.server_name().map(|n| n.to_str().into_owned()).as_deref(),
+            Some("hooks.example.com")
+        );
+        let u = WebhookUrl::parse("https://[::1]:8443/x").expect("url");
+        assert_eq!(
+            (
+                u.connect_to().as_str(),
+                u.server_name().map(|n| n.to_str().into_owned())
+            ),
+            ("[::1]:8443", Some("::1".to_string()))
+        );
+        assert_eq!(WebhookUrl::parse("http://x/").expect("url").server_name(), None);
         for bad in [
             "",
             "ftp://x",
-            "https://x",
+            "https://",
+            "https://exa mple/",
+            "https://-x-/",
+            "https://[zz]/",
             "http://",
             "http://u:p@x/",
             "http://x:0/",

@@ -58,9 +58,12 @@ impl Store {
         )
     }
 
+    /// The sidecar, delivering no webhooks: a delivery attempt in the background (the
+    /// test's webhook points at a closed port) would change the state a refused request is
+    /// checked not to change.
     fn serve(&self) -> Api {
         Api {
-            sidecar: Sidecar::start_env(&self.cli, &self.env()),
+            sidecar: Sidecar::start_full(&self.cli, &["--no-webhook-delivery"], &self.env()),
         }
     }
 }

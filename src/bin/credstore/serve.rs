@@ -114,6 +114,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CREDSTORE_WEBHOOK_MAX_BACKOFF", value_name = "DURATION", default_value = "10m",
           value_parser = crate::parse_duration_arg)]
     webhook_max_backoff: Duration,
+    /// A PEM file of CA certificates that https:// webhook receivers' certificates may
+    /// chain to, besides Mozilla's roots (compiled in): for receivers behind a private CA.
+    #[arg(long, env = "CREDSTORE_WEBHOOK_CA_FILE", value_name = "PEM")]
+    webhook_ca_file: Option<std::path::PathBuf>,
     /// Do not deliver webhooks from this server (in a fleet, let one host deliver: each
     /// host that delivers sends every event, deduplicated only by the receiver).
     #[arg(long)]
@@ -173,6 +177,8 @@ mod imp {
 
     pub fn run(data: &Path, args: ServeArgs) -> Result<u8, Failure> {
         super::ops::init_logging(&args.log_format);
+        // Before the store opens: a CA file that does not read is a usage error.
+        let tls = super::delivery::tls_config(args.webhook_ca_file.as_deref()).map_err(crate::usage)?;
         let store = Arc::new(crate::open(data)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -187,6 +193,7 @@ mod imp {
             timeout: args.webhook_timeout,
             backoff: args.webhook_backoff,
             max_backoff: args.webhook_max_backoff.max(args.webhook_backoff),
+            tls,
         };
         let delivery =
             (!args.no_webhook_delivery).then(|| runtime.spawn(super::delivery::run(Arc::clone(&store), settings)));

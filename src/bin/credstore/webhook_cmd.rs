@@ -16,7 +16,7 @@ pub enum WebhookAction {
     /// Register URL for the events of the kinds given (from now on); prints its signing
     /// secret once. `credstore serve` delivers.
     Add {
-        /// Where to deliver: an http:// URL.
+        /// Where to deliver: an https:// URL (or http:// on loopback or a private network).
         url: String,
         /// An event kind to deliver (key.created, key.revoked, budget.threshold, ...; * for
         /// all but webhook.*). Repeatable.

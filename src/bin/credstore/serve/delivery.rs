@@ -14,8 +14,15 @@
 //!
 //! The body is `{"type": KIND, "timestamp": RFC 3339, "data": EVENT}`, `EVENT` as the
 //! change feed gives it (`credstore events --json`, `GET /v1/events`).
+//!
+//! An `https://` webhook is delivered over TLS (rustls, HTTP/1.1): the receiver's
+//! certificate must chain to one of Mozilla's roots (compiled in) or to a root of
+//! `--webhook-ca-file`, and be valid for the URL's host; there is no way to turn either
+//! check off. A refused certificate is a failed attempt like any other, its reason in the
+//! attempt's error.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +32,9 @@ use axum::http::header::{CONTENT_TYPE, HOST, USER_AGENT};
 use credstore::webhook::{self, Position, Webhook, WebhookId, WebhookUrl};
 use credstore::{Attempt, Error, Event, StateError, Store};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
@@ -38,8 +48,8 @@ const BATCH: usize = 256;
 /// The most of an error's text an attempt records.
 const MAX_ERROR_LEN: usize = 200;
 
-/// How deliveries are timed (`credstore serve --webhook-*`).
-#[derive(Debug, Clone, Copy)]
+/// How deliveries are timed and whom they trust (`credstore serve --webhook-*`).
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// How long one attempt may take, connecting included.
     pub timeout: Duration,
@@ -47,6 +57,8 @@ pub struct Settings {
     pub backoff: Duration,
     /// The longest wait between attempts.
     pub max_backoff: Duration,
+    /// The TLS client for `https://` webhooks ([`tls_config`]).
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl Settings {
@@ -57,9 +69,51 @@ impl Settings {
     }
 }
 
+/// The TLS client `https://` deliveries use: TLS 1.2 and 1.3 by rustls with the `ring`
+/// provider, HTTP/1.1 by ALPN, trusting Mozilla's roots (webpki-roots, compiled in) and
+/// every certificate in `ca_file` (PEM), if given. Certificate and host name checks are
+/// always on.
+///
+/// # Errors
+/// The file cannot be read, holds something that is not a PEM certificate, no certificate
+/// at all, or one that is not a usable CA root; the message says which, naming the option
+/// but repeating neither the path nor the file's text (either could be a key pasted in
+/// the wrong place).
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("--webhook-ca-file: {}", pem_error(&e)))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("--webhook-ca-file: {}", pem_error(&e)))?;
+        if certs.is_empty() {
+            return Err("--webhook-ca-file: no certificate in it (give PEM: -----BEGIN CERTIFICATE-----)".to_string());
+        }
+        for (place, cert) in certs.into_iter().enumerate() {
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "--webhook-ca-file: certificate number {} is not a CA root: {e}",
+                    place + 1
+                )
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Delivers every registered webhook's events until aborted (dropping the future aborts
 /// every webhook's task).
 pub async fn run(store: Shared, settings: Settings) {
+    let settings = Arc::new(settings);
     let mut tasks: HashMap<WebhookId, Task> = HashMap::new();
     loop {
         match on_store(&store, Store::webhooks).await {
@@ -68,7 +122,7 @@ pub async fn run(store: Shared, settings: Settings) {
                 for webhook in webhooks {
                     if !tasks.contains_key(&webhook.id) {
                         let id = webhook.id.clone();
-                        let task = tokio::spawn(deliver(Arc::clone(&store), webhook, settings));
+                        let task = tokio::spawn(deliver(Arc::clone(&store), webhook, Arc::clone(&settings)));
                         tasks.insert(id, Task(task));
                     }
                 }
@@ -89,7 +143,7 @@ impl Drop for Task {
 }
 
 /// Delivers one webhook's events, in order, until it is removed.
-async fn deliver(store: Shared, webhook: Webhook, settings: Settings) {
+async fn deliver(store: Shared, webhook: Webhook, settings: Arc<Settings>) {
     let id = webhook.id.clone();
     let Ok(url) = WebhookUrl::parse(&webhook.url) else {
         // Parsed when it was added; a URL that no longer parses cannot be delivered to.
@@ -112,7 +166,7 @@ async fn deliver(store: Shared, webhook: Webhook, settings: Settings) {
         let body = payload(at, &event);
         loop {
             let attempt = failed.saturating_add(1);
-            let (status, error) = match send(&url, &secret, &msg_id, &body, settings.timeout).await {
+            let (status, error) = match send(&url, &secret, &msg_id, &body, &settings).await {
                 Ok(status) => (Some(status), None),
                 Err(why) => (None, Some(why)),
             };
@@ -201,15 +255,16 @@ fn payload(at: Position, event: &Event) -> Vec<u8> {
     doc.to_string().into_bytes()
 }
 
-/// One attempt: a fresh connection, one signed POST, the answer's status; an error's text
-/// when there was no answer within `timeout`.
+/// One attempt: a fresh connection (TLS for `https://`), one signed POST, the answer's
+/// status; an error's text when there was no answer within the attempt's timeout.
 async fn send(
     url: &WebhookUrl,
     secret: &Zeroizing<Vec<u8>>,
     msg_id: &str,
     body: &[u8],
-    timeout: Duration,
+    settings: &Settings,
 ) -> Result<u16, String> {
+    let timeout = settings.timeout;
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -227,22 +282,67 @@ async fn send(
         let stream = tokio::net::TcpStream::connect(url.connect_to())
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        // `Some` exactly for https:// (the parser checked the host then).
+        let Some(name) = url.server_name() else {
+            return exchange(stream, request).await;
+        };
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(&settings.tls))
+            .connect(name, stream)
             .await
-            .map_err(|e| format!("HTTP handshake: {e}"))?;
-        let connection = Task(tokio::spawn(async move {
-            let _ = connection.await;
-        }));
-        let answer = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("no answer: {e}"));
-        drop(connection);
-        answer.map(|r| r.status().as_u16())
+            .map_err(|e| tls_error(&e))?;
+        exchange(stream, request).await
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result.map_err(|e| short(&e)),
         Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// One request on an open connection (plain or TLS), its answer's status.
+async fn exchange<S>(stream: S, request: Request<Body>) -> Result<u16, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake: {e}"))?;
+    let connection = Task(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let answer = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("no answer: {e}"));
+    drop(connection);
+    answer.map(|r| r.status().as_u16())
+}
+
+/// A failed TLS handshake's text: a refused certificate says so and why (an unknown
+/// issuer, a name it is not valid for, an expiry), with the names involved.
+fn tls_error(e: &std::io::Error) -> String {
+    let inner = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+            "TLS: the receiver's certificate is not trusted: unknown issuer (not one of Mozilla's roots nor in --webhook-ca-file)".to_string()
+        }
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            format!("TLS: the receiver's certificate is refused: {why}")
+        }
+        Some(other) => format!("TLS handshake: {other}"),
+        None => format!("TLS handshake: {e}"),
+    }
+}
+
+/// Why a `--webhook-ca-file` did not read: the I/O error's kind, or which PEM rule the
+/// text broke (never the text: pem's errors can quote a line of it).
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::Io(io) => format!("cannot read it: {}", io.kind()),
+        Error::MissingSectionEnd { .. } => "not PEM: a section has no -----END line".to_string(),
+        Error::IllegalSectionStart { .. } => "not PEM: a malformed -----BEGIN line".to_string(),
+        Error::Base64Decode(_) => "not PEM: a section is not base64".to_string(),
+        _ => "not PEM certificates".to_string(),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::output::docs::{AddedWebhookDoc, WebhookDoc};
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookBody {
-    /// Where to deliver: an `http://` URL.
+    /// Where to deliver: an `https://` URL (or `http://` on loopback or a private network).
     url: String,
     /// The event kinds to deliver (`key.created`, `key.revoked`, `budget.threshold`, ...;
     /// `*` for all but `webhook.*`).
