@@ -26,6 +26,8 @@
 //!   busy is killed). One JSON object on stdout. Run it before the probes: the probes'
 //!   verifies add use records to the log that `rebuild` would read.
 //! - `hold DIR`: (the child `report` kills) opens the store, verifies keys until killed.
+//! - `idle DIR`: each thread's share of a core over 5 s of an idle store with every key
+//!   cached.
 
 #![expect(
     unsafe_code,
@@ -98,6 +100,7 @@ fn main() {
         "probe" => probe(Path::new(arg(1)), arg(2), arg(3).parse().expect("OPS")),
         "report" => report(Path::new(arg(1))),
         "hold" => hold(Path::new(arg(1))),
+        "idle" => idle(Path::new(arg(1))),
         _ => {
             eprintln!("usage: scale fill DIR N | probe DIR NAME OPS | report DIR | hold DIR");
             std::process::exit(2);
@@ -328,8 +331,9 @@ fn report(dir: &Path) {
     let live_map_bytes_per_key = (held() - before) as f64 / n as f64;
     cold.sort();
 
-    // An idle store with every key cached: what its flusher spends.
-    std::thread::sleep(Duration::from_secs(1));
+    // An idle store with every key cached: what its background threads spend once the
+    // flush of the warming's counters is done (3 s to settle, then 5 s measured).
+    std::thread::sleep(Duration::from_secs(3));
     let cpu_before = cpu_secs();
     std::thread::sleep(Duration::from_secs(5));
     let idle_cpu_share = (cpu_secs() - cpu_before) / 5.0;
@@ -381,6 +385,40 @@ fn report(dir: &Path) {
             "open_after_kill_seconds": open_after_kill_secs,
         })
     );
+}
+
+/// Each thread's CPU over 5 s of an idle store with every key cached (after 3 s to settle):
+/// which background work costs what.
+fn idle(dir: &Path) {
+    let keys = read_lines(&dir.join("keys.txt"));
+    let store = Store::open(store_path(dir), config()).unwrap();
+    for key in &keys {
+        store.verify(key).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let threads = || -> HashMap<String, f64> {
+        let mut out = HashMap::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+            let Some(close) = stat.rfind(')') else { continue };
+            let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            let ticks: f64 = fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+            *out.entry(name.trim().to_string()).or_insert(0.0) += ticks / 100.0;
+        }
+        out
+    };
+    let before = threads();
+    std::thread::sleep(Duration::from_secs(5));
+    let after = threads();
+    let mut shares: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, secs)| (name.clone(), (secs - before.get(name).copied().unwrap_or(0.0)) / 5.0))
+        .collect();
+    shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("{}", serde_json::json!(shares));
+    store.close().unwrap();
 }
 
 fn hold(dir: &Path) {
