@@ -169,6 +169,10 @@ pub(crate) struct Index {
     /// The directory, for [`crate::modes::restrict_tree`] on drop (`None`: a temporary
     /// index, which sled removes).
     dir: Option<std::path::PathBuf>,
+    /// The tags `by_hash` holds, for [`Index::get_by_tag`] to answer a tag it lacks without
+    /// reading sled. Built by [`Index::open`] as it checks every entry; `None` (every
+    /// lookup reads sled) for an index opened otherwise.
+    filter: Option<crate::tag_filter::TagFilter>,
 }
 
 type Mac = [u8; MAC_LEN];
@@ -182,9 +186,15 @@ impl Index {
     /// [`IndexError::Tampered`] for an entry whose MAC fails, [`IndexError::SealMismatch`]
     /// when the entries do not add up to the seal; sled's errors.
     pub fn open(dir: &Path, pepper: &Pepper, store_id: [u8; 16]) -> Result<Self> {
-        let index = Index::open_unchecked(dir, pepper, store_id)?;
-        let sum = index.check_all()?;
+        let mut index = Index::open_unchecked(dir, pepper, store_id)?;
+        let mut tags = Vec::new();
+        let sum = index.check_all(&mut tags)?;
         *lock(&index.sum) = sum;
+        let filter = crate::tag_filter::TagFilter::with_capacity(tags.len());
+        for tag in &tags {
+            filter.insert(tag);
+        }
+        index.filter = Some(filter);
         Ok(index)
     }
 
@@ -221,6 +231,7 @@ impl Index {
             mac_key: blake3::derive_key(KEY_CONTEXT, material.as_slice()),
             sum: std::sync::Mutex::new([0; MAC_LEN]),
             dir,
+            filter: None,
         })
     }
 
@@ -237,9 +248,11 @@ impl Index {
     }
 
     /// Checks every entry's MAC and that they add up to the seal; returns the sum.
-    fn check_all(&self) -> Result<Mac> {
+    /// Checks every entry and the seal; puts the tags of `by_hash` in `tags`.
+    fn check_all(&self, tags: &mut Vec<[u8; 32]>) -> Result<Mac> {
         let mut sum = [0; MAC_LEN];
         for tree in self.trees() {
+            let by_hash = tree.name() == self.by_hash.name();
             for item in tree.iter() {
                 let (key, value) = item?;
                 if tree.name() == b"meta" && key.as_ref() == SEAL {
@@ -248,6 +261,9 @@ impl Index {
                 let name = tree_name(tree);
                 self.unseal(name, &key, &value)?;
                 xor(&mut sum, mac_of(&value));
+                if by_hash && let Ok(tag) = <[u8; 32]>::try_from(key.as_ref()) {
+                    tags.push(tag);
+                }
             }
         }
         let sealed = match self.meta.get(SEAL)? {
@@ -383,6 +399,9 @@ impl Index {
     /// miss takes).
     pub fn get_by_tag(&self, tag: &Tag) -> Result<Option<StoredKey>> {
         self.check_current()?;
+        if self.filter.as_ref().is_some_and(|f| !f.may_contain(&tag.0)) {
+            return Ok(None);
+        }
         let Some(sealed_id) = self.by_hash.get(tag.0)? else {
             return Ok(None);
         };
@@ -765,6 +784,10 @@ impl Index {
             // An imported key not yet presented is found by its SHA-256 instead.
             if !stored.tag.is_pending() {
                 put_value(1, "by_hash", stored.tag.0.to_vec(), Some(id));
+                // Before the entry is written: a reader that finds it passes the filter.
+                if let Some(filter) = &self.filter {
+                    filter.insert(&stored.tag.0);
+                }
             }
             put_value(2, "by_prefix", join(stored.record.prefix(), id), Some(&[]));
             put_value(3, "by_project", join(&stored.record.project, id), Some(&[]));

@@ -74,6 +74,7 @@ pub mod record;
 pub mod redact;
 pub mod secret;
 mod store;
+mod tag_filter;
 pub mod token;
 pub mod vault;
 pub mod webhook;

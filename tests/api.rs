@@ -1139,3 +1139,62 @@ fn close_then_rebuild_or_open_at_once_loses_nothing() {
     }
     store.close().expect("close");
 }
+
+/// Well-formed keys of another store are `NOT_FOUND` (the index's filter of tags answers
+/// them without a read of sled), while every key of this one is found: made before the
+/// open, after it, by a rotation, and after a reopen.
+#[test]
+fn unknown_well_formed_keys_are_not_found_and_every_key_of_the_store_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::new().pepper(credstore::Pepper::from_bytes([7; 32]));
+    let other_config = Config::new().pepper(credstore::Pepper::from_bytes([8; 32]));
+    let other = Store::init(dir.path().join("other"), other_config).unwrap();
+    let strangers: Vec<String> = (0..200)
+        .map(|i| {
+            other
+                .create(NewKey::new(format!("s{i}")))
+                .unwrap()
+                .key
+                .expose()
+                .to_string()
+        })
+        .collect();
+    other.close().unwrap();
+
+    let store = Store::init(dir.path().join("data"), config.clone()).unwrap();
+    let before: Vec<String> = (0..50)
+        .map(|i| {
+            store
+                .create(NewKey::new(format!("b{i}")))
+                .unwrap()
+                .key
+                .expose()
+                .to_string()
+        })
+        .collect();
+    store.close().unwrap();
+    let store = Store::open(dir.path().join("data"), config.clone()).unwrap();
+    let after = store.create(NewKey::new("after")).unwrap();
+    let rotated = store.rotate(&after.record.id, None).unwrap();
+    let code = |store: &Store, key: &str| store.verify(key).unwrap().code;
+    for key in &before {
+        assert_eq!(code(&store, key), Code::Valid);
+    }
+    assert_eq!(code(&store, rotated.new.key.expose()), Code::Valid);
+    for key in &strangers {
+        assert_eq!(code(&store, key), Code::NotFound);
+    }
+    store.close().unwrap();
+    let store = Store::open(dir.path().join("data"), config).unwrap();
+    assert_eq!(code(&store, rotated.new.key.expose()), Code::Valid);
+    assert_eq!(code(&store, after.key.expose()), Code::Revoked, "rotated without grace");
+    for key in before.iter().chain(&strangers[..10]) {
+        let expected = if before.contains(key) {
+            Code::Valid
+        } else {
+            Code::NotFound
+        };
+        assert_eq!(code(&store, key), expected);
+    }
+    store.close().unwrap();
+}
