@@ -68,30 +68,9 @@ pub(super) fn plan(
         Op::Create(key) => {
             let mut events = register_format(state, &key.format, now)?;
             let new = &key.new;
-            let record = KeyRecord {
-                id: KeyId::next(now, last_id),
-                name: new.name.clone(),
-                start: key.start.clone(),
-                format: key.format.clone(),
-                project: key.project.clone(),
-                created_at: now,
-                expires_at: new.expires.map(|e| e.resolve(now)).transpose()?,
-                disabled_at: None,
-                revoked: None,
-                metadata: new.metadata.clone(),
-                rotated_from: None,
-                rotated_to: None,
-                rate_limits: new.rate_limits.clone(),
-                budget: new.budget,
-                plan: new.plan.clone(),
-                kind: new.kind.clone(),
-                role: new.role.clone(),
-                permissions: new.permissions.clone(),
-                allow_ips: new.allow_ips.clone(),
-                allow_referrers: new.allow_referrers.clone(),
-                allow_endpoints: new.allow_endpoints.clone(),
-            };
-            let mut record = record;
+            let expires_at = new.expires.map(|e| e.resolve(now)).transpose()?;
+            let id = KeyId::next(now, last_id);
+            let mut record = new_record(new, id, key.start.clone(), &key.format, &key.project, now, expires_at);
             let policy = state.lifecycle().for_record(&record);
             record.expires_at = within_max_lifetime(record.expires_at, record.created_at, &policy, now)?;
             if let Some(plan) = &record.plan {
@@ -706,33 +685,21 @@ fn plan_import(
     for key in keys {
         let format = &key.format;
         let new = &key.new;
-        let record = KeyRecord {
-            id: KeyId::next(now, last_id),
-            name: new.name.clone(),
-            start: format.prefix().to_string(),
-            format: format.clone(),
-            project: key.project.clone(),
-            created_at: now,
-            expires_at: new
-                .expires
-                .map(|e| e.resolve(now))
-                .transpose()
-                .map_err(|e| crate::import::bad_line(key.line, "expires_at", e.to_string()))?,
-            disabled_at: None,
-            revoked: None,
-            metadata: new.metadata.clone(),
-            rotated_from: None,
-            rotated_to: None,
-            rate_limits: new.rate_limits.clone(),
-            budget: new.budget,
-            plan: new.plan.clone(),
-            kind: new.kind.clone(),
-            role: new.role.clone(),
-            permissions: new.permissions.clone(),
-            allow_ips: new.allow_ips.clone(),
-            allow_referrers: new.allow_referrers.clone(),
-            allow_endpoints: new.allow_endpoints.clone(),
-        };
+        let expires_at = new
+            .expires
+            .map(|e| e.resolve(now))
+            .transpose()
+            .map_err(|e| crate::import::bad_line(key.line, "expires_at", e.to_string()))?;
+        let id = KeyId::next(now, last_id);
+        let record = new_record(
+            new,
+            id,
+            format.prefix().to_string(),
+            format,
+            &key.project,
+            now,
+            expires_at,
+        );
         ids.push(record.id.clone());
         let imported = ImportedKey {
             record,
@@ -849,6 +816,42 @@ fn leak_reason(source: &str, url: &str) -> String {
         reason.truncate(end);
     }
     reason
+}
+
+/// The record of a key made now from `new`'s settings (a create's or an import's), with
+/// its id, public start, format, project and resolved expiry.
+fn new_record(
+    new: &crate::record::NewKey,
+    id: KeyId,
+    start: String,
+    format: &Format,
+    project: &str,
+    now: i64,
+    expires_at: Option<i64>,
+) -> KeyRecord {
+    KeyRecord {
+        id,
+        name: new.name.clone(),
+        start,
+        format: format.clone(),
+        project: project.to_string(),
+        created_at: now,
+        expires_at,
+        disabled_at: None,
+        revoked: None,
+        metadata: new.metadata.clone(),
+        rotated_from: None,
+        rotated_to: None,
+        rate_limits: new.rate_limits.clone(),
+        budget: new.budget,
+        plan: new.plan.clone(),
+        kind: new.kind.clone(),
+        role: new.role.clone(),
+        permissions: new.permissions.clone(),
+        allow_ips: new.allow_ips.clone(),
+        allow_referrers: new.allow_referrers.clone(),
+        allow_endpoints: new.allow_endpoints.clone(),
+    }
 }
 
 fn register_format(state: &Overlay<'_>, format: &Format, now: i64) -> Result<Vec<Event>> {
