@@ -173,6 +173,9 @@ pub(crate) struct Index {
     /// reading sled. Built by [`Index::open`] as it checks every entry; `None` (every
     /// lookup reads sled) for an index opened otherwise.
     filter: Option<crate::tag_filter::TagFilter>,
+    /// How many entries `by_sha256` held when [`Index::open`] checked them (imported keys
+    /// not yet re-tagged); `None` for an index opened otherwise.
+    sha256_at_open: Option<u64>,
 }
 
 type Mac = [u8; MAC_LEN];
@@ -188,7 +191,9 @@ impl Index {
     pub fn open(dir: &Path, pepper: &Pepper, store_id: [u8; 16]) -> Result<Self> {
         let mut index = Index::open_unchecked(dir, pepper, store_id)?;
         let mut tags = Vec::new();
-        let sum = index.check_all(&mut tags)?;
+        let mut pending = 0;
+        let sum = index.check_all(&mut tags, &mut pending)?;
+        index.sha256_at_open = Some(pending);
         *lock(&index.sum) = sum;
         let filter = crate::tag_filter::TagFilter::with_capacity(tags.len());
         for tag in &tags {
@@ -232,6 +237,7 @@ impl Index {
             sum: std::sync::Mutex::new([0; MAC_LEN]),
             dir,
             filter: None,
+            sha256_at_open: None,
         })
     }
 
@@ -248,11 +254,13 @@ impl Index {
     }
 
     /// Checks every entry's MAC and that they add up to the seal; returns the sum.
-    /// Checks every entry and the seal; puts the tags of `by_hash` in `tags`.
-    fn check_all(&self, tags: &mut Vec<[u8; 32]>) -> Result<Mac> {
+    /// Checks every entry and the seal; puts the tags of `by_hash` in `tags` and counts
+    /// the entries of `by_sha256` in `sha256_entries`: the walk start-up makes anyway.
+    fn check_all(&self, tags: &mut Vec<[u8; 32]>, sha256_entries: &mut u64) -> Result<Mac> {
         let mut sum = [0; MAC_LEN];
         for tree in self.trees() {
             let by_hash = tree.name() == self.by_hash.name();
+            let by_sha256 = tree.name() == self.by_sha256.name();
             for item in tree.iter() {
                 let (key, value) = item?;
                 if tree.name() == b"meta" && key.as_ref() == SEAL {
@@ -264,6 +272,7 @@ impl Index {
                 if by_hash && let Ok(tag) = <[u8; 32]>::try_from(key.as_ref()) {
                     tags.push(tag);
                 }
+                *sha256_entries += u64::from(by_sha256);
             }
         }
         let sealed = match self.meta.get(SEAL)? {
@@ -429,7 +438,8 @@ impl Index {
 
     /// How many imported keys are not yet re-tagged (counts the tree: for opening).
     pub fn imports_pending(&self) -> u64 {
-        self.by_sha256.len() as u64
+        // sled's `len` walks the tree: the count taken by `open`'s check, when there was one.
+        self.sha256_at_open.unwrap_or_else(|| self.by_sha256.len() as u64)
     }
 
     /// The prefixes imported keys were declared with.
@@ -520,16 +530,7 @@ impl Index {
     /// A key's budget credit: the period it is for and the amount, if it was ever given
     /// one.
     pub fn credit(&self, id: &KeyId) -> Result<Option<(u32, i64)>> {
-        self.check_current()?;
-        let key = credit_key(id);
-        let Some(sealed) = self.meta.get(&key)? else {
-            return Ok(None);
-        };
-        let value: [u8; 12] = self.number("meta", &key, &sealed)?;
-        let (period, credit) = value.split_at(4);
-        let period: [u8; 4] = crate::log::frame::to_array(period);
-        let credit: [u8; 8] = crate::log::frame::to_array(credit);
-        Ok(Some((u32::from_be_bytes(period), i64::from_be_bytes(credit))))
+        self.credit_at(&credit_key(id))
     }
 
     /// Every registered webhook, by id.
@@ -594,12 +595,17 @@ impl Index {
 
     /// An owner's budget credit: the period it is for and the amount, if ever given one.
     pub fn owner_credit(&self, owner: &str) -> Result<Option<(u32, i64)>> {
+        self.credit_at(&owner_credit_key(owner))
+    }
+
+    /// A budget credit kept at `key` in `meta` (a key's or an owner's): its period and
+    /// amount.
+    fn credit_at(&self, key: &[u8]) -> Result<Option<(u32, i64)>> {
         self.check_current()?;
-        let key = owner_credit_key(owner);
-        let Some(sealed) = self.meta.get(&key)? else {
+        let Some(sealed) = self.meta.get(key)? else {
             return Ok(None);
         };
-        let value: [u8; 12] = self.number("meta", &key, &sealed)?;
+        let value: [u8; 12] = self.number("meta", key, &sealed)?;
         let (period, credit) = value.split_at(4);
         let period: [u8; 4] = crate::log::frame::to_array(period);
         let credit: [u8; 8] = crate::log::frame::to_array(credit);
@@ -817,10 +823,8 @@ impl Index {
         for (id, mark) in batch.marks {
             put_value(6, "marks", id.as_str().as_bytes().to_vec(), Some(&mark.to_be_bytes()));
         }
-        for (id, (period, credit)) in batch.credits {
-            let mut value = period.to_be_bytes().to_vec();
-            value.extend_from_slice(&credit.to_be_bytes());
-            put_value(4, "meta", credit_key(id), Some(&value));
+        for (id, credit) in batch.credits {
+            put_value(4, "meta", credit_key(id), Some(&credit_value(*credit)));
         }
         for (id, webhook) in batch.webhooks {
             put_value(4, "meta", webhook_key(id), webhook.as_ref().map(encode).as_deref());
@@ -837,10 +841,8 @@ impl Index {
         for (owner, mark) in batch.owner_marks {
             put_value(6, "marks", owner_counter_key(owner), Some(&mark.to_be_bytes()));
         }
-        for (owner, (period, credit)) in batch.owner_credits {
-            let mut value = period.to_be_bytes().to_vec();
-            value.extend_from_slice(&credit.to_be_bytes());
-            put_value(4, "meta", owner_credit_key(owner), Some(&value));
+        for (owner, credit) in batch.owner_credits {
+            put_value(4, "meta", owner_credit_key(owner), Some(&credit_value(*credit)));
         }
         for (sha256, id) in batch.imported {
             put_value(
@@ -1066,30 +1068,22 @@ fn notice_key(kind: u8, id: &KeyId) -> Vec<u8> {
 }
 
 fn credit_key(id: &KeyId) -> Vec<u8> {
-    let mut key = b"credit/".to_vec();
-    key.extend_from_slice(id.as_str().as_bytes());
-    key
+    prefixed(b"credit/", id.as_str())
 }
 
 /// Where a webhook is kept in `meta`.
 fn webhook_key(id: &WebhookId) -> Vec<u8> {
-    let mut key = WEBHOOK_PREFIX.to_vec();
-    key.extend_from_slice(id.as_str().as_bytes());
-    key
+    prefixed(WEBHOOK_PREFIX, id.as_str())
 }
 
 /// Where a key's owner is kept in `meta`.
 fn owner_of_key(id: &KeyId) -> Vec<u8> {
-    let mut key = b"owner_of/".to_vec();
-    key.extend_from_slice(id.as_str().as_bytes());
-    key
+    prefixed(b"owner_of/", id.as_str())
 }
 
 /// Where the last budget threshold logged for a key is kept in `meta`.
 fn threshold_key(id: &KeyId) -> Vec<u8> {
-    let mut key = b"threshold/".to_vec();
-    key.extend_from_slice(id.as_str().as_bytes());
-    key
+    prefixed(b"threshold/", id.as_str())
 }
 
 /// Where an owner's key is listed in `meta` (`None`: the prefix of all its keys).
@@ -1105,9 +1099,7 @@ fn owned_key(owner: &str, id: Option<&KeyId>) -> Vec<u8> {
 
 /// Where an owner's budget credit is kept in `meta`.
 fn owner_credit_key(owner: &str) -> Vec<u8> {
-    let mut key = b"owner_credit/".to_vec();
-    key.extend_from_slice(owner.as_bytes());
-    key
+    prefixed(b"owner_credit/", owner)
 }
 
 /// What an owner's entries in `counters` and `marks` start with (key ids never do: they
@@ -1116,8 +1108,21 @@ const OWNER_COUNTER_PREFIX: &[u8] = b"o/";
 
 /// An owner's entry in `counters` and `marks`.
 fn owner_counter_key(owner: &str) -> Vec<u8> {
-    let mut key = OWNER_COUNTER_PREFIX.to_vec();
-    key.extend_from_slice(owner.as_bytes());
+    prefixed(OWNER_COUNTER_PREFIX, owner)
+}
+
+/// A budget credit as `meta` keeps it: the period (u32) and the amount (i64), big-endian.
+fn credit_value((period, credit): (u32, i64)) -> Vec<u8> {
+    let mut value = period.to_be_bytes().to_vec();
+    value.extend_from_slice(&credit.to_be_bytes());
+    value
+}
+
+/// A `meta`, `counters` or `marks` key: a fixed prefix, then a name or id.
+fn prefixed(prefix: &[u8], rest: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + rest.len());
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(rest.as_bytes());
     key
 }
 

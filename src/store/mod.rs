@@ -539,6 +539,7 @@ impl Store {
         } = opened;
         let vault_ring = vault_ops::load_ring(path, &config, &index)?;
         let use_sink = uses::UseSink::new(config.use_log);
+        let import_prefixes = index.import_prefixes()?;
         let shared = Arc::new(Shared {
             customer_formats: Arc::new(ArcSwap::from_pointee(
                 formats.for_customers(config.verify_prefixes.as_deref()),
@@ -557,8 +558,8 @@ impl Store {
             fleet_host: config.fleet.is_some(),
             published: (Mutex::new(log.durable_seq()), std::sync::Condvar::new()),
             imports_pending: std::sync::atomic::AtomicU64::new(index.imports_pending()),
-            any_imports: std::sync::atomic::AtomicBool::new(!index.import_prefixes()?.is_empty()),
-            import_prefixes: ArcSwap::from_pointee(index.import_prefixes()?),
+            any_imports: std::sync::atomic::AtomicBool::new(!import_prefixes.is_empty()),
+            import_prefixes: ArcSwap::from_pointee(import_prefixes),
             index,
             notices: lifecycle_ops::NoticePeriods {
                 expiring_ms: i64::try_from(config.notice_expiring.as_millis()).unwrap_or(i64::MAX),
