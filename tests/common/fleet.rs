@@ -13,11 +13,9 @@
 // Each test binary uses part of it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -119,41 +117,8 @@ impl Host {
             .arg(data)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("CREDSTORE_HOST", name)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn credstore serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        // The first line names the address; the rest is drained so the pipe never fills.
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            lines.for_each(drop);
-        });
-        let mut err = child.stderr.take().expect("stderr");
-        let stderr = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(Ok(line))) => line,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "host {name} did not start ({other:?}):\n{}",
-                    stderr.join().unwrap_or_default()
-                );
-            }
-        };
-        let addr = line
-            .trim()
-            .strip_prefix("Listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
+            .envs(env.iter().copied());
+        let (child, addr, stderr) = crate::common::spawn_serve(command, &format!("host {name}"));
         Host {
             name: name.to_string(),
             addr,

@@ -229,44 +229,9 @@ impl Sidecar {
 
     /// [`Sidecar::start`] with more arguments and environment variables.
     pub fn start_full(cli: &Cli, args: &[&str], env: &[(&str, &str)]) -> Sidecar {
-        let mut child = cli
-            .command(&[&["serve", "--listen", "127.0.0.1:0"], args].concat())
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn credstore serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        // The first line names the address; the rest is drained so the pipe never fills.
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            lines.for_each(drop);
-        });
-        let mut err = child.stderr.take().expect("stderr");
-        let stderr = thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(Ok(line))) => line,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "credstore serve did not start ({other:?}):\n{}",
-                    stderr.join().unwrap_or_default()
-                );
-            }
-        };
-        let addr = line
-            .trim()
-            .strip_prefix("Listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
+        let mut command = cli.command(&[&["serve", "--listen", "127.0.0.1:0"], args].concat());
+        command.envs(env.iter().copied());
+        let (child, addr, stderr) = spawn_serve(command, "credstore serve");
         Sidecar {
             child,
             addr,
@@ -385,4 +350,47 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).expect("copy");
         }
     }
+}
+
+/// Spawns `command` (a `credstore ... serve --listen 127.0.0.1:0`) and waits for its first
+/// line, the address it listens on; the rest of its stdout is drained so the pipe never
+/// fills, and its stderr gathered in the returned thread. A process that does not start
+/// within 30 s is killed and the test fails with its stderr (`what` names it).
+pub fn spawn_serve(mut command: Command, what: &str) -> (Child, SocketAddr, thread::JoinHandle<String>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        lines.for_each(drop);
+    });
+    let mut err = child.stderr.take().expect("stderr");
+    let stderr = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Some(Ok(line))) => line,
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not start ({other:?}):\n{}",
+                stderr.join().unwrap_or_default()
+            );
+        }
+    };
+    let addr = line
+        .trim()
+        .strip_prefix("Listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("address");
+    (child, addr, stderr)
 }
