@@ -235,6 +235,9 @@ pub fn fixed_rate_fields(mut response: Response) -> Response {
     response
 }
 
+/// The owner the demo keys belong to, whose dashboard link the server prints at start.
+const DEMO_OWNER: &str = "acme";
+
 /// Opens the store in `data`, or creates it with two demo keys and prints them once.
 fn open_or_init(data: &Path, use_log: UseLog) -> Result<Store, Box<dyn Error>> {
     let config = Config::from_env()?.use_log(use_log);
@@ -242,7 +245,9 @@ fn open_or_init(data: &Path, use_log: UseLog) -> Result<Store, Box<dyn Error>> {
         return Ok(Store::open(data, config)?);
     }
     let store = Store::init(data, config)?;
+    store.set_owner(DEMO_OWNER, credstore::OwnerUpdate::default())?;
     let demo = NewKey::new("demo")
+        .owner(DEMO_OWNER)
         .role(RoleName::parse("member")?)
         .rate_limit(RateLimit::parse("60/1m:minute")?)
         .budget(Budget::new(100, Period::Monthly { anchor_day: 1 })?);
@@ -286,10 +291,29 @@ async fn serve(args: Args) -> Result<(), Box<dyn Error>> {
         let auth = ApiKeyLayer::new(Arc::clone(&store))
             .trusted_proxies(TrustedProxies::new(&args.trusted_proxies)?)
             .rate_limit_fields(args.rate_limit_fields);
-        (app(Some(&auth))?, Some(store))
+        // The customers' dashboard, mounted beside the API: owners manage their own keys.
+        let dashboard = credstore::dashboard::router(
+            Arc::clone(&store),
+            credstore::dashboard::DashboardConfig {
+                host_name: "Example API".into(),
+                ..credstore::dashboard::DashboardConfig::default()
+            },
+        );
+        (app(Some(&auth))?.nest("/dashboard", dashboard), Some(store))
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    println!("Listening on http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    println!("Listening on http://{addr}");
+    // A link for the demo owner, to try the dashboard with (it works once, for 15 minutes).
+    if let Some(store) = &store
+        && store.owner(DEMO_OWNER).is_ok()
+    {
+        let link = store.mint_dashboard_link(&credstore::dashboard::LinkRequest::new(DEMO_OWNER))?;
+        println!(
+            "Dashboard for {DEMO_OWNER}: {}",
+            link.url(&format!("http://{addr}/dashboard"))
+        );
+    }
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

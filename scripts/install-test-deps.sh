@@ -5,7 +5,9 @@
 # - nginx, for tests/gateway_nginx.rs (it starts its own nginx with a generated
 #   configuration on free loopback ports, in the foreground, and kills it);
 # - python3, for tests/python_client.rs (the Python client's unittest suite, standard
-#   library only: no pip packages).
+#   library only: no pip packages);
+# - chromium and chromium-driver, for tests/dashboard_browser.rs (it starts chromedriver
+#   on a free loopback port and drives headless Chromium through the customers' dashboard).
 # Idempotent: what is installed is skipped. Nothing is started as a system service.
 set -euo pipefail
 
@@ -22,6 +24,12 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
 fi
 if ! command -v python3 >/dev/null; then
   need+=(python3)
+fi
+if ! command -v chromium >/dev/null; then
+  need+=(chromium)
+fi
+if ! command -v chromedriver >/dev/null; then
+  need+=(chromium-driver)
 fi
 
 if ((${#need[@]})); then

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dashboard::{LinkEntry, SessionEntry};
 use crate::lifecycle::{Lifecycle, Scope};
 use crate::limits::Plan;
 use crate::owner::Owner;
@@ -29,6 +30,10 @@ pub(crate) struct Directory {
     pub share_changes: Vec<(i64, crate::limits::Shares)>,
     /// Lifecycle policies, by scope.
     pub lifecycle: crate::lifecycle::Policies,
+    /// Customers' dashboard links, by their token's hash (hex).
+    pub dash_links: BTreeMap<String, Arc<LinkEntry>>,
+    /// Customers' dashboard sessions, by their token's hash (hex).
+    pub dash_sessions: BTreeMap<String, Arc<SessionEntry>>,
 }
 
 /// How many changes of a host's share [`Directory::share_changes`] keeps.
@@ -49,6 +54,8 @@ impl Default for Directory {
             share: crate::limits::Shares::default(),
             share_changes: Vec::new(),
             lifecycle: crate::lifecycle::Policies::default(),
+            dash_links: BTreeMap::new(),
+            dash_sessions: BTreeMap::new(),
         }
     }
 }
@@ -92,6 +99,8 @@ impl Directory {
                     DirKind::Role => self.roles.remove(&key.name).map(drop),
                     DirKind::User => self.users.remove(&key.name).map(drop),
                     DirKind::Owner => self.owners.remove(&key.name).map(drop),
+                    DirKind::DashLink => self.dash_links.remove(&key.name).map(drop),
+                    DirKind::DashSession => self.dash_sessions.remove(&key.name).map(drop),
                     DirKind::Lifecycle => {
                         if let Some(scope) = Scope::from_name(&key.name) {
                             self.lifecycle.clear(&scope);
@@ -118,6 +127,12 @@ impl Directory {
                 self.owners.insert(o.id.clone(), Arc::new(o));
             }
             DirEntry::Lifecycle(scope, policy) => self.lifecycle.set(scope, policy),
+            DirEntry::DashLink(link) => {
+                self.dash_links.insert(link.hash.to_hex(), Arc::new(link));
+            }
+            DirEntry::DashSession(session) => {
+                self.dash_sessions.insert(session.hash.to_hex(), Arc::new(session));
+            }
         }
     }
 }
@@ -130,6 +145,10 @@ pub(crate) enum DirKind {
     User,
     Owner,
     Lifecycle,
+    /// A customers' dashboard link.
+    DashLink,
+    /// A customers' dashboard session.
+    DashSession,
 }
 
 /// A directory entry's key: its kind and name.
@@ -148,6 +167,8 @@ impl DirKey {
             DirKind::User => b'u',
             DirKind::Owner => b'o',
             DirKind::Lifecycle => b'l',
+            DirKind::DashLink => b'd',
+            DirKind::DashSession => b's',
         };
         let mut out = vec![letter, b'/'];
         out.extend_from_slice(self.name.as_bytes());
@@ -165,6 +186,10 @@ pub(crate) enum DirEntry {
     Owner(Owner),
     /// A scope's lifecycle policy (its key's name is [`Scope::name`]).
     Lifecycle(Scope, Lifecycle),
+    /// A customers' dashboard link (its key's name is its hash in hex).
+    DashLink(LinkEntry),
+    /// A customers' dashboard session (its key's name is its token's hash in hex).
+    DashSession(SessionEntry),
 }
 
 impl DirEntry {
@@ -190,6 +215,14 @@ impl DirEntry {
             DirEntry::Lifecycle(scope, _) => DirKey {
                 kind: DirKind::Lifecycle,
                 name: scope.name(),
+            },
+            DirEntry::DashLink(link) => DirKey {
+                kind: DirKind::DashLink,
+                name: link.hash.to_hex(),
+            },
+            DirEntry::DashSession(session) => DirKey {
+                kind: DirKind::DashSession,
+                name: session.hash.to_hex(),
             },
         }
     }

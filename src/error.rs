@@ -325,6 +325,13 @@ pub enum InputError {
     /// which and why (a URL is quoted with secret-shaped tokens scrubbed).
     #[error("invalid webhook {0}")]
     InvalidWebhook(String),
+    /// A dashboard scope that does not exist (see [`crate::dashboard::Scopes::NAMES`]).
+    #[error("unknown dashboard scope {}: use keys:read, keys:create, keys:revoke, keys:roll, budget:set or usage:read", redact::quote(.0))]
+    InvalidScope(String),
+    /// A URL that cannot be used (a dashboard's return URL must be http:// or https://);
+    /// quoted with secret-shaped tokens scrubbed.
+    #[error("invalid URL {0}: give an http:// or https:// URL without spaces")]
+    InvalidUrl(String),
     /// A master key that is not 32 bytes written as 64 hex characters.
     #[error("the master key must be 64 hex characters (32 bytes)")]
     InvalidMasterKey,
@@ -438,6 +445,32 @@ pub enum StateError {
         max: String,
         /// The scope whose policy sets it (`project "web"`).
         scope: String,
+    },
+    /// A dashboard link that no host minted (or whose record was lost): refused.
+    #[error("this dashboard link is not valid: ask for a new one")]
+    UnknownDashboardLink,
+    /// A dashboard link works once; this one was used already.
+    #[error("this dashboard link was used already: ask for a new one")]
+    DashboardLinkUsed,
+    /// A dashboard link past its expiry.
+    #[error("this dashboard link has expired: ask for a new one")]
+    DashboardLinkExpired,
+    /// No live dashboard session has this token or id (never started, revoked, or ended).
+    #[error("no such dashboard session (it may have been revoked)")]
+    UnknownDashboardSession,
+    /// The dashboard session has ended.
+    #[error("the dashboard session has expired")]
+    DashboardSessionExpired,
+    /// The dashboard session lacks the scope the change needs.
+    #[error("this dashboard session may not do that: it lacks the {0} scope")]
+    ScopeMissing(&'static str),
+    /// The owner has as many unrevoked keys as the dashboard allows.
+    #[error("owner {} has {max} keys, the most the dashboard allows: revoke one first", redact::quote(.owner))]
+    OwnerKeyLimit {
+        /// The owner.
+        owner: String,
+        /// The limit.
+        max: u32,
     },
     /// No lifecycle policy is set for this scope.
     #[error("no lifecycle policy is set for {0}")]

@@ -52,6 +52,7 @@
 // Lints: the `[lints]` table in Cargo.toml, for every target alike.
 
 pub mod clock;
+pub mod dashboard;
 pub mod decision;
 mod directory;
 pub mod error;

@@ -322,6 +322,12 @@ fn every_management_route_answers_admin_keys_only() {
             Some(json!({ "project": "web", "unused_expiry": "90d", "min_grace": "1h" })),
         ),
         route("DELETE", "/v1/policy", "/v1/policy?project=web", None),
+        route(
+            "POST",
+            "/v1/dashboard/sessions",
+            "/v1/dashboard/sessions",
+            Some(json!({ "owner": "acme", "ttl": "5m", "scopes": ["keys:read"] })),
+        ),
     ];
 
     // The table is every management route: every route of the OpenAPI document but those

@@ -282,6 +282,7 @@ impl Template {
             ("webhook add", "<URL>") => "http://127.0.0.1:9/hook".into(),
             ("webhook add", "--event") => "key.created".into(),
             (_, "<OWNER>") => "o".into(),
+            ("dashboard revoke", "<SESSION>") => "ds_0000000000000000".into(),
             // `import -`: stdin holds a harmless line (not an import line: refused).
             (_, "<FILE>") => "-".into(),
             // An address no one can listen on: `serve` fails instead of serving.

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::fmt_time;
+use crate::dashboard::{Scopes, TokenHash};
 use crate::decision::Code;
 use crate::lifecycle::{ExpiredBecause, Lifecycle, Scope};
 use crate::limits::{Budget, Plan, RateLimit};
@@ -418,6 +419,55 @@ pub enum EventKind {
         /// Whether it was live (then revoked in the same batch) or already revoked.
         was_live: bool,
     },
+    /// A host minted a customers' dashboard link for an owner (`dashboard.link_minted`):
+    /// only the link token's hash is kept.
+    DashboardLinkMinted {
+        /// The link token's hash. Never shown.
+        link: TokenHash,
+        /// The owner whose keys the session will manage.
+        owner: String,
+        /// What the session may see and do.
+        scopes: Scopes,
+        /// When the link stops working, unix ms.
+        expires_at: i64,
+        /// How long the session lasts from the redemption, ms.
+        session_ttl_ms: i64,
+        /// Where the page's "Back" link leads.
+        return_url: Option<String>,
+    },
+    /// A dashboard link was redeemed and a session started (`dashboard.session_started`).
+    /// The first redemption in the log's order wins: a link works once, fleet-wide.
+    DashboardSessionStarted {
+        /// The link redeemed. Never shown.
+        link: TokenHash,
+        /// The session token's hash. Never shown.
+        session: TokenHash,
+        /// The session's public id (derived from the hash).
+        id: String,
+        /// When the session ends, unix ms.
+        expires_at: i64,
+    },
+    /// A dashboard session was revoked (`dashboard.session_revoked`): by the host, or by
+    /// the owner signing out.
+    DashboardSessionRevoked {
+        /// The session token's hash. Never shown.
+        session: TokenHash,
+        /// The session's public id.
+        id: String,
+    },
+    /// A change made on the customers' dashboard (`dashboard.change`), written in the same
+    /// commit as the change itself: its actor, the owner's session.
+    DashboardChange {
+        /// The session's public id.
+        session: String,
+        /// The session's owner.
+        owner: String,
+        /// What changed: the kind of the change's event (`key.created`, `key.revoked`,
+        /// `key.rotated`, `key.updated`).
+        action: String,
+        /// The key changed (a rotation's or a create's new key).
+        key: Option<KeyId>,
+    },
 }
 
 /// One key of a [`EventKind::KeysImported`] record.
@@ -696,6 +746,10 @@ impl Event {
             EventKind::KeyUnused { .. } => "key.unused",
             EventKind::KeyExpired { .. } => "key.expired",
             EventKind::KeyLeaked { .. } => "key.leaked",
+            EventKind::DashboardLinkMinted { .. } => "dashboard.link_minted",
+            EventKind::DashboardSessionStarted { .. } => "dashboard.session_started",
+            EventKind::DashboardSessionRevoked { .. } => "dashboard.session_revoked",
+            EventKind::DashboardChange { .. } => "dashboard.change",
         }
     }
 
@@ -724,7 +778,11 @@ impl Event {
             | EventKind::OwnerBudgetMark { .. }
             | EventKind::OwnerBudgetCredited { .. }
             | EventKind::LifecycleSet { .. }
-            | EventKind::LifecycleCleared { .. } => vec![],
+            | EventKind::LifecycleCleared { .. }
+            | EventKind::DashboardLinkMinted { .. }
+            | EventKind::DashboardSessionStarted { .. }
+            | EventKind::DashboardSessionRevoked { .. } => vec![],
+            EventKind::DashboardChange { key, .. } => key.iter().collect(),
             EventKind::KeyOwned { id, .. } => vec![id],
             EventKind::OwnerKeysRevoked { ids, .. } | EventKind::OwnerKeysDisabled { ids, .. } => ids.iter().collect(),
             EventKind::KeyExpiring { id, .. }
@@ -937,6 +995,29 @@ impl Event {
                 was_live,
             } => json!({
                 "key_id": id, "type": token_type, "url": url, "source": source, "was_live": was_live,
+            }),
+            EventKind::DashboardLinkMinted {
+                owner,
+                scopes,
+                expires_at,
+                session_ttl_ms,
+                return_url,
+                ..
+            } => json!({
+                "owner": owner, "scopes": scopes.names(), "expires_at": fmt_time(*expires_at),
+                "session_ttl_s": session_ttl_ms / 1000, "return_url": return_url,
+            }),
+            EventKind::DashboardSessionStarted { id, expires_at, .. } => json!({
+                "session": id, "expires_at": fmt_time(*expires_at),
+            }),
+            EventKind::DashboardSessionRevoked { id, .. } => json!({ "session": id }),
+            EventKind::DashboardChange {
+                session,
+                owner,
+                action,
+                key,
+            } => json!({
+                "actor": { "session": session, "owner": owner }, "action": action, "key_id": key,
             }),
         };
         json!({ "seq": seq, "at": fmt_time(self.at), "kind": self.kind_name(), "details": details })

@@ -180,6 +180,42 @@ pub(crate) enum Op {
         sha256: crate::event::Sha256Hash,
         start: String,
     },
+    /// Mint a customers' dashboard link.
+    DashMint {
+        link: crate::dashboard::TokenHash,
+        owner: String,
+        scopes: crate::dashboard::Scopes,
+        ttl_ms: i64,
+        session_ttl_ms: i64,
+        return_url: Option<String>,
+    },
+    /// Redeem a dashboard link for a session: once, before it expires.
+    DashRedeem {
+        link: crate::dashboard::TokenHash,
+        session: crate::dashboard::TokenHash,
+    },
+    /// Revoke a dashboard session (by its token's hash, or its public id).
+    DashRevoke {
+        session: Option<crate::dashboard::TokenHash>,
+        id: Option<String>,
+    },
+    /// A change made through a dashboard session: checked against the session (live, its
+    /// scope, its owner's key) and logged with the session as its actor.
+    AsSession(Box<SessionOp>),
+}
+
+/// A change made through a dashboard session ([`Op::AsSession`]).
+pub(crate) struct SessionOp {
+    /// The session's token hash.
+    pub session: crate::dashboard::TokenHash,
+    /// The scope the change needs.
+    pub scope: crate::dashboard::Scopes,
+    /// The key changed, which must be the session owner's (none for a create).
+    pub key: Option<KeyId>,
+    /// For a create: the most unrevoked keys the owner may have.
+    pub max_keys: Option<u32>,
+    /// The change.
+    pub op: Op,
 }
 
 /// A key to import, checked for everything that does not depend on the store's state.
@@ -262,6 +298,10 @@ pub(crate) enum Outcome {
     Leased(u64),
     /// Keys imported, in order.
     Imported(Vec<KeyRecord>),
+    /// A dashboard link minted: when it expires.
+    At(i64),
+    /// A dashboard session started.
+    Session(Box<crate::dashboard::Session>),
 }
 
 /// Runs the commit loop until every sender is dropped. Between requests it wakes every

@@ -9,6 +9,7 @@ mod cache;
 mod commit;
 mod config;
 mod counters;
+mod dashboard_ops;
 mod files;
 #[cfg(feature = "fleet")]
 mod fleet_host;
@@ -721,7 +722,16 @@ impl Store {
         }
     }
 
-    fn create_unchecked(&self, mut new: NewKey) -> Result<CreatedKey> {
+    fn create_unchecked(&self, new: NewKey) -> Result<CreatedKey> {
+        let prepared = self.prepare_key(new)?;
+        match self.submit(Op::Create(prepared))? {
+            Outcome::Created(record, key) => Ok(CreatedKey { key, record }),
+            _ => Err(Error::UnexpectedReply { request: "create" }),
+        }
+    }
+
+    /// Checks a create's settings and generates the key and its tag (off the commit thread).
+    fn prepare_key(&self, mut new: NewKey) -> Result<PreparedKey> {
         validate_name(&new.name)?;
         if let Some(owner) = &new.owner {
             crate::owner::validate_owner_id(owner)?;
@@ -759,18 +769,14 @@ impl Store {
         });
         check_admin_format(&format, &new.kind, new.role.as_ref())?;
         let secret = format.generate();
-        let prepared = PreparedKey {
+        Ok(PreparedKey {
             tag: self.shared.tag_of(secret.expose().as_bytes()),
             start: format.start_of(secret.expose()).to_string(),
             secret,
             format,
             project,
             new,
-        };
-        match self.submit(Op::Create(prepared))? {
-            Outcome::Created(record, key) => Ok(CreatedKey { key, record }),
-            _ => Err(Error::UnexpectedReply { request: "create" }),
-        }
+        })
     }
 
     /// Verifies a presented key as a request of cost 1 and weight 1.

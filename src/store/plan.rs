@@ -26,6 +26,8 @@ pub(super) enum Planned {
     Owner(crate::owner::Owner),
     Keys(Vec<KeyId>),
     Imported(Vec<KeyId>),
+    At(i64),
+    Session(crate::dashboard::Session),
 }
 
 impl Planned {
@@ -51,6 +53,8 @@ impl Planned {
             Self::Owner(o) => Outcome::Owner(Box::new(o)),
             Self::Keys(ids) => Outcome::Keys(ids),
             Self::Imported(ids) => Outcome::Imported(ids.iter().map(record).collect::<Result<_>>()?),
+            Self::At(at) => Outcome::At(at),
+            Self::Session(s) => Outcome::Session(Box::new(s)),
         })
     }
 }
@@ -564,6 +568,123 @@ pub(super) fn plan(
                 vec![event(EventKind::KeyEnabled { id: id.clone() })],
                 Planned::Changed(id.clone()),
             ))
+        }
+        Op::DashMint {
+            link,
+            owner,
+            scopes,
+            ttl_ms,
+            session_ttl_ms,
+            return_url,
+        } => {
+            state.owner(owner)?;
+            let expires_at = now.saturating_add(*ttl_ms);
+            let kind = EventKind::DashboardLinkMinted {
+                link: *link,
+                owner: owner.clone(),
+                scopes: *scopes,
+                expires_at,
+                session_ttl_ms: *session_ttl_ms,
+                return_url: return_url.clone(),
+            };
+            Ok((vec![event(kind)], Planned::At(expires_at)))
+        }
+        Op::DashRedeem { link, session } => {
+            let entry = state.dash_link(link).ok_or(StateError::UnknownDashboardLink)?;
+            if entry.redeemed {
+                return Err(StateError::DashboardLinkUsed.into());
+            }
+            if now >= entry.expires_at {
+                return Err(StateError::DashboardLinkExpired.into());
+            }
+            // An owner removed since the mint has no keys to show.
+            state.owner(&entry.owner)?;
+            let id = session.session_id();
+            let expires_at = now.saturating_add(entry.session_ttl_ms);
+            let started = crate::dashboard::Session {
+                id: id.clone(),
+                owner: entry.owner.clone(),
+                scopes: entry.scopes,
+                started_at: now,
+                expires_at,
+                return_url: entry.return_url.clone(),
+            };
+            let kind = EventKind::DashboardSessionStarted {
+                link: *link,
+                session: *session,
+                id,
+                expires_at,
+            };
+            Ok((vec![event(kind)], Planned::Session(started)))
+        }
+        Op::DashRevoke { session, id } => {
+            let found = match (session, id) {
+                (Some(hash), _) => state.dash_session(hash),
+                (None, Some(id)) => state.dash_session_by_id(id),
+                (None, None) => None,
+            };
+            let entry = found.ok_or(StateError::UnknownDashboardSession)?;
+            let kind = EventKind::DashboardSessionRevoked {
+                session: entry.hash,
+                id: entry.session.id.clone(),
+            };
+            Ok((vec![event(kind)], Planned::Done))
+        }
+        Op::AsSession(acting) => {
+            let entry = state
+                .dash_session(&acting.session)
+                .ok_or(StateError::UnknownDashboardSession)?;
+            let session = entry.session;
+            if now >= session.expires_at {
+                return Err(StateError::DashboardSessionExpired.into());
+            }
+            if !session.scopes.contains(acting.scope) {
+                return Err(StateError::ScopeMissing(acting.scope.name()).into());
+            }
+            // Another owner's key is answered as no key at all: a session learns nothing
+            // of keys that are not its owner's.
+            if let Some(id) = &acting.key
+                && state.owner_of(id)?.as_deref() != Some(session.owner.as_str())
+            {
+                return Err(StateError::UnknownKey(id.to_string()).into());
+            }
+            if let Op::Create(key) = &acting.op {
+                if key.new.owner.as_deref() != Some(session.owner.as_str()) {
+                    return Err(StateError::UnknownOwner(key.new.owner.clone().unwrap_or_default()).into());
+                }
+                if let Some(max) = acting.max_keys {
+                    let mut unrevoked = 0u32;
+                    for id in state.keys_of_owner(&session.owner)? {
+                        if state
+                            .get(&id)?
+                            .is_some_and(|k| k.record.status_at(now) != crate::record::Status::Revoked)
+                        {
+                            unrevoked += 1;
+                        }
+                    }
+                    if unrevoked >= max {
+                        return Err(StateError::OwnerKeyLimit {
+                            owner: session.owner.clone(),
+                            max,
+                        }
+                        .into());
+                    }
+                }
+            }
+            let (mut events, planned) = plan(state, &acting.op, now, last_id, shared)?;
+            let (action, key) = match (&acting.op, &planned) {
+                (Op::Create(_), Planned::Created(id, _)) => ("key.created", Some(id.clone())),
+                (Op::Rotate { .. }, Planned::Rotated(_, new, _)) => ("key.rotated", Some(new.clone())),
+                (Op::Revoke { .. }, _) => ("key.revoked", acting.key.clone()),
+                _ => ("key.updated", acting.key.clone()),
+            };
+            events.push(event(EventKind::DashboardChange {
+                session: session.id.clone(),
+                owner: session.owner.clone(),
+                action: action.to_string(),
+                key,
+            }));
+            Ok((events, planned))
         }
         Op::Revoke { id, reason } => {
             state.live(id, now)?;

@@ -154,7 +154,11 @@ impl<'a> Overlay<'a> {
         for (key, entry) in &self.dir {
             dir.apply(key, entry.as_ref());
         }
-        let reresolve = self.dir.keys().any(|k| k.kind != DirKind::User);
+        // Users are resolved at every verify; dashboard links and sessions concern no key.
+        let reresolve = self
+            .dir
+            .keys()
+            .any(|k| !matches!(k.kind, DirKind::User | DirKind::DashLink | DirKind::DashSession));
         Some((dir, reresolve))
     }
 
@@ -370,6 +374,49 @@ impl<'a> Overlay<'a> {
             None => self.index.credit(id)?,
         };
         Ok(current.filter(|(p, _)| *p == period).map_or(0, |(_, c)| c))
+    }
+
+    /// A dashboard link as of this batch.
+    pub(super) fn dash_link(&self, hash: &crate::dashboard::TokenHash) -> Option<crate::dashboard::LinkEntry> {
+        let name = hash.to_hex();
+        match self.entry(DirKind::DashLink, &name) {
+            Some(Some(DirEntry::DashLink(l))) => Some(l.clone()),
+            Some(_) => None,
+            None => self
+                .base_dir
+                .dash_links
+                .get(&name)
+                .map(|l| crate::dashboard::LinkEntry::clone(l)),
+        }
+    }
+
+    /// A dashboard session as of this batch, by its token's hash.
+    pub(super) fn dash_session(&self, hash: &crate::dashboard::TokenHash) -> Option<crate::dashboard::SessionEntry> {
+        let name = hash.to_hex();
+        match self.entry(DirKind::DashSession, &name) {
+            Some(Some(DirEntry::DashSession(s))) => Some(s.clone()),
+            Some(_) => None,
+            None => self
+                .base_dir
+                .dash_sessions
+                .get(&name)
+                .map(|s| crate::dashboard::SessionEntry::clone(s)),
+        }
+    }
+
+    /// A dashboard session as of this batch, by its public id.
+    pub(super) fn dash_session_by_id(&self, id: &str) -> Option<crate::dashboard::SessionEntry> {
+        let in_batch = self.dir.iter().find_map(|(k, e)| match e {
+            Some(DirEntry::DashSession(s)) if k.kind == DirKind::DashSession && s.session.id == id => Some(s.clone()),
+            _ => None,
+        });
+        in_batch.or_else(|| {
+            self.base_dir
+                .dash_sessions
+                .values()
+                .find(|s| s.session.id == id)
+                .and_then(|s| self.dash_session(&s.hash))
+        })
     }
 
     /// A webhook as of this batch.
@@ -614,7 +661,61 @@ impl<'a> Overlay<'a> {
                 self.notices.insert((NOTICE_EXPIRED, id.clone()), *deadline);
             }
             // The revocation a leak brings is an event of its own.
-            EventKind::KeyLeaked { .. } => {}
+            EventKind::KeyLeaked { .. } | EventKind::DashboardChange { .. } => {}
+            EventKind::DashboardLinkMinted {
+                link,
+                owner,
+                scopes,
+                expires_at,
+                session_ttl_ms,
+                return_url,
+            } => self.set(DirEntry::DashLink(crate::dashboard::LinkEntry {
+                hash: *link,
+                owner: owner.clone(),
+                scopes: *scopes,
+                expires_at: *expires_at,
+                session_ttl_ms: *session_ttl_ms,
+                return_url: return_url.clone(),
+                redeemed: false,
+            })),
+            // The first redemption in the log's order marks the link used; planning refuses
+            // a second, and a replay applies the log's order again.
+            EventKind::DashboardSessionStarted {
+                link,
+                session,
+                id,
+                expires_at,
+            } => {
+                let Some(mut entry) = self.dash_link(link) else {
+                    return Ok(());
+                };
+                if entry.redeemed {
+                    return Ok(());
+                }
+                entry.redeemed = true;
+                let started = crate::dashboard::Session {
+                    id: id.clone(),
+                    owner: entry.owner.clone(),
+                    scopes: entry.scopes,
+                    started_at: event.at,
+                    expires_at: *expires_at,
+                    return_url: entry.return_url.clone(),
+                };
+                self.set(DirEntry::DashLink(entry));
+                self.set(DirEntry::DashSession(crate::dashboard::SessionEntry {
+                    hash: *session,
+                    session: started,
+                }));
+            }
+            EventKind::DashboardSessionRevoked { session, .. } => {
+                self.dir.insert(
+                    DirKey {
+                        kind: DirKind::DashSession,
+                        name: session.to_hex(),
+                    },
+                    None,
+                );
+            }
             EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
             EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,
             EventKind::KeyRevoked {

@@ -24,6 +24,7 @@ macro_rules! errln {
 
 mod bridge;
 mod credits_cmd;
+mod dashboard_cmd;
 mod demo;
 mod events_cmd;
 #[cfg(feature = "fleet")]
@@ -253,6 +254,12 @@ enum Command {
     Credits {
         #[command(subcommand)]
         action: credits_cmd::CreditsAction,
+    },
+    /// The customers' dashboard: mint a single-use link for an owner, list and revoke
+    /// sessions.
+    Dashboard {
+        #[command(subcommand)]
+        action: dashboard_cmd::DashboardAction,
     },
     /// Webhooks: endpoints `serve` delivers events to, signed (Standard Webhooks); add
     /// prints the signing secret once.
@@ -855,6 +862,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         }
         Command::Serve(args) => serve::run(&data, args),
         Command::Credits { action } => credits_cmd::run(&data, action),
+        Command::Dashboard { action } => dashboard_cmd::run(&data, action),
         Command::Owner { action } => owner_cmd::run(&data, action),
         Command::Policy { action } => policy_cmd::run(&data, action),
         Command::Events(args) => events_cmd::run(&data, args),

@@ -43,6 +43,8 @@ mod cli_bridge;
 #[cfg(feature = "http")]
 mod connections;
 #[cfg(feature = "http")]
+mod dashboard;
+#[cfg(feature = "http")]
 mod delivery;
 #[cfg(feature = "http")]
 mod directory;
@@ -126,6 +128,31 @@ pub struct ServeArgs {
     /// `N/DURATION`; more are answered 429.
     #[arg(long, value_name = "N/DURATION", default_value = "60/1m")]
     leaks_rate_limit: String,
+    /// Serve the customers' dashboard at /dashboard/ (owners enter through links minted by
+    /// `credstore dashboard link` or POST /v1/dashboard/sessions).
+    #[arg(long)]
+    dashboard: bool,
+    /// The product name the dashboard shows.
+    #[arg(long, env = "CREDSTORE_DASHBOARD_NAME", value_name = "NAME", default_value = "API")]
+    dashboard_name: String,
+    /// The logo the dashboard shows beside the name (a URL).
+    #[arg(long, env = "CREDSTORE_DASHBOARD_LOGO", value_name = "URL")]
+    dashboard_logo: Option<String>,
+    /// The dashboard's accent colour (#rgb or #rrggbb).
+    #[arg(
+        long,
+        env = "CREDSTORE_DASHBOARD_ACCENT",
+        value_name = "COLOUR",
+        default_value = "#4f46e5"
+    )]
+    dashboard_accent: String,
+    /// A page that may frame the dashboard (CSP frame-ancestors; repeatable; default none).
+    #[arg(long = "dashboard-frame-ancestor", value_name = "SOURCE")]
+    dashboard_frame_ancestors: Vec<String>,
+    /// Where the dashboard is reached from outside, for the links POST
+    /// /v1/dashboard/sessions mints (default: http:// and the Host the caller used).
+    #[arg(long, env = "CREDSTORE_DASHBOARD_URL", value_name = "URL")]
+    dashboard_url: Option<String>,
 }
 
 /// Serves the store in `data` until SIGINT or SIGTERM.
@@ -169,7 +196,7 @@ mod imp {
     use super::connections::{self, Limits};
     use super::leaks::LeakGate;
     use super::ops::Ops;
-    use super::{audit, directory, keys, leaks, lifecycle, openapi, owners, vault, verify, webhooks};
+    use super::{audit, dashboard, directory, keys, leaks, lifecycle, openapi, owners, vault, verify, webhooks};
     use crate::Failure;
 
     /// How long a shutdown waits for blocking work (a commit, a log scan) to end.
@@ -239,8 +266,26 @@ mod imp {
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "Listening on http://{addr}");
         let _ = stdout.flush();
-        let router = router(store, &gate, &ops, &leak_gate)
-            .layer(middleware::from_fn_with_state(args.request_timeout, deadline));
+        let base = dashboard::DashboardBase(args.dashboard_url.clone());
+        let mut router = router(Arc::clone(&store), &gate, &ops, &leak_gate, base);
+        if args.dashboard {
+            let config = credstore::dashboard::DashboardConfig {
+                host_name: args.dashboard_name.clone(),
+                logo_url: args.dashboard_logo.clone(),
+                accent: args.dashboard_accent.clone(),
+                frame_ancestors: args.dashboard_frame_ancestors.clone(),
+                ..credstore::dashboard::DashboardConfig::default()
+            };
+            // Nested after the API's own layers: the page answers HTML, not the envelope.
+            router = router
+                .nest("/dashboard", credstore::dashboard::router(store, config))
+                // axum's nest takes `/dashboard` to the page, not `/dashboard/`.
+                .route(
+                    "/dashboard/",
+                    get(|| async { axum::response::Redirect::permanent("/dashboard") }),
+                );
+        }
+        let router = router.layer(middleware::from_fn_with_state(args.request_timeout, deadline));
         let router = ops.observe(router);
         let limits = Limits {
             header_timeout: args.header_timeout,
@@ -254,7 +299,13 @@ mod imp {
     /// The sidecar's routes: the one list of them. Each handler carries `#[utoipa::path]`
     /// and is named in `openapi::ApiDoc` too (`tests/management_api.rs` checks the two
     /// agree).
-    fn router(store: Shared, gate: &Arc<Gate>, ops: &Arc<Ops>, leak_gate: &Arc<LeakGate>) -> Router {
+    fn router(
+        store: Shared,
+        gate: &Arc<Gate>,
+        ops: &Arc<Ops>,
+        leak_gate: &Arc<LeakGate>,
+        dashboard_base: dashboard::DashboardBase,
+    ) -> Router {
         Router::new()
             .merge(gate.routes())
             .merge(ops.routes())
@@ -309,6 +360,7 @@ mod imp {
                     .delete(lifecycle::clear_policy),
             )
             .route("/v1/leaks", post(leaks::report_leaks))
+            .route("/v1/dashboard/sessions", post(dashboard::mint_link))
             .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
             .method_not_allowed_fallback(|| async {
                 ApiError::new(
@@ -320,6 +372,8 @@ mod imp {
             .with_state(store)
             // The leak endpoint's limiter (`serve/leaks.rs`).
             .layer(axum::Extension(Arc::clone(leak_gate)))
+            // Where minted dashboard links point (`serve/dashboard.rs`).
+            .layer(axum::Extension(dashboard_base))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(middleware::from_fn(envelope_errors))
     }

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::api::ApiError;
-use super::{audit, auth, directory, keys, leaks, lifecycle, ops, owners, vault, verify, webhooks};
+use super::{audit, auth, dashboard, directory, keys, leaks, lifecycle, ops, owners, vault, verify, webhooks};
 
 /// The document: every route of the sidecar.
 #[derive(OpenApi)]
@@ -61,6 +61,7 @@ use super::{audit, auth, directory, keys, leaks, lifecycle, ops, owners, vault, 
         lifecycle::set_policy,
         lifecycle::clear_policy,
         leaks::report_leaks,
+        dashboard::mint_link,
         auth::forward_auth,
         auth::forward_auth_under_prefix,
         ops::healthz,
@@ -80,6 +81,7 @@ use super::{audit, auth, directory, keys, leaks, lifecycle, ops, owners, vault, 
         (name = "webhooks", description = "Webhooks the sidecar delivers events to, signed per Standard Webhooks (admin keys only)"),
         (name = "policy", description = "Lifecycle policies: max lifetime, unused expiry, least rotation grace (admin keys only)"),
         (name = "leaks", description = "Leaked-key reports from secret scanners (no key; rate limited per address)"),
+        (name = "dashboard", description = "Links to the customers' dashboard, for an owner (admin keys only)"),
         (name = "meta", description = "This document"),
         (name = "gateways", description = "Forward auth for nginx, Envoy and Traefik (docs/GATEWAYS.md)"),
         (name = "operations", description = "Health, readiness and Prometheus metrics"),
