@@ -334,6 +334,22 @@ async fn steps(c: &Client, cli: &Cli, addr: SocketAddr, shots: &Path) {
         page.contains("<strong>1</strong> of <strong>1</strong> spent"),
         "the budget bar's words"
     );
+    // Its usage over 30 days, by outcome, from the store's counts: today one valid request
+    // and one over budget (a bar's tooltip is its <title>). Counts reach the chart at the
+    // server's next flush of counters: reload until then.
+    let mut today = String::new();
+    for _ in 0..40 {
+        let bars = c.find_all(Locator::Css("figure.chart svg g title")).await.unwrap();
+        assert_eq!(bars.len(), 30);
+        today = bars.last().unwrap().html(true).await.unwrap();
+        if today.contains(": 1 valid, 1 denied, 0 rate limited") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        c.refresh().await.unwrap();
+        wait_css(c, "#budget-title").await;
+    }
+    assert!(today.contains(": 1 valid, 1 denied, 0 rate limited"), "{today}");
     screenshot(c, shots, "key-desktop-light", 1280, 900, false).await;
     c.back().await.unwrap();
 

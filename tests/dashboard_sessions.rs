@@ -686,3 +686,48 @@ fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut out).unwrap();
     out
 }
+
+#[tokio::test]
+async fn the_key_page_charts_thirty_days_of_usage_by_outcome_from_the_store() {
+    let (fx, store) = store();
+    let key = store
+        .create(
+            NewKey::new("charted")
+                .owner("acme")
+                .budget(credstore::Budget::new(2, credstore::Period::Monthly { anchor_day: 1 }).unwrap()),
+        )
+        .unwrap();
+    // Two days ago: two valid requests; today: one valid, one over budget.
+    let budget_id = key.record.id.clone();
+    store.verify(key.key.expose()).unwrap();
+    // Counts reach the usage buckets at each flush (every flush interval in a server).
+    store.flush().unwrap();
+    fx.clock.advance(2 * 86_400_000);
+    let mut browser = Browser::new(&store);
+    browser.enter(&link(&store, "acme")).await;
+    let page = browser.get(&format!("/dashboard/keys/{budget_id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(
+        page.body.matches("<title>").count(),
+        1 + 30,
+        "the page's title and one per day"
+    );
+    assert!(
+        page.body.contains("over the last 30 days: 1 valid, 0 denied"),
+        "{}",
+        page.body
+    );
+    store.verify(key.key.expose()).unwrap();
+    assert_eq!(store.verify(key.key.expose()).unwrap().code, Code::BudgetExhausted);
+    store.flush().unwrap();
+    let page = browser.get(&format!("/dashboard/keys/{budget_id}")).await;
+    assert!(
+        page.body.contains("over the last 30 days: 2 valid, 1 denied"),
+        "{}",
+        page.body
+    );
+    // Today's bar, the last one, says what happened today.
+    let last = page.body.rsplit("<title>").next().unwrap();
+    assert!(last.contains(": 1 valid, 1 denied, 0 rate limited"), "{last}");
+    assert!(page.body.contains("role=\"meter\""), "the budget bar");
+}

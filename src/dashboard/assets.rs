@@ -5,6 +5,7 @@
 /// The style sheet; `__ACCENT__` is replaced by the host's accent colour.
 pub const CSS: &str = r#":root {
   --accent: __ACCENT__;
+  --link: var(--accent);
   --bg: #f6f7f9; --panel: #ffffff; --text: #111827; --muted: #5b6472; --border: #e3e6eb;
   --sidebar: #ffffff; --code-bg: #f1f3f6; --ok: #137a3a; --ok-bg: #e3f6ea; --bad: #b42318;
   --bad-bg: #fde8e6; --warn-bg: #fff6e0; --warn: #7a4d00; --shadow: 0 1px 2px rgba(16,24,40,.06), 0 1px 3px rgba(16,24,40,.08);
@@ -14,6 +15,7 @@ pub const CSS: &str = r#":root {
 @media (prefers-color-scheme: dark) {
   :root:not([data-theme=light]) {
     --bg: #0f1115; --panel: #171a21; --text: #e7eaf0; --muted: #9aa3b2; --border: #2a2f3a;
+    --link: color-mix(in srgb, var(--accent) 55%, #ffffff);
     --sidebar: #12151b; --code-bg: #0c0e12; --ok: #4ade80; --ok-bg: #12301f; --bad: #ff8a80;
     --bad-bg: #3a1614; --warn-bg: #33270a; --warn: #f6c768; --shadow: none; --grid: #252a33;
     color-scheme: dark;
@@ -21,6 +23,7 @@ pub const CSS: &str = r#":root {
 }
 :root[data-theme=dark] {
   --bg: #0f1115; --panel: #171a21; --text: #e7eaf0; --muted: #9aa3b2; --border: #2a2f3a;
+  --link: color-mix(in srgb, var(--accent) 55%, #ffffff);
   --sidebar: #12151b; --code-bg: #0c0e12; --ok: #4ade80; --ok-bg: #12301f; --bad: #ff8a80;
   --bad-bg: #3a1614; --warn-bg: #33270a; --warn: #f6c768; --shadow: none; --grid: #252a33;
   color-scheme: dark;
@@ -28,7 +31,7 @@ pub const CSS: &str = r#":root {
 * { box-sizing: border-box; }
 html { -webkit-text-size-adjust: 100%; }
 body { margin: 0; background: var(--bg); color: var(--text); font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-a { color: var(--accent); }
+a { color: var(--link); }
 :focus-visible { outline: 3px solid var(--accent); outline-offset: 2px; border-radius: 4px; }
 .skip { position: absolute; left: -999px; top: 8px; background: var(--panel); padding: 8px 12px; z-index: 10; }
 .skip:focus { left: 8px; }
@@ -39,21 +42,23 @@ a { color: var(--accent); }
 .brand .mark { width: 28px; height: 28px; border-radius: 7px; background: var(--accent); color: #fff; display: grid; place-items: center; font-size: 14px; }
 .nav ul { list-style: none; margin: 0; padding: 0; }
 .nav a { display: flex; align-items: center; gap: 10px; padding: 8px 10px; border-radius: 8px; color: var(--muted); text-decoration: none; font-weight: 500; }
-.nav a[aria-current=page] { background: color-mix(in srgb, var(--accent) 12%, transparent); color: var(--accent); }
+.nav a[aria-current=page] { background: color-mix(in srgb, var(--accent) 14%, transparent); color: var(--link); }
 .nav svg { width: 18px; height: 18px; }
 .sidebar .foot { margin-top: auto; font-size: 13px; color: var(--muted); padding: 0 8px; display: grid; gap: 8px; }
-.linkish { background: none; border: 0; padding: 0; color: var(--accent); font: inherit; cursor: pointer; text-decoration: underline; }
+.linkish { background: none; border: 0; padding: 0; color: var(--link); font: inherit; cursor: pointer; text-decoration: underline; }
 main { padding: 32px 40px 64px; max-width: 1080px; width: 100%; }
 h1 { font-size: 26px; margin: 0 0 4px; letter-spacing: -.01em; }
 .lede { color: var(--muted); margin: 0 0 28px; }
 h2 { font-size: 17px; margin: 0 0 14px; }
 .panel { background: var(--panel); border: 1px solid var(--border); border-radius: 12px; box-shadow: var(--shadow); padding: 22px; margin-bottom: 24px; }
 .row { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-end; }
+.create-grid { display: grid; grid-template-columns: 2fr 1fr 1fr 1fr; gap: 14px; align-items: end; }
+.create-grid .submit { grid-column: 1 / -1; }
 .field { display: grid; gap: 6px; flex: 1 1 180px; }
 .field.wide { flex: 2 1 260px; }
 label { font-weight: 550; font-size: 13.5px; }
 .hint { color: var(--muted); font-size: 12.5px; font-weight: 400; }
-input, select { font: inherit; color: var(--text); background: var(--panel); border: 1px solid var(--border); border-radius: 8px; padding: 9px 11px; min-height: 40px; width: 100%; }
+input, select { font: inherit; color: var(--text); background: var(--panel); border: 1px solid var(--border); border-radius: 8px; padding: 0 11px; height: 42px; width: 100%; }
 input:focus, select:focus { border-color: var(--accent); }
 .btn { font: inherit; font-weight: 600; border-radius: 8px; padding: 9px 16px; min-height: 40px; border: 1px solid transparent; cursor: pointer; background: var(--accent); color: #fff; text-decoration: none; display: inline-flex; align-items: center; gap: 8px; white-space: nowrap; }
 .btn.secondary { background: var(--panel); color: var(--text); border-color: var(--border); }
@@ -99,6 +104,9 @@ td .start { display: block; color: var(--muted); font: 12.5px ui-monospace, SFMo
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 3px; margin-right: 6px; vertical-align: -1px; }
 .legend .v { background: var(--valid); } .legend .d { background: var(--denied); } .legend .l { background: var(--limited); } .legend .a { border: 2px dashed var(--bad); }
 .confirm { max-width: 560px; }
+.split { display: grid; grid-template-columns: 1fr 1fr; gap: 24px; }
+.split .facts { grid-template-columns: 1fr 1fr; }
+.meter { border-radius: 5px; overflow: hidden; }
 .crumbs { font-size: 14px; margin-bottom: 12px; }
 .sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 @media (max-width: 760px) {
@@ -107,6 +115,8 @@ td .start { display: block; color: var(--muted); font: 12.5px ui-monospace, SFMo
   .nav ul { display: flex; }
   .sidebar .foot { margin: 0 0 0 auto; grid-auto-flow: column; }
   main { padding: 20px 14px 48px; }
+  .split { grid-template-columns: 1fr; gap: 0; }
+  .create-grid { grid-template-columns: 1fr; }
   .panel { padding: 16px; }
   thead { display: none; }
   table, tbody, tr, td { display: block; width: 100%; }

@@ -151,7 +151,7 @@ pub(super) fn keys_page(ch: &Chrome<'_>, v: &KeysView<'_>) -> Markup {
                 form method="post" action=(format!("{}/keys", ch.base)) {
                     input type="hidden" name="csrf" value=(ch.csrf);
                     input type="hidden" name="nonce" value=(v.nonce);
-                    div.row {
+                    div.create-grid {
                         div.field.wide {
                             label for="name" { "Name" }
                             input id="name" name="name" type="text" required maxlength="128" placeholder="e.g. my script key" autocomplete="off";
@@ -166,11 +166,11 @@ pub(super) fn keys_page(ch: &Chrome<'_>, v: &KeysView<'_>) -> Markup {
                             }
                         }
                         div.field {
-                            label for="budget" { "Monthly budget cap " span.hint { "(optional)" } }
+                            label for="budget" { "Monthly budget cap" }
                             input id="budget" name="budget" type="number" min="1" max=[v.max_budget] step="1" inputmode="numeric" placeholder=(v.max_budget.map_or_else(|| "No cap".to_string(), |m| format!("Up to {m}")));
                         }
                         div.field {
-                            label for="expires" { "Expires " span.hint { "(optional)" } }
+                            label for="expires" { "Expires" }
                             select id="expires" name="expires" {
                                 option value="" selected { "Never" }
                                 option value="7d" { "In 7 days" }
@@ -179,7 +179,7 @@ pub(super) fn keys_page(ch: &Chrome<'_>, v: &KeysView<'_>) -> Markup {
                                 option value="365d" { "In 1 year" }
                             }
                         }
-                        div { button.btn type="submit" { "Create key" } }
+                        div.submit { button.btn type="submit" { "Create key" } }
                     }
                 }
             }
@@ -237,47 +237,49 @@ pub(super) fn key_page(ch: &Chrome<'_>, v: &KeyView<'_>) -> Markup {
         p.crumbs { a href=(home(ch.base)) { "← API Keys" } }
         h1 { (k.record.name) }
         p.lede { code { (k.record.start) "…" } " · " (status_badge(k.status)) }
-        section.panel aria-labelledby="facts-title" {
-            h2 id="facts-title" { "Details" }
-            dl.facts {
-                div { dt { "Created" } dd { (time_el(k.record.created_at)) } }
-                div { dt { "Last Used" } dd { @match k.last_used_at { Some(t) => (time_el(t)), None => "Never" } } }
-                div { dt { "Expires" } dd { @match k.record.expires_at { Some(t) => (time_el(t)), None => "Never" } } }
-                div { dt { "Environment" } dd { (match k.record.env() { crate::token::Env::Live => "Live", crate::token::Env::Test => "Test" }) } }
-            }
-        }
-        section.panel aria-labelledby="budget-title" {
-            h2 id="budget-title" { "Monthly budget" }
-            @match v.budget {
-                Some(b) => {
-                    @let pct = b.spent.saturating_mul(100).checked_div(b.cap).unwrap_or(100).min(100);
-                    p { strong { (b.spent) } " of " strong { (b.cap) } " spent this period" }
-                    // An SVG bar: the policy allows no inline style, and attributes are not styles.
-                    svg.meter.full[b.spent >= b.cap] viewBox="0 0 100 8" preserveAspectRatio="none" role="meter"
-                        aria-valuemin="0" aria-valuemax=(b.cap) aria-valuenow=(b.spent.min(b.cap)) aria-label="Budget spent" {
-                        rect.track x="0" y="0" width="100" height="8" rx="4" {}
-                        rect.fill x="0" y="0" width=(pct) height="8" rx="4" {}
-                    }
-                }
-                None => { p.hint { "No budget cap: this key's spend is not capped." } }
-            }
-            @if scopes.contains(Scopes::BUDGET_SET) && k.status != Status::Revoked {
-                form method="post" action=(format!("{}/keys/{}/budget", ch.base, k.record.id)) {
-                    input type="hidden" name="csrf" value=(ch.csrf);
-                    div.row {
-                        div.field {
-                            label for="cap" { "New monthly cap" }
-                            input id="cap" name="cap" type="number" min="1" max=[v.max_budget] step="1" inputmode="numeric" required;
-                        }
-                        div { button.btn.secondary type="submit" { "Set cap" } }
-                    }
-                }
-            }
-        }
         section.panel aria-labelledby="usage-title" {
             h2 id="usage-title" { "Usage, last 30 days" }
             @if let Some(chart) = &v.chart { (chart) }
             @if let Some(note) = v.chart_note { p.hint { (note) } }
+        }
+        div.split {
+            section.panel aria-labelledby="facts-title" {
+                h2 id="facts-title" { "Details" }
+                dl.facts {
+                    div { dt { "Created" } dd { (time_el(k.record.created_at)) } }
+                    div { dt { "Last Used" } dd { @match k.last_used_at { Some(t) => (time_el(t)), None => "Never" } } }
+                    div { dt { "Expires" } dd { @match k.record.expires_at { Some(t) => (time_el(t)), None => "Never" } } }
+                    div { dt { "Environment" } dd { (match k.record.env() { crate::token::Env::Live => "Live", crate::token::Env::Test => "Test" }) } }
+                }
+            }
+            section.panel aria-labelledby="budget-title" {
+                h2 id="budget-title" { "Monthly budget" }
+                @match v.budget {
+                    Some(b) => {
+                        @let pct = b.spent.saturating_mul(100).checked_div(b.cap).unwrap_or(100).min(100);
+                        p { strong { (b.spent) } " of " strong { (b.cap) } " spent this period" }
+                        // An SVG bar: the policy allows no inline style, and attributes are not styles.
+                        svg.meter.full[b.spent >= b.cap] viewBox="0 0 100 8" preserveAspectRatio="none" role="meter"
+                            aria-valuemin="0" aria-valuemax=(b.cap) aria-valuenow=(b.spent.min(b.cap)) aria-label="Budget spent" {
+                            rect.track x="0" y="0" width="100" height="8" {}
+                            rect.fill x="0" y="0" width=(pct) height="8" {}
+                        }
+                    }
+                    None => { p.hint { "No budget cap: this key's spend is not capped." } }
+                }
+                @if scopes.contains(Scopes::BUDGET_SET) && k.status != Status::Revoked {
+                    form method="post" action=(format!("{}/keys/{}/budget", ch.base, k.record.id)) {
+                        input type="hidden" name="csrf" value=(ch.csrf);
+                        div.row {
+                            div.field {
+                                label for="cap" { "New monthly cap" }
+                                input id="cap" name="cap" type="number" min="1" max=[v.max_budget] step="1" inputmode="numeric" required;
+                            }
+                            div { button.btn.secondary type="submit" { "Set cap" } }
+                        }
+                    }
+                }
+            }
         }
     };
     let _ = v.now;

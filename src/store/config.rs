@@ -83,6 +83,10 @@ pub struct Config {
     pub notice_expiring: Duration,
     /// The lifecycle sweep logs `key.unused` for a key unused this long.
     pub notice_unused: Duration,
+    /// How long usage buckets are kept, per tier ([`crate::usage`]).
+    pub usage_retention: crate::usage::UsageRetention,
+    /// Whether verify counts usage (on by default; off only to measure what counting costs).
+    pub usage_counting: bool,
 }
 
 /// A positive duration (`500ms`, `30s`) from a fleet setting's variable.
@@ -131,6 +135,8 @@ impl Config {
             lifecycle_sweep: Some(Duration::from_secs(300)),
             notice_expiring: Duration::from_secs(7 * 86_400),
             notice_unused: Duration::from_secs(30 * 86_400),
+            usage_retention: crate::usage::UsageRetention::default(),
+            usage_counting: true,
         }
     }
 
@@ -269,6 +275,18 @@ impl Config {
     pub fn lifecycle_notices(mut self, expiring: Duration, unused: Duration) -> Self {
         self.notice_expiring = expiring;
         self.notice_unused = unused;
+        self
+    }
+
+    /// Sets how long each tier of usage buckets is kept.
+    pub fn usage_retention(mut self, retention: crate::usage::UsageRetention) -> Self {
+        self.usage_retention = retention;
+        self
+    }
+
+    /// Turns usage counting on (the default) or off.
+    pub fn usage_counting(mut self, on: bool) -> Self {
+        self.usage_counting = on;
         self
     }
 

@@ -125,6 +125,7 @@ pub fn route(command: &Command) -> Route {
         | Command::Audit(_)
         | Command::Credits { .. }
         | Command::Dashboard { .. }
+        | Command::Usage(_)
         | Command::Owner { .. }
         | Command::Policy { .. }
         | Command::Events(_)
