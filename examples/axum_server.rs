@@ -15,6 +15,10 @@
 //! curl -i -X POST -H "Authorization: Bearer $KEY" localhost:3000/v1/render # costs 10: 402 once the budget is spent
 //! ```
 //!
+//! The customers' dashboard is mounted at `/dashboard` (`credstore::dashboard::router`):
+//! the demo keys belong to owner `acme`, and the server prints a single-use link for it at
+//! start (valid 15 minutes).
+//!
 //! Without a key, or with a wrong or revoked one: 401. Past the rate limit: 429 with
 //! `Retry-After`. `--no-auth` serves the same routes without the layer: the baseline of the
 //! load figures in `docs/PERFORMANCE.md` (with `--fixed-rate-fields`, also five rate-limit
