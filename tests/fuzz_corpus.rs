@@ -17,6 +17,9 @@
 //!   `revoke --from`.
 //! - `leaks_body` (`leaks_checks.rs`): the body of `POST /v1/leaks` parses as its reference
 //!   says, and no refusal repeats the body.
+//! - `dashboard_request` (`dashboard_checks.rs`): whole requests to the customers'
+//!   dashboard: never a 5xx, no change without the session's cookie and CSRF token, another
+//!   owner's key never touched, the session token never in an answer.
 //!
 //! The input seeds are named `accept-…` or `refuse-…` and their tests check that too;
 //! `secret_echo.rs` records which parsers repeat a pasted key in their errors today.
@@ -35,6 +38,9 @@
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
+#[cfg(feature = "http")]
+#[path = "../fuzz/dashboard_checks.rs"]
+mod dashboard_checks;
 #[cfg(feature = "http")]
 #[path = "../fuzz/http_checks.rs"]
 mod http_checks;
@@ -246,6 +252,10 @@ fn write_seed_corpus() {
     }
     if wanted("leaks_body") {
         write_seeds(&root.join("leaks_body"), &leaks_seeds());
+    }
+    #[cfg(feature = "http")]
+    if wanted("dashboard_request") {
+        write_seeds(&root.join("dashboard_request"), &dashboard_seeds());
     }
 }
 
@@ -1735,4 +1745,93 @@ fn leaks_seeds() -> Vec<(String, Vec<u8>)> {
         b"[{\"token\":\"\xff\xfe\",\"type\":\"t\",\"url\":\"u\",\"source\":\"s\"}]".to_vec(),
     ));
     seeds
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn dashboard_request_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let seeds = corpus("dashboard_request");
+    assert!(seeds.len() >= 10);
+    for (name, data) in &seeds {
+        let accepted = dashboard_checks::check_dashboard_request(data);
+        assert_named_outcome("dashboard_request", name, accepted);
+    }
+    assert_seeds_current("dashboard_request", &seeds, &dashboard_seeds());
+}
+
+/// Requests to the dashboard, as `dashboard_checks.rs` reads them.
+#[cfg(feature = "http")]
+fn dashboard_seeds() -> Vec<(String, Vec<u8>)> {
+    let cookie = "Cookie: credstore_dashboard={SESSION}";
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let seeds: Vec<(&str, String)> = vec![
+        ("accept-keys-page", format!("GET /dashboard\n{cookie}\n\n")),
+        ("accept-key-page", format!("GET /dashboard/keys/{{KEY}}\n{cookie}\n\n")),
+        (
+            "accept-revoke-confirmation",
+            format!("GET /dashboard/keys/{{KEY}}/revoke\n{cookie}\n\n"),
+        ),
+        (
+            "accept-style-sheet",
+            "GET /dashboard/assets/dashboard.css\n\n".to_string(),
+        ),
+        (
+            "accept-link-page",
+            format!("GET /dashboard/enter/cdl_{}\n\n", "0".repeat(64)),
+        ),
+        (
+            "accept-create",
+            format!("POST /dashboard/keys\n{cookie}\n{form}\n\ncsrf={{CSRF}}&nonce={{NONCE}}&name=fuzzed&budget=10"),
+        ),
+        (
+            "accept-revoke",
+            format!("POST /dashboard/keys/{{KEY}}/revoke\n{cookie}\n{form}\n\ncsrf={{CSRF}}"),
+        ),
+        (
+            "accept-roll",
+            format!("POST /dashboard/keys/{{KEY}}/roll\n{cookie}\n{form}\n\ncsrf={{CSRF}}&grace=1h"),
+        ),
+        ("refuse-no-session", "GET /dashboard\n\n".to_string()),
+        (
+            "refuse-forged-cookie",
+            format!("GET /dashboard\nCookie: credstore_dashboard=cds_{}\n\n", "f".repeat(64)),
+        ),
+        (
+            "refuse-create-without-csrf",
+            format!("POST /dashboard/keys\n{cookie}\n{form}\n\ncsrf=00&nonce={{NONCE}}&name=forged"),
+        ),
+        (
+            "refuse-create-cross-site",
+            format!(
+                "POST /dashboard/keys\n{cookie}\n{form}\nOrigin: https://evil.example\n\ncsrf={{CSRF}}&nonce={{NONCE}}&name=forged"
+            ),
+        ),
+        (
+            "refuse-other-owners-key",
+            format!("GET /dashboard/keys/{{OTHER}}\n{cookie}\n\n"),
+        ),
+        (
+            "refuse-revoke-other-owners-key",
+            format!("POST /dashboard/keys/{{OTHER}}/revoke\n{cookie}\n{form}\n\ncsrf={{CSRF}}"),
+        ),
+        (
+            "refuse-budget-over-the-top",
+            format!(
+                "POST /dashboard/keys/{{OTHER}}/budget\n{cookie}\n{form}\n\ncsrf={{CSRF}}&cap=99999999999999999999999"
+            ),
+        ),
+        (
+            "refuse-used-link",
+            "POST /dashboard/enter\nContent-Type: application/x-www-form-urlencoded\n\ntoken=cdl_zz".to_string(),
+        ),
+        (
+            "refuse-bad-form",
+            format!("POST /dashboard/keys\n{cookie}\n{form}\n\n%%%&&="),
+        ),
+        ("refuse-not-a-request", "\u{0}\u{1}garbage".to_string()),
+    ];
+    seeds
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t.into_bytes()))
+        .collect()
 }

@@ -33,7 +33,7 @@ mod page;
 mod router;
 
 #[cfg(feature = "http")]
-pub use router::{COOKIE_NAME, DashboardConfig, router};
+pub use router::{COOKIE_NAME, DashboardConfig, csrf_token, router};
 
 /// The longest a link may stay valid before it is used.
 pub const MAX_LINK_TTL: Duration = Duration::from_secs(24 * 3600);

@@ -159,7 +159,7 @@ impl Ctx {
             .as_ref()
             .and_then(|t| dash.store.dashboard_session(t.expose()).ok());
         let token = token.filter(|_| session.is_some());
-        let csrf = token.as_ref().map_or_else(String::new, |t| csrf_for(t.expose()));
+        let csrf = token.as_ref().map_or_else(String::new, |t| csrf_token(t.expose()));
         let secure = dash.cfg.secure_cookie.unwrap_or_else(|| !loopback_host(headers));
         Ctx {
             base,
@@ -907,9 +907,10 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The CSRF token of a session: derived from its token, so it needs no storage and
+/// The CSRF token the page puts in every form of the session whose token is
+/// `session_token`: derived from it (BLAKE3 `derive_key`), so it needs no storage and
 /// another session's does not fit.
-fn csrf_for(session_token: &str) -> String {
+pub fn csrf_token(session_token: &str) -> String {
     hex::encode(blake3::derive_key(
         "credstore dashboard csrf v1",
         session_token.as_bytes(),
