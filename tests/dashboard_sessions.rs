@@ -671,6 +671,13 @@ fn links_minted_by_the_cli_and_the_api_open_the_served_dashboard() {
         0,
         "opening a link's page uses nothing"
     );
+    // The request log names the link's path with its token cut to a short start.
+    let (_, log) = server.stop();
+    assert!(log.contains("/dashboard/enter/"), "{log}");
+    for url in [&offline, &through_socket, &from_api] {
+        let token = url.rsplit('/').next().unwrap();
+        assert!(!log.contains(token), "a link token in the log:\n{log}");
+    }
 }
 
 /// GET `path` from the sidecar, the whole answer as text.
