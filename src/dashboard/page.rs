@@ -41,7 +41,6 @@ pub(super) struct KeysView<'a> {
     pub max_budget: Option<u64>,
     /// Whether keys may be created for test as well as live.
     pub environments: bool,
-    pub now: i64,
 }
 
 /// One key's page.
@@ -52,7 +51,6 @@ pub(super) struct KeyView<'a> {
     /// Why there is no chart (no `usage:read`, or no usage data in this build).
     pub chart_note: Option<&'a str>,
     pub max_budget: Option<u64>,
-    pub now: i64,
 }
 
 /// The page around `body`.
@@ -225,7 +223,6 @@ pub(super) fn keys_page(ch: &Chrome<'_>, v: &KeysView<'_>) -> Markup {
             }
         }
     };
-    let _ = v.now;
     layout(ch, "API Keys", &body)
 }
 
@@ -282,7 +279,6 @@ pub(super) fn key_page(ch: &Chrome<'_>, v: &KeyView<'_>) -> Markup {
             }
         }
     };
-    let _ = v.now;
     layout(ch, &k.record.name, &body)
 }
 

@@ -260,7 +260,6 @@ async fn render_keys(
         nonce: nonce.expose(),
         max_budget: max_budget(dash, &session.owner),
         environments: dash.cfg.test_format.is_some(),
-        now: dash.store.now_ms(),
     };
     html(status, &page::keys_page(&ctx.chrome(dash), &view))
 }
@@ -470,7 +469,6 @@ async fn key_page(
         chart,
         chart_note: note,
         max_budget: max_budget(&dash, &owner),
-        now: dash.store.now_ms(),
     };
     html(StatusCode::OK, &page::key_page(&ctx.chrome(&dash), &view))
 }

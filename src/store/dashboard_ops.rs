@@ -12,7 +12,7 @@ use crate::dashboard::{
 use crate::decision::BudgetState;
 use crate::error::{Error, InputError, Result, StateError};
 use crate::limits::Budget;
-use crate::record::{KeyId, KeyUpdate, NewKey, Status};
+use crate::record::{KeyId, NewKey, Status};
 
 use super::commit::{Op, Outcome, SessionOp};
 use super::{CreatedKey, KeyInfo, ListFilter, Rotated, Store};
@@ -236,14 +236,10 @@ impl Store {
     /// # Errors
     /// The session's errors; as [`Store::update`].
     pub fn session_set_budget(&self, token: &str, id: &KeyId, budget: Option<Budget>) -> Result<KeyInfo> {
-        let update = KeyUpdate {
-            budget: Some(budget),
-            ..KeyUpdate::default()
-        };
         let op = Op::Update {
             id: id.clone(),
             changes: crate::event::KeyChanges {
-                budget: update.budget,
+                budget: Some(budget),
                 ..crate::event::KeyChanges::default()
             },
             expires: None,
