@@ -418,6 +418,14 @@ pub enum EventKind {
         /// Whether it was live (then revoked in the same batch) or already revoked.
         was_live: bool,
     },
+    /// Something unusual about a key's traffic, or a network's (`key.anomaly`): one event
+    /// per episode, raised off the hot path by the anomaly detector.
+    KeyAnomaly {
+        /// The key (`None` for `guessing`, which is about a network).
+        id: Option<KeyId>,
+        /// What was seen, with its figures.
+        anomaly: crate::anomaly::Anomaly,
+    },
 }
 
 /// One key of a [`EventKind::KeysImported`] record.
@@ -696,6 +704,7 @@ impl Event {
             EventKind::KeyUnused { .. } => "key.unused",
             EventKind::KeyExpired { .. } => "key.expired",
             EventKind::KeyLeaked { .. } => "key.leaked",
+            EventKind::KeyAnomaly { .. } => "key.anomaly",
         }
     }
 
@@ -731,7 +740,9 @@ impl Event {
             | EventKind::KeyUnused { id, .. }
             | EventKind::KeyExpired { id, .. }
             | EventKind::KeyLeaked { id, .. } => vec![id],
-            EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } => id.iter().collect(),
+            EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } | EventKind::KeyAnomaly { id, .. } => {
+                id.iter().collect()
+            }
             EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => uses.iter().map(|u| &u.id).collect(),
             EventKind::BudgetMark { id, .. }
             | EventKind::BudgetCredited { id, .. }
@@ -938,6 +949,7 @@ impl Event {
             } => json!({
                 "key_id": id, "type": token_type, "url": url, "source": source, "was_live": was_live,
             }),
+            EventKind::KeyAnomaly { id, anomaly } => anomaly.to_json(id.as_ref()),
         };
         json!({ "seq": seq, "at": fmt_time(self.at), "kind": self.kind_name(), "details": details })
     }

@@ -83,6 +83,9 @@ pub struct Config {
     pub notice_expiring: Duration,
     /// The lifecycle sweep logs `key.unused` for a key unused this long.
     pub notice_unused: Duration,
+    /// When a `key.anomaly` is raised (spikes, denial bursts, dormant reuse, dead keys
+    /// presented, new networks, guessing); [`crate::anomaly::Thresholds::off`] for never.
+    pub anomalies: crate::anomaly::Thresholds,
 }
 
 /// A positive duration (`500ms`, `30s`) from a fleet setting's variable.
@@ -131,6 +134,7 @@ impl Config {
             lifecycle_sweep: Some(Duration::from_secs(300)),
             notice_expiring: Duration::from_secs(7 * 86_400),
             notice_unused: Duration::from_secs(30 * 86_400),
+            anomalies: crate::anomaly::Thresholds::default(),
         }
     }
 
@@ -269,6 +273,12 @@ impl Config {
     pub fn lifecycle_notices(mut self, expiring: Duration, unused: Duration) -> Self {
         self.notice_expiring = expiring;
         self.notice_unused = unused;
+        self
+    }
+
+    /// Sets when anomalies are raised ([`crate::anomaly::Thresholds`]).
+    pub fn anomalies(mut self, thresholds: crate::anomaly::Thresholds) -> Self {
+        self.anomalies = thresholds;
         self
     }
 

@@ -5,6 +5,7 @@
 //! map, then the reply. Reads of a key's state on the hot path go through the live map
 //! ([`cache`]); a miss reads sled once.
 
+mod anomaly_ops;
 mod cache;
 mod commit;
 mod config;
@@ -217,6 +218,11 @@ pub(crate) struct Shared {
     any_imports: std::sync::atomic::AtomicBool,
     /// The lifecycle sweep's notice periods.
     notices: lifecycle_ops::NoticePeriods,
+    /// The anomaly detector: fed by the commit thread's drain of the uses, asked by the
+    /// flusher.
+    anomalies: crate::anomaly::Detector,
+    /// [`crate::anomaly::Detector::dormant_ms`], read by every valid verify.
+    dormant_ms: i64,
 }
 
 impl Shared {
@@ -310,6 +316,13 @@ impl Shared {
             .get_by_sha256(&sha256.0)?
             .filter(|k| k.tag.is_pending() && key.starts_with(k.record.prefix()));
         Ok(found.map(|k| (k, sha256)))
+    }
+
+    /// A presented key that matched none: counted for its client network (`guessing`).
+    #[cold]
+    #[inline(never)]
+    fn note_keyless(&self, req: &VerifyRequest<'_>, code: Code) {
+        self.anomalies.note_keyless(req.key, code, req.ip, self.clock.now_ms());
     }
 
     fn flush_counters(&self) -> Result<()> {
@@ -540,6 +553,7 @@ impl Store {
         let vault_ring = vault_ops::load_ring(path, &config, &index)?;
         let use_sink = uses::UseSink::new(config.use_log);
         let import_prefixes = index.import_prefixes()?;
+        let detector = crate::anomaly::Detector::new(&config.anomalies);
         let shared = Arc::new(Shared {
             customer_formats: Arc::new(ArcSwap::from_pointee(
                 formats.for_customers(config.verify_prefixes.as_deref()),
@@ -565,6 +579,8 @@ impl Store {
                 expiring_ms: i64::try_from(config.notice_expiring.as_millis()).unwrap_or(i64::MAX),
                 unused_ms: i64::try_from(config.notice_unused.as_millis()).unwrap_or(i64::MAX),
             },
+            dormant_ms: detector.dormant_ms(),
+            anomalies: detector,
         });
         // New ids must sort after every id already issued, whatever the clock says.
         let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
@@ -581,10 +597,11 @@ impl Store {
         let flusher = {
             let shared = Arc::clone(&shared);
             let every = config.flush_interval;
-            let sweep = config.lifecycle_sweep.map(|interval| (interval, tx.clone()));
+            let sweep = config.lifecycle_sweep;
+            let commits = tx.clone();
             std::thread::Builder::new()
                 .name("credstore-flush".into())
-                .spawn(move || run_flusher(&shared, every, &stop_rx, sweep.as_ref()))
+                .spawn(move || run_flusher(&shared, every, &stop_rx, &commits, sweep))
                 .map_err(|e| Error::io(path, e))?
         };
         Ok(Store {
@@ -813,7 +830,13 @@ impl Store {
         let mut decided = Ok(Decision::not_found());
         if let Ok(decision) = &mut decided {
             match self.decide(req, decision, purpose) {
-                Ok(()) => self.shared.uses.record(decision, req.ip, req.endpoint),
+                Ok(()) => {
+                    if decision.key.is_none() {
+                        // Unknown or malformed: counted per client network, for `guessing`.
+                        self.shared.note_keyless(req, decision.code);
+                    }
+                    self.shared.uses.record(decision, req.ip, req.endpoint);
+                }
                 Err(e) => decided = Err(e),
             }
         }
@@ -1158,8 +1181,13 @@ impl Store {
         // 9. Valid: last used.
         // A load and a plain store, not a read-modify-write: concurrent verifies of one key
         // store times within microseconds of each other, and any of them will do.
-        if state.usage.last_used.load(Ordering::Relaxed) < now {
+        let last_used = state.usage.last_used.load(Ordering::Relaxed);
+        if last_used < now {
             state.usage.last_used.store(now, Ordering::Relaxed);
+            // Used again after a long dormancy (never used: 0, not a reuse).
+            if last_used > 0 && now - last_used >= shared.dormant_ms {
+                shared.anomalies.note_dormant(&record.id, last_used, now);
+            }
         }
         self.shared.cache.touch(state);
         if successor.is_some() {
@@ -2168,17 +2196,38 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Flushes counters every `every` until stopped; with `sweep`, runs the lifecycle sweep
-/// every so often too, handing its notices to the commit thread.
-fn run_flusher(shared: &Shared, every: Duration, stop: &Receiver<()>, sweep: Option<&(Duration, Sender<Request>)>) {
+/// Flushes counters every `every` until stopped, and hands what the anomaly detector
+/// found to the commit thread; with `sweep`, runs the lifecycle sweep every so often too,
+/// handing its notices to the commit thread.
+fn run_flusher(
+    shared: &Shared,
+    every: Duration,
+    stop: &Receiver<()>,
+    commits: &Sender<Request>,
+    sweep: Option<Duration>,
+) {
     let mut last_sweep = std::time::Instant::now();
     loop {
         match stop.recv_timeout(every) {
             Err(RecvTimeoutError::Timeout) => {
                 // A failed flush is retried at the next tick; counters stay in memory.
                 let _ = shared.flush_counters();
-                if let Some((interval, commits)) = sweep
-                    && last_sweep.elapsed() >= *interval
+                let found = shared.anomalies.check(shared.clock.now_ms());
+                if !found.is_empty() {
+                    let (reply, answer) = mpsc::sync_channel(1);
+                    if commits
+                        .send(Request {
+                            op: Op::Anomalies(found),
+                            reply,
+                        })
+                        .is_ok()
+                    {
+                        // Not logged (a full disk): dropped; the detector moved on.
+                        let _ = answer.recv();
+                    }
+                }
+                if let Some(interval) = sweep
+                    && last_sweep.elapsed() >= interval
                 {
                     last_sweep = std::time::Instant::now();
                     // A failed sweep is tried again at the next interval: the notices it

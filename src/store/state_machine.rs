@@ -615,6 +615,8 @@ impl<'a> Overlay<'a> {
             }
             // The revocation a leak brings is an event of its own.
             EventKind::KeyLeaked { .. } => {}
+            // Raised for people to look at; nothing in the index follows from it.
+            EventKind::KeyAnomaly { .. } => {}
             EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
             EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,
             EventKind::KeyRevoked {
