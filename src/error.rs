@@ -352,6 +352,25 @@ pub enum InputError {
         /// Why.
         why: String,
     },
+
+    /// A usage query's range is empty, or has too many buckets.
+    #[error("invalid usage range: {0}")]
+    InvalidUsageRange(String),
+
+    /// A usage query reaches past what its granularity's tier keeps.
+    #[error("{by} buckets are kept for {kept} (the oldest starts {oldest}): ask for a coarser --by or a later --since")]
+    UsagePastRetention {
+        /// The granularity asked for.
+        by: &'static str,
+        /// How long its buckets are kept.
+        kept: String,
+        /// The start of the oldest bucket kept.
+        oldest: String,
+    },
+
+    /// Not a granularity of usage buckets.
+    #[error("invalid granularity {}: use minute, hour, day or month", redact::quote(.0))]
+    InvalidGranularity(String),
 }
 
 /// The request does not fit the key's current state.

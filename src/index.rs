@@ -895,6 +895,13 @@ impl Index {
         Ok(())
     }
 
+    /// The `usage` tree (see `usage/codec.rs`): counts, not state, so neither sealed nor
+    /// in the seal's sum, and not rebuilt by a replay of changes (`Store::rebuild` replays
+    /// the log's uses into it).
+    pub fn usage_tree(&self) -> Result<sled::Tree> {
+        Ok(self.db.open_tree("usage")?)
+    }
+
     /// Flushes sled to disk.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;

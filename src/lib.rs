@@ -77,6 +77,7 @@ pub mod secret;
 mod store;
 mod tag_filter;
 pub mod token;
+pub mod usage;
 pub mod vault;
 pub mod webhook;
 
@@ -95,3 +96,4 @@ pub use store::{
     parse_master_keys,
 };
 pub use token::{Env, Format, FormatLength, FormatRequest, FormatSet, Malformed, Token};
+pub use usage::{Granularity, UsageBucket, UsageCounts, UsageQuery, UsageReport, UsageRetention, UsageSubject};

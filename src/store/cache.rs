@@ -14,11 +14,12 @@
 
 use std::cell::RefCell;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 
+use crate::decision::Code;
 use crate::event::Tag;
 use crate::index::Counters;
 use crate::limits::budget::{BudgetCounter, pack, unless_later, unpack};
@@ -26,6 +27,7 @@ use crate::limits::{Budget, Gcra, Quota, RateLimit, Shares, effective};
 use crate::owner::Owner;
 use crate::policy::{ADMIN_ROLE, PermissionSet, RoleName};
 use crate::record::KeyKind;
+use crate::usage::UsageCounts;
 
 use super::lock;
 use crate::directory::Directory;
@@ -39,6 +41,32 @@ pub(crate) struct Usage {
     pub last_used: AtomicI64,
     /// Set when a counter changed since the last flush.
     pub dirty: AtomicBool,
+    /// `VALID` decisions since the last flush (usage: [`crate::usage`]).
+    pub valid: AtomicU64,
+    /// Credits valid requests spent since the last flush.
+    pub spent: AtomicU64,
+    /// Denials since the last flush, by [`denial_slot`] of their code.
+    pub denied: [AtomicU32; DENIAL_SLOTS],
+}
+
+/// Denial codes a found key can be given (every code but `VALID`; `MALFORMED` and
+/// `NOT_FOUND` only for an imported key's odd cases).
+pub(crate) const DENIAL_SLOTS: usize = 9;
+
+/// The slot of a denial `code` in [`Usage::denied`]: its byte in the usage values, less one.
+#[inline]
+fn denial_slot(code: Code) -> usize {
+    usize::from(crate::usage::codec::code_byte(code).saturating_sub(1))
+}
+
+/// What a key was used for since the last flush, as [`Cache::take_dirty`] hands it to
+/// the usage book.
+#[derive(Debug)]
+pub(crate) struct KeyUsage {
+    pub id: KeyId,
+    pub project: String,
+    pub owner: Option<String>,
+    pub counts: UsageCounts,
 }
 
 impl Usage {
@@ -48,6 +76,24 @@ impl Usage {
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Takes the usage counted since the last take (resetting it), or `None` when none was.
+    fn take_counts(&self) -> Option<UsageCounts> {
+        let mut counts = UsageCounts {
+            valid: self.valid.swap(0, Ordering::Relaxed),
+            spent: self.spent.swap(0, Ordering::Relaxed),
+            ..UsageCounts::default()
+        };
+        for (slot, n) in self.denied.iter().enumerate() {
+            let n = n.swap(0, Ordering::Relaxed);
+            if n > 0
+                && let Some(code) = u8::try_from(slot + 1).ok().and_then(crate::usage::codec::code_of)
+            {
+                counts.count(code, u64::from(n), 0);
+            }
+        }
+        (!counts.is_empty()).then_some(counts)
     }
 }
 
@@ -356,7 +402,7 @@ impl LiveState {
             Seed::Inherit(..) | Seed::Carried { .. } => Arc::new(Usage::default()),
             Seed::Persisted { counters, .. } => Arc::new(Usage {
                 last_used: AtomicI64::new(counters.map_or(0, |c| c.last_used)),
-                dirty: AtomicBool::new(false),
+                ..Usage::default()
             }),
         };
         let successor = match seed {
@@ -783,22 +829,49 @@ impl Cache {
         }
     }
 
-    /// Counters changed since the last flush, marking them flushed: the keys queued by
-    /// [`Cache::touch`], so a flush costs what changed, not the size of the map. A key
-    /// queued and then cleared from the map was flushed by the clear ([`Cache::clear`]'s
-    /// callers flush first); a state never put in the map has nothing to flush.
-    pub fn take_dirty(&self) -> Vec<(KeyId, Counters)> {
+    /// Counts a decision of `code` on a key (and for `VALID`, the `spent` credits) in its
+    /// usage counters, and queues the key for the next flush. Relaxed adds on the key's
+    /// own counters, beside the last use verify writes anyway.
+    #[inline]
+    pub fn count(&self, state: &LiveState, code: Code, spent: u64) {
+        let usage = &state.usage;
+        if code == Code::Valid {
+            usage.valid.fetch_add(1, Ordering::Relaxed);
+            if spent > 0 {
+                usage.spent.fetch_add(spent, Ordering::Relaxed);
+            }
+        } else if let Some(slot) = usage.denied.get(denial_slot(code)) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+        self.touch(state);
+    }
+
+    /// Counters changed since the last flush, marking them flushed, and the usage counted
+    /// since: the keys queued by [`Cache::touch`], so a flush costs what changed, not the
+    /// size of the map. A key queued and then cleared from the map was flushed by the
+    /// clear ([`Cache::clear`]'s callers flush first); a state never put in the map has
+    /// nothing to flush.
+    pub fn take_dirty(&self) -> (Vec<(KeyId, Counters)>, Vec<KeyUsage>) {
         let queued = std::mem::take(&mut *lock(&self.dirty));
         let mut out = Vec::with_capacity(queued.len());
+        let mut used = Vec::with_capacity(queued.len());
         for tag in queued {
             if let Some(entry) = self.map.get(&tag) {
                 let live = entry.value();
                 if live.usage.dirty.swap(false, Ordering::AcqRel) {
                     out.push((live.record.id.clone(), live.counters()));
+                    if let Some(counts) = live.usage.take_counts() {
+                        used.push(KeyUsage {
+                            id: live.record.id.clone(),
+                            project: live.record.project.clone(),
+                            owner: live.owner.as_ref().map(|o| o.owner.id.clone()),
+                            counts,
+                        });
+                    }
                 }
             }
         }
-        out
+        (out, used)
     }
 }
 

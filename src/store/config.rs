@@ -86,6 +86,10 @@ pub struct Config {
     /// When a `key.anomaly` is raised (spikes, denial bursts, dormant reuse, dead keys
     /// presented, new networks, guessing); [`crate::anomaly::Thresholds::off`] for never.
     pub anomalies: crate::anomaly::Thresholds,
+    /// How long usage buckets are kept, per tier ([`crate::usage`]).
+    pub usage_retention: crate::usage::UsageRetention,
+    /// Whether verify counts usage (on by default; off only to measure what counting costs).
+    pub usage_counting: bool,
 }
 
 /// A positive duration (`500ms`, `30s`) from a fleet setting's variable.
@@ -135,6 +139,8 @@ impl Config {
             notice_expiring: Duration::from_secs(7 * 86_400),
             notice_unused: Duration::from_secs(30 * 86_400),
             anomalies: crate::anomaly::Thresholds::default(),
+            usage_retention: crate::usage::UsageRetention::default(),
+            usage_counting: true,
         }
     }
 
@@ -279,6 +285,18 @@ impl Config {
     /// Sets when anomalies are raised ([`crate::anomaly::Thresholds`]).
     pub fn anomalies(mut self, thresholds: crate::anomaly::Thresholds) -> Self {
         self.anomalies = thresholds;
+        self
+    }
+
+    /// Sets how long each tier of usage buckets is kept.
+    pub fn usage_retention(mut self, retention: crate::usage::UsageRetention) -> Self {
+        self.usage_retention = retention;
+        self
+    }
+
+    /// Turns usage counting on (the default) or off.
+    pub fn usage_counting(mut self, on: bool) -> Self {
+        self.usage_counting = on;
         self
     }
 

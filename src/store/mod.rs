@@ -25,6 +25,7 @@ mod open;
 mod plan;
 mod request;
 mod state_machine;
+mod usage_book;
 mod uses;
 mod vault_ops;
 mod webhooks;
@@ -223,6 +224,8 @@ pub(crate) struct Shared {
     anomalies: crate::anomaly::Detector,
     /// [`crate::anomaly::Detector::dormant_ms`], read by every valid verify.
     dormant_ms: i64,
+    /// Usage over time: what verify counted, folded into buckets by the flusher.
+    usage: usage_book::UsageBook,
 }
 
 impl Shared {
@@ -326,8 +329,11 @@ impl Shared {
     }
 
     fn flush_counters(&self) -> Result<()> {
-        self.index.write_counters(&self.cache.take_dirty())?;
-        self.index.write_owner_counters(&self.cache.take_dirty_owners())
+        let (counters, used) = self.cache.take_dirty();
+        self.index.write_counters(&counters)?;
+        self.index.write_owner_counters(&self.cache.take_dirty_owners())?;
+        self.usage.fold(used, self.clock.now_ms())?;
+        Ok(())
     }
 
     /// An owner's live state built from what sled holds (its counters, mark and credit).
@@ -574,6 +580,7 @@ impl Store {
             imports_pending: std::sync::atomic::AtomicU64::new(index.imports_pending()),
             any_imports: std::sync::atomic::AtomicBool::new(!import_prefixes.is_empty()),
             import_prefixes: ArcSwap::from_pointee(import_prefixes),
+            usage: usage_book::UsageBook::new(index.usage_tree()?, config.usage_retention, config.usage_counting),
             index,
             notices: lifecycle_ops::NoticePeriods {
                 expiring_ms: i64::try_from(config.notice_expiring.as_millis()).unwrap_or(i64::MAX),
@@ -832,6 +839,9 @@ impl Store {
             match self.decide(req, decision, purpose) {
                 Ok(()) => {
                     if decision.key.is_none() {
+                        if self.shared.usage.counting {
+                            self.shared.usage.count_keyless(decision.code);
+                        }
                         // Unknown or malformed: counted per client network, for `guessing`.
                         self.shared.note_keyless(req, decision.code);
                     }
@@ -942,9 +952,33 @@ impl Store {
         self.decide_live(req, decision, &state, purpose)
     }
 
-    /// Steps 3 to 9, for a key whose live state was found.
+    /// Steps 3 to 9, for a key whose live state was found, and the decision counted in
+    /// the key's usage.
     #[inline]
     fn decide_live(
+        &self,
+        req: &VerifyRequest<'_>,
+        decision: &mut Decision,
+        state: &LiveState,
+        purpose: Purpose,
+    ) -> Result<()> {
+        self.check_live(req, decision, state, purpose)?;
+        if self.shared.usage.counting {
+            // Credits spent: a valid request's cost, as its budget is charged (test keys
+            // never are).
+            let spent = if decision.code == Code::Valid && state.record.env() == Env::Live {
+                req.cost
+            } else {
+                0
+            };
+            self.shared.cache.count(state, decision.code, spent);
+        }
+        Ok(())
+    }
+
+    /// Steps 3 to 9, for a key whose live state was found.
+    #[inline]
+    fn check_live(
         &self,
         req: &VerifyRequest<'_>,
         decision: &mut Decision,
@@ -2086,6 +2120,28 @@ impl Store {
             bytes: report.bytes,
             index_differs,
         })
+    }
+
+    /// Usage over time: `q.subject`'s decisions by outcome and the credits they spent, in
+    /// `q.by` buckets from `q.since` to `q.until`, every bucket present (zero-filled).
+    /// Counts reach the buckets at each flush (every [`Config::flush_interval`], or
+    /// [`Store::flush`]); a bucket holds what was counted while it was current.
+    ///
+    /// # Errors
+    /// [`InputError::InvalidUsageRange`] (an empty range, too many buckets),
+    /// [`InputError::UsagePastRetention`] (older than the tier keeps; the error says what
+    /// is kept); [`StateError::UnknownKey`] for a key id the store does not hold;
+    /// [`Error::Index`] if the tree cannot be read.
+    pub fn usage(&self, q: &crate::usage::UsageQuery) -> Result<crate::usage::UsageReport> {
+        match &q.subject {
+            crate::usage::UsageSubject::Key(id) if self.shared.index.get(id)?.is_none() => {
+                return Err(StateError::UnknownKey(id.as_str().to_string()).into());
+            }
+            crate::usage::UsageSubject::Owner(id) => crate::owner::validate_owner_id(id)?,
+            crate::usage::UsageSubject::Project(p) => validate_project(p)?,
+            _ => {}
+        }
+        self.shared.usage.query(q, self.shared.clock.now_ms())
     }
 
     /// Writes in-memory counters (last used) to sled and flushes sled.

@@ -1,0 +1,187 @@
+//! The usage book: folds what verify counted into the `usage` tree's buckets, answers
+//! queries from it, and prunes what the tiers no longer keep (see [`crate::usage`]).
+//!
+//! Only the flusher (and a flush the caller asks for) writes the tree, under one lock, so
+//! a bucket's read-modify-write is never raced. A flush writes, per key used since the
+//! last one, one entry per tier (four), and the same again per owner, project and the
+//! store as a whole: work in what changed, not in the number of keys.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::decision::Code;
+use crate::error::Result;
+use crate::usage::codec::{self, Buckets};
+use crate::usage::{Granularity, UsageCounts, UsageQuery, UsageReport, UsageRetention, UsageSubject};
+
+use super::cache::KeyUsage;
+use super::lock;
+
+/// How many entries one flush looks at for pruning, from where the last one stopped: a
+/// bounded step, so pruning costs each flush the same, and a whole pass over 10 million
+/// entries takes under three hours at one flush a second.
+const PRUNE_STEP: usize = 1_000;
+
+/// The `usage` tree and what goes into it.
+pub(crate) struct UsageBook {
+    tree: sled::Tree,
+    retention: UsageRetention,
+    /// Whether verify counts at all ([`super::Config::usage_counting`]).
+    pub counting: bool,
+    /// Presented keys that matched none since the last flush: counted for the store as a
+    /// whole (`all`).
+    malformed: AtomicU64,
+    not_found: AtomicU64,
+    /// Held across a fold or a prune; holds where pruning goes on from.
+    folding: Mutex<Vec<u8>>,
+}
+
+impl UsageBook {
+    /// The book over `tree`.
+    pub fn new(tree: sled::Tree, retention: UsageRetention, counting: bool) -> UsageBook {
+        UsageBook {
+            tree,
+            retention,
+            counting,
+            malformed: AtomicU64::new(0),
+            not_found: AtomicU64::new(0),
+            folding: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts a presented key that matched none (`MALFORMED` or `NOT_FOUND`).
+    #[inline]
+    pub fn count_keyless(&self, code: Code) {
+        let counter = if code == Code::Malformed {
+            &self.malformed
+        } else {
+            &self.not_found
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Folds `used` (and the keyless counts) into the buckets holding `now`, keys rolled
+    /// up into their owners, projects and the store; then prunes a step. Returns the
+    /// per-subject deltas folded (for a fleet host to send on).
+    ///
+    /// # Errors
+    /// sled's; the counts taken are then lost (at most one flush interval's).
+    pub fn fold(&self, used: Vec<KeyUsage>, now: i64) -> Result<BTreeMap<UsageSubject, UsageCounts>> {
+        let mut deltas: BTreeMap<UsageSubject, UsageCounts> = BTreeMap::new();
+        let mut all = UsageCounts::default();
+        for code in [Code::Malformed, Code::NotFound] {
+            let counter = if code == Code::Malformed {
+                &self.malformed
+            } else {
+                &self.not_found
+            };
+            all.count(code, counter.swap(0, Ordering::Relaxed), 0);
+        }
+        for u in used {
+            all.add(&u.counts);
+            add_to(&mut deltas, UsageSubject::Project(u.project), &u.counts);
+            if let Some(owner) = u.owner {
+                add_to(&mut deltas, UsageSubject::Owner(owner), &u.counts);
+            }
+            deltas.insert(UsageSubject::Key(u.id), u.counts);
+        }
+        if !all.is_empty() {
+            deltas.insert(UsageSubject::All, all);
+        }
+        let mut cursor = lock(&self.folding);
+        self.add(&deltas, now)?;
+        self.prune(&mut cursor, now)?;
+        Ok(deltas)
+    }
+
+    /// Adds `deltas` into the buckets of every tier holding `at`.
+    pub fn add(&self, deltas: &BTreeMap<UsageSubject, UsageCounts>, at: i64) -> Result<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (subject, counts) in deltas {
+            for tier in Granularity::ALL {
+                let (period, slot) = codec::period_and_slot(tier, at);
+                let key = codec::entry_key(tier, subject, period);
+                // A value that does not decode (damaged on disk) is started afresh.
+                let mut buckets: Buckets = match self.tree.get(&key)? {
+                    Some(v) => codec::decode(tier, &v).unwrap_or_default(),
+                    None => Buckets::new(),
+                };
+                codec::add_into(&mut buckets, slot, counts);
+                batch.insert(key, codec::encode(&buckets));
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Answers `q` at `now`.
+    ///
+    /// # Errors
+    /// [`crate::InputError::InvalidUsageRange`], [`crate::InputError::UsagePastRetention`];
+    /// sled's.
+    pub fn query(&self, q: &UsageQuery, now: i64) -> Result<UsageReport> {
+        let starts = q.bucket_starts(&self.retention, now)?;
+        let found = self.read(q, &starts)?;
+        Ok(UsageReport::build(q, starts, found))
+    }
+
+    /// The counted buckets of `q`'s subject and tier from the first of `starts` to `q.until`.
+    pub fn read(&self, q: &UsageQuery, starts: &[i64]) -> Result<Vec<(i64, UsageCounts)>> {
+        let tier = q.by;
+        let Some(&first) = starts.first() else {
+            return Ok(Vec::new());
+        };
+        let (from, _) = codec::period_and_slot(tier, first);
+        let (to, _) = codec::period_and_slot(tier, q.until.saturating_sub(1));
+        let lo = codec::entry_key(tier, &q.subject, from);
+        let hi = codec::entry_key(tier, &q.subject, to);
+        let mut found = Vec::new();
+        for item in self.tree.range(lo..=hi) {
+            let (key, value) = item?;
+            let Some((_, period)) = codec::parse_entry_key(&key) else {
+                continue;
+            };
+            // A damaged value reads as no counts rather than failing the whole query.
+            for (slot, counts) in codec::decode(tier, &value).unwrap_or_default() {
+                found.push((codec::slot_start(tier, period, slot), counts));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes, from the next [`PRUNE_STEP`] entries after `cursor`, those whose period
+    /// ended before their tier's retention; moves `cursor` on (to the start after the last).
+    fn prune(&self, cursor: &mut Vec<u8>, now: i64) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut seen = 0;
+        let mut last = None;
+        for item in self.tree.range(cursor.clone()..).take(PRUNE_STEP) {
+            let (key, _) = item?;
+            seen += 1;
+            if let Some((tier, period)) = codec::parse_entry_key(&key) {
+                let kept = i64::try_from(self.retention.of(tier).as_millis()).unwrap_or(i64::MAX);
+                if codec::period_end(tier, period) < now.saturating_sub(kept) {
+                    batch.remove(&key);
+                }
+            }
+            last = Some(key);
+        }
+        self.tree.apply_batch(batch)?;
+        match last {
+            Some(key) if seen == PRUNE_STEP => {
+                *cursor = key.to_vec();
+                cursor.push(0);
+            }
+            _ => cursor.clear(),
+        }
+        Ok(())
+    }
+}
+
+fn add_to(deltas: &mut BTreeMap<UsageSubject, UsageCounts>, subject: UsageSubject, counts: &UsageCounts) {
+    deltas.entry(subject).or_default().add(counts);
+}
