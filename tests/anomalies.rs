@@ -28,6 +28,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use common::{Cli, Sidecar, T0};
 use credstore::anomaly::{Reason, Thresholds};
+use credstore::usage::{Granularity, UsageQuery, UsageSubject};
 use credstore::{Code, Config, EventFilter, EventKind, KeyId, ManualClock, NewKey, Store, UseLog, VerifyRequest};
 use serde_json::Value;
 
@@ -302,6 +303,58 @@ fn two_weeks_of_steady_traffic_are_quiet_and_each_injected_case_is_one_delivered
         })
         .collect();
     assert_eq!(got, want);
+
+    // `usage` shows them: a key's own, and every one for the whole store; kept in the
+    // index, and made again from the log by a rebuild.
+    let reopened = || {
+        let config = Config::new()
+            .clock(clock.clone())
+            .flush_interval(Duration::from_secs(3600))
+            .lifecycle_sweep(None)
+            .anomalies(thresholds());
+        Store::open(&cli.data, config).expect("open")
+    };
+    let query = |subject| UsageQuery {
+        subject,
+        since: T0 + 14 * DAY,
+        until: day15 + 47 * DAY,
+        by: Granularity::Day,
+    };
+    let shown = |store: &Store| {
+        let of_key = store
+            .usage(&query(UsageSubject::Key(KeyId::parse(&ids[0]).expect("id"))))
+            .expect("usage");
+        assert_eq!(of_key.anomalies.len(), 1, "{:?}", of_key.anomalies);
+        assert_eq!(of_key.anomalies[0].anomaly.reason, Reason::Spike);
+        let json = of_key.to_json();
+        assert_eq!(json["anomalies"][0]["reason"], "spike", "{json}");
+        assert_eq!(json["anomalies"][0]["key_id"], ids[0].as_str());
+        let all = store.usage(&query(UsageSubject::All)).expect("usage");
+        let mut reasons: Vec<&str> = all.anomalies.iter().map(|a| a.anomaly.reason.as_str()).collect();
+        reasons.sort_unstable();
+        assert_eq!(
+            reasons,
+            [
+                "dead_key_presented",
+                "denials",
+                "dormant_reuse",
+                "guessing",
+                "new_network",
+                "spike"
+            ]
+        );
+        let project = store
+            .usage(&query(UsageSubject::Project("default".into())))
+            .expect("usage");
+        assert_eq!(project.anomalies.len(), 5, "all but guessing, which is no key's");
+    };
+    let store = reopened();
+    shown(&store);
+    store.close().expect("close");
+    Store::rebuild(&cli.data, Config::new()).expect("rebuild");
+    let store = reopened();
+    shown(&store);
+    store.close().expect("close");
 }
 
 #[test]

@@ -153,6 +153,28 @@ impl Anomaly {
     }
 }
 
+/// An anomaly as logged: when, for which key, what (the `anomalies` of a usage report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedAnomaly {
+    /// When it was raised, unix ms.
+    pub at: i64,
+    /// The key (none for `guessing`).
+    pub key_id: Option<KeyId>,
+    /// What was seen.
+    pub anomaly: Anomaly,
+}
+
+impl LoggedAnomaly {
+    /// As [`Anomaly::to_json`], with `"at"`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut out = self.anomaly.to_json(self.key_id.as_ref());
+        if let Some(map) = out.as_object_mut() {
+            map.insert("at".into(), serde_json::json!(fmt_time(self.at)));
+        }
+        out
+    }
+}
+
 /// When an anomaly is raised. The defaults, and why each is what it is, are in DESIGN.md
 /// ("Usage and anomalies").
 #[derive(Debug, Clone, PartialEq)]

@@ -2141,7 +2141,9 @@ impl Store {
             crate::usage::UsageSubject::Project(p) => validate_project(p)?,
             _ => {}
         }
-        self.shared.usage.query(q, self.shared.clock.now_ms())
+        let mut report = self.shared.usage.query(q, self.shared.clock.now_ms())?;
+        report.anomalies = self.anomalies_of(&q.subject, q.since, q.until)?;
+        Ok(report)
     }
 
     /// Writes in-memory counters (last used) to sled and flushes sled.

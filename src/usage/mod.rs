@@ -317,6 +317,9 @@ pub struct UsageReport {
     pub buckets: Vec<UsageBucket>,
     /// The sum of the buckets.
     pub total: UsageCounts,
+    /// The anomalies raised in the range for the subject (`key.anomaly`), oldest first;
+    /// for the whole store, `guessing` too.
+    pub anomalies: Vec<crate::anomaly::LoggedAnomaly>,
 }
 
 impl UsageReport {
@@ -342,6 +345,7 @@ impl UsageReport {
             "until": crate::clock::fmt_time(self.until),
             "buckets": buckets,
             "total": self.total.to_json(),
+            "anomalies": self.anomalies.iter().map(crate::anomaly::LoggedAnomaly::to_json).collect::<Vec<_>>(),
         })
     }
 
@@ -374,6 +378,7 @@ impl UsageReport {
             until: q.until,
             buckets,
             total,
+            anomalies: Vec::new(),
         }
     }
 }
