@@ -1096,8 +1096,9 @@ fn scan_ids<'a>(tree: &'a sled::Tree, head: &str) -> impl Iterator<Item = sled::
 /// Where a key's budget credit is kept in `meta`.
 /// The `meta` key of a lifecycle notice: `notice/`, the kind letter, `/`, the key id.
 /// Where the anomalies are kept in `meta`: `anomaly/`, then the time (big-endian, so a
-/// time range is a key range), the reason, and the key or the network, so that each
-/// anomaly a replay of the log applies again lands on its own entry again.
+/// time range is a key range), the reason, the key or the network, and the window's
+/// start, so that each anomaly a replay of the log applies again lands on its own entry
+/// again.
 const ANOMALY_PREFIX: &[u8] = b"anomaly/";
 
 fn anomaly_key(at: i64, id: Option<&KeyId>, anomaly: &crate::anomaly::Anomaly) -> Vec<u8> {
@@ -1109,6 +1110,9 @@ fn anomaly_key(at: i64, id: Option<&KeyId>, anomaly: &crate::anomaly::Anomaly) -
         (None, Some(network)) => key.extend_from_slice(network.to_string().as_bytes()),
         (None, None) => {}
     }
+    // Two episodes of one reason and key logged by one batch differ in their windows.
+    key.push(b'/');
+    key.extend_from_slice(&anomaly.window_start.to_be_bytes());
     key
 }
 
