@@ -300,6 +300,7 @@ fn every_management_route_answers_admin_keys_only() {
         ),
         route("GET", "/v1/audit", "/v1/audit", None),
         route("GET", "/v1/events", "/v1/events", None),
+        route("GET", "/v1/usage", "/v1/usage", None),
         route("GET", "/v1/webhooks", "/v1/webhooks", None),
         route(
             "POST",

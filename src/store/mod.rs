@@ -2130,14 +2130,18 @@ impl Store {
     /// # Errors
     /// [`InputError::InvalidUsageRange`] (an empty range, too many buckets),
     /// [`InputError::UsagePastRetention`] (older than the tier keeps; the error says what
-    /// is kept); [`StateError::UnknownKey`] for a key id the store does not hold;
+    /// is kept); [`StateError::UnknownKey`] for a key id the store does not hold,
+    /// [`StateError::UnknownOwner`] for an owner it does not;
     /// [`Error::Index`] if the tree cannot be read.
     pub fn usage(&self, q: &crate::usage::UsageQuery) -> Result<crate::usage::UsageReport> {
         match &q.subject {
             crate::usage::UsageSubject::Key(id) if self.shared.index.get(id)?.is_none() => {
                 return Err(StateError::UnknownKey(id.as_str().to_string()).into());
             }
-            crate::usage::UsageSubject::Owner(id) => crate::owner::validate_owner_id(id)?,
+            crate::usage::UsageSubject::Owner(id) => {
+                crate::owner::validate_owner_id(id)?;
+                self.owner(id)?;
+            }
             crate::usage::UsageSubject::Project(p) => validate_project(p)?,
             _ => {}
         }

@@ -309,12 +309,15 @@ fn build_fresh(
     index.write_counters(counters)?;
     index.write_owner_counters(owner_counters)?;
     index.set_clean(was_clean)?;
-    match index_dir
+    let old = index_dir
         .exists()
         .then(|| Index::open_unchecked(index_dir, pepper, store_id))
-    {
-        Some(Ok(old)) => Ok(differing_keys(&old.raw_keys()?, &index.list(None, None)?)),
-        _ => Ok(Vec::new()),
+        .and_then(Result::ok);
+    let old_usage = old.as_ref().and_then(|old| old.usage_tree().ok());
+    super::usage_book::rebuild(&index, log_dir, store_id, old_usage.as_ref())?;
+    match old {
+        Some(old) => Ok(differing_keys(&old.raw_keys()?, &index.list(None, None)?)),
+        None => Ok(Vec::new()),
     }
 }
 

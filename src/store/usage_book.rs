@@ -185,3 +185,125 @@ impl UsageBook {
 fn add_to(deltas: &mut BTreeMap<UsageSubject, UsageCounts>, subject: UsageSubject, counts: &UsageCounts) {
     deltas.entry(subject).or_default().add(counts);
 }
+
+/// Rebuilds the `usage` tree of `index` (a fresh index, its changes replayed) from the
+/// uses in the log in `log_dir`: every `key.uses`/`key.used` use in the bucket of its own
+/// time, every `key.use_summary` in the bucket of its last use (summary mode). The log
+/// does not hold what requests cost, so credits spent come from `old` (the usage tree of
+/// the index being replaced), where it can be read. Keys roll up into their owners and
+/// projects as the replayed index has them.
+///
+/// # Errors
+/// The log's ([`crate::LogError`]) and sled's.
+pub(crate) fn rebuild(
+    index: &crate::index::Index,
+    log_dir: &std::path::Path,
+    store_id: [u8; 16],
+    old: Option<&sled::Tree>,
+) -> Result<()> {
+    use crate::event::{Event, EventKind};
+    use crate::log::{LogError, LogReader};
+    use crate::record::KeyId;
+
+    let mut entries: BTreeMap<Vec<u8>, (Granularity, Buckets)> = BTreeMap::new();
+    let mut place = |subject: &UsageSubject, at: i64, counts: &UsageCounts| {
+        for tier in Granularity::ALL {
+            let (period, slot) = codec::period_and_slot(tier, at);
+            let (_, buckets) = entries
+                .entry(codec::entry_key(tier, subject, period))
+                .or_insert_with(|| (tier, Buckets::new()));
+            codec::add_into(buckets, slot, counts);
+        }
+    };
+    // Each key's subjects: itself, its project, its owner (if any).
+    let mut subjects: std::collections::HashMap<KeyId, Vec<UsageSubject>> = std::collections::HashMap::new();
+    let mut subjects_of = |id: &KeyId| -> Result<Vec<UsageSubject>> {
+        if let Some(found) = subjects.get(id) {
+            return Ok(found.clone());
+        }
+        let mut list = vec![UsageSubject::Key(id.clone()), UsageSubject::All];
+        if let Some(stored) = index.get(id)? {
+            list.push(UsageSubject::Project(stored.record.project));
+        }
+        if let Some(owner) = index.owner_of(id)? {
+            list.push(UsageSubject::Owner(owner));
+        }
+        subjects.insert(id.clone(), list.clone());
+        Ok(list)
+    };
+    for record in LogReader::open(log_dir, store_id, 1)? {
+        let record = record?;
+        let event = Event::decode(&record.payload).map_err(|reason| LogError::BadPayload {
+            seq: record.seq,
+            reason,
+        })?;
+        match event.kind {
+            EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => {
+                for u in uses {
+                    let mut counts = UsageCounts::default();
+                    counts.count(u.code, 1, 0);
+                    for subject in subjects_of(&u.id)? {
+                        place(&subject, u.at, &counts);
+                    }
+                }
+            }
+            EventKind::KeyUsed { id, code, .. } => {
+                let mut counts = UsageCounts::default();
+                counts.count(code, 1, 0);
+                match id {
+                    Some(id) => {
+                        for subject in subjects_of(&id)? {
+                            place(&subject, event.at, &counts);
+                        }
+                    }
+                    None => place(&UsageSubject::All, event.at, &counts),
+                }
+            }
+            EventKind::KeyUseSummary { id, summary } => {
+                let mut counts = UsageCounts::default();
+                for (code, n) in &summary.counts {
+                    counts.count(*code, *n, 0);
+                }
+                match id {
+                    Some(id) => {
+                        for subject in subjects_of(&id)? {
+                            place(&subject, summary.last_at, &counts);
+                        }
+                    }
+                    None => place(&UsageSubject::All, summary.last_at, &counts),
+                }
+            }
+            _ => {}
+        }
+    }
+    // Credits spent, from the tree being replaced.
+    if let Some(old) = old {
+        for item in old.iter() {
+            let (key, value) = item?;
+            let Some((tier, _)) = codec::parse_entry_key(&key) else {
+                continue;
+            };
+            for (slot, counts) in codec::decode(tier, &value).unwrap_or_default() {
+                if counts.spent > 0 {
+                    let spent = UsageCounts {
+                        spent: counts.spent,
+                        ..UsageCounts::default()
+                    };
+                    let (_, buckets) = entries.entry(key.to_vec()).or_insert_with(|| (tier, Buckets::new()));
+                    codec::add_into(buckets, slot, &spent);
+                }
+            }
+        }
+    }
+    let tree = index.usage_tree()?;
+    tree.clear()?;
+    let mut batch = sled::Batch::default();
+    for (n, (key, (_, buckets))) in entries.into_iter().enumerate() {
+        batch.insert(key, codec::encode(&buckets));
+        if n % 10_000 == 9_999 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}

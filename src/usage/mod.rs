@@ -121,6 +121,17 @@ impl Granularity {
             .ok_or_else(|| InputError::InvalidGranularity(text.to_string()))
     }
 
+    /// How far back `credstore usage` and `GET /v1/usage` look when not told: an hour of
+    /// minutes, a day of hours, 30 days, a year of months.
+    pub fn default_since(self) -> &'static str {
+        match self {
+            Granularity::Minute => "1h",
+            Granularity::Hour => "24h",
+            Granularity::Day => "30d",
+            Granularity::Month => "365d",
+        }
+    }
+
     /// The start of the bucket holding `ms`.
     pub fn start_of(self, ms: i64) -> i64 {
         match self {

@@ -124,6 +124,7 @@ pub fn route(command: &Command) -> Route {
         | Command::Role { .. }
         | Command::Audit(_)
         | Command::Credits { .. }
+        | Command::Usage(_)
         | Command::Owner { .. }
         | Command::Policy { .. }
         | Command::Events(_)

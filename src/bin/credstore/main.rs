@@ -33,6 +33,7 @@ mod output;
 mod owner_cmd;
 mod policy_cmd;
 mod serve;
+mod usage_cmd;
 mod vault_cmd;
 mod webhook_cmd;
 
@@ -254,6 +255,9 @@ enum Command {
         #[command(subcommand)]
         action: credits_cmd::CreditsAction,
     },
+    /// Usage over time: a key's, an owner's, a project's or the store's decisions by
+    /// outcome and the credits they spent, per minute, hour, day or month.
+    Usage(usage_cmd::UsageArgs),
     /// Webhooks: endpoints `serve` delivers events to, signed (Standard Webhooks); add
     /// prints the signing secret once.
     Webhook {
@@ -855,6 +859,7 @@ fn run_on(data: PathBuf, command: Command) -> Result<u8, Failure> {
         }
         Command::Serve(args) => serve::run(&data, args),
         Command::Credits { action } => credits_cmd::run(&data, action),
+        Command::Usage(args) => usage_cmd::run(&data, args),
         Command::Owner { action } => owner_cmd::run(&data, action),
         Command::Policy { action } => policy_cmd::run(&data, action),
         Command::Events(args) => events_cmd::run(&data, args),

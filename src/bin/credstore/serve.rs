@@ -59,6 +59,8 @@ mod ops;
 #[cfg(feature = "http")]
 mod owners;
 #[cfg(feature = "http")]
+mod usage;
+#[cfg(feature = "http")]
 mod vault;
 #[cfg(feature = "http")]
 mod verify;
@@ -169,7 +171,7 @@ mod imp {
     use super::connections::{self, Limits};
     use super::leaks::LeakGate;
     use super::ops::Ops;
-    use super::{audit, directory, keys, leaks, lifecycle, openapi, owners, vault, verify, webhooks};
+    use super::{audit, directory, keys, leaks, lifecycle, openapi, owners, usage, vault, verify, webhooks};
     use crate::Failure;
 
     /// How long a shutdown waits for blocking work (a commit, a log scan) to end.
@@ -300,6 +302,7 @@ mod imp {
             .route("/v1/vault/rotate-master", post(vault::rotate_master))
             .route("/v1/audit", get(audit::audit))
             .route("/v1/events", get(audit::events))
+            .route("/v1/usage", get(usage::usage))
             .route("/v1/webhooks", get(webhooks::list_webhooks).post(webhooks::add_webhook))
             .route("/v1/webhooks/{id}", delete(webhooks::remove_webhook))
             .route(

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::api::ApiError;
-use super::{audit, auth, directory, keys, leaks, lifecycle, ops, owners, vault, verify, webhooks};
+use super::{audit, auth, directory, keys, leaks, lifecycle, ops, owners, usage, vault, verify, webhooks};
 
 /// The document: every route of the sidecar.
 #[derive(OpenApi)]
@@ -54,6 +54,7 @@ use super::{audit, auth, directory, keys, leaks, lifecycle, ops, owners, vault, 
         vault::rotate_master,
         audit::audit,
         audit::events,
+        usage::usage,
         webhooks::list_webhooks,
         webhooks::add_webhook,
         webhooks::remove_webhook,
@@ -77,6 +78,7 @@ use super::{audit, auth, directory, keys, leaks, lifecycle, ops, owners, vault, 
         (name = "users", description = "Users, the owners of personal tokens (admin keys only)"),
         (name = "vault", description = "Provider secrets (admin keys only; reading a value needs vault:read)"),
         (name = "audit", description = "The audit log (admin keys only)"),
+        (name = "usage", description = "Usage over time: decisions by outcome and credits spent, per key, owner, project or store (admin keys only)"),
         (name = "webhooks", description = "Webhooks the sidecar delivers events to, signed per Standard Webhooks (admin keys only)"),
         (name = "policy", description = "Lifecycle policies: max lifetime, unused expiry, least rotation grace (admin keys only)"),
         (name = "leaks", description = "Leaked-key reports from secret scanners (no key; rate limited per address)"),
