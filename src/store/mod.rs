@@ -2168,6 +2168,12 @@ impl Store {
     }
 
     fn shutdown(&self) -> Result<()> {
+        // What the detector found since the flusher last asked (a one-shot CLI verify of a
+        // revoked key, say) is logged before the commit thread stops; a failure here
+        // loses those anomalies only.
+        if self.shared.anomalies.enabled() && lock(&self.commits).is_some() {
+            let _ = self.check_anomalies();
+        }
         let was_open = lock(&self.commits).take().is_some();
         lock(&self.stop_flusher).take();
         for handle in lock(&self.threads).drain(..) {
