@@ -758,6 +758,29 @@ impl Index {
     }
 
     /// Records a clean close (`true`) or an open store (`false`), durably.
+    /// The anomaly detector's state as the last close left it (see
+    /// `anomaly::Detector::snapshot`), if it is there and its MAC checks.
+    pub fn anomaly_state(&self) -> Result<Option<Vec<u8>>> {
+        let tree = self.db.open_tree(ANOMALY_STATE_TREE)?;
+        let Some(sealed) = tree.get(ANOMALY_STATE_KEY)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.unseal(ANOMALY_STATE_TREE, ANOMALY_STATE_KEY, &sealed)?.to_vec(),
+        ))
+    }
+
+    /// Keeps the anomaly detector's state until the next open (sealed with a MAC of its
+    /// own, outside the index's sum: it is no state the log makes).
+    pub fn set_anomaly_state(&self, state: &[u8]) -> Result<()> {
+        let tree = self.db.open_tree(ANOMALY_STATE_TREE)?;
+        tree.insert(
+            ANOMALY_STATE_KEY,
+            self.seal(ANOMALY_STATE_TREE, ANOMALY_STATE_KEY, state),
+        )?;
+        Ok(())
+    }
+
     pub fn set_clean(&self, clean: bool) -> Result<()> {
         let value = self.seal("meta", CLEAN, &[u8::from(clean)]);
         self.write_sealed(true, &[(CLEAN.to_vec(), value)])?;
@@ -1100,6 +1123,10 @@ fn scan_ids<'a>(tree: &'a sled::Tree, head: &str) -> impl Iterator<Item = sled::
 /// start, so that each anomaly a replay of the log applies again lands on its own entry
 /// again.
 const ANOMALY_PREFIX: &[u8] = b"anomaly/";
+
+/// The tree, and its one key, of the anomaly detector's state at the last close.
+const ANOMALY_STATE_TREE: &str = "anomaly_state";
+const ANOMALY_STATE_KEY: &[u8] = b"tracks";
 
 fn anomaly_key(at: i64, id: Option<&KeyId>, anomaly: &crate::anomaly::Anomaly) -> Vec<u8> {
     let mut key = anomaly_time_key(at);

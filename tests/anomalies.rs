@@ -449,3 +449,32 @@ async fn hook(State(bodies): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> Stat
         Err(_) => StatusCode::BAD_REQUEST,
     }
 }
+
+#[test]
+fn what_the_detector_learnt_survives_a_close_and_open() {
+    let cli = Cli::init();
+    let clock = Arc::new(ManualClock::new(T0));
+    let config = Config::new()
+        .clock(clock.clone())
+        .flush_interval(Duration::from_secs(3600))
+        .lifecycle_sweep(None)
+        .anomalies(thresholds());
+    let store = Store::open(&cli.data, config.clone()).expect("open");
+    let key = store.create(NewKey::new("k")).expect("create").key.expose().to_string();
+    let home: IpAddr = "192.0.2.1".parse().expect("ip");
+    for day in 0..8 {
+        clock.set(T0 + day * DAY);
+        store.verify_with(&VerifyRequest::new(&key).ip(home)).expect("verify");
+        assert_eq!(store.check_anomalies().expect("check"), 0);
+    }
+    store.close().expect("close");
+    // The key's networks were settled before the close: after it, a new one is noticed
+    // at once, not a week later.
+    let store = Store::open(&cli.data, config).expect("open");
+    clock.set(T0 + 8 * DAY + HOUR);
+    let away: IpAddr = "203.0.113.1".parse().expect("ip");
+    store.verify_with(&VerifyRequest::new(&key).ip(away)).expect("verify");
+    assert_eq!(store.check_anomalies().expect("check"), 1);
+    assert_eq!(anomalies(&store)[0]["details"]["reason"], "new_network");
+    store.close().expect("close");
+}

@@ -17,6 +17,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
+use serde::{Deserialize, Serialize};
+
 use super::sketch::{NetworkCount, NetworkSketch};
 use super::{Anomaly, Network, Reason, Thresholds, ms};
 use crate::decision::Code;
@@ -30,6 +32,9 @@ const DAY: i64 = 86_400_000;
 /// The most missed hours a key's baseline is caught up with at once: a week of them (after
 /// that every hour's baseline has decayed to next to nothing anyway).
 const CATCH_UP_HOURS: i64 = 7 * 24;
+
+/// The format of [`Detector::snapshot`]; bump it when [`Track`] changes.
+const SNAPSHOT_FORMAT: u8 = 1;
 
 /// The usual denials per hour are an exponential average over about this many hours.
 const DENIAL_HOURS: f32 = 24.0;
@@ -73,7 +78,7 @@ struct Guessing {
     previous: NetworkSketch,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Track {
     first_seen: i64,
     last_seen: i64,
@@ -268,6 +273,39 @@ impl Detector {
         let mut g = crate::store::lock(&self.guessing);
         g.roll(now);
         g.current.top()
+    }
+
+    /// The keys' tracks as bytes, to be [`Detector::restore`]d by the next open: a version
+    /// byte ([`SNAPSHOT_FORMAT`]), then bincode of a sequence of (key id, track). The
+    /// networks' sketches are not kept (an hour's worth, gone within the hour anyway).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let keys = self.keys();
+        let tracks: Vec<(&str, &Track)> = keys.tracks.iter().map(|(id, t)| (id.as_str(), t)).collect();
+        let mut out = vec![SNAPSHOT_FORMAT];
+        // Encoding plain data into a Vec cannot fail; an error would leave the snapshot
+        // empty, and the next open would start afresh.
+        if let Ok(bytes) = bincode::serde::encode_to_vec(&tracks, bincode::config::standard()) {
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    /// Takes up the tracks a [`Detector::snapshot`] kept; a snapshot of another format, or
+    /// one that does not decode, is ignored (the detector starts afresh, as a new one).
+    pub fn restore(&self, snapshot: &[u8]) {
+        let Some((&SNAPSHOT_FORMAT, body)) = snapshot.split_first() else {
+            return;
+        };
+        let limit = bincode::config::standard().with_limit::<{ 1 << 30 }>();
+        let Ok((tracks, _)) = bincode::serde::decode_from_slice::<Vec<(String, Track)>, _>(body, limit) else {
+            return;
+        };
+        let mut keys = self.keys();
+        for (id, track) in tracks {
+            if let Some(id) = UseId::new(&id) {
+                keys.tracks.insert(id, track);
+            }
+        }
     }
 
     /// How many keys it tracks.
@@ -540,6 +578,26 @@ mod tests {
         }
         assert!(d.check(T0 + HOUR).is_empty(), "the next hour goes on with the episode");
         assert_eq!(d.networks(T0 + HOUR)[0].malformed, 200);
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_baselines_and_networks_over_a_restart() {
+        let d = Detector::new(&small());
+        for hour in 0..(8 * 24) {
+            feed(&d, T0 + hour * HOUR, 3, Code::Valid, "192.0.2.1");
+        }
+        let restored = Detector::new(&small());
+        restored.restore(&d.snapshot());
+        assert_eq!(restored.tracked(), 1);
+        // Settled already: a new network right after the restart is one anomaly.
+        let at = T0 + 8 * DAY + MINUTE;
+        feed(&restored, at, 2, Code::Valid, "198.51.100.1");
+        assert_eq!(reasons(&restored.check(at)), [Reason::NewNetwork]);
+        // A snapshot of another format or garbage: a fresh detector.
+        let fresh = Detector::new(&small());
+        fresh.restore(&[9, 1, 2, 3]);
+        fresh.restore(&[SNAPSHOT_FORMAT, 0xFF, 0xFF]);
+        assert_eq!(fresh.tracked(), 0);
     }
 
     #[test]

@@ -560,6 +560,13 @@ impl Store {
         let use_sink = uses::UseSink::new(config.use_log);
         let import_prefixes = index.import_prefixes()?;
         let detector = crate::anomaly::Detector::new(&config.anomalies);
+        // What the detector had learnt when the store last closed (none after a crash:
+        // it learns again).
+        if detector.enabled()
+            && let Ok(Some(state)) = index.anomaly_state()
+        {
+            detector.restore(&state);
+        }
         let shared = Arc::new(Shared {
             customer_formats: Arc::new(ArcSwap::from_pointee(
                 formats.for_customers(config.verify_prefixes.as_deref()),
@@ -2184,6 +2191,11 @@ impl Store {
             return Ok(());
         }
         self.shared.flush_counters()?;
+        if self.shared.anomalies.enabled() {
+            // Lost, the detector learns baselines and networks again: not worth failing
+            // the close for.
+            let _ = self.shared.index.set_anomaly_state(&self.shared.anomalies.snapshot());
+        }
         // Counters are exact now: the next open restores spend as flushed, not at the mark.
         self.shared.index.set_clean(true)
     }
