@@ -11,8 +11,11 @@
 //!   matches none, from a client address: with detection on it is counted in the top-K
 //!   sketch of networks (a keyed hash of the key, a lock, a map lookup).
 //!
-//! The two stores' benchmarks alternate in one run, so the ratio compares like with
-//! like; each checks the outcome it measures first. Figures in `docs/PERFORMANCE.md`.
+//! Each checks the outcome it measures first. On a shared machine criterion's runs of one
+//! benchmark after the other drift with the load; with `ANOMALY_PROBE=ROUNDS` set the
+//! group runs an interleaved probe instead: ROUNDS rounds, each timing 20,000 cached
+//! verifies on each store in turn (the order alternating), and prints the medians and
+//! their ratio. Figures in `docs/PERFORMANCE.md`.
 
 #![expect(
     clippy::unwrap_used,
@@ -83,6 +86,10 @@ fn anomalies(c: &mut Criterion) {
         let d = f.store.verify_with(&VerifyRequest::new(&f.unknown).ip(ip)).unwrap();
         assert_eq!(d.code, Code::NotFound);
     }
+    if let Some(rounds) = std::env::var("ANOMALY_PROBE").ok().and_then(|r| r.parse().ok()) {
+        probe(rounds, &off, &on, ip);
+        return;
+    }
     let mut group = c.benchmark_group("anomalies");
     for (name, f) in [("off", &off), ("on", &on)] {
         group.bench_function(format!("cached_{name}"), |b| {
@@ -100,6 +107,31 @@ fn anomalies(c: &mut Criterion) {
     // The sketch counted the unknown key's network on the store with detection on only.
     assert!(off.store.unknown_key_networks().is_empty());
     assert_eq!(on.store.unknown_key_networks()[0].network.to_string(), "192.0.2.0/24");
+}
+
+/// Interleaved rounds of cached verifies on the store with detection off and on; prints
+/// each one's median ns per verify and the ratio on/off.
+fn probe(rounds: usize, off: &Fixture, on: &Fixture, ip: IpAddr) {
+    const PER_ROUND: u32 = 20_000;
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let f = if i == 0 { off } else { on };
+            let req = VerifyRequest::new(&f.key).ip(ip);
+            let started = std::time::Instant::now();
+            for _ in 0..PER_ROUND {
+                black_box(f.store.verify_with(black_box(&req)).unwrap());
+            }
+            times[i].push(started.elapsed().as_nanos() as f64 / f64::from(PER_ROUND));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(&mut times[0]), median(&mut times[1]));
+    println!("anomaly probe, {rounds} rounds: off {a:.1} ns, on {b:.1} ns, ratio on/off {:.3}", b / a);
 }
 
 criterion_group! {
