@@ -131,7 +131,10 @@ fn probe(rounds: usize, off: &Fixture, on: &Fixture, ip: IpAddr) {
         v[v.len() / 2]
     };
     let (a, b) = (median(&mut times[0]), median(&mut times[1]));
-    println!("anomaly probe, {rounds} rounds: off {a:.1} ns, on {b:.1} ns, ratio on/off {:.3}", b / a);
+    println!(
+        "anomaly probe, {rounds} rounds: off {a:.1} ns, on {b:.1} ns, ratio on/off {:.3}",
+        b / a
+    );
 }
 
 criterion_group! {

@@ -587,7 +587,7 @@ impl Store {
             imports_pending: std::sync::atomic::AtomicU64::new(index.imports_pending()),
             any_imports: std::sync::atomic::AtomicBool::new(!import_prefixes.is_empty()),
             import_prefixes: ArcSwap::from_pointee(import_prefixes),
-            usage: usage_book::UsageBook::new(index.usage_tree()?, config.usage_retention, config.usage_counting),
+            usage: usage_book::UsageBook::new(index.usage_tree()?, &config)?,
             index,
             notices: lifecycle_ops::NoticePeriods {
                 expiring_ms: i64::try_from(config.notice_expiring.as_millis()).unwrap_or(i64::MAX),

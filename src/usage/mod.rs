@@ -28,7 +28,8 @@
 //! # }
 //! ```
 
-pub(crate) mod codec;
+#[doc(hidden)]
+pub mod codec;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -202,14 +202,21 @@ fn print_anomalies(report: &UsageReport) {
             Cell::new(what),
             Cell::new(a.anomaly.observed).set_alignment(CellAlignment::Right),
             Cell::new(a.anomaly.baseline).set_alignment(CellAlignment::Right),
-            Cell::new(format!(
-                "{} to {}",
-                clock::fmt_table_time(a.anomaly.window_start),
-                clock::fmt_table_time(a.anomaly.window_end)
-            )),
+            Cell::new(window(a.anomaly.window_start, a.anomaly.window_end)),
         ]);
     }
     outln!("{table}");
+}
+
+/// An anomaly's window: its start, and its end when that is another time (the end's
+/// date only when it is another day).
+fn window(start: i64, end: i64) -> String {
+    let (from, to) = (clock::fmt_table_time(start), clock::fmt_table_time(end));
+    match (from.split_once(' '), to.split_once(' ')) {
+        _ if from == to => from,
+        (Some((day, _)), Some((end_day, time))) if day == end_day => format!("{from} to {time}"),
+        _ => format!("{from} to {to}"),
+    }
 }
 
 /// A bar of `valid` and `denied` requests, scaled so that `most` fills [`BAR_WIDTH`];
