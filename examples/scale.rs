@@ -28,6 +28,12 @@
 //! - `hold DIR`: (the child `report` kills) opens the store, verifies keys until killed.
 //! - `idle DIR`: each thread's share of a core over 5 s of an idle store with every key
 //!   cached.
+//! - `usage DIR ACTIVE DAYS`: what usage data costs on disk. On a manual clock (use log off,
+//!   so the log does not grow), each simulated hour verifies each of the first ACTIVE keys
+//!   once and flushes; DAYS days with usage counting off (the control: the counters alone),
+//!   then DAYS days with it on. Reports the index's growth in each phase, their
+//!   difference per active key per day, and the `usage` tree's own bytes (keys and values,
+//!   per tier) read back with sled. One JSON object on stdout.
 
 #![expect(
     unsafe_code,
@@ -101,8 +107,13 @@ fn main() {
         "report" => report(Path::new(arg(1))),
         "hold" => hold(Path::new(arg(1))),
         "idle" => idle(Path::new(arg(1))),
+        "usage" => usage(
+            Path::new(arg(1)),
+            arg(2).parse().expect("ACTIVE keys"),
+            arg(3).parse().expect("DAYS"),
+        ),
         _ => {
-            eprintln!("usage: scale fill DIR N | probe DIR NAME OPS | report DIR | hold DIR");
+            eprintln!("usage: scale fill DIR N | probe DIR NAME OPS | report DIR | hold DIR | usage DIR ACTIVE DAYS");
             std::process::exit(2);
         }
     }
@@ -434,4 +445,70 @@ fn hold(dir: &Path) {
             store.verify(key).unwrap();
         }
     }
+}
+
+/// `usage DIR ACTIVE DAYS`: see the module's docs.
+fn usage(dir: &Path, active: usize, days: i64) {
+    let keys = read_lines(&dir.join("keys.txt"));
+    let keys = &keys[..active.min(keys.len())];
+    let path = store_path(dir);
+    let index = path.join("index");
+    // 2026-01-01T00:00Z, as a day boundary.
+    let clock = std::sync::Arc::new(credstore::ManualClock::new(1_767_225_600_000));
+    let phase = |counting: bool| -> (u64, f64) {
+        let config = config()
+            .clock(clock.clone())
+            .use_log(credstore::UseLog::Off)
+            .flush_interval(Duration::from_secs(86_400))
+            .lifecycle_sweep(None)
+            .usage_counting(counting);
+        let store = Store::open(&path, config).unwrap();
+        let before = dir_bytes(&index);
+        let started = Instant::now();
+        for _ in 0..days * 24 {
+            for key in keys {
+                assert_eq!(store.verify(key).unwrap().code, Code::Valid);
+            }
+            store.flush().unwrap();
+            clock.advance(3_600_000);
+        }
+        store.close().unwrap();
+        let grew = dir_bytes(&index).saturating_sub(before);
+        (grew, started.elapsed().as_secs_f64())
+    };
+    let (control, control_secs) = phase(false);
+    let (counted, counted_secs) = phase(true);
+    // The usage tree's own bytes, per tier (its entries' first byte).
+    let db = sled::open(&index).unwrap();
+    let tree = db.open_tree("usage").unwrap();
+    let mut tiers: std::collections::BTreeMap<String, (u64, u64)> = std::collections::BTreeMap::new();
+    for item in tree.iter() {
+        let (k, v) = item.unwrap();
+        let tier = match k.first() {
+            Some(b'm') => "minute",
+            Some(b'h') => "hour",
+            Some(b'd') => "day",
+            _ => "month",
+        };
+        let kind = if k.get(1) == Some(&b'k') { "key" } else { "rollup" };
+        let slot = tiers.entry(format!("{tier}/{kind}")).or_default();
+        slot.0 += 1;
+        slot.1 += (k.len() + v.len()) as u64;
+    }
+    let per_key_day = |bytes: u64| bytes as f64 / (keys.len() as f64 * days as f64);
+    let out = serde_json::json!({
+        "keys": read_lines(&dir.join("keys.txt")).len(),
+        "active": keys.len(),
+        "days": days,
+        "control_index_growth_bytes": control,
+        "counting_index_growth_bytes": counted,
+        "usage_on_disk_bytes_per_active_key_per_day": per_key_day(counted.saturating_sub(control)),
+        "usage_tree_entries_and_bytes_by_tier": tiers
+            .iter()
+            .map(|(t, (n, b))| (t.clone(), serde_json::json!({"entries": n, "bytes": b, "bytes_per_active_key_per_day": per_key_day(*b)})))
+            .collect::<serde_json::Map<_, _>>(),
+        "control_seconds": control_secs,
+        "counting_seconds": counted_secs,
+    });
+    println!("{out}");
 }

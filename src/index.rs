@@ -134,6 +134,8 @@ pub(crate) struct IndexBatch<'a> {
     pub import_prefixes: Option<&'a Vec<String>>,
     /// Lifecycle notices logged: (kind letter, key) -> the episode they were for.
     pub notices: &'a BTreeMap<(u8, KeyId), i64>,
+    /// Anomalies logged (`key.anomaly`): when, the key, what.
+    pub anomalies: &'a [(i64, Option<KeyId>, crate::anomaly::Anomaly)],
     pub applied_seq: u64,
     /// The chain hash of record `applied_seq`.
     pub applied_hash: [u8; 32],
@@ -544,6 +546,25 @@ impl Index {
         Ok(out)
     }
 
+    /// The anomalies logged from `since` to before `until` (unix ms), oldest first: when,
+    /// the key (none for `guessing`), what.
+    pub fn anomalies(&self, since: i64, until: i64) -> Result<Vec<(i64, Option<KeyId>, crate::anomaly::Anomaly)>> {
+        self.check_current()?;
+        let mut out = Vec::new();
+        for item in self.meta.range(anomaly_time_key(since)..anomaly_time_key(until)) {
+            let (k, v) = item?;
+            let time = k
+                .get(ANOMALY_PREFIX.len()..ANOMALY_PREFIX.len() + 8)
+                .unwrap_or_default();
+            let at = time
+                .try_into()
+                .map_or(0, |b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64);
+            let (id, anomaly): (Option<KeyId>, crate::anomaly::Anomaly) = self.decode("meta", &k, &v)?;
+            out.push((at, id, anomaly));
+        }
+        Ok(out)
+    }
+
     /// The owner of a key, if it has one.
     pub fn owner_of(&self, id: &KeyId) -> Result<Option<String>> {
         self.check_current()?;
@@ -737,6 +758,29 @@ impl Index {
     }
 
     /// Records a clean close (`true`) or an open store (`false`), durably.
+    /// The anomaly detector's state as the last close left it (see
+    /// `anomaly::Detector::snapshot`), if it is there and its MAC checks.
+    pub fn anomaly_state(&self) -> Result<Option<Vec<u8>>> {
+        let tree = self.db.open_tree(ANOMALY_STATE_TREE)?;
+        let Some(sealed) = tree.get(ANOMALY_STATE_KEY)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.unseal(ANOMALY_STATE_TREE, ANOMALY_STATE_KEY, &sealed)?.to_vec(),
+        ))
+    }
+
+    /// Keeps the anomaly detector's state until the next open (sealed with a MAC of its
+    /// own, outside the index's sum: it is no state the log makes).
+    pub fn set_anomaly_state(&self, state: &[u8]) -> Result<()> {
+        let tree = self.db.open_tree(ANOMALY_STATE_TREE)?;
+        tree.insert(
+            ANOMALY_STATE_KEY,
+            self.seal(ANOMALY_STATE_TREE, ANOMALY_STATE_KEY, state),
+        )?;
+        Ok(())
+    }
+
     pub fn set_clean(&self, clean: bool) -> Result<()> {
         let value = self.seal("meta", CLEAN, &[u8::from(clean)]);
         self.write_sealed(true, &[(CLEAN.to_vec(), value)])?;
@@ -857,6 +901,14 @@ impl Index {
         }
         for ((kind, id), episode) in batch.notices {
             put_value(4, "meta", notice_key(*kind, id), Some(&episode.to_be_bytes()));
+        }
+        for (at, id, anomaly) in batch.anomalies {
+            put_value(
+                4,
+                "meta",
+                anomaly_key(*at, id.as_ref(), anomaly),
+                Some(&encode(&(id, anomaly))),
+            );
         }
         put_value(4, "meta", APPLIED_SEQ.to_vec(), Some(&batch.applied_seq.to_be_bytes()));
         put_value(4, "meta", APPLIED_HASH.to_vec(), Some(&batch.applied_hash));
@@ -1066,6 +1118,38 @@ fn scan_ids<'a>(tree: &'a sled::Tree, head: &str) -> impl Iterator<Item = sled::
 
 /// Where a key's budget credit is kept in `meta`.
 /// The `meta` key of a lifecycle notice: `notice/`, the kind letter, `/`, the key id.
+/// Where the anomalies are kept in `meta`: `anomaly/`, then the time (big-endian, so a
+/// time range is a key range), the reason, the key or the network, and the window's
+/// start, so that each anomaly a replay of the log applies again lands on its own entry
+/// again.
+const ANOMALY_PREFIX: &[u8] = b"anomaly/";
+
+/// The tree, and its one key, of the anomaly detector's state at the last close.
+const ANOMALY_STATE_TREE: &str = "anomaly_state";
+const ANOMALY_STATE_KEY: &[u8] = b"tracks";
+
+fn anomaly_key(at: i64, id: Option<&KeyId>, anomaly: &crate::anomaly::Anomaly) -> Vec<u8> {
+    let mut key = anomaly_time_key(at);
+    key.extend_from_slice(anomaly.reason.as_str().as_bytes());
+    key.push(b'/');
+    match (id, &anomaly.network) {
+        (Some(id), _) => key.extend_from_slice(id.as_str().as_bytes()),
+        (None, Some(network)) => key.extend_from_slice(network.to_string().as_bytes()),
+        (None, None) => {}
+    }
+    // Two episodes of one reason and key logged by one batch differ in their windows.
+    key.push(b'/');
+    key.extend_from_slice(&anomaly.window_start.to_be_bytes());
+    key
+}
+
+fn anomaly_time_key(at: i64) -> Vec<u8> {
+    let mut key = ANOMALY_PREFIX.to_vec();
+    // Offset so that times before 1970 sort before those after.
+    key.extend_from_slice(&((at as u64) ^ (1 << 63)).to_be_bytes());
+    key
+}
+
 fn notice_key(kind: u8, id: &KeyId) -> Vec<u8> {
     let mut key = b"notice/".to_vec();
     key.push(kind);

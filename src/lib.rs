@@ -51,6 +51,7 @@
 
 // Lints: the `[lints]` table in Cargo.toml, for every target alike.
 
+pub mod anomaly;
 pub mod clock;
 pub mod dashboard;
 pub mod decision;

@@ -147,3 +147,32 @@ fn usage_goes_through_a_running_server_and_over_http_for_admin_keys() {
     assert_eq!(get("/v1/usage", Some(&format!("Bearer {k}"))).status, 403);
     drop(server);
 }
+
+#[test]
+fn after_a_kill_a_rebuild_counts_exactly_the_uses_the_log_holds() {
+    let cli = Cli::init();
+    let (id, k) = key(&cli, "busy");
+    let server = Sidecar::start(&cli);
+    let body = serde_json::json!({ "key": k });
+    let mut valid = 0;
+    for i in 0..200 {
+        let presented = if i % 5 == 0 {
+            serde_json::json!({ "key": "sk_live_garbage" })
+        } else {
+            body.clone()
+        };
+        let reply = http(server.addr, "POST", "/v1/keys.verify", None, Some(&presented)).expect("answer");
+        valid += u64::from(reply.body["data"]["code"] == "VALID");
+    }
+    assert_eq!(valid, 160);
+    // Killed at once: the uses of the last flush interval may not be in the log.
+    server.kill_after(Duration::from_millis(1_500));
+    cli.ok(&["rebuild"]);
+    let logged = cli
+        .json(&["audit", "--key", &id, "--kind", "key.used", "--json"])
+        .as_array()
+        .map_or(0, Vec::len);
+    let doc = cli.json(&["usage", &id, "--by", "hour", "--since", "2h", "--json"]);
+    assert_eq!(doc["total"]["valid"], logged, "every logged use, and only those");
+    assert!(logged > 0 && logged <= 160, "{logged}");
+}

@@ -738,3 +738,25 @@ async fn the_key_page_charts_thirty_days_of_usage_by_outcome_from_the_store() {
     assert!(last.contains(": 1 valid, 1 denied, 0 rate limited"), "{last}");
     assert!(page.body.contains("role=\"meter\""), "the budget bar");
 }
+
+#[tokio::test]
+async fn the_chart_marks_the_day_of_an_anomaly_with_its_reason() {
+    let (_fx, store) = store();
+    let key = store.create(NewKey::new("retired").owner("acme")).unwrap();
+    let id = key.record.id.clone();
+    let mut browser = Browser::new(&store);
+    browser.enter(&link(&store, "acme")).await;
+    let quiet = browser.get(&format!("/dashboard/keys/{id}")).await;
+    assert_eq!(quiet.status, StatusCode::OK, "{}", quiet.body);
+    assert!(!quiet.body.contains("class=\"anomaly\""), "nothing to mark yet");
+    // A revoked key still presented: one `dead_key_presented` episode.
+    store.revoke(&id, Some("retired")).unwrap();
+    assert_eq!(store.verify(key.key.expose()).unwrap().code, Code::Revoked);
+    assert_eq!(store.check_anomalies().unwrap(), 1);
+    store.flush().unwrap();
+    let page = browser.get(&format!("/dashboard/keys/{id}")).await;
+    assert_eq!(page.body.matches("class=\"anomaly\"").count(), 1, "{}", page.body);
+    // Today's bar, the last one, names it.
+    let last = page.body.rsplit("<title>").next().unwrap();
+    assert!(last.contains("anomaly: dead key presented"), "{last}");
+}

@@ -20,6 +20,8 @@
 //! - `dashboard_request` (`dashboard_checks.rs`): whole requests to the customers'
 //!   dashboard: never a 5xx, no change without the session's cookie and CSRF token, another
 //!   owner's key never touched, the session token never in an answer.
+//! - `usage_value` (`usage_checks.rs`): the usage tree's values decode without a panic,
+//!   and what decodes round-trips.
 //!
 //! The input seeds are named `accept-…` or `refuse-…` and their tests check that too;
 //! `secret_echo.rs` records which parsers repeat a pasted key in their errors today.
@@ -58,6 +60,8 @@ mod policy_checks;
 mod secret_echo;
 #[path = "../fuzz/time_checks.rs"]
 mod time_checks;
+#[path = "../fuzz/usage_checks.rs"]
+mod usage_checks;
 #[path = "../fuzz/webhook_checks.rs"]
 mod webhook_checks;
 
@@ -256,6 +260,9 @@ fn write_seed_corpus() {
     #[cfg(feature = "http")]
     if wanted("dashboard_request") {
         write_seeds(&root.join("dashboard_request"), &dashboard_seeds());
+    }
+    if wanted("usage_value") {
+        write_seeds(&root.join("usage_value"), &usage_seeds());
     }
 }
 
@@ -1834,4 +1841,53 @@ fn dashboard_seeds() -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .map(|(n, t)| (n.to_string(), t.into_bytes()))
         .collect()
+}
+
+// Usage tree values
+
+#[test]
+fn usage_value_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let seeds = corpus("usage_value");
+    assert!(seeds.len() >= 10, "only {} usage value seeds", seeds.len());
+    for (name, data) in &seeds {
+        let accepted = usage_checks::check_usage_value(data);
+        assert_named_outcome("usage_value", name, accepted);
+    }
+    assert_seeds_current("usage_value", &seeds, &usage_seeds());
+}
+
+/// The usage value seeds: a tier byte (0 minute, 1 hour, 2 day, 3 month), then a value.
+fn usage_seeds() -> Vec<(String, Vec<u8>)> {
+    let seed = |name: &str, bytes: &[u8]| (name.to_string(), bytes.to_vec());
+    vec![
+        seed("accept-empty-value", &[1, 1]),
+        seed("accept-one-hour", &[1, 1, 23, 3, 3, 0]),
+        seed("accept-denials", &[1, 1, 0, 5, 5, 2, 8, 7, 3, 1]),
+        seed(
+            "accept-minutes-ascending",
+            &[0, 1, 0, 1, 0, 0, 59, 0x80, 0x01, 0, 1, 2, 9],
+        ),
+        seed("accept-zero-count-denial", &[2, 1, 30, 0, 0, 1, 4, 0]),
+        seed(
+            "accept-largest-varint",
+            &[
+                3, 1, 11, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0,
+            ],
+        ),
+        seed("refuse-nothing", &[]),
+        seed("refuse-no-format", &[1]),
+        seed("refuse-unknown-format", &[1, 2, 0, 1, 1, 0]),
+        seed("refuse-truncated", &[1, 1, 5, 0x80]),
+        seed("refuse-slot-past-the-hour", &[0, 1, 60, 1, 0, 0]),
+        seed("refuse-slots-descending", &[1, 1, 5, 1, 0, 0, 4, 1, 0, 0]),
+        seed("refuse-repeated-slot", &[1, 1, 5, 1, 0, 0, 5, 1, 0, 0]),
+        seed("refuse-valid-as-a-denial", &[1, 1, 5, 1, 0, 1, 0, 1]),
+        seed("refuse-unknown-code", &[1, 1, 5, 1, 0, 1, 10, 1]),
+        seed(
+            "refuse-overlong-varint",
+            &[
+                1, 1, 5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0,
+            ],
+        ),
+    ]
 }

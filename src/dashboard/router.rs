@@ -699,8 +699,12 @@ async fn usage_chart(dash: &Arc<Dash>, key: &KeyInfo) -> (Option<Markup>, Option
                 valid: b.counts.valid,
                 denied: denied.saturating_sub(limited),
                 limited,
-                // The usage report has no anomalies yet; the chart marks them once it has.
-                anomalies: Vec::new(),
+                anomalies: report
+                    .anomalies
+                    .iter()
+                    .filter(|a| (b.start..b.start + DAY).contains(&a.at))
+                    .map(|a| a.anomaly.reason.as_str().replace('_', " "))
+                    .collect(),
             }
         })
         .collect();

@@ -468,6 +468,14 @@ pub enum EventKind {
         /// The key changed (a rotation's or a create's new key).
         key: Option<KeyId>,
     },
+    /// Something unusual about a key's traffic, or a network's (`key.anomaly`): one event
+    /// per episode, raised off the hot path by the anomaly detector.
+    KeyAnomaly {
+        /// The key (`None` for `guessing`, which is about a network).
+        id: Option<KeyId>,
+        /// What was seen, with its figures.
+        anomaly: crate::anomaly::Anomaly,
+    },
 }
 
 /// One key of a [`EventKind::KeysImported`] record.
@@ -750,6 +758,7 @@ impl Event {
             EventKind::DashboardSessionStarted { .. } => "dashboard.session_started",
             EventKind::DashboardSessionRevoked { .. } => "dashboard.session_revoked",
             EventKind::DashboardChange { .. } => "dashboard.change",
+            EventKind::KeyAnomaly { .. } => "key.anomaly",
         }
     }
 
@@ -789,7 +798,9 @@ impl Event {
             | EventKind::KeyUnused { id, .. }
             | EventKind::KeyExpired { id, .. }
             | EventKind::KeyLeaked { id, .. } => vec![id],
-            EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } => id.iter().collect(),
+            EventKind::KeyUsed { id, .. } | EventKind::KeyUseSummary { id, .. } | EventKind::KeyAnomaly { id, .. } => {
+                id.iter().collect()
+            }
             EventKind::KeysUsed { uses } | EventKind::KeysUsedUnpacked { uses } => uses.iter().map(|u| &u.id).collect(),
             EventKind::BudgetMark { id, .. }
             | EventKind::BudgetCredited { id, .. }
@@ -1019,6 +1030,7 @@ impl Event {
             } => json!({
                 "actor": { "session": session, "owner": owner }, "action": action, "key_id": key,
             }),
+            EventKind::KeyAnomaly { id, anomaly } => anomaly.to_json(id.as_ref()),
         };
         json!({ "seq": seq, "at": fmt_time(self.at), "kind": self.kind_name(), "details": details })
     }

@@ -14,10 +14,12 @@
 mod lease;
 mod listen;
 mod schema;
+mod usage;
 
 pub use lease::{BudgetAccount, Lease, LeaseAsk, Returned};
 pub use listen::{CHANNEL, ListenState, Listener};
 pub use schema::SCHEMA_VERSION;
+pub use usage::UsageRow;
 
 use std::str::FromStr;
 

@@ -10,7 +10,7 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 pub(super) const MIGRATION_LOCK: i64 = 0x6372_6564_7374_6f72; // "credstor"
 
 /// The migrations, version 1 first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1: the fleet's identity, its log with the head row, the keys' current state,
 /// budget leases, and the hosts with their heartbeats.
@@ -183,4 +183,31 @@ returns void language sql as $$
     update credstore_budgets t set settled = t.settled + ended.granted
     from ended where t.budget_id = ended.budget_id and t.period = ended.period;
 $$;
+"#;
+
+/// Version 3: usage rollups. Each host adds what its keys were used for, once per flush
+/// interval, into one row per subject, tier and bucket (one batched upsert a flush): a
+/// row holds the fleet's sum. `subject` is `k:KEY_ID`, `o:OWNER`, `p:PROJECT` or `a:`
+/// (the whole fleet); `tier` is `m`, `h`, `d` or `M` (minute, hour, day, month);
+/// `bucket` its start, unix ms. The denial columns follow the codes' order.
+const V3: &str = r#"
+create table credstore_usage (
+    subject  text not null,
+    tier     text not null check (tier in ('m', 'h', 'd', 'M')),
+    bucket   bigint not null,
+    valid    bigint not null default 0,
+    spent    bigint not null default 0,
+    malformed bigint not null default 0,
+    not_found bigint not null default 0,
+    revoked  bigint not null default 0,
+    disabled bigint not null default 0,
+    expired  bigint not null default 0,
+    forbidden bigint not null default 0,
+    insufficient_permissions bigint not null default 0,
+    rate_limited bigint not null default 0,
+    budget_exhausted bigint not null default 0,
+    primary key (subject, tier, bucket)
+);
+-- Pruning past each tier's retention.
+create index credstore_usage_age on credstore_usage (tier, bucket);
 "#;

@@ -159,6 +159,9 @@ pub(crate) enum Op {
     ClearLifecycle(crate::lifecycle::Scope),
     /// Log the lifecycle sweep's notices, each unless already logged for its episode.
     Notices(Vec<Notice>),
+    /// Log what the anomaly detector found, one `key.anomaly` each (none: a round trip that
+    /// drains the uses handed off so far into the detector).
+    Anomalies(Vec<crate::anomaly::Found>),
     /// A key was reported leaked: log it, and revoke it if it is live.
     Leak {
         id: KeyId,
@@ -341,7 +344,7 @@ pub(crate) fn run(
         };
         last_drain = Instant::now();
         let batch = lease(&shared, batch, fleet.as_mut());
-        let lost_now = shared.uses.drain_into(&mut pending);
+        let lost_now = shared.uses.drain_into(&mut pending, &shared.anomalies);
         shared.counters.uses_dropped.fetch_add(lost_now, Ordering::Relaxed);
         dropped += lost_now;
         let write_uses =

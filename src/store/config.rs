@@ -83,6 +83,9 @@ pub struct Config {
     pub notice_expiring: Duration,
     /// The lifecycle sweep logs `key.unused` for a key unused this long.
     pub notice_unused: Duration,
+    /// When a `key.anomaly` is raised (spikes, denial bursts, dormant reuse, dead keys
+    /// presented, new networks, guessing); [`crate::anomaly::Thresholds::off`] for never.
+    pub anomalies: crate::anomaly::Thresholds,
     /// How long usage buckets are kept, per tier ([`crate::usage`]).
     pub usage_retention: crate::usage::UsageRetention,
     /// Whether verify counts usage (on by default; off only to measure what counting costs).
@@ -135,6 +138,7 @@ impl Config {
             lifecycle_sweep: Some(Duration::from_secs(300)),
             notice_expiring: Duration::from_secs(7 * 86_400),
             notice_unused: Duration::from_secs(30 * 86_400),
+            anomalies: crate::anomaly::Thresholds::default(),
             usage_retention: crate::usage::UsageRetention::default(),
             usage_counting: true,
         }
@@ -275,6 +279,12 @@ impl Config {
     pub fn lifecycle_notices(mut self, expiring: Duration, unused: Duration) -> Self {
         self.notice_expiring = expiring;
         self.notice_unused = unused;
+        self
+    }
+
+    /// Sets when anomalies are raised ([`crate::anomaly::Thresholds`]).
+    pub fn anomalies(mut self, thresholds: crate::anomaly::Thresholds) -> Self {
+        self.anomalies = thresholds;
         self
     }
 

@@ -79,8 +79,15 @@ impl FleetLink {
     /// [`FleetError::NotAFleet`], [`FleetError::OtherStore`], connection errors.
     pub fn connect(url: &str, host: String, store_id: [u8; 16], config: &super::Config) -> Result<FleetLink> {
         let fleet = Fleet::connect(url)?;
-        if fleet.info()?.store_id != store_id {
+        let info = fleet.info()?;
+        if info.store_id != store_id {
             return Err(FleetError::OtherStore.into());
+        }
+        // A fleet made by an older build lacks the newer tables (usage rollups, version
+        // 3): the first host of this build to open adds them (migrations are idempotent
+        // and run under an advisory lock).
+        if info.schema_version < crate::fleet::SCHEMA_VERSION {
+            fleet.migrate()?;
         }
         // Leases this host held before it stopped: what it spent of them is not known here.
         fleet.settle_host(&host)?;

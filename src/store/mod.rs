@@ -5,6 +5,7 @@
 //! map, then the reply. Reads of a key's state on the hot path go through the live map
 //! ([`cache`]); a miss reads sled once.
 
+mod anomaly_ops;
 mod cache;
 mod commit;
 mod config;
@@ -219,6 +220,11 @@ pub(crate) struct Shared {
     any_imports: std::sync::atomic::AtomicBool,
     /// The lifecycle sweep's notice periods.
     notices: lifecycle_ops::NoticePeriods,
+    /// The anomaly detector: fed by the commit thread's drain of the uses, asked by the
+    /// flusher.
+    anomalies: crate::anomaly::Detector,
+    /// [`crate::anomaly::Detector::dormant_ms`], read by every valid verify.
+    dormant_ms: i64,
     /// Usage over time: what verify counted, folded into buckets by the flusher.
     usage: usage_book::UsageBook,
 }
@@ -314,6 +320,13 @@ impl Shared {
             .get_by_sha256(&sha256.0)?
             .filter(|k| k.tag.is_pending() && key.starts_with(k.record.prefix()));
         Ok(found.map(|k| (k, sha256)))
+    }
+
+    /// A presented key that matched none: counted for its client network (`guessing`).
+    #[cold]
+    #[inline(never)]
+    fn note_keyless(&self, req: &VerifyRequest<'_>, code: Code) {
+        self.anomalies.note_keyless(req.key, code, req.ip, self.clock.now_ms());
     }
 
     fn flush_counters(&self) -> Result<()> {
@@ -547,6 +560,14 @@ impl Store {
         let vault_ring = vault_ops::load_ring(path, &config, &index)?;
         let use_sink = uses::UseSink::new(config.use_log);
         let import_prefixes = index.import_prefixes()?;
+        let detector = crate::anomaly::Detector::new(&config.anomalies);
+        // What the detector had learnt when the store last closed (none after a crash:
+        // it learns again).
+        if detector.enabled()
+            && let Ok(Some(state)) = index.anomaly_state()
+        {
+            detector.restore(&state);
+        }
         let shared = Arc::new(Shared {
             customer_formats: Arc::new(ArcSwap::from_pointee(
                 formats.for_customers(config.verify_prefixes.as_deref()),
@@ -567,12 +588,14 @@ impl Store {
             imports_pending: std::sync::atomic::AtomicU64::new(index.imports_pending()),
             any_imports: std::sync::atomic::AtomicBool::new(!import_prefixes.is_empty()),
             import_prefixes: ArcSwap::from_pointee(import_prefixes),
-            usage: usage_book::UsageBook::new(index.usage_tree()?, config.usage_retention, config.usage_counting),
+            usage: usage_book::UsageBook::new(index.usage_tree()?, &config)?,
             index,
             notices: lifecycle_ops::NoticePeriods {
                 expiring_ms: i64::try_from(config.notice_expiring.as_millis()).unwrap_or(i64::MAX),
                 unused_ms: i64::try_from(config.notice_unused.as_millis()).unwrap_or(i64::MAX),
             },
+            dormant_ms: detector.dormant_ms(),
+            anomalies: detector,
         });
         // New ids must sort after every id already issued, whatever the clock says.
         let last_id = shared.index.last_id()?.map_or(0, |id| id.value());
@@ -589,10 +612,11 @@ impl Store {
         let flusher = {
             let shared = Arc::clone(&shared);
             let every = config.flush_interval;
-            let sweep = config.lifecycle_sweep.map(|interval| (interval, tx.clone()));
+            let sweep = config.lifecycle_sweep;
+            let commits = tx.clone();
             std::thread::Builder::new()
                 .name("credstore-flush".into())
-                .spawn(move || run_flusher(&shared, every, &stop_rx, sweep.as_ref()))
+                .spawn(move || run_flusher(&shared, every, &stop_rx, &commits, sweep))
                 .map_err(|e| Error::io(path, e))?
         };
         Ok(Store {
@@ -827,8 +851,12 @@ impl Store {
         if let Ok(decision) = &mut decided {
             match self.decide(req, decision, purpose) {
                 Ok(()) => {
-                    if decision.key.is_none() && self.shared.usage.counting {
-                        self.shared.usage.count_keyless(decision.code);
+                    if decision.key.is_none() {
+                        if self.shared.usage.counting {
+                            self.shared.usage.count_keyless(decision.code);
+                        }
+                        // Unknown or malformed: counted per client network, for `guessing`.
+                        self.shared.note_keyless(req, decision.code);
                     }
                     self.shared.uses.record(decision, req.ip, req.endpoint);
                 }
@@ -1200,8 +1228,13 @@ impl Store {
         // 9. Valid: last used.
         // A load and a plain store, not a read-modify-write: concurrent verifies of one key
         // store times within microseconds of each other, and any of them will do.
-        if state.usage.last_used.load(Ordering::Relaxed) < now {
+        let last_used = state.usage.last_used.load(Ordering::Relaxed);
+        if last_used < now {
             state.usage.last_used.store(now, Ordering::Relaxed);
+            // Used again after a long dormancy (never used: 0, not a reuse).
+            if last_used > 0 && now - last_used >= shared.dormant_ms {
+                shared.anomalies.note_dormant(&record.id, last_used, now);
+            }
         }
         self.shared.cache.touch(state);
         if successor.is_some() {
@@ -2125,7 +2158,9 @@ impl Store {
             crate::usage::UsageSubject::Project(p) => validate_project(p)?,
             _ => {}
         }
-        self.shared.usage.query(q, self.shared.clock.now_ms())
+        let mut report = self.shared.usage.query(q, self.shared.clock.now_ms())?;
+        report.anomalies = self.anomalies_of(&q.subject, q.since, q.until)?;
+        Ok(report)
     }
 
     /// Writes in-memory counters (last used) to sled and flushes sled.
@@ -2146,6 +2181,12 @@ impl Store {
     }
 
     fn shutdown(&self) -> Result<()> {
+        // What the detector found since the flusher last asked (a one-shot CLI verify of a
+        // revoked key, say) is logged before the commit thread stops; a failure here
+        // loses those anomalies only.
+        if self.shared.anomalies.enabled() && lock(&self.commits).is_some() {
+            let _ = self.check_anomalies();
+        }
         let was_open = lock(&self.commits).take().is_some();
         lock(&self.stop_flusher).take();
         for handle in lock(&self.threads).drain(..) {
@@ -2156,6 +2197,11 @@ impl Store {
             return Ok(());
         }
         self.shared.flush_counters()?;
+        if self.shared.anomalies.enabled() {
+            // Lost, the detector learns baselines and networks again: not worth failing
+            // the close for.
+            let _ = self.shared.index.set_anomaly_state(&self.shared.anomalies.snapshot());
+        }
         // Counters are exact now: the next open restores spend as flushed, not at the mark.
         self.shared.index.set_clean(true)
     }
@@ -2236,17 +2282,38 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Flushes counters every `every` until stopped; with `sweep`, runs the lifecycle sweep
-/// every so often too, handing its notices to the commit thread.
-fn run_flusher(shared: &Shared, every: Duration, stop: &Receiver<()>, sweep: Option<&(Duration, Sender<Request>)>) {
+/// Flushes counters every `every` until stopped, and hands what the anomaly detector
+/// found to the commit thread; with `sweep`, runs the lifecycle sweep every so often too,
+/// handing its notices to the commit thread.
+fn run_flusher(
+    shared: &Shared,
+    every: Duration,
+    stop: &Receiver<()>,
+    commits: &Sender<Request>,
+    sweep: Option<Duration>,
+) {
     let mut last_sweep = std::time::Instant::now();
     loop {
         match stop.recv_timeout(every) {
             Err(RecvTimeoutError::Timeout) => {
                 // A failed flush is retried at the next tick; counters stay in memory.
                 let _ = shared.flush_counters();
-                if let Some((interval, commits)) = sweep
-                    && last_sweep.elapsed() >= *interval
+                let found = shared.anomalies.check(shared.clock.now_ms());
+                if !found.is_empty() {
+                    let (reply, answer) = mpsc::sync_channel(1);
+                    if commits
+                        .send(Request {
+                            op: Op::Anomalies(found),
+                            reply,
+                        })
+                        .is_ok()
+                    {
+                        // Not logged (a full disk): dropped; the detector moved on.
+                        let _ = answer.recv();
+                    }
+                }
+                if let Some(interval) = sweep
+                    && last_sweep.elapsed() >= interval
                 {
                     last_sweep = std::time::Instant::now();
                     // A failed sweep is tried again at the next interval: the notices it

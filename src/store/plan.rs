@@ -433,6 +433,27 @@ pub(super) fn plan(
             let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
             Ok((events, Planned::Count(count)))
         }
+        Op::Anomalies(found) => {
+            let mut events = Vec::with_capacity(found.len());
+            for f in found {
+                // Never about a key the store does not hold (the detector only sees keys
+                // that matched).
+                if let Some(id) = &f.id
+                    && state.get(id)?.is_none()
+                {
+                    continue;
+                }
+                events.push(Event {
+                    at: now,
+                    kind: EventKind::KeyAnomaly {
+                        id: f.id.clone(),
+                        anomaly: f.anomaly.clone(),
+                    },
+                });
+            }
+            let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+            Ok((events, Planned::Count(count)))
+        }
         Op::Leak {
             id,
             token_type,

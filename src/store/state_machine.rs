@@ -64,6 +64,8 @@ pub(crate) struct Overlay<'a> {
     pub pending_delta: i64,
     /// Lifecycle notices logged in this batch: (kind letter, key) -> episode.
     notices: BTreeMap<(u8, KeyId), i64>,
+    /// Anomalies logged in this batch: when, the key, what.
+    anomalies: Vec<(i64, Option<KeyId>, crate::anomaly::Anomaly)>,
 }
 
 /// The kind letters of lifecycle notices, as the index keys them.
@@ -98,6 +100,7 @@ impl<'a> Overlay<'a> {
             import_prefixes: None,
             pending_delta: 0,
             notices: BTreeMap::new(),
+            anomalies: Vec::new(),
         }
     }
 
@@ -118,6 +121,7 @@ impl<'a> Overlay<'a> {
             && self.imported.is_empty()
             && self.import_prefixes.is_none()
             && self.notices.is_empty()
+            && self.anomalies.is_empty()
     }
 
     /// The batch's changes, for the index.
@@ -139,6 +143,7 @@ impl<'a> Overlay<'a> {
             imported: &self.imported,
             import_prefixes: self.import_prefixes.as_ref(),
             notices: &self.notices,
+            anomalies: &self.anomalies,
             applied_seq,
             applied_hash,
         }
@@ -716,6 +721,8 @@ impl<'a> Overlay<'a> {
                     None,
                 );
             }
+            // Kept by time, for `usage` to show.
+            EventKind::KeyAnomaly { id, anomaly } => self.anomalies.push((event.at, id.clone(), anomaly.clone())),
             EventKind::KeyDisabled { id } => self.modify(id, |r| r.disabled_at = Some(event.at))?,
             EventKind::KeyEnabled { id } => self.modify(id, |r| r.disabled_at = None)?,
             EventKind::KeyRevoked {

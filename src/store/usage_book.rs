@@ -33,21 +33,53 @@ pub(crate) struct UsageBook {
     /// whole (`all`).
     malformed: AtomicU64,
     not_found: AtomicU64,
-    /// Held across a fold or a prune; holds where pruning goes on from.
-    folding: Mutex<Vec<u8>>,
+    /// Held across a fold or a prune; holds where pruning goes on from, and a fleet
+    /// host's counts not yet in the fleet.
+    folding: Mutex<Folding>,
+    /// A fleet host's fleet: counts are added to its rollups at each fold, and queries
+    /// answer its sum.
+    #[cfg(feature = "fleet")]
+    fleet: Option<crate::fleet::Fleet>,
 }
+
+/// What folds carry from one to the next.
+#[derive(Default)]
+struct Folding {
+    /// Where pruning goes on from.
+    cursor: Vec<u8>,
+    /// A fleet host: rows the fleet has not taken yet (it was unreachable), by subject,
+    /// tier and bucket; sent with the next fold's.
+    pending: BTreeMap<(UsageSubject, Granularity, i64), UsageCounts>,
+    /// When the fleet's rollups were last pruned (clock ms; 0: not yet by this process).
+    fleet_pruned_at: i64,
+}
+
+/// The most rows a fleet host keeps for a fleet it cannot reach (a day of a busy host's
+/// minutes); past it the oldest are dropped (and lost to the fleet's sum, not to this
+/// host's own tree).
+#[cfg(feature = "fleet")]
+const MAX_PENDING: usize = 500_000;
+
+/// How often a fleet host prunes the fleet's rollups past their retention.
+#[cfg(feature = "fleet")]
+const FLEET_PRUNE_EVERY_MS: i64 = 3_600_000;
 
 impl UsageBook {
     /// The book over `tree`.
-    pub fn new(tree: sled::Tree, retention: UsageRetention, counting: bool) -> UsageBook {
-        UsageBook {
+    ///
+    /// # Errors
+    /// A fleet URL that does not parse ([`crate::fleet::FleetError::BadUrl`]).
+    pub fn new(tree: sled::Tree, config: &super::Config) -> Result<UsageBook> {
+        Ok(UsageBook {
             tree,
-            retention,
-            counting,
+            retention: config.usage_retention,
+            counting: config.usage_counting,
             malformed: AtomicU64::new(0),
             not_found: AtomicU64::new(0),
-            folding: Mutex::new(Vec::new()),
-        }
+            folding: Mutex::new(Folding::default()),
+            #[cfg(feature = "fleet")]
+            fleet: config.fleet.as_deref().map(crate::fleet::Fleet::connect).transpose()?,
+        })
     }
 
     /// Counts a presented key that matched none (`MALFORMED` or `NOT_FOUND`).
@@ -89,10 +121,69 @@ impl UsageBook {
         if !all.is_empty() {
             deltas.insert(UsageSubject::All, all);
         }
-        let mut cursor = lock(&self.folding);
+        let mut folding = lock(&self.folding);
         self.add(&deltas, now)?;
-        self.prune(&mut cursor, now)?;
+        #[cfg(feature = "fleet")]
+        self.send_to_fleet(&mut folding, &deltas, now);
+        self.prune(&mut folding.cursor, now)?;
         Ok(deltas)
+    }
+
+    /// A fleet host: adds `deltas` (and what the fleet did not take before) to the
+    /// fleet's rollups in one statement. An unreachable fleet keeps them for the next
+    /// fold; it never fails the fold (this host's own tree has them).
+    #[cfg(feature = "fleet")]
+    fn send_to_fleet(&self, folding: &mut Folding, deltas: &BTreeMap<UsageSubject, UsageCounts>, now: i64) {
+        let Some(fleet) = &self.fleet else {
+            return;
+        };
+        for (subject, counts) in deltas {
+            for tier in Granularity::ALL {
+                folding
+                    .pending
+                    .entry((subject.clone(), tier, tier.start_of(now)))
+                    .or_default()
+                    .add(counts);
+            }
+        }
+        while folding.pending.len() > MAX_PENDING {
+            // The oldest bucket first: by bucket start, whatever the subject.
+            let oldest = folding.pending.keys().min_by_key(|(_, _, bucket)| *bucket).cloned();
+            match oldest {
+                Some(key) => folding.pending.remove(&key),
+                None => break,
+            };
+        }
+        if !folding.pending.is_empty() {
+            let rows: Vec<crate::fleet::UsageRow> = folding
+                .pending
+                .iter()
+                .map(|((subject, tier, bucket), counts)| crate::fleet::UsageRow {
+                    subject: subject.clone(),
+                    tier: *tier,
+                    bucket: *bucket,
+                    counts: counts.clone(),
+                })
+                .collect();
+            if fleet.add_usage(&rows).is_ok() {
+                folding.pending.clear();
+            }
+        }
+        if now.saturating_sub(folding.fleet_pruned_at) >= FLEET_PRUNE_EVERY_MS {
+            let cutoffs: Vec<(Granularity, i64)> = Granularity::ALL
+                .into_iter()
+                .map(|tier| (tier, self.oldest_kept(tier, now)))
+                .collect();
+            if fleet.prune_usage(&cutoffs).is_ok() {
+                folding.fleet_pruned_at = now;
+            }
+        }
+    }
+
+    /// The start of the oldest bucket of `tier` kept at `now`.
+    fn oldest_kept(&self, tier: Granularity, now: i64) -> i64 {
+        let kept = i64::try_from(self.retention.of(tier).as_millis()).unwrap_or(i64::MAX);
+        tier.start_of(now.saturating_sub(kept).saturating_sub(60_000))
     }
 
     /// Adds `deltas` into the buckets of every tier holding `at`.
@@ -125,6 +216,13 @@ impl UsageBook {
     /// sled's.
     pub fn query(&self, q: &UsageQuery, now: i64) -> Result<UsageReport> {
         let starts = q.bucket_starts(&self.retention, now)?;
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = &self.fleet {
+            // The fleet's sum: every host's folded counts.
+            let from = starts.first().copied().unwrap_or(q.since);
+            let found = fleet.usage(&q.subject, q.by, from, q.until)?;
+            return Ok(UsageReport::build(q, starts, found));
+        }
         let found = self.read(q, &starts)?;
         Ok(UsageReport::build(q, starts, found))
     }

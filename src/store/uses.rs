@@ -222,16 +222,22 @@ impl UseSink {
         }
     }
 
-    /// Takes every thread's uses since the last drain into `out`; returns how many were
-    /// dropped since then.
-    pub fn drain_into(&self, out: &mut Gathered) -> u64 {
+    /// Takes every thread's uses since the last drain into `out`, showing each to the
+    /// anomaly `detector` on the way; returns how many were dropped since then.
+    pub fn drain_into(&self, out: &mut Gathered, detector: &crate::anomaly::Detector) -> u64 {
         let mut receivers = lock(&self.receivers);
+        let mut keys = detector.enabled().then(|| detector.keys());
         receivers.retain_mut(|ring| {
             // Read before the drain: once the thread is gone (its ring abandoned, with
             // acquire ordering), everything it pushed is visible to the drain below.
             let gone = ring.is_abandoned();
             if let Ok(chunk) = ring.read_chunk(ring.slots()) {
-                chunk.into_iter().for_each(|u| out.push(u));
+                chunk.into_iter().for_each(|u| {
+                    if let Some(keys) = keys.as_mut() {
+                        detector.observe(keys, u.id, u.at, u.code, u.ip);
+                    }
+                    out.push(u);
+                });
             }
             !(gone && ring.is_empty())
         });

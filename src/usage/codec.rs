@@ -1,4 +1,5 @@
-//! The `usage` tree's entries, byte by byte (docs/FORMAT.md, "The usage tree").
+//! The `usage` tree's entries, byte by byte (docs/FORMAT.md, "The usage tree"). Public
+//! only for the fuzzer (`fuzz/usage_checks.rs`): not part of the API.
 //!
 //! One entry holds one subject's buckets of one tier over one *period*: a key's minutes of
 //! one hour, its hours of one day, its days of one month, its months of one year. Only
@@ -190,7 +191,7 @@ pub(crate) fn parse_entry_key(key: &[u8]) -> Option<(Granularity, i64)> {
 }
 
 /// The buckets of one entry: (slot, counts), slots ascending.
-pub(crate) type Buckets = Vec<(u8, UsageCounts)>;
+pub type Buckets = Vec<(u8, UsageCounts)>;
 
 /// Adds `counts` into the bucket at `slot` of `buckets`.
 pub(crate) fn add_into(buckets: &mut Buckets, slot: u8, counts: &UsageCounts) {
@@ -205,7 +206,7 @@ pub(crate) fn add_into(buckets: &mut Buckets, slot: u8, counts: &UsageCounts) {
 }
 
 /// Encodes an entry's value.
-pub(crate) fn encode(buckets: &Buckets) -> Vec<u8> {
+pub fn encode(buckets: &Buckets) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + buckets.len() * 6);
     out.push(VALUE_FORMAT);
     for (slot, c) in buckets {

@@ -28,7 +28,8 @@
 //! # }
 //! ```
 
-pub(crate) mod codec;
+#[doc(hidden)]
+pub mod codec;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -328,6 +329,9 @@ pub struct UsageReport {
     pub buckets: Vec<UsageBucket>,
     /// The sum of the buckets.
     pub total: UsageCounts,
+    /// The anomalies raised in the range for the subject (`key.anomaly`), oldest first;
+    /// for the whole store, `guessing` too.
+    pub anomalies: Vec<crate::anomaly::LoggedAnomaly>,
 }
 
 impl UsageReport {
@@ -353,6 +357,7 @@ impl UsageReport {
             "until": crate::clock::fmt_time(self.until),
             "buckets": buckets,
             "total": self.total.to_json(),
+            "anomalies": self.anomalies.iter().map(crate::anomaly::LoggedAnomaly::to_json).collect::<Vec<_>>(),
         })
     }
 
@@ -385,6 +390,7 @@ impl UsageReport {
             until: q.until,
             buckets,
             total,
+            anomalies: Vec::new(),
         }
     }
 }

@@ -175,6 +175,48 @@ fn print_table(subject: &UsageSubject, report: &UsageReport) {
     }
     table.add_row(total);
     outln!("{table}");
+    print_anomalies(report);
+}
+
+/// The anomalies of the report's subject and range, when there are any: one row each.
+fn print_anomalies(report: &UsageReport) {
+    if report.anomalies.is_empty() {
+        return;
+    }
+    outln!("Anomalies ({}):", report.anomalies.len());
+    let mut table = Table::new();
+    table
+        .load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(vec!["At", "Reason", "Key or network", "Observed", "Usual", "Window"]);
+    for a in &report.anomalies {
+        let what = match (&a.key_id, &a.anomaly.network) {
+            (Some(id), Some(network)) => format!("{id} from {network}"),
+            (Some(id), None) => id.to_string(),
+            (None, Some(network)) => network.to_string(),
+            (None, None) => String::new(),
+        };
+        table.add_row(vec![
+            Cell::new(clock::fmt_table_time(a.at)),
+            Cell::new(a.anomaly.reason),
+            Cell::new(what),
+            Cell::new(a.anomaly.observed).set_alignment(CellAlignment::Right),
+            Cell::new(a.anomaly.baseline).set_alignment(CellAlignment::Right),
+            Cell::new(window(a.anomaly.window_start, a.anomaly.window_end)),
+        ]);
+    }
+    outln!("{table}");
+}
+
+/// An anomaly's window: its start, and its end when that is another time (the end's
+/// date only when it is another day).
+fn window(start: i64, end: i64) -> String {
+    let (from, to) = (clock::fmt_table_time(start), clock::fmt_table_time(end));
+    match (from.split_once(' '), to.split_once(' ')) {
+        _ if from == to => from,
+        (Some((day, _)), Some((end_day, time))) if day == end_day => format!("{from} to {time}"),
+        _ => format!("{from} to {to}"),
+    }
 }
 
 /// A bar of `valid` and `denied` requests, scaled so that `most` fills [`BAR_WIDTH`];
