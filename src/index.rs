@@ -538,12 +538,22 @@ impl Index {
         if self.filter.as_ref().is_some_and(|f| !f.may_contain(&tag.0)) {
             return Ok(None);
         }
-        // The mirror: one probe of a mapped table, one MAC check and a decode.
+        // The mirror: one probe of a mapped table, one MAC check and a decode. The MAC
+        // covers the key id the record names, not the tag it is filed under: the decoded
+        // key must carry the tag looked up, or another key's sealed value was filed here.
         if let Some(mirrors) = &self.mirrors {
-            return mirrors
+            let found = mirrors
                 .by_tag
                 .get(&tag.0, |id, value| self.decode::<StoredKey>("keys", id, value))
-                .transpose();
+                .transpose()?;
+            return match found {
+                Some(stored) if stored.tag != *tag => Err(IndexError::Tampered {
+                    tree: "by_tag",
+                    key: hex::encode(tag.0),
+                }
+                .into()),
+                found => Ok(found),
+            };
         }
         let Some(sealed_id) = self.by_hash.get(tag.0)? else {
             return Ok(None);
@@ -1071,12 +1081,7 @@ impl Index {
     /// Writes a committed batch's `keys` and `marks` entries to their mirrors (still under
     /// the sum's lock: one writer at a time). `writes` are the batch's sealed entries: its
     /// `keys` entries (tree 0) in the order of `batch.keys`, one each.
-    fn mirror_batch(
-        &self,
-        mirrors: &Mirrors,
-        batch: &IndexBatch<'_>,
-        writes: &[Write],
-    ) -> Result<()> {
+    fn mirror_batch(&self, mirrors: &Mirrors, batch: &IndexBatch<'_>, writes: &[Write]) -> Result<()> {
         let io = |e| crate::error::Error::io(self.dir.clone().unwrap_or_default(), e);
         let key_writes = writes.iter().filter(|(tree, _, _)| *tree == 0);
         let keys: Vec<Put<'_>> = key_writes

@@ -5,6 +5,7 @@
 
 #![expect(
     clippy::expect_used,
+    clippy::indexing_slicing,
     reason = "a test fails by panicking: unwrap, expect and indexing are its assertions"
 )]
 
@@ -38,6 +39,37 @@ fn restore_mirrors(saved: &[(PathBuf, Vec<u8>)]) {
     for (path, bytes) in saved {
         std::fs::write(path, bytes).expect("put the older mirror back");
     }
+}
+
+/// The offset of the last record in a `by_tag.records` file whose aux bytes are `id`, and
+/// its head's lengths (key, aux, value). Records start at offset 16: key length u16, aux
+/// length u16, value length u32, key, aux (the key id), value (docs/FORMAT.md).
+fn last_record(bytes: &[u8], id: &str) -> Option<(usize, (usize, usize, usize))> {
+    let (mut at, mut last) = (16, None);
+    while at + 8 <= bytes.len() {
+        let lens = lengths(bytes, at);
+        if lens.0 == 0 {
+            break;
+        }
+        let aux = at + 8 + lens.0;
+        if &bytes[aux..aux + lens.1] == id.as_bytes() {
+            last = Some((at, lens));
+        }
+        at = record_end(bytes, at);
+    }
+    last
+}
+
+fn lengths(bytes: &[u8], at: usize) -> (usize, usize, usize) {
+    let key = u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+    let aux = u16::from_le_bytes([bytes[at + 2], bytes[at + 3]]) as usize;
+    let value = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+    (key, aux, value)
+}
+
+fn record_end(bytes: &[u8], at: usize) -> usize {
+    let (key, aux, value) = lengths(bytes, at);
+    at + 8 + key + aux + value
 }
 
 #[test]
@@ -138,25 +170,8 @@ fn a_mirror_record_changed_without_the_pepper_is_refused_at_read() {
     // adds up to the index's MACs at open, but the record fails its own MAC when read.
     let records = fx.path.join("index").join("by_tag.records");
     let mut bytes = std::fs::read(&records).expect("records");
-    let id = created.record.id.to_string();
-    // Records from offset 16: key length u16, aux length u16, value length u32, key, aux
-    // (the key id), value (docs/FORMAT.md). The last record of the key is its current one.
-    let (mut at, mut last) = (16, None);
-    while at + 8 <= bytes.len() {
-        let key_len = u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
-        let aux_len = u16::from_le_bytes([bytes[at + 2], bytes[at + 3]]) as usize;
-        let value_len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
-        if key_len == 0 {
-            break;
-        }
-        let aux = at + 8 + key_len;
-        let end = aux + aux_len + value_len;
-        if &bytes[aux..aux + aux_len] == id.as_bytes() {
-            last = Some(end - 1);
-        }
-        at = end;
-    }
-    let last = last.expect("the key's record names its id");
+    let (at, _) = last_record(&bytes, created.record.id.as_str()).expect("the key's record");
+    let last = record_end(&bytes, at) - 1;
     bytes[last] ^= 0x01;
     std::fs::write(&records, &bytes).expect("write records");
 
@@ -167,4 +182,48 @@ fn a_mirror_record_changed_without_the_pepper_is_refused_at_read() {
         "a changed record is refused, not served: {:?}",
         refused.map(|d| d.code)
     );
+}
+
+#[test]
+fn a_revoked_keys_tag_filed_at_another_keys_record_is_refused_while_the_store_runs() {
+    let fx = Fixture::new();
+    let store = fx.init();
+    let revoked = store.create(NewKey::new("a")).expect("create");
+    let active = store.create(NewKey::new("b")).expect("create");
+    store.revoke(&revoked.record.id, None).expect("revoke");
+    store.close().expect("close");
+
+    // The store is open (its mirror checked and mapped) when the file changes: the
+    // revoked key's record is rewritten to hold the active key's id and sealed value
+    // (valid MACs of their own), under the revoked key's tag.
+    let store = fx.open();
+    let records = fx.path.join("index").join("by_tag.records");
+    let mut bytes = std::fs::read(&records).expect("records");
+    let (a_at, (a_key, _, _)) = last_record(&bytes, revoked.record.id.as_str()).expect("a's record");
+    let (b_at, (b_key, b_aux, b_value)) = last_record(&bytes, active.record.id.as_str()).expect("b's record");
+    assert!(
+        b_aux + b_value <= record_end(&bytes, a_at) - a_at - 8 - a_key,
+        "b's record fits in a's place"
+    );
+    let b_rest = bytes[b_at + 8 + b_key..b_at + 8 + b_key + b_aux + b_value].to_vec();
+    bytes[a_at + 2..a_at + 4].copy_from_slice(&(b_aux as u16).to_le_bytes());
+    bytes[a_at + 4..a_at + 8].copy_from_slice(&(b_value as u32).to_le_bytes());
+    let rest_at = a_at + 8 + a_key;
+    bytes[rest_at..rest_at + b_rest.len()].copy_from_slice(&b_rest);
+    // In place (no truncation under the store's mapping), as an editor would.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&records)
+        .expect("open records");
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(a_at as u64)).expect("seek");
+    std::io::Write::write_all(&mut file, &bytes[a_at..rest_at + b_rest.len()]).expect("write records");
+    drop(file);
+
+    let refused = store.verify(revoked.key.expose());
+    assert!(
+        refused.as_ref().is_err_and(|e| e.to_string().contains("by_tag")),
+        "the revoked key is refused, not served as the other key: {:?}",
+        refused.map(|d| d.code)
+    );
+    assert_eq!(store.verify(active.key.expose()).expect("verify").code, Code::Valid);
 }
