@@ -24,6 +24,13 @@
 //! Every batch of log records is applied in one sled transaction across the trees,
 //! together with `applied_seq`, the sequence number of the last record it reflects.
 //!
+//! # Mirrors
+//!
+//! Beside the trees, `crate::mirror` keeps memory-mapped mirrors of `keys` (by tag),
+//! `counters` and `marks`, written after each transaction commits: what a cold verify
+//! reads, without a walk of sled's B-tree. [`Index::open`] compares each with the sled
+//! entries it checks (count and MAC sum) and rebuilds it from sled when they differ.
+//!
 //! # Sealed
 //!
 //! Every value is sealed: a format byte, a 16-byte MAC (keyed BLAKE3, with a key derived
