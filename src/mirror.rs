@@ -190,16 +190,17 @@ impl Mirror {
         Ok(())
     }
 
-    /// Flushes both mappings to disk (close: not needed for correctness, which never
-    /// trusts a mirror it did not check, but it spares the next open a rebuild after a
-    /// power loss).
+    /// Starts writing both mappings to disk, without waiting for it (close). Not needed
+    /// for correctness, which never trusts a mirror it did not check; it narrows the
+    /// window in which a power loss costs the next open a rebuild. A synchronous `msync`
+    /// here made a close of 1M cached keys wait for hundreds of MB of mapped pages.
     ///
     /// # Errors
     /// The file system's.
     pub fn flush(&self) -> std::io::Result<()> {
         let files = self.read();
-        files.records.flush()?;
-        files.slots.flush()
+        files.records.flush_async()?;
+        files.slots.flush_async()
     }
 
     /// Bytes of records no slot points at.
