@@ -68,6 +68,7 @@ pub mod leaks;
 pub mod lifecycle;
 pub mod limits;
 pub mod log;
+mod mirror;
 mod modes;
 pub mod name;
 pub mod owner;

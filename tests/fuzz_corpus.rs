@@ -22,6 +22,8 @@
 //!   owner's key never touched, the session token never in an answer.
 //! - `usage_value` (`usage_checks.rs`): the usage tree's values decode without a panic,
 //!   and what decodes round-trips.
+//! - `index_mirror` (`mirror_checks.rs`): the index's memory-mapped mirrors, patched or cut,
+//!   never stop an open nor make a key answer against the log.
 //!
 //! The input seeds are named `accept-…` or `refuse-…` and their tests check that too;
 //! `secret_echo.rs` records which parsers repeat a pasted key in their errors today.
@@ -52,6 +54,8 @@ mod import_checks;
 mod leaks_checks;
 #[path = "../fuzz/log_meta_checks.rs"]
 mod log_meta_checks;
+#[path = "../fuzz/mirror_checks.rs"]
+mod mirror_checks;
 // The policy checks use `TrustedProxies`, of the `http` feature.
 #[cfg(feature = "http")]
 #[path = "../fuzz/policy_checks.rs"]
@@ -263,6 +267,12 @@ fn write_seed_corpus() {
     }
     if wanted("usage_value") {
         write_seeds(&root.join("usage_value"), &usage_seeds());
+    }
+    if wanted("index_mirror") {
+        write_seeds(
+            &root.join("index_mirror"),
+            &mirror_checks::mirror_seeds(&mirror_checks::Scratch::new()),
+        );
     }
 }
 
@@ -1890,4 +1900,24 @@ fn usage_seeds() -> Vec<(String, Vec<u8>)> {
             ],
         ),
     ]
+}
+
+// ---------------------------------------------------------------------------------------
+// Index mirrors
+
+#[test]
+fn index_mirror_seeds_pass_the_fuzz_checks_and_do_as_named() {
+    let scratch = mirror_checks::Scratch::new();
+    let seeds = corpus("index_mirror");
+    assert!(seeds.len() >= 10, "only {} mirror seeds", seeds.len());
+    let mut files = std::collections::BTreeSet::new();
+    for (name, data) in &seeds {
+        let answered = mirror_checks::check_mirror_input(&scratch, data);
+        assert_named_outcome("index_mirror", name, answered);
+        files.insert(data[0] & 0x7f);
+    }
+    assert_eq!(files.len(), mirror_checks::FILES.len(), "a seed for every mirror file");
+    // The seeds aim at offsets in the fixture's files, which the fixture makes the same
+    // way every time: they are what write_seed_corpus writes.
+    assert_seeds_current("index_mirror", &seeds, &mirror_checks::mirror_seeds(&scratch));
 }

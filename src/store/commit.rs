@@ -606,7 +606,7 @@ fn apply(shared: &Shared, log: &LogWriter, overlay: &Overlay<'_>) {
                 successor,
                 &dir,
                 shared.clock.now_ns(),
-                || shared.load_state(&stored.record).ok(),
+                || shared.load_state(stored.record.clone()).ok(),
             );
         }
     }

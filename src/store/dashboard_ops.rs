@@ -263,7 +263,7 @@ impl Store {
         }
         let live = match self.shared.cache.get(&stored.tag) {
             Some(live) => live,
-            None => std::sync::Arc::new(self.shared.load_state(&stored.record)?),
+            None => std::sync::Arc::new(self.shared.load_state(stored.record.clone())?),
         };
         let Some(active) = &live.budget else {
             return Ok(None);

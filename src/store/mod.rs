@@ -411,7 +411,7 @@ impl Shared {
     /// # Errors
     /// When the key's owner cannot be read: verify fails closed rather than pass a key
     /// without its owner's limits.
-    fn load_state(&self, record: &KeyRecord) -> Result<LiveState> {
+    fn load_state(&self, record: KeyRecord) -> Result<LiveState> {
         // A read error here leaves counters at zero; the key's record itself came from
         // sled a moment ago, so sled is readable and this is not expected.
         let counters = self.index.counters(&record.id).ok().flatten();
@@ -424,7 +424,8 @@ impl Shared {
             credit,
             now_ns: self.clock.now_ns(),
         };
-        let mut state = LiveState::build(Arc::new(record.clone()), &self.directory.load(), &seed);
+        let record = Arc::new(record);
+        let mut state = LiveState::build(Arc::clone(&record), &self.directory.load(), &seed);
         // On a fleet host only a lease from the fleet may be spent: whatever a counter
         // restored from disk held under its mark is not this host's any more.
         if self.fleet_host
@@ -910,7 +911,7 @@ impl Store {
             }
             return Ok(());
         };
-        let state = shared.cache.fill(tag, shared.load_state(&stored.record)?, generation);
+        let state = shared.cache.fill(tag, shared.load_state(stored.record)?, generation);
         self.decide_live(req, decision, &state, purpose)
     }
 
@@ -935,7 +936,7 @@ impl Store {
         if let Some((stored, sha256)) = shared.find_imported(req.key)? {
             let now = shared.clock.now_ms();
             if stored.record.status_at(now) != Status::Active {
-                let state = shared.load_state(&stored.record)?;
+                let state = shared.load_state(stored.record)?;
                 return self.decide_live(req, decision, &state, purpose);
             }
             let prefix_len = stored.record.prefix().len();
@@ -961,7 +962,7 @@ impl Store {
             }
             return Ok(());
         };
-        let state = shared.cache.fill(tag, shared.load_state(&stored.record)?, generation);
+        let state = shared.cache.fill(tag, shared.load_state(stored.record)?, generation);
         self.decide_live(req, decision, &state, purpose)
     }
 
@@ -1280,7 +1281,7 @@ impl Store {
                     let Some(stored) = shared.index.get_by_tag(&tag)? else {
                         break;
                     };
-                    shared.cache.fill(tag, shared.load_state(&stored.record)?, generation)
+                    shared.cache.fill(tag, shared.load_state(stored.record)?, generation)
                 }
             };
             let next = state.successor;
