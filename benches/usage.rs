@@ -9,6 +9,12 @@
 //!   through the public API; use logging off so the log does not grow). Target: the
 //!   10M/10k ratio within 1.5x.
 //!
+//! With `USAGE_PROBE=ROUNDS` set, `usage/verify` runs an interleaved probe instead:
+//! ROUNDS rounds of 200,000 verifies on each store in turn, keeping each side's fastest
+//! round, so the two sides of the ratio are measured seconds apart at most (criterion
+//! measures one for its whole time, then the other, and a loaded host's interference
+//! comes and goes over seconds). It prints both and their ratio.
+//!
 //! Every benchmark checks the outcome it measures before measuring it.
 
 #![expect(
@@ -64,7 +70,7 @@ fn limited_key(owner: Option<&str>) -> NewKey {
 fn verify(c: &mut Criterion) {
     let counting = Fixture::new(Config::new());
     let not_counting = Fixture::new(Config::new().usage_counting(false));
-    let mut group = c.benchmark_group("usage/verify");
+    let mut sides = Vec::new();
     for (name, fixture) in [("counting", &counting), ("not_counting", &not_counting)] {
         let key = fixture
             .store
@@ -76,17 +82,44 @@ fn verify(c: &mut Criterion) {
         let d = fixture.store.verify(&key).unwrap();
         assert_eq!(d.code, Code::Valid);
         assert!(d.budget.as_ref().is_some_and(|b| b.charged));
-        group.bench_function(name, |b| {
-            b.iter(|| black_box(fixture.store.verify(black_box(&key)).unwrap()))
-        });
+        sides.push((name, &fixture.store, key));
     }
-    group.finish();
+    if let Some(rounds) = std::env::var("USAGE_PROBE").ok().and_then(|r| r.parse::<usize>().ok()) {
+        probe(rounds, &sides);
+    } else {
+        let mut group = c.benchmark_group("usage/verify");
+        for (name, store, key) in &sides {
+            group.bench_function(*name, |b| b.iter(|| black_box(store.verify(black_box(key)).unwrap())));
+        }
+        group.finish();
+    }
     // The counting store counted (the flusher may have folded some already: flush and ask).
     counting.store.flush().unwrap();
     let now = credstore::Clock::now_ms(&credstore::SystemClock);
     let q = UsageQuery::new(UsageSubject::All, now - HOUR, now + 1, Granularity::Hour);
     assert!(counting.store.usage(&q).unwrap().total.valid > 0);
     assert!(not_counting.store.usage(&q).unwrap().total.is_empty());
+}
+
+/// The interleaved probe (see the module's docs): prints each side's fastest round, ns a
+/// verify, and the ratio of the first side to the second.
+fn probe(rounds: usize, sides: &[(&str, &Store, String)]) {
+    const CALLS: u32 = 200_000;
+    let mut best = vec![f64::INFINITY; sides.len()];
+    for _ in 0..rounds {
+        for (i, (_, store, key)) in sides.iter().enumerate() {
+            let started = std::time::Instant::now();
+            for _ in 0..CALLS {
+                black_box(store.verify(black_box(key)).unwrap());
+            }
+            let ns = started.elapsed().as_secs_f64() * 1e9 / f64::from(CALLS);
+            best[i] = best[i].min(ns);
+        }
+    }
+    for ((name, _, _), ns) in sides.iter().zip(&best) {
+        println!("usage/verify/{name}: {ns:.1} ns (fastest of {rounds} rounds of {CALLS})");
+    }
+    println!("ratio {} / {}: {:.3}", sides[0].0, sides[1].0, best[0] / best[1]);
 }
 
 /// A store on a manual clock at the end of 30 days in which `uses` verifies of ten keys of

@@ -116,7 +116,7 @@ impl UsageBook {
             if let Some(owner) = u.owner {
                 add_to(&mut deltas, UsageSubject::Owner(owner), &u.counts);
             }
-            deltas.insert(UsageSubject::Key(u.id), u.counts);
+            add_to(&mut deltas, UsageSubject::Key(u.id), &u.counts);
         }
         if !all.is_empty() {
             deltas.insert(UsageSubject::All, all);
