@@ -56,7 +56,8 @@ impl Page {
 struct Browser {
     app: Router,
     host: &'static str,
-    cookie: Option<String>,
+    /// The cookies the dashboard set, by name, as a browser keeps them.
+    cookies: std::collections::BTreeMap<String, String>,
 }
 
 impl Browser {
@@ -69,14 +70,15 @@ impl Browser {
         Browser {
             app,
             host: "127.0.0.1:8080",
-            cookie: None,
+            cookies: std::collections::BTreeMap::new(),
         }
     }
 
     async fn send(&mut self, method: &str, path: &str, form: &[(&str, &str)], extra: &[(&str, &str)]) -> Page {
         let mut req = Request::builder().method(method).uri(path).header("host", self.host);
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c.as_str());
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req = req.header("cookie", jar.join("; "));
         }
         for (k, v) in extra {
             req = req.header(*k, *v);
@@ -90,6 +92,15 @@ impl Browser {
         let response = self.app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
+        for set in headers.get_all("set-cookie") {
+            let set = set.to_str().unwrap();
+            let (name, value) = set.split(';').next().unwrap().split_once('=').unwrap();
+            if set.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
+        }
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         Page {
             status,
@@ -110,12 +121,13 @@ impl Browser {
     async fn enter(&mut self, token: &str) -> Page {
         let landing = self.get(&format!("/dashboard/enter/{token}")).await;
         assert_eq!(landing.status, StatusCode::OK, "{}", landing.body);
-        let page = self.post("/dashboard/enter", &[("token", token)]).await;
-        if let Some(set) = page.headers.get("set-cookie") {
-            let pair = set.to_str().unwrap().split(';').next().unwrap().to_string();
-            self.cookie = Some(pair);
-        }
-        page
+        self.post("/dashboard/enter", &[("token", token)]).await
+    }
+
+    /// The session's cookie, `name=token`.
+    fn session_cookie(&self) -> String {
+        let token = self.cookies.get("credstore_dashboard").map_or("", String::as_str);
+        format!("credstore_dashboard={token}")
     }
 
     /// The CSRF token of the current session, read from the keys page.
@@ -416,6 +428,58 @@ async fn a_replayed_create_is_refused_and_the_key_shows_once() {
 }
 
 #[tokio::test]
+async fn the_new_key_reaches_the_keys_page_of_another_host_once_sealed_to_its_session() {
+    let (fx, store) = store();
+    // Two routers: two hosts behind a load balancer, nothing shared but the store's pepper.
+    let mut here = Browser::new(&store);
+    here.enter(&link(&store, "acme")).await;
+    let made = here.create("balanced", &[]).await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER);
+    let set = made.header("set-cookie").to_string();
+    assert!(
+        set.starts_with("credstore_dashboard_reveal=") && set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let sealed = here.cookies["credstore_dashboard_reveal"].clone();
+    let mut there = Browser::new(&store);
+    there.cookies = here.cookies.clone();
+    let shown = there.get("/dashboard").await;
+    let key = shown
+        .body
+        .split("data-testid=\"new-key\">")
+        .nth(1)
+        .expect("the key is shown");
+    let key = &key[..key.find('<').unwrap()];
+    assert_eq!(store.verify(key).unwrap().code, Code::Valid);
+    assert!(
+        !sealed.contains(key) && !set.contains(key),
+        "the cookie holds the key sealed"
+    );
+    assert!(
+        !there.cookies.contains_key("credstore_dashboard_reveal"),
+        "shown once, then cleared"
+    );
+    assert!(!there.get("/dashboard").await.body.contains(key));
+    // The sealed cookie opens for its own session only, and not once it is edited.
+    let mut other = Browser::new(&store);
+    other.enter(&link(&store, "acme")).await;
+    other
+        .cookies
+        .insert("credstore_dashboard_reveal".into(), sealed.clone());
+    assert!(!other.get("/dashboard").await.body.contains("data-testid=\"new-key\""));
+    let mut edited = sealed.clone().into_bytes();
+    let last = edited.len() - 1;
+    edited[last] = if edited[last] == b'A' { b'B' } else { b'A' };
+    here.cookies
+        .insert("credstore_dashboard_reveal".into(), String::from_utf8(edited).unwrap());
+    assert!(!here.get("/dashboard").await.body.contains("data-testid=\"new-key\""));
+    // Nor after its two minutes.
+    here.cookies.insert("credstore_dashboard_reveal".into(), sealed);
+    fx.clock.advance(121_000);
+    assert!(!here.get("/dashboard").await.body.contains("data-testid=\"new-key\""));
+}
+
+#[tokio::test]
 async fn scopes_limit_what_the_page_offers_and_what_the_server_accepts() {
     let (_fx, store) = store();
     let key = store.create(NewKey::new("existing").owner("acme")).unwrap();
@@ -541,7 +605,7 @@ async fn every_change_is_logged_with_the_session_as_its_actor_and_no_token_in_cl
         assert!(events.iter().any(|e| e["kind"] == kind), "{kind}");
     }
     // Neither token is anywhere under DATA, nor in any event shown.
-    let cookie = browser.cookie.clone().unwrap();
+    let cookie = browser.session_cookie();
     let session_token = cookie.split_once('=').unwrap().1.to_string();
     let shown = serde_json::to_string(&events).unwrap();
     assert!(!shown.contains(&token) && !shown.contains(&session_token));
@@ -572,6 +636,41 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test]
+async fn a_roll_with_grace_counts_against_the_bound_and_admin_keys_are_never_the_dashboards() {
+    let (_fx, store) = store();
+    let one = store.create(NewKey::new("one").owner("acme")).unwrap();
+    store.create(NewKey::new("two").owner("acme")).unwrap();
+    let admin = store
+        .create(
+            NewKey::new("ops")
+                .owner("acme")
+                .role(credstore::policy::RoleName::parse("admin").unwrap()),
+        )
+        .unwrap();
+    let mut browser = Browser::new(&store);
+    browser.enter(&link(&store, "acme")).await;
+    let cookie = browser.session_cookie();
+    let token = cookie.split_once('=').unwrap().1;
+    // The old key lives on through the grace: a third live key, over a bound of three
+    // (the admin key counts: it is the owner's).
+    let hour = Some(Duration::from_secs(3600));
+    let refused = store.session_rotate(token, &one.record.id, hour, Some(3)).unwrap_err();
+    assert!(
+        refused.to_string().contains("the most the dashboard allows"),
+        "{refused}"
+    );
+    // Without a grace the old key goes at once: no more keys than before.
+    store.session_rotate(token, &one.record.id, None, Some(3)).unwrap();
+    // An admin key, even the owner's, is no key to the dashboard: not rolled, not revoked,
+    // not shown.
+    let id = &admin.record.id;
+    let err = store.session_rotate(token, id, None, None).unwrap_err();
+    assert!(err.to_string().contains(&id.to_string()), "{err}");
+    assert!(store.session_revoke(token, id).is_err());
+    assert_eq!(store.get(id).unwrap().record.status_at(store.now_ms()), Status::Active);
+}
+
+#[tokio::test]
 async fn keys_per_owner_creates_per_minute_and_budget_caps_are_bounded() {
     let (_fx, store) = store();
     let config = DashboardConfig {
@@ -592,7 +691,7 @@ async fn keys_per_owner_creates_per_minute_and_budget_caps_are_bounded() {
     assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
     // The per-owner bound counts unrevoked keys, in the store's commit.
     store.create(NewKey::new("made by the host").owner("acme")).unwrap();
-    let session = browser.cookie.clone().unwrap();
+    let session = browser.session_cookie();
     let token = session.split_once('=').unwrap().1;
     let refused = store.session_create(token, NewKey::new("d"), Some(3)).unwrap_err();
     assert!(

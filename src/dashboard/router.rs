@@ -6,8 +6,10 @@
 //! same-origin`. Every change is a POST with the session's CSRF token (derived from the
 //! session token, compared in constant time) and, when the browser sends them, an `Origin`
 //! of this host and no cross-site `Sec-Fetch-Site`. A new key is never put in a URL: the
-//! create answers 303 to the keys page, which shows it from a one-time slot in memory, so a
-//! reload shows it no more.
+//! create answers 303 to the keys page with the key in a sealed cookie (XChaCha20-Poly1305
+//! under a key derived from the store's pepper and the session token, bound to the session
+//! id, kept two minutes), which that page shows and clears, so a reload shows it no more
+//! and any host of a fleet can show it.
 
 #![expect(
     clippy::result_large_err,
@@ -92,7 +94,6 @@ pub fn router(store: Arc<Store>, config: DashboardConfig) -> Router {
         store,
         css: super::assets::CSS.replace("__ACCENT__", &accent(&config.accent)),
         cfg: config,
-        slots: Mutex::new(HashMap::new()),
         nonces: Mutex::new(HashMap::new()),
         creates: Mutex::new(HashMap::new()),
     });
@@ -118,8 +119,6 @@ struct Dash {
     store: Arc<Store>,
     cfg: DashboardConfig,
     css: String,
-    /// Keys just made, by session id, shown once by the next keys page.
-    slots: Mutex<HashMap<String, Slot>>,
     /// Create forms' one-time values already used (a replayed create is refused), with
     /// when they were used; forgotten after [`NONCE_KEPT`].
     nonces: Mutex<HashMap<String, Instant>>,
@@ -127,16 +126,17 @@ struct Dash {
     creates: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
-/// A key waiting to be shown once.
+/// A key just made, on its way to the keys page that shows it once.
 struct Slot {
     key: Secret,
     name: String,
     rolled: bool,
-    at: Instant,
 }
 
-/// How long a key waits in its slot for the keys page.
-const SLOT_KEPT: Duration = Duration::from_secs(120);
+/// The cookie that carries a key just made to the keys page (sealed: [`seal_reveal`]).
+const REVEAL_COOKIE: &str = "credstore_dashboard_reveal";
+/// How long a key waits in its cookie for the keys page, ms (and the cookie's `Max-Age`).
+const REVEAL_KEPT_MS: i64 = 120_000;
 /// How long a used create nonce is remembered (a form older than this is refused anyway:
 /// its nonce is older than [`NONCE_KEPT`]).
 const NONCE_KEPT: Duration = Duration::from_secs(3600);
@@ -149,6 +149,8 @@ struct Ctx {
     token: Option<Secret>,
     csrf: String,
     secure: bool,
+    /// The sealed key the create or roll before this request left ([`REVEAL_COOKIE`]).
+    reveal: Option<String>,
 }
 
 impl Ctx {
@@ -161,12 +163,14 @@ impl Ctx {
         let token = token.filter(|_| session.is_some());
         let csrf = token.as_ref().map_or_else(String::new, |t| csrf_token(t.expose()));
         let secure = dash.cfg.secure_cookie.unwrap_or_else(|| !loopback_host(headers));
+        let reveal = cookie(headers, REVEAL_COOKIE);
         Ctx {
             base,
             session,
             token,
             csrf,
             secure,
+            reveal,
         }
     }
 
@@ -215,6 +219,33 @@ impl Ctx {
     fn redirect_home(&self) -> Response {
         see_other(&super::page::home(&self.base))
     }
+
+    /// Where the dashboard's cookies apply: its mount path.
+    fn cookie_path(&self) -> String {
+        if self.base.is_empty() {
+            "/".to_string()
+        } else {
+            self.base.clone()
+        }
+    }
+
+    /// The keys page after a create or roll, carrying the new key in the sealed cookie
+    /// the page shows it from, once.
+    fn redirect_revealing(&self, dash: &Dash, token: &str, session: &Session, slot: &Slot) -> Response {
+        let mut response = self.redirect_home();
+        if let Some(sealed) = seal_reveal(dash, token, &session.id, slot) {
+            let cookie = format!(
+                "{REVEAL_COOKIE}={sealed}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict{}",
+                self.cookie_path(),
+                REVEAL_KEPT_MS / 1000,
+                if self.secure { "; Secure" } else { "" }
+            );
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().append(SET_COOKIE, value);
+            }
+        }
+        response
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -236,7 +267,10 @@ async fn render_keys(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let slot = session_slot(dash, &session.id);
+    let slot = ctx
+        .reveal
+        .as_deref()
+        .and_then(|sealed| open_reveal(dash, token, &session.id, sealed));
     let keys = if session.scopes.contains(super::Scopes::KEYS_READ) {
         let store = Arc::clone(&dash.store);
         let token = token.to_string();
@@ -261,7 +295,18 @@ async fn render_keys(
         max_budget: max_budget(dash, &session.owner),
         environments: dash.cfg.test_format.is_some(),
     };
-    html(status, &page::keys_page(&ctx.chrome(dash), &view))
+    let mut response = html(status, &page::keys_page(&ctx.chrome(dash), &view));
+    if ctx.reveal.is_some() {
+        // Shown once (or stale, or not this session's): the browser forgets it.
+        let expire = format!(
+            "{REVEAL_COOKIE}=; Path={}; Max-Age=0; HttpOnly; SameSite=Strict",
+            ctx.cookie_path()
+        );
+        if let Ok(value) = HeaderValue::from_str(&expire) {
+            response.headers_mut().append(SET_COOKIE, value);
+        }
+    }
+    response
 }
 
 async fn enter_page(
@@ -401,7 +446,16 @@ async fn create_key(
         Ok(s) => s,
         Err(r) => return r,
     };
-    if !first_use(&dash, &form.nonce) {
+    let new = match new_key(&dash, session, &form) {
+        Ok(new) => new,
+        Err(message) => return render_keys(&dash, &ctx, StatusCode::BAD_REQUEST, Some(&message), None).await,
+    };
+    // The rate first, then the nonce: only admitted forms are remembered, so made-up
+    // nonces cannot fill the host's memory faster than the creates-per-minute bound.
+    if !admit_create(&dash, &session.owner) {
+        return too_many_creates(&dash, &ctx).await;
+    }
+    if !first_use(&dash, &session.id, &form.nonce) {
         return render_keys(
             &dash,
             &ctx,
@@ -411,28 +465,20 @@ async fn create_key(
         )
         .await;
     }
-    let new = match new_key(&dash, session, &form) {
-        Ok(new) => new,
-        Err(message) => return render_keys(&dash, &ctx, StatusCode::BAD_REQUEST, Some(&message), None).await,
-    };
-    if !admit_create(&dash, &session.owner) {
-        return render_keys(
-            &dash,
-            &ctx,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("Too many keys created in the last minute: wait a minute and try again."),
-            None,
-        )
-        .await;
-    }
     let store = Arc::clone(&dash.store);
     let token_owned = token.to_string();
     let max = dash.cfg.max_keys_per_owner;
     match blocking(move || store.session_create(&token_owned, new, Some(max))).await {
-        Ok(created) => {
-            put_slot(&dash, &session.id, created.key, created.record.name, false);
-            ctx.redirect_home()
-        }
+        Ok(created) => ctx.redirect_revealing(
+            &dash,
+            token,
+            session,
+            &Slot {
+                key: created.key,
+                name: created.record.name,
+                rolled: false,
+            },
+        ),
         Err(e @ Error::Input(_)) => render_keys(&dash, &ctx, StatusCode::BAD_REQUEST, Some(&e.to_string()), None).await,
         Err(e @ Error::State(StateError::OwnerKeyLimit { .. })) => {
             render_keys(&dash, &ctx, StatusCode::CONFLICT, Some(&e.to_string()), None).await
@@ -561,13 +607,25 @@ async fn roll_key(
     let Ok(id) = KeyId::parse(&id) else {
         return error_page(&dash, &ctx, &StateError::UnknownKey(String::new()).into());
     };
+    // A roll makes a key as a create does (and with a grace period keeps the old one
+    // live): the same bounds.
+    if !admit_create(&dash, &session.owner) {
+        return too_many_creates(&dash, &ctx).await;
+    }
     let store = Arc::clone(&dash.store);
     let token_owned = token.to_string();
-    match blocking(move || store.session_rotate(&token_owned, &id, grace)).await {
-        Ok(rotated) => {
-            put_slot(&dash, &session.id, rotated.new.key, rotated.new.record.name, true);
-            ctx.redirect_home()
-        }
+    let max = dash.cfg.max_keys_per_owner;
+    match blocking(move || store.session_rotate(&token_owned, &id, grace, Some(max))).await {
+        Ok(rotated) => ctx.redirect_revealing(
+            &dash,
+            token,
+            session,
+            &Slot {
+                key: rotated.new.key,
+                name: rotated.new.record.name,
+                rolled: true,
+            },
+        ),
         Err(e) => error_page(&dash, &ctx, &e),
     }
 }
@@ -788,35 +846,95 @@ fn admit_create(dash: &Dash, owner: &str) -> bool {
     true
 }
 
-/// Whether a create form's nonce is used for the first time (and marks it used).
-fn first_use(dash: &Dash, nonce: &str) -> bool {
+/// Whether a create form's nonce is used for the first time by this session (and marks
+/// it used).
+fn first_use(dash: &Dash, session: &str, nonce: &str) -> bool {
     if !super::well_formed(nonce, "n_") {
         return false;
     }
     let mut nonces = lock(&dash.nonces);
     let now = Instant::now();
     nonces.retain(|_, at| now.duration_since(*at) < NONCE_KEPT);
-    nonces.insert(nonce.to_string(), now).is_none()
+    nonces.insert(format!("{session}/{nonce}"), now).is_none()
 }
 
-fn put_slot(dash: &Dash, session: &str, key: Secret, name: String, rolled: bool) {
-    let mut slots = lock(&dash.slots);
-    let now = Instant::now();
-    slots.retain(|_, s| now.duration_since(s.at) < SLOT_KEPT);
-    slots.insert(
-        session.to_string(),
-        Slot {
-            key,
-            name,
-            rolled,
-            at: now,
-        },
-    );
+/// The keys page refusing a create or roll over [`DashboardConfig::creates_per_minute`].
+async fn too_many_creates(dash: &Arc<Dash>, ctx: &Ctx) -> Response {
+    render_keys(
+        dash,
+        ctx,
+        StatusCode::TOO_MANY_REQUESTS,
+        Some("Too many keys created in the last minute: wait a minute and try again."),
+        None,
+    )
+    .await
 }
 
-/// The key waiting for this session, taken: it is shown once.
-fn session_slot(dash: &Dash, session: &str) -> Option<Slot> {
-    lock(&dash.slots).remove(session).filter(|s| s.at.elapsed() < SLOT_KEPT)
+/// A key just made, sealed for the keys page: XChaCha20-Poly1305 under a key derived from
+/// the store's pepper and the session token (every host of a fleet derives it; nobody
+/// without the session's cookie can), the session id as associated data, a random nonce.
+/// Plain text: the time it was made (i64, LE), rolled (1 byte), the name's length (u16, LE),
+/// the name, the key. Base64url: nonce (24), cipher text, tag (16).
+fn seal_reveal(dash: &Dash, token: &str, session_id: &str, slot: &Slot) -> Option<String> {
+    use base64::Engine as _;
+    use chacha20poly1305::aead::AeadInPlace;
+    use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
+    let name_len = u16::try_from(slot.name.len()).ok()?;
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(11 + slot.name.len() + 64));
+    buf.extend_from_slice(&dash.store.now_ms().to_le_bytes());
+    buf.push(u8::from(slot.rolled));
+    buf.extend_from_slice(&name_len.to_le_bytes());
+    buf.extend_from_slice(slot.name.as_bytes());
+    buf.extend_from_slice(slot.key.expose().as_bytes());
+    let mut nonce = [0u8; 24];
+    crate::token::fill_random(&mut nonce);
+    let key = dash.store.dashboard_reveal_key(token);
+    let tag = XChaCha20Poly1305::new(Key::from_slice(&*key))
+        .encrypt_in_place_detached(&XNonce::from(nonce), session_id.as_bytes(), &mut buf)
+        .ok()?;
+    let mut out = Vec::with_capacity(24 + buf.len() + 16);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&buf);
+    out.extend_from_slice(&tag);
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+}
+
+/// The key [`seal_reveal`] sealed for this session, if it opens and is not older than
+/// [`REVEAL_KEPT_MS`].
+fn open_reveal(dash: &Dash, token: &str, session_id: &str, sealed: &str) -> Option<Slot> {
+    use base64::Engine as _;
+    use chacha20poly1305::aead::AeadInPlace;
+    use chacha20poly1305::{Key, KeyInit, Tag, XChaCha20Poly1305, XNonce};
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed).ok()?;
+    if bytes.len() < 24 + 11 + 16 {
+        return None;
+    }
+    let (nonce, rest) = bytes.split_at(24);
+    let (text, tag) = rest.split_at(rest.len() - 16);
+    let mut buf = zeroize::Zeroizing::new(text.to_vec());
+    let key = dash.store.dashboard_reveal_key(token);
+    XChaCha20Poly1305::new(Key::from_slice(&*key))
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            session_id.as_bytes(),
+            &mut buf,
+            Tag::from_slice(tag),
+        )
+        .ok()?;
+    let made = i64::from_le_bytes(buf.get(..8)?.try_into().ok()?);
+    let age = dash.store.now_ms().saturating_sub(made);
+    if !(0..REVEAL_KEPT_MS).contains(&age) {
+        return None;
+    }
+    let rolled = *buf.get(8)? == 1;
+    let name_len = usize::from(u16::from_le_bytes(buf.get(9..11)?.try_into().ok()?));
+    let name = std::str::from_utf8(buf.get(11..11 + name_len)?).ok()?.to_string();
+    let key = std::str::from_utf8(buf.get(11 + name_len..)?).ok()?;
+    Some(Slot {
+        key: Secret::new(key.to_string()),
+        name,
+        rolled,
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -215,7 +215,8 @@ pub(crate) struct SessionOp {
     pub scope: crate::dashboard::Scopes,
     /// The key changed, which must be the session owner's (none for a create).
     pub key: Option<KeyId>,
-    /// For a create: the most unrevoked keys the owner may have.
+    /// For a create, or a roll that keeps the old key for a grace period: the most
+    /// unrevoked keys the owner may have.
     pub max_keys: Option<u32>,
     /// The change.
     pub op: Op,

@@ -17,7 +17,21 @@ use crate::record::{KeyId, NewKey, Status};
 use super::commit::{Op, Outcome, SessionOp};
 use super::{CreatedKey, KeyInfo, ListFilter, Rotated, Store};
 
+/// What derives the key that seals a dashboard session's new key on its way to the keys
+/// page (BLAKE3 `derive_key` context), from the pepper and the session token.
+const REVEAL_CONTEXT: &str = "credstore 2026-12 dashboard reveal cookie v1";
+
 impl Store {
+    /// The key that seals a new key for the keys page of the session whose token is
+    /// `session_token`: the same on every host sharing the pepper, unknown to anyone
+    /// without the session's cookie.
+    pub(crate) fn dashboard_reveal_key(&self, session_token: &str) -> zeroize::Zeroizing<[u8; 32]> {
+        let mut material = zeroize::Zeroizing::new(Vec::with_capacity(32 + session_token.len()));
+        material.extend_from_slice(self.shared.pepper.bytes());
+        material.extend_from_slice(session_token.as_bytes());
+        zeroize::Zeroizing::new(blake3::derive_key(REVEAL_CONTEXT, &material))
+    }
+
     /// The store's clock now, unix ms (what sessions and links expire by).
     pub fn now_ms(&self) -> i64 {
         self.shared.clock.now_ms()
@@ -82,6 +96,11 @@ impl Store {
     /// [`StateError::UnknownDashboardSession`] (never started, revoked, or malformed),
     /// [`StateError::DashboardSessionExpired`].
     pub fn dashboard_session(&self, token: &str) -> Result<Session> {
+        // A fleet host cut off from its fleet may not know of a revocation made elsewhere:
+        // it fails closed, as verify does.
+        if self.shared.fleet_stale.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Stale);
+        }
         if !well_formed(token, SESSION_PREFIX) {
             return Err(StateError::UnknownDashboardSession.into());
         }
@@ -209,7 +228,13 @@ impl Store {
     ///
     /// # Errors
     /// The session's errors; as [`Store::rotate`].
-    pub fn session_rotate(&self, token: &str, id: &KeyId, grace: Option<Duration>) -> Result<Rotated> {
+    pub fn session_rotate(
+        &self,
+        token: &str,
+        id: &KeyId,
+        grace: Option<Duration>,
+        max_keys: Option<u32>,
+    ) -> Result<Rotated> {
         let grace_ms = grace
             .map(|g| i64::try_from(g.as_millis()).map_err(|_| InputError::InvalidTime(format!("{g:?}"))))
             .transpose()?;
@@ -217,7 +242,7 @@ impl Store {
             id: id.clone(),
             grace_ms,
         };
-        match self.submit(self.as_session(token, Scopes::KEYS_ROLL, Some(id.clone()), None, op))? {
+        match self.submit(self.as_session(token, Scopes::KEYS_ROLL, Some(id.clone()), max_keys, op))? {
             Outcome::Rotated { old, new, secret } => Ok(Rotated {
                 new: CreatedKey {
                     key: secret,

@@ -669,27 +669,43 @@ pub(super) fn plan(
             {
                 return Err(StateError::UnknownKey(id.to_string()).into());
             }
-            if let Op::Create(key) = &acting.op {
-                if key.new.owner.as_deref() != Some(session.owner.as_str()) {
-                    return Err(StateError::UnknownOwner(key.new.owner.clone().unwrap_or_default()).into());
+            // Nor is an admin key, whoever owns it: the admin role and format are never the
+            // dashboard's to give (rolling one would show a fresh admin secret).
+            if let Some(id) = &acting.key
+                && state.get(id)?.is_some_and(|k| {
+                    k.record.format.is_admin() || k.record.role.as_ref().is_some_and(|r| r.as_str() == ADMIN_ROLE)
+                })
+            {
+                return Err(StateError::UnknownKey(id.to_string()).into());
+            }
+            if let Op::Create(key) = &acting.op
+                && key.new.owner.as_deref() != Some(session.owner.as_str())
+            {
+                return Err(StateError::UnknownOwner(key.new.owner.clone().unwrap_or_default()).into());
+            }
+            // A create adds a live key, and so does a roll whose old key lives on through a
+            // grace period: both count against the owner's bound.
+            let adds_a_key = match &acting.op {
+                Op::Create(_) => true,
+                Op::Rotate { grace_ms, .. } => grace_ms.is_some_and(|g| g > 0),
+                _ => false,
+            };
+            if adds_a_key && let Some(max) = acting.max_keys {
+                let mut unrevoked = 0u32;
+                for id in state.keys_of_owner(&session.owner)? {
+                    if state
+                        .get(&id)?
+                        .is_some_and(|k| k.record.status_at(now) != crate::record::Status::Revoked)
+                    {
+                        unrevoked += 1;
+                    }
                 }
-                if let Some(max) = acting.max_keys {
-                    let mut unrevoked = 0u32;
-                    for id in state.keys_of_owner(&session.owner)? {
-                        if state
-                            .get(&id)?
-                            .is_some_and(|k| k.record.status_at(now) != crate::record::Status::Revoked)
-                        {
-                            unrevoked += 1;
-                        }
+                if unrevoked >= max {
+                    return Err(StateError::OwnerKeyLimit {
+                        owner: session.owner.clone(),
+                        max,
                     }
-                    if unrevoked >= max {
-                        return Err(StateError::OwnerKeyLimit {
-                            owner: session.owner.clone(),
-                            max,
-                        }
-                        .into());
-                    }
+                    .into());
                 }
             }
             let (mut events, planned) = plan(state, &acting.op, now, last_id, shared)?;
