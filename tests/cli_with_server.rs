@@ -453,11 +453,13 @@ fn every_command_answers_through_the_server_as_it_does_without_one() {
 }
 
 /// The store's audit log without its records of use (`key.used`, `key.use_summary`,
-/// `budget.mark`), each event without its sequence number, masked.
+/// `budget.mark`), each event without its sequence number, masked. Anomalies come last,
+/// sorted: the flusher logs them when it next looks, so where they fall among the changes
+/// depends on its timing, not on the commands.
 fn changes(cli: &Cli) -> Vec<String> {
     let audit = cli.json(&["audit", "--json"]);
     let mut ids = HashMap::new();
-    audit
+    let (anomalies, others): (Vec<_>, Vec<_>) = audit
         .as_array()
         .expect("array")
         .iter()
@@ -467,12 +469,17 @@ fn changes(cli: &Cli) -> Vec<String> {
                 Some("key.used" | "key.use_summary" | "budget.mark" | "owner.budget_mark")
             )
         })
-        .map(|e| {
-            let mut e = e.clone();
-            e.as_object_mut().expect("object").remove("seq");
-            masked(&e.to_string(), &mut ids)
-        })
-        .collect()
+        .partition(|e| e["kind"] == "key.anomaly");
+    let mut shown = |e: &serde_json::Value| {
+        let mut e = e.clone();
+        e.as_object_mut().expect("object").remove("seq");
+        masked(&e.to_string(), &mut ids)
+    };
+    let mut out: Vec<String> = others.iter().map(|e| shown(e)).collect();
+    let mut anomalies: Vec<String> = anomalies.iter().map(|e| shown(e)).collect();
+    anomalies.sort();
+    out.extend(anomalies);
+    out
 }
 
 #[test]

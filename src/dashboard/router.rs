@@ -358,11 +358,7 @@ async fn enter(
         Err(e) => return error_page(&dash, &ctx, &e),
     };
     let max_age = (started.session.expires_at - dash.store.now_ms()).max(0) / 1000;
-    let path = if ctx.base.is_empty() {
-        "/".to_string()
-    } else {
-        ctx.base.clone()
-    };
+    let path = ctx.cookie_path();
     let cookie = format!(
         "{COOKIE_NAME}={}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
         started.token.expose(),
@@ -396,11 +392,8 @@ async fn sign_out(
     if let Err(e) = blocking(move || store.end_dashboard_session(&token)).await {
         return error_page(&dash, &ctx, &e);
     }
-    let path = if ctx.base.is_empty() {
-        "/".to_string()
-    } else {
-        ctx.base.clone()
-    };
+    let path = ctx.cookie_path();
+    let secure = if ctx.secure { "; Secure" } else { "" };
     let signed_out = Ctx {
         session: None,
         token: None,
@@ -414,7 +407,7 @@ async fn sign_out(
             "Open a new link from your account to manage your API keys again.",
         ),
     );
-    let expire = format!("{COOKIE_NAME}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict");
+    let expire = format!("{COOKIE_NAME}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict{secure}");
     if let Ok(value) = HeaderValue::from_str(&expire) {
         response.headers_mut().insert(SET_COOKIE, value);
     }
