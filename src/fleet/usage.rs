@@ -1,23 +1,9 @@
 //! The fleet's usage rollups (`credstore_usage`, schema version 3): each host adds its
 //! counts once per flush interval in one statement, and a query reads the fleet's sum.
 
-use crate::decision::Code;
-use crate::usage::{Granularity, UsageCounts, UsageSubject};
+use crate::usage::{DENIALS, Granularity, UsageCounts, UsageSubject};
 
 use super::{Fleet, Result};
-
-/// The denial codes in the order of the table's columns.
-const DENIALS: [Code; 9] = [
-    Code::Malformed,
-    Code::NotFound,
-    Code::Revoked,
-    Code::Disabled,
-    Code::Expired,
-    Code::Forbidden,
-    Code::InsufficientPermissions,
-    Code::RateLimited,
-    Code::BudgetExhausted,
-];
 
 /// One bucket's counts of one subject, to add to the fleet's row.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,6 +75,20 @@ impl UsageSubject {
     }
 }
 
+/// The codes a decision can deny with, in the order usage tables' and the fleet's
+/// columns give them.
+pub const DENIALS: [Code; 9] = [
+    Code::Malformed,
+    Code::NotFound,
+    Code::Revoked,
+    Code::Disabled,
+    Code::Expired,
+    Code::Forbidden,
+    Code::InsufficientPermissions,
+    Code::RateLimited,
+    Code::BudgetExhausted,
+];
+
 /// The width of a bucket. Buckets start at whole minutes, hours, days and months, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Granularity {

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
 use credstore::clock::{self, Clock};
-use credstore::{Code, Granularity, KeyId, UsageQuery, UsageReport, UsageSubject};
+use credstore::usage::DENIALS;
+use credstore::{Granularity, KeyId, UsageQuery, UsageReport, UsageSubject};
 
 use crate::output::{stdout_is_terminal, table_width};
 use crate::{Failure, command_store};
@@ -49,19 +50,6 @@ pub struct UsageArgs {
 fn parse_granularity(text: &str) -> Result<Granularity, String> {
     Granularity::parse(text).map_err(|e| e.to_string())
 }
-
-/// The codes a bucket can deny with, in the order the CSV's columns give them.
-const DENIALS: [Code; 9] = [
-    Code::Malformed,
-    Code::NotFound,
-    Code::Revoked,
-    Code::Disabled,
-    Code::Expired,
-    Code::Forbidden,
-    Code::InsufficientPermissions,
-    Code::RateLimited,
-    Code::BudgetExhausted,
-];
 
 /// The widest a row's bar is drawn.
 const BAR_WIDTH: usize = 30;
