@@ -120,6 +120,10 @@ fn usage_goes_through_a_running_server_and_over_http_for_admin_keys() {
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body["success"], true);
     let data = &reply.body["data"];
+    // The same document as `usage --json`.
+    let fields = |doc: &serde_json::Value| doc.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(fields(data), fields(&through), "{data}");
+    assert!(data["anomalies"].is_array(), "{data}");
     assert_eq!(data["by"], "minute");
     assert_eq!(data["total"]["valid"], 2);
     assert!(

@@ -69,6 +69,11 @@ pub struct UsageDoc {
     buckets: Vec<BucketDoc>,
     /// The sum of the buckets.
     total: CountsDoc,
+    /// The `key.anomaly` events of the subject in the range, oldest first: `{"at",
+    /// "key_id"?, "reason", "window": {"start", "end"}, "observed", "baseline",
+    /// "network"?}`.
+    #[schema(value_type = Vec<Object>)]
+    anomalies: Vec<serde_json::Value>,
 }
 
 impl UsageDoc {
@@ -99,6 +104,7 @@ impl UsageDoc {
                 denied: denied(&report.total),
                 spent: report.total.spent,
             },
+            anomalies: report.anomalies.iter().map(|a| a.to_json()).collect(),
         }
     }
 }
