@@ -40,6 +40,42 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in the order of its byte on disk ([`Code::byte`]): the packed use
+    /// records and the usage tree store codes by that byte, so it is append only.
+    pub const ALL: [Code; 10] = [
+        Code::Valid,
+        Code::Malformed,
+        Code::NotFound,
+        Code::Revoked,
+        Code::Disabled,
+        Code::Expired,
+        Code::Forbidden,
+        Code::InsufficientPermissions,
+        Code::RateLimited,
+        Code::BudgetExhausted,
+    ];
+
+    /// The code's byte on disk: its place in [`Code::ALL`].
+    pub const fn byte(self) -> u8 {
+        match self {
+            Code::Valid => 0,
+            Code::Malformed => 1,
+            Code::NotFound => 2,
+            Code::Revoked => 3,
+            Code::Disabled => 4,
+            Code::Expired => 5,
+            Code::Forbidden => 6,
+            Code::InsufficientPermissions => 7,
+            Code::RateLimited => 8,
+            Code::BudgetExhausted => 9,
+        }
+    }
+
+    /// The code a byte on disk names, if any.
+    pub fn from_byte(byte: u8) -> Option<Code> {
+        Code::ALL.get(usize::from(byte)).copied()
+    }
+
     /// The code as printed: `VALID`, `NOT_FOUND`, ...
     pub fn as_str(self) -> &'static str {
         match self {

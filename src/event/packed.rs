@@ -158,7 +158,7 @@ impl Packer {
         put_varint(body, u64::from(key));
         put_varint(body, zigzag(u.at.wrapping_sub(self.previous)));
         self.previous = u.at;
-        body.push(code_byte(u.code));
+        body.push(u.code.byte());
         put_varint(body, u.ip.map_or(0, |ip| u64::from(self.ips.number(&ip).0) + 1));
         let endpoint = u.endpoint.map_or(0, |e| {
             let (n, new) = self.endpoints.number(e);
@@ -278,30 +278,8 @@ pub(crate) fn unpack(bytes: &[u8]) -> Result<Vec<KeyUse>, String> {
     Ok(uses)
 }
 
-/// The outcomes, by their byte in the packed form (stable: append only).
-const CODES: [Code; 10] = [
-    Code::Valid,
-    Code::Malformed,
-    Code::NotFound,
-    Code::Revoked,
-    Code::Disabled,
-    Code::Expired,
-    Code::Forbidden,
-    Code::InsufficientPermissions,
-    Code::RateLimited,
-    Code::BudgetExhausted,
-];
-
-fn code_byte(code: Code) -> u8 {
-    // Every code is in CODES (a test checks each one round-trips).
-    CODES.iter().position(|c| *c == code).unwrap_or(0) as u8
-}
-
 fn code_of(byte: u8) -> Result<Code, String> {
-    CODES
-        .get(usize::from(byte))
-        .copied()
-        .ok_or_else(|| format!("packed uses: unknown outcome code {byte}"))
+    Code::from_byte(byte).ok_or_else(|| format!("packed uses: unknown outcome code {byte}"))
 }
 
 fn pick<'t, T>(table: &'t [T], n: u64, what: &str) -> Result<&'t T, String> {
@@ -463,7 +441,7 @@ mod tests {
 
     #[test]
     fn uses_round_trip_with_every_field_and_code() {
-        let mut uses: Vec<KeyUse> = CODES
+        let mut uses: Vec<KeyUse> = Code::ALL
             .iter()
             .enumerate()
             .map(|(i, code)| key_use(if i % 2 == 0 { A } else { B }, 1_000 + i as i64, *code, None, None))

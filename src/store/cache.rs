@@ -56,7 +56,7 @@ pub(crate) const DENIAL_SLOTS: usize = 9;
 /// The slot of a denial `code` in [`Usage::denied`]: its byte in the usage values, less one.
 #[inline]
 fn denial_slot(code: Code) -> usize {
-    usize::from(crate::usage::codec::code_byte(code).saturating_sub(1))
+    usize::from(code.byte().saturating_sub(1))
 }
 
 /// What a key was used for since the last flush, as [`Cache::take_dirty`] hands it to
@@ -88,7 +88,7 @@ impl Usage {
         for (slot, n) in self.denied.iter().enumerate() {
             let n = n.swap(0, Ordering::Relaxed);
             if n > 0
-                && let Some(code) = u8::try_from(slot + 1).ok().and_then(crate::usage::codec::code_of)
+                && let Some(code) = u8::try_from(slot + 1).ok().and_then(Code::from_byte)
             {
                 counts.count(code, u64::from(n), 0);
             }

@@ -13,7 +13,7 @@
 //! Entry value: a format byte ([`VALUE_FORMAT`]), then each bucket with a count in
 //! ascending slot order: the slot (1 byte: minute of the hour, hour of the day, day of
 //! the month less one, month less one), `valid` and `spent` as LEB128 varints, the number
-//! of denial codes (1 byte), and each code (1 byte, [`code_byte`]) with its count (varint).
+//! of denial codes (1 byte), and each code (1 byte, [`Code::byte`]) with its count (varint).
 
 use crate::decision::Code;
 
@@ -40,34 +40,6 @@ pub enum CodecError {
     /// A varint longer than 10 bytes.
     #[error("usage value has an overlong number")]
     Overlong,
-}
-
-/// The codes in the order their byte gives (never reordered: it is on disk).
-const CODES: [Code; 10] = [
-    Code::Valid,
-    Code::Malformed,
-    Code::NotFound,
-    Code::Revoked,
-    Code::Disabled,
-    Code::Expired,
-    Code::Forbidden,
-    Code::InsufficientPermissions,
-    Code::RateLimited,
-    Code::BudgetExhausted,
-];
-
-/// A code's byte in a value.
-pub(crate) fn code_byte(code: Code) -> u8 {
-    CODES
-        .iter()
-        .position(|c| *c == code)
-        .and_then(|i| u8::try_from(i).ok())
-        .unwrap_or(u8::MAX)
-}
-
-/// The code a byte in a value names.
-pub(crate) fn code_of(byte: u8) -> Option<Code> {
-    CODES.get(usize::from(byte)).copied()
 }
 
 /// The tier's byte in an entry key.
@@ -216,7 +188,7 @@ pub fn encode(buckets: &Buckets) -> Vec<u8> {
         let denied: Vec<_> = c.denied.iter().filter(|(_, n)| **n > 0).collect();
         out.push(u8::try_from(denied.len()).unwrap_or(0));
         for (code, n) in denied {
-            out.push(code_byte(*code));
+            out.push(code.byte());
             varint(&mut out, *n);
         }
     }
@@ -248,9 +220,8 @@ pub fn decode(tier: Granularity, value: &[u8]) -> Result<Vec<(u8, UsageCounts)>,
         for _ in 0..n {
             let (&byte, after) = rest.split_first().ok_or(CodecError::Truncated)?;
             rest = after;
-            let code = *CODES
-                .get(usize::from(byte))
-                .filter(|c| **c != Code::Valid)
+            let code = Code::from_byte(byte)
+                .filter(|c| *c != Code::Valid)
                 .ok_or(CodecError::BadCode(byte))?;
             let count = read_varint(&mut rest)?;
             counts.count(code, count, 0);
